@@ -1,0 +1,81 @@
+"""refquant: reference numerics for quantization.
+
+The affine (uniform) quantizer with named backend conventions, APoT, PACT and LSQ with their
+gradients, observers and qparam rules, golden vectors and mismatch diagnosis. NumPy and Numba
+only: ``import refquant`` never imports torch, and Numba itself loads on the first kernel call.
+
+>>> import numpy as np, refquant as rq
+>>> rq.quantize(np.float32([0.05, 0.15, -1.0]), 0.1, 0, fmt=rq.int8).tolist()
+[0, 2, -10]
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .formats import (
+    IntFormat,
+    int2,
+    int4,
+    int8,
+    int16,
+    int32,
+    integer_dtype_for,
+    uint2,
+    uint4,
+    uint8,
+    uint16,
+)
+from .rounding import ROUNDING_MODES
+
+__version__ = "0.1.0"
+
+# name -> (module, attribute or None for the module itself); loaded on first access
+_LAZY = {
+    "quantize": ("refquant.affine", "quantize"),
+    "dequantize": ("refquant.affine", "dequantize"),
+    "fake_quantize": ("refquant.affine", "fake_quantize"),
+    "conventions": ("refquant.conventions", None),
+    "Convention": ("refquant.conventions", "Convention"),
+    "choose_qparams": ("refquant.qparams", "choose_qparams"),
+    "apot": ("refquant.apot", None),
+    "pact": ("refquant.pact", None),
+    "lsq": ("refquant.lsq", None),
+    "observers": ("refquant.observers", None),
+    "Encoding": ("refquant.encoding", "Encoding"),
+    "QuantizedArray": ("refquant.encoding", "QuantizedArray"),
+    "testing": ("refquant.testing", None),
+    "golden": ("refquant.golden", None),
+    "identify": ("refquant.golden.identify", "identify"),
+}
+
+__all__ = [
+    "IntFormat",
+    "int2",
+    "int4",
+    "int8",
+    "int16",
+    "int32",
+    "uint2",
+    "uint4",
+    "uint8",
+    "uint16",
+    "integer_dtype_for",
+    "ROUNDING_MODES",
+    *_LAZY,
+]
+
+
+def __getattr__(name):
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'refquant' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

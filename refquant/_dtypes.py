@@ -1,0 +1,37 @@
+"""Floating dtypes refquant accepts, with bfloat16 taken from ml_dtypes when it is installed."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+_BF16 = None
+
+
+def bfloat16() -> np.dtype | None:
+    """ml_dtypes' bfloat16 dtype, or None when ml_dtypes is not installed (imported on demand)."""
+    global _BF16
+    if _BF16 is None and importlib.util.find_spec("ml_dtypes") is not None:
+        import ml_dtypes
+
+        _BF16 = np.dtype(ml_dtypes.bfloat16)
+    return _BF16
+
+
+def is_bfloat16(dtype) -> bool:
+    return np.dtype(dtype).name == "bfloat16"
+
+
+def is_supported_float(dtype) -> bool:
+    """float16, bfloat16, float32 or float64."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" and dtype.itemsize in (2, 4, 8) or is_bfloat16(dtype)
+
+
+def float_code(dtype) -> int:
+    """Kernel code of a float dtype: 0 float64, 1 float32, 2 float16, 3 bfloat16."""
+    dtype = np.dtype(dtype)
+    if is_bfloat16(dtype):
+        return 3
+    return {8: 0, 4: 1, 2: 2}[dtype.itemsize]

@@ -1,0 +1,127 @@
+"""Scalar rounding kernels shared by every quantizer.
+
+``round_value(t, mode, u)`` rounds a float64 value ``t`` (already exact: a float quotient the
+convention computed); ``round_quotient(x, s, mode, u)`` rounds the *real* quotient ``x / s`` of
+two float64 numbers exactly, with error-free transformations, so no intermediate rounding can
+move a tie. Mode codes are ``refquant.rounding.ROUNDING_CODES``.
+"""
+
+import math
+
+import numpy as np
+
+from ._jit import kernel
+
+HALF_EVEN, HALF_AWAY, HALF_UP, HALF_DOWN, FLOOR, CEIL, TOWARD_ZERO, STOCHASTIC = range(8)
+
+
+@kernel
+def round_from_parts(f, below, tie, above, frac_zero, negative, mode, u, d):
+    """Round given ``f = floor(t)`` and how ``d = t - f`` compares with 1/2 (exact flags).
+
+    ``negative`` is ``t < 0``; ``d`` is a float64 approximation of the fraction used only by the
+    stochastic mode (``u`` its uniform draw).
+    """
+    if mode == HALF_EVEN:
+        if above or (tie and (f % 2.0) != 0.0):
+            return f + 1.0
+        return f
+    if mode == HALF_AWAY:
+        if above or (tie and not negative):
+            return f + 1.0
+        return f
+    if mode == HALF_UP:
+        return f + 1.0 if (above or tie) else f
+    if mode == HALF_DOWN:
+        return f + 1.0 if above else f
+    if mode == FLOOR:
+        return f
+    if mode == CEIL:
+        return f if frac_zero else f + 1.0
+    if mode == TOWARD_ZERO:
+        return f + 1.0 if (negative and not frac_zero) else f
+    # stochastic
+    return f + 1.0 if u < d else f
+
+
+@kernel
+def round_value(t, mode, u):
+    """Round the float64 value ``t`` to an integer-valued float64 under ``mode``.
+
+    NaN and +-inf are returned unchanged. ``-0.0`` results keep their sign as NumPy's rint does.
+    """
+    if not math.isfinite(t):
+        return t
+    if mode == HALF_EVEN:
+        return np.rint(t)
+    f = math.floor(t)
+    d = t - f  # exact: t and floor(t) share the binade or f == 0
+    r = round_from_parts(f, d < 0.5, d == 0.5, d > 0.5, d == 0.0, t < 0.0, mode, u, d)
+    return r + 0.0 if r == 0.0 and t >= 0.0 else r
+
+
+@kernel
+def two_prod(a, b):
+    """Dekker's error-free product: returns (p, e) with p + e == a*b exactly (no FMA needed)."""
+    p = a * b
+    c = 134217729.0 * a  # 2**27 + 1
+    ah = c - (c - a)
+    al = a - ah
+    c = 134217729.0 * b
+    bh = c - (c - b)
+    bl = b - bh
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+@kernel
+def cmp_x_vs_prod(x, a, b):
+    """Sign of ``x - a*b`` computed exactly (-1, 0, 1); valid away from overflow and underflow."""
+    p, e = two_prod(a, b)
+    d = x - p  # exact whenever it could be comparable with e (Sterbenz); otherwise |d| >> |e|
+    if d > e:
+        return 1
+    if d < e:
+        return -1
+    return 0
+
+
+@kernel
+def round_quotient(x, s, mode, u):
+    """Round the real number ``x / s`` (float64 x, s > 0 finite) to an integer-valued float64.
+
+    Returns +-inf when ``|x / s| >= 2**62`` (callers saturate), NaN for NaN. Exact for every pair
+    of finite float64 inputs: the quotient is normalised by a power of two (exact), the floor is
+    corrected with exact residuals, and the fraction is compared with 1/2 exactly.
+    """
+    if math.isnan(x):
+        return x
+    if math.isinf(x):
+        return x
+    if x == 0.0:
+        return 0.0
+    t = x / s
+    at = abs(t)
+    if at >= 4.611686018427388e18:  # 2**62: far beyond any code range
+        return math.copysign(math.inf, t)
+    if at < 1.0842021724855044e-19:  # 2**-63: 0 < |x/s| < 1/2 certainly
+        f = -1.0 if t < 0.0 else 0.0
+        return round_from_parts(f, t > 0.0, False, t < 0.0, False, t < 0.0, mode, u, t - f)
+    # fast path: t is within one ulp of x/s, so a fraction clear of the decision points decides
+    f = math.floor(t)
+    d = t - f
+    margin = 4.440892098500626e-16 * max(at, 1.0)  # 2**-51 relative: several ulps of t
+    if margin < d < 0.5 - margin or 0.5 + margin < d < 1.0 - margin:
+        return round_from_parts(f, d < 0.5, False, d > 0.5, False, t < 0.0, mode, u, d)
+    # slow path: exact residuals. Scale s into [1, 2) and x by the same power of two (exact).
+    m, e = math.frexp(s)
+    sn = m * 2.0
+    xn = math.ldexp(x, 1 - e)
+    if cmp_x_vs_prod(xn, f, sn) < 0:
+        f -= 1.0
+    elif cmp_x_vs_prod(xn, f + 1.0, sn) >= 0:
+        f += 1.0
+    c = cmp_x_vs_prod(xn, f + 0.5, sn)
+    frac_zero = cmp_x_vs_prod(xn, f, sn) == 0
+    r = round_from_parts(f, c < 0, c == 0, c > 0, frac_zero, t < 0.0, mode, u, t - f)
+    return r

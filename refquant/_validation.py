@@ -1,0 +1,91 @@
+"""Argument checks shared by every public function: clear errors that name the argument."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._dtypes import is_supported_float
+from .formats import IntFormat
+
+
+def native(a: np.ndarray) -> np.ndarray:
+    """``a`` in native byte order (a copy only when it was big-endian); never modifies ``a``."""
+    if not a.dtype.isnative:
+        return a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+def float_array(x, name: str = "x") -> np.ndarray:
+    """``x`` as a native-order float16/bfloat16/float32/float64 array, else a TypeError."""
+    a = np.asarray(x)
+    if not is_supported_float(a.dtype):
+        raise TypeError(
+            f"{name} must be a float16, bfloat16, float32 or float64 array; got dtype {a.dtype}"
+        )
+    return native(a)
+
+
+def integer_array(q, name: str = "q") -> np.ndarray:
+    """``q`` as a native-order integer array (bool is refused), else a TypeError."""
+    a = np.asarray(q)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array; got dtype {a.dtype}")
+    return native(a)
+
+
+def resolve_range(qmin, qmax, fmt) -> tuple[int, int]:
+    """The integer range from ``qmin``/``qmax`` or ``fmt`` (exactly one of the two)."""
+    given_pair = qmin is not None or qmax is not None
+    if fmt is not None and given_pair:
+        raise ValueError(
+            f"give either qmin/qmax or fmt, not both (qmin={qmin!r}, qmax={qmax!r}, fmt={fmt!r})"
+        )
+    if fmt is not None:
+        if isinstance(fmt, str):
+            from .formats import NAMED_FORMATS
+
+            if fmt not in NAMED_FORMATS:
+                raise ValueError(f"fmt must be an IntFormat or one of {sorted(NAMED_FORMATS)}; got {fmt!r}")
+            fmt = NAMED_FORMATS[fmt]
+        if not isinstance(fmt, IntFormat):
+            raise TypeError(f"fmt must be an IntFormat; got {fmt!r}")
+        return fmt.qmin, fmt.qmax
+    if qmin is None or qmax is None:
+        raise ValueError(
+            f"the integer range needs both qmin and qmax, or fmt (qmin={qmin!r}, qmax={qmax!r})"
+        )
+    lo, hi = integer_scalar(qmin, "qmin"), integer_scalar(qmax, "qmax")
+    if lo > hi:
+        raise ValueError(f"qmin must be <= qmax; got qmin={lo}, qmax={hi}")
+    if lo < -(2**63) or hi >= 2**63:
+        raise ValueError(f"the range [{lo}, {hi}] does not fit in int64")
+    return lo, hi
+
+
+def integer_scalar(v, name: str) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Integral, np.integer)):
+        if isinstance(v, (numbers.Real, np.floating)) and float(v).is_integer():
+            return int(v)
+        raise TypeError(f"{name} must be an integer; got {v!r}")
+    return int(v)
+
+
+def positive_finite(values, name: str) -> np.ndarray:
+    """float64 copy of ``values``; every entry must be finite and > 0."""
+    a = np.asarray(values)
+    if a.dtype.kind not in "fiu" and not is_supported_float(a.dtype):
+        raise TypeError(f"{name} must be real numbers; got dtype {a.dtype}")
+    a64 = a.astype(np.float64)
+    bad = ~(np.isfinite(a64) & (a64 > 0))
+    if bad.any():
+        raise ValueError(f"{name} must be finite and > 0; got {a.ravel()[np.argmax(bad.ravel())]!r}")
+    return a64
+
+
+def check_axis(axis, ndim: int, name: str = "axis") -> int:
+    a = integer_scalar(axis, name)
+    if not -ndim <= a < ndim:
+        raise ValueError(f"{name}={axis} is out of range for an array of {ndim} dimension(s)")
+    return a % ndim
