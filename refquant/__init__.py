@@ -5,8 +5,8 @@ gradients, observers and qparam rules, golden vectors and mismatch diagnosis. Nu
 only: ``import refquant`` never imports torch, and Numba itself loads on the first kernel call.
 
 >>> import numpy as np, refquant as rq
->>> rq.quantize(np.float32([0.05, 0.15, -1.0]), 0.1, 0, fmt=rq.int8).tolist()
-[0, 2, -10]
+>>> rq.quantize(np.float32([0.125, 0.375, -1.0]), 0.25, 0, fmt=rq.int8).tolist()
+[0, 2, -4]
 """
 
 from __future__ import annotations

@@ -1,0 +1,171 @@
+"""Affine quantize / dequantize kernels, driven by a convention's knobs as integer codes.
+
+Float formats: 0 float64, 1 float32, 2 float16, 3 bfloat16. Every float32/float16/bfloat16 op is
+computed in float64 and rounded once to its format, which is the correctly rounded result for
++, -, *, / (a float64 holds more than twice their precision plus two bits).
+"""
+
+import math
+
+import numpy as np
+
+from ._jit import bits_to_f32, bits_to_f64, f32_to_bits, f64_to_bits, fma32, fma64, kernel
+from ._jit import parallel_kernel, prange
+from ._round import round_quotient, round_value, two_prod
+
+QUOTIENT_EXACT, QUOTIENT_DIVIDE, QUOTIENT_RECIPROCAL = 0, 1, 2
+DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_PROMOTE = 0, 1, 2, 3
+_INT64_LIMIT = 9.223372036854775808e18  # 2**63
+
+
+@kernel
+def rnd(v, fmt):
+    """Round float64 ``v`` to format ``fmt`` (round half to even, overflow to +-inf)."""
+    if fmt == 0:
+        return v
+    if fmt == 1:
+        return np.float64(np.float32(v))
+    if not math.isfinite(v) or v == 0.0:
+        return v
+    if fmt == 2:
+        p, emin, vmax = 11, -13, 65504.0
+    else:
+        p, emin, vmax = 8, -125, 3.3895313892515355e38
+    e = max(math.frexp(v)[1], emin) - p
+    r = math.ldexp(np.rint(math.ldexp(v, -e)), e)
+    if abs(r) > vmax:
+        return math.copysign(math.inf, v)
+    return r
+
+
+@kernel
+def _nudge_f64(p, up):
+    """The float64 next to ``p`` in magnitude (``up``: away from zero)."""
+    b = f64_to_bits(p)
+    return bits_to_f64(b + 1 if up else b - 1)
+
+
+@kernel
+def round_pair_to_f32(p, e, odd):
+    """Round the exact value ``p + e`` (``p = fl(p + e)``) to float32, returned as float64.
+
+    ``odd=False`` gives the correctly rounded float32. ``odd=True`` gives float32 round-to-odd,
+    which a later round-half-even cast to float16/bfloat16 turns into the correctly rounded value.
+    """
+    if e != 0.0 and (f64_to_bits(p) & 1) == 0:
+        p = _nudge_f64(p, abs(p + 2.0 * e) > abs(p))  # make p odd: round-to-odd in float64
+    f = np.float32(p)
+    if odd and math.isfinite(f) and np.float64(f) != p:
+        if (f32_to_bits(f) & 1) == 0:
+            fb = f32_to_bits(f)
+            f = bits_to_f32(fb + 1 if abs(p) > abs(np.float64(f)) else fb - 1)
+    return np.float64(f)
+
+
+@kernel
+def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_before, fma, zp_add_int,
+                     rmode, u, cast_first, nan_q):
+    """One element's integer code (an integer-valued float64), or ``nan_q`` for NaN input."""
+    if qmode == QUOTIENT_EXACT:
+        q = round_quotient(x, s_q, rmode, u) + z
+    else:
+        xv = rnd(x, cfmt)
+        if qmode == QUOTIENT_RECIPROCAL and zp_before and fma:
+            if cfmt == 1:
+                t = np.float64(fma32(np.float32(xv), np.float32(inv), np.float32(z_c)))
+            else:
+                t = fma64(xv, inv, z_c)
+        else:
+            if qmode == QUOTIENT_DIVIDE:
+                t = rnd(xv / s_q, cfmt)
+            else:
+                t = rnd(xv * inv, cfmt)
+            if zp_before:
+                t = rnd(t + z_c, cfmt)
+        r = round_value(t, rmode, u)
+        if zp_before:
+            q = r
+        elif zp_add_int:
+            q = r + z
+        else:
+            q = rnd(r + z_c, cfmt)
+    if q != q:
+        return nan_q
+    if cast_first and not abs(q) < _INT64_LIMIT:
+        return lo
+    return min(max(q, lo), hi)
+
+
+@kernel
+def dequantize_element(q, z, s_d, dmode, ofmt, pfmt, odd):
+    """``(q - z) * s`` under dequant mode ``dmode`` (see conventions), as float64."""
+    if q != q:
+        return q
+    if dmode == DEQUANT_EXACT:
+        p, e = two_prod(q - z, s_d)
+        if ofmt == 0:
+            return p
+        return round_pair_to_f32(p, e, odd)
+    if dmode == DEQUANT_FLOAT32:
+        return rnd(rnd(q - z, 1) * s_d, 1)
+    if dmode == DEQUANT_FLOAT64:
+        return (q - z) * s_d
+    d = rnd(rnd(q, ofmt) - rnd(z, ofmt), ofmt)
+    return rnd(d * s_d, pfmt)
+
+
+@parallel_kernel
+def affine_kernel(x, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, qmode, cfmt, zp_before, fma,
+                  zp_add_int, rmode, cast_first, nan_q, dequant, dmode, ofmt, pfmt, odd, out):
+    """Quantize (``dequant=False``: integer ``out``) or fake-quantize every element of ``x``.
+
+    Per-group parameters are indexed by ``gidx[i]`` (empty ``gidx``: one group); ``u`` holds the
+    stochastic draws (empty otherwise).
+    """
+    grouped = gidx.size > 0
+    drawn = u.size > 0
+    for i in prange(x.size):
+        g = gidx[i] if grouped else 0
+        ui = u[i] if drawn else 0.0
+        q = quantize_element(np.float64(x[i]), s_q[g], inv[g], z[g], z_c[g], lo, hi, qmode, cfmt,
+                             zp_before, fma, zp_add_int, rmode, ui, cast_first, nan_q)
+        if dequant:
+            out[i] = dequantize_element(q, z[g], s_d[g], dmode, ofmt, pfmt, odd)
+        else:
+            out[i] = q
+
+
+@parallel_kernel
+def dequantize_kernel(q, gidx, z, s_d, dmode, ofmt, pfmt, odd, out):
+    """``out[i] = dequantize_element(q[i], ...)`` with per-group ``z`` and ``s_d``."""
+    grouped = gidx.size > 0
+    for i in prange(q.size):
+        g = gidx[i] if grouped else 0
+        out[i] = dequantize_element(np.float64(q[i]), z[g], s_d[g], dmode, ofmt, pfmt, odd)
+
+
+@parallel_kernel
+def exact_half_even_fast(x, s, z, lo, hi, dequant, check_product, out):
+    """Branch-free exact per-tensor pass (half to even); returns how many elements it could not
+    certify. An element is uncertain when ``fl(x / s)`` lies within a few ulps of a half-integer,
+    when x is NaN, or (``check_product``) when ``fl((q - z) * s)`` sits on a float32 rounding
+    midpoint. A non-zero count means the caller recomputes with :func:`affine_kernel`.
+    """
+    uncertain = 0
+    for i in prange(x.size):
+        xi = np.float64(x[i])
+        t = xi / s
+        r = np.rint(t)
+        near_tie = np.abs(np.abs(t - r) - 0.5) <= 4.440892098500626e-16 * max(np.abs(t), 1.0)
+        q = min(max(r + z, lo), hi)
+        bad = near_tie | (xi != xi)
+        if dequant:
+            p = (q - z) * s
+            if check_product:
+                low = f64_to_bits(p) & 0x1FFFFFFF
+                bad = bad | (low == 0x10000000) | (np.abs(p) < 2.4e-38)
+            out[i] = p
+        else:
+            out[i] = q
+        uncertain += np.int64(bad)
+    return uncertain

@@ -1,0 +1,392 @@
+"""Affine (uniform) quantization: ``quantize``, ``dequantize`` and ``fake_quantize``.
+
+The ``exact`` convention (the default) is the real-number definition::
+
+    q    = clamp(round(x / s) + z, qmin, qmax)     x / s the real quotient, one rounding
+    x_hat = (q - z) * s                            rounded once to the output dtype
+
+Other conventions (``rq.conventions.names()``) reproduce a backend's float arithmetic bit for bit;
+their knobs are documented in :mod:`refquant.conventions`.
+
+Granularity: per-tensor (scalar ``scale``), per-channel (``axis``: 1-D ``scale`` of length
+``x.shape[axis]``) or per-block (``block_size``, one entry per dimension, torchao's meaning:
+``scale.shape[i] == x.shape[i] // block_size[i]``). ``zero_point`` is a scalar or has the shape of
+``scale``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import conventions as _conventions
+from ._dtypes import float_code, is_bfloat16
+from ._validation import check_axis, float_array, integer_array, positive_finite, resolve_range
+from .formats import integer_dtype_for
+from .rounding import STOCHASTIC, rounding_code
+
+__all__ = ["quantize", "dequantize", "fake_quantize"]
+
+_QUOTIENT = {"exact": 0, "divide": 1, "reciprocal": 2}
+_DEQUANT = {"exact": 0, "float32": 1, "float64": 2, "promote": 3}
+_F64, _F32, _F16, _BF16 = 0, 1, 2, 3
+_WIDTH = {_F16: 16, _BF16: 16, _F32: 32, _F64: 64}
+
+
+def _promote(a: int, b: int) -> int:
+    """torch/NumPy promotion of two float formats (bfloat16 with float16 gives float32)."""
+    if a == b:
+        return a
+    if {a, b} == {_F16, _BF16}:
+        return _F32
+    return a if _WIDTH[a] > _WIDTH[b] else b
+
+
+def _round_to(values: np.ndarray, fmt: int) -> np.ndarray:
+    """float64 values rounded to format ``fmt`` (half to even), as float64."""
+    if fmt == _F64:
+        return values.astype(np.float64)
+    if fmt == _F32:
+        return values.astype(np.float32).astype(np.float64)
+    from ._kernels._affine import rnd
+
+    return np.array([rnd(float(v), fmt) for v in values], dtype=np.float64)
+
+
+class _Layout:
+    """How scale and zero point map onto x: one group, or a group index per element."""
+
+    def __init__(self, shape, scale, zero_point, axis, block_size, scale_name="scale"):
+        self.scale = np.asarray(scale)
+        self.zero_point = np.asarray(zero_point)
+        self.per_channel = axis is not None or block_size is not None
+        if axis is not None and block_size is not None:
+            raise ValueError("give axis or block_size, not both")
+        if axis is not None:
+            self.group_shape = self._per_channel(shape, axis, scale_name)
+        elif block_size is not None:
+            self.group_shape = self._per_block(shape, block_size, scale_name)
+        else:
+            if self.scale.size != 1:
+                raise ValueError(
+                    f"{scale_name} must be a scalar without axis or block_size; "
+                    f"got shape {self.scale.shape}"
+                )
+            self.group_shape = ()
+            self.gidx = np.empty(0, np.intp)
+        n_groups = int(np.prod(self.group_shape, dtype=np.int64))
+        if self.zero_point.size not in (1, n_groups) or (
+            self.zero_point.size != 1 and self.zero_point.size == n_groups
+            and self.zero_point.ndim not in (1, len(self.group_shape))
+        ):
+            raise ValueError(
+                f"zero_point must be a scalar or match {scale_name}'s shape {self.group_shape}; "
+                f"got shape {self.zero_point.shape}"
+            )
+        self.scales = np.broadcast_to(self.scale.reshape(-1), (n_groups,))
+        self.zero_points = np.broadcast_to(self.zero_point.reshape(-1), (n_groups,))
+
+    def _per_channel(self, shape, axis, scale_name):
+        if len(shape) == 0:
+            raise ValueError("axis needs an array with at least one dimension; got a 0-d array")
+        ax = check_axis(axis, len(shape))
+        channels = shape[ax]
+        if self.scale.ndim != 1 or self.scale.shape[0] != channels:
+            raise ValueError(
+                f"per-channel {scale_name} must be 1-D of length x.shape[{ax}] = {channels}; "
+                f"got shape {self.scale.shape}"
+            )
+        ids_shape = [1] * len(shape)
+        ids_shape[ax] = channels
+        ids = np.arange(channels, dtype=np.intp).reshape(ids_shape)
+        self.gidx = np.broadcast_to(ids, shape).ravel()
+        return (channels,)
+
+    def _per_block(self, shape, block_size, scale_name):
+        block = tuple(block_size) if np.iterable(block_size) else None
+        if block is None or len(block) != len(shape):
+            raise ValueError(
+                f"block_size must have one entry per dimension of x (ndim {len(shape)}); "
+                f"got {block_size!r}"
+            )
+        for i, (dim, b) in enumerate(zip(shape, block)):
+            if not isinstance(b, (int, np.integer)) or b < 1 or dim % b:
+                raise ValueError(
+                    f"block_size[{i}] = {b!r} must be a positive integer dividing x.shape[{i}] = {dim}"
+                )
+        groups = tuple(dim // b for dim, b in zip(shape, block))
+        if self.scale.shape != groups and not (self.scale.size == int(np.prod(groups)) == 1):
+            raise ValueError(
+                f"{scale_name} for block_size {block} must have shape {groups}; "
+                f"got {self.scale.shape}"
+            )
+        ids = np.arange(int(np.prod(groups, dtype=np.int64)), dtype=np.intp).reshape(groups)
+        for i, b in enumerate(block):
+            ids = np.repeat(ids, b, axis=i)
+        self.gidx = ids.ravel()
+        return groups
+
+
+class _Plan:
+    """Everything a kernel call needs: the resolved convention and per-group parameters."""
+
+    def __init__(self, x_dtype, shape, scale, zero_point, qmin, qmax, fmt, axis, block_size,
+                 rounding, convention, for_dequantize=False):
+        conv = _conventions.get(convention)
+        self.lo, self.hi = resolve_range(qmin, qmax, fmt) if not for_dequantize else (0, 0)
+        self.layout = layout = _Layout(shape, scale, zero_point, axis, block_size)
+        float_zp = layout.zero_point.dtype.kind == "f"
+        wide = (self.hi - self.lo) >= 256
+        self.conv = conv = conv.resolve(
+            per_channel=layout.per_channel, float_zero_point=float_zp, wide=wide
+        )
+        self.mode = rounding_code(conv.rounding if rounding is None else rounding)
+        self.x_fmt = float_code(x_dtype)
+        self.s64 = positive_finite(layout.scales, "scale")
+        self.z = self._zero_points(layout.zero_points, conv, for_dequantize)
+        weak = not isinstance(scale, (np.ndarray, np.generic)) or layout.scale.dtype.kind in "iub"
+        self.s_fmt = self.x_fmt if weak else float_code(layout.scale.dtype)
+        self.c_fmt = self._compute_format(conv)
+
+    def _zero_points(self, zps, conv, for_dequantize):
+        if zps.dtype.kind not in "iuf" or zps.dtype == np.bool_:
+            raise TypeError(f"zero_point must be integer or float; got dtype {zps.dtype}")
+        z = zps.astype(np.float64)
+        if not np.isfinite(z).all():
+            raise ValueError(f"zero_point must be finite; got {zps[~np.isfinite(z)][0]!r}")
+        if not conv.float_zero_point and not (z == np.round(z)).all():
+            bad = z[z != np.round(z)][0]
+            raise ValueError(
+                f"zero_point must be an integer under convention {conv.name!r}; got {bad!r}"
+            )
+        if conv.zero_point_in_range and not for_dequantize:
+            outside = (z < self.lo) | (z > self.hi)
+            if outside.any():
+                raise ValueError(
+                    f"zero_point {z[outside][0]:g} is outside [qmin, qmax] = [{self.lo}, {self.hi}]"
+                )
+        return z
+
+    def _compute_format(self, conv):
+        return {
+            "exact": _F64,
+            "float32": _F32,
+            "float64": _F64,
+            "input64": _F64 if self.x_fmt == _F64 else _F32,
+            "promote": _promote(self.x_fmt, self.s_fmt),
+        }[conv.compute]
+
+    def quotient_params(self):
+        """(s_q, inv, z_c) per group: the scale used by the quotient, the reciprocal, and the zero
+        point rounded to the compute format."""
+        conv, s64 = self.conv, self.s64
+        if conv.quotient == "exact":
+            s_q, inv = s64, np.ones_like(s64)
+        else:
+            s_scale_dtype = _round_to(s64, self.s_fmt)
+            s_q = s_scale_dtype
+            if conv.reciprocal == "float32":
+                s32 = s64.astype(np.float32)
+                inv = (np.float32(1.0) / s32).astype(np.float64)
+            elif conv.reciprocal == "float64":
+                inv = (1.0 / s64).astype(np.float32).astype(np.float64)
+            else:
+                inv = _round_to(1.0 / s_scale_dtype, self.s_fmt)
+        z_c = _round_to(self.z, self.c_fmt)
+        return np.ascontiguousarray(s_q), np.ascontiguousarray(inv), z_c
+
+    def dequant_params(self, out_fmt):
+        """(mode, s_d, promote format) for the dequantization into ``out_fmt``."""
+        conv = self.conv
+        if conv.dequant == "float32":
+            s_d = self.s64.astype(np.float32).astype(np.float64)
+        elif conv.dequant == "promote":
+            s_d = _round_to(self.s64, self.s_fmt)
+        else:
+            s_d = self.s64
+        return _DEQUANT[conv.dequant], np.ascontiguousarray(s_d), _promote(out_fmt, self.s_fmt)
+
+    def nan_code(self, fake: bool) -> float:
+        conv = self.conv
+        if fake and conv.fake_nan == "propagate":
+            return np.nan
+        return {"qmin": self.lo, "qmax": self.hi, "zero": 0.0, "error": np.nan}[conv.nan]
+
+
+def _kernel_input(x: np.ndarray) -> np.ndarray:
+    """x as a contiguous 1-D float32/float64 array (half formats widened exactly)."""
+    if x.dtype.itemsize == 2:
+        return np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    return np.ascontiguousarray(x).reshape(-1)
+
+
+def _draws(mode: int, n: int, rng) -> np.ndarray:
+    if mode != STOCHASTIC:
+        return np.empty(0, np.float64)
+    if rng is None:
+        rng = np.random.default_rng()
+    elif not isinstance(rng, np.random.Generator):
+        if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
+            raise TypeError(f"rng must be a numpy Generator or an int seed; got {rng!r}")
+        rng = np.random.default_rng(int(rng))
+    return rng.random(n)
+
+
+def _check_input(x, conv, name="x"):
+    a = float_array(x, name)
+    dt = "bfloat16" if is_bfloat16(a.dtype) else a.dtype.name
+    if dt not in conv.input_dtypes:
+        raise TypeError(
+            f"convention {conv.name!r} accepts {name} of dtype {', '.join(conv.input_dtypes)}; "
+            f"got {dt}"
+        )
+    return a
+
+
+def _run(x, scale, zero_point, qmin, qmax, fmt, axis, block_size, rounding, convention, rng,
+         fake):
+    conv0 = _conventions.get(convention)
+    x = _check_input(x, conv0)
+    plan = _Plan(x.dtype, x.shape, scale, zero_point, qmin, qmax, fmt, axis, block_size,
+                 rounding, conv0)
+    conv = plan.conv
+    if fake:
+        out_dtype = x.dtype
+        kernel_dtype = np.float64 if x.dtype == np.float64 else np.float32
+    else:
+        out_dtype = kernel_dtype = integer_dtype_for(plan.lo, plan.hi)
+    xk = _kernel_input(x)
+    if conv.nan == "error" and not fake and np.isnan(xk).any():
+        i = int(np.flatnonzero(np.isnan(xk))[0])
+        raise ValueError(
+            f"x contains NaN (first at flat index {i}); convention {conv.name!r} has no code for NaN"
+        )
+    out = np.empty(xk.size, dtype=kernel_dtype)
+    if xk.size:
+        _compute(plan, xk, fake, out, _draws(plan.mode, xk.size, rng))
+    result = out.reshape(x.shape)
+    return result.astype(out_dtype) if result.dtype != out_dtype else result
+
+
+def _compute(plan, xk, fake, out, u):
+    from ._kernels import _affine as k
+
+    conv = plan.conv
+    out_fmt = plan.x_fmt if fake else _F64
+    per_tensor = plan.layout.gidx.size == 0
+    lo, hi = float(plan.lo), float(plan.hi)
+    if conv.quotient == "exact" and per_tensor and plan.mode == 0 and conv.dequant == "exact":
+        s, z = float(plan.s64[0]), float(plan.z[0])
+        if not fake or out_fmt in (_F32, _F64):
+            check = fake and out_fmt == _F32 and not _exact_in_float64_product(s, lo, hi, z)
+            if k.exact_half_even_fast(xk, s, z, lo, hi, fake, check, out) == 0:
+                return
+    s_q, inv, z_c = plan.quotient_params()
+    dmode, s_d, p_fmt = plan.dequant_params(out_fmt)
+    k.affine_kernel(
+        xk, plan.layout.gidx, u, s_q, inv, np.ascontiguousarray(plan.z), z_c, s_d, lo, hi,
+        _QUOTIENT[conv.quotient], plan.c_fmt, conv.zero_point == "before_round", conv.fma,
+        conv.zero_point_add == "integer", plan.mode, conv.clamp == "cast_first",
+        plan.nan_code(fake), fake, dmode, out_fmt, p_fmt, out_fmt in (_F16, _BF16), out,
+    )
+
+
+def _exact_in_float64_product(s: float, lo: float, hi: float, z: float) -> bool:
+    """True when every (q - z) * s is exact in float64: s has a float32 significand and
+    |q - z| < 2**29 (24 + 29 = 53 bits)."""
+    return float(np.float32(s)) == s and max(abs(hi - z), abs(lo - z)) < 2.0**29
+
+
+def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
+             block_size=None, rounding=None, convention="exact", rng=None):
+    """Integer codes ``q = clamp(round(x / s) + z, qmin, qmax)``.
+
+    Under ``convention="exact"`` the quotient ``x / s`` is the real number (no intermediate
+    rounding), ``round`` is the convention's mode (half to even) unless ``rounding`` names another
+    (:data:`refquant.ROUNDING_MODES`; ``"stochastic"`` draws from ``rng``, a NumPy Generator or an
+    int seed), +-inf saturate and NaN raises a ValueError. Other conventions follow their knobs.
+
+    Args:
+        x: float16, bfloat16, float32 or float64 array (never modified).
+        scale: positive finite scalar, 1-D array (``axis``) or block array (``block_size``).
+        zero_point: scalar or shaped like ``scale``; integer unless the convention allows floats.
+        qmin, qmax / fmt: the code range (exactly one of the two).
+
+    Returns:
+        An array of x's shape in the smallest integer dtype that holds ``[qmin, qmax]``.
+
+    >>> import numpy as np, refquant as rq
+    >>> x = np.float32([0.125, 0.375, 0.625, -0.125, 100.0])
+    >>> rq.quantize(x, 0.25, 0, fmt=rq.int8).tolist()       # exact ties go to even
+    [0, 2, 2, 0, 127]
+    >>> rq.quantize(x, 0.25, 0, fmt=rq.int8, rounding="half_away").tolist()
+    [1, 2, 3, -1, 127]
+    >>> rq.quantize(np.float32([0.05]), 0.1, 0, fmt=rq.int8).tolist()  # f32(0.05) > 0.05
+    [1]
+    """
+    return _run(x, scale, zero_point, qmin, qmax, fmt, axis, block_size, rounding, convention,
+                rng, fake=False)
+
+
+def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
+                  block_size=None, rounding=None, convention="exact", rng=None):
+    """``(q - z) * s`` with ``q = quantize(x, ...)``, in x's dtype.
+
+    Under ``convention="exact"`` the product ``(q - z) * s`` is rounded once, to x's dtype
+    (float16, bfloat16, float32 or float64); NaN stays NaN; +-inf saturate to the range ends; a
+    zero result is +0.0. Other conventions reproduce their backend, NaN included.
+
+    >>> import numpy as np, refquant as rq
+    >>> x = np.float32([0.125, 0.375, 0.26, 3.0, np.nan])
+    >>> rq.fake_quantize(x, 0.25, 0, qmin=-8, qmax=7)
+    array([0.  , 0.5 , 0.25, 1.75, nan], dtype=float32)
+    >>> rq.fake_quantize(x, 0.1, 3, qmin=0, qmax=255, convention="torch.fake_quantize")[-1]
+    np.float32(-0.3)
+    """
+    return _run(x, scale, zero_point, qmin, qmax, fmt, axis, block_size, rounding, convention,
+                rng, fake=True)
+
+
+def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention="exact",
+               dtype=np.float32):
+    """``x_hat = (q - z) * s`` in ``dtype``.
+
+    ``exact`` rounds the real product once to ``dtype``; other conventions follow their
+    ``dequant`` knob (e.g. torch per-tensor ``f32(f32(s) * f32(q - z))``).
+
+    >>> import numpy as np, refquant as rq
+    >>> rq.dequantize(np.int8([-3, 0, 5]), 0.1, 0)
+    array([-0.3,  0. ,  0.5], dtype=float32)
+    """
+    q = integer_array(q, "q")
+    out_dtype = np.dtype(dtype) if not isinstance(dtype, str) else _dtype_by_name(dtype)
+    from ._dtypes import is_supported_float
+
+    if not is_supported_float(out_dtype):
+        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64; got {out_dtype}")
+    plan = _Plan(out_dtype, q.shape, scale, zero_point, None, None, None, axis, block_size, None,
+                 convention, for_dequantize=True)
+    out_fmt = float_code(out_dtype)
+    dmode, s_d, p_fmt = plan.dequant_params(out_fmt)
+    kernel_dtype = np.float64 if out_fmt == _F64 else np.float32
+    qk = np.ascontiguousarray(q).reshape(-1)
+    if qk.dtype.kind == "u" and qk.dtype.itemsize == 8 or qk.dtype.itemsize < 8:
+        qk = qk.astype(np.int64)
+    out = np.empty(qk.size, kernel_dtype)
+    if qk.size:
+        from ._kernels._affine import dequantize_kernel
+
+        dequantize_kernel(qk, plan.layout.gidx, np.ascontiguousarray(plan.z), s_d, dmode, out_fmt,
+                          p_fmt, out_fmt in (_F16, _BF16), out)
+    result = out.reshape(q.shape)
+    return result.astype(out_dtype) if result.dtype != out_dtype else result
+
+
+def _dtype_by_name(name: str) -> np.dtype:
+    if name == "bfloat16":
+        from ._dtypes import bfloat16
+
+        bf = bfloat16()
+        if bf is None:
+            raise TypeError("dtype 'bfloat16' needs ml_dtypes (pip install ml_dtypes)")
+        return bf
+    return np.dtype(name)

@@ -1,0 +1,293 @@
+"""Conventions: the arithmetic choices that make quantization backends disagree, as data.
+
+A :class:`Convention` is a frozen set of orthogonal knobs. The named conventions are rows of one
+table (:data:`TABLE`); the kernels read the knobs, never the names. Each row's docstring-like
+``formula`` states its arithmetic, and ``evidence`` names the test that proves it bit for bit.
+
+Knobs (``s`` scale, ``z`` zero point, ``f32(v)`` rounds to float32, ``rne`` half to even):
+
+quotient
+    ``"exact"`` the real number ``x / s``; ``"divide"`` ``x / s`` in the compute dtype;
+    ``"reciprocal"`` ``x * inv`` in the compute dtype.
+reciprocal
+    how ``inv`` is formed: ``"float32"`` ``1.0f / f32(s)``; ``"float64"`` ``f32(1.0 / s)`` (a double
+    reciprocal rounded to float32); ``"scale_dtype"`` ``1 / s`` in the scale's own dtype.
+compute
+    dtype of the quotient arithmetic: ``"exact"``; ``"float32"``; ``"float64"``; ``"input64"``
+    (float64 for float64 input, else float32); ``"promote"`` (NumPy/torch promotion of the input
+    and scale dtypes, every op rounded to it, bfloat16 and float16 included; a Python float scale
+    takes the input's dtype).
+zero_point
+    ``"after_round"`` ``rne(t) + z``; ``"before_round"`` ``rne(t + z)``.
+fma
+    with ``before_round`` and ``reciprocal``: ``rne(fma(x, inv, z))`` with one rounding.
+zero_point_add
+    for ``after_round``: ``"integer"`` (exact) or ``"compute"`` (a float add in the compute dtype).
+clamp
+    ``"float"`` clamp the float value, then convert; ``"cast_first"`` convert to int64 first (x86:
+    NaN, +-inf and ``|q| >= 2**63`` become INT64_MIN, hence qmin), then clamp.
+nan
+    the code of NaN in ``quantize``: ``"error"``, ``"qmin"``, ``"qmax"``, ``"zero"``.
+fake_nan
+    NaN in ``fake_quantize``: ``"propagate"`` or ``"code"`` (NaN's code, dequantized).
+dequant
+    ``"exact"`` ``(q - z) * s`` rounded once to the output dtype; ``"float32"``
+    ``f32(f32(q - z) * f32(s))``; ``"float64"`` ``(q - z) * s`` in float64 with the float64 scale,
+    then float32; ``"promote"`` ``(q.to(out) - z.to(out)) * s`` in ``promote(out, scale)``, each op
+    rounded.
+zero_point_in_range, float_zero_point
+    whether ``z`` must lie in ``[qmin, qmax]``, and whether a fractional ``z`` is allowed.
+variants
+    ``((condition, overrides), ...)``: knob changes that apply per-channel (``per_channel``), with a
+    float-dtype zero point (``float_zero_point``) or with a range wider than 8 bits (``wide``).
+
+>>> import refquant as rq
+>>> rq.conventions.get("torch.fake_quantize").reciprocal
+'float32'
+>>> "exact" in rq.conventions.names()
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+from ._platform import cpu_has_fma, torch_kernels_use_fma
+from .rounding import ROUNDING_MODES
+
+_CHOICES = {
+    "quotient": ("exact", "divide", "reciprocal"),
+    "reciprocal": ("float32", "float64", "scale_dtype"),
+    "compute": ("exact", "float32", "float64", "input64", "promote"),
+    "zero_point": ("after_round", "before_round"),
+    "zero_point_add": ("integer", "compute"),
+    "rounding": ROUNDING_MODES,
+    "clamp": ("float", "cast_first"),
+    "nan": ("error", "qmin", "qmax", "zero"),
+    "fake_nan": ("propagate", "code"),
+    "dequant": ("exact", "float32", "float64", "promote"),
+}
+_CONDITIONS = ("per_channel", "float_zero_point", "wide")
+ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class Convention:
+    """One backend's arithmetic, as knobs (see the module docstring for their meaning).
+
+    ``rq.conventions.get(name).replace(fma=False)`` gives a variant, e.g. torch on a CPU whose
+    kernels do not contract multiply-add.
+
+    >>> import refquant as rq
+    >>> c = rq.conventions.get("torch.quantize").replace(fma=False)
+    >>> c.fma, c.zero_point
+    (False, 'before_round')
+    """
+
+    name: str
+    formula: str
+    backend: str = ""
+    evidence: str = ""
+    quotient: str = "exact"
+    reciprocal: str = "float32"
+    compute: str = "exact"
+    zero_point: str = "after_round"
+    fma: bool = False
+    zero_point_add: str = "integer"
+    rounding: str = "half_even"
+    clamp: str = "float"
+    nan: str = "error"
+    fake_nan: str = "propagate"
+    dequant: str = "exact"
+    zero_point_in_range: bool = True
+    float_zero_point: bool = False
+    input_dtypes: tuple[str, ...] = ALL_DTYPES
+    variants: tuple = field(default=(), repr=False)
+
+    def __post_init__(self):
+        for knob, allowed in _CHOICES.items():
+            value = getattr(self, knob)
+            if value not in allowed:
+                raise ValueError(f"{knob} must be one of {allowed}; got {value!r}")
+        for dt in self.input_dtypes:
+            if dt not in ALL_DTYPES:
+                raise ValueError(f"input_dtypes entries must be in {ALL_DTYPES}; got {dt!r}")
+        knob_names = {f.name for f in fields(self)} - {"name", "formula", "variants"}
+        for condition, overrides in self.variants:
+            if not set(condition) <= set(_CONDITIONS):
+                raise ValueError(f"variant conditions must be among {_CONDITIONS}; got {condition}")
+            if not set(overrides) <= knob_names:
+                raise ValueError(f"variant overrides must be knobs; got {sorted(overrides)}")
+        if self.quotient == "exact" and self.compute != "exact":
+            raise ValueError("quotient='exact' needs compute='exact'")
+
+    def replace(self, **knobs) -> Convention:
+        """A copy with some knobs changed (variants whose overrides set them keep their own)."""
+        return replace(self, **knobs)
+
+    def resolve(self, *, per_channel: bool, float_zero_point: bool, wide: bool) -> Convention:
+        """The knobs in force for one call: the variants whose conditions all hold, applied in order."""
+        facts = {"per_channel": per_channel, "float_zero_point": float_zero_point, "wide": wide}
+        knobs = {}
+        for condition, overrides in self.variants:
+            if all(facts[k] == v for k, v in condition.items()):
+                knobs.update(overrides)
+        return replace(self, variants=(), **knobs) if knobs else replace(self, variants=())
+
+
+_TORCH_FMA = torch_kernels_use_fma()
+_FBGEMM_FMA = cpu_has_fma()
+
+TABLE = (
+    Convention(
+        name="exact",
+        formula="q = clamp(rne(x / s) + z, qmin, qmax), x / s the real quotient; "
+        "fake = (q - z) * s rounded once to x's dtype; NaN: error in quantize, NaN in fake; "
+        "+-inf saturate; a zero result is +0.0",
+        backend="the real-number definition (no backend)",
+        evidence="tests/core/test_affine_exact.py (Fraction oracle, every float16/bfloat16 pattern)",
+    ),
+    Convention(
+        name="torch.fake_quantize",
+        formula="inv = 1.0f / f32(s); q = clamp(f32(z) + rne(x * inv), qmin, qmax) with x * inv in "
+        "float32 (float64 for float64 x); fake = f32((q - z) * f32(s)); NaN -> qmin, +inf -> qmax. "
+        "Per-channel: cast to int64 before the clamp (NaN, +-inf, |q| >= 2**63 -> qmin), output "
+        "(q - z) * s in float64. Float zero point (per-channel): q = rne(fma(x, inv, z)) on "
+        "AVX2/AVX512 kernels",
+        backend="torch 2.13 CPU fake_quantize_per_tensor_affine, fake_quantize_per_channel_affine",
+        evidence="tests/cross/test_affine_torch.py",
+        quotient="reciprocal",
+        reciprocal="float32",
+        compute="input64",
+        zero_point_add="compute",
+        nan="qmin",
+        fake_nan="code",
+        dequant="float32",
+        variants=(
+            ({"per_channel": True}, {"clamp": "cast_first", "dequant": "float64", "compute": "float32"}),
+            (
+                {"per_channel": True, "float_zero_point": True},
+                {
+                    "zero_point": "before_round",
+                    "fma": _TORCH_FMA,
+                    "float_zero_point": True,
+                    "zero_point_in_range": False,
+                },
+            ),
+        ),
+    ),
+    Convention(
+        name="torch.quantize",
+        formula="inv = 1.0f / f32(s); 8-bit per-tensor: q = rne(fma(x, inv, f32(z))) (FBGEMM AVX2, "
+        "z before rounding, one rounding; NaN -> qmax); wider or per-channel: "
+        "q = rne(f32(f32(x * inv) + f32(z))) (NaN -> qmin wide, 0 for 8-bit per-channel); "
+        "dequantize per-tensor f32(f32(s) * f32(q - z)), per-channel (q - z) * s in float64",
+        backend="torch 2.13 x86 (FBGEMM) quantize_per_tensor / quantize_per_channel / dequantize",
+        evidence="tests/cross/test_affine_torch.py",
+        quotient="reciprocal",
+        reciprocal="float32",
+        compute="float32",
+        zero_point="before_round",
+        fma=_FBGEMM_FMA,
+        nan="qmax",
+        fake_nan="code",
+        dequant="float32",
+        input_dtypes=("float32",),
+        variants=(
+            ({"wide": True}, {"fma": False, "nan": "qmin"}),
+            ({"per_channel": True}, {"fma": False, "nan": "zero", "dequant": "float64"}),
+            ({"per_channel": True, "wide": True}, {"nan": "qmin"}),
+            (
+                {"per_channel": True, "float_zero_point": True},
+                {"float_zero_point": True, "zero_point_in_range": False, "dequant": "float32"},
+            ),
+        ),
+    ),
+    Convention(
+        name="torch.decomposed",
+        formula="inv = f32(1.0 / s) (double reciprocal); q = clamp(rne(f32(x * inv)) + z, qmin, qmax); "
+        "half/bfloat16 x upcast to float32; NaN -> 0; dequantize f32(f32(q) - z) * f32(s). "
+        "Per-channel: 1 / s and x * inv in the scales' dtype (float64 scales: float64)",
+        backend="torch 2.13 quantized_decomposed.quantize_per_tensor / _per_channel / dequantize",
+        evidence="tests/cross/test_affine_torch.py",
+        quotient="reciprocal",
+        reciprocal="float64",
+        compute="float32",
+        zero_point_add="compute",
+        nan="zero",
+        fake_nan="code",
+        dequant="float32",
+        input_dtypes=("float16", "bfloat16", "float32"),
+        variants=(
+            ({"per_channel": True}, {"reciprocal": "scale_dtype", "compute": "promote"}),
+            ({"wide": True}, {"nan": "qmin"}),
+        ),
+    ),
+    Convention(
+        name="torchao",
+        formula="inv = 1 / s in the scale's dtype; q = clamp(rne(x * inv) + z, qmin, qmax) with every "
+        "op in promote(x, s) (bfloat16 rounds after each op); NaN -> 0 in quantize, NaN in fake; "
+        "dequantize (q.to(out) - z.to(out)) * s in promote(out, s), then out",
+        backend="torchao 0.18 quantize_affine / dequantize_affine / _fake_quantize_affine",
+        evidence="tests/cross/test_affine_torchao.py",
+        quotient="reciprocal",
+        reciprocal="scale_dtype",
+        compute="promote",
+        zero_point_add="compute",
+        nan="zero",
+        fake_nan="propagate",
+        dequant="promote",
+        input_dtypes=("float16", "bfloat16", "float32"),
+        variants=(({"wide": True}, {"nan": "qmin"}),),
+    ),
+    Convention(
+        name="onnx",
+        formula="q = saturate(rne(x / s) + z) with x / s in promote(x, s) (float32 for float32 x); "
+        "NaN -> qmin; +-inf saturate; DequantizeLinear (f32(q) - z) * s in float32",
+        backend="ONNX QuantizeLinear / DequantizeLinear (opset 21+; onnx.reference, onnxruntime)",
+        evidence="tests/cross/test_affine_onnx.py",
+        quotient="divide",
+        compute="promote",
+        nan="qmin",
+        fake_nan="code",
+        dequant="float32",
+    ),
+)
+
+_REGISTRY: dict[str, Convention] = {}
+
+
+def register(convention: Convention) -> Convention:
+    """Add a convention to the registry (its name must be new)."""
+    if not isinstance(convention, Convention):
+        raise TypeError(f"convention must be a Convention; got {convention!r}")
+    if convention.name in _REGISTRY:
+        raise ValueError(f"a convention named {convention.name!r} is already registered")
+    _REGISTRY[convention.name] = convention
+    return convention
+
+
+def names() -> list[str]:
+    """The registered convention names, in table order.
+
+    >>> import refquant as rq
+    >>> rq.conventions.names()[:3]
+    ['exact', 'torch.fake_quantize', 'torch.quantize']
+    """
+    return list(_REGISTRY)
+
+
+def get(name) -> Convention:
+    """The convention called ``name`` (a :class:`Convention` passes through); else a ValueError."""
+    if isinstance(name, Convention):
+        return name
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"convention must be one of {', '.join(_REGISTRY)}; got {name!r}") from None
+
+
+for _row in TABLE:
+    register(_row)
+
+from . import _peer_conventions  # noqa: E402,F401  (registers the peer rows: aimet, tflite, ...)
