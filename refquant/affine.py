@@ -27,7 +27,7 @@ from .rounding import STOCHASTIC, rounding_code
 __all__ = ["quantize", "dequantize", "fake_quantize"]
 
 _QUOTIENT = {"exact": 0, "divide": 1, "reciprocal": 2}
-_DEQUANT = {"exact": 0, "float32": 1, "float64": 2, "promote": 3}
+_DEQUANT = {"exact": 0, "float32": 1, "float64": 2, "mixed": 3, "promote": 4}
 _F64, _F32, _F16, _BF16 = 0, 1, 2, 3
 _WIDTH = {_F16: 16, _BF16: 16, _F32: 32, _F64: 64}
 

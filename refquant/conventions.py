@@ -33,7 +33,8 @@ fake_nan
 dequant
     ``"exact"`` ``(q - z) * s`` rounded once to the output dtype; ``"float32"``
     ``f32(f32(q - z) * f32(s))``; ``"float64"`` ``(q - z) * s`` in float64 with the float64 scale,
-    then float32; ``"promote"`` ``(q.to(out) - z.to(out)) * s`` in ``promote(out, scale)``, each op
+    then float32; ``"mixed"`` ``f32(f32(q) - z)`` times the float64 scale in float64, then float32
+    (torch's per-channel dequantize); ``"promote"`` ``(q.to(out) - z.to(out)) * s`` in ``promote(out, scale)``, each op
     rounded.
 zero_point_in_range, float_zero_point
     whether ``z`` must lie in ``[qmin, qmax]``, and whether a fractional ``z`` is allowed.
@@ -65,7 +66,7 @@ _CHOICES = {
     "clamp": ("float", "cast_first"),
     "nan": ("error", "qmin", "qmax", "zero"),
     "fake_nan": ("propagate", "code"),
-    "dequant": ("exact", "float32", "float64", "promote"),
+    "dequant": ("exact", "float32", "float64", "mixed", "promote"),
 }
 _CONDITIONS = ("per_channel", "float_zero_point", "wide")
 ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -195,7 +196,7 @@ TABLE = (
         input_dtypes=("float32",),
         variants=(
             ({"wide": True}, {"fma": False, "nan": "qmin"}),
-            ({"per_channel": True}, {"fma": False, "nan": "zero", "dequant": "float64"}),
+            ({"per_channel": True}, {"fma": False, "nan": "zero", "dequant": "mixed"}),
             ({"per_channel": True, "wide": True}, {"nan": "qmin"}),
             (
                 {"per_channel": True, "float_zero_point": True},

@@ -14,7 +14,7 @@ from ._jit import parallel_kernel, prange
 from ._round import round_quotient, round_value, two_prod
 
 QUOTIENT_EXACT, QUOTIENT_DIVIDE, QUOTIENT_RECIPROCAL = 0, 1, 2
-DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_PROMOTE = 0, 1, 2, 3
+DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_MIXED, DEQUANT_PROMOTE = range(5)
 _INT64_LIMIT = 9.223372036854775808e18  # 2**63
 
 
@@ -110,6 +110,8 @@ def dequantize_element(q, z, s_d, dmode, ofmt, pfmt, odd):
         return rnd(rnd(q - z, 1) * s_d, 1)
     if dmode == DEQUANT_FLOAT64:
         return (q - z) * s_d
+    if dmode == DEQUANT_MIXED:
+        return rnd(rnd(q, 1) - z, 1) * s_d
     d = rnd(rnd(q, ofmt) - rnd(z, ofmt), ofmt)
     return rnd(d * s_d, pfmt)
 

@@ -1,0 +1,181 @@
+"""Backend conventions against torch 2.13 CPU, bitwise, on tie-heavy data (10^6 elements each)."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import refquant as rq
+from tests.references import assert_bitwise_equal, tie_heavy
+
+torch = pytest.importorskip("torch")
+warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
+ml_dtypes = pytest.importorskip("ml_dtypes")
+
+N = 1_000_000
+CONFIGS = [  # (scale, zero point, qmin, qmax)
+    (0.0123, 3, 0, 255),
+    (0.1, 0, -128, 127),
+    (1 / 3, 7, 0, 15),
+    (0.00214854861, 1, 0, 255),
+    (0.7, -5, -8, 7),
+    (0.0025, 128, 0, 255),
+    (0.037, -1000, -(2**31), 2**31 - 1),
+]
+TORCH_DTYPES = {
+    "float32": (torch.float32, np.float32),
+    "float64": (torch.float64, np.float64),
+    "float16": (torch.float16, np.float16),
+    "bfloat16": (torch.bfloat16, ml_dtypes.bfloat16),
+}
+
+
+def to_torch(x):
+    if x.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(x.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(x.copy())
+
+
+def to_numpy(t):
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+def inputs(s, z, lo, hi, np_dtype, seed=0, n=N):
+    x = tie_heavy(s, z, lo, hi, n, seed=seed, dtype=np.float32)
+    return x.astype(np_dtype)
+
+
+@pytest.mark.parametrize("s,z,lo,hi", CONFIGS)
+@pytest.mark.parametrize("dtype", sorted(TORCH_DTYPES))
+def test_fake_quantize_per_tensor(s, z, lo, hi, dtype):
+    x = inputs(s, z, lo, hi, TORCH_DTYPES[dtype][1])
+    expected = torch.fake_quantize_per_tensor_affine(to_torch(x), s, z, lo, hi)
+    actual = rq.fake_quantize(x, s, z, qmin=lo, qmax=hi, convention="torch.fake_quantize")
+    assert_bitwise_equal(actual, to_numpy(expected), f"{dtype} {s} {z}")
+
+
+def per_channel_params(channels, lo, hi, seed, float_zp=False):
+    rng = np.random.default_rng(seed)
+    scales = rng.uniform(0.001, 0.5, channels).astype(np.float32)
+    if float_zp:
+        zps = rng.uniform(lo, hi, channels).astype(np.float32)
+    else:
+        zps = rng.integers(lo, hi + 1, channels).astype(np.int32)
+    return scales, zps
+
+
+def per_channel_inputs(scales, zps, lo, hi, rows, np_dtype, seed):
+    cols = [tie_heavy(float(s), int(round(float(z))), lo, hi, rows, seed=seed + i)
+            for i, (s, z) in enumerate(zip(scales, zps))]
+    return np.stack(cols, axis=1).astype(np_dtype)
+
+
+@pytest.mark.parametrize("lo,hi", [(0, 255), (-128, 127), (-8, 7)])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("float_zp", [False, True])
+def test_fake_quantize_per_channel(lo, hi, dtype, float_zp):
+    scales, zps = per_channel_params(16, lo, hi, seed=lo + 300, float_zp=float_zp)
+    x = per_channel_inputs(scales, zps, lo, hi, N // 16, TORCH_DTYPES[dtype][1], seed=5)
+    expected = torch.fake_quantize_per_channel_affine(
+        to_torch(x), torch.from_numpy(scales), torch.from_numpy(zps), 1, lo, hi
+    )
+    actual = rq.fake_quantize(x, scales, zps, qmin=lo, qmax=hi, axis=1,
+                              convention="torch.fake_quantize")
+    assert_bitwise_equal(actual, to_numpy(expected), f"{dtype} float_zp={float_zp}")
+
+
+QDTYPES = {"quint8": (torch.quint8, 0, 255), "qint8": (torch.qint8, -128, 127),
+           "qint32": (torch.qint32, -(2**31), 2**31 - 1)}
+
+
+@pytest.mark.parametrize(
+    "qdtype,s,z",
+    [(q, s, z) for q in sorted(QDTYPES) for s, z in [(0.0123, 3), (0.1, 1), (0.00214854861, 77), (1 / 3, -7)]
+     if QDTYPES[q][1] <= z <= QDTYPES[q][2]],
+)
+def test_quantize_per_tensor_and_dequantize(qdtype, s, z):
+    tdtype, lo, hi = QDTYPES[qdtype]
+    x = inputs(s, z, lo, hi, np.float32, seed=11)
+    tq = torch.quantize_per_tensor(torch.from_numpy(x), s, z, tdtype)
+    q = rq.quantize(x, s, z, qmin=lo, qmax=hi, convention="torch.quantize")
+    assert_bitwise_equal(q.astype(np.int64), tq.int_repr().numpy().astype(np.int64), qdtype)
+    dq = rq.dequantize(q, s, z, convention="torch.quantize")
+    assert_bitwise_equal(dq, tq.dequantize().numpy(), f"dequantize {qdtype}")
+
+
+@pytest.mark.parametrize("qdtype", sorted(QDTYPES))
+def test_quantize_per_channel_and_dequantize(qdtype):
+    tdtype, lo, hi = QDTYPES[qdtype]
+    scales, zps = per_channel_params(8, max(lo, -1000), min(hi, 1000), seed=9)
+    scales64 = scales.astype(np.float64) * (1 + 1e-9)  # a float64 scale torch keeps in full
+    x = per_channel_inputs(scales, zps, lo, hi, N // 8, np.float32, seed=21)
+    tq = torch.quantize_per_channel(torch.from_numpy(x), torch.from_numpy(scales64),
+                                    torch.from_numpy(zps.astype(np.int64)), 1, tdtype)
+    q = rq.quantize(x, scales64, zps, qmin=lo, qmax=hi, axis=1, convention="torch.quantize")
+    assert_bitwise_equal(q.astype(np.int64), tq.int_repr().numpy().astype(np.int64), qdtype)
+    dq = rq.dequantize(q, scales64, zps, axis=1, convention="torch.quantize")
+    assert_bitwise_equal(dq, tq.dequantize().numpy(), f"dequantize {qdtype}")
+
+
+@pytest.mark.parametrize("s,z,lo,hi", CONFIGS[:6])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_decomposed_per_tensor(s, z, lo, hi, dtype):
+    from torch.ao.quantization.fx import _decomposed  # noqa: F401  (registers the ops)
+
+    ops = torch.ops.quantized_decomposed
+    tdt = torch.uint8 if lo >= 0 else torch.int8
+    x = inputs(s, z, lo, hi, TORCH_DTYPES[dtype][1], seed=4)
+    tq = ops.quantize_per_tensor(to_torch(x), s, z, lo, hi, tdt)
+    q = rq.quantize(x, s, z, qmin=lo, qmax=hi, convention="torch.decomposed")
+    assert_bitwise_equal(q.astype(np.int64), tq.numpy().astype(np.int64), dtype)
+    tdq = ops.dequantize_per_tensor(tq, s, z, lo, hi, tdt)
+    assert_bitwise_equal(rq.dequantize(q, s, z, convention="torch.decomposed"), tdq.numpy())
+
+
+@pytest.mark.parametrize("scale_dtype", [np.float32, np.float64])
+def test_decomposed_per_channel(scale_dtype):
+    from torch.ao.quantization.fx import _decomposed  # noqa: F401
+
+    ops = torch.ops.quantized_decomposed
+    lo, hi = -128, 127
+    scales, zps = per_channel_params(8, lo, hi, seed=13)
+    scales = scales.astype(scale_dtype)
+    x = per_channel_inputs(scales, zps, lo, hi, N // 8, np.float32, seed=31)
+    tq = ops.quantize_per_channel(torch.from_numpy(x), torch.from_numpy(scales),
+                                  torch.from_numpy(zps.astype(np.int64)), 1, lo, hi, torch.int8)
+    q = rq.quantize(x, scales, zps, qmin=lo, qmax=hi, axis=1, convention="torch.decomposed")
+    assert_bitwise_equal(q, tq.numpy())
+
+
+SPECIALS = np.float32([np.nan, np.inf, -np.inf, 1e30, -1e30, 3e9, -3e9, 0.0, -0.0, 12.0])
+
+
+def test_special_values_fake_quantize():
+    for z in (0, 3, 128):
+        ref = torch.fake_quantize_per_tensor_affine(torch.from_numpy(SPECIALS), 0.1, z, 0, 255)
+        ours = rq.fake_quantize(SPECIALS, 0.1, z, qmin=0, qmax=255, convention="torch.fake_quantize")
+        assert_bitwise_equal(ours, ref.numpy(), f"per-tensor z={z}")
+    x = np.stack([SPECIALS, SPECIALS], axis=1)
+    s, zp = np.float32([0.1, 0.2]), np.int32([3, 0])
+    ref = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), torch.from_numpy(s),
+                                                 torch.from_numpy(zp), 1, 0, 255)
+    ours = rq.fake_quantize(x, s, zp, qmin=0, qmax=255, axis=1, convention="torch.fake_quantize")
+    assert_bitwise_equal(ours, ref.numpy(), "per-channel")
+
+
+@pytest.mark.parametrize("qdtype", sorted(QDTYPES))
+def test_special_values_quantize(qdtype):
+    tdtype, lo, hi = QDTYPES[qdtype]
+    z = 3 if lo == 0 else 0
+    ref = torch.quantize_per_tensor(torch.from_numpy(SPECIALS), 0.1, z, tdtype).int_repr().numpy()
+    ours = rq.quantize(SPECIALS, 0.1, z, qmin=lo, qmax=hi, convention="torch.quantize")
+    assert ours.astype(np.int64).tolist() == ref.astype(np.int64).tolist()
+    x = np.stack([SPECIALS, SPECIALS], axis=1)
+    ref = torch.quantize_per_channel(torch.from_numpy(x), torch.tensor([0.1, 0.2], dtype=torch.float64),
+                                     torch.tensor([z, 0]), 1, tdtype).int_repr().numpy()
+    ours = rq.quantize(x, np.array([0.1, 0.2]), np.array([z, 0]), qmin=lo, qmax=hi, axis=1,
+                       convention="torch.quantize")
+    assert ours.astype(np.int64).tolist() == ref.astype(np.int64).tolist()

@@ -1,0 +1,114 @@
+"""Obviously-correct oracles for tests only: Python integers and fractions.Fraction.
+
+Nothing here is fast or clever; each function is the definition written out.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+
+# (significand bits p including the hidden one, minimum normal exponent, max finite)
+FORMATS = {
+    "float64": (53, -1022, float(np.finfo(np.float64).max)),
+    "float32": (24, -126, float(np.finfo(np.float32).max)),
+    "float16": (11, -14, 65504.0),
+    "bfloat16": (8, -126, 3.3895313892515355e38),
+}
+
+
+def round_half_even(r: Fraction) -> int:
+    f = math.floor(r)
+    d = r - f
+    if d > Fraction(1, 2) or (d == Fraction(1, 2) and f % 2):
+        return f + 1
+    return f
+
+
+ROUNDERS = {
+    "half_even": round_half_even,
+    "half_away": lambda r: math.floor(abs(r) + Fraction(1, 2)) * (1 if r >= 0 else -1),
+    "half_up": lambda r: math.floor(r + Fraction(1, 2)),
+    "half_down": lambda r: math.ceil(r - Fraction(1, 2)),
+    "floor": math.floor,
+    "ceil": math.ceil,
+    "toward_zero": math.trunc,
+}
+
+
+def round_to_format(v: Fraction, fmt: str) -> float:
+    """The exact rational ``v`` rounded half-to-even to a float format, as a Python float."""
+    p, emin, vmax = FORMATS[fmt]
+    if v == 0:
+        return 0.0
+    sign = -1.0 if v < 0 else 1.0
+    a = abs(v)
+    e = a.numerator.bit_length() - a.denominator.bit_length()
+    if Fraction(2) ** e > a:
+        e -= 1
+    ulp = Fraction(2) ** (max(e, emin) - (p - 1))
+    r = round_half_even(a / ulp) * ulp
+    if r > vmax:
+        return sign * math.inf
+    return sign * float(r)
+
+
+def exact_code(x: float, scale: float, zp: int, qmin: int, qmax: int, rounding="half_even"):
+    """clamp(round(x / s) + z) with the real quotient; +-inf saturate; NaN -> None."""
+    if math.isnan(x):
+        return None
+    if math.isinf(x):
+        return qmax if x > 0 else qmin
+    q = ROUNDERS[rounding](Fraction(x) / Fraction(scale)) + zp
+    return min(max(q, qmin), qmax)
+
+
+def exact_fake(x: float, scale: float, zp: int, qmin: int, qmax: int, fmt: str) -> float:
+    q = exact_code(x, scale, zp, qmin, qmax)
+    if q is None:
+        return math.nan
+    return round_to_format((q - zp) * Fraction(scale), fmt)
+
+
+def tie_heavy(scale: float, zp: int, qmin: int, qmax: int, n: int, seed: int = 0,
+              dtype=np.float32) -> np.ndarray:
+    """Inputs built around the decision points: exact ties (k + 1/2) * s in the target dtype, one
+    ulp either side, exact codes, values beyond the range, and a uniform quarter."""
+    rng = np.random.default_rng(seed)
+    lo, hi = qmin - zp - 3, qmax - zp + 3
+    k = rng.integers(lo, hi, n).astype(np.float64)
+    tie = ((k + 0.5) * scale).astype(dtype)
+    code = (k * scale).astype(dtype)
+    up = np.nextafter(tie, np.array(np.inf, dtype))
+    down = np.nextafter(tie, np.array(-np.inf, dtype))
+    uniform = rng.uniform(lo * scale, hi * scale, n).astype(dtype)
+    choice = rng.integers(0, 5, n)
+    return np.choose(choice, [tie, up, down, code, uniform]).astype(dtype)
+
+
+def bits(a: np.ndarray) -> np.ndarray:
+    """The bit patterns of a float array as unsigned integers, with every NaN made one pattern."""
+    a = np.asarray(a)
+    view = a.view(f"u{a.dtype.itemsize}").copy()
+    nan = np.isnan(a.astype(np.float32) if a.dtype.itemsize == 2 else a)
+    view[nan] = 0
+    return view
+
+
+def assert_bitwise_equal(actual, expected, context=""):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype, context)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape, context)
+    if actual.dtype.kind == "f" or actual.dtype.name == "bfloat16":
+        diff = bits(actual) != bits(expected)
+    else:
+        diff = actual != expected
+    n = int(diff.sum())
+    if n:
+        i = np.flatnonzero(diff.ravel())[:5]
+        raise AssertionError(
+            f"{n} of {diff.size} differ {context}: at {i.tolist()} actual "
+            f"{actual.ravel()[i].tolist()} expected {expected.ravel()[i].tolist()}"
+        )
