@@ -1,7 +1,40 @@
 """refquant_torch: the torch adapter of refquant (differentiable ops, quantized tensors, modules).
 
-The math comes from :mod:`refquant`; this package converts tensors, registers custom ops and
-autograd, and holds module state.
+The math comes from :mod:`refquant`; this package converts tensors, registers custom ops
+(``torch.ops.refquant.*``) and autograd, and holds module state. Submodules ``nn``, ``pt2e`` and
+the tensor classes load on first access.
 """
 
+from __future__ import annotations
+
+import importlib
+
+from .functional import apot_fake_quantize, fake_quantize, pact
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "nn": ("refquant_torch.nn", None),
+    "pt2e": ("refquant_torch.pt2e", None),
+    "QuantizedTensor": ("refquant_torch.tensor", "QuantizedTensor"),
+    "DequantizedTensor": ("refquant_torch.tensor", "DequantizedTensor"),
+    "Quantize": ("refquant_torch.tensor", "Quantize"),
+    "QuantizeDequantize": ("refquant_torch.tensor", "QuantizeDequantize"),
+}
+
+__all__ = ["fake_quantize", "pact", "apot_fake_quantize", *_LAZY]
+
+
+def __getattr__(name):
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'refquant_torch' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

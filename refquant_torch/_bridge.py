@@ -1,0 +1,63 @@
+"""Tensor <-> ndarray conversion with the same bits, for every float dtype and device.
+
+* float16, float32, float64 tensors on the CPU share memory with the array (no copy).
+* bfloat16 tensors are viewed as int16 and the bits re-read as ml_dtypes' bfloat16.
+* A tensor on another device (CUDA) is copied to the CPU; the result is copied back to the
+  input's device. A copy between devices moves bits, never values, so a CUDA tensor gives the
+  same bits as the same tensor on the CPU.
+
+Nothing here writes into its input: the arrays handed to the core are views the core only reads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from refquant._dtypes import bfloat16
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_float_tensor(x, name: str = "x") -> torch.Tensor:
+    """``x`` if it is a float16/bfloat16/float32/float64 tensor, else a TypeError naming it."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+    if x.dtype not in _FLOATS:
+        raise TypeError(
+            f"{name} must be a float16, bfloat16, float32 or float64 tensor; got {x.dtype}"
+        )
+    return x
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """The values of ``t`` as a CPU ndarray with the same bits (a view where possible)."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.dtype == torch.bfloat16:
+        bf16 = bfloat16()
+        if bf16 is None:
+            raise TypeError("bfloat16 tensors need ml_dtypes (pip install ml_dtypes)")
+        return t.view(torch.int16).numpy().view(bf16)
+    return t.numpy()
+
+
+def from_numpy(a: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``a`` as a tensor on ``device`` with the same bits (shares memory on the CPU)."""
+    a = np.asarray(a)
+    if a.dtype.name == "bfloat16":
+        t = torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
+    else:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+    device = torch.device(device)
+    return t if device.type == "cpu" else t.to(device)
+
+
+def scalar_or_array(t: torch.Tensor, weak: bool):
+    """A qparam tensor for the core: a Python number when ``weak`` (a scalar the user gave as a
+    Python number, which takes the input's dtype in promoting conventions), else an ndarray."""
+    a = to_numpy(t)
+    if weak:
+        return a.item()
+    return a
