@@ -42,8 +42,6 @@ _LAZY = {
     "pact": ("refquant.pact", None),
     "lsq": ("refquant.lsq", None),
     "observers": ("refquant.observers", None),
-    "Encoding": ("refquant.encoding", "Encoding"),
-    "QuantizedArray": ("refquant.encoding", "QuantizedArray"),
     "testing": ("refquant.testing", None),
     "golden": ("refquant.golden", None),
     "identify": ("refquant.golden.identify", "identify"),

@@ -11,7 +11,7 @@ import functools
 import os
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags of this machine (from /proc/cpuinfo; empty where it is missing)."""
     try:

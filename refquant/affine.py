@@ -278,8 +278,11 @@ def _compute(plan, xk, fake, out, u):
         s, z = float(plan.s64[0]), float(plan.z[0])
         if not fake or out_fmt in (_F32, _F64):
             check = fake and out_fmt == _F32 and not _exact_in_float64_product(s, lo, hi, z)
-            if k.exact_half_even_fast(xk, s, z, lo, hi, fake, check, out) == 0:
-                return
+            uncertain = np.empty(-(-xk.size // k.CHUNK), np.int64)
+            k.exact_half_even_fast(xk, s, z, lo, hi, fake, check, out, uncertain)
+            if uncertain.any():
+                k.exact_half_even_fixup(xk, s, z, lo, hi, fake, check, out_fmt, out, uncertain)
+            return
     s_q, inv, z_c = plan.quotient_params()
     dmode, s_d, p_fmt = plan.dequant_params(out_fmt)
     k.affine_kernel(

@@ -9,8 +9,17 @@ import math
 
 import numpy as np
 
-from ._jit import bits_to_f32, bits_to_f64, f32_to_bits, f64_to_bits, fma32, fma64, kernel
-from ._jit import parallel_kernel, prange
+from ._jit import (
+    bits_to_f32,
+    bits_to_f64,
+    f32_to_bits,
+    f64_to_bits,
+    fma32,
+    fma64,
+    kernel,
+    parallel_kernel,
+    prange,
+)
 from ._round import round_quotient, round_value, two_prod
 
 QUOTIENT_EXACT, QUOTIENT_DIVIDE, QUOTIENT_RECIPROCAL = 0, 1, 2
@@ -146,28 +155,60 @@ def dequantize_kernel(q, gidx, z, s_d, dmode, ofmt, pfmt, odd, out):
         out[i] = dequantize_element(np.float64(q[i]), z[g], s_d[g], dmode, ofmt, pfmt, odd)
 
 
-@parallel_kernel
-def exact_half_even_fast(x, s, z, lo, hi, dequant, check_product, out):
-    """Branch-free exact per-tensor pass (half to even); returns how many elements it could not
-    certify. An element is uncertain when ``fl(x / s)`` lies within a few ulps of a half-integer,
-    when x is NaN, or (``check_product``) when ``fl((q - z) * s)`` sits on a float32 rounding
-    midpoint. A non-zero count means the caller recomputes with :func:`affine_kernel`.
+@kernel
+def _fast_exact_element(xi, s, z, lo, hi, dequant, check_product):
+    """(value, uncertain): the branch-free exact half-to-even result and whether it is certified.
+
+    Uncertain when ``fl(x / s)`` lies within a few ulps of a half-integer, when x is NaN, or
+    (``check_product``) when ``fl((q - z) * s)`` sits on a float32 rounding midpoint or in the
+    float32 subnormal range, where rounding the float64 product to float32 could round twice.
     """
-    uncertain = 0
-    for i in prange(x.size):
-        xi = np.float64(x[i])
-        t = xi / s
-        r = np.rint(t)
-        near_tie = np.abs(np.abs(t - r) - 0.5) <= 4.440892098500626e-16 * max(np.abs(t), 1.0)
-        q = min(max(r + z, lo), hi)
-        bad = near_tie | (xi != xi)
-        if dequant:
-            p = (q - z) * s
-            if check_product:
-                low = f64_to_bits(p) & 0x1FFFFFFF
-                bad = bad | (low == 0x10000000) | (np.abs(p) < 2.4e-38)
-            out[i] = p
-        else:
-            out[i] = q
-        uncertain += np.int64(bad)
-    return uncertain
+    t = xi / s
+    r = np.rint(t)
+    near_tie = np.abs(np.abs(t - r) - 0.5) <= 4.440892098500626e-16 * max(np.abs(t), 1.0)
+    q = min(max(r + z, lo), hi)
+    bad = near_tie | (xi != xi)
+    if not dequant:
+        return q, bad
+    p = (q - z) * s
+    if check_product:
+        low = f64_to_bits(p) & 0x1FFFFFFF
+        bad = bad | (low == 0x10000000) | ((p != 0.0) & (np.abs(p) < 2.4e-38))
+    return p, bad
+
+
+CHUNK = 16384
+
+
+@parallel_kernel
+def exact_half_even_fast(x, s, z, lo, hi, dequant, check_product, out, uncertain):
+    """Exact per-tensor half-to-even pass over chunks of :data:`CHUNK` elements;
+    ``uncertain[c]`` counts the elements of chunk c it could not certify."""
+    n = x.size
+    for c in prange(uncertain.size):
+        bad_count = 0
+        for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
+            v, bad = _fast_exact_element(np.float64(x[i]), s, z, lo, hi, dequant, check_product)
+            out[i] = v
+            bad_count += np.int64(bad)
+        uncertain[c] = bad_count
+
+
+@parallel_kernel
+def exact_half_even_fixup(x, s, z, lo, hi, dequant, check_product, ofmt, out, uncertain):
+    """Recompute with the exact element kernels every element the fast pass left uncertain
+    (only in the chunks that had some)."""
+    n = x.size
+    for c in prange(uncertain.size):
+        if uncertain[c] == 0:
+            continue
+        for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
+            xi = np.float64(x[i])
+            v, bad = _fast_exact_element(xi, s, z, lo, hi, dequant, check_product)
+            if bad:
+                q = quantize_element(xi, s, 1.0, z, z, lo, hi, QUOTIENT_EXACT, 0, False, False,
+                                     True, 0, 0.0, False, np.nan)
+                if dequant:
+                    out[i] = dequantize_element(q, z, s, DEQUANT_EXACT, ofmt, ofmt, False)
+                else:
+                    out[i] = q
