@@ -34,8 +34,8 @@ dequant
     ``"exact"`` ``(q - z) * s`` rounded once to the output dtype; ``"float32"``
     ``f32(f32(q - z) * f32(s))``; ``"float64"`` ``(q - z) * s`` in float64 with the float64 scale,
     then float32; ``"mixed"`` ``f32(f32(q) - z)`` times the float64 scale in float64, then float32
-    (torch's per-channel dequantize); ``"promote"`` ``(q.to(out) - z.to(out)) * s`` in ``promote(out, scale)``, each op
-    rounded.
+    (torch's per-channel dequantize); ``"promote"`` ``(q.to(out) - z.to(out)) * s`` in
+    ``promote(out, scale)``, each op rounded.
 zero_point_in_range, float_zero_point
     whether ``z`` must lie in ``[qmin, qmax]``, and whether a fractional ``z`` is allowed.
 variants
