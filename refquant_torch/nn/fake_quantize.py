@@ -1,0 +1,171 @@
+"""``FakeQuantize`` (a drop-in for torch.ao's) and ``LearnableFakeQuantize`` (LSQ)."""
+
+from __future__ import annotations
+
+import torch
+from torch.ao.quantization import FakeQuantizeBase, MovingAverageMinMaxObserver
+
+from ..functional import fake_quantize
+
+_PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric,
+                torch.per_channel_affine_float_qparams)
+_SYMMETRIC = (torch.per_tensor_symmetric, torch.per_channel_symmetric)
+
+
+class _ObservedFakeQuantize(FakeQuantizeBase):
+    """Observer plumbing shared by both fake quantizers (attributes torch.ao and PT2E read)."""
+
+    def _init_observer(self, observer, quant_min, quant_max, is_dynamic, observer_kwargs):
+        if quant_min is not None and quant_max is not None and quant_min > quant_max:
+            raise ValueError(f"quant_min must be <= quant_max; got {quant_min}, {quant_max}")
+        if quant_min is not None:
+            observer_kwargs["quant_min"] = quant_min
+        if quant_max is not None:
+            observer_kwargs["quant_max"] = quant_max
+        observer_kwargs["is_dynamic"] = is_dynamic
+        self.activation_post_process = observer(**observer_kwargs)
+        app = self.activation_post_process
+        self.quant_min, self.quant_max = app.quant_min, app.quant_max
+        self.is_dynamic = app.is_dynamic
+        self.dtype = app.dtype
+        self.qscheme = app.qscheme
+        self.ch_axis = getattr(app, "ch_axis", -1)
+        self.is_per_channel = self.qscheme in _PER_CHANNEL
+
+    @torch.jit.export
+    def calculate_qparams(self):
+        return self.activation_post_process.calculate_qparams()
+
+    def _axis(self):
+        return self.ch_axis if self.is_per_channel else None
+
+
+class FakeQuantize(_ObservedFakeQuantize):
+    """torch.ao's ``FakeQuantize`` with refquant's numerics.
+
+    ``FakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=None, quant_max=None,
+    is_dynamic=False, convention="torch.fake_quantize", **observer_kwargs)``. When the observer is
+    enabled, it sees ``x`` and its ``calculate_qparams()`` replaces the ``scale`` / ``zero_point``
+    buffers; when fake quant is enabled the output is ``rqt.fake_quantize(x, scale, zero_point,
+    qmin=quant_min, qmax=quant_max, axis=ch_axis if per-channel, convention=convention)``, else
+    ``x``. With the default convention the output equals torch's ``FakeQuantize`` bit for bit.
+    Usable in a torch.ao ``QConfig`` (``FakeQuantize.with_args(...)``) and as
+    ``observer_or_fake_quant_ctr`` of a PT2E ``QuantizationSpec``.
+    """
+
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+
+    def __init__(self, observer=MovingAverageMinMaxObserver, quant_min=None, quant_max=None,
+                 is_dynamic=False, convention="torch.fake_quantize", **observer_kwargs):
+        super().__init__()
+        self._init_observer(observer, quant_min, quant_max, is_dynamic, observer_kwargs)
+        self.convention = convention
+        self.register_buffer("scale", torch.tensor([1.0], dtype=torch.float))
+        self.register_buffer("zero_point", torch.tensor([0], dtype=torch.int))
+
+    def forward(self, X):
+        if self.observer_enabled[0] == 1:
+            self.activation_post_process(X.detach())
+            _scale, _zero_point = self.calculate_qparams()
+            _scale, _zero_point = _scale.to(self.scale.device), _zero_point.to(self.zero_point.device)
+            if self.scale.shape != _scale.shape:
+                self.scale.resize_(_scale.shape)
+                self.zero_point.resize_(_zero_point.shape)
+            self.scale.copy_(_scale)
+            self.zero_point.copy_(_zero_point)
+        if self.fake_quant_enabled[0] == 1:
+            X = fake_quantize(X, self.scale, self.zero_point, qmin=self.quant_min,
+                              qmax=self.quant_max, axis=self._axis(), convention=self.convention)
+        return X
+
+    @torch.jit.export
+    def extra_repr(self):
+        return (
+            f"fake_quant_enabled={self.fake_quant_enabled}, observer_enabled={self.observer_enabled}, "
+            f"quant_min={self.quant_min}, quant_max={self.quant_max}, dtype={self.dtype}, "
+            f"qscheme={self.qscheme}, ch_axis={self.ch_axis}, convention={self.convention!r}"
+        )
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        for name in ("scale", "zero_point"):
+            key = prefix + name
+            if key in state_dict:
+                getattr(self, name).resize_(state_dict[key].shape)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+class LearnableFakeQuantize(_ObservedFakeQuantize):
+    """LSQ (arXiv:1902.08153): fake quant with a learnable ``scale`` and ``zero_point``.
+
+    ``LearnableFakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
+    scale=1.0, zero_point=0.0, channel_len=-1, use_grad_scaling=False,
+    convention="torch.fake_quantize", lsq_convention="lsq", **observer_kwargs)`` as torch's
+    ``_LearnableFakeQuantize``. Forward: the zero point is rounded half to even and clamped to
+    ``[quant_min, quant_max]`` (straight through for its gradient), then
+    ``rqt.fake_quantize(x, scale, zp, ...)``. Backward: ``rq.lsq.fake_quantize_grad`` with
+    ``grad_factor = 1 / sqrt(x.numel() * quant_max)`` when ``use_grad_scaling``, else 1.
+    Symmetric schemes keep the zero point at 0. While the observer is enabled, its qparams
+    overwrite ``scale`` and ``zero_point`` (torch's ``enable_static_estimate``).
+    """
+
+    def __init__(self, observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
+                 scale=1.0, zero_point=0.0, channel_len=-1, use_grad_scaling=False,
+                 convention="torch.fake_quantize", lsq_convention="lsq", **observer_kwargs):
+        super().__init__()
+        self._init_observer(observer, quant_min, quant_max, False, observer_kwargs)
+        n = 1 if channel_len == -1 else int(channel_len)
+        if n < 1:
+            raise ValueError(f"channel_len must be -1 or positive; got {channel_len}")
+        self.scale = torch.nn.Parameter(torch.full((n,), float(scale)))
+        self.zero_point = torch.nn.Parameter(torch.full((n,), float(zero_point)))
+        self.use_grad_scaling = bool(use_grad_scaling)
+        self.convention = convention
+        self.lsq_convention = lsq_convention
+        self.disable_observer()
+
+    def enable_static_estimate(self):
+        """Observer on, fake quant on, qparams not learned (torch's name)."""
+        self.enable_observer().enable_fake_quant()
+        self.scale.requires_grad_(False)
+        self.zero_point.requires_grad_(False)
+        return self
+
+    def enable_param_learning(self):
+        """Observer off, fake quant on, qparams learned."""
+        self.disable_observer().enable_fake_quant()
+        self.scale.requires_grad_(True)
+        self.zero_point.requires_grad_(True)
+        return self
+
+    def forward(self, X):
+        if self.observer_enabled[0] == 1:
+            self.activation_post_process(X.detach())
+            _scale, _zero_point = self.activation_post_process.calculate_qparams()
+            with torch.no_grad():
+                self.scale.data = _scale.to(self.scale.device, torch.float)
+                self.zero_point.data = _zero_point.to(self.zero_point.device, torch.float)
+        if self.qscheme in _SYMMETRIC:
+            with torch.no_grad():
+                self.zero_point.zero_()
+        if self.fake_quant_enabled[0] != 1:
+            return X
+        zp = self.zero_point
+        zp = zp + (zp.detach().round().clamp(self.quant_min, self.quant_max) - zp.detach())
+        grad_factor = 1.0
+        if self.use_grad_scaling:
+            grad_factor = 1.0 / (X.numel() * self.quant_max) ** 0.5
+        axis = self._axis()
+        scale = self.scale if axis is not None else self.scale.reshape(())
+        zp = zp if axis is not None else zp.reshape(())
+        return fake_quantize(X, scale, zp, qmin=self.quant_min, qmax=self.quant_max, axis=axis,
+                             convention=self.convention, grad_factor=grad_factor,
+                             lsq_convention=self.lsq_convention)
+
+    @torch.jit.export
+    def calculate_qparams(self):
+        scale = self.scale.detach().clamp(min=torch.finfo(torch.float32).eps)
+        zp = self.zero_point.detach().round().clamp(self.quant_min, self.quant_max).long()
+        return scale, zp
