@@ -123,7 +123,8 @@ class Convention:
             raise ValueError("quotient='exact' needs compute='exact'")
 
     def replace(self, **knobs) -> Convention:
-        """A copy with some knobs changed (variants whose overrides set them keep their own)."""
+        """A copy with some knobs changed. A variant that sets the same knob still wins where its
+        condition holds (e.g. torch.quantize never fuses per-channel, whatever ``fma`` says)."""
         return replace(self, **knobs)
 
     def resolve(self, *, per_channel: bool, float_zero_point: bool, wide: bool) -> Convention:
@@ -160,6 +161,7 @@ TABLE = (
         quotient="reciprocal",
         reciprocal="float32",
         compute="input64",
+        fma=_TORCH_FMA,
         zero_point_add="compute",
         nan="qmin",
         fake_nan="code",
@@ -168,12 +170,7 @@ TABLE = (
             ({"per_channel": True}, {"clamp": "cast_first", "dequant": "float64", "compute": "float32"}),
             (
                 {"per_channel": True, "float_zero_point": True},
-                {
-                    "zero_point": "before_round",
-                    "fma": _TORCH_FMA,
-                    "float_zero_point": True,
-                    "zero_point_in_range": False,
-                },
+                {"zero_point": "before_round", "float_zero_point": True, "zero_point_in_range": False},
             ),
         ),
     ),

@@ -179,3 +179,45 @@ def test_special_values_quantize(qdtype):
     ours = rq.quantize(x, np.array([0.1, 0.2]), np.array([z, 0]), qmin=lo, qmax=hi, axis=1,
                        convention="torch.quantize")
     assert ours.astype(np.int64).tolist() == ref.astype(np.int64).tolist()
+
+
+FMA_SCRIPT = """
+import sys, numpy as np, torch, refquant as rq
+sys.path.insert(0, {root!r})
+from tests.references import tie_heavy, bits
+scales = np.float32([0.0123, 0.37, 0.0021])
+zps = np.float32([3.3, 100.7, 17.5])
+x = np.stack([tie_heavy(float(s), int(z), 0, 255, 50000, seed=i) for i, (s, z) in
+              enumerate(zip(scales, zps))], axis=1)
+y = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), torch.from_numpy(scales),
+                                           torch.from_numpy(zps), 1, 0, 255).numpy()
+for fma in (True, False):
+    conv = rq.conventions.get("torch.fake_quantize").replace(fma=fma)
+    ours = rq.fake_quantize(x, scales, zps, qmin=0, qmax=255, axis=1, convention=conv)
+    print(fma, int((bits(ours) != bits(y)).sum()))
+"""
+
+
+@pytest.mark.parametrize("capability,matching", [("default", "False"), ("avx2", "True")])
+def test_fma_knob_follows_torch_cpu_capability(capability, matching):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
+    out = subprocess.run([sys.executable, "-c", FMA_SCRIPT.format(root=root)], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    counts = dict(zip(out[0::2], map(int, out[1::2])))
+    assert counts[matching] == 0
+    assert counts["True" if matching == "False" else "False"] > 0  # the data does tell them apart
+
+
+def test_platform_default_follows_aten_cpu_capability(monkeypatch):
+    from refquant._platform import cpu_has_fma, torch_kernels_use_fma
+
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    assert torch_kernels_use_fma() is False
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    assert torch_kernels_use_fma() is cpu_has_fma()
