@@ -74,12 +74,9 @@ class _Layout:
             self.group_shape = ()
             self.gidx = np.empty(0, np.intp)
         n_groups = int(np.prod(self.group_shape, dtype=np.int64))
-        if self.zero_point.size not in (1, n_groups) or (
-            self.zero_point.size != 1 and self.zero_point.size == n_groups
-            and self.zero_point.ndim not in (1, len(self.group_shape))
-        ):
+        if self.zero_point.size != 1 and self.zero_point.shape != self.scale.shape:
             raise ValueError(
-                f"zero_point must be a scalar or match {scale_name}'s shape {self.group_shape}; "
+                f"zero_point must be a scalar or have {scale_name}'s shape {self.scale.shape}; "
                 f"got shape {self.zero_point.shape}"
             )
         self.scales = np.broadcast_to(self.scale.reshape(-1), (n_groups,))
@@ -371,9 +368,7 @@ def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention
     out_fmt = float_code(out_dtype)
     dmode, s_d, p_fmt = plan.dequant_params(out_fmt)
     kernel_dtype = np.float64 if out_fmt == _F64 else np.float32
-    qk = np.ascontiguousarray(q).reshape(-1)
-    if qk.dtype.kind == "u" and qk.dtype.itemsize == 8 or qk.dtype.itemsize < 8:
-        qk = qk.astype(np.int64)
+    qk = np.ascontiguousarray(q, dtype=np.int64).reshape(-1)  # one kernel signature
     out = np.empty(qk.size, kernel_dtype)
     if qk.size:
         from ._kernels._affine import dequantize_kernel
