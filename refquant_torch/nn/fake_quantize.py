@@ -7,12 +7,19 @@ from torch.ao.quantization import FakeQuantizeBase, MovingAverageMinMaxObserver
 
 from ..functional import fake_quantize
 
+try:  # torchao's PT2E flow recognizes only its own FakeQuantizeBase
+    from torchao.quantization.pt2e import FakeQuantizeBase as _AOFakeQuantizeBase
+
+    _BASES: tuple = (FakeQuantizeBase, _AOFakeQuantizeBase)
+except ImportError:  # pragma: no cover - torchao absent
+    _BASES = (FakeQuantizeBase,)
+
 _PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric,
                 torch.per_channel_affine_float_qparams)
 _SYMMETRIC = (torch.per_tensor_symmetric, torch.per_channel_symmetric)
 
 
-class _ObservedFakeQuantize(FakeQuantizeBase):
+class _ObservedFakeQuantize(*_BASES):
     """Observer plumbing shared by both fake quantizers (attributes torch.ao and PT2E read)."""
 
     def _init_observer(self, observer, quant_min, quant_max, is_dynamic, observer_kwargs):
