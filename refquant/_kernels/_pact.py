@@ -1,0 +1,67 @@
+"""PACT kernels: exact clip-and-round with the quotient ``y * N / alpha`` and an output rounded
+once from the real value ``q * alpha / N``."""
+
+import numpy as np
+
+from ._affine import rnd, round_pair_to_f32
+from ._jit import fma64, kernel
+from ._round import round_quotient, two_prod
+
+
+@kernel
+def scaled_level(q, alpha, n, fmt):
+    """``q * alpha / n`` (integers q, n; float64 alpha) rounded once to format ``fmt``.
+
+    ``q * alpha = p + e`` exactly; ``hi = fl(p / n)`` leaves the exact remainder
+    ``p - hi * n`` (one FMA), so ``hi + lo`` carries about 100 bits of the quotient.
+    """
+    p, e = two_prod(q, alpha)
+    hi = p / n
+    lo = (fma64(-hi, n, p) + e) / n
+    if fmt == 0:
+        return hi + lo
+    f = round_pair_to_f32(hi + lo, (hi - (hi + lo)) + lo, fmt != 1)
+    return f if fmt == 1 else rnd(f, fmt)
+
+
+@kernel
+def pact_fake(x, alpha, gidx, n, signed, mode, u, fmt, out):
+    """``out[i] = round(clip(x) * n / alpha) * alpha / n`` with per-group ``alpha[gidx[i]]``."""
+    grouped = gidx.size > 0
+    drawn = u.size > 0
+    for i in range(x.size):
+        a = alpha[gidx[i] if grouped else 0]
+        xi = np.float64(x[i])
+        if xi != xi:
+            out[i] = xi
+            continue
+        if xi >= a:
+            q = n
+        elif signed and xi <= -a:
+            q = -n
+        else:  # x * n is exact for float32 and narrower inputs
+            q = round_quotient(max(xi, 0.0) * n if not signed else xi * n, a, mode,
+                               u[i] if drawn else 0.0)
+        out[i] = scaled_level(q, a, n, fmt) + 0.0
+
+
+@kernel
+def pact_grad(x, g, alpha, gidx, signed, gx, ga):
+    """``gx = g * [lo <= x <= alpha]``; ``ga = g * ([x >= alpha] - signed * [x <= -alpha])``."""
+    grouped = gidx.size > 0
+    for i in range(x.size):
+        a = alpha[gidx[i] if grouped else 0]
+        xi = np.float64(x[i])
+        gi = np.float64(g[i])
+        lo = -a if signed else 0.0
+        if xi != xi:
+            gx[i] = xi
+            ga[i] = xi
+            continue
+        gx[i] = gi if lo <= xi <= a else 0.0
+        if xi >= a:
+            ga[i] = gi
+        elif signed and xi <= -a:
+            ga[i] = -gi
+        else:
+            ga[i] = 0.0

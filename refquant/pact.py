@@ -1,0 +1,135 @@
+"""PACT: parameterized clipping activation (Choi et al. 2018, arXiv:1805.06085).
+
+Unsigned (the paper, eq. 1-2), ``N = 2**bits - 1``::
+
+    y    = clip(x, 0, alpha)
+    xhat = round(y * N / alpha) * alpha / N
+
+Signed symmetric variant: ``clip(x, -alpha, alpha)`` with ``N = 2**(bits-1) - 1`` (``2N + 1``
+levels). ``round`` is half to even unless ``rounding`` names another mode
+(:data:`refquant.ROUNDING_MODES`). The quotient ``y * N / alpha`` is rounded as a real number:
+``y * N`` is exact in float64 for float32/float16/bfloat16 inputs; for float64 inputs it is
+rounded once to float64 first (a clipped input takes the end code directly). The output is the
+real ``q * alpha / N`` rounded once to x's dtype (+0.0 for a zero result); NaN stays NaN.
+
+``alpha`` is a positive scalar, or 1-D per-channel along ``axis``. Gradients (paper eq. 3, STE,
+with the inclusive bounds of the reference code)::
+
+    d xhat / d x     = 1 if lo <= x <= alpha else 0        (lo = -alpha signed, 0 unsigned)
+    d xhat / d alpha = 1 if x >= alpha; -1 if signed and x <= -alpha; else 0
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._dtypes import float_code
+from ._validation import check_axis, float_array, integer_scalar, positive_finite
+from .rounding import STOCHASTIC, rounding_code
+
+__all__ = ["fake_quantize", "fake_quantize_grad"]
+
+
+def _levels_n(bits, signed: bool) -> int:
+    bits = integer_scalar(bits, "bits")
+    low = 2 if signed else 1
+    if not low <= bits <= 16:
+        raise ValueError(f"bits must be in [{low}, 16] for {'signed' if signed else 'unsigned'} "
+                         f"PACT; got {bits}")
+    return 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+
+
+def _alpha_groups(alpha, shape, axis):
+    """(float64 alpha per group, group index per element or empty)."""
+    a = positive_finite(alpha, "alpha")
+    if axis is None:
+        if a.size != 1:
+            raise ValueError(f"alpha must be a scalar without axis; got shape {np.shape(alpha)}")
+        return a.reshape(1), np.empty(0, np.intp)
+    if len(shape) == 0:
+        raise ValueError("axis needs an array with at least one dimension")
+    ax = check_axis(axis, len(shape))
+    if a.ndim != 1 or a.shape[0] != shape[ax]:
+        raise ValueError(f"per-channel alpha must be 1-D of length x.shape[{ax}] = {shape[ax]}; "
+                         f"got shape {a.shape}")
+    ids = np.arange(shape[ax], dtype=np.intp).reshape([-1 if i == ax else 1
+                                                       for i in range(len(shape))])
+    return np.ascontiguousarray(a), np.ascontiguousarray(np.broadcast_to(ids, shape).ravel())
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    if a.dtype.itemsize == 2:
+        return np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def fake_quantize(x, alpha, *, bits, signed=False, rounding="half_even", axis=None, rng=None):
+    """PACT fake quantization (module docstring), in x's dtype.
+
+    ``rng`` (NumPy Generator or int seed) feeds ``rounding="stochastic"``.
+
+    >>> import numpy as np, refquant as rq
+    >>> x = np.float32([-3, -2.2, -1, -0.01, 0, 0.3, 1, 2.2, 3])
+    >>> rq.pact.fake_quantize(x, 2.2, bits=4).round(5).tolist()
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.29333, 1.02667, 2.2, 2.2]
+    >>> rq.pact.fake_quantize(x, 2.2, bits=4, signed=True).round(5).tolist()[:4]
+    [-2.2, -2.2, -0.94286, 0.0]
+    """
+    x = float_array(x)
+    n = _levels_n(bits, bool(signed))
+    mode = rounding_code(rounding)
+    a, gidx = _alpha_groups(alpha, x.shape, axis)
+    xk = _flat(x)
+    u = np.empty(0)
+    if mode == STOCHASTIC:
+        if not isinstance(rng, np.random.Generator):
+            rng = np.random.default_rng(rng)
+        u = rng.random(xk.size)
+    kdt = np.float64 if x.dtype == np.float64 else np.float32
+    out = np.empty(xk.size, kdt)
+    if xk.size:
+        from ._kernels._pact import pact_fake
+
+        pact_fake(xk, a, gidx, float(n), bool(signed), mode, u, float_code(x.dtype), out)
+    out = out.reshape(x.shape)
+    return out if out.dtype == x.dtype else out.astype(x.dtype)
+
+
+def fake_quantize_grad(x, alpha, grad_output, *, bits, signed=False, axis=None, reduce=True):
+    """PACT gradients ``(grad_x, grad_alpha)`` (module docstring), in x's dtype.
+
+    ``grad_x = grad_output * dx`` exactly. ``grad_alpha`` sums ``grad_output * d/d alpha`` in
+    float64 (NumPy's pairwise order) over every element sharing an alpha, rounded once to x's
+    dtype: a 0-d array for scalar alpha, alpha's length with ``axis``. ``reduce=False`` returns
+    the per-element terms instead (x's shape), for callers that reduce themselves.
+
+    >>> import numpy as np, refquant as rq
+    >>> x = np.float32([-3, -2, -1, 0, 1, 2, 3])
+    >>> gx, ga = rq.pact.fake_quantize_grad(x, 2.0, np.ones_like(x), bits=4, signed=True)
+    >>> gx.tolist(), float(ga)
+    ([0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0], 0.0)
+    >>> rq.pact.fake_quantize_grad(x, 2.0, np.ones_like(x), bits=4, reduce=False)[1].tolist()
+    [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    """
+    x = float_array(x)
+    g = float_array(grad_output, "grad_output")
+    if g.shape != x.shape or g.dtype != x.dtype:
+        raise ValueError(f"grad_output must match x (shape {x.shape}, dtype {x.dtype}); "
+                         f"got shape {g.shape}, dtype {g.dtype}")
+    _levels_n(bits, bool(signed))
+    a, gidx = _alpha_groups(alpha, x.shape, axis)
+    xk, gk = _flat(x), _flat(g)
+    gx = np.empty(xk.size, np.float64)
+    ga = np.empty(xk.size, np.float64)
+    if xk.size:
+        from ._kernels._pact import pact_grad
+
+        pact_grad(xk, gk, a, gidx, bool(signed), gx, ga)
+    grad_x = gx.reshape(x.shape).astype(x.dtype)
+    if not reduce:
+        return grad_x, ga.reshape(x.shape).astype(x.dtype)
+    if axis is None:
+        return grad_x, np.asarray(np.sum(ga)).astype(x.dtype)
+    ax = check_axis(axis, x.ndim)
+    others = tuple(i for i in range(x.ndim) if i != ax)
+    return grad_x, ga.reshape(x.shape).sum(axis=others).astype(x.dtype)
