@@ -135,14 +135,16 @@ class LearnableFakeQuantize(_ObservedFakeQuantize):
 
     def enable_static_estimate(self):
         """Observer on, fake quant on, qparams not learned (torch's name)."""
-        self.enable_observer().enable_fake_quant()
+        self.enable_observer()
+        self.enable_fake_quant()
         self.scale.requires_grad_(False)
         self.zero_point.requires_grad_(False)
         return self
 
     def enable_param_learning(self):
         """Observer off, fake quant on, qparams learned."""
-        self.disable_observer().enable_fake_quant()
+        self.disable_observer()
+        self.enable_fake_quant()
         self.scale.requires_grad_(True)
         self.zero_point.requires_grad_(True)
         return self

@@ -194,3 +194,17 @@ def test_cuda_gives_the_cpu_bits():
         gpu = rqt.fake_quantize(xc.cuda(), 0.1, 3, qmin=0, qmax=255)
         assert gpu.device.type == "cuda"
         assert_same_bits(cpu, gpu.cpu())
+
+
+def test_lsq_grads_equal_core_bitwise():
+    rng = np.random.default_rng(5)
+    x = torch.tensor(rng.standard_normal(300) * 2, dtype=torch.float32, requires_grad=True)
+    g = torch.tensor(rng.standard_normal(300), dtype=torch.float32)
+    scale = torch.tensor(0.1, requires_grad=True)
+    zp = torch.tensor(2.0, requires_grad=True)
+    y = rqt.fake_quantize(x, scale, zp, qmin=-8, qmax=7)
+    y.backward(g)
+    gx, gs, gz = rq.lsq.fake_quantize_grad(to_numpy(x), to_numpy(scale), to_numpy(zp),
+                                           to_numpy(g), qmin=-8, qmax=7)
+    assert_same_bits(x.grad, from_numpy(np.asarray(gx)))
+    assert scale.grad.item() == np.float32(gs) and zp.grad.item() == np.float32(gz)
