@@ -1,0 +1,152 @@
+"""LSQ: learned step size quantization (Esser et al., ICLR 2020, arXiv:1902.08153), and torch's
+learnable fake quant (``torch._fake_quantize_learnable_per_tensor_affine`` / ``_per_channel_affine``).
+
+Forward (both): ``xhat = (clamp(round(x / s) + z, qmin, qmax) - z) * s`` (see :func:`fake_quantize`).
+
+``convention="lsq"`` (the paper, with a zero point; ``t = x / s`` the real quotient)::
+
+    t <= qmin - z  : dx = 0, d s = qmin - z, d z = -s
+    t >= qmax - z  : dx = 0, d s = qmax - z, d z = -s
+    otherwise      : dx = 1, d s = round_half_even(t) - fl64(x / s), d z = 0
+
+The clip test is exact and decided before rounding; each term is ``grad_output * d * grad_factor``
+in float64.
+
+``convention="torch.learnable"`` is torch 2.13's CPU backward, per element, bit for bit, all
+float32: ``inv = 1 / s``, ``xq = rint(fma(x, inv, z))`` (or ``rint(f32(x * inv) + z)`` with
+``fma=False``: torch's DEFAULT kernels), clip decided *after* rounding (``xq`` outside
+``[qmin, qmax]``); outside ``d s = (g * (qmin|qmax - z)) * gf``, ``d z = ((g * -1) * s) * gf``;
+inside ``d s = ((g * fma(xq - z, s, -x)) * inv) * gf``. Its zero point differs from the forward's:
+per-tensor ``trunc(clamp(f32(z + 0.5), qmin, qmax))``, per-channel
+``clamp(round_half_even(z), qmin, qmax)``. ``fma`` defaults to
+:func:`refquant._platform.torch_kernels_use_fma`.
+
+Reductions: ``grad_scale`` / ``grad_zero_point`` sum the per-element terms over every element that
+shares a scale (all but ``axis``) in float64 (NumPy's pairwise order), rounded once to the output
+dtype; torch's own float32 summation order is not reproduced. ``reduce=False`` returns the
+per-element terms (x's shape) instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._platform import torch_kernels_use_fma
+from ._validation import check_axis, float_array, positive_finite, resolve_range
+
+__all__ = ["fake_quantize", "fake_quantize_grad"]
+
+_CONVENTIONS = ("lsq", "torch.learnable")
+
+
+def _groups(values, name, shape, axis):
+    a = np.asarray(values)
+    if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
+        raise TypeError(f"{name} must be real numbers; got dtype {a.dtype}")
+    if axis is None:
+        if a.size != 1:
+            raise ValueError(f"{name} must be a scalar without axis; got shape {a.shape}")
+        return a.reshape(1), np.empty(0, np.intp)
+    ax = check_axis(axis, len(shape))
+    if a.ndim != 1 or a.shape[0] != shape[ax]:
+        raise ValueError(f"per-channel {name} must be 1-D of length x.shape[{ax}] = "
+                         f"{shape[ax]}; got shape {a.shape}")
+    ids = np.arange(shape[ax], dtype=np.intp).reshape(
+        [-1 if i == ax else 1 for i in range(len(shape))])
+    return a, np.ascontiguousarray(np.broadcast_to(ids, shape).ravel())
+
+
+def _torch_zero_points(z, qmin, qmax, per_channel):
+    z32 = z.astype(np.float32)
+    if per_channel:
+        return np.clip(np.rint(z32), qmin, qmax).astype(np.float32)
+    return np.trunc(np.clip(z32 + np.float32(0.5), qmin, qmax)).astype(np.float32)
+
+
+def fake_quantize(x, scale, zero_point, *, qmin, qmax, axis=None):
+    """LSQ forward ``(clamp(round(x / s) + z, qmin, qmax) - z) * s``: the affine ``exact``
+    convention (:func:`refquant.fake_quantize`), which torch's learnable forward matches up to its
+    float32 arithmetic (use ``convention="torch.fake_quantize"`` there for torch's bits).
+
+    >>> import numpy as np, refquant as rq
+    >>> rq.lsq.fake_quantize(np.float32([0.26, 5.0]), 0.1, 0, qmin=-8, qmax=7).tolist()
+    [0.30000001192092896, 0.699999988079071]
+    """
+    from . import affine
+
+    return affine.fake_quantize(x, scale, zero_point, qmin=qmin, qmax=qmax, axis=axis)
+
+
+def fake_quantize_grad(x, scale, zero_point, grad_output, *, qmin, qmax, axis=None,
+                       grad_factor=1.0, convention="lsq", fma=None, reduce=True):
+    """Gradients ``(grad_x, grad_scale, grad_zero_point)`` of LSQ fake quantization.
+
+    Formulas per convention in the module docstring. ``grad_x`` has x's shape and dtype;
+    ``grad_scale`` / ``grad_zero_point`` have the shape of ``scale`` / ``zero_point`` (or x's
+    shape with ``reduce=False``) and x's dtype. ``torch.learnable`` computes in float32 (float16
+    and bfloat16 inputs widen exactly; float64 inputs are rounded to float32 first, as torch's
+    kernel requires float32).
+
+    >>> import numpy as np, refquant as rq
+    >>> x = np.float32([-1.0, -0.85, 0.05, 0.35, 0.74, 2.0])
+    >>> g = np.ones_like(x)
+    >>> rq.lsq.fake_quantize_grad(x, 0.1, 0.0, g, qmin=-8, qmax=7, reduce=False)[1].round(4).tolist()
+    [-8.0, -8.0, 0.5, -0.5, 7.0, 7.0]
+    >>> rq.lsq.fake_quantize_grad(x, 0.1, 0.0, g, qmin=-8, qmax=7, reduce=False,
+    ...                           convention="torch.learnable")[1].round(4).tolist()
+    [-8.0, 0.5, -0.5, 0.5, -0.4, 7.0]
+    """
+    if convention not in _CONVENTIONS:
+        raise ValueError(f"convention must be one of {_CONVENTIONS}; got {convention!r}")
+    x = float_array(x)
+    g = float_array(grad_output, "grad_output")
+    if g.shape != x.shape or g.dtype != x.dtype:
+        raise ValueError(f"grad_output must match x (shape {x.shape}, dtype {x.dtype}); "
+                         f"got shape {g.shape}, dtype {g.dtype}")
+    lo, hi = resolve_range(qmin, qmax, None)
+    gf = float(grad_factor)
+    if not np.isfinite(gf):
+        raise ValueError(f"grad_factor must be finite; got {grad_factor!r}")
+    s, gidx = _groups(scale, "scale", x.shape, axis)
+    z, _ = _groups(zero_point, "zero_point", x.shape, axis)
+    positive_finite(s, "scale")
+    if not np.isfinite(z.astype(np.float64)).all():
+        raise ValueError(f"zero_point must be finite; got {zero_point!r}")
+    n = x.size
+    if convention == "lsq":
+        xk = np.ascontiguousarray(x, dtype=np.float64 if x.dtype == np.float64 else np.float32)
+        gk = np.ascontiguousarray(g, dtype=xk.dtype)
+        outs = [np.empty(n, np.float64) for _ in range(3)]
+        if n:
+            from ._kernels._lsq import lsq_grad
+
+            lsq_grad(xk.reshape(-1), gk.reshape(-1), s.astype(np.float64),
+                     z.astype(np.float64), gidx, float(lo), float(hi), gf, *outs)
+    else:
+        if not lo <= 0 <= hi:
+            raise ValueError(f"torch.learnable needs qmin <= 0 <= qmax; got [{lo}, {hi}]")
+        fma = torch_kernels_use_fma() if fma is None else bool(fma)
+        xk = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+        gk = np.ascontiguousarray(g, dtype=np.float32).reshape(-1)
+        z32 = _torch_zero_points(z, lo, hi, axis is not None)
+        outs = [np.empty(n, np.float32) for _ in range(3)]
+        if n:
+            from ._kernels._lsq import torch_learnable_grad
+
+            torch_learnable_grad(xk, gk, s.astype(np.float32), z32, gidx, float(lo), float(hi),
+                                 np.float32(gf), fma, *outs)
+    dx, ds, dz = (o.reshape(x.shape) for o in outs)
+    grad_x = dx.astype(x.dtype)
+    if not reduce:
+        return grad_x, ds.astype(x.dtype), dz.astype(x.dtype)
+    return (grad_x, _reduce(ds, x, axis, np.shape(scale)),
+            _reduce(dz, x, axis, np.shape(zero_point)))
+
+
+def _reduce(terms, x, axis, shape):
+    if axis is None:
+        total = np.sum(terms, dtype=np.float64)
+    else:
+        ax = check_axis(axis, x.ndim)
+        total = terms.astype(np.float64).sum(axis=tuple(i for i in range(x.ndim) if i != ax))
+    return np.asarray(total).astype(x.dtype).reshape(shape)
