@@ -170,7 +170,7 @@ _BUCKETS = 1 << 16
 
 
 def _projector(lv: np.ndarray) -> tuple:
-    """(bounds, hint, lo, inv_width) for the kernels: threshold c_m means code >= m + 1 iff
+    """(bounds, hint, edges, lo, inv_width) for the kernels: threshold c_m means code >= m + 1 iff
     x >= c_m; bounds is padded with +inf to 2**p - 1 entries; hint is the bucket table."""
     from fractions import Fraction
 
@@ -192,9 +192,10 @@ def _projector(lv: np.ndarray) -> tuple:
     lo, width = float(lv[0]), (float(lv[-1]) - float(lv[0])) / _BUCKETS
     mids = lo + (np.arange(_BUCKETS) + 0.5) * width
     hint = np.searchsorted(np.asarray(out), mids, side="right").astype(integer_dtype_for(0, lv.size))
-    for arr in (bounds, hint):
+    edges = np.concatenate([[-np.inf], out, [np.inf]])
+    for arr in (bounds, hint, edges):
         arr.setflags(write=False)
-    return bounds, hint, lo, 1.0 / width
+    return bounds, hint, edges, lo, 1.0 / width
 
 
 def _kernel_x(x: np.ndarray) -> np.ndarray:

@@ -27,36 +27,37 @@ def search(xi, bounds, top):
 
 
 @kernel
-def code_of(xi, bounds, top, hint, lo, inv_width):
-    """The code of the non-NaN float64 ``xi``: the bucket guess when it checks out, else search."""
+def code_of(xi, bounds, top, hint, edges, lo, inv_width):
+    """The code of the non-NaN float64 ``xi``: the bucket guess when ``edges`` (the thresholds
+    between -inf and +inf) confirm it, else the search."""
     t = min(max((xi - lo) * inv_width, 0.0), hint.size - 1.0)
     c = np.int64(hint[np.int64(t)])
-    if (c == 0 or xi >= bounds[c - 1]) and (c == top or xi < bounds[c]):
+    if (xi >= edges[c]) & (xi < edges[c + 1]):
         return c
     return search(xi, bounds, top)
 
 
 @kernel
-def apot_codes(x, bounds, top, hint, lo, inv_width, out):
+def apot_codes(x, bounds, top, hint, edges, lo, inv_width, out):
     """``out[i]`` = code of ``x[i]`` (the caller rejects NaN beforehand)."""
     for i in range(x.size):
         xi = np.float64(x[i])
-        out[i] = code_of(xi, bounds, top, hint, lo, inv_width) if xi == xi else 0
+        out[i] = code_of(xi, bounds, top, hint, edges, lo, inv_width) if xi == xi else 0
 
 
 @kernel
-def apot_fake(x, bounds, top, hint, lo, inv_width, table, out):
+def apot_fake(x, bounds, top, hint, edges, lo, inv_width, table, out):
     """``out[i] = table[code(x[i])]``; NaN stays NaN."""
     for i in range(x.size):
         xi = np.float64(x[i])
         if xi != xi:
             out[i] = x[i]
         else:
-            out[i] = table[code_of(xi, bounds, top, hint, lo, inv_width)]
+            out[i] = table[code_of(xi, bounds, top, hint, edges, lo, inv_width)]
 
 
 @kernel
-def apot_grad(x, g, bounds, top, hint, lo_bucket, inv_width, unit, alpha, signed, gx, ga):
+def apot_grad(x, g, bounds, top, hint, edges, lo_bucket, inv_width, unit, alpha, signed, gx, ga):
     """RCF gradients per element, in float64: ``gx = g * [x inside the clip range]`` and
     ``ga = g * (sign(x) outside | unit[code] - x / alpha inside)`` (0 below 0 when unsigned)."""
     lo = -alpha if signed else 0.0
@@ -73,13 +74,14 @@ def apot_grad(x, g, bounds, top, hint, lo_bucket, inv_width, unit, alpha, signed
             gx[i] = 0.0
             ga[i] = -gi if signed else 0.0
         else:
-            c = code_of(xi, bounds, top, hint, lo_bucket, inv_width)
+            c = code_of(xi, bounds, top, hint, edges, lo_bucket, inv_width)
             gx[i] = gi
             ga[i] = gi * (unit[c] - xi / alpha)
 
 
 @kernel
-def torch_experimental_codes(x, bounds, top, hint, lo, inv_width, levels32, indices, alpha, out):
+def torch_experimental_codes(x, bounds, top, hint, edges, lo, inv_width, levels32, indices,
+                             alpha, out):
     """torch.ao experimental APoT codes: clip to [-alpha, alpha], then the first level (ascending)
     whose float32 distance ``f32(|level - x|)`` is minimal; the code is ``indices[level]``."""
     for i in range(x.size):
@@ -87,7 +89,7 @@ def torch_experimental_codes(x, bounds, top, hint, lo, inv_width, levels32, indi
         if xi > alpha:
             out[i] = indices[top]
             continue
-        idx = code_of(np.float64(xi), bounds, top, hint, lo, inv_width)
+        idx = code_of(np.float64(xi), bounds, top, hint, edges, lo, inv_width)
         best = abs(levels32[idx] - xi)
         while idx > 0 and abs(levels32[idx - 1] - xi) == best:
             idx -= 1
