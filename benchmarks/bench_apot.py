@@ -6,7 +6,7 @@ taken from research/apot-pact-lsq.md section 2.4: 94 us per element at b=4, k=2 
 """
 
 import importlib.util
-import time
+import timeit
 
 import numpy as np
 
@@ -16,13 +16,9 @@ TORCH_EXPERIMENTAL_US_PER_ELEMENT = {(4, 2): 94.0, (8, 2): 1300.0}
 
 
 def best_of(fn, repeat=15):
+    """Fastest of ``repeat`` single runs after a warm-up call (which compiles the kernels)."""
     fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return min(timeit.repeat(fn, number=1, repeat=repeat))
 
 
 def main():
