@@ -239,8 +239,9 @@ class _AffineQuantizerBase(torch.nn.Module):
     @torch.no_grad()
     def set_range(self, min, max):
         """Set the encoding range; ``min`` and ``max`` broadcast to ``shape``."""
-        self.min.copy_(torch.as_tensor(min, dtype=self.min.dtype).expand(self.shape))
-        self.max.copy_(torch.as_tensor(max, dtype=self.max.dtype).expand(self.shape))
+        # new storage rather than copy_: graphs built from the old range stay valid
+        self.min.data = torch.as_tensor(min, dtype=self.min.dtype).expand(self.shape).clone()
+        self.max.data = torch.as_tensor(max, dtype=self.max.dtype).expand(self.shape).clone()
         self._initialized.fill_(True)
 
     def get_scale(self) -> torch.Tensor:
