@@ -1,0 +1,211 @@
+"""torch.ao HistogramObserver's arithmetic, op by op in float32 (research/torch-numerics.md 5.5).
+
+Every ``f32`` operation below takes float32 operands and rounds once, as torch's separate
+elementwise kernels do; ``fma32`` is used exactly where torch's CPU ``linspace`` contracts.
+"""
+
+
+import numpy as np
+
+from ._jit import fma32, kernel, parallel_kernel, prange
+
+f32 = np.float32
+_CHUNK = 1 << 15
+
+
+@kernel
+def linspace32(start, end, steps):
+    """torch.linspace(start, end, steps) for float32 on an AVX2/AVX512 CPU:
+    ``step = f32(f32(end - start) / f32(steps - 1))``; ``fma(step, i, start)`` for the first
+    half, ``fma(-step, steps - 1 - i, end)`` for the second."""
+    out = np.empty(steps, np.float32)
+    if steps == 1:
+        out[0] = start
+        return out
+    step = f32(f32(end - start) / f32(steps - 1))
+    half = steps // 2
+    for i in range(steps):
+        if i < half:
+            out[i] = fma32(step, f32(i), start)
+        else:
+            out[i] = fma32(-step, f32(steps - 1 - i), end)
+    return out
+
+
+@kernel
+def histc_edges(lo, hi):
+    """torch.histc's outer edges: (lo, hi), widened to f32(lo - 1), f32(hi + 1) when equal."""
+    if lo == hi:
+        return f32(np.float64(lo) - 1.0), f32(np.float64(hi) + 1.0)
+    return lo, hi
+
+
+@kernel
+def _bin_of(v, left, fb, den, bins):
+    if den == 0:  # collapsed edges (|v| >= 2**25): 0/0, whose x86 result in torch is the middle
+        return bins // 2
+    pos = int(f32(f32(f32(v - left) * fb) / den))
+    if pos == bins:
+        pos -= 1
+    return pos
+
+
+@parallel_kernel
+def histc(x, bins, lo, hi):
+    """torch.histc(x, bins, lo, hi) on float32 ``x``: int64 counts. The edges are the ends of
+    ``linspace32`` over the (widened) range; NaN and values outside them are skipped; the bin is
+    ``int(f32(f32(f32(x - left) * bins) / f32(right - left)))``, the last one including its
+    right edge."""
+    left, right = histc_edges(lo, hi)
+    edges = linspace32(left, right, bins + 1)
+    left = edges[0]
+    right = edges[bins]
+    fb = f32(bins)
+    den = f32(right - left)
+    n = x.shape[0]
+    nchunks = (n + _CHUNK - 1) // _CHUNK
+    parts = np.zeros((nchunks, bins), np.int64)
+    for c in prange(nchunks):
+        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+            v = x[i]
+            if v >= left and v <= right:
+                parts[c, _bin_of(v, left, fb, den, bins)] += 1
+    out = np.zeros(bins, np.int64)
+    for c in range(nchunks):
+        for b in range(bins):
+            out[b] += parts[c, b]
+    return out
+
+
+@kernel
+def upscale(hist, omin, omax, nmin, nmax, rate):
+    """HistogramObserver._upscale_histogram: the old histogram's mass moved to the new range."""
+    bins = hist.shape[0]
+    fine = bins * rate
+    bin_size = f32(f32(omax - omin) / f32(fine))
+    half = f32(f32(0.5) * bin_size)
+    mids = linspace32(omin, omax, fine + 1)
+    edges = linspace32(nmin, nmax, bins + 1)
+    out = np.zeros(bins, np.float32)
+    for j in range(fine):
+        m = f32(mids[j] + half)
+        # bucketize(right=True) - 1 = (number of edges <= m) - 1, clipped to [0, bins - 1]
+        lo = 0
+        hi = bins + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if edges[mid] <= m:
+                lo = mid + 1
+            else:
+                hi = mid
+        b = min(max(lo - 1, 0), bins - 1)
+        out[b] = f32(out[b] + f32(hist[j // rate] / f32(rate)))
+    return out
+
+
+@kernel
+def _floor_div(a, b):
+    """torch.div(a, b, rounding_mode='floor') in float32 (Python's floor-division rule)."""
+    if b == 0:  # a / 0 (Numba would raise where IEEE gives inf or NaN)
+        if a == 0 or a != a:
+            return f32(np.nan)
+        return f32(np.inf) if (a > 0) == (np.copysign(f32(1), b) > 0) else f32(-np.inf)
+    mod = f32(np.fmod(a, b))
+    div = f32(f32(a - mod) / b)
+    if mod != 0 and (b < 0) != (mod < 0):
+        div = f32(div - f32(1))
+    if div != 0:
+        fl = f32(np.floor(div))
+        if f32(div - fl) > f32(0.5):
+            fl = f32(fl + f32(1))
+        return fl
+    return f32(np.copysign(f32(0), f32(a / b)))
+
+
+@kernel
+def _cube_diff(e, b):
+    return f32(f32(f32(f32(e * e) * e) - f32(f32(b * b) * b)) / f32(3))
+
+
+@kernel
+def quantization_error(hist, vmin, vmax, start, end, dst_bins):
+    """HistogramObserver._compute_quantization_error(start, end) (L2 norm), as a float64 that
+    holds the float32 total (summed in float64, rounded once to float32)."""
+    bins = hist.shape[0]
+    bw = (np.float64(vmax) - np.float64(vmin)) / bins
+    dbw = bw * (end - start + 1) / dst_bins
+    if dbw == 0.0:
+        return 0.0
+    bw32 = f32(bw)
+    dbw32 = f32(dbw)
+    h32 = f32(dbw / 2)
+    nh32 = f32(-dbw / 2)
+    top = f32(dst_bins - 1)
+    mid_norm = _cube_diff(h32, nh32)
+    total = 0.0
+    for i in range(bins):
+        sb = f32(f32(i - start) * bw32)
+        se = f32(sb + bw32)
+        db = min(max(_floor_div(sb, dbw32), f32(0)), top)
+        de = min(max(_floor_div(se, dbw32), f32(0)), top)
+        dbc = f32(f32(db + f32(0.5)) * dbw32)
+        dens = f32(hist[i] / bw32)
+        norm = f32(dens * _cube_diff(h32, f32(sb - dbc)))
+        k = f32(f32(de - db) - f32(1))
+        norm = f32(norm + f32(k * f32(dens * mid_norm)))
+        dec = f32(f32(de * dbw32) + h32)
+        norm = f32(norm + f32(dens * _cube_diff(f32(se - dec), nh32)))
+        total += norm
+    return np.float64(f32(total))
+
+
+@kernel
+def param_search(hist, vmin, vmax, dst_bins):
+    """HistogramObserver._non_linear_param_search: the (new_min, new_max) float32 pair."""
+    bins = hist.shape[0]
+    csum = np.empty(bins, np.float32)
+    acc = 0.0
+    for i in range(bins):  # torch.cumsum accumulates float32 in double
+        acc += np.float64(hist[i])
+        csum[i] = f32(acc)
+    tot = 0.0
+    for i in range(bins):
+        tot += np.float64(hist[i])
+    total = np.float64(f32(tot))
+    step = 1e-5
+    alpha = 0.0
+    beta = 1.0
+    start = 0
+    end = bins - 1
+    norm_min = np.inf
+    while alpha < beta:
+        na = alpha + step
+        nb = beta - step
+        lo_t = f32(na * total)
+        hi_t = f32(nb * total)
+        l = start
+        while l < end and csum[l] < lo_t:
+            l += 1
+        r = end
+        while r > start and csum[r] > hi_t:
+            r -= 1
+        ns = start
+        ne = end
+        if (l - start) > (end - r):
+            ns = l
+            alpha = na
+        else:
+            ne = r
+            beta = nb
+        if ns == start and ne == end:
+            continue
+        norm = quantization_error(hist, vmin, vmax, ns, ne, dst_bins)
+        if norm > norm_min:
+            break
+        norm_min = norm
+        start = ns
+        end = ne
+    bw = f32(f32(vmax - vmin) / f32(bins))
+    new_min = f32(vmin + f32(bw * f32(start)))
+    new_max = f32(vmin + f32(bw * f32(end + 1)))
+    return new_min, new_max
