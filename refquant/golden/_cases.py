@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._dtypes import bfloat16, is_bfloat16
+from .._validation import positive_finite
 
 __all__ = ["cases", "edge_inputs", "GoldenCases"]
 
@@ -27,6 +28,9 @@ def _neighbours(v: np.ndarray, dtype) -> np.ndarray:
     """v rounded to ``dtype`` and its two float neighbours (one ulp toward -inf and toward +inf),
     found on the bit patterns so that bfloat16 needs no arithmetic."""
     vd = v.astype(dtype)
+    if not is_bfloat16(vd.dtype):
+        inf = np.array(np.inf, vd.dtype)
+        return np.concatenate([vd, np.nextafter(vd, inf), np.nextafter(vd, -inf)])
     nbits = 8 * vd.dtype.itemsize
     u = vd.view(f"u{vd.dtype.itemsize}").astype(np.int64)
     sign_bit = 1 << (nbits - 1)
@@ -120,6 +124,7 @@ def cases(scale, zero_point=0, *, qmin, qmax, dtype=np.float32, op="fake_quantiz
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
     conv = _conventions.get(convention)
     dt = _dtype(dtype)
+    positive_finite(scale, "scale")
     s = np.asarray(scale)
     zp = np.asarray(zero_point)
     if axis is None:

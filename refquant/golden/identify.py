@@ -138,7 +138,7 @@ def _fault_models(ref):
     """(cause, convention) pairs: one-knob changes of the reference convention ``ref``."""
     models = [("tie rounding", ref.replace(rounding=m)) for m in ROUNDINGS if m != ref.rounding]
     quotients = []
-    for compute in ("float32", "input64"):
+    for compute in ("float32", "input64", "promote"):
         quotients.append(ref.replace(quotient="divide", compute=compute))
         for recip in ("float32", "float64"):
             quotients.append(ref.replace(quotient="reciprocal", compute=compute, reciprocal=recip))
@@ -167,7 +167,8 @@ def _explain(result, x, y, scale, zero_point, qmin, qmax, op, axis, reference, n
     if not differ.any():
         return
     labels = np.full(x.shape, "", dtype=object)
-    xf = x.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        xf = x.astype(np.float64)
     labels[differ & ~np.isfinite(xf)] = "nan/inf handling"
     code = _codes(y, scale, zero_point, op, axis, x.shape)
     outside = (code < qmin - 0.5) | (code > qmax + 0.5)

@@ -1,0 +1,145 @@
+"""Exhaustive sweeps: a candidate kernel against the reference on every bit pattern of a format."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._cases import _dtype
+
+__all__ = ["sweep", "SweepResult"]
+
+_PATTERNS = {2: 2**16, 4: 2**32}
+
+
+@dataclass
+class SweepResult:
+    """What :func:`sweep` found: ``mismatches`` (a count over ``total`` patterns), ``examples``
+    (the first few as (bit pattern, input, expected, actual)), ``skipped`` (NaN inputs a
+    ``quantize`` reference has no code for), ``diagnosis`` (an :func:`identify` result on the
+    differing inputs, or None) and ``seconds``."""
+
+    dtype: str
+    convention: str
+    total: int
+    mismatches: int = 0
+    skipped: int = 0
+    examples: list = field(default_factory=list)
+    diagnosis: object = None
+    seconds: float = 0.0
+
+    def __str__(self):
+        head = (f"sweep {self.dtype} vs {self.convention!r}: {self.mismatches} of {self.total} "
+                f"patterns differ ({self.seconds:.2f} s)")
+        lines = [head]
+        if self.skipped:
+            lines.append(f"{self.skipped} NaN patterns not compared (no reference code for NaN)")
+        width = 2 * (2 if self.dtype in ("float16", "bfloat16") else 4)
+        for b, xi, e, a in self.examples:
+            lines.append(f"  0x{b:0{width}x}: x={xi!r} expected={e!r} actual={a!r}")
+        if self.diagnosis is not None:
+            lines.append(str(self.diagnosis))
+        return "\n".join(lines)
+
+
+def _patterns(start: int, stop: int, dt: np.dtype, base: np.ndarray) -> np.ndarray:
+    """The bit patterns start..stop-1 viewed as ``dt`` (``base`` is arange(chunk) as unsigned)."""
+    n = stop - start
+    return (base[:n] + base.dtype.type(start)).view(dt)
+
+
+def _differing(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Flat indices where the bits differ (NaN equals NaN; integers by value)."""
+    if expected.dtype.kind in "iu":
+        return np.flatnonzero(actual.astype(np.int64) != expected.astype(np.int64))
+    width = f"u{expected.dtype.itemsize}"
+    idx = np.flatnonzero(actual.view(width) != expected.view(width))
+    if idx.size:
+        a, e = actual[idx], expected[idx]
+        wide = np.float32 if expected.dtype.itemsize == 2 else expected.dtype
+        both_nan = np.isnan(a.astype(wide)) & np.isnan(e.astype(wide))
+        idx = idx[~both_nan]
+    return idx
+
+
+def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantize",
+          convention="exact", chunk=2**24, progress=False, n_examples=5) -> SweepResult:
+    """Run ``candidate(x)`` on every bit pattern of ``dtype`` (float16, bfloat16: 2**16; float32:
+    all 2**32, in chunks of ``chunk``) and compare bit for bit with ``rq.quantize`` /
+    ``rq.fake_quantize`` under ``convention`` with the same qparams.
+
+    ``candidate`` takes a 1-D array of ``dtype`` and returns an array of the same length: floats
+    of ``dtype`` for ``fake_quantize``, integer codes for ``quantize``. ``progress=True`` writes a
+    progress line to stderr. The differing inputs (at most 65536) are passed to :func:`identify`.
+
+    >>> import numpy as np, refquant as rq
+    >>> cand = lambda x: rq.fake_quantize(x, 0.1, 3, qmin=0, qmax=255, convention="onnx")
+    >>> r = rq.golden.sweep(cand, 0.1, 3, qmin=0, qmax=255, dtype=np.float16)
+    >>> r.total, r.mismatches > 0
+    (65536, True)
+    """
+    import refquant as rq
+
+    from .. import conventions as _conventions
+
+    if op not in ("quantize", "fake_quantize"):
+        raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
+    if not callable(candidate):
+        raise TypeError(f"candidate must be callable; got {candidate!r}")
+    dt = _dtype(dtype)
+    if dt.itemsize not in _PATTERNS:
+        raise ValueError(f"sweep covers float16, bfloat16 and float32; got {dt.name}")
+    conv = _conventions.get(convention)
+    total = _PATTERNS[dt.itemsize]
+    chunk = int(chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
+    fn = rq.fake_quantize if op == "fake_quantize" else rq.quantize
+    no_nan_code = op == "quantize" and conv.nan == "error"
+    result = SweepResult(dtype=dt.name, convention=conv.name, total=total)
+    bad_x, bad_y = [], []
+    t0 = time.perf_counter()
+    base = np.arange(min(chunk, total), dtype=f"u{dt.itemsize}")
+    for start in range(0, total, chunk):
+        x = _patterns(start, min(start + chunk, total), dt, base)
+        actual = np.asarray(candidate(x))
+        if actual.shape != x.shape:
+            raise ValueError(f"candidate returned shape {actual.shape} for input shape {x.shape}")
+        xr = x
+        if no_nan_code:
+            nan = np.isnan(x.astype(np.float32) if dt.itemsize == 2 else x)
+            result.skipped += int(nan.sum())
+            xr = np.where(nan, np.zeros((), dt), x)
+        expected = fn(xr, scale, zero_point, qmin=qmin, qmax=qmax, convention=conv)
+        if op == "fake_quantize" and actual.dtype != expected.dtype:
+            raise TypeError(f"candidate returned {actual.dtype}; fake_quantize of {dt.name} "
+                            f"must return {dt.name}")
+        idx = _differing(actual, expected)
+        if no_nan_code and idx.size:
+            idx = idx[~nan[idx]]
+        if idx.size:
+            result.mismatches += int(idx.size)
+            for i in idx[: max(0, n_examples - len(result.examples))]:
+                result.examples.append((start + int(i), x[i].item(), expected[i].item(),
+                                        actual[i].item()))
+            room = 65536 - sum(map(len, bad_x))
+            if room > 0:
+                bad_x.append(x[idx[:room]])
+                bad_y.append(actual[idx[:room]])
+        if progress:
+            done = min(start + chunk, total)
+            print(f"\rsweep {dt.name}: {100 * done / total:5.1f}% ({done}/{total}), "
+                  f"{result.mismatches} mismatches", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    result.seconds = time.perf_counter() - t0
+    if bad_x:
+        xs, ys = np.concatenate(bad_x), np.concatenate(bad_y)
+        if op == "quantize":
+            ys = ys.astype(np.int64)
+        result.diagnosis = rq.identify(xs, ys, scale, zero_point, qmin=qmin, qmax=qmax, op=op,
+                                       reference=conv.name if not no_nan_code else "exact")
+    return result
