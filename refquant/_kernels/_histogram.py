@@ -7,10 +7,9 @@ elementwise kernels do; ``fma32`` is used exactly where torch's CPU ``linspace``
 
 import numpy as np
 
-from ._jit import fma32, kernel, parallel_kernel, prange
+from ._jit import fma32, kernel
 
 f32 = np.float32
-_CHUNK = 1 << 15
 
 
 @kernel
@@ -50,7 +49,7 @@ def _bin_of(v, left, fb, den, bins):
     return pos
 
 
-@parallel_kernel
+@kernel
 def histc(x, bins, lo, hi):
     """torch.histc(x, bins, lo, hi) on float32 ``x``: int64 counts. The edges are the ends of
     ``linspace32`` over the (widened) range; NaN and values outside them are skipped; the bin is
@@ -62,18 +61,11 @@ def histc(x, bins, lo, hi):
     right = edges[bins]
     fb = f32(bins)
     den = f32(right - left)
-    n = x.shape[0]
-    nchunks = (n + _CHUNK - 1) // _CHUNK
-    parts = np.zeros((nchunks, bins), np.int64)
-    for c in prange(nchunks):
-        for i in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
-            v = x[i]
-            if v >= left and v <= right:
-                parts[c, _bin_of(v, left, fb, den, bins)] += 1
     out = np.zeros(bins, np.int64)
-    for c in range(nchunks):
-        for b in range(bins):
-            out[b] += parts[c, b]
+    for i in range(x.shape[0]):
+        v = x[i]
+        if v >= left and v <= right:
+            out[_bin_of(v, left, fb, den, bins)] += 1
     return out
 
 
