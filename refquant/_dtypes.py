@@ -20,7 +20,8 @@ def bfloat16() -> np.dtype | None:
 
 
 def is_bfloat16(dtype) -> bool:
-    return np.dtype(dtype).name == "bfloat16"
+    dtype = np.dtype(dtype)
+    return dtype.kind == "V" and dtype.name == "bfloat16"  # ml_dtypes types are kind "V"
 
 
 def is_supported_float(dtype) -> bool:
@@ -29,9 +30,10 @@ def is_supported_float(dtype) -> bool:
     return dtype.kind == "f" and dtype.itemsize in (2, 4, 8) or is_bfloat16(dtype)
 
 
+_CODES = {np.dtype(np.float64): 0, np.dtype(np.float32): 1, np.dtype(np.float16): 2}
+
+
 def float_code(dtype) -> int:
     """Kernel code of a float dtype: 0 float64, 1 float32, 2 float16, 3 bfloat16."""
-    dtype = np.dtype(dtype)
-    if is_bfloat16(dtype):
-        return 3
-    return {8: 0, 4: 1, 2: 2}[dtype.itemsize]
+    code = _CODES.get(np.dtype(dtype))
+    return 3 if code is None and is_bfloat16(dtype) else code

@@ -79,8 +79,10 @@ class _Layout:
                 f"zero_point must be a scalar or have {scale_name}'s shape {self.scale.shape}; "
                 f"got shape {self.zero_point.shape}"
             )
-        self.scales = np.broadcast_to(self.scale.reshape(-1), (n_groups,))
-        self.zero_points = np.broadcast_to(self.zero_point.reshape(-1), (n_groups,))
+        self.scales = self.scale.reshape(-1)
+        self.zero_points = self.zero_point.reshape(-1)
+        if self.zero_points.size != n_groups:
+            self.zero_points = np.repeat(self.zero_points, n_groups)
 
     def _per_channel(self, shape, axis, scale_name):
         if len(shape) == 0:
@@ -276,14 +278,14 @@ def _compute(plan, xk, fake, out, u):
         if not fake or out_fmt in (_F32, _F64):
             check = fake and out_fmt == _F32 and not _exact_in_float64_product(s, lo, hi, z)
             uncertain = np.empty(-(-xk.size // k.CHUNK), np.int64)
-            k.exact_half_even_fast(xk, s, z, lo, hi, fake, check, out, uncertain)
+            k.exact_half_even_fast(xk.size, xk, s, z, lo, hi, fake, check, out, uncertain)
             if uncertain.any():
-                k.exact_half_even_fixup(xk, s, z, lo, hi, fake, check, out_fmt, out, uncertain)
+                k.exact_half_even_fixup(xk.size, xk, s, z, lo, hi, fake, check, out_fmt, out, uncertain)
             return
     s_q, inv, z_c = plan.quotient_params()
     dmode, s_d, p_fmt = plan.dequant_params(out_fmt)
     k.affine_kernel(
-        xk, plan.layout.gidx, u, s_q, inv, np.ascontiguousarray(plan.z), z_c, s_d, lo, hi,
+        xk.size, xk, plan.layout.gidx, u, s_q, inv, np.ascontiguousarray(plan.z), z_c, s_d, lo, hi,
         _QUOTIENT[conv.quotient], plan.c_fmt, conv.zero_point == "before_round", conv.fma,
         conv.zero_point_add == "integer", plan.mode, conv.clamp == "cast_first",
         plan.nan_code(fake), fake, dmode, out_fmt, p_fmt, out_fmt in (_F16, _BF16), out,
@@ -373,7 +375,7 @@ def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention
     if qk.size:
         from ._kernels._affine import dequantize_kernel
 
-        dequantize_kernel(qk, plan.layout.gidx, np.ascontiguousarray(plan.z), s_d, dmode, out_fmt,
+        dequantize_kernel(qk.size, qk, plan.layout.gidx, np.ascontiguousarray(plan.z), s_d, dmode, out_fmt,
                           p_fmt, out_fmt in (_F16, _BF16), out)
     result = out.reshape(q.shape)
     return result.astype(out_dtype) if result.dtype != out_dtype else result

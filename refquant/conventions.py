@@ -103,9 +103,11 @@ class Convention:
     zero_point_in_range: bool = True
     float_zero_point: bool = False
     input_dtypes: tuple[str, ...] = ALL_DTYPES
-    variants: tuple = field(default=(), repr=False)
+    variants: tuple = field(default=(), repr=False, hash=False)
+    _resolved: dict = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self):
+        object.__setattr__(self, "_resolved", {})
         for knob, allowed in _CHOICES.items():
             value = getattr(self, knob)
             if value not in allowed:
@@ -129,12 +131,16 @@ class Convention:
 
     def resolve(self, *, per_channel: bool, float_zero_point: bool, wide: bool) -> Convention:
         """The knobs in force for one call: the variants whose conditions all hold, applied in order."""
-        facts = {"per_channel": per_channel, "float_zero_point": float_zero_point, "wide": wide}
-        knobs = {}
-        for condition, overrides in self.variants:
-            if all(facts[k] == v for k, v in condition.items()):
-                knobs.update(overrides)
-        return replace(self, variants=(), **knobs) if knobs else replace(self, variants=())
+        key = (per_channel, float_zero_point, wide)
+        resolved = self._resolved.get(key)
+        if resolved is None:
+            facts = dict(zip(("per_channel", "float_zero_point", "wide"), key))
+            knobs = {}
+            for condition, overrides in self.variants:
+                if all(facts[k] == v for k, v in condition.items()):
+                    knobs.update(overrides)
+            resolved = self._resolved[key] = replace(self, variants=(), **knobs)
+        return resolved
 
 
 _TORCH_FMA = torch_kernels_use_fma()

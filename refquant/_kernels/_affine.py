@@ -17,8 +17,8 @@ from ._jit import (
     fma32,
     fma64,
     kernel,
-    parallel_kernel,
     prange,
+    sized_kernel,
 )
 from ._round import round_quotient, round_value, two_prod
 
@@ -125,7 +125,7 @@ def dequantize_element(q, z, s_d, dmode, ofmt, pfmt, odd):
     return rnd(d * s_d, pfmt)
 
 
-@parallel_kernel
+@sized_kernel
 def affine_kernel(x, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, qmode, cfmt, zp_before, fma,
                   zp_add_int, rmode, cast_first, nan_q, dequant, dmode, ofmt, pfmt, odd, out):
     """Quantize (``dequant=False``: integer ``out``) or fake-quantize every element of ``x``.
@@ -146,7 +146,7 @@ def affine_kernel(x, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, qmode, cfmt, zp_bef
             out[i] = q
 
 
-@parallel_kernel
+@sized_kernel
 def dequantize_kernel(q, gidx, z, s_d, dmode, ofmt, pfmt, odd, out):
     """``out[i] = dequantize_element(q[i], ...)`` with per-group ``z`` and ``s_d``."""
     grouped = gidx.size > 0
@@ -180,7 +180,7 @@ def _fast_exact_element(xi, s, z, lo, hi, dequant, check_product):
 CHUNK = 16384
 
 
-@parallel_kernel
+@sized_kernel
 def exact_half_even_fast(x, s, z, lo, hi, dequant, check_product, out, uncertain):
     """Exact per-tensor half-to-even pass over chunks of :data:`CHUNK` elements;
     ``uncertain[c]`` counts the elements of chunk c it could not certify."""
@@ -194,7 +194,7 @@ def exact_half_even_fast(x, s, z, lo, hi, dequant, check_product, out, uncertain
         uncertain[c] = bad_count
 
 
-@parallel_kernel
+@sized_kernel
 def exact_half_even_fixup(x, s, z, lo, hi, dequant, check_product, ofmt, out, uncertain):
     """Recompute with the exact element kernels every element the fast pass left uncertain
     (only in the chunks that had some)."""

@@ -6,6 +6,8 @@ Where a convention *does* specify a fused multiply-add, the kernels call :func:`
 :func:`fma64` explicitly (``llvm.fma``: one rounding, hardware or a correctly rounded libm call).
 """
 
+import types as types_module
+
 import numba
 from llvmlite import ir
 from numba import types
@@ -25,6 +27,31 @@ def parallel_kernel(fn):
 
 
 prange = numba.prange
+
+PARALLEL_MIN_SIZE = 1 << 16  # below this, waking the thread pool costs more than it saves
+
+
+class Sized:
+    """A kernel compiled twice: serial for small arrays, parallel (prange) for large ones.
+
+    Call it with the element count first: ``k(n, *args)``.
+    """
+
+    def __init__(self, fn):
+        twin = types_module.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                         fn.__defaults__, fn.__closure__)
+        twin.__qualname__ = fn.__qualname__ + "_serial"  # its own Numba cache file
+        self.serial = kernel(twin)
+        self.parallel = parallel_kernel(fn)
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, n, *args):
+        return (self.parallel if n >= PARALLEL_MIN_SIZE else self.serial)(*args)
+
+
+def sized_kernel(fn):
+    """Decorator: compile ``fn`` as a :class:`Sized` pair."""
+    return Sized(fn)
 
 
 def _llvm_fma(width):
