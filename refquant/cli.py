@@ -62,8 +62,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_report(args) -> int:
-    from .golden._report import format_table, report
+    from .golden._report import BACKENDS, format_table, report
 
+    known = {"refquant", *(name for name, _, _ in BACKENDS)}
+    unknown = sorted(set(args.only or ()) - known)
+    if unknown:
+        raise _UsageError(f"--only: unknown backend(s) {unknown}; known: {sorted(known)}")
     rows = report(only=args.only)
     bad = any(r["mismatches"] != 0 for r in rows)
     if args.json:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 
+from .identify import identify
+
 __all__ = ["cases", "load", "sweep", "identify", "GoldenCases", "SweepResult"]
 
 _LAZY = {
@@ -18,7 +20,6 @@ _LAZY = {
     "load": "refquant.golden._files",
     "sweep": "refquant.golden._sweep",
     "SweepResult": "refquant.golden._sweep",
-    "identify": "refquant.golden.identify",
 }
 
 

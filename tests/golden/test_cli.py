@@ -36,6 +36,8 @@ def test_report_backends_table():
 def test_usage_errors_exit_2(tmp_path):
     assert run().returncode == 2
     assert run("frobnicate").returncode == 2
+    p = run("report", "--only", "tensorflow")
+    assert p.returncode == 2 and "unknown backend" in p.stderr
     assert run("golden", "--scale", "0.1").returncode == 2
     p = run("check", str(tmp_path / "missing.npz"))
     assert p.returncode == 2 and "no such golden file" in p.stderr
