@@ -112,6 +112,8 @@ def ste_mask(x: torch.Tensor, scale, zero_point, qmin, qmax, axis=None, block_si
     ``scale``/``zero_point`` are what the core receives (numbers or arrays)."""
     s, z = np.asarray(scale), np.asarray(zero_point)
     per_group = axis is not None or block_size is not None
+    if x.numel() <= _DIRECT_MASK_MAX:
+        return _direct_mask(x, scale, zero_point, qmin, qmax, axis, block_size, rounding, convention)
     lo, hi = ste_bounds(
         to_numpy(x).dtype,
         scale if not per_group else s.reshape(-1),
@@ -122,6 +124,26 @@ def ste_mask(x: torch.Tensor, scale, zero_point, qmin, qmax, axis=None, block_si
     lo_t = _broadcast_bounds(from_numpy(np.asarray(lo), x.device), x.shape, axis, block_size)
     hi_t = _broadcast_bounds(from_numpy(np.asarray(hi), x.device), x.shape, axis, block_size)
     return (x >= lo_t) & (x <= hi_t)
+
+
+_DIRECT_MASK_MAX = 1 << 14  # below this one core call on x beats the bound search
+
+
+def _direct_mask(x, scale, zero_point, qmin, qmax, axis, block_size, rounding, convention):
+    """The mask from one ``rq.quantize`` of x itself with the range widened by one code (NaN: 0),
+    under the convention resolved for the original range."""
+    xa = to_numpy(x)
+    nan = np.isnan(xa)
+    conv = rq.conventions.get(_convention(convention)).resolve(
+        per_channel=axis is not None or block_size is not None,
+        float_zero_point=np.asarray(zero_point).dtype.kind == "f",
+        wide=(qmax - qmin) >= 256,
+    )
+    q = rq.quantize(np.where(nan, 0, xa).astype(xa.dtype), scale, zero_point, qmin=qmin - 1,
+                    qmax=qmax + 1, axis=axis, block_size=block_size,
+                    rounding="half_even" if rounding == "stochastic" else rounding, convention=conv)
+    inside = (q >= qmin) & (q <= qmax) & ~nan
+    return from_numpy(inside, x.device)
 
 
 @torch.library.custom_op("refquant::fake_quantize_backward", mutates_args=())

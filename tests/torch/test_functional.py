@@ -208,3 +208,24 @@ def test_lsq_grads_equal_core_bitwise():
                                            to_numpy(g), qmin=-8, qmax=7)
     assert_same_bits(x.grad, from_numpy(np.asarray(gx)))
     assert scale.grad.item() == np.float32(gs) and zp.grad.item() == np.float32(gz)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("convention", ["exact", "torch.fake_quantize", "onnx"])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_bound_search_mask_equals_direct_mask(dtype, convention, per_channel, monkeypatch):
+    """Large tensors take the bound search of _ste.py, small ones one core call on x: both agree."""
+    from refquant_torch import functional
+
+    rng = np.random.default_rng(7)
+    x = torch.stack([tie_heavy(rng, 200, 0.1, dtype), tie_heavy(rng, 200, 0.37, dtype)], dim=1)
+    kwargs = {"qmin": -8, "qmax": 7, "convention": convention}
+    if per_channel:
+        scale, zp, kwargs["axis"] = np.float32([0.1, 0.37]), np.int32([2, -3]), 1
+    else:
+        scale, zp = 0.1, 2
+    direct = functional.ste_mask(x, scale, zp, **kwargs)
+    monkeypatch.setattr(functional, "_DIRECT_MASK_MAX", -1)
+    searched = functional.ste_mask(x, scale, zp, **kwargs)
+    assert torch.equal(direct, searched)
+    assert 0 < int(direct.sum()) < direct.numel()
