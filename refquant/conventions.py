@@ -247,7 +247,9 @@ TABLE = (
     Convention(
         name="onnx",
         formula="q = saturate(rne(x / s) + z) with x / s in promote(x, s) (float32 for float32 x); "
-        "NaN -> qmin; +-inf saturate; DequantizeLinear (f32(q) - z) * s in float32",
+        "NaN -> qmin; +-inf saturate as the spec and onnxruntime do (onnx.reference 1.23 sends +inf "
+        "and |x / s| >= 2**31 to qmin through an int32 cast); DequantizeLinear (f32(q) - z) * s "
+        "in float32",
         backend="ONNX QuantizeLinear / DequantizeLinear (opset 21+; onnx.reference, onnxruntime)",
         evidence="tests/cross/test_affine_onnx.py",
         quotient="divide",

@@ -54,7 +54,7 @@ def round_value(t, mode, u):
         return t
     if mode == HALF_EVEN:
         return np.rint(t)
-    f = math.floor(t)
+    f = np.floor(t)
     d = t - f  # exact: t and floor(t) share the binade or f == 0
     r = round_from_parts(f, d < 0.5, d == 0.5, d > 0.5, d == 0.0, t < 0.0, mode, u, d)
     return r + 0.0 if r == 0.0 and t >= 0.0 else r
@@ -108,7 +108,7 @@ def round_quotient(x, s, mode, u):
         f = -1.0 if t < 0.0 else 0.0
         return round_from_parts(f, t > 0.0, False, t < 0.0, False, t < 0.0, mode, u, t - f)
     # fast path: t is within one ulp of x/s, so a fraction clear of the decision points decides
-    f = math.floor(t)
+    f = np.floor(t)
     d = t - f
     margin = 4.440892098500626e-16 * max(at, 1.0)  # 2**-51 relative: several ulps of t
     if margin < d < 0.5 - margin or 0.5 + margin < d < 1.0 - margin:

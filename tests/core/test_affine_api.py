@@ -58,6 +58,15 @@ def test_non_float_input_is_refused(bad):
         rq.fake_quantize(bad, 0.1, 0, fmt=rq.int8)
 
 
+@pytest.mark.parametrize("rounding", rq.ROUNDING_MODES)
+@pytest.mark.parametrize("convention", ["exact", "torch.fake_quantize", "onnx", "torchao"])
+def test_huge_quotients_saturate_under_every_rounding(rounding, convention):
+    x = np.float32([1e30, -1e30, 3e38, -3e38, np.inf, -np.inf, 1e10, -1e10])
+    q = rq.quantize(x, np.float32(0.1), 0, qmin=-128, qmax=127, rounding=rounding,
+                    convention=convention, rng=0)
+    assert q.tolist() == [127, -128] * 4
+
+
 def test_backend_input_dtypes_are_enforced():
     with pytest.raises(TypeError, match="torch.quantize.*float32.*got float64"):
         rq.quantize(X.astype(np.float64), 0.1, 0, fmt=rq.uint8, convention="torch.quantize")

@@ -40,8 +40,6 @@ def test_peer_formula_bitwise(name, s, z, lo, hi):
     assert_bitwise_equal(y, y_ref.astype(np.float32), name)
 
 
-@pytest.mark.xfail(strict=True, reason="affine kernel: half_away on |x / s| >= 2**63 wraps to qmin "
-                   "(reported to the lead; refquant/_kernels is not ours)")
 def test_tflite_saturates_huge_inputs():
     q = rq.quantize(np.float32([1e30, -1e30]), np.float32(0.1), 0, qmin=-128, qmax=127,
                     convention="tflite")
