@@ -22,7 +22,8 @@ import refquant as rq"""
 def guard(*names: str) -> str:
     """A cell that stops the notebook with a clear message when a feature is missing."""
     checks = "\n".join(
-        f"    if not _has({n!r}):\n        raise ImportError('this notebook needs {n}, which is not importable yet')"
+        f"    if not _has({n!r}):\n"
+        f"        raise ImportError('this notebook needs {n}, which is not importable yet')"
         for n in names
     )
     return f"""\
@@ -71,7 +72,7 @@ zero point *before* rounding, so with an odd `z` the tie goes to a different eve
 `0.1` is not a float32; `x = (k + 1/2) * s` rounded to float32 lands just above or below the tie.
 The exact quotient then rounds one way, while `x * f32(1/s)` in float32 can land on the tie, or
 past it.""",
-    """s = 0.1
+    """s = float(np.float32(0.1))  # the float32 nearest 0.1, so every backend sees the same scale
 x = ((np.arange(-300, 300) + 0.5) * s).astype(np.float32)
 exact = rq.fake_quantize(x, s, 0, qmin=-128, qmax=127)
 diff = {}
@@ -100,7 +101,7 @@ if torch is not None:
     y_torch = torch.fake_quantize_per_tensor_affine(torch.from_numpy(x), s, 0, -128, 127).numpy()
     r = rq.identify(x, y_torch, s, 0, qmin=-128, qmax=127)
     print(r)""",
-    """#md The differences have one cause, *reciprocal vs division*: torch multiplies by
+    """#md The main cause is *reciprocal vs division*: torch multiplies by
 `1.0f / f32(s)` in float32. The `torch.fake_quantize` row of the
 [conventions table](../docs/conventions/index.md) reproduces it exactly.""",
 ]
@@ -154,7 +155,8 @@ results = {
         "APoT": [apot(x, b) for b in BITS],
     }
     for d, x in dists.items()
-}""",
+}
+{d: {k: round(float(v[2]), 1) for k, v in c.items()} for d, c in results.items()}  # SQNR (dB), 4 bits""",
     """fig, axes = plt.subplots(1, 3, figsize=(13, 3.5), sharey=True)
 for ax, (d, curves) in zip(axes, results.items()):
     for label, ys in curves.items():
@@ -220,7 +222,7 @@ class Net(torch.nn.Module):
 def make(kind):
     ident = torch.nn.Identity()
     if kind == "PACT":
-        return Net(rqt.nn.PACT(bits=4, alpha=4.0), ident), "act_q.alpha"
+        return Net(rqt.nn.PACT(bits=4, alpha=1.0), ident), "act_q.alpha"
     if kind == "LSQ":
         q = rqt.nn.LearnableFakeQuantize(quant_min=0, quant_max=15, scale=0.2, zero_point=0.0,
                                          use_grad_scaling=True)
