@@ -73,7 +73,7 @@ class _Layout:
                 )
             self.group_shape = ()
             self.gidx = np.empty(0, np.intp)
-        n_groups = int(np.prod(self.group_shape, dtype=np.int64))
+        n_groups = int(np.prod(self.group_shape, dtype=np.int64)) if self.group_shape else 1
         if self.zero_point.size != 1 and self.zero_point.shape != self.scale.shape:
             raise ValueError(
                 f"zero_point must be a scalar or have {scale_name}'s shape {self.scale.shape}; "
@@ -230,9 +230,12 @@ def _draws(mode: int, n: int, rng) -> np.ndarray:
     return rng.random(n)
 
 
+_FLOAT_NAMES = {np.dtype(t): np.dtype(t).name for t in (np.float16, np.float32, np.float64)}
+
+
 def _check_input(x, conv, name="x"):
     a = float_array(x, name)
-    dt = "bfloat16" if is_bfloat16(a.dtype) else a.dtype.name
+    dt = _FLOAT_NAMES.get(a.dtype) or ("bfloat16" if is_bfloat16(a.dtype) else a.dtype.name)
     if dt not in conv.input_dtypes:
         raise TypeError(
             f"convention {conv.name!r} accepts {name} of dtype {', '.join(conv.input_dtypes)}; "
