@@ -16,6 +16,8 @@ Granularity: per-tensor (scalar ``scale``), per-channel (``axis``: 1-D ``scale``
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import conventions as _conventions
@@ -269,6 +271,11 @@ def _run(x, scale, zero_point, qmin, qmax, fmt, axis, block_size, rounding, conv
     return result.astype(out_dtype) if result.dtype != out_dtype else result
 
 
+# scales whose float64 reciprocal is normal (relative error <= 2**-53): the fast exact pass
+# multiplies by it; other scales take the general per-element kernel
+_RECIPROCAL_SAFE = (2.0**-1020, 2.0**1020)
+
+
 def _compute(plan, xk, fake, out, u):
     from ._kernels import _affine as k
 
@@ -278,12 +285,13 @@ def _compute(plan, xk, fake, out, u):
     lo, hi = float(plan.lo), float(plan.hi)
     if conv.quotient == "exact" and per_tensor and plan.mode == 0 and conv.dequant == "exact":
         s, z = float(plan.s64[0]), float(plan.z[0])
-        if not fake or out_fmt in (_F32, _F64):
+        if (not fake or out_fmt in (_F32, _F64)) and _RECIPROCAL_SAFE[0] < s < _RECIPROCAL_SAFE[1]:
             check = fake and out_fmt == _F32 and not _exact_in_float64_product(s, lo, hi, z)
             uncertain = np.empty(-(-xk.size // k.CHUNK), np.int64)
-            k.exact_half_even_fast(xk.size, xk, s, z, lo, hi, fake, check, out, uncertain)
+            k.exact_half_even_fast(xk.size, xk, s, 1.0 / s, z, lo, hi, fake, check, out, uncertain)
             if uncertain.any():
-                k.exact_half_even_fixup(xk.size, xk, s, z, lo, hi, fake, check, out_fmt, out, uncertain)
+                k.exact_half_even_fixup(xk.size, xk, s, 1.0 / s, z, lo, hi, fake, check, out_fmt, out,
+                                        uncertain)
             return
     s_q, inv, z_c = plan.quotient_params()
     dmode, s_d, p_fmt = plan.dequant_params(out_fmt)
@@ -296,9 +304,9 @@ def _compute(plan, xk, fake, out, u):
 
 
 def _exact_in_float64_product(s: float, lo: float, hi: float, z: float) -> bool:
-    """True when every (q - z) * s is exact in float64: s has a float32 significand and
+    """True when every (q - z) * s is exact in float64: s has a 24-bit significand and
     |q - z| < 2**29 (24 + 29 = 53 bits)."""
-    return float(np.float32(s)) == s and max(abs(hi - z), abs(lo - z)) < 2.0**29
+    return (math.frexp(s)[0] * 2.0**24).is_integer() and max(abs(hi - z), abs(lo - z)) < 2.0**29
 
 
 def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,

@@ -62,7 +62,7 @@ def round_pair_to_f32(p, e, odd):
     which a later round-half-even cast to float16/bfloat16 turns into the correctly rounded value.
     """
     if e != 0.0 and (f64_to_bits(p) & 1) == 0:
-        p = _nudge_f64(p, abs(p + 2.0 * e) > abs(p))  # make p odd: round-to-odd in float64
+        p = _nudge_f64(p, (e > 0.0) == (p > 0.0))  # toward p + e, making p odd: round-to-odd
     f = np.float32(p)
     if odd and math.isfinite(f) and np.float64(f) != p:
         if (f32_to_bits(f) & 1) == 0:
@@ -155,25 +155,33 @@ def dequantize_kernel(q, gidx, z, s_d, dmode, ofmt, pfmt, odd, out):
         out[i] = dequantize_element(np.float64(q[i]), z[g], s_d[g], dmode, ofmt, pfmt, odd)
 
 
+_TIE_MARGIN = 4.440892098500626e-16  # 2**-51: at least twice the relative error of fl(x * fl(1/s))
+
+
 @kernel
-def _fast_exact_element(xi, s, z, lo, hi, dequant, check_product):
+def _fast_exact_element(xi, s, inv, z, lo, hi, dequant, check_product):
     """(value, uncertain): the branch-free exact half-to-even result and whether it is certified.
 
-    Uncertain when ``fl(x / s)`` lies within a few ulps of a half-integer, when x is NaN, or
+    ``t = fl(xi * inv)`` with ``inv = fl(1 / s)`` a normal float64 is within ``2**-52 |t|`` of the
+    real quotient, so a fraction farther than ``2**-51 max(|t|, 1)`` from
+    1/2 rounds as the real quotient does. Uncertain: near such a tie, NaN or +-inf input, and
     (``check_product``) when ``fl((q - z) * s)`` sits on a float32 rounding midpoint or in the
     float32 subnormal range, where rounding the float64 product to float32 could round twice.
     """
-    t = xi / s
+    t = xi * inv
     r = np.rint(t)
-    near_tie = np.abs(np.abs(t - r) - 0.5) <= 4.440892098500626e-16 * max(np.abs(t), 1.0)
-    q = min(max(r + z, lo), hi)
-    bad = near_tie | (xi != xi)
+    at = np.abs(t)
+    bad = not (np.abs(np.abs(t - r) - 0.5) > _TIE_MARGIN * (at if at > 1.0 else 1.0))
+    q = r + z
+    q = q if q > lo else lo
+    q = q if q < hi else hi
     if not dequant:
         return q, bad
     p = (q - z) * s
     if check_product:
-        low = f64_to_bits(p) & 0x1FFFFFFF
-        bad = bad | (low == 0x10000000) | ((p != 0.0) & (np.abs(p) < 2.4e-38))
+        ap = np.abs(p)
+        on_midpoint = (f64_to_bits(p) & 0x1FFFFFFF) == 0x10000000
+        bad = bad | on_midpoint | ((ap < 2.4e-38) & (ap != 0.0))
     return p, bad
 
 
@@ -181,21 +189,21 @@ CHUNK = 16384
 
 
 @sized_kernel
-def exact_half_even_fast(x, s, z, lo, hi, dequant, check_product, out, uncertain):
+def exact_half_even_fast(x, s, inv, z, lo, hi, dequant, check_product, out, uncertain):
     """Exact per-tensor half-to-even pass over chunks of :data:`CHUNK` elements;
-    ``uncertain[c]`` counts the elements of chunk c it could not certify."""
+    ``uncertain[c]`` is nonzero where chunk c holds elements it could not certify."""
     n = x.size
     for c in prange(uncertain.size):
-        bad_count = 0
+        flags = 0
         for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            v, bad = _fast_exact_element(np.float64(x[i]), s, z, lo, hi, dequant, check_product)
+            v, bad = _fast_exact_element(np.float64(x[i]), s, inv, z, lo, hi, dequant, check_product)
             out[i] = v
-            bad_count += np.int64(bad)
-        uncertain[c] = bad_count
+            flags |= np.int32(bad)
+        uncertain[c] = flags
 
 
 @sized_kernel
-def exact_half_even_fixup(x, s, z, lo, hi, dequant, check_product, ofmt, out, uncertain):
+def exact_half_even_fixup(x, s, inv, z, lo, hi, dequant, check_product, ofmt, out, uncertain):
     """Recompute with the exact element kernels every element the fast pass left uncertain
     (only in the chunks that had some)."""
     n = x.size
@@ -204,7 +212,7 @@ def exact_half_even_fixup(x, s, z, lo, hi, dequant, check_product, ofmt, out, un
             continue
         for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
             xi = np.float64(x[i])
-            v, bad = _fast_exact_element(xi, s, z, lo, hi, dequant, check_product)
+            v, bad = _fast_exact_element(xi, s, inv, z, lo, hi, dequant, check_product)
             if bad:
                 q = quantize_element(xi, s, 1.0, z, z, lo, hi, QUOTIENT_EXACT, 0, False, False,
                                      True, 0, 0.0, False, np.nan)

@@ -105,3 +105,59 @@ def test_stochastic_rounding_is_seeded_and_unbiased():
     assert abs(a.mean() - float(np.float32(0.3))) < 0.005
     neg = rq.quantize(-x, 1.0, 0, qmin=-8, qmax=7, rounding="stochastic", rng=7)
     assert abs(neg.mean() + float(np.float32(0.3))) < 0.005
+
+
+def midpoint_products(dtype_name):
+    """(q, s) pairs whose float64 product fl(q * s) is exactly a rounding midpoint of the format
+    while the real product is not: rounding fl(q * s) to the format would round twice."""
+    p = {"float32": 24, "float16": 11, "bfloat16": 8}[dtype_name]
+    half_ulp = 2.0 ** -p
+    midpoints = [1 + half_ulp, 1.5 + half_ulp, 1 - half_ulp / 2, 1.25 - half_ulp / 2, 3 + 4 * half_ulp]
+    pairs = []
+    for q in range(1, 128):
+        for m in midpoints:
+            s = m / q
+            if float(q * s) == m and q * Fraction(s) != Fraction(m):
+                pairs.append((q, s))
+    return pairs
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("n", [3, 70_000])  # the serial and the parallel kernels
+def test_products_on_a_midpoint_round_once(dtype_name, n):
+    dtype = np.dtype(ml_dtypes.bfloat16) if dtype_name == "bfloat16" else np.dtype(dtype_name)
+    pairs = midpoint_products(dtype_name)
+    assert len(pairs) > 20
+    for q, s in pairs:
+        want = np.array(round_to_format(q * Fraction(s), dtype_name), dtype)
+        codes = np.full(n, q, np.int16)
+        assert_bitwise_equal(rq.dequantize(codes, s, 0, dtype=dtype)[-1:], want.reshape(1), (q, s))
+        x = np.full(n, q * s, dtype)
+        assert rq.quantize(x[:1], s, 0, qmin=-255, qmax=255)[0] == q
+        assert_bitwise_equal(rq.fake_quantize(x, s, 0, qmin=-255, qmax=255)[-1:], want.reshape(1),
+                             (q, s))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # float32 data
+@pytest.mark.parametrize("s", [0.1, 1 / 3, 3e-39, 1e-300, 2.0**-1021, 1e300, 6e-8])
+def test_fast_pass_decides_as_the_real_quotient(s):
+    """Tie-heavy float32 and float64 data (plus the extremes) over a parallel-sized array: the
+    fast pass multiplies by fl(1/s) and must certify or hand over every element."""
+    rng = np.random.default_rng(11)
+    for dtype in (np.float32, np.float64):
+        x = tie_heavy(s, 0, -128, 127, 70_000, seed=5, dtype=dtype)
+        x[:6] = [0.0, -0.0, np.inf, -np.inf, np.finfo(dtype).max, np.finfo(dtype).tiny]
+        x[6:1000] = rng.standard_normal(994) * np.float64(s) * 200
+        q = rq.quantize(x, s, 0, qmin=-128, qmax=127)
+        assert q.tolist() == oracle_codes(x, s, 0, -128, 127), (s, dtype)
+        y = rq.fake_quantize(x[:3000], s, 0, qmin=-128, qmax=127)
+        name = np.dtype(dtype).name
+        expected = np.array([exact_fake(float(v), s, 0, -128, 127, name) for v in x[:3000]], dtype)
+        assert_bitwise_equal(y, expected, (s, name))
+
+
+def test_scale_beyond_the_reciprocal_range():
+    s = 2.0**1021  # fl(1/s) is subnormal: the general kernel decides
+    x = (np.arange(-8, 8) * 0.5 * s).astype(np.float64)
+    x = np.concatenate([x, np.nextafter(x, np.inf), np.nextafter(x, -np.inf)])
+    assert rq.quantize(x, s, 0, qmin=-5, qmax=5).tolist() == oracle_codes(x, s, 0, -5, 5)
