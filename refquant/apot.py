@@ -32,7 +32,6 @@ clips out-of-range inputs to the end codes.
 from __future__ import annotations
 
 import functools
-import itertools
 
 import numpy as np
 
@@ -189,13 +188,16 @@ def _projector(lv: np.ndarray) -> tuple:
         size *= 2
     bounds = np.full(max(size - 1, 1), np.inf)
     bounds[: len(out)] = out
-    lo, width = float(lv[0]), (float(lv[-1]) - float(lv[0])) / _BUCKETS
-    mids = lo + (np.arange(_BUCKETS) + 0.5) * width
+    lo = float(lv[0])
+    width = float(lv[-1]) / _BUCKETS - lo / _BUCKETS  # finite even when lv[-1] - lo overflows
+    inv_width = min(1.0 / width, np.finfo(np.float64).max) if width > 0 else 1.0
+    frac = (np.arange(_BUCKETS) + 0.5) / _BUCKETS
+    mids = lo * (1.0 - frac) + float(lv[-1]) * frac  # no overflow, unlike lo + i * width
     hint = np.searchsorted(np.asarray(out), mids, side="right").astype(integer_dtype_for(0, lv.size))
     edges = np.concatenate([[-np.inf], out, [np.inf]])
     for arr in (bounds, hint, edges):
         arr.setflags(write=False)
-    return bounds, hint, edges, lo, 1.0 / width
+    return bounds, hint, edges, lo, inv_width
 
 
 def _kernel_x(x: np.ndarray) -> np.ndarray:
@@ -204,13 +206,9 @@ def _kernel_x(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x).reshape(-1)
 
 
-def _check_convention(convention, signed):
+def _check_convention(convention):
     if convention not in _CONVENTIONS:
         raise ValueError(f"convention must be one of {_CONVENTIONS}; got {convention!r}")
-    if convention == "torch.experimental" and signed:
-        raise NotImplementedError(
-            "torch.experimental signed APoT (per-term signs, duplicate levels) is not implemented"
-        )
 
 
 def _paper_plan(bits, k, signed, alpha):
@@ -242,14 +240,14 @@ def quantize(x, alpha, *, bits, k, signed=False, convention="paper") -> np.ndarr
     >>> rq.apot.quantize(x[:6], 1.0, bits=4, k=2, convention="torch.experimental").tolist()
     [0, 3, 8, 13, 5, 12]
     """
-    _check_convention(convention, signed)
+    _check_convention(convention)
     x = float_array(x)
     xk = _kernel_x(x)
     nan = np.isnan(xk)
     if nan.any():
         raise ValueError(f"x contains NaN (first at flat index {int(np.flatnonzero(nan)[0])})")
     if convention == "torch.experimental":
-        return _torch_codes(xk, alpha, bits, k).reshape(x.shape)
+        return _torch_codes(xk, alpha, bits, k, signed).reshape(x.shape)
     bits, k, _, lv, proj = _paper_plan(bits, k, signed, alpha)
     out = np.empty(xk.size, integer_dtype_for(0, lv.size - 1))
     if xk.size:
@@ -261,7 +259,7 @@ def quantize(x, alpha, *, bits, k, signed=False, convention="paper") -> np.ndarr
 
 def _table(bits, k, signed, alpha, dtype, convention):
     if convention == "torch.experimental":
-        _, _, lv32, _ = _torch_tables(bits, k, _alpha32(alpha))
+        _, _, lv32, _ = _torch_tables(*_check_bits_k(bits, k, False), _alpha32(alpha), bool(signed))
         return np.asarray(lv32, np.float64), lv32.astype(dtype)
     bits, k = _check_bits_k(bits, k, bool(signed))
     a = _alpha(alpha)
@@ -279,7 +277,7 @@ def dequantize(codes, alpha, *, bits, k, signed=False, dtype=np.float32,
     >>> rq.apot.dequantize(np.uint8([0, 1, 15]), 1.0, bits=4, k=2)
     array([0.        , 0.02083333, 1.        ], dtype=float32)
     """
-    _check_convention(convention, signed)
+    _check_convention(convention)
     from ._dtypes import is_supported_float
 
     dtype = np.dtype(dtype)
@@ -288,7 +286,8 @@ def dequantize(codes, alpha, *, bits, k, signed=False, dtype=np.float32,
     q = integer_array(codes, "codes")
     _, table = _table(bits, k, signed, alpha, dtype, convention)
     if convention == "torch.experimental":
-        _, _, _, indices = _torch_tables(*_check_bits_k(bits, k, False), _alpha32(alpha))
+        _, _, _, indices = _torch_tables(*_check_bits_k(bits, k, False), _alpha32(alpha),
+                                         bool(signed))
         position = np.empty(indices.size, np.int64)
         position[indices] = np.arange(indices.size)
         _check_codes(q, indices.size)
@@ -312,15 +311,16 @@ def fake_quantize(x, alpha, *, bits, k, signed=False, convention="paper") -> np.
     >>> rq.apot.fake_quantize(np.float32([-1.0, 0.3, 0.875, 2.0, np.nan]), 1.0, bits=4, k=2)
     array([0.    , 0.3333, 0.75  , 1.    ,    nan], dtype=float32)
     """
-    _check_convention(convention, signed)
+    _check_convention(convention)
     x = float_array(x)
     xk = _kernel_x(x)
     if convention == "torch.experimental":
         codes_dtype_out = np.empty(x.shape, x.dtype)
         nan = np.isnan(xk)
         safe = np.where(nan, 0, xk).astype(xk.dtype)
-        codes = _torch_codes(safe, alpha, bits, k)
-        vals = dequantize(codes, alpha, bits=bits, k=k, dtype=x.dtype, convention=convention)
+        codes = _torch_codes(safe, alpha, bits, k, signed)
+        vals = dequantize(codes, alpha, bits=bits, k=k, signed=signed, dtype=x.dtype,
+                          convention=convention)
         codes_dtype_out[...] = np.where(nan, xk, vals.astype(xk.dtype)).reshape(x.shape)
         return codes_dtype_out
     bits, k, _, lv, proj = _paper_plan(bits, k, signed, alpha)
@@ -408,16 +408,31 @@ def _alpha32(alpha) -> float:
     return a32
 
 
+_TORCH_MAX_LEVELS = 1 << 20
+
+
 @functools.lru_cache(maxsize=64)
-def _torch_tables(bits: int, k: int, alpha32: float):
-    """(gamma32, projector, float32 levels ascending, int64 level_indices)."""
+def _torch_tables(bits: int, k: int, alpha32: float, signed: bool = False):
+    """(gamma32, projector, float32 levels ascending, int64 level_indices), computed the way
+    torch's ``APoTObserver._calculate_qparams`` does: float32 terms, each row of the Cartesian
+    product summed left to right in float32, times ``gamma32`` in float32."""
     n = bits // k
-    terms = [[0.0, *(2.0 ** -(i + j * n) for j in range(2**k - 1))] for i in range(n)]
+    count = (2 ** (k + 1) - 1 if signed else 2**k) ** n
+    if count > _TORCH_MAX_LEVELS:
+        raise ValueError(f"torch.experimental with bits={bits}, k={k}, signed={signed} has {count} "
+                         f"levels; at most {_TORCH_MAX_LEVELS} are supported")
+    terms = []
+    for i in range(n):
+        mags = [2.0 ** -(i + j * n) for j in range(2**k - 1)]
+        vals = [0.0, *(v for m in mags for v in ((m, -m) if signed else (m,)))]
+        term = np.array(vals, np.float32)
+        terms.append(np.sort(term)[::-1] if signed else term)  # distinct: any sort agrees
     denom = np.float32(sum(2.0**-i for i in range(n)))
     gamma32 = np.float32(np.float32(alpha32) / denom)
-    raw = np.array(
-        [np.float32(float(gamma32) * sum(row)) for row in itertools.product(*terms)], np.float32
-    )
+    sums = np.zeros(1, np.float32)
+    for term in terms:  # itertools.product order; row sums accumulate left to right in float32
+        sums = (sums[:, None] + term[None, :]).reshape(-1)
+    raw = gamma32 * sums
     order = np.argsort(raw, kind="stable")
     lv32 = raw[order]
     lv32.setflags(write=False)
@@ -425,10 +440,10 @@ def _torch_tables(bits: int, k: int, alpha32: float):
     return gamma32, _projector(lv32.astype(np.float64)), lv32, order.astype(np.int64)
 
 
-def _torch_codes(xk, alpha, bits, k):
+def _torch_codes(xk, alpha, bits, k, signed):
     bits, k = _check_bits_k(bits, k, False)
     a32 = _alpha32(alpha)
-    _, proj, lv32, indices = _torch_tables(bits, k, a32)
+    _, proj, lv32, indices = _torch_tables(bits, k, a32, bool(signed))
     out = np.empty(xk.size, np.int32)
     if xk.size:
         from ._kernels._apot import torch_experimental_codes
@@ -438,18 +453,31 @@ def _torch_codes(xk, alpha, bits, k):
     return out
 
 
-def torch_experimental_qparams(x, *, bits, k):
-    """What torch.ao's experimental ``APoTObserver(b, k)`` computes for ``x`` (unsigned).
+def torch_experimental_qparams(x, *, bits, k, signed=False):
+    """What torch.ao's experimental ``APoTObserver(b, k)`` computes for ``x``:
+    ``observer(x); observer.calculate_qparams(signed)``.
 
-    Returns ``(alpha, gamma, quantization_levels, level_indices)``: ``alpha = max(-min(x), max(x))``
-    in float32, ``gamma = f32(alpha / sum_i 2^-i)``, the float32 levels ascending and the int64
-    product index of each level.
+    Returns ``(alpha, gamma, quantization_levels, level_indices)``::
+
+        alpha  = f32(max(-min(x), max(x)))
+        gamma  = f32(alpha / sum_i 2^-i)
+        p_i    = {0, 2^-i, 2^-(i+n), ..., 2^-(i+(2^k-2)n)}  as float32 (signed: each also
+                 negated, the term sorted descending)
+        levels = sorted( f32(gamma * f32(p_0 + p_1 + ... ))  over the Cartesian product )
+        level_indices[m] = position in the product of the m-th smallest level
+
+    float32 levels ascending, int64 indices. Signed gives torch's per-term-signed set:
+    ``(2**(k+1) - 1)**n`` values with duplicates (not the paper's sign and magnitude). Among
+    equal float32 levels the order is a stable sort; torch's unstable CPU sort may order such
+    duplicates differently, so their ``level_indices`` (not their values) can differ.
 
     >>> import numpy as np, refquant as rq
     >>> x = np.float32([0.0, 0.0215, 0.1692, 0.385, 1.0, 0.0391])
     >>> a, g, lv, idx = rq.apot.torch_experimental_qparams(x, bits=4, k=2)
     >>> float(a), round(float(g), 6), idx.tolist()
     (1.0, 0.666667, [0, 3, 12, 15, 2, 14, 8, 11, 10, 1, 13, 9, 4, 7, 6, 5])
+    >>> rq.apot.torch_experimental_qparams(x, bits=4, k=2, signed=True)[2].size
+    49
     """
     x = float_array(x)
     if x.size == 0:
@@ -459,5 +487,5 @@ def torch_experimental_qparams(x, *, bits, k):
         raise ValueError("x contains NaN")
     alpha = np.float32(max(-x32.min(), x32.max()))
     bits, k = _check_bits_k(bits, k, False)
-    gamma, _, lv32, indices = _torch_tables(bits, k, _alpha32(alpha))
+    gamma, _, lv32, indices = _torch_tables(bits, k, _alpha32(alpha), bool(signed))
     return alpha, gamma, lv32.copy(), indices.copy()

@@ -7,7 +7,8 @@ float64 inputs), so the thresholds alone encode the tie rule.
 Speed: a bucket table ``hint`` over ``[lo, lo + len(hint) / inv_width)`` guesses the code from
 ``(x - lo) * inv_width``; the guess is kept only when the two neighbouring thresholds confirm it,
 else a branch-free binary search decides. The guess never decides alone, so rounding in the
-bucket arithmetic cannot change a code.
+bucket arithmetic cannot change a code; the guess is clamped into the table, so no input (inf,
+extreme alpha) can index outside it.
 """
 
 import numpy as np
@@ -30,8 +31,10 @@ def search(xi, bounds, top):
 def code_of(xi, bounds, top, hint, edges, lo, inv_width):
     """The code of the non-NaN float64 ``xi``: the bucket guess when ``edges`` (the thresholds
     between -inf and +inf) confirm it, else the search."""
-    t = min(max((xi - lo) * inv_width, 0.0), hint.size - 1.0)
-    c = np.int64(hint[np.int64(t)])
+    t = (xi - lo) * inv_width
+    if not t >= 0.0:  # below the table, or NaN from inf * 0: any in-range guess is safe
+        t = 0.0
+    c = np.int64(hint[np.int64(min(t, hint.size - 1.0))])
     if (xi >= edges[c]) & (xi < edges[c + 1]):
         return c
     return search(xi, bounds, top)
@@ -83,12 +86,13 @@ def apot_grad(x, g, bounds, top, hint, edges, lo_bucket, inv_width, unit, alpha,
 def torch_experimental_codes(x, bounds, top, hint, edges, lo, inv_width, levels32, indices,
                              alpha, out):
     """torch.ao experimental APoT codes: clip to [-alpha, alpha], then the first level (ascending)
-    whose float32 distance ``f32(|level - x|)`` is minimal; the code is ``indices[level]``."""
+    whose float32 distance ``f32(|level - x|)`` is minimal; the code is ``indices[level]``.
+
+    The float64 nearest level (ties to smaller magnitude) is never farther in float32 distance than
+    its neighbours (rounding is monotone), so walking down over equal distances finds torch's
+    first minimum."""
     for i in range(x.size):
-        xi = np.float32(x[i])
-        if xi > alpha:
-            out[i] = indices[top]
-            continue
+        xi = min(max(np.float32(x[i]), -alpha), alpha)
         idx = code_of(np.float64(xi), bounds, top, hint, edges, lo, inv_width)
         best = abs(levels32[idx] - xi)
         while idx > 0 and abs(levels32[idx - 1] - xi) == best:

@@ -218,12 +218,49 @@ def test_torch_experimental_float32_distance_rule(bits, k, alpha):
     assert got.tolist() == want
 
 
-def test_torch_experimental_signed_not_implemented():
-    with pytest.raises(NotImplementedError):
-        rq.apot.quantize(np.float32([0.1]), 1.0, bits=4, k=2, signed=True,
-                         convention="torch.experimental")
+E_SIGNED_INDICES = [48, 47, 46, 45, 44, 43, 41, 34, 42, 27, 20, 40, 39, 38, 13, 37, 33, 36, 26, 32,
+                    31, 19, 30, 25, 24, 23, 18, 17, 29, 16, 12, 22, 15, 11, 35, 10, 9, 8, 28, 21, 6,
+                    14, 7, 5, 4, 3, 2, 1, 0]  # research 2.3, torch's calculate_qparams(signed=True)
+
+
+def test_torch_experimental_signed_levels():
+    """torch's per-term-signed set: 49 levels, 39 distinct; values and, where a level is unique,
+    its index equal torch's (duplicates' order is torch's unstable sort, documented)."""
+    alpha, gamma, lv, idx = rq.apot.torch_experimental_qparams(np.float32([-1.0, 0.5]), bits=4,
+                                                               k=2, signed=True)
+    assert lv.size == 49 and np.unique(lv).size == 39 and alpha == 1.0
+    assert gamma == np.float32(2 / 3)
+    p = [[0.0, 1, -1, 2**-2, -(2**-2), 2**-4, -(2**-4)], [0.0, 2**-1, -(2**-1), 2**-3, -(2**-3),
+                                                        2**-5, -(2**-5)]]
+    terms = [sorted(t, reverse=True) for t in p]
+    rows = [np.float32(np.float32(a) + np.float32(b)) for a in terms[0] for b in terms[1]]
+    want = sorted(np.float32(gamma * r) for r in rows)
+    assert_bitwise_equal(lv, np.array(want, np.float32))
+    unique = [m for m in range(49) if (lv == lv[m]).sum() == 1]
+    assert [idx[m] for m in unique] == [E_SIGNED_INDICES[m] for m in unique]
+    assert sorted(idx.tolist()) == list(range(49))
+    x = np.float32([-2.0, -0.3, 0.0, 0.15, 0.6, 3.0])
+    codes = rq.apot.quantize(x, 1.0, bits=4, k=2, signed=True, convention="torch.experimental")
+    back = rq.apot.dequantize(codes, 1.0, bits=4, k=2, signed=True, dtype=np.float32,
+                              convention="torch.experimental")
+    want = [lv[f32_distance_code(float(min(max(v, -1.0), 1.0)), lv.tolist())] for v in x]
+    assert_bitwise_equal(back, np.array(want, np.float32))
+    fq = rq.apot.fake_quantize(x, 1.0, bits=4, k=2, signed=True, convention="torch.experimental")
+    assert_bitwise_equal(fq, back)
+
+
+def test_torch_experimental_float32_row_sums():
+    """b=8, k=4 spans exponents 0..29: torch sums each row in float32 (1 + 2**-29 -> 1)."""
+    _, _, lv, _ = rq.apot.torch_experimental_qparams(np.float32([1.0]), bits=8, k=4)
+    assert lv.size == 256 and np.unique(lv).size < 256  # float32 row sums coincide
+    assert lv[-1] == np.float32(1.0) and (lv == np.float32(2 / 3)).sum() >= 2
+
+
+def test_bad_convention():
     with pytest.raises(ValueError, match="convention"):
         rq.apot.quantize(np.float32([0.1]), 1.0, bits=4, k=2, convention="torch")
+    with pytest.raises(ValueError, match="bits"):
+        rq.apot.torch_experimental_qparams(np.float32([1.0]), bits=4, k=3)
 
 
 # ----------------------------------------------------------------------------- gradients
@@ -305,3 +342,16 @@ def test_output_is_a_level_nearest_and_idempotent(xs, case):
     again = rq.apot.fake_quantize(out, alpha, bits=bits, k=k, signed=signed)
     assert_bitwise_equal(again, out)
     assert_bitwise_equal(x, x0)
+
+
+@pytest.mark.parametrize("alpha", [1e-306, 1e-300, 1e300, 1.7e308])
+@pytest.mark.parametrize("bits,k,signed", [(4, 2, True), (8, 2, False), (6, 3, False)])
+def test_extreme_alpha_projection_stays_exact(alpha, bits, k, signed):
+    """The bucket table must not overflow (was a segmentation fault at alpha = 1e-306 and 1.7e308):
+    every level maps to itself, +-inf and 0 go where the tie rule says."""
+    lv = rq.apot.levels(bits, k, alpha=alpha, signed=signed)
+    x = np.concatenate([lv, [-np.inf, np.inf, 0.0, -0.0]])
+    codes = rq.apot.quantize(x, alpha, bits=bits, k=k, signed=signed)
+    zero = int(np.flatnonzero(lv == 0.0)[0])
+    assert codes.tolist() == [*range(lv.size), 0, lv.size - 1, zero, zero]
+    assert_bitwise_equal(rq.apot.fake_quantize(lv, alpha, bits=bits, k=k, signed=signed), lv)
