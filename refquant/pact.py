@@ -7,10 +7,10 @@ Unsigned (the paper, eq. 1-2), ``N = 2**bits - 1``::
 
 Signed symmetric variant: ``clip(x, -alpha, alpha)`` with ``N = 2**(bits-1) - 1`` (``2N + 1``
 levels). ``round`` is half to even unless ``rounding`` names another mode
-(:data:`refquant.ROUNDING_MODES`). The quotient ``y * N / alpha`` is rounded as a real number:
-``y * N`` is exact in float64 for float32/float16/bfloat16 inputs; for float64 inputs it is
-rounded once to float64 first (a clipped input takes the end code directly). The output is the
-real ``q * alpha / N`` rounded once to x's dtype (+0.0 for a zero result); NaN stays NaN.
+(:data:`refquant.ROUNDING_MODES`). The quotient ``y * N / alpha`` is rounded as a real number,
+with no intermediate rounding, for every input dtype (float64 included; a clipped input takes the
+end code directly). The output is the real ``q * alpha / N`` rounded once to x's dtype (+0.0 for
+a zero result); NaN stays NaN.
 
 ``alpha`` is a positive scalar, or 1-D per-channel along ``axis``. Gradients (paper eq. 3, STE,
 with the inclusive bounds of the reference code)::

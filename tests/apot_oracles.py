@@ -84,18 +84,12 @@ def f32_distance_code(x32: float, levels32: list[float]) -> int:
     return idx
 
 
-def pact_fake(x: Fraction, alpha: Fraction, bits: int, signed: bool, rounder,
-              product_to_float64: bool = False) -> Fraction:
-    """PACT (Choi et al. eq. 1-2), exactly: clip, round(y * N / alpha) * alpha / N.
-
-    ``product_to_float64`` rounds ``y * N`` to float64 first when x is inside the clip range
-    (refquant's float64-input rule).
-    """
+def pact_fake(x: Fraction, alpha: Fraction, bits: int, signed: bool, rounder) -> Fraction:
+    """PACT (Choi et al. eq. 1-2), exactly: clip, round(y * N / alpha) * alpha / N."""
     n = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
     lo = -alpha if signed else Fraction(0)
     y = min(max(x, lo), alpha)
-    yn = Fraction(float(y * n)) if product_to_float64 and lo < x < alpha else y * n
-    return Fraction(rounder(yn / alpha)) * alpha / n
+    return Fraction(rounder(y * n / alpha)) * alpha / n
 
 
 def lsq_grads(x: Fraction, s: Fraction, z: int, qmin: int, qmax: int, rounder):

@@ -34,9 +34,10 @@ CASES = [(2.2, 4, False), (1.0, 4, False), (0.75, 3, True), (6.0, 8, False), (1.
 
 @pytest.mark.parametrize("alpha,bits,signed", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("rounding", ["half_even", "half_away", "floor", "toward_zero"])
+@pytest.mark.parametrize("rounding", ["half_even", "half_away", "half_up", "half_down", "floor",
+                                      "ceil", "toward_zero"])
 def test_matches_fraction_oracle(alpha, bits, signed, dtype, rounding):
-    """Exact for float32; float64 inputs round y * N to float64 first (documented)."""
+    """Exact for every dtype: no intermediate rounding of y * N / alpha (float64 included)."""
     n = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
     x = _tie_heavy(alpha, n, signed, dtype)
     got = rq.pact.fake_quantize(x, alpha, bits=bits, signed=signed, rounding=rounding)
@@ -44,7 +45,7 @@ def test_matches_fraction_oracle(alpha, bits, signed, dtype, rounding):
     fmt = np.dtype(dtype).name
     want = np.array([
         round_to_format(pact_fake(Fraction(float(v)), Fraction(alpha), bits, signed,
-                                  ROUNDERS[rounding], fmt == "float64"), fmt) + 0.0
+                                  ROUNDERS[rounding]), fmt) + 0.0
         for v in x
     ], dtype)
     assert_bitwise_equal(got, want)
@@ -134,3 +135,27 @@ def test_idempotent_on_grid_and_no_mutation(xs, case):
     assert_bitwise_equal(x, x0)
     n = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
     assert (np.abs(np.clip(x, -alpha if signed else 0, alpha) - out) <= alpha / n / 2 * (1 + 1e-9)).all()
+
+
+@pytest.mark.parametrize("alpha", [2.2, 0.1, 1 / 3, 7.3e-5, 3.1e4, 1e-300, 1e300])
+@pytest.mark.parametrize("rounding", ["half_even", "half_away", "floor", "ceil"])
+def test_float64_quotient_is_exact_near_every_tie(alpha, rounding):
+    """float64 inputs within a few ulps of every tie and every code: y * N / alpha is not
+    rounded before the decision (the Fraction oracle has no intermediate rounding)."""
+    bits, signed = 8, True
+    n = 2 ** (bits - 1) - 1
+    centres = [Fraction(alpha) * Fraction(2 * m + 1, 2 * n) for m in range(-n - 1, n)]
+    centres += [Fraction(alpha) * Fraction(m, n) for m in range(-n, n + 1, 7)]
+    xs = []
+    for c in centres:
+        v = np.float64(float(c))
+        for _ in range(3):
+            v = np.nextafter(v, -np.inf)
+        for _ in range(7):
+            xs.append(v)
+            v = np.nextafter(v, np.inf)
+    x = np.array(xs, np.float64)
+    got = rq.pact.fake_quantize(x, alpha, bits=bits, signed=signed, rounding=rounding)
+    want = np.array([round_to_format(pact_fake(Fraction(float(v)), Fraction(alpha), bits, signed,
+                                               ROUNDERS[rounding]), "float64") + 0.0 for v in x])
+    assert_bitwise_equal(got, want)
