@@ -10,8 +10,6 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
 OK, MISMATCH, USAGE = 0, 1, 2
 
 
@@ -57,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     qparams(s, dtype_default="float16")
     s.add_argument("--candidate", required=True,
                    help="a convention name, or module:function taking (x) and returning y")
-    s.add_argument("--progress", action="store_true", help="progress on stderr")
+    s.add_argument("--progress", action="store_true",
+                   help="progress on stderr (always on for float32, whose 2**32 patterns take a while)")
     return p
 
 
@@ -88,27 +87,16 @@ def _cmd_golden(args) -> int:
     return OK
 
 
-def _qparams(manifest):
-    scale = np.asarray(manifest["scale"], np.float64)
-    if manifest.get("scale_dtype") == "float32":
-        scale = scale.astype(np.float32)
-    elif manifest.get("scale_dtype") in (None, "python") and scale.ndim == 0:
-        scale = float(scale)
-    zp = np.asarray(manifest["zero_point"])
-    zp = int(zp) if zp.ndim == 0 and float(zp) == int(zp) else zp
-    return scale, zp
-
-
 def _cmd_check(args) -> int:
     import refquant as rq
 
-    from .golden import load
+    from .golden._files import load, qparams
     from .testing import quant_mismatch_report
 
     g = load(args.file)
     m = g.manifest
     conv = args.convention or m["convention"]
-    scale, zp = _qparams(m)
+    scale, zp = qparams(m)
     fn = rq.quantize if m["op"] == "quantize" else rq.fake_quantize
     expected = fn(g.inputs, scale, zp, qmin=m["qmin"], qmax=m["qmax"], axis=m.get("axis"),
                   convention=conv)
@@ -124,11 +112,11 @@ def _cmd_check(args) -> int:
 def _cmd_identify(args) -> int:
     import refquant as rq
 
-    from .golden import load
+    from .golden._files import load, qparams
 
     g = load(args.file)
     m = g.manifest
-    scale, zp = _qparams(m)
+    scale, zp = qparams(m)
     r = rq.identify(g.inputs, g.outputs, scale, zp, qmin=m["qmin"], qmax=m["qmax"], op=m["op"],
                     axis=m.get("axis"))
     if args.json:
@@ -160,7 +148,8 @@ def _cmd_sweep(args) -> int:
 
     cand = _candidate(args.candidate, args)
     r = sweep(cand, args.scale, args.zero_point, qmin=args.qmin, qmax=args.qmax, dtype=args.dtype,
-              op=args.op, convention=args.convention, progress=args.progress)
+              op=args.op, convention=args.convention,
+              progress=args.progress or args.dtype == "float32")
     print(r)
     return MISMATCH if r.mismatches else OK
 
@@ -181,7 +170,7 @@ def main(argv=None) -> int:
         return USAGE
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, TypeError, _UsageError) as exc:
+    except (ValueError, TypeError, NotImplementedError, OSError, _UsageError) as exc:
         print(f"refquant {args.command}: error: {exc}", file=sys.stderr)
         return USAGE
 

@@ -40,21 +40,60 @@ def _broadcast_qparam(v, axis, shape):
     return np.broadcast_to(a, shape)
 
 
-def _is_tie(x: float, s: float) -> bool:
-    if not np.isfinite(x):
+def _is_tie(x: float, s: float, z: float = 0.0) -> bool:
+    """``x / s + z`` is exactly half-way between two integers (exact rational arithmetic)."""
+    if not (np.isfinite(x) and np.isfinite(z)):
         return False
-    r = Fraction(x) / Fraction(s)
+    r = Fraction(x) / Fraction(s) + Fraction(z)
     return r.denominator == 2
+
+
+def _step_lines(steps: np.ndarray) -> list:
+    """Histogram of whole-step differences, plus the count of sub-step (last-bit) ones."""
+    lines = []
+    finite = np.isfinite(steps)
+    k = np.round(steps[finite])
+    whole = np.abs(steps[finite] - k) <= 1e-3
+    if whole.any():
+        vals, counts = np.unique(k[whole].astype(np.int64), return_counts=True)
+        hist = ", ".join(f"{v:+d}: {c}" for v, c in zip(vals.tolist(), counts.tolist()))
+        lines.append(f"steps (actual - expected in units of the scale): {hist}")
+    if (~whole).any():
+        lines.append(f"{int((~whole).sum())} differ by a fraction of a step (the last bits of the "
+                     "value: dequantization arithmetic, not the code)")
+    if (~finite).any():
+        lines.append(f"{int((~finite).sum())} differences involve NaN or inf")
+    return lines
 
 
 def quant_mismatch_report(actual, expected, *, x=None, scale=None, zero_point=None, axis=None,
                           max_examples=5):
-    """The text :func:`assert_quant_equal` would raise, or None when the two agree bit for bit."""
+    """The text :func:`assert_quant_equal` would raise, or None when the two agree bit for bit.
+
+    Steps are ``(actual - expected) / s`` (integer codes: ``actual - expected``); a difference
+    that is not a whole number of steps is reported as a last-bit (dequantization) difference;
+    a tie is an input with ``x / s + z = k + 1/2`` exactly (``fractions.Fraction``).
+
+    >>> import numpy as np, refquant as rq
+    >>> x = np.float32([0.125, 0.3])
+    >>> print(rq.testing.quant_mismatch_report(np.float32([0.25, 0.25]), np.float32([0.0, 0.25]),
+    ...                                        x=x, scale=0.25))
+    1 of 2 elements differ (50%)
+    steps (actual - expected in units of the scale): +1: 1
+    1 of 1 differing elements sit on a rounding tie (x / s + z = k + 1/2 exactly)
+      at 0: x=0.125 expected=0.0 actual=0.25
+    """
     actual, expected = np.asarray(actual), np.asarray(expected)
     if actual.shape != expected.shape:
         return f"shapes differ: actual {actual.shape}, expected {expected.shape}"
     if actual.dtype != expected.dtype:
         return f"dtypes differ: actual {actual.dtype}, expected {expected.dtype}"
+    xs = None
+    if x is not None:
+        xs = np.asarray(x)
+        if xs.shape != actual.shape:
+            raise ValueError(f"x must have the outputs' shape {actual.shape}; got {xs.shape}")
+        xs = xs.ravel()
     diff = _differ(actual, expected)
     n = int(diff.sum())
     if n == 0:
@@ -62,30 +101,22 @@ def quant_mismatch_report(actual, expected, *, x=None, scale=None, zero_point=No
     lines = [f"{n} of {diff.size} elements differ ({100 * n / diff.size:.3g}%)"]
     idx = np.flatnonzero(diff.ravel())
     a64, e64 = actual.ravel().astype(np.float64), expected.ravel().astype(np.float64)
-    steps = None
-    if actual.dtype.kind in "iu":
-        steps = (a64 - e64)[idx]
-    elif scale is not None:
-        s = _broadcast_qparam(scale, axis, actual.shape).ravel()[idx]
-        with np.errstate(invalid="ignore"):
-            steps = (a64[idx] - e64[idx]) / s
-    if steps is not None:
-        finite = np.isfinite(steps)
-        if finite.any():
-            k = np.round(steps[finite]).astype(np.int64)
-            vals, counts = np.unique(k, return_counts=True)
-            hist = ", ".join(f"{v:+d}: {c}" for v, c in zip(vals.tolist(), counts.tolist()))
-            lines.append(f"steps (actual - expected in units of the scale): {hist}")
-        if (~finite).any():
-            lines.append(f"{int((~finite).sum())} differences involve NaN or inf")
-    xs = None
-    if x is not None:
-        xs = np.asarray(x).ravel()
-        if scale is not None:
-            s_all = _broadcast_qparam(scale, axis, actual.shape).ravel()
-            ties = sum(_is_tie(float(xs[i]), float(s_all[i])) for i in idx[:100_000])
-            checked = min(idx.size, 100_000)
-            lines.append(f"{ties} of {checked} differing elements sit on a rounding tie (x / s = k + 1/2)")
+    s_all = None if scale is None else _broadcast_qparam(scale, axis, actual.shape).ravel()
+    signed_zero = (a64[idx] == 0) & (e64[idx] == 0)
+    moved = idx[~signed_zero]
+    with np.errstate(invalid="ignore", over="ignore"):
+        if actual.dtype.kind in "iu":
+            lines += _step_lines(a64[moved] - e64[moved])
+        elif s_all is not None and moved.size:
+            lines += _step_lines((a64[moved] - e64[moved]) / s_all[moved])
+    if signed_zero.any():
+        lines.append(f"{int(signed_zero.sum())} differ only in the sign of zero (+0.0 vs -0.0)")
+    if xs is not None and s_all is not None:
+        z_all = _broadcast_qparam(0 if zero_point is None else zero_point, axis, actual.shape).ravel()
+        checked = idx[:100_000]
+        ties = sum(_is_tie(float(xs[i]), float(s_all[i]), float(z_all[i])) for i in checked)
+        lines.append(f"{ties} of {checked.size} differing elements sit on a rounding tie "
+                     "(x / s + z = k + 1/2 exactly)")
     for i in idx[:max_examples]:
         where = np.unravel_index(i, actual.shape) if actual.ndim > 1 else int(i)
         inp = f"x={xs[i].item()!r} " if xs is not None else ""

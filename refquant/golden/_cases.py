@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._dtypes import bfloat16, is_bfloat16
-from .._validation import positive_finite
+from .._validation import check_axis, integer_scalar, positive_finite, resolve_range
 
 __all__ = ["cases", "edge_inputs", "GoldenCases"]
 
@@ -45,13 +45,26 @@ def _neighbours(v: np.ndarray, dtype) -> np.ndarray:
     return patterns.view(vd.dtype)
 
 
+def _finfo(dt: np.dtype):
+    """Finite limits of ``dt`` (ml_dtypes' finfo for bfloat16, whose max and smallest subnormal
+    are not float32's)."""
+    if is_bfloat16(dt):
+        import ml_dtypes
+
+        return ml_dtypes.finfo(dt)
+    return np.finfo(dt)
+
+
 def edge_inputs(scale, zero_point, *, qmin, qmax, dtype=np.float32, n_random=1000, seed=0,
-                max_codes=4096):
+                max_codes=2**16 + 8):
     """Edge-heavy inputs in ``dtype`` for one (scale, zero point) pair (scalar or per-channel
-    first entry): the value of every code ``(q - z) * s`` and every tie ``(q - z + 1/2) * s``
-    (at most ``max_codes`` codes, spread over the range), each with its two float neighbours;
-    the range ends and beyond; subnormals; +-0; NaN; +-inf; then ``n_random`` uniform values
-    over the range widened by 10 % (seeded, deterministic).
+    first entry): the value of every code ``(q - z) * s`` and every tie ``(q - z + 1/2) * s``,
+    each with its two float neighbours (one ulp below and above: both sides of every rounding
+    threshold), for ``q`` from ``qmin - 2`` to ``qmax + 2`` (ranges of more than ``max_codes``
+    codes, i.e. wider than 16 bits: both ends, the codes around ``z`` and ``max_codes`` codes
+    spread over the range); the range ends and beyond; the largest finite values; subnormals;
+    +-0; NaN; +-inf; then ``n_random`` uniform values over the range widened by 10 % (seeded,
+    deterministic).
 
     >>> import numpy as np
     >>> x = edge_inputs(0.5, 0, qmin=-2, qmax=1, n_random=0)
@@ -59,7 +72,11 @@ def edge_inputs(scale, zero_point, *, qmin, qmax, dtype=np.float32, n_random=100
     (True, True, dtype('float32'))
     """
     dt = _dtype(dtype)
-    s = float(np.asarray(scale, np.float64).ravel()[0])
+    qmin, qmax = resolve_range(qmin, qmax, None)
+    n_random = integer_scalar(n_random, "n_random")
+    if n_random < 0:
+        raise ValueError(f"n_random must be >= 0; got {n_random}")
+    s = float(positive_finite(scale, "scale").ravel()[0])
     z = float(np.asarray(zero_point, np.float64).ravel()[0])
     n_codes = qmax - qmin + 1
     if n_codes <= max_codes:
@@ -71,8 +88,7 @@ def edge_inputs(scale, zero_point, *, qmin, qmax, dtype=np.float32, n_random=100
         ]).astype(np.float64))
     values = np.concatenate([(k - z) * s, (k - z + 0.5) * s])
     wide = np.float32 if dt.itemsize == 2 else dt
-    info = np.finfo(np.float16) if dt == np.float16 else (
-        np.finfo(np.float32) if dt.itemsize == 2 else np.finfo(dt))
+    info = _finfo(dt)
     tiny = float(info.smallest_normal)
     special = np.array([0.0, -0.0, tiny, -tiny, tiny / 2, -tiny / 2, float(info.smallest_subnormal),
                         -float(info.smallest_subnormal), float(info.max), -float(info.max),
@@ -81,7 +97,7 @@ def edge_inputs(scale, zero_point, *, qmin, qmax, dtype=np.float32, n_random=100
     rng = np.random.default_rng(seed)
     lo, hi = (qmin - z) * s, (qmax - z) * s
     pad = 0.1 * (hi - lo)
-    rand = rng.uniform(lo - pad, hi + pad, int(n_random))
+    rand = rng.uniform(lo - pad, hi + pad, n_random)
     with np.errstate(over="ignore", invalid="ignore"):
         grid = _neighbours(values, dt)
         rest = np.concatenate([special, rand]).astype(wide).astype(dt)
@@ -103,18 +119,38 @@ class GoldenCases:
         return save(self, path, format=format)
 
 
+def _dtype_name(v) -> str:
+    """How a qparam was given: a NumPy dtype name, or "python" (float, int or list)."""
+    return np.asarray(v).dtype.name if isinstance(v, (np.ndarray, np.generic)) else "python"
+
+
+def _as_json(v):
+    """A qparam as JSON numbers (exact: float64 holds every float16/bfloat16/float32 value)."""
+    a = np.asarray(v)
+    return a.tolist() if a.dtype.kind in "iu" else a.astype(np.float64).tolist()
+
+
 def cases(scale, zero_point=0, *, qmin, qmax, dtype=np.float32, op="fake_quantize",
           convention="exact", axis=None, n_random=1000, seed=0) -> GoldenCases:
     """Golden vectors: :func:`edge_inputs` and ``rq.quantize`` / ``rq.fake_quantize`` of them.
 
-    Per-channel (``axis`` given, 1-D ``scale``): the inputs have shape ``(n, channels)`` with
-    ``axis=1`` (each column built from its channel's qparams). NaN inputs are left out of
-    ``op="quantize"`` cases when the convention has no code for NaN.
+    ``outputs = rq.fake_quantize(inputs, scale, zero_point, qmin=qmin, qmax=qmax, axis=axis,
+    convention=convention)`` (or ``rq.quantize`` for ``op="quantize"``: integer codes in the
+    smallest integer dtype holding the range). Per-channel (``axis`` given, 1-D ``scale``): the
+    inputs are 2-D with the channels along ``axis`` (0 or 1, negative allowed), each channel's
+    inputs built from its own qparams. NaN inputs are left out of ``op="quantize"`` cases when
+    the convention has no code for NaN.
+
+    The manifest records the refquant version, op, convention, scale and zero point with the
+    dtypes they were given in (``scale_dtype``, ``zero_point_dtype``: a NumPy dtype name or
+    ``"python"``), qmin, qmax, axis, the input and output dtypes and the shape.
 
     >>> import numpy as np, refquant as rq
     >>> g = rq.golden.cases(0.25, 0, qmin=-8, qmax=7, n_random=10)
     >>> g.manifest["op"], g.inputs.dtype == g.outputs.dtype, g.outputs.shape == g.inputs.shape
     ('fake_quantize', True, True)
+    >>> bool(np.isin(np.float32(0.375), g.inputs)), g.outputs[g.inputs == np.float32(0.375)]
+    (True, array([0.5], dtype=float32))
     """
     import refquant as rq
 
@@ -124,36 +160,42 @@ def cases(scale, zero_point=0, *, qmin, qmax, dtype=np.float32, op="fake_quantiz
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
     conv = _conventions.get(convention)
     dt = _dtype(dtype)
+    qmin, qmax = resolve_range(qmin, qmax, None)
     positive_finite(scale, "scale")
     s = np.asarray(scale)
     zp = np.asarray(zero_point)
     if axis is None:
         x = edge_inputs(s, zp, qmin=qmin, qmax=qmax, dtype=dt, n_random=n_random, seed=seed)
     else:
+        ax = check_axis(axis, 2)
         if s.ndim != 1:
             raise ValueError(f"per-channel scale must be 1-D; got shape {s.shape}")
         zs = np.broadcast_to(zp, s.shape)
         cols = [edge_inputs(si, zi, qmin=qmin, qmax=qmax, dtype=dt, n_random=n_random, seed=seed + i)
                 for i, (si, zi) in enumerate(zip(s, zs))]
         n = min(len(c) for c in cols)
-        x = np.stack([c[:n] for c in cols], axis=1)
-        if axis != 1:
-            raise ValueError(f"golden per-channel cases use axis=1 (columns); got axis={axis!r}")
+        x = np.stack([c[:n] for c in cols], axis=ax)
     if op == "quantize" and conv.nan == "error":
-        keep = ~np.isnan(x.astype(np.float64)).any(axis=tuple(range(1, x.ndim)) or None)
-        x = x[keep] if x.ndim > 1 else x[~np.isnan(x.astype(np.float64))]
+        nan = np.isnan(x.astype(np.float64))
+        if x.ndim > 1:  # drop whole rows (or columns) across the channels
+            other = 1 - ax
+            keep = ~nan.any(axis=ax)
+            x = np.compress(keep, x, axis=other)
+        else:
+            x = x[~nan]
     fn = rq.quantize if op == "quantize" else rq.fake_quantize
     y = fn(x, scale, zero_point, qmin=qmin, qmax=qmax, axis=axis, convention=conv)
     manifest = {
         "refquant_version": rq.__version__,
         "op": op,
         "convention": conv.name,
-        "scale": s.tolist(),
-        "scale_dtype": s.dtype.name if isinstance(scale, (np.ndarray, np.generic)) else "python",
-        "zero_point": zp.tolist(),
-        "qmin": int(qmin),
-        "qmax": int(qmax),
-        "axis": axis,
+        "scale": _as_json(s),
+        "scale_dtype": _dtype_name(scale),
+        "zero_point": _as_json(zp),
+        "zero_point_dtype": _dtype_name(zero_point),
+        "qmin": qmin,
+        "qmax": qmax,
+        "axis": None if axis is None else int(axis),
         "input_dtype": x.dtype.name,
         "output_dtype": y.dtype.name,
         "shape": list(x.shape),

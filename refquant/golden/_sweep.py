@@ -52,9 +52,12 @@ def _patterns(start: int, stop: int, dt: np.dtype, base: np.ndarray) -> np.ndarr
 
 
 def _differing(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """Flat indices where the bits differ (NaN equals NaN; integers by value)."""
+    """Flat indices where the bits differ (NaN equals NaN; integers by value; integer codes
+    returned as floats compared as float64 values, a NaN code differing)."""
     if expected.dtype.kind in "iu":
-        return np.flatnonzero(actual.astype(np.int64) != expected.astype(np.int64))
+        if actual.dtype.kind in "iu":
+            return np.flatnonzero(actual.astype(np.int64) != expected.astype(np.int64))
+        return np.flatnonzero(~(actual.astype(np.float64) == expected.astype(np.float64)))
     width = f"u{expected.dtype.itemsize}"
     idx = np.flatnonzero(actual.view(width) != expected.view(width))
     if idx.size:
@@ -72,8 +75,12 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
     ``rq.fake_quantize`` under ``convention`` with the same qparams.
 
     ``candidate`` takes a 1-D array of ``dtype`` and returns an array of the same length: floats
-    of ``dtype`` for ``fake_quantize``, integer codes for ``quantize``. ``progress=True`` writes a
-    progress line to stderr. The differing inputs (at most 65536) are passed to :func:`identify`.
+    of ``dtype`` for ``fake_quantize``, integer codes (any integer or float dtype) for
+    ``quantize``. The reference is computed before the candidate runs, and the inputs reported
+    are rebuilt from their bit patterns, so a candidate that writes into its input changes
+    nothing. ``progress=True`` keeps a progress line on stderr; a callable is called as
+    ``progress(done, total, mismatches)`` after each chunk. The differing inputs (at most
+    65536) are passed to :func:`identify`.
 
     >>> import numpy as np, refquant as rq
     >>> cand = lambda x: rq.fake_quantize(x, 0.1, 3, qmin=0, qmax=255, convention="onnx")
@@ -97,6 +104,7 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
     chunk = int(chunk)
     if chunk < 1:
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
+    report = progress if callable(progress) else (_stderr_progress(dt.name) if progress else None)
     fn = rq.fake_quantize if op == "fake_quantize" else rq.quantize
     no_nan_code = op == "quantize" and conv.nan == "error"
     result = SweepResult(dtype=dt.name, convention=conv.name, total=total)
@@ -104,16 +112,17 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
     t0 = time.perf_counter()
     base = np.arange(min(chunk, total), dtype=f"u{dt.itemsize}")
     for start in range(0, total, chunk):
-        x = _patterns(start, min(start + chunk, total), dt, base)
-        actual = np.asarray(candidate(x))
-        if actual.shape != x.shape:
-            raise ValueError(f"candidate returned shape {actual.shape} for input shape {x.shape}")
+        stop = min(start + chunk, total)
+        x = _patterns(start, stop, dt, base)
         xr = x
         if no_nan_code:
             nan = np.isnan(x.astype(np.float32) if dt.itemsize == 2 else x)
             result.skipped += int(nan.sum())
             xr = np.where(nan, np.zeros((), dt), x)
         expected = fn(xr, scale, zero_point, qmin=qmin, qmax=qmax, convention=conv)
+        actual = np.asarray(candidate(x))
+        if actual.shape != x.shape:
+            raise ValueError(f"candidate returned shape {actual.shape} for input shape {x.shape}")
         if op == "fake_quantize" and actual.dtype != expected.dtype:
             raise TypeError(f"candidate returned {actual.dtype}; fake_quantize of {dt.name} "
                             f"must return {dt.name}")
@@ -122,24 +131,29 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
             idx = idx[~nan[idx]]
         if idx.size:
             result.mismatches += int(idx.size)
-            for i in idx[: max(0, n_examples - len(result.examples))]:
-                result.examples.append((start + int(i), x[i].item(), expected[i].item(),
+            inputs = _patterns(start, stop, dt, base)[idx]  # rebuilt: the candidate may write into x
+            for j, i in enumerate(idx[: max(0, n_examples - len(result.examples))]):
+                result.examples.append((start + int(i), inputs[j].item(), expected[i].item(),
                                         actual[i].item()))
             room = 65536 - sum(map(len, bad_x))
             if room > 0:
-                bad_x.append(x[idx[:room]])
+                bad_x.append(inputs[:room])
                 bad_y.append(actual[idx[:room]])
-        if progress:
-            done = min(start + chunk, total)
-            print(f"\rsweep {dt.name}: {100 * done / total:5.1f}% ({done}/{total}), "
-                  f"{result.mismatches} mismatches", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
+        if report is not None:
+            report(stop, total, result.mismatches)
+    if progress is True:
+        sys.stderr.write("\n")
     result.seconds = time.perf_counter() - t0
     if bad_x:
         xs, ys = np.concatenate(bad_x), np.concatenate(bad_y)
-        if op == "quantize":
-            ys = ys.astype(np.int64)
         result.diagnosis = rq.identify(xs, ys, scale, zero_point, qmin=qmin, qmax=qmax, op=op,
-                                       reference=conv.name if not no_nan_code else "exact")
+                                       reference=conv)
     return result
+
+
+def _stderr_progress(name: str):
+    def report(done: int, total: int, mismatches: int) -> None:
+        sys.stderr.write(f"\rsweep {name}: {100 * done / total:5.1f}% ({done}/{total}), "
+                         f"{mismatches} mismatches")
+        sys.stderr.flush()
+    return report

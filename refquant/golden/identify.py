@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import conventions as _conventions
+from .._validation import positive_finite, resolve_range
 
 __all__ = ["identify", "Identification", "CAUSES"]
 
@@ -47,12 +48,30 @@ def _run(x, scale, zero_point, qmin, qmax, op, axis, convention, rounding):
               rounding=rounding)
 
 
+def _no_code(x, op, convention) -> np.ndarray:
+    """Where ``convention`` has no output for ``x``: NaN under ``quantize`` when its NaN is an
+    error (such elements can never match, and are run as 0 so that the rest can be compared)."""
+    if op == "quantize" and _conventions.get(convention).nan == "error":
+        return np.isnan(x.astype(np.float64))
+    return np.zeros(x.shape, bool)
+
+
+def _count(x, y, scale, zero_point, qmin, qmax, op, axis, convention, rounding) -> int:
+    """Elements of ``y`` that ``convention`` under ``rounding`` does not reproduce."""
+    missing = _no_code(x, op, convention)
+    xr = np.where(missing, np.zeros((), x.dtype), x) if missing.any() else x
+    out = _run(xr, scale, zero_point, qmin, qmax, op, axis, convention, rounding)
+    return int((~_same(out, y) | missing).sum())
+
+
 @dataclass
 class Identification:
     """What :func:`identify` found.
 
     ``matches``: (convention, rounding) pairs reproducing ``y`` exactly. ``mismatches``: every pair
-    tried -> its count of differing elements (pairs the convention cannot run are left out).
+    tried -> its count of differing elements (a NaN input counts as differing under ``quantize``
+    for a convention without a code for NaN). ``skipped``: convention -> why it could not run
+    these inputs (an input dtype it does not accept, a zero point outside its rules).
     ``nearest``: the pair with the fewest. ``causes``: cause -> count of elements differing from
     ``reference``. ``examples``: a few (index, input, reference, actual, cause) tuples.
     """
@@ -64,6 +83,7 @@ class Identification:
     reference: str = "exact"
     causes: dict = field(default_factory=dict)
     examples: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)
 
     @property
     def nearest(self):
@@ -82,6 +102,11 @@ class Identification:
             c, r = self.nearest or ("-", "-")
             n = self.mismatches.get(self.nearest, 0)
             lines.append(f"no convention matches; nearest: {c} ({r}) with {n} differing elements")
+            ranked = sorted(self.mismatches.items(), key=lambda t: t[1])[1:5]
+            if ranked:
+                lines.append("  next: " + ", ".join(f"{c} ({r}) {n}" for (c, r), n in ranked))
+        if self.skipped:
+            lines.append("not run: " + "; ".join(f"{c} ({why})" for c, why in self.skipped.items()))
         if self.causes:
             lines.append(f"differences from {self.reference!r}, by cause:")
             lines += [f"  {cause}: {n}" for cause, n in sorted(self.causes.items(), key=lambda t: -t[1])]
@@ -117,18 +142,25 @@ def identify(x, y, scale, zero_point=0, *, qmin, qmax, op="fake_quantize", axis=
         raise ValueError(f"x and y must have the same shape; got {x.shape} and {y.shape}")
     if op == "fake_quantize" and y.dtype != x.dtype:
         raise TypeError(f"fake_quantize output y must have x's dtype {x.dtype}; got {y.dtype}")
+    if op == "quantize" and y.dtype.kind not in "iuf":
+        raise TypeError(f"quantize output y must hold integer codes; got dtype {y.dtype}")
+    resolve_range(qmin, qmax, None)
+    positive_finite(scale, "scale")
     names = _conventions.names() if conventions is None else list(conventions)
-    result = Identification(op=op, size=int(x.size), reference=reference)
+    for name in names + ([] if reference is None else [reference]):
+        _conventions.get(name)  # an unknown name is a ValueError here, not a silent skip
+    ref_name = None if reference is None else _conventions.get(reference).name
+    result = Identification(op=op, size=int(x.size), reference=ref_name)
     for name in names:
         for rounding in ROUNDINGS:
             try:
-                out = _run(x, scale, zero_point, qmin, qmax, op, axis, name, rounding)
-            except (ValueError, TypeError, NotImplementedError):
-                break  # this convention cannot run these inputs (dtype, NaN, zero point)
-            n = int(x.size - _same(out, y).sum())
-            result.mismatches[(name, rounding)] = n
+                n = _count(x, y, scale, zero_point, qmin, qmax, op, axis, name, rounding)
+            except (ValueError, TypeError, NotImplementedError) as exc:
+                result.skipped[_conventions.get(name).name] = str(exc)
+                break  # this convention cannot run these inputs (dtype, zero point, ...)
+            result.mismatches[(_conventions.get(name).name, rounding)] = n
             if n == 0:
-                result.matches.append((name, rounding))
+                result.matches.append((_conventions.get(name).name, rounding))
     if reference is not None:
         _explain(result, x, y, scale, zero_point, qmin, qmax, op, axis, reference, n_examples)
     return result
@@ -172,6 +204,7 @@ def _explain(result, x, y, scale, zero_point, qmin, qmax, op, axis, reference, n
     labels[differ & ~np.isfinite(xf)] = "nan/inf handling"
     code = _codes(y, scale, zero_point, op, axis, x.shape)
     outside = (code < qmin - 0.5) | (code > qmax + 0.5)
+    outside |= _saturated(x, scale, zero_point, qmin, qmax, axis, ref)
     labels[differ & (labels == "") & outside] = "clamp/saturation"
     pending = differ & (labels == "")
     explained = []
@@ -194,6 +227,20 @@ def _explain(result, x, y, scale, zero_point, qmin, qmax, op, axis, reference, n
     idx = np.flatnonzero(differ.ravel())[:n_examples]
     xs, es, ys = x.ravel(), np.asarray(expected).ravel(), y.ravel()
     result.examples = [(int(i), xs[i].item(), es[i].item(), ys[i].item(), flat[i]) for i in idx]
+
+
+def _saturated(x, scale, zero_point, qmin, qmax, axis, ref) -> np.ndarray:
+    """Finite inputs whose reference code before the clamp, ``round(x / s) + z`` under ``ref``'s
+    arithmetic, lies outside [qmin, qmax]: a difference there is a clamp/saturation fault (a
+    kernel that wraps around, saturates to another range, or does not saturate)."""
+    finite = np.isfinite(x.astype(np.float64))
+    xr = np.where(finite, x, np.zeros((), x.dtype))
+    wide = 2**62
+    try:
+        q = _run(xr, scale, zero_point, -wide, wide, "quantize", axis, ref, None)
+    except (ValueError, TypeError, NotImplementedError):
+        return np.zeros(x.shape, bool)
+    return finite & ((q < qmin) | (q > qmax))
 
 
 def _codes(y, scale, zero_point, op, axis, shape):
