@@ -22,11 +22,12 @@ exactly on it goes to the level of smaller magnitude. Inputs are compared exactl
 bfloat16 and float32 widen to float64 without rounding).
 
 ``convention="torch.experimental"`` reproduces torch.ao's experimental ``APoTObserver`` /
-``APoTQuantizer`` (unsigned): float32 levels ``f32(f64(gamma32) * sum(row))`` with
-``gamma32 = f32(alpha32 / sum_i 2^-i)``, codes ``level_indices`` (the level's position in the
-Cartesian product of the terms, not monotone in value), the first ascending level of minimal
-float32 distance ``f32(|level - f32(x)|)``. Unlike torch it never writes into its input and
-clips out-of-range inputs to the end codes.
+``APoTQuantizer``: float32 levels ``f32(gamma32 * f32(p_0 + p_1 + ...))`` (float32 terms, each row
+summed left to right in float32) with ``gamma32 = f32(alpha32 / sum_i 2^-i)``, codes
+``level_indices`` (the level's position in the Cartesian product of the terms, not monotone in
+value), the first ascending level of minimal float32 distance ``f32(|level - f32(x)|)``.
+``signed=True`` is torch's per-term-signed set (see :func:`torch_experimental_qparams`). Unlike
+torch it never writes into its input and clips out-of-range inputs to the end codes.
 """
 
 from __future__ import annotations
@@ -142,12 +143,13 @@ def _level_values(bits: int, k: int, signed: bool, alpha: float, fmt: str) -> np
     return vals
 
 
-def levels(bits, k, *, alpha=1.0, signed=False) -> np.ndarray:
+def levels(bits, k, alpha=1.0, signed=False) -> np.ndarray:
     """The APoT level set, sorted ascending, float64 (each level rounded once from the real value).
 
     ``2**bits`` levels unsigned, ``2**bits - 1`` signed (sign and magnitude over ``bits - 1``
     bits). ``bits`` is at most 16; ``k`` must divide the magnitude width (signed also takes
-    ``k = 2`` with the authors' mixed terms).
+    ``k = 2`` with the authors' mixed terms). ``alpha`` and ``signed`` may be given by position
+    (the issue's signature) or by keyword (DESIGN.md's).
 
     >>> import refquant as rq
     >>> (rq.apot.levels(4, 2) * 48).astype(int).tolist()

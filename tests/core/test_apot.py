@@ -355,3 +355,40 @@ def test_extreme_alpha_projection_stays_exact(alpha, bits, k, signed):
     zero = int(np.flatnonzero(lv == 0.0)[0])
     assert codes.tolist() == [*range(lv.size), 0, lv.size - 1, zero, zero]
     assert_bitwise_equal(rq.apot.fake_quantize(lv, alpha, bits=bits, k=k, signed=signed), lv)
+
+
+def test_levels_alpha_and_signed_by_position_or_keyword():
+    assert_bitwise_equal(rq.apot.levels(4, 2, 3.0, True), rq.apot.levels(4, 2, alpha=3.0, signed=True))
+
+
+def _threshold_oracle(xs, exact):
+    """Code by exact comparison with each real midpoint; on a midpoint, the smaller magnitude."""
+    import bisect
+
+    mids = [(a + b) / 2 for a, b in zip(exact[:-1], exact[1:])]
+    out = []
+    for v in xs:
+        f = Fraction(float(v))
+        m = bisect.bisect_left(mids, f)  # mids[m - 1] < f <= mids[m]
+        if m < len(mids) and f == mids[m] and abs(exact[m + 1]) < abs(exact[m]):
+            m += 1
+        out.append(m)
+    return out
+
+
+@pytest.mark.parametrize("bits,k", UNSIGNED)
+@pytest.mark.parametrize("alpha", [1.0, 2.2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_threshold_every_unsigned_set(bits, k, alpha, dtype):
+    """Every (bits <= 8, k | bits) at a dyadic and a non-dyadic alpha: each float64 level maps to
+    itself; each threshold and one ulp either side (in dtype) goes where the tie rule says."""
+    lv = rq.apot.levels(bits, k, alpha=alpha)
+    exact = [Fraction(v) for v in lv.tolist()]
+    if dtype == np.float64:
+        assert rq.apot.quantize(lv, alpha, bits=bits, k=k).tolist() == list(range(lv.size))
+    xs = np.concatenate([_around((a + b) / 2, dtype) for a, b in zip(exact[:-1], exact[1:])])
+    got = rq.apot.quantize(xs, alpha, bits=bits, k=k)
+    assert got.tolist() == _threshold_oracle(xs, exact)
+    fq = rq.apot.fake_quantize(xs, alpha, bits=bits, k=k)
+    table = rq.apot.dequantize(np.arange(lv.size), alpha, bits=bits, k=k, dtype=dtype)
+    assert_bitwise_equal(fq, table[got])
