@@ -17,6 +17,8 @@ value, rounded once by ``Tensor.to``).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -51,38 +53,65 @@ def _convention(key: str):
     return _CUSTOM_CONVENTIONS.get(key, key)
 
 
-def _qparam(value, name: str, like: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """(tensor, weak): a Python number becomes a 0-d float64/int64 tensor marked weak."""
-    if isinstance(value, torch.Tensor):
-        return value, False
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a number or a tensor; got {value!r}")
-    if isinstance(value, (int, np.integer)):
-        return torch.tensor(int(value), dtype=torch.int64, device=like.device), True
-    if isinstance(value, (float, np.floating)):
-        return torch.tensor(float(value), dtype=torch.float64, device=like.device), True
-    arr = np.asarray(value)
-    if arr.dtype.kind in "iuf":
-        return torch.as_tensor(arr, device=like.device), False
-    raise TypeError(f"{name} must be a number, an array or a tensor; got {value!r}")
-
-
-def _core_args(x, scale, zero_point, scale_weak, zp_weak, axis, block_size):
-    kwargs = {"axis": axis, "block_size": None if block_size is None else tuple(block_size)}
-    s = scalar_or_array(scale, scale_weak)
-    return to_numpy(x), s, scalar_or_array(zero_point, zp_weak), kwargs
-
-
 # ----------------------------------------------------------------------------- affine
+class _Spec(NamedTuple):
+    """The static arguments of one fake_quantize call, as the core takes them."""
+
+    qmin: int
+    qmax: int
+    axis: int | None
+    block_size: tuple[int, ...] | None
+    rounding: str | None
+    convention: object  # a name or an rq.Convention
+    seed: int | None
+    grad_factor: float
+    lsq_convention: str
+
+    def kwargs(self) -> dict:
+        return {"axis": self.axis, "block_size": self.block_size}
+
+
+def _forward(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
+    """``rq.fake_quantize`` on x's bits with core qparams ``s`` / ``z``, on x's device."""
+    out = rq.fake_quantize(to_numpy(x), s, z, qmin=spec.qmin, qmax=spec.qmax, axis=spec.axis,
+                           block_size=spec.block_size, rounding=spec.rounding,
+                           convention=spec.convention, rng=spec.seed)
+    return from_numpy(out, x.device)
+
+
+def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads: bool):
+    """(grad_x, grad_scale, grad_zero_point) from the core: the STE mask alone, or
+    ``rq.lsq.fake_quantize_grad`` (ndarrays or numbers for the qparams; None without them)."""
+    if not qparam_grads:
+        mask = ste_mask(x, s, z, spec.qmin, spec.qmax, rounding=spec.rounding,
+                        convention=spec.convention, **spec.kwargs())
+        return grad * mask.to(grad.dtype), None, None
+    if spec.block_size is not None:
+        raise NotImplementedError("learnable scale/zero_point gradients with block_size: "
+                                  "rq.lsq.fake_quantize_grad takes per-tensor or axis qparams")
+    gx, gs, gz = rq.lsq.fake_quantize_grad(
+        to_numpy(x), s, z, to_numpy(grad), qmin=spec.qmin, qmax=spec.qmax, axis=spec.axis,
+        grad_factor=spec.grad_factor, convention=spec.lsq_convention,
+    )
+    return from_numpy(np.asarray(gx), x.device).to(grad.dtype).reshape(x.shape), gs, gz
+
+
+def _spec_of(qmin, qmax, axis, block_size, rounding, convention, seed, grad_factor,
+             lsq_convention) -> _Spec:
+    block = None if block_size is None else tuple(block_size)
+    return _Spec(qmin, qmax, axis, block, rounding, _convention(convention), seed, grad_factor,
+                 lsq_convention)
+
+
 def _fake_quantize_impl(
     x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int,
     axis: int | None, block_size: list[int] | None, rounding: str | None, convention: str,
     seed: int | None, scale_weak: bool, zp_weak: bool, grad_factor: float, lsq_convention: str,
 ) -> torch.Tensor:
-    xa, s, z, kw = _core_args(x, scale, zero_point, scale_weak, zp_weak, axis, block_size)
-    out = rq.fake_quantize(xa, s, z, qmin=qmin, qmax=qmax, rounding=rounding,
-                           convention=_convention(convention), rng=seed, **kw)
-    return from_numpy(out, x.device)
+    spec = _spec_of(qmin, qmax, axis, block_size, rounding, convention, seed, grad_factor,
+                    lsq_convention)
+    return _forward(x, scalar_or_array(scale, scale_weak), scalar_or_array(zero_point, zp_weak),
+                    spec)
 
 
 _fake_quantize_op = torch.library.custom_op("refquant::fake_quantize", mutates_args=())(
@@ -114,10 +143,10 @@ def ste_mask(x: torch.Tensor, scale, zero_point, qmin, qmax, axis=None, block_si
              rounding=None, convention="exact") -> torch.Tensor:
     """The straight-through mask of ``fake_quantize`` (bool, x's shape); see :mod:`._ste`.
     ``scale``/``zero_point`` are what the core receives (numbers or arrays)."""
-    s, z = np.asarray(scale), np.asarray(zero_point)
-    per_group = axis is not None or block_size is not None
     if x.numel() <= _DIRECT_MASK_MAX:
         return _direct_mask(x, scale, zero_point, qmin, qmax, axis, block_size, rounding, convention)
+    s, z = np.asarray(scale), np.asarray(zero_point)
+    per_group = axis is not None or block_size is not None
     lo, hi = ste_bounds(
         to_numpy(x).dtype,
         scale if not per_group else s.reshape(-1),
@@ -143,8 +172,10 @@ def _direct_mask(x, scale, zero_point, qmin, qmax, axis, block_size, rounding, c
         float_zero_point=np.asarray(zero_point).dtype.kind == "f",
         wide=(qmax - qmin) >= 256,
     )
-    q = rq.quantize(np.where(nan, 0, xa).astype(xa.dtype), scale, zero_point, qmin=qmin - 1,
-                    qmax=qmax + 1, axis=axis, block_size=block_size,
+    if nan.any():
+        xa = np.where(nan, 0, xa).astype(xa.dtype)
+    q = rq.quantize(xa, scale, zero_point, qmin=qmin - 1, qmax=qmax + 1, axis=axis,
+                    block_size=block_size,
                     rounding="half_even" if rounding == "stochastic" else rounding, convention=conv)
     inside = (q >= qmin) & (q <= qmax) & ~nan
     return from_numpy(inside, x.device)
@@ -156,30 +187,22 @@ def _fake_quantize_backward_impl(
     convention: str, scale_weak: bool, zp_weak: bool, qparam_grads: bool, grad_factor: float,
     lsq_convention: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    xa, s, z, kw = _core_args(x, scale, zero_point, scale_weak, zp_weak, axis, block_size)
+    spec = _spec_of(qmin, qmax, axis, block_size, rounding, convention, None, grad_factor,
+                    lsq_convention)
+    gx, gs, gz = _grads(grad, x, scalar_or_array(scale, scale_weak),
+                        scalar_or_array(zero_point, zp_weak), spec, qparam_grads)
     if not qparam_grads:
-        mask = ste_mask(x, s, z, qmin, qmax, rounding=rounding, convention=convention, **kw)
-        grad_x = grad * mask.to(grad.dtype)
-        return grad_x, torch.zeros_like(scale), torch.zeros_like(zero_point)
-    if block_size is not None:
-        raise NotImplementedError("learnable scale/zero_point gradients with block_size: "
-                                  "rq.lsq.fake_quantize_grad takes per-tensor or axis qparams")
-    gx, gs, gz = rq.lsq.fake_quantize_grad(
-        xa, s, z, to_numpy(grad), qmin=qmin, qmax=qmax, axis=axis, grad_factor=grad_factor,
-        convention=lsq_convention,
-    )
-    return (
-        from_numpy(np.asarray(gx), x.device).to(grad.dtype).reshape(x.shape),
-        _as_like(gs, scale),
-        _as_like(gz, zero_point),
-    )
+        return gx, torch.zeros_like(scale), torch.zeros_like(zero_point)
+    return gx, _as_like(gs, scale), _as_like(gz, zero_point)
 
 
 def _as_like(value, like: torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(value, dtype=np.float64)).to(like.device)
+    """A core gradient (float64 or float32 value) in ``like``'s dtype, shape and device, rounded
+    once (an integer ``like`` gets zeros: it cannot take a gradient)."""
     if not like.dtype.is_floating_point:
         return torch.zeros_like(like)
-    return t.to(like.dtype).reshape(like.shape)
+    t = torch.from_numpy(np.array(value, dtype=np.float64, ndmin=1))
+    return t.to(like.dtype).reshape(like.shape).to(like.device)
 
 
 _fake_quantize_backward_op = torch.library.custom_op(
@@ -202,13 +225,12 @@ def _fq_setup(ctx, inputs, output):
     ctx.static = dict(zip(_FQ_STATIC, static, strict=True))
 
 
-def _fq_backward(ctx, grad, backward=None):
-    backward = backward or torch.ops.refquant.fake_quantize_backward
+def _fq_backward(ctx, grad):
     x, scale, zero_point = ctx.saved_tensors
     st = ctx.static
     need = ctx.needs_input_grad
     qparam_grads = bool(need[1] or need[2])
-    gx, gs, gz = backward(
+    gx, gs, gz = torch.ops.refquant.fake_quantize_backward(
         grad, x, scale, zero_point, st["qmin"], st["qmax"], st["axis"], st["block_size"],
         st["rounding"], st["convention"], st["scale_weak"], st["zp_weak"], qparam_grads,
         st["grad_factor"], st["lsq_convention"],
@@ -220,23 +242,73 @@ def _fq_backward(ctx, grad, backward=None):
 _fake_quantize_op.register_autograd(_fq_backward, setup_context=_fq_setup)
 
 
+def _core_qparam(value):
+    """A qparam as the core takes it: a plain tensor's values as an ndarray, anything else as is."""
+    return to_numpy(value) if isinstance(value, torch.Tensor) else value
+
+
 class _EagerFakeQuantize(torch.autograd.Function):
-    """The same forward and backward as the custom op, without its dispatch cost (~80 us a call):
-    used in eager mode on plain tensors; compile, export and tensor subclasses take the op."""
+    """The custom op's forward and backward without its dispatch cost: used in eager mode on plain
+    tensors, with Python-number or NumPy qparams handed to the core as they are; compile,
+    export and tensor subclasses take the op. Tensor qparams are saved with their version
+    counters, so an in-place change before backward raises as for any torch op."""
 
     @staticmethod
-    def forward(ctx, *inputs):
-        out = _fake_quantize_impl(*inputs)
-        _fq_setup(ctx, inputs, out)
-        return out
+    def forward(ctx, x, scale, zero_point, spec):
+        is_tensor = (isinstance(scale, torch.Tensor), isinstance(zero_point, torch.Tensor))
+        ctx.save_for_backward(x, *(t for t in (scale, zero_point) if isinstance(t, torch.Tensor)))
+        ctx.is_tensor, ctx.spec = is_tensor, spec
+        ctx.numbers = (None if is_tensor[0] else scale, None if is_tensor[1] else zero_point)
+        return _forward(x, _core_qparam(scale), _core_qparam(zero_point), spec)
 
     @staticmethod
     def backward(ctx, grad):
-        return _fq_backward(ctx, grad, _fake_quantize_backward_impl)
+        x, *saved = ctx.saved_tensors
+        qparams = [saved.pop(0) if is_t else num for is_t, num in zip(ctx.is_tensor, ctx.numbers)]
+        need = ctx.needs_input_grad
+        qparam_grads = bool(need[1] or need[2])
+        gx, gs, gz = _grads(grad, x, _core_qparam(qparams[0]), _core_qparam(qparams[1]), ctx.spec,
+                            qparam_grads)
+        return (gx if need[0] else None,
+                _as_like(gs, qparams[0]) if need[1] else None,
+                _as_like(gz, qparams[1]) if need[2] else None,
+                None)
 
 
-def _eager(*tensors) -> bool:
-    return not torch.compiler.is_compiling() and all(type(t) is torch.Tensor for t in tensors)
+def _check_qparam(value, name: str):
+    """``value`` if it is a number, a NumPy number or array of numbers, or a tensor."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a number or a tensor; got {value!r}")
+    if isinstance(value, (int, float, torch.Tensor, np.ndarray, np.integer, np.floating)):
+        return value
+    arr = np.asarray(value)
+    if arr.dtype.kind in "iuf":
+        return arr
+    raise TypeError(f"{name} must be a number, an array or a tensor; got {value!r}")
+
+
+def _op_qparam(value, like: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(tensor, weak) for the op schema: a Python number becomes a 0-d float64/int64 tensor
+    marked weak (given back to the core as the same Python number); NumPy values keep their
+    dtype."""
+    if isinstance(value, torch.Tensor):
+        return value, False
+    if isinstance(value, int):
+        return torch.tensor(value, dtype=torch.int64, device=like.device), True
+    if isinstance(value, float):
+        return torch.tensor(value, dtype=torch.float64, device=like.device), True
+    return torch.as_tensor(np.asarray(value), device=like.device), False
+
+
+def _eager(x, scale, zero_point) -> bool:
+    return (type(x) is torch.Tensor and not torch.compiler.is_compiling()
+            and all(type(t) is torch.Tensor for t in (scale, zero_point)
+                    if isinstance(t, torch.Tensor)))
+
+
+def _needs_grad(*values) -> bool:
+    return torch.is_grad_enabled() and any(
+        isinstance(v, torch.Tensor) and v.requires_grad for v in values)
 
 
 def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
@@ -245,11 +317,13 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     """Differentiable ``rq.fake_quantize``: ``(q - z) * s`` with
     ``q = clamp(round(x / s) + z, qmin, qmax)`` under ``convention``, in x's dtype and device.
 
-    The forward is ``rq.fake_quantize`` on x's bits (same arguments; ``rng`` is an int seed or a
-    NumPy Generator, from which one seed is drawn). Backward: ``grad * m(x)``, m the
-    straight-through mask (1 where the unclamped code lies in ``[qmin, qmax]``; torch's rule).
-    When ``scale`` or ``zero_point`` is a tensor that requires grad, the three gradients are
-    ``rq.lsq.fake_quantize_grad(..., grad_factor=grad_factor, convention=lsq_convention)``.
+    The forward is ``rq.fake_quantize`` on x's bits with the same arguments (a tensor ``scale`` /
+    ``zero_point`` reaches the core as an ndarray of its dtype, a Python or NumPy number as it
+    is; ``rng`` is an int seed or a NumPy Generator, from which one seed is drawn). Backward:
+    ``grad * m(x)``, m the straight-through mask (1 where the unclamped code lies in
+    ``[qmin, qmax]``; torch's rule). When ``scale`` or ``zero_point`` is a tensor that requires
+    grad, the three gradients are ``rq.lsq.fake_quantize_grad(..., grad_factor=grad_factor,
+    convention=lsq_convention)``, each qparam's in its own dtype and shape.
 
     >>> import torch, refquant_torch as rqt
     >>> x = torch.tensor([0.125, 0.375, 9.0], requires_grad=True)
@@ -261,18 +335,26 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     """
     x = check_float_tensor(x)
     qmin, qmax = resolve_range(qmin, qmax, fmt)
-    scale_t, scale_weak = _qparam(scale, "scale", x)
-    zp_t, zp_weak = _qparam(zero_point, "zero_point", x)
+    scale = _check_qparam(scale, "scale")
+    zero_point = _check_qparam(zero_point, "zero_point")
     if axis is not None:
         axis = check_axis(axis, x.dim())
     block = None if block_size is None else [int(b) for b in block_size]
     seed = _seed(rng)
-    key = _convention_key(convention)
-    args = (x, scale_t, zp_t, qmin, qmax, axis, block, rounding, key, seed, scale_weak, zp_weak,
-            float(grad_factor), str(lsq_convention))
-    if _eager(x, scale_t, zp_t):
-        return _EagerFakeQuantize.apply(*args)
-    return torch.ops.refquant.fake_quantize(*args)
+    grad_factor, lsq_convention = float(grad_factor), str(lsq_convention)
+    if _eager(x, scale, zero_point):
+        if isinstance(convention, str):
+            rq.conventions.get(convention)  # a ValueError that lists the known names
+        spec = _Spec(qmin, qmax, axis, None if block is None else tuple(block), rounding,
+                     convention, seed, grad_factor, lsq_convention)
+        if not _needs_grad(x, scale, zero_point):
+            return _forward(x, _core_qparam(scale), _core_qparam(zero_point), spec)
+        return _EagerFakeQuantize.apply(x, scale, zero_point, spec)
+    scale_t, scale_weak = _op_qparam(scale, x)
+    zp_t, zp_weak = _op_qparam(zero_point, x)
+    return torch.ops.refquant.fake_quantize(
+        x, scale_t, zp_t, qmin, qmax, axis, block, rounding, _convention_key(convention), seed,
+        scale_weak, zp_weak, grad_factor, lsq_convention)
 
 
 def _seed(rng) -> int | None:
@@ -286,49 +368,75 @@ def _seed(rng) -> int | None:
 
 
 # ----------------------------------------------------------------------------- PACT and APoT
-def _alpha_tensor(alpha, x: torch.Tensor) -> torch.Tensor:
+def _check_alpha(alpha, per_channel: bool = False):
+    """``alpha`` if it is a real number or a one-element float tensor (1-D with ``axis``), else
+    an error naming it."""
     if isinstance(alpha, torch.Tensor):
-        if alpha.numel() != 1 or not alpha.dtype.is_floating_point:
+        if not alpha.dtype.is_floating_point or (alpha.numel() != 1 and not per_channel):
             raise ValueError(f"alpha must be a one-element float tensor; got shape "
                              f"{tuple(alpha.shape)} dtype {alpha.dtype}")
         return alpha
-    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.number)):
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer,
+                                                                      np.floating)):
         raise TypeError(f"alpha must be a number or a tensor; got {alpha!r}")
+    return alpha
+
+
+def _alpha_tensor(alpha, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(alpha, torch.Tensor):
+        return alpha
     return torch.tensor(float(alpha), dtype=torch.float64, device=x.device)
 
 
-def _alpha_value(alpha: torch.Tensor) -> float:
-    return float(to_numpy(alpha).reshape(()).astype(np.float64))
+def _alpha_value(alpha, per_channel: bool = False):
+    """alpha as the core takes it: a float64 value (a tensor's value widened exactly), a 1-D
+    float64 array per channel."""
+    if isinstance(alpha, torch.Tensor):
+        a = to_numpy(alpha).astype(np.float64)
+        return a.reshape(-1) if per_channel else float(a.reshape(()))
+    return float(alpha)
+
+
+def _alpha_forward(core_fn, x: torch.Tensor, alpha, kwargs: dict) -> torch.Tensor:
+    a = _alpha_value(alpha, kwargs.get("axis") is not None)
+    return from_numpy(core_fn(to_numpy(x), a, **kwargs), x.device)
+
+
+def _alpha_grads(core_grad, grad: torch.Tensor, x: torch.Tensor, alpha, kwargs: dict):
+    """(grad_x in grad's dtype, grad_alpha as an ndarray) from the core's grad function."""
+    a = _alpha_value(alpha, kwargs.get("axis") is not None)
+    gx, ga = core_grad(to_numpy(x), a, to_numpy(grad), **kwargs)
+    return from_numpy(np.asarray(gx), x.device).to(grad.dtype), ga
 
 
 @torch.library.custom_op("refquant::pact", mutates_args=())
-def _pact_op(x: torch.Tensor, alpha: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
-    out = rq.pact.fake_quantize(to_numpy(x), _alpha_value(alpha), bits=bits, signed=signed)
-    return from_numpy(out, x.device)
+def _pact_op(x: torch.Tensor, alpha: torch.Tensor, bits: int, signed: bool, rounding: str,
+             axis: int | None, rng: int | None) -> torch.Tensor:
+    return _alpha_forward(rq.pact.fake_quantize, x, alpha, {
+        "bits": bits, "signed": signed, "rounding": rounding, "axis": axis, "rng": rng})
 
 
 @torch.library.custom_op("refquant::pact_backward", mutates_args=())
 def _pact_backward_op(grad: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, bits: int,
-                      signed: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    gx, ga = rq.pact.fake_quantize_grad(to_numpy(x), _alpha_value(alpha), to_numpy(grad),
-                                        bits=bits, signed=signed)
-    return from_numpy(np.asarray(gx), x.device).to(grad.dtype), _as_like(ga, alpha)
+                      signed: bool, axis: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    gx, ga = _alpha_grads(rq.pact.fake_quantize_grad, grad, x, alpha,
+                          {"bits": bits, "signed": signed, "axis": axis})
+    return gx, _as_like(ga, alpha)
 
 
 @torch.library.custom_op("refquant::apot_fake_quantize", mutates_args=())
 def _apot_op(x: torch.Tensor, alpha: torch.Tensor, bits: int, k: int, signed: bool,
              convention: str) -> torch.Tensor:
-    out = rq.apot.fake_quantize(to_numpy(x), _alpha_value(alpha), bits=bits, k=k, signed=signed,
-                                convention=convention)
-    return from_numpy(out, x.device)
+    return _alpha_forward(rq.apot.fake_quantize, x, alpha,
+                          {"bits": bits, "k": k, "signed": signed, "convention": convention})
 
 
 @torch.library.custom_op("refquant::apot_fake_quantize_backward", mutates_args=())
 def _apot_backward_op(grad: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, bits: int,
                       k: int, signed: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    gx, ga = rq.apot.fake_quantize_grad(to_numpy(x), _alpha_value(alpha), to_numpy(grad),
-                                        bits=bits, k=k, signed=signed)
-    return from_numpy(np.asarray(gx), x.device).to(grad.dtype), _as_like(ga, alpha)
+    gx, ga = _alpha_grads(rq.apot.fake_quantize_grad, grad, x, alpha,
+                          {"bits": bits, "k": k, "signed": signed})
+    return gx, _as_like(ga, alpha)
 
 
 def _like_x(x, *args):
@@ -353,10 +461,10 @@ def _alpha_setup(ctx, inputs, output):
 
 def _pact_backward(ctx, grad):
     x, alpha = ctx.saved_tensors
-    bits, signed = ctx.static
-    gx, ga = torch.ops.refquant.pact_backward(grad, x, alpha, bits, signed)
+    bits, signed, _, axis, _ = ctx.static
+    gx, ga = torch.ops.refquant.pact_backward(grad, x, alpha, bits, signed, axis)
     need = ctx.needs_input_grad
-    return gx if need[0] else None, ga if need[1] else None, None, None
+    return gx if need[0] else None, ga if need[1] else None, None, None, None, None, None
 
 
 def _apot_backward(ctx, grad):
@@ -371,21 +479,88 @@ _pact_op.register_autograd(_pact_backward, setup_context=_alpha_setup)
 _apot_op.register_autograd(_apot_backward, setup_context=_alpha_setup)
 
 
-def pact(x, alpha, *, bits, signed=False):
+class _EagerAlpha(torch.autograd.Function):
+    """PACT / APoT in eager mode on plain tensors: the custom ops' math without their dispatch
+    cost. ``core`` is (forward, grad, grad keyword names)."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, core, kwargs):
+        forward_fn, grad_fn, grad_keys = core
+        if isinstance(alpha, torch.Tensor):
+            ctx.save_for_backward(x, alpha)
+        else:
+            ctx.save_for_backward(x)
+            ctx.alpha = alpha
+        ctx.grad_fn, ctx.grad_kwargs = grad_fn, {k: kwargs[k] for k in grad_keys}
+        return _alpha_forward(forward_fn, x, alpha, kwargs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, *alpha = ctx.saved_tensors
+        alpha = alpha[0] if alpha else ctx.alpha
+        gx, ga = _alpha_grads(ctx.grad_fn, grad, x, alpha, ctx.grad_kwargs)
+        need = ctx.needs_input_grad
+        return gx if need[0] else None, _as_like(ga, alpha) if need[1] else None, None, None
+
+
+_PACT_CORE = (rq.pact.fake_quantize, rq.pact.fake_quantize_grad, ("bits", "signed", "axis"))
+_APOT_CORE = (rq.apot.fake_quantize, rq.apot.fake_quantize_grad, ("bits", "k", "signed"))
+
+
+def _run_alpha(x, alpha, core, kwargs: dict, op):
+    if _eager(x, alpha, None):
+        if not _needs_grad(x, alpha):
+            return _alpha_forward(core[0], x, alpha, kwargs)
+        return _EagerAlpha.apply(x, alpha, core, kwargs)
+    return op(x, _alpha_tensor(alpha, x), *kwargs.values())
+
+
+def pact(x, alpha, *, bits, signed=False, rounding="half_even", axis=None, rng=None):
     """Differentiable PACT (arXiv:1805.06085): ``rq.pact.fake_quantize`` on x's bits, in x's
-    dtype; backward ``rq.pact.fake_quantize_grad`` (``grad_x`` is the straight-through grad inside
-    the clipping range, ``grad_alpha`` the sum of the clipped part). ``alpha`` is a number or a
-    one-element tensor (learnable when it requires grad); its gradient has its dtype.
+    dtype: ``y = round(clip(x, lo, alpha) / s) * s`` with ``s = alpha / (2**bits - 1)`` and
+    ``lo = 0`` (``signed``: ``lo = -alpha``, ``s = alpha / (2**(bits-1) - 1)``), as the core
+    defines it (``rounding``, per-channel ``axis`` with a 1-D ``alpha``, and ``rng`` as in the
+    core; ``rng`` is an int seed or a NumPy Generator, from which one seed is drawn).
+    Backward ``rq.pact.fake_quantize_grad``: ``grad_x`` is the straight-through grad
+    inside the clipping range, ``grad_alpha`` the core's sum over the clipped part. ``alpha`` is a
+    number or a one-element float tensor (learnable when it requires grad); its gradient has its
+    dtype and shape.
+
+    >>> import torch, refquant_torch as rqt
+    >>> x = torch.tensor([-0.5, 0.2, 0.5, 3.0], requires_grad=True)
+    >>> alpha = torch.tensor([1.0], requires_grad=True)
+    >>> y = rqt.pact(x, alpha, bits=2)
+    >>> y.tolist()
+    [0.0, 0.3333333432674408, 0.6666666865348816, 1.0]
+    >>> y.sum().backward(); x.grad.tolist(), alpha.grad.tolist()
+    ([0.0, 1.0, 1.0, 0.0], [1.0])
     """
     x = check_float_tensor(x)
-    return torch.ops.refquant.pact(x, _alpha_tensor(alpha, x), int(bits), bool(signed))
+    if axis is not None:
+        axis = check_axis(axis, x.dim())
+    kwargs = {"bits": int(bits), "signed": bool(signed), "rounding": str(rounding), "axis": axis,
+              "rng": _seed(rng)}
+    return _run_alpha(x, _check_alpha(alpha, axis is not None), _PACT_CORE, kwargs,
+                      torch.ops.refquant.pact)
 
 
 def apot_fake_quantize(x, alpha, *, bits, k, signed=False, convention="paper"):
     """Differentiable APoT (arXiv:1909.13144): ``rq.apot.fake_quantize`` on x's bits, in x's
-    dtype; backward ``rq.apot.fake_quantize_grad`` (straight-through ``grad_x`` inside
-    ``[-alpha, alpha]``, and the paper's ``grad_alpha``). ``alpha`` as in :func:`pact`.
+    dtype: ``clip(x, -alpha, alpha)`` (``[0, alpha]`` unsigned) projected onto the nearest level of
+    ``rq.apot.levels(bits, k, alpha=alpha, signed=signed)`` under ``convention``. Backward
+    ``rq.apot.fake_quantize_grad`` (straight-through ``grad_x`` inside the clipping range, and the
+    paper's ``grad_alpha``). ``alpha`` as in :func:`pact`.
+
+    >>> import torch, refquant_torch as rqt
+    >>> x = torch.tensor([0.3, 0.6, 2.0], requires_grad=True)
+    >>> y = rqt.apot_fake_quantize(x, 1.0, bits=2, k=1)
+    >>> y.tolist() == [float(v) for v in
+    ...               __import__("refquant").apot.fake_quantize(x.detach().numpy(), 1.0, bits=2, k=1)]
+    True
+    >>> y.sum().backward(); x.grad.tolist()
+    [1.0, 1.0, 0.0]
     """
     x = check_float_tensor(x)
-    return torch.ops.refquant.apot_fake_quantize(x, _alpha_tensor(alpha, x), int(bits), int(k),
-                                                 bool(signed), str(convention))
+    kwargs = {"bits": int(bits), "k": int(k), "signed": bool(signed), "convention": str(convention)}
+    return _run_alpha(x, _check_alpha(alpha), _APOT_CORE, kwargs,
+                      torch.ops.refquant.apot_fake_quantize)

@@ -1,0 +1,180 @@
+"""The eager fast paths equal the custom ops bit for bit; NumPy qparams reach the core as they are;
+LSQ and PACT gradients per dtype; per-channel PACT; export of every op."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import refquant as rq  # noqa: E402
+import refquant_torch as rqt  # noqa: E402
+from refquant_torch._bridge import from_numpy, to_numpy  # noqa: E402
+
+from .test_functional import DTYPES, assert_same_bits, tie_heavy  # noqa: E402
+
+
+def _as_subclass(t):
+    """The same values as a tensor subclass: fake_quantize then takes the custom op."""
+    class Sub(torch.Tensor):
+        pass
+
+    return t.as_subclass(Sub)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("convention", ["aimet", "torchao", "exact", "torch.fake_quantize"])
+def test_numpy_scalar_scale_is_not_weak(dtype, convention):
+    """A NumPy float32 scale is a float32 qparam in the core (not a Python number)."""
+    x = tie_heavy(np.random.default_rng(3), 300, 0.0123, dtype)
+    x = x[torch.isfinite(x)] if convention == "aimet" else x
+    if str(dtype).split(".")[-1] not in rq.conventions.get(convention).input_dtypes:
+        pytest.skip(f"{convention} does not take {dtype}")
+    s = np.float32(0.0123)
+    y = rqt.fake_quantize(x, s, 0, qmin=-128, qmax=127, convention=convention)
+    core = rq.fake_quantize(to_numpy(x), s, 0, qmin=-128, qmax=127, convention=convention)
+    assert_same_bits(y, from_numpy(core))
+    y_op = rqt.fake_quantize(_as_subclass(x), s, 0, qmin=-128, qmax=127, convention=convention)
+    assert_same_bits(y_op.as_subclass(torch.Tensor), y)
+
+
+@settings(deadline=None, max_examples=20)
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from(DTYPES),
+       learn=st.sampled_from(["none", "scale", "both"]),
+       lsq=st.sampled_from(["lsq", "torch.learnable"]), per_channel=st.booleans())
+def test_eager_path_equals_custom_op_and_core(seed, dtype, learn, lsq, per_channel):
+    rng = np.random.default_rng(seed)
+    x0 = tie_heavy(rng, 40, 0.1, dtype).reshape(-1, 5)
+    x0 = x0[:, :4] if per_channel else x0
+    x0 = torch.where(torch.isfinite(x0), x0, torch.zeros_like(x0))
+    g = torch.tensor(rng.standard_normal(tuple(x0.shape)), dtype=dtype)
+    kw = {"qmin": -8, "qmax": 7, "lsq_convention": lsq, "convention": "torch.fake_quantize"}
+    if per_channel:
+        s0, z0, kw["axis"] = torch.tensor([0.1, 0.2, 0.05, 0.3]), torch.tensor([1., -2., 0., 3.]), 1
+    else:
+        s0, z0 = torch.tensor(0.1), torch.tensor(2.0)
+    results = []
+    for wrap in (lambda t: t, _as_subclass):
+        x = wrap(x0.clone()).requires_grad_()
+        s = s0.clone().requires_grad_(learn != "none")
+        z = z0.clone().requires_grad_(learn == "both")
+        y = rqt.fake_quantize(x, s, z, **kw)
+        y.backward(g)
+        results.append((y.as_subclass(torch.Tensor).detach(),
+                        x.grad.as_subclass(torch.Tensor), s.grad, z.grad))
+    (ya, gxa, gsa, gza), (yb, gxb, gsb, gzb) = results
+    assert_same_bits(ya, yb)
+    assert_same_bits(gxa, gxb)
+    core_y = rq.fake_quantize(to_numpy(x0), to_numpy(s0), to_numpy(z0), qmin=-8, qmax=7,
+                              axis=kw.get("axis"), convention="torch.fake_quantize")
+    assert_same_bits(ya, from_numpy(core_y))
+    if learn == "none":
+        assert gsa is None and gsb is None
+        return
+    cgx, cgs, cgz = rq.lsq.fake_quantize_grad(to_numpy(x0), to_numpy(s0), to_numpy(z0),
+                                              to_numpy(g), qmin=-8, qmax=7, axis=kw.get("axis"),
+                                              convention=lsq)
+    assert_same_bits(gxa, from_numpy(np.asarray(cgx)).reshape(x0.shape))
+    expected_s = torch.from_numpy(np.array(cgs, dtype=np.float64, ndmin=1)).to(torch.float32)
+    assert_same_bits(gsa, expected_s.reshape(s0.shape))
+    assert_same_bits(gsb, gsa)
+    if learn == "both":
+        expected_z = torch.from_numpy(np.array(cgz, dtype=np.float64, ndmin=1)).to(torch.float32)
+        assert_same_bits(gza, expected_z.reshape(z0.shape))
+        assert_same_bits(gzb, gza)
+
+
+def test_no_grad_forward_has_no_graph_and_grad_forward_has_one():
+    x = torch.randn(10)
+    assert rqt.fake_quantize(x, 0.1, 0, fmt=rq.int8).grad_fn is None
+    xr = x.clone().requires_grad_()
+    assert rqt.fake_quantize(xr, 0.1, 0, fmt=rq.int8).grad_fn is not None
+    with torch.no_grad():
+        assert rqt.fake_quantize(xr, 0.1, 0, fmt=rq.int8).grad_fn is None
+    assert rqt.pact(x, 1.0, bits=4).grad_fn is None
+
+
+def test_in_place_change_of_a_saved_scale_raises():
+    x = torch.randn(10, requires_grad=True)
+    s = torch.tensor(0.1, requires_grad=True)
+    y = rqt.fake_quantize(x, s, 0, fmt=rq.int8)
+    with torch.no_grad():
+        s.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pact_per_channel_equals_core_with_grads(dtype):
+    rng = np.random.default_rng(11)
+    x0 = torch.tensor(rng.standard_normal((5, 3)) * 2, dtype=dtype)
+    g = torch.tensor(rng.standard_normal((5, 3)), dtype=dtype)
+    alpha0 = torch.tensor([0.5, 1.0, 2.0])
+    outs = []
+    for wrap in (lambda t: t, _as_subclass):
+        x = wrap(x0.clone()).requires_grad_()
+        alpha = alpha0.clone().requires_grad_()
+        y = rqt.pact(x, alpha, bits=3, signed=True, axis=1)
+        y.backward(g)
+        outs.append((y.as_subclass(torch.Tensor).detach(), x.grad.as_subclass(torch.Tensor),
+                     alpha.grad))
+    core = rq.pact.fake_quantize(to_numpy(x0), to_numpy(alpha0).astype(np.float64), bits=3,
+                                 signed=True, axis=1)
+    gx, ga = rq.pact.fake_quantize_grad(to_numpy(x0), to_numpy(alpha0).astype(np.float64),
+                                        to_numpy(g), bits=3, signed=True, axis=1)
+    for y, gxt, gat in outs:
+        assert_same_bits(y, from_numpy(core))
+        assert_same_bits(gxt, from_numpy(np.asarray(gx)))
+        assert_same_bits(gat, torch.from_numpy(np.asarray(ga, dtype=np.float64)).to(torch.float32))
+
+
+def test_pact_stochastic_rounding_seeded():
+    x = torch.linspace(0, 1, 50)
+    a = rqt.pact(x, 1.0, bits=2, rounding="stochastic", rng=5)
+    b = rqt.pact(x, 1.0, bits=2, rounding="stochastic", rng=5)
+    core = rq.pact.fake_quantize(to_numpy(x), 1.0, bits=2, rounding="stochastic", rng=5)
+    assert_same_bits(a, b)
+    assert_same_bits(a, from_numpy(core))
+
+
+def test_export_has_every_op_and_matches_eager():
+    class M(torch.nn.Module):
+        def forward(self, t):
+            a = rqt.pact(t.abs(), 1.0, bits=4)
+            b = rqt.apot_fake_quantize(t, 1.0, bits=4, k=2, signed=True)
+            return rqt.fake_quantize(a + b, 0.05, 2, qmin=0, qmax=255)
+
+    x = torch.randn(6, 3)
+    ep = torch.export.export(M(), (x,))
+    targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert {"refquant.pact.default", "refquant.apot_fake_quantize.default",
+            "refquant.fake_quantize.default"} <= targets
+    assert_same_bits(ep.module()(x), M()(x))
+
+
+def test_compile_fullgraph_learnable_scale_grads_equal_eager():
+    x0 = torch.randn(7, 4)
+
+    def f(t, s, z):
+        return rqt.fake_quantize(t, s, z, qmin=0, qmax=15, lsq_convention="lsq").sum()
+
+    grads = []
+    for fn in (f, torch.compile(f, fullgraph=True, backend="aot_eager")):
+        x = x0.clone().requires_grad_()
+        s = torch.tensor(0.2, requires_grad=True)
+        z = torch.tensor(3.0, requires_grad=True)
+        fn(x, s, z).backward()
+        grads.append((x.grad, s.grad, z.grad))
+    for a, b in zip(*grads):
+        assert_same_bits(a, b)
+
+
+@pytest.mark.parametrize("bad,exc", [(True, TypeError), ("0.1", TypeError), (object(), TypeError)])
+def test_bad_qparams_name_the_argument(bad, exc):
+    with pytest.raises(exc, match="scale"):
+        rqt.fake_quantize(torch.ones(2), bad, 0, fmt=rq.int8)
+    with pytest.raises(exc, match="zero_point"):
+        rqt.fake_quantize(torch.ones(2), 0.1, bad, fmt=rq.int8)
+    with pytest.raises(exc, match="alpha"):
+        rqt.pact(torch.ones(2), bad, bits=4)
