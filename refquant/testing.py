@@ -53,7 +53,7 @@ def _step_lines(steps: np.ndarray) -> list:
     lines = []
     finite = np.isfinite(steps)
     k = np.round(steps[finite])
-    whole = np.abs(steps[finite] - k) <= 1e-3
+    whole = (np.abs(steps[finite] - k) <= 1e-3) & (k != 0)
     if whole.any():
         vals, counts = np.unique(k[whole].astype(np.int64), return_counts=True)
         hist = ", ".join(f"{v:+d}: {c}" for v, c in zip(vals.tolist(), counts.tolist()))
