@@ -9,8 +9,15 @@ Known limits of the knobs, stated rather than approximated:
 - Signed zeros follow the formulas: Brevitas' ``rne(x / s + z)`` is ``-0.0`` for a small negative
   ``x`` with ``z = 0`` and so is its fake-quantized output (reproduced); AIMET's ``rne(x / s) + z``
   adds ``+0`` and gives ``+0.0``.
-- ModelOpt forms the multiplier as ``f32(qmax / amax)`` and dequantizes by dividing by it; no knob
-  expresses either, so using the ``modelopt`` row raises NotImplementedError.
+- ModelOpt (``modelopt.torch.quantization.tensor_quant._tensor_quant`` and the CPU "legacy" fake
+  path) is amax based: ``m = f32(qmax / amax)``, ``q = clamp(rne(f32(x * m)), qmin, qmax)`` with
+  no zero point (``qmax = 2**(b-1) - 1``, or ``2**b - 1`` unsigned; ``qmin = -qmax`` narrow,
+  ``-qmax - 1`` otherwise, 0 unsigned), and the fake-quantized value is ``f32(q / m)``, a
+  division. With refquant's ``scale`` meaning ``s = amax / qmax`` (float64, from a float32
+  amax), ``m = f32(1 / s)`` exactly: the codes are the knobs' ``reciprocal="float64"`` codes
+  (tests/golden/test_peers.py proves it), but no dequant knob divides by the reciprocal and no
+  zero-point knob keeps ModelOpt's ``-0.0`` (``rne(-0.3) = -0.0``, then ``-0.0 / m``), so the
+  ``modelopt`` row raises NotImplementedError naming both.
 
 >>> import refquant as rq
 >>> rq.conventions.get("tflite").rounding
@@ -78,12 +85,19 @@ register(Convention(
 
 register(_Inexpressible(
     name="modelopt",
-    formula="m = f32(qmax / amax); q = clamp(rne(f32(x * m)), qmin, qmax); fake = f32(q / m) "
-    "(dequantized by division), amax based, symmetric (z = 0)",
-    backend="NVIDIA ModelOpt 0.47 tensor_quant.fake_tensor_quant (CPU path)",
-    evidence="formula only (shared/research/peers.md section 3); not runnable",
+    formula="m = f32(qmax / amax) = f32(1 / s) for s = amax / qmax; q = clamp(rne(f32(x * m)), "
+    "qmin, qmax), no zero point (z = 0), the sign of a zero code kept; fake = f32(q / m) "
+    "(dequantized by division); NaN stays NaN, +-inf saturate; amax <= 2**-24 gives m = 0 and "
+    "an all-zero output; float32 input",
+    backend="NVIDIA ModelOpt 0.47 tensor_quant.fake_tensor_quant / _tensor_quant (CPU legacy path)",
+    evidence="tests/golden/test_peers.py (the codes equal reciprocal='float64' codes; the "
+    "division is not a multiplication by s); fake_quantize not runnable",
     quotient="reciprocal",
+    reciprocal="float64",
     compute="float32",
-    missing="ModelOpt's multiplier f32(qmax / amax) and its dequantization by division q / m "
-    "are not expressible with the convention knobs",
+    input_dtypes=("float32",),
+    missing="no dequant knob computes ModelOpt's f32(q / m) (a division by the float32 "
+    "multiplier m = f32(1 / s)), and no zero-point knob keeps the -0.0 of rne(x * m) without "
+    "a zero point; its codes equal rq.quantize(x, s, 0, convention='torch.decomposed') for "
+    "non-NaN x",
 ))

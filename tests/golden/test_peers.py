@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import refquant as rq
-from tests.references import assert_bitwise_equal, tie_heavy
+from tests.references import assert_bitwise_equal, bits, tie_heavy
 
 CONFIGS = [(0.0123, 3, 0, 255), (0.1, 0, -128, 127), (1 / 3, 7, 0, 15), (0.0025, 128, 0, 255)]
 
@@ -68,8 +68,57 @@ def test_peer_nan():
 def test_modelopt_is_listed_but_not_runnable():
     c = rq.conventions.get("modelopt")
     assert "qmax / amax" in c.formula
-    with pytest.raises(NotImplementedError, match="division"):
-        rq.fake_quantize(np.float32([1.0]), 0.1, 0, qmin=-127, qmax=127, convention="modelopt")
+    for fn in (rq.fake_quantize, rq.quantize):
+        with pytest.raises(NotImplementedError, match="division"):
+            fn(np.float32([1.0]), 0.1, 0, qmin=-127, qmax=127, convention="modelopt")
+
+
+def modelopt_fake_tensor_quant(x, amax, qmax, qmin):
+    """ModelOpt 0.47 ``_tensor_quant`` + the CPU legacy fake path, in NumPy float32 (every torch op
+    here is one IEEE float32 operation): ``scale = max_bound / amax``; ``clamp(round(x * scale))``;
+    ``outputs / scale``."""
+    m = np.float32(qmax) / np.float32(amax)
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = np.clip(np.rint(x * m), np.float32(qmin), np.float32(qmax))
+        return q, m, q / m
+
+
+AMAX = [np.float32(3.7), np.float32(0.0123) * 127, np.float32(1.0), np.float32(448.0 / 3)]
+
+
+def test_modelopt_multiplier_is_the_float32_reciprocal_of_the_scale():
+    # f32(qmax / amax) (one float32 division) == f32(1 / s) for s = float64(amax / qmax):
+    # the claim behind reading refquant's scale as amax / qmax
+    rng = np.random.default_rng(0)
+    amax = np.concatenate([rng.uniform(1e-3, 1e3, 100_000), np.float32(AMAX)]).astype(np.float32)
+    for qmax in (7, 127, 255, 32767):
+        m = np.float32(qmax) / amax
+        s = amax.astype(np.float64) / qmax
+        assert_bitwise_equal((1.0 / s).astype(np.float32), m, f"qmax {qmax}")
+
+
+@pytest.mark.parametrize("amax", AMAX)
+@pytest.mark.parametrize("qmin,qmax", [(-127, 127), (-128, 127), (0, 255)])
+def test_modelopt_codes_are_reciprocal_float64_codes(amax, qmin, qmax):
+    s = float(amax) / qmax
+    x = tie_heavy(s, 0, qmin, qmax, 100_000, seed=qmax)
+    if qmin == 0:
+        x = np.abs(x)  # ModelOpt's unsigned quantization refuses negative inputs
+    x = np.concatenate([x, np.float32([np.inf, -np.inf, 1e30, -1e30, 0.0, -0.0])])
+    q, m, fake = modelopt_fake_tensor_quant(x, amax, qmax, qmin)
+    ours = rq.quantize(x, s, 0, qmin=qmin, qmax=qmax, convention="torch.decomposed")
+    assert_bitwise_equal(ours.astype(np.int64), q.astype(np.int64), "codes")
+    # the dequantization is a division: multiplying by the scale disagrees in the last bit often
+    times_s = (q.astype(np.float64) * s).astype(np.float32)
+    if 1.0 / np.float64(m) != s:  # (amax = 1.0: m = qmax exactly and the two agree)
+        assert (bits(times_s) != bits(fake)).mean() > 0.05
+    # ... while one rounding of q * float64(1 / m) is the division (|q| < 2**24: q / m is at least
+    # 2**-49 relatively away from a float32 midpoint, far more than float64's 2**-53)
+    via_inverse = ((q.astype(np.float64) * (1.0 / np.float64(m))).astype(np.float32))
+    keep = q != 0  # ModelOpt keeps -0.0 for a zero code of a negative x; q * (1 / m) does too
+    assert_bitwise_equal(via_inverse[keep], fake[keep], "division")
+    rounded_to_zero = (x < 0) & (x * m >= -0.5)  # rne gives -0.0; clamped ones give +0.0
+    assert rounded_to_zero.any() == (qmin < 0) and np.signbit(fake[rounded_to_zero]).all()
 
 
 def test_brevitas_signed_zero():
