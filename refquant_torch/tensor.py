@@ -13,19 +13,22 @@
     codes ``[0, 2**b - 1]``, ``offset = round(min / scale) - qmin``, zero point ``-offset``;
   - codes ``rq.quantize(x, scale, -offset, ...)`` and values ``rq.fake_quantize`` under
     ``convention`` (default ``"exact"``);
-  - ``compute_encodings()``: each call inside takes the range of its input (per ``shape`` group;
-    symmetric: ``scale = max(-min / 2**(b-1), max / (2**(b-1) - 1))``, AIMET's rule; asymmetric:
-    ``[min(x_min, 0), max(x_max, 0)]``), quantizes with it, and on exit the running union of the
-    ranges becomes ``min`` / ``max``.
+  - ``compute_encodings()``: each call inside quantizes with the range of its own input (per
+    ``shape`` group, AIMET's ``MinMaxEncodingAnalyzer``: ``[min(x_min, 0), max(x_max, 0)]``,
+    symmetric ``delta = max(max / 127, -min / 128)`` at 8 bits; see
+    ``_AffineQuantizerBase.encoding_range``), and on exit the same rule on the union of every
+    input seen sets ``min`` / ``max``.
 
 Gradients: ``QuantizeDequantize`` is ``rqt.fake_quantize`` (straight-through for x, LSQ for the
-range); ``Quantize`` passes ``grad * m(x) / scale`` to x; ``dequantize()`` passes
-``grad * scale`` back to the codes.
+range); ``Quantize`` passes ``grad * m(x) / scale`` to x, ``-grad * m(x) * x / scale**2`` to the
+scale and ``-grad * m(x)`` to the offset; ``dequantize()`` passes ``grad * scale`` to the codes,
+``grad * (q + offset)`` to the scale and ``grad * scale`` to the offset (AIMET's formulas).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,9 +42,10 @@ from .functional import fake_quantize, ste_mask
 __all__ = ["AffineEncoding", "QuantizedTensor", "DequantizedTensor", "Quantize",
            "QuantizeDequantize"]
 
-_INT_DTYPES = {np.dtype(k): v for k, v in ((np.int8, torch.int8), (np.uint8, torch.uint8),
-                                            (np.int16, torch.int16), (np.int32, torch.int32),
-                                            (np.int64, torch.int64))}
+_INT_DTYPES = {np.dtype(k): v for k, v in (
+    (np.int8, torch.int8), (np.uint8, torch.uint8), (np.int16, torch.int16),
+    (np.uint16, torch.uint16), (np.int32, torch.int32), (np.uint32, torch.uint32),
+    (np.int64, torch.int64), (np.uint64, torch.uint64))}
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,19 @@ class AffineEncoding:
         return rq.quantize(to_numpy(x), kw.pop("scale"), kw.pop("zero_point"), qmin=self.qmin,
                            qmax=self.qmax, convention=self.convention, **kw)
 
-    def broadcast_scale(self, ndim: int) -> torch.Tensor:
-        """``scale`` viewed to broadcast against a tensor of ``ndim`` dims (per-group values
-        repeated by the caller's shape when blocks are larger than one)."""
-        s = self.scale
-        return s.reshape([1] * (ndim - s.dim()) + list(s.shape))
+    @property
+    def min(self) -> torch.Tensor:
+        """The smallest representable value, ``scale * (offset + qmin)`` (AIMET's ``min``)."""
+        return self.scale * (self.offset + self.qmin)
+
+    @property
+    def max(self) -> torch.Tensor:
+        """The largest representable value, ``scale * (offset + qmax)`` (AIMET's ``max``)."""
+        return self.scale * (self.offset + self.qmax)
+
+    def per_element(self, t: torch.Tensor, shape) -> torch.Tensor:
+        """A qparam of the encoding's shape spread over a tensor of ``shape``."""
+        return _expand(t.reshape([1] * (len(shape) - t.dim()) + list(t.shape)), shape)
 
 
 def _expand(t: torch.Tensor, shape) -> torch.Tensor:
@@ -151,41 +163,83 @@ def _wrap(cls, t: torch.Tensor, encoding: AffineEncoding):
     return out
 
 
+def _reduce_to(t: torch.Tensor, shape) -> torch.Tensor:
+    """The sum of an element-wise gradient over the elements that share each qparam of
+    ``shape`` (the inverse of :func:`_expand` after leading broadcast dims)."""
+    lead = t.dim() - len(shape)
+    if lead:
+        t = t.sum(dim=tuple(range(lead)))
+    split = [d for g, n in zip(shape, t.shape, strict=True) for d in (g, n // g)]
+    return t.reshape(split).sum(dim=tuple(range(1, 2 * len(shape), 2))).reshape(shape)
+
+
 class _Dequantize(torch.autograd.Function):
+    """``(q + offset) * scale`` by ``rq.dequantize``; gradients (AIMET's): ``grad * scale`` to the
+    codes, ``grad * (q + offset)`` to ``scale`` and ``grad * scale`` to ``offset``, summed per
+    qparam group."""
+
     @staticmethod
-    def forward(ctx, codes_f, scale, encoding):
+    def forward(ctx, codes_f, scale, offset, encoding):
         kw = encoding.layout(codes_f.shape)
         q = to_numpy(codes_f).astype(np.int64)
         out = rq.dequantize(q, kw["scale"], kw["zero_point"], axis=kw["axis"],
                             block_size=kw["block_size"], convention=encoding.convention,
                             dtype=to_numpy(codes_f).dtype)
+        ctx.save_for_backward(codes_f, scale, offset)
         ctx.encoding = encoding
-        ctx.shape = codes_f.shape
         return from_numpy(out, codes_f.device)
 
     @staticmethod
     def backward(ctx, grad):
-        s = _expand(ctx.encoding.broadcast_scale(grad.dim()).detach(), ctx.shape)
-        return grad * s.to(grad.dtype), None, None
+        codes, scale, offset = ctx.saved_tensors
+        enc, shape = ctx.encoding, codes.shape
+        s = enc.per_element(scale, shape).to(grad.dtype)
+        need = ctx.needs_input_grad
+        g_codes = grad * s if need[0] else None
+        g_scale = g_offset = None
+        if need[1]:
+            o = enc.per_element(offset, shape).to(grad.dtype)
+            g_scale = _reduce_to(grad * (codes + o), scale.shape).to(scale.dtype)
+        if need[2]:
+            g_offset = _reduce_to(grad * s, offset.shape).to(offset.dtype)
+        return g_codes, g_scale, g_offset, None
 
 
 class _QuantizeCodes(torch.autograd.Function):
+    """Codes ``clamp(round(x / scale) - offset, qmin, qmax)`` by ``rq.quantize`` under the
+    encoding's convention, stored in x's dtype. As in AIMET's float arithmetic, a negative x (or
+    -0.0) whose code is 0 with a zero offset and ``qmin < 0`` stores -0.0. Gradients (AIMET's,
+    ``m`` the straight-through mask of the unclamped code): ``grad * m / scale`` to x,
+    ``-grad * m * x / scale**2`` to ``scale`` and ``-grad * m`` to ``offset``, summed per group."""
+
     @staticmethod
-    def forward(ctx, x, scale, encoding):
-        codes = encoding.codes(x)
-        ctx.save_for_backward(x)
+    def forward(ctx, x, scale, offset, encoding):
+        codes = from_numpy(encoding.codes(x).astype(to_numpy(x).dtype), x.device)
+        if encoding.qmin < 0:
+            z = encoding.per_element(encoding.zero_point.detach(), x.shape)
+            codes = torch.where((codes == 0) & torch.signbit(x) & (z == 0),
+                                torch.full_like(codes, -0.0), codes)
+        ctx.save_for_backward(x, scale, offset)
         ctx.encoding = encoding
-        return from_numpy(codes.astype(to_numpy(x).dtype), x.device)
+        return codes
 
     @staticmethod
     def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
+        x, scale, offset = ctx.saved_tensors
         enc = ctx.encoding
         kw = enc.layout(x.shape)
         mask = ste_mask(x, kw.pop("scale"), kw.pop("zero_point"), enc.qmin, enc.qmax,
                         convention=enc.convention, **kw)
-        s = _expand(enc.broadcast_scale(x.dim()).detach(), x.shape).to(grad.dtype)
-        return grad * mask.to(grad.dtype) / s, None, None
+        masked = grad * mask.to(grad.dtype)
+        s = enc.per_element(scale.detach(), x.shape).to(grad.dtype)
+        need = ctx.needs_input_grad
+        g_x = masked / s if need[0] else None
+        g_scale = g_offset = None
+        if need[1]:
+            g_scale = _reduce_to(-masked * x.detach() / s / s, scale.shape).to(scale.dtype)
+        if need[2]:
+            g_offset = _reduce_to(-masked, offset.shape).to(offset.dtype)
+        return g_x, g_scale, g_offset, None
 
 
 class QuantizedTensor(_EncodedTensor):
@@ -194,23 +248,32 @@ class QuantizedTensor(_EncodedTensor):
     def dequantize(self) -> DequantizedTensor:
         """``(q - zero_point) * scale`` (``rq.dequantize`` under the encoding's convention)."""
         plain = self.as_subclass(torch.Tensor)
-        out = _Dequantize.apply(plain, self.encoding.scale, self.encoding)
-        return _wrap(DequantizedTensor, out, self.encoding)
+        enc = self.encoding
+        out = _Dequantize.apply(plain, enc.scale, enc.offset, enc)
+        return _wrap(DequantizedTensor, out, enc)
 
     def quantized_repr(self) -> torch.Tensor:
-        """The codes in ``encoding.dtype`` (no gradient)."""
-        return self.as_subclass(torch.Tensor).detach().to(self.encoding.dtype)
+        """The codes in ``encoding.dtype`` (no gradient). Codes are held in the float tensor, so
+        in float32 storage codes beyond 2**24 are already rounded; they are clamped to
+        ``[qmin, qmax]`` before the cast."""
+        enc = self.encoding
+        codes = self.as_subclass(torch.Tensor).detach().to(torch.float64)
+        return codes.clamp(enc.qmin, enc.qmax).to(enc.dtype)
 
 
 class DequantizedTensor(_EncodedTensor):
     """Values on an encoding's grid; ``quantize()`` recovers the codes without loss."""
 
     def quantize(self) -> QuantizedTensor:
+        """The codes ``clamp(round(x / scale) - offset, qmin, qmax)`` (``rq.quantize`` under the
+        encoding's convention) as a :class:`QuantizedTensor` with the same encoding."""
         plain = self.as_subclass(torch.Tensor)
-        out = _QuantizeCodes.apply(plain, self.encoding.scale, self.encoding)
-        return _wrap(QuantizedTensor, out, self.encoding)
+        enc = self.encoding
+        out = _QuantizeCodes.apply(plain, enc.scale, enc.offset, enc)
+        return _wrap(QuantizedTensor, out, enc)
 
     def quantized_repr(self) -> torch.Tensor:
+        """``quantize().quantized_repr()``: the codes in ``encoding.dtype``."""
         return self.quantize().quantized_repr()
 
 
@@ -244,14 +307,23 @@ class _AffineQuantizerBase(torch.nn.Module):
         self.max.data = torch.as_tensor(max, dtype=self.max.dtype).expand(self.shape).clone()
         self._initialized.fill_(True)
 
+    def _scale_of(self, lo, hi) -> torch.Tensor:
+        return (hi - lo) / (self.qmax - self.qmin)
+
+    def _offset_of(self, lo, hi) -> torch.Tensor:
+        if self.symmetric:
+            return torch.zeros_like(lo)
+        raw = lo / self._scale_of(lo, hi)
+        return raw + (raw.detach().round() - raw.detach()) - self.qmin
+
     def get_scale(self) -> torch.Tensor:
-        return (self.max - self.min) / (self.qmax - self.qmin)
+        """``(max - min) / (qmax - qmin)`` in float32 (differentiable in ``min`` and ``max``)."""
+        return self._scale_of(self.min, self.max)
 
     def get_offset(self) -> torch.Tensor:
-        if self.symmetric:
-            return torch.zeros_like(self.min)
-        raw = self.min / self.get_scale()
-        return raw + (raw.detach().round() - raw.detach()) - self.qmin
+        """0 when symmetric, else ``round(min / scale) - qmin`` (round half to even, straight
+        through for the gradient)."""
+        return self._offset_of(self.min, self.max)
 
     def get_encoding(self) -> AffineEncoding:
         if not self.is_initialized():
@@ -262,15 +334,35 @@ class _AffineQuantizerBase(torch.nn.Module):
 
     @contextlib.contextmanager
     def compute_encodings(self):
-        """Inside: each call takes the range of its input; on exit the union sets the range."""
+        """Inside: each call quantizes with the range of its own input (AIMET's dynamic
+        encoding); on exit the range computed from the union of every input seen becomes
+        ``min`` / ``max`` (:meth:`encoding_range`). Without a call inside, the range is kept."""
         self._observing, self._seen = True, None
         try:
             yield self
         finally:
             self._observing = False
-            if self._seen is not None:
-                self.set_range(*self._seen)
-            self._seen = None
+            seen, self._seen = self._seen, None
+        if seen is not None:
+            self.set_range(*self.encoding_range(*seen))
+
+    def encoding_range(self, x_min: torch.Tensor, x_max: torch.Tensor):
+        """``(min, max)`` from observed extremes, AIMET's ``MinMaxEncodingAnalyzer`` rule in
+        float32: ``lo = min(x_min, 0)``, ``hi = max(x_max, 0)``; when ``(hi - lo) / n`` (``n =
+        qmax - qmin``) is below the smallest normal ``tiny``, ``hi += floor(n / 2) * tiny`` and
+        ``lo -= ceil(n / 2) * tiny``; symmetric: ``d = max(hi / floor(n / 2), -lo / ceil(n / 2))``,
+        ``(lo, hi) = (-ceil(n / 2) * d, floor(n / 2) * d)``; both clamped to the finite range."""
+        lo, hi = torch.clamp(x_min, max=0), torch.clamp(x_max, min=0)
+        n = self.qmax - self.qmin
+        finfo = torch.finfo(lo.dtype)
+        adjust = finfo.tiny * ((hi - lo) / n < finfo.tiny)
+        hi = hi + math.floor(n / 2) * adjust
+        lo = lo - math.ceil(n / 2) * adjust
+        if self.symmetric:
+            pos, neg = math.floor(n / 2), math.ceil(n / 2)
+            delta = torch.maximum(hi / pos, -lo / neg)
+            lo, hi = -neg * delta, pos * delta
+        return torch.clamp(lo, min=finfo.min), torch.clamp(hi, max=finfo.max)
 
     def _group_reduce(self, x: torch.Tensor, fn) -> torch.Tensor:
         shape = [1] * (x.dim() - len(self.shape)) + list(self.shape)
@@ -282,20 +374,21 @@ class _AffineQuantizerBase(torch.nn.Module):
 
     @torch.no_grad()
     def _observe(self, x):
-        lo = torch.clamp(self._group_reduce(x, lambda t, d: t.amin(dim=d)), max=0)
-        hi = torch.clamp(self._group_reduce(x, lambda t, d: t.amax(dim=d)), min=0)
-        if self._seen is not None:
-            lo, hi = torch.minimum(lo, self._seen[0]), torch.maximum(hi, self._seen[1])
-        self._seen = (lo, hi)
-        if self.symmetric:
-            neg, pos = -self.qmin, self.qmax
-            step = torch.maximum(-lo / neg, hi / pos)
-            return -neg * step, pos * step
-        return lo, hi
+        """This input's range (:meth:`encoding_range` of its extremes); the extremes join the
+        running union."""
+        lo = self._group_reduce(x, lambda t, d: t.amin(dim=d))
+        hi = self._group_reduce(x, lambda t, d: t.amax(dim=d))
+        if self._seen is None:
+            self._seen = (lo, hi)
+        else:
+            self._seen = (torch.minimum(lo, self._seen[0]), torch.maximum(hi, self._seen[1]))
+        return self.encoding_range(lo, hi)
 
     def _encoding_for(self, x) -> AffineEncoding:
         if self._observing:
-            self.set_range(*self._observe(x))
+            lo, hi = self._observe(x)
+            return AffineEncoding(self._scale_of(lo, hi), self._offset_of(lo, hi), self.qmin,
+                                  self.qmax, self.symmetric, self.convention)
         return self.get_encoding()
 
     def extra_repr(self):
@@ -303,16 +396,50 @@ class _AffineQuantizerBase(torch.nn.Module):
 
 
 class Quantize(_AffineQuantizerBase):
-    """``Quantize(shape, bitwidth, symmetric)``: x to a :class:`QuantizedTensor` of codes."""
+    """``Quantize(shape, bitwidth, symmetric)``: x to a :class:`QuantizedTensor` of codes
+    ``clamp(round(x / scale) - offset, qmin, qmax)`` (seeds/003's example):
+
+    >>> import torch, refquant_torch as rqt
+    >>> x = torch.tensor([[2.57, -2.312], [0.153, 0.205]])
+    >>> quantizer = rqt.Quantize(shape=(), bitwidth=8, symmetric=True)
+    >>> quantizer.set_range(-128 * 0.1, 127 * 0.1)
+    >>> x_q = quantizer(x)
+    >>> x_q
+    QuantizedTensor([[ 26., -23.],
+                     [  2.,   2.]], grad_fn=<AliasBackward0>)
+    >>> x_dq = x_q.dequantize()
+    >>> x_dq
+    DequantizedTensor([[ 2.6000, -2.3000],
+                       [ 0.2000,  0.2000]], grad_fn=<AliasBackward0>)
+    >>> torch.equal(x_dq.encoding.scale, x_q.encoding.scale)
+    True
+    """
 
     def forward(self, x: torch.Tensor) -> QuantizedTensor:
         enc = self._encoding_for(x)
-        out = _QuantizeCodes.apply(x, enc.scale, enc)
+        out = _QuantizeCodes.apply(x, enc.scale, enc.offset, enc)
         return _wrap(QuantizedTensor, out, enc)
 
 
 class QuantizeDequantize(_AffineQuantizerBase):
-    """``QuantizeDequantize(shape, bitwidth, symmetric)``: x to a :class:`DequantizedTensor`."""
+    """``QuantizeDequantize(shape, bitwidth, symmetric)``: x to a :class:`DequantizedTensor`
+    ``rqt.fake_quantize(x, scale, -offset, ...)`` (seeds/003's example):
+
+    >>> import torch, refquant_torch as rqt
+    >>> x = torch.tensor([[0.39, 51.0], [3.521, 9.41]])
+    >>> quant_dequant = rqt.QuantizeDequantize(shape=(), bitwidth=8, symmetric=False)
+    >>> quant_dequant.set_range(-10, 41)
+    >>> x_qdq = quant_dequant(x)
+    >>> x_qdq
+    DequantizedTensor([[ 0.4000, 41.0000],
+                       [ 3.6000,  9.4000]], grad_fn=<AliasBackward0>)
+    >>> x_qdq.quantize()
+    QuantizedTensor([[ 52., 255.],
+                     [ 68.,  97.]], grad_fn=<AliasBackward0>)
+    >>> x_qdq.quantized_repr()
+    tensor([[ 52, 255],
+            [ 68,  97]], dtype=torch.uint8)
+    """
 
     def forward(self, x: torch.Tensor) -> DequantizedTensor:
         enc = self._encoding_for(x)
