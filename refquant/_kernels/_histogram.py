@@ -120,9 +120,78 @@ def _cube_diff(e, b):
 
 
 @kernel
-def quantization_error(hist, vmin, vmax, start, end, dst_bins):
-    """HistogramObserver._compute_quantization_error(start, end) (L2 norm), as a float64 that
-    holds the float32 total (summed in float64, rounded once to float32)."""
+def _ceil_log2(v):
+    """c10 ``CeilLog2``: the smallest ``k`` with ``2**k >= v`` (0 for ``v <= 1``)."""
+    k = 0
+    while (1 << k) < v:
+        k += 1
+    return k
+
+
+@kernel
+def torch_sum32(x, width):
+    """``torch.sum`` of a contiguous 1-D float32 array on CPU, in torch's order and precision.
+
+    ATen's ``cascade_sum`` (``SumKernel.cpp``) with float32 accumulators: ``x`` is read as
+    ``m = n // width`` vectors of ``width`` lanes (``Vectorized<float>::size()``: 16 on an AVX512
+    build, 8 otherwise); ``row_sum`` splits them into 4 interleaved rows that ``multi_row_sum``
+    adds with a 4-level cascade of ``2**max(4, CeilLog2(m // 4) // 4)``-vector chunks, adds the
+    leftover vectors to row 0 and rows 1..3 to row 0; the result is ``0 + x[m*width:]`` (in
+    order) followed by the ``width`` lanes of row 0 (in order). Every ``+`` is float32. Fewer
+    than ``width`` elements take the scalar path (``width = 1``). torch splits sums of more than
+    32768 elements (its grain size) among threads, which this does not model."""
+    n = x.shape[0]
+    if n < width:
+        width = 1
+    m = n // width
+    rows = m // 4
+    power = max(4, _ceil_log2(rows) // 4)
+    step = 1 << power
+    mask = step - 1
+    acc = np.zeros((4, 4, width), np.float32)
+    i = 0
+    while i + step <= rows:
+        for _ in range(step):
+            for k in range(4):
+                base = (i * 4 + k) * width
+                for lane in range(width):
+                    acc[0, k, lane] = f32(acc[0, k, lane] + x[base + lane])
+            i += 1
+        for j in range(1, 4):
+            for k in range(4):
+                for lane in range(width):
+                    acc[j, k, lane] = f32(acc[j, k, lane] + acc[j - 1, k, lane])
+                    acc[j - 1, k, lane] = f32(0)
+            if (i & (mask << (j * power))) != 0:
+                break
+    while i < rows:
+        for k in range(4):
+            base = (i * 4 + k) * width
+            for lane in range(width):
+                acc[0, k, lane] = f32(acc[0, k, lane] + x[base + lane])
+        i += 1
+    for j in range(1, 4):
+        for k in range(4):
+            for lane in range(width):
+                acc[0, k, lane] = f32(acc[0, k, lane] + acc[j, k, lane])
+    for v in range(rows * 4, m):
+        for lane in range(width):
+            acc[0, 0, lane] = f32(acc[0, 0, lane] + x[v * width + lane])
+    for k in range(1, 4):
+        for lane in range(width):
+            acc[0, 0, lane] = f32(acc[0, 0, lane] + acc[0, k, lane])
+    total = f32(0)
+    for t in range(m * width, n):
+        total = f32(total + x[t])
+    for lane in range(width):
+        total = f32(total + acc[0, 0, lane])
+    return total
+
+
+@kernel
+def quantization_error(hist, vmin, vmax, start, end, dst_bins, width):
+    """HistogramObserver._compute_quantization_error(start, end) (L2 norm): the float32 norm of
+    each source bin, op by op, then :func:`torch_sum32` of them (returned as float64)."""
     bins = hist.shape[0]
     bw = (np.float64(vmax) - np.float64(vmin)) / bins
     dbw = bw * (end - start + 1) / dst_bins
@@ -134,7 +203,7 @@ def quantization_error(hist, vmin, vmax, start, end, dst_bins):
     nh32 = f32(-dbw / 2)
     top = f32(dst_bins - 1)
     mid_norm = _cube_diff(h32, nh32)
-    total = 0.0
+    norms = np.empty(bins, np.float32)
     for i in range(bins):
         sb = f32(f32(i - start) * bw32)
         se = f32(sb + bw32)
@@ -147,23 +216,21 @@ def quantization_error(hist, vmin, vmax, start, end, dst_bins):
         norm = f32(norm + f32(k * f32(dens * mid_norm)))
         dec = f32(f32(de * dbw32) + h32)
         norm = f32(norm + f32(dens * _cube_diff(f32(se - dec), nh32)))
-        total += norm
-    return np.float64(f32(total))
+        norms[i] = norm
+    return np.float64(torch_sum32(norms, width))
 
 
 @kernel
-def param_search(hist, vmin, vmax, dst_bins):
-    """HistogramObserver._non_linear_param_search: the (new_min, new_max) float32 pair."""
+def param_search(hist, vmin, vmax, dst_bins, width):
+    """HistogramObserver._non_linear_param_search: the (new_min, new_max) float32 pair
+    (``width``: torch's float32 vector width, see :func:`torch_sum32`)."""
     bins = hist.shape[0]
     csum = np.empty(bins, np.float32)
     acc = 0.0
     for i in range(bins):  # torch.cumsum accumulates float32 in double
         acc += np.float64(hist[i])
         csum[i] = f32(acc)
-    tot = 0.0
-    for i in range(bins):
-        tot += np.float64(hist[i])
-    total = np.float64(f32(tot))
+    total = np.float64(torch_sum32(hist, width))
     step = 1e-5
     alpha = 0.0
     beta = 1.0
@@ -191,7 +258,7 @@ def param_search(hist, vmin, vmax, dst_bins):
             beta = nb
         if ns == start and ne == end:
             continue
-        norm = quantization_error(hist, vmin, vmax, ns, ne, dst_bins)
+        norm = quantization_error(hist, vmin, vmax, ns, ne, dst_bins, width)
         if norm > norm_min:
             break
         norm_min = norm
