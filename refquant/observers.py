@@ -15,10 +15,19 @@ other keywords go to :func:`refquant.choose_qparams` (``eps``, ``reduce_range``,
 * ``reset()`` forgets everything; ``state_dict()`` / ``from_state_dict(d)`` round-trip through
   a plain JSON-safe dict (non-finite floats are written as the strings "inf", "-inf", "nan").
 
-NaN and inf: the min/max observers propagate them as ``torch.aminmax`` does (a NaN in the data
-makes the statistics NaN, an inf makes them infinite) and ``qparams()`` then raises ValueError;
-:class:`Histogram` drops +-inf as torch does and raises ValueError on NaN (torch's ``histc``
-raises RuntimeError), leaving its state unchanged.
+Edge cases, the same for every observer unless its docstring says otherwise:
+
+* empty ``x``: ignored (as torch's observers do);
+* all-equal data (``min == max``): a valid range; the rules' ``eps`` (or their own fallback)
+  keeps the scale positive;
+* NaN: the min/max observers propagate it as ``torch.aminmax`` does (the statistics become NaN
+  and stay NaN), and ``qparams()`` then raises ValueError; :class:`Histogram` (and
+  :class:`Percentile`) raise ValueError at ``update`` and keep their state (torch's ``histc``
+  raises RuntimeError); :class:`APoT` makes alpha NaN;
+* +-inf: the min/max observers record it (``qparams()`` then raises ValueError, where torch
+  would return an infinite scale); :class:`Histogram` drops +-inf elements as torch does;
+* ``min > max`` cannot arise from data; a state loaded with it makes ``qparams()`` raise
+  ValueError (torch raises AssertionError).
 
 >>> import numpy as np, refquant as rq
 >>> obs = rq.observers.MinMax(fmt=rq.uint8)
@@ -30,10 +39,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_axis, float_array, integer_scalar
+from ._validation import check_axis, float_array, integer_scalar, resolve_range
 from .qparams import choose_qparams
 
 __all__ = ["MinMax", "MovingAverageMinMax", "Histogram", "Percentile", "MSE", "APoT"]
+
+
+def torch_float_width() -> int:
+    """Lanes of torch's CPU ``Vectorized<float>`` here, which set the order of its float32 sums:
+    16 when torch dispatches to its AVX512 kernels (the CPU has AVX512 VL/BW/DQ and FMA, and
+    ``ATEN_CPU_CAPABILITY`` is unset or ``avx512``), 4 on aarch64 (NEON; source only), else 8."""
+    import os
+    import platform
+
+    from ._platform import cpu_flags
+
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return 4
+    cap = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    avx512 = {"avx512vl", "avx512bw", "avx512dq", "fma"} <= cpu_flags()
+    return 16 if avx512 and cap in ("", "avx512") else 8
 
 
 def _as_f32(x) -> np.ndarray:
@@ -155,16 +180,25 @@ class MinMax(_Observer):
         if self.axis is None:
             mn, mx = k.aminmax(x.reshape(-1))
             return np.float32(mn), np.float32(mx)
-        rows = self._rows(x)
-        mn = np.empty(rows.shape[0], np.float32)
-        mx = np.empty(rows.shape[0], np.float32)
-        if rows.shape[1] == 0:
-            raise ValueError("per-channel update needs at least one element per channel")
-        k.aminmax_rows(rows, mn, mx)
-        if self.min_val is not None and mn.shape != self.min_val.shape:
-            raise ValueError(f"x has {mn.shape[0]} channels along axis {self.axis}; "
+        ax = check_axis(self.axis, x.ndim)
+        if self.min_val is not None and x.shape[ax] != self.min_val.shape[0]:
+            raise ValueError(f"x has {x.shape[ax]} channels along axis {self.axis}; "
                              f"the observer holds {self.min_val.shape[0]}")
-        return mn, mx
+        return k.aminmax_axis(x, ax)
+
+    def state_dict(self) -> dict:
+        """A plain JSON-safe dict: the configuration, the statistics and the last input dtype
+        (``method="torchao"`` computes in it)."""
+        d = super().state_dict()
+        d["state"]["input_dtype"] = None if self._input_dtype is None else self._input_dtype.name
+        return d
+
+    def load_state_dict(self, d: dict):
+        """Restore the statistics saved by :meth:`state_dict`; returns self."""
+        super().load_state_dict(d)
+        name = d["state"].get("input_dtype")
+        self._input_dtype = None if name is None else _float_dtype_named(name)
+        return self
 
     def _prepare(self, x):
         a = float_array(x, "x")
@@ -201,6 +235,18 @@ class MinMax(_Observer):
         return self._choose(mn, mx)
 
 
+def _float_dtype_named(name):
+    from ._dtypes import bfloat16
+
+    if name == "bfloat16":
+        if bfloat16() is None:
+            raise ValueError("the state was observed in bfloat16, which needs the ml_dtypes package")
+        return np.dtype(bfloat16())
+    if name not in ("float16", "float32", "float64"):
+        raise ValueError(f"input_dtype must name a float dtype; got {name!r}")
+    return np.dtype(name)
+
+
 def _nan_min(a, b):
     """torch.min(a, b): NaN when either is."""
     return np.minimum(a, b).astype(np.float32)
@@ -216,7 +262,9 @@ class MovingAverageMinMax(MinMax):
 
     The first batch sets ``min, max = aminmax(x)``; later ones do, in float32 with
     ``c = f32(averaging_constant)``: ``min = f32(min + f32(c * f32(cur_min - min)))`` and the same
-    for max.
+    for max. Under ``method="fbgemm"`` the statistics follow ``torch.fused_moving_avg_obs_fake_quant``
+    instead: an entry that is +-inf is replaced by the batch's value (``isinf(r) ? cur : r + c *
+    (cur - r)``, per channel), the rest averaged as above.
 
     >>> import numpy as np, refquant as rq
     >>> obs = rq.observers.MovingAverageMinMax(averaging_constant=0.5, fmt=rq.uint8)
@@ -247,8 +295,12 @@ class MovingAverageMinMax(MinMax):
             return self
         c = np.float32(self.averaging_constant)
         with np.errstate(invalid="ignore", over="ignore"):
-            self.min_val = (self.min_val + c * (mn - self.min_val)).astype(np.float32)
-            self.max_val = (self.max_val + c * (mx - self.max_val)).astype(np.float32)
+            new_min = (self.min_val + c * (mn - self.min_val)).astype(np.float32)
+            new_max = (self.max_val + c * (mx - self.max_val)).astype(np.float32)
+        if self.method == "fbgemm":  # the fused QAT op restarts every infinite entry
+            new_min = np.where(np.isinf(self.min_val), mn, new_min).astype(np.float32)
+            new_max = np.where(np.isinf(self.max_val), mx, new_max).astype(np.float32)
+        self.min_val, self.max_val = new_min, new_max
         if self.axis is None:
             self.min_val, self.max_val = self.min_val[()], self.max_val[()]
         return self
@@ -267,9 +319,12 @@ class Histogram(_Observer):
     ``qparams()``: the search of ``_non_linear_param_search`` (quantile steps of 1e-5, L2 error
     of quantizing the histogram onto ``2**dst_bits`` bins, stop when the error grows) gives a
     clipped range, then ``choose_qparams`` on it. Under ``method="torch"`` this matches torch
-    bit for bit; the error totals are summed in float64 and rounded to float32 where torch sums
-    in float32, which could flip a comparison between two equal-to-the-last-bit errors.
-    ``dst_bits`` (default 8) is torch's ``iinfo(dtype).bits``: it ignores a custom range.
+    bit for bit.
+    ``dst_bits`` (default: torch's ``iinfo(dtype).bits`` for the torch dtype of the range, see
+    :func:`refquant.qparams.torch_dtype_bits`: 8 for qint8/quint8 and every custom range of
+    them, 16 for int16/uint16, 32 for qint32) ignores a custom range, as torch does. The sums
+    (``torch.sum`` of the histogram and of the per-bin errors) follow ATen's float32 cascade
+    order for this machine's vector width, so the search takes torch's steps bit for bit.
 
     Per tensor only (``axis`` raises NotImplementedError, as in torch).
 
@@ -281,9 +336,17 @@ class Histogram(_Observer):
 
     _fields = ("min_val", "max_val", "histogram")
 
-    def __init__(self, bins=2048, upsample_rate=16, dst_bits=8, **kw):
+    def __init__(self, bins=2048, upsample_rate=16, dst_bits=None, **kw):
+        from .qparams import torch_dtype_bits
+
         self.bins = integer_scalar(bins, "bins")
         self.upsample_rate = integer_scalar(upsample_rate, "upsample_rate")
+        if dst_bits is None and kw.get("method", "torch") == "torch":
+            dst_bits = torch_dtype_bits(kw.get("qmin"), kw.get("qmax"), kw.get("fmt"),
+                                        dtype=kw.get("dtype"))
+        elif dst_bits is None:  # the smallest of 8, 16, 32 bits that holds the range
+            lo, hi = resolve_range(kw.get("qmin"), kw.get("qmax"), kw.get("fmt"))
+            dst_bits = next(b for b in (8, 16, 32, 64) if hi - lo < 2**b)
         self.dst_bits = integer_scalar(dst_bits, "dst_bits")
         if self.bins < 1 or self.upsample_rate < 1 or not 1 <= self.dst_bits <= 32:
             raise ValueError(f"bins and upsample_rate must be >= 1 and dst_bits in 1..32; got "
@@ -330,7 +393,7 @@ class Histogram(_Observer):
             return self
         if cur_min == cur_max:
             one = h.histc(np.float32([cur_min]), self.bins, new_min, new_max).astype(np.float32)
-            moved = one * np.float32(self.histogram.astype(np.float64).sum())
+            moved = one * h.torch_sum32(self.histogram, torch_float_width())
         else:
             moved = h.upscale(self.histogram, cur_min, cur_max, new_min, new_max,
                               self.upsample_rate)
@@ -342,7 +405,8 @@ class Histogram(_Observer):
         """The (min, max) float32 pair that the L2 search picks."""
         from ._kernels import _histogram as h
 
-        return h.param_search(self.histogram, self.min_val, self.max_val, 2**self.dst_bits)
+        return h.param_search(self.histogram, self.min_val, self.max_val, 2**self.dst_bits,
+                              torch_float_width())
 
     def qparams(self):
         """``choose_qparams`` on :meth:`clipped_range` (see the class docstring)."""
@@ -362,7 +426,8 @@ class Percentile(Histogram):
     With ``total = sum(hist)`` and ``c = cumsum(hist)`` (float64), the range is
     ``[min + w*i, min + w*(j+1)]`` (float32, ``w = f32((max - min) / bins)``) where ``i`` is the
     first bin with ``c[i] > total * (100 - percentile) / 100`` and ``j`` the first bin with
-    ``c[j] >= total * percentile / 100``; ``percentile=100`` gives ``[min, max]``.
+    ``c[j] >= total * percentile / 100``; the outer edges are exactly ``min`` (``i = 0``) and
+    ``max`` (``j = bins - 1``), so ``percentile=100`` gives ``[min, max]``.
 
     >>> import numpy as np, refquant as rq
     >>> x = np.concatenate([np.linspace(-1, 1, 9999), [50.0]]).astype(np.float32)
@@ -389,8 +454,9 @@ class Percentile(Histogram):
         j = int(np.searchsorted(c, total * self.percentile / 100, side="left"))
         i, j = min(i, self.bins - 1), min(max(j, i), self.bins - 1)
         w = np.float32((self.max_val - self.min_val) / np.float32(self.bins))
-        return (np.float32(self.min_val + w * np.float32(i)),
-                np.float32(self.min_val + w * np.float32(j + 1)))
+        lo = self.min_val if i == 0 else np.float32(self.min_val + w * np.float32(i))
+        hi = self.max_val if j == self.bins - 1 else np.float32(self.min_val + w * np.float32(j + 1))
+        return np.float32(lo), np.float32(hi)
 
 
 class MSE(MinMax):
@@ -440,16 +506,15 @@ class MSE(MinMax):
         return self
 
     def _range(self):
-        import refquant as rq
+        """The integer range the chosen qparams are meant for (the one ``choose_qparams`` uses)."""
+        from .qparams import torch_qrange
 
-        if self.fmt is not None:
-            from ._validation import resolve_range
-
-            return resolve_range(None, None, self.fmt)
-        if self.qmin is not None:
-            return self.qmin, self.qmax
-        return rq.qparams.torch_qrange(dtype=self.options.get("dtype"),
-                                       reduce_range=self.options.get("reduce_range", False))[:2]
+        if self.method == "torch":
+            return torch_qrange(self.qmin, self.qmax, self.fmt, dtype=self.options.get("dtype"),
+                                reduce_range=self.options.get("reduce_range", False))[:2]
+        if self.method == "onnx":
+            return 0, 255
+        return resolve_range(self.qmin, self.qmax, self.fmt)
 
     def qparams(self):
         """The best candidate's ``(scale, zero_point)`` (see the class docstring)."""
@@ -495,7 +560,9 @@ class APoT(_Observer):
 
     ``alpha`` is float32 (``max(alpha, max(|aminmax(x)|))``); ``qparams()`` returns
     ``(alpha, 0)`` and ``levels()`` the level set ``rq.apot.levels(bits, k, alpha=alpha,
-    signed=signed)``. NaN in the data makes alpha NaN and ``qparams()`` raise ValueError.
+    signed=signed)``. Empty updates are ignored; NaN in the data makes alpha NaN for good, +-inf
+    makes it inf, and ``qparams()`` then raises ValueError, as it does before any nonzero data
+    (alpha 0).
 
     >>> import numpy as np, refquant as rq
     >>> obs = rq.observers.APoT(bits=4, k=2).update(np.float32([-0.5, 1.5]))
@@ -505,13 +572,18 @@ class APoT(_Observer):
 
     _fields = ("alpha",)
 
-    def __init__(self, bits=4, k=2, signed=False, **kw):
+    def __init__(self, bits=4, k=2, signed=False, *, axis=None, **kw):
+        import refquant as rq
+
+        if kw:
+            raise TypeError(f"APoT takes bits, k, signed and axis=None (its levels are its range);"
+                            f" got {sorted(kw)}")
+        if axis is not None:
+            raise NotImplementedError("APoT observers are per tensor only")
         self.bits = integer_scalar(bits, "bits")
         self.k = integer_scalar(k, "k")
         self.signed = bool(signed)
-        kw.setdefault("fmt", None)
-        if kw.get("axis") is not None:
-            raise NotImplementedError("APoT observers are per tensor only")
+        rq.apot.levels(self.bits, self.k, signed=self.signed)  # validate bits and k now
         self.qmin = self.qmax = self.fmt = None
         self.symmetric = True
         self.axis = None

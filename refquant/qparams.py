@@ -48,6 +48,9 @@ _TORCH_DEFAULT_RANGES = {
     "int16": (-(2**15), 2**15 - 1, -(2**15), 2**15 - 1),
     "quint4x2": (0, 15, 0, 15),
 }
+# torch dtype name -> torch.iinfo(dtype).bits (HistogramObserver searches 2**bits bins)
+TORCH_DTYPE_BITS = {"qint8": 8, "int8": 8, "quint8": 8, "uint8": 8, "qint32": 32, "int32": 32,
+                    "uint16": 16, "int16": 16, "quint4x2": 8}
 # IntFormat name -> torch dtype whose default range it is
 _FMT_TO_TORCH = {"int8": "qint8", "uint8": "quint8", "int16": "int16", "uint16": "uint16",
                  "int32": "qint32"}
@@ -124,6 +127,14 @@ def _check_range(mn, mx):
             f"max_val={mx.ravel()[i]!r}")
 
 
+def _strict_range(qmin, qmax) -> tuple[int, int]:
+    """(qmin, qmax) as ints with ``qmin < qmax`` (the rules divide by ``qmax - qmin``)."""
+    lo, hi = integer_scalar(qmin, "qmin"), integer_scalar(qmax, "qmax")
+    if lo >= hi:
+        raise ValueError(f"qmin must be < qmax; got qmin={lo}, qmax={hi}")
+    return lo, hi
+
+
 def _out(scale, zp, scalar):
     if scalar:
         return scale[()], zp[()]
@@ -148,13 +159,20 @@ def torch_qrange(qmin=None, qmax=None, fmt=None, *, dtype=None, reduce_range=Fal
     gives its default range (``reduce_range`` halves the 8-bit ones: qint8 [-64, 63], quint8
     [0, 127]); an explicit range is "custom" and ``reduce_range`` makes it
     ``(qmin // 2, qmax // 2)``. An ``IntFormat`` int8/uint8/int16/uint16/int32 stands for
-    qint8/quint8/int16/uint16/qint32 with their default range; other ranges are custom
-    ranges of qint8 (when qmin < 0) or quint8.
+    qint8/quint8/int16/uint16/qint32 with their default range. Other ranges are custom ranges
+    of ``dtype``, or, without one, of quint8 when ``qmin >= 0``, else of qint8 (at most 256
+    codes), int16 (inside [-2**15, 2**15 - 1]) or qint32.
+
+    A custom range is checked as torch's observers check it (ValueError where torch raises
+    AssertionError): ``qmin <= 0 <= qmax``, ``qmin < qmax``, at most 256 codes for qint8/int8
+    and ``2**32`` for qint32/int32.
 
     >>> torch_qrange(dtype="quint8", reduce_range=True)
     (0, 127, 'quint8', False)
     >>> torch_qrange(0, 15)
     (0, 15, 'quint8', True)
+    >>> torch_qrange(-(2**15), 2**15 - 1)
+    (-32768, 32767, 'int16', True)
     """
     if dtype is not None and dtype not in _TORCH_DEFAULT_RANGES:
         raise ValueError(f"dtype must be one of {sorted(_TORCH_DEFAULT_RANGES)}; got {dtype!r}")
@@ -171,10 +189,40 @@ def torch_qrange(qmin=None, qmax=None, fmt=None, *, dtype=None, reduce_range=Fal
         if name in _FMT_TO_TORCH:
             return torch_qrange(dtype=_FMT_TO_TORCH[name], reduce_range=reduce_range)
     if dtype is None:
-        dtype = "qint8" if lo < 0 else "quint8"
+        dtype = _torch_dtype_for_range(lo, hi)
+    _check_torch_custom_range(lo, hi, dtype)
     if reduce_range:
         lo, hi = lo // 2, hi // 2
     return lo, hi, dtype, True
+
+
+def _torch_dtype_for_range(lo: int, hi: int) -> str:
+    if lo >= 0:
+        return "quint8"
+    if hi - lo + 1 <= 256:
+        return "qint8"
+    return "int16" if -(2**15) <= lo and hi <= 2**15 - 1 else "qint32"
+
+
+def _check_torch_custom_range(lo: int, hi: int, dtype: str) -> None:
+    """torch.ao's ``validate_qmin_qmax`` and ``calculate_qmin_qmax`` checks of a custom range."""
+    if not lo <= 0 <= hi:
+        raise ValueError(f"method='torch' needs a range that includes 0 (qmin <= 0 <= qmax); "
+                         f"got qmin={lo}, qmax={hi}")
+    if lo >= hi:
+        raise ValueError(f"method='torch' needs qmin < qmax; got qmin={lo}, qmax={hi}")
+    limit = {"qint8": 256, "int8": 256, "qint32": 2**32, "int32": 2**32}.get(dtype)
+    if limit is not None and hi - lo + 1 > limit:
+        raise ValueError(f"a {dtype} range holds at most {limit} codes; got qmin={lo}, qmax={hi}")
+
+
+def torch_dtype_bits(qmin=None, qmax=None, fmt=None, *, dtype=None) -> int:
+    """``torch.iinfo(dtype).bits`` of the torch dtype :func:`torch_qrange` settles on.
+
+    >>> torch_dtype_bits(fmt=None, dtype="quint8"), torch_dtype_bits(-8, 7), torch_dtype_bits(dtype="int16")
+    (8, 8, 16)
+    """
+    return TORCH_DTYPE_BITS[torch_qrange(qmin, qmax, fmt, dtype=dtype)[2]]
 
 
 def torch_symmetric_zero_point(qmin: int, qmax: int, dtype: str, custom: bool) -> int:
@@ -295,7 +343,7 @@ def fbgemm_qparams(min_val, max_val, qmin, qmax, *, preserve_sparsity=False,
     >>> fbgemm_qparams(-1e-6, 1e-6, 0, 255)
     (np.float32(6.1e-05), np.int32(128))
     """
-    lo, hi = integer_scalar(qmin, "qmin"), integer_scalar(qmax, "qmax")
+    lo, hi = _strict_range(qmin, qmax)
     mn, mx, scalar = _range_arrays(min_val, max_val)
     _check_range(mn, mx)
     n = mn.size
@@ -400,7 +448,7 @@ def torchao_qparams(min_val, max_val, qmin, qmax, *, symmetric=False, mapping=No
     >>> float(s), int(z)
     (0.005889892578125, 170)
     """
-    lo, hi = integer_scalar(qmin, "qmin"), integer_scalar(qmax, "qmax")
+    lo, hi = _strict_range(qmin, qmax)
     if mapping is None:
         mapping = "symmetric" if symmetric else "asymmetric"
     if mapping not in _TORCHAO_MAPPINGS:
@@ -480,7 +528,7 @@ def onnx_qparams(min_val, max_val):
     f32 = np.float32
     mn = np.minimum(f32(0), mn)
     mx = np.maximum(f32(0), mx)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", divide="ignore", under="ignore"):  # as onnx.reference
         s = np.where(mx == mn, f32(1.0), mx - mn).astype(f32) / f32(255)
         z0 = f32(0) - mn / s
     z = np.rint(np.clip(z0, f32(0), f32(255))).astype(np.uint8)
