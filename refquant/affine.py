@@ -30,6 +30,8 @@ __all__ = ["quantize", "dequantize", "fake_quantize"]
 
 _QUOTIENT = {"exact": 0, "divide": 1, "reciprocal": 2}
 _DEQUANT = {"exact": 0, "float32": 1, "float64": 2, "mixed": 3, "promote": 4}
+_CLAMP = {"float": 0, "cast_first": 1, "cast_last": 2}
+_NO_CAST = (2.0**63, 0.0, 0.0, 0.0)
 _F64, _F32, _F16, _BF16 = 0, 1, 2, 3
 _WIDTH = {_F16: 16, _BF16: 16, _F32: 32, _F64: 64}
 
@@ -210,7 +212,34 @@ class _Plan:
         conv = self.conv
         if fake and conv.fake_nan == "propagate":
             return np.nan
+        if conv.nan == "cast":
+            return self.cast_params()[1]
         return {"qmin": self.lo, "qmax": self.hi, "zero": 0.0, "error": np.nan}[conv.nan]
+
+    def clamp_params(self, fake: bool):
+        """(clamp mode, lo, hi, cast) for the kernel. Under ``cast_last`` the bounds are rounded
+        to the compute dtype (as torch.clamp does with integer bounds) and, for integer output,
+        the clamped value goes through the float-to-integer conversion."""
+        lo, hi = float(self.lo), float(self.hi)
+        if self.conv.clamp != "cast_last":
+            return _CLAMP[self.conv.clamp], lo, hi, _NO_CAST
+        lo, hi = _round_to(np.float64([lo, hi]), self.c_fmt)
+        if fake:
+            return _CLAMP["float"], lo, hi, _NO_CAST
+        return _CLAMP["cast_last"], lo, hi, self.cast_params()
+
+    def cast_params(self):
+        """``(lim, overflow_q, mod, top)`` of x86's float-to-integer conversion into the code dtype:
+        a 32-bit conversion (64-bit for int64 and uint32 codes) whose out-of-range and NaN result,
+        INT_MIN, is wrapped to the dtype's width (0 for 8- and 16-bit codes)."""
+        dt = integer_dtype_for(self.lo, self.hi)
+        width = dt.itemsize * 8
+        conv_width = 32 if width < 32 or dt == np.int32 else 64
+        lim = 2.0 ** (conv_width - 1)
+        mod = 2.0**width if width < conv_width else 0.0
+        top = 2.0 ** (width - 1) if dt.kind == "i" else 2.0**width
+        overflow = 0.0 if mod else -lim
+        return lim, overflow, mod, top
 
 
 def _kernel_input(x: np.ndarray) -> np.ndarray:
@@ -295,10 +324,11 @@ def _compute(plan, xk, fake, out, u):
             return
     s_q, inv, z_c = plan.quotient_params()
     dmode, s_d, p_fmt = plan.dequant_params(out_fmt)
+    clamp_mode, lo, hi, cast = plan.clamp_params(fake)
     k.affine_kernel(
         xk.size, xk, plan.layout.gidx, u, s_q, inv, np.ascontiguousarray(plan.z), z_c, s_d, lo, hi,
         _QUOTIENT[conv.quotient], plan.c_fmt, conv.zero_point == "before_round", conv.fma,
-        conv.zero_point_add == "integer", plan.mode, conv.clamp == "cast_first",
+        conv.zero_point_add == "integer", plan.mode, clamp_mode, cast,
         plan.nan_code(fake), fake, dmode, out_fmt, p_fmt, out_fmt in (_F16, _BF16), out,
     )
 

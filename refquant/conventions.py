@@ -25,9 +25,15 @@ zero_point_add
     for ``after_round``: ``"integer"`` (exact) or ``"compute"`` (a float add in the compute dtype).
 clamp
     ``"float"`` clamp the float value, then convert; ``"cast_first"`` convert to int64 first (x86:
-    NaN, +-inf and ``|q| >= 2**63`` become INT64_MIN, hence qmin), then clamp.
+    NaN, +-inf and ``|q| >= 2**63`` become INT64_MIN, hence qmin), then clamp; ``"cast_last"``
+    ``clamp(v, qmin, qmax)`` with the bounds rounded to the compute dtype (torch.clamp with integer
+    bounds: bfloat16 makes 32767 into 32768), then x86's float-to-int32 conversion (NaN and
+    ``|v| >= 2**31`` give INT32_MIN) truncated to the code dtype's width (32768 wraps to -32768 in
+    int16; INT32_MIN becomes 0 in 8- and 16-bit codes). ``fake_quantize`` keeps the clamped float.
 nan
-    the code of NaN in ``quantize``: ``"error"``, ``"qmin"``, ``"qmax"``, ``"zero"``.
+    the code of NaN in ``quantize``: ``"error"``, ``"qmin"``, ``"qmax"``, ``"zero"``, ``"cast"``
+    (what the ``cast_last`` conversion makes of NaN: 0 for 8- and 16-bit codes, INT32_MIN for
+    int32).
 fake_nan
     NaN in ``fake_quantize``: ``"propagate"`` or ``"code"`` (NaN's code, dequantized).
 dequant
@@ -63,8 +69,8 @@ _CHOICES = {
     "zero_point": ("after_round", "before_round"),
     "zero_point_add": ("integer", "compute"),
     "rounding": ROUNDING_MODES,
-    "clamp": ("float", "cast_first"),
-    "nan": ("error", "qmin", "qmax", "zero"),
+    "clamp": ("float", "cast_first", "cast_last"),
+    "nan": ("error", "qmin", "qmax", "zero", "cast"),
     "fake_nan": ("propagate", "code"),
     "dequant": ("exact", "float32", "float64", "mixed", "promote"),
 }
@@ -209,40 +215,41 @@ TABLE = (
     ),
     Convention(
         name="torch.decomposed",
-        formula="inv = f32(1.0 / s) (double reciprocal); q = clamp(rne(f32(x * inv)) + z, qmin, qmax); "
-        "half/bfloat16 x upcast to float32; NaN -> 0; dequantize f32(f32(q) - z) * f32(s). "
-        "Per-channel: 1 / s and x * inv in the scales' dtype (float64 scales: float64)",
+        formula="inv = f32(1.0 / s) (double reciprocal); q = clamp(rne(f32(x * inv)) + z, qmin, qmax) "
+        "in float32, then .to(dtype) (x86 conversion: NaN and values >= 2**31 give INT32_MIN, "
+        "truncated to the code width: 0 for 8/16-bit codes); half/bfloat16 x upcast to float32; "
+        "dequantize f32(f32(q) - z) * f32(s). Per-channel: 1 / s and x * inv in the scales' dtype "
+        "(float64 scales: float64)",
         backend="torch 2.13 quantized_decomposed.quantize_per_tensor / _per_channel / dequantize",
         evidence="tests/cross/test_affine_torch.py",
         quotient="reciprocal",
         reciprocal="float64",
         compute="float32",
         zero_point_add="compute",
-        nan="zero",
+        clamp="cast_last",
+        nan="cast",
         fake_nan="code",
         dequant="float32",
         input_dtypes=("float16", "bfloat16", "float32"),
-        variants=(
-            ({"per_channel": True}, {"reciprocal": "scale_dtype", "compute": "promote"}),
-            ({"wide": True}, {"nan": "qmin"}),
-        ),
+        variants=(({"per_channel": True}, {"reciprocal": "scale_dtype", "compute": "promote"}),),
     ),
     Convention(
         name="torchao",
         formula="inv = 1 / s in the scale's dtype; q = clamp(rne(x * inv) + z, qmin, qmax) with every "
-        "op in promote(x, s) (bfloat16 rounds after each op); NaN -> 0 in quantize, NaN in fake; "
-        "dequantize (q.to(out) - z.to(out)) * s in promote(out, s), then out",
+        "op in promote(x, s) (bfloat16 rounds after each op, the clamp bounds too: 32767 -> 32768), "
+        "then .to(dtype) (x86: NaN and values >= 2**31 give INT32_MIN, truncated to the code "
+        "width); NaN in fake; dequantize (q.to(out) - z.to(out)) * s in promote(out, s), then out",
         backend="torchao 0.18 quantize_affine / dequantize_affine / _fake_quantize_affine",
         evidence="tests/cross/test_affine_torchao.py",
         quotient="reciprocal",
         reciprocal="scale_dtype",
         compute="promote",
         zero_point_add="compute",
-        nan="zero",
+        clamp="cast_last",
+        nan="cast",
         fake_nan="propagate",
         dequant="promote",
         input_dtypes=("float16", "bfloat16", "float32"),
-        variants=(({"wide": True}, {"nan": "qmin"}),),
     ),
     Convention(
         name="onnx",

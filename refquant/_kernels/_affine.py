@@ -23,8 +23,10 @@ from ._jit import (
 from ._round import round_quotient, round_value, two_prod
 
 QUOTIENT_EXACT, QUOTIENT_DIVIDE, QUOTIENT_RECIPROCAL = 0, 1, 2
+CLAMP_FLOAT, CLAMP_CAST_FIRST, CLAMP_CAST_LAST = 0, 1, 2
 DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_MIXED, DEQUANT_PROMOTE = range(5)
 _INT64_LIMIT = 9.223372036854775808e18  # 2**63
+_NO_CAST = (_INT64_LIMIT, 0.0, 0.0, 0.0)
 
 
 @kernel
@@ -72,9 +74,32 @@ def round_pair_to_f32(p, e, odd):
 
 
 @kernel
+def convert_to_int(v, cast):
+    """An x86 float-to-integer conversion of the integer-valued ``v``, wrapped to the code dtype.
+
+    ``cast = (lim, overflow_q, mod, top)``: values outside ``[-lim, lim)`` become ``overflow_q``
+    (the conversion's INT_MIN, already wrapped); the rest are taken modulo ``mod`` (0: no wrap)
+    into ``[top - mod, top)``.
+    """
+    lim, overflow_q, mod, top = cast
+    if not (-lim <= v < lim):
+        return overflow_q
+    if mod != 0.0:
+        v -= mod * np.floor(v / mod)
+        if v >= top:
+            v -= mod
+    return v
+
+
+@kernel
 def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_before, fma, zp_add_int,
-                     rmode, u, cast_first, nan_q):
-    """One element's integer code (an integer-valued float64), or ``nan_q`` for NaN input."""
+                     rmode, u, clamp_mode, cast, nan_q):
+    """One element's integer code (an integer-valued float64), or ``nan_q`` for NaN input.
+
+    ``clamp_mode``: clamp the float to ``[lo, hi]`` (``CLAMP_FLOAT``); convert to int64 first, so
+    that ``|q| >= 2**63`` gives ``lo`` (``CLAMP_CAST_FIRST``); or clamp, then convert with
+    :func:`convert_to_int` (``CLAMP_CAST_LAST``).
+    """
     if qmode == QUOTIENT_EXACT:
         q = round_quotient(x, s_q, rmode, u) + z
     else:
@@ -100,9 +125,12 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_before, fma, z
             q = rnd(r + z_c, cfmt)
     if q != q:
         return nan_q
-    if cast_first and not abs(q) < _INT64_LIMIT:
+    if clamp_mode == CLAMP_CAST_FIRST and not abs(q) < _INT64_LIMIT:
         return lo
-    return min(max(q, lo), hi)
+    q = min(max(q, lo), hi)
+    if clamp_mode == CLAMP_CAST_LAST:
+        return convert_to_int(q, cast)
+    return q
 
 
 @kernel
@@ -127,7 +155,7 @@ def dequantize_element(q, z, s_d, dmode, ofmt, pfmt, odd):
 
 @sized_kernel
 def affine_kernel(x, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, qmode, cfmt, zp_before, fma,
-                  zp_add_int, rmode, cast_first, nan_q, dequant, dmode, ofmt, pfmt, odd, out):
+                  zp_add_int, rmode, clamp_mode, cast, nan_q, dequant, dmode, ofmt, pfmt, odd, out):
     """Quantize (``dequant=False``: integer ``out``) or fake-quantize every element of ``x``.
 
     Per-group parameters are indexed by ``gidx[i]`` (empty ``gidx``: one group); ``u`` holds the
@@ -139,7 +167,7 @@ def affine_kernel(x, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, qmode, cfmt, zp_bef
         g = gidx[i] if grouped else 0
         ui = u[i] if drawn else 0.0
         q = quantize_element(np.float64(x[i]), s_q[g], inv[g], z[g], z_c[g], lo, hi, qmode, cfmt,
-                             zp_before, fma, zp_add_int, rmode, ui, cast_first, nan_q)
+                             zp_before, fma, zp_add_int, rmode, ui, clamp_mode, cast, nan_q)
         if dequant:
             out[i] = dequantize_element(q, z[g], s_d[g], dmode, ofmt, pfmt, odd)
         else:
@@ -215,7 +243,7 @@ def exact_half_even_fixup(x, s, inv, z, lo, hi, dequant, check_product, ofmt, ou
             v, bad = _fast_exact_element(xi, s, inv, z, lo, hi, dequant, check_product)
             if bad:
                 q = quantize_element(xi, s, 1.0, z, z, lo, hi, QUOTIENT_EXACT, 0, False, False,
-                                     True, 0, 0.0, False, np.nan)
+                                     True, 0, 0.0, CLAMP_FLOAT, _NO_CAST, np.nan)
                 if dequant:
                     out[i] = dequantize_element(q, z, s, DEQUANT_EXACT, ofmt, ofmt, False)
                 else:

@@ -221,3 +221,31 @@ def test_platform_default_follows_aten_cpu_capability(monkeypatch):
     assert torch_kernels_use_fma() is False
     monkeypatch.delenv("ATEN_CPU_CAPABILITY")
     assert torch_kernels_use_fma() is cpu_has_fma()
+
+
+DECOMPOSED_WIDE = {"int16": (torch.int16, -32768, 32767), "uint16": (torch.uint16, 0, 65535),
+                   "int32": (torch.int32, -(2**31), 2**31 - 1)}
+
+
+@pytest.mark.parametrize("qdtype", sorted(DECOMPOSED_WIDE))
+@pytest.mark.parametrize("scale_dtype", [np.float32, np.float64])
+def test_decomposed_wide_codes_convert_as_x86_does(qdtype, scale_dtype):
+    """clamp in the compute dtype, then .to(dtype): NaN and values that the float32 bound 2**31
+    lets through become INT32_MIN (0 once truncated to 16 bits)."""
+    from torch.ao.quantization.fx import _decomposed  # noqa: F401
+
+    ops = torch.ops.quantized_decomposed
+    tdt, lo, hi = DECOMPOSED_WIDE[qdtype]
+    specials = np.float32([np.nan, np.inf, -np.inf, 1e30, -1e30, 0.0, -0.0, 214748364.7, 214748358.0,
+                           -214748364.8, 6553.5, 3276.7, 3276.75])
+    x = np.concatenate([specials, tie_heavy(0.1, 0, -40000, 40000, 20000, seed=8)]).astype(np.float32)
+    z = 3 if lo >= 0 else -3
+    tq = ops.quantize_per_tensor(torch.from_numpy(x), 0.1, z, lo, hi, tdt)
+    q = rq.quantize(x, 0.1, z, qmin=lo, qmax=hi, convention="torch.decomposed")
+    assert_bitwise_equal(q.astype(np.int64), tq.numpy().astype(np.int64), "per-tensor")
+    x2 = np.stack([x, x * 7], axis=1)
+    scales, zps = np.array([0.1, 0.03], scale_dtype), np.array([z, 0])
+    tq = ops.quantize_per_channel(torch.from_numpy(x2), torch.from_numpy(scales), torch.from_numpy(zps),
+                                  1, lo, hi, tdt)
+    q = rq.quantize(x2, scales, zps, qmin=lo, qmax=hi, axis=1, convention="torch.decomposed")
+    assert_bitwise_equal(q.astype(np.int64), tq.numpy().astype(np.int64), "per-channel")

@@ -77,3 +77,33 @@ def test_special_values():
                                 torch.from_numpy(z), torch.int8, -128, 127)
     fq = rq.fake_quantize(x, s, z, qmin=-128, qmax=127, block_size=(1, 8), convention="torchao")
     assert_bitwise_equal(fq, tfq.numpy())
+
+
+WIDE = {"int16": (torch.int16, -32768, 32767), "int32": (torch.int32, -(2**31), 2**31 - 1)}
+
+
+@pytest.mark.parametrize("rng_name", sorted(WIDE))
+@pytest.mark.parametrize("x_dtype,scale_dtype", [
+    (np.float32, np.float32), (ml_dtypes.bfloat16, ml_dtypes.bfloat16), (ml_dtypes.bfloat16, np.float32),
+])
+def test_wide_codes_clamp_in_the_compute_dtype_then_convert(rng_name, x_dtype, scale_dtype):
+    """bfloat16 rounds the bound 32767 up to 32768, which the int16 conversion wraps to -32768;
+    float32 rounds 2**31 - 1 to 2**31, which the int32 conversion turns into INT32_MIN; NaN
+    converts to INT32_MIN, which is 0 in a 16-bit code."""
+    tdt, lo, hi = WIDE[rng_name]
+    specials = [np.nan, np.inf, -np.inf, 1e30, -1e30, 0.0, -0.0, 3.0e9, -3.0e9, 40000.0, 32767.0,
+                32700.0, 65535.0, 70000.0, 2147483520.0, -2147483648.0]
+    rng = np.random.default_rng(3)
+    x = np.concatenate([np.float32(specials), rng.uniform(-1e5, 1e5, 4096 - len(specials))])
+    x = x.astype(np.float32).astype(x_dtype).reshape(16, 256)
+    s = np.float32(np.full((16, 1), 1.0)) * rng.choice([1.0, 0.5, 0.01, 1e-6], (16, 1))
+    s = s.astype(np.float32).astype(scale_dtype)
+    z = rng.integers(-3, 4, (16, 1)).astype(np.int32) + (0 if lo < 0 else 3)
+    tx, ts, tz = to_torch(x), to_torch(s), torch.from_numpy(z)
+    tq = quantize_affine(tx, (1, 256), ts, tz, tdt, lo, hi)
+    q = rq.quantize(x, s, z, qmin=lo, qmax=hi, block_size=(1, 256), convention="torchao")
+    assert q.dtype == rq.integer_dtype_for(lo, hi)
+    assert_bitwise_equal(q.astype(np.int64), tq.numpy().astype(np.int64), "quantize")
+    tfq = _fake_quantize_affine(tx, (1, 256), ts, tz, tdt, lo, hi)
+    fq = rq.fake_quantize(x, s, z, qmin=lo, qmax=hi, block_size=(1, 256), convention="torchao")
+    assert_bitwise_equal(fq, to_numpy(tfq), "fake_quantize")
