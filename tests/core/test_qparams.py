@@ -192,3 +192,37 @@ def test_per_channel_equals_per_tensor(pairs, method, symmetric):
         si, zi = rq.choose_qparams(mn[i], mx[i], symmetric=symmetric, method=method, **kw)
         assert np.float32(si).view(np.uint32) == s[i].view(np.uint32) and zi == z[i]
         assert np.asarray(si).dtype == s.dtype and np.asarray(zi).dtype == z.dtype
+
+
+def test_torch_custom_ranges_checked_as_torch_observers_do():
+    # torch.ao: validate_qmin_qmax and calculate_qmin_qmax raise AssertionError here
+    with pytest.raises(ValueError, match="includes 0"):
+        rq.choose_qparams(-1.0, 1.0, qmin=1, qmax=10)
+    with pytest.raises(ValueError, match="includes 0"):
+        rq.choose_qparams(-1.0, 1.0, qmin=-10, qmax=-1)
+    with pytest.raises(ValueError, match="qmin < qmax"):
+        rq.choose_qparams(-1.0, 1.0, qmin=0, qmax=0)
+    with pytest.raises(ValueError, match="256"):
+        rq.choose_qparams(-1.0, 1.0, qmin=-200, qmax=100, dtype="qint8")
+    # without a dtype, a wide signed range is int16 or qint32, as a torch user would pick
+    assert qp.torch_qrange(-(2**15), 2**15 - 1)[2] == "int16"
+    assert qp.torch_qrange(-(2**20), 2**20)[2] == "qint32"
+    assert qp.torch_qrange(-200, 100)[2] == "int16"
+    assert qp.torch_qrange(0, 1000)[2] == "quint8"
+    s, z = rq.choose_qparams(-1.0, 1.0, qmin=-(2**15), qmax=2**15 - 1, symmetric=True)
+    assert float(s) == f32(F(1) / F(65535, 2)) and z == 0
+
+
+@pytest.mark.parametrize("method", ["fbgemm", "torchao"])
+def test_empty_integer_range_is_an_error(method):
+    with pytest.raises(ValueError, match="qmin must be < qmax"):
+        rq.choose_qparams(-1.0, 1.0, qmin=3, qmax=3, method=method)
+
+
+def test_onnx_tiny_range_quietly_as_the_reference():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s, z = rq.choose_qparams(np.float32(-1e-45), np.float32(0.0), method="onnx")
+    assert float(s) == 0.0 and z == 255  # -1e-45 / 255 underflows; 0 - (-x / 0) = +inf -> 255
