@@ -59,7 +59,8 @@ def _round_to(values: np.ndarray, fmt: int) -> np.ndarray:
 class _Layout:
     """How scale and zero point map onto x: one group, or a group index per element."""
 
-    def __init__(self, shape, scale, zero_point, axis, block_size, scale_name="scale"):
+    def __init__(self, shape, scale, zero_point, axis, block_size, scale_name="scale", array_name="x"):
+        self.array_name = array_name
         self.scale = np.asarray(scale)
         self.zero_point = np.asarray(zero_point)
         self.per_channel = axis is not None or block_size is not None
@@ -95,7 +96,7 @@ class _Layout:
         channels = shape[ax]
         if self.scale.ndim != 1 or self.scale.shape[0] != channels:
             raise ValueError(
-                f"per-channel {scale_name} must be 1-D of length x.shape[{ax}] = {channels}; "
+                f"per-channel {scale_name} must be 1-D of length {self.array_name}.shape[{ax}] = {channels}; "
                 f"got shape {self.scale.shape}"
             )
         ids_shape = [1] * len(shape)
@@ -114,7 +115,8 @@ class _Layout:
         for i, (dim, b) in enumerate(zip(shape, block)):
             if not isinstance(b, (int, np.integer)) or b < 1 or dim % b:
                 raise ValueError(
-                    f"block_size[{i}] = {b!r} must be a positive integer dividing x.shape[{i}] = {dim}"
+                    f"block_size[{i}] = {b!r} must be a positive integer dividing "
+                    f"{self.array_name}.shape[{i}] = {dim}"
                 )
         groups = tuple(dim // b for dim, b in zip(shape, block))
         if self.scale.shape != groups and not (self.scale.size == int(np.prod(groups)) == 1):
@@ -136,7 +138,8 @@ class _Plan:
                  rounding, convention, for_dequantize=False):
         conv = _conventions.get(convention)
         self.lo, self.hi = resolve_range(qmin, qmax, fmt) if not for_dequantize else (0, 0)
-        self.layout = layout = _Layout(shape, scale, zero_point, axis, block_size)
+        self.layout = layout = _Layout(shape, scale, zero_point, axis, block_size,
+                                       array_name="q" if for_dequantize else "x")
         float_zp = layout.zero_point.dtype.kind == "f"
         wide = (self.hi - self.lo) >= 256
         self.conv = conv = conv.resolve(
