@@ -62,6 +62,8 @@ from dataclasses import dataclass, field, fields, replace
 from ._platform import cpu_has_fma, torch_kernels_use_fma
 from .rounding import ROUNDING_MODES
 
+__all__ = ["Convention", "TABLE", "register", "names", "get"]
+
 _CHOICES = {
     "quotient": ("exact", "divide", "reciprocal"),
     "reciprocal": ("float32", "float64", "scale_dtype"),
@@ -271,7 +273,14 @@ _REGISTRY: dict[str, Convention] = {}
 
 
 def register(convention: Convention) -> Convention:
-    """Add a convention to the registry (its name must be new)."""
+    """Add a convention to the registry (its name must be new) and return it.
+
+    >>> import refquant as rq
+    >>> mine = rq.conventions.get("torch.fake_quantize").replace(name="my.kernel", fma=False)
+    >>> rq.conventions.register(mine).name in rq.conventions.names()
+    True
+    >>> _ = rq.conventions._REGISTRY.pop("my.kernel")  # keep the doctest side-effect free
+    """
     if not isinstance(convention, Convention):
         raise TypeError(f"convention must be a Convention; got {convention!r}")
     if convention.name in _REGISTRY:
@@ -291,7 +300,15 @@ def names() -> list[str]:
 
 
 def get(name) -> Convention:
-    """The convention called ``name`` (a :class:`Convention` passes through); else a ValueError."""
+    """The convention called ``name`` (a :class:`Convention` passes through); else a ValueError.
+
+    >>> import refquant as rq
+    >>> c = rq.conventions.get("onnx")
+    >>> c.quotient, c.rounding, c.nan
+    ('divide', 'half_even', 'qmin')
+    >>> rq.conventions.get(c) is c
+    True
+    """
     if isinstance(name, Convention):
         return name
     try:
