@@ -163,3 +163,167 @@ def test_fused_moving_average_stream(sym, per_channel):
             scale, zp, c, lo, hi, 0, per_channel, sym)
         ours.update(x)
         same(ours.qparams(), (scale, zp))
+
+
+# ---------------------------------------------------------------------------------------------
+# torch's float32 sums, and Histogram streams where the sum order decides the search
+
+
+def test_torch_float_width_matches_torch_capability():
+    from refquant.observers import torch_float_width
+
+    cap = torch.backends.cpu.get_cpu_capability()
+    expected = 16 if cap == "AVX512" else 4 if cap in ("NEON", "SVE128") else 8
+    assert torch_float_width() == expected, cap
+
+
+def test_torch_sum32_matches_torch_sum():
+    from refquant.observers import torch_float_width
+
+    width = torch_float_width()
+    lengths = list(range(1, 40)) + [63, 64, 65, 100, 255, 256, 257, 1000, 2047, 2048, 2049,
+                                      4099, 10000, 32768]
+    mismatches = 0
+    for n in lengths:
+        for _ in range(3):
+            x = (RNG.standard_normal(n) * 10 ** RNG.uniform(-3, 6, n)).astype(np.float32)
+            x[RNG.random(n) < 0.3] = 0.0
+            ours = h.torch_sum32(x, width)
+            theirs = torch.sum(torch.from_numpy(x)).numpy()
+            mismatches += int(bits(ours) != bits(theirs))
+    assert mismatches == 0
+
+
+def _long_streams(count):
+    """Seeded streams of 2-5 batches (1e3 to 4e5 values, heavy tails, growing ranges), each with
+    the (dtype, symmetric) it is tested under; stream 18 is one where a float64 sum of the
+    histogram took the L2 search onto another path than torch's float32 cascade sum."""
+    r = np.random.default_rng(5)
+    out = []
+    for trial in range(count):
+        dtype, sym = [("quint8", False), ("qint8", True), ("qint8", False), ("quint8", True)][trial % 4]
+        batches = []
+        for b in range(int(r.integers(2, 6))):
+            size = int(r.choice([1000, 30000, 200000]))
+            sc = 10 ** r.uniform(-3, 3) * (b + 1) ** r.uniform(0, 2)
+            x = r.standard_t(r.uniform(1.5, 10), size) * sc + r.uniform(-1, 1) * sc
+            batches.append(x.astype(np.float32))
+        out.append((dtype, sym, batches))
+    return out
+
+
+LONG = _long_streams(24)
+
+
+@pytest.mark.parametrize("trial", [18, 0, 5, 10, 15, 21, 23])
+def test_histogram_long_streams(trial):
+    dtype, sym, batches = LONG[trial]
+    scheme = torch.per_tensor_symmetric if sym else torch.per_tensor_affine
+    theirs = tq.HistogramObserver(dtype=getattr(torch, dtype), qscheme=scheme)
+    ours = rq.observers.Histogram(dtype=dtype, symmetric=sym)
+    for x in batches:
+        theirs(torch.from_numpy(x.copy()))
+        ours.update(x)
+    expected = theirs.calculate_qparams()
+    assert (ours.histogram.view(np.uint32) == theirs.histogram.numpy().view(np.uint32)).all()
+    same(ours.qparams(), expected)
+
+
+@pytest.mark.parametrize("dtype,sym", [("int16", True), ("int16", False), ("uint16", False)])
+def test_histogram_16_bit_dtypes_search_65536_bins(dtype, sym):
+    scheme = torch.per_tensor_symmetric if sym else torch.per_tensor_affine
+    theirs = tq.HistogramObserver(dtype=getattr(torch, dtype), qscheme=scheme)
+    ours = rq.observers.Histogram(dtype=dtype, symmetric=sym)
+    assert ours.dst_bits == 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for x in STREAMS["outlier"] + STREAMS["growing"]:
+            theirs(torch.from_numpy(x.copy()))
+            ours.update(x)
+        expected = theirs.calculate_qparams()
+    same(ours.qparams(), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-channel statistics on every axis, NaN and inf channels
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, 3])
+@pytest.mark.parametrize("moving", [False, True])
+def test_per_channel_every_axis_with_special_values(axis, moving):
+    kw = {"averaging_constant": 0.25} if moving else {}
+    tcls = tq.MovingAveragePerChannelMinMaxObserver if moving else tq.PerChannelMinMaxObserver
+    ocls = rq.observers.MovingAverageMinMax if moving else rq.observers.MinMax
+    theirs = tcls(ch_axis=axis, dtype=torch.qint8, qscheme=torch.per_channel_symmetric, **kw)
+    ours = ocls(axis=axis, dtype="qint8", symmetric=True, **kw)
+    shape = (5, 3, 70, 2)
+    for k in range(3):
+        x = (RNG.standard_normal(shape) * 10 ** RNG.uniform(-3, 3)).astype(np.float32)
+        if k == 1:
+            x[(slice(None),) * axis + (1,)] = 7.0  # a constant channel
+        theirs(torch.from_numpy(x.copy()))
+        ours.update(x)
+    for mine, ref in ((ours.min_val, theirs.min_val), (ours.max_val, theirs.max_val)):
+        assert (bits(mine) == bits(ref.numpy())).all()
+    same(ours.qparams(), theirs.calculate_qparams())
+    x = np.zeros(shape, np.float32)
+    x[(slice(None),) * axis + (0,)] = np.nan
+    x[(slice(None),) * axis + (1,)] = np.inf
+    theirs(torch.from_numpy(x.copy()))
+    ours.update(x)
+    for mine, ref in ((ours.min_val, theirs.min_val), (ours.max_val, theirs.max_val)):
+        ref = ref.numpy()
+        assert (np.isnan(mine) == np.isnan(ref)).all()
+        keep = ~np.isnan(ref)
+        assert (bits(mine[keep]) == bits(ref[keep])).all()
+
+
+def test_fused_op_restarts_infinite_running_values():
+    c = 0.5
+    run_min, run_max = torch.full((1,), np.inf), torch.full((1,), -np.inf)
+    scale, zp = torch.ones(1), torch.zeros(1, dtype=torch.int32)
+    ours = rq.observers.MovingAverageMinMax(averaging_constant=c, qmin=0, qmax=255,
+                                            method="fbgemm")
+    batches = [np.float32([-np.inf, 1.0]), np.float32([-2.0, 3.0]), np.float32([np.inf, 0.0]),
+               np.float32([-1.0, 2.0])]
+    for x in batches:
+        torch.fused_moving_avg_obs_fake_quant(
+            torch.from_numpy(x.copy()), torch.tensor([1]), torch.tensor([1]), run_min, run_max,
+            scale, zp, c, 0, 255, 0, False, False)
+        ours.update(x)
+        assert bits(ours.min_val) == bits(run_min.numpy())[0]
+        assert bits(ours.max_val) == bits(run_max.numpy())[0]
+    same(ours.qparams(), (scale, zp))
+
+
+# ---------------------------------------------------------------------------------------------
+# torchao choose_qparams_affine on whole streams (float32 and bfloat16)
+
+
+TORCHAO_STREAMS = ["random", "zeros", "constant", "negative_constant", "outlier", "tiny", "huge"]
+
+
+@pytest.mark.parametrize("name", TORCHAO_STREAMS)
+@pytest.mark.parametrize("tdtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("mapping,lo,hi", [("asymmetric", 0, 255), ("asymmetric", -128, 127),
+                                           ("symmetric", -128, 127), ("symmetric", -8, 7)])
+def test_torchao_observer_streams(name, tdtype, mapping, lo, hi):
+    from torchao.quantization.quant_primitives import MappingType, choose_qparams_affine
+
+    tt = getattr(torch, tdtype)
+    batches = [torch.from_numpy(x.copy()).to(tt) for x in STREAMS[name]]
+    whole = torch.cat(batches)
+    ts, tz = choose_qparams_affine(whole, getattr(MappingType, mapping.upper()), whole.shape,
+                                   torch.int32, lo, hi)
+    ours = rq.observers.MinMax(qmin=lo, qmax=hi, symmetric=mapping == "symmetric",
+                               method="torchao")
+    for b in batches:
+        if tdtype == "bfloat16":
+            from refquant._dtypes import bfloat16
+
+            ours.update(b.float().numpy().astype(bfloat16()))
+        else:
+            ours.update(b.numpy())
+    s, z = ours.qparams()
+    assert (bits(np.asarray(s).astype(np.float32)) == bits(ts.float().numpy())).all(), (s, ts)
+    assert np.asarray(z).dtype == np.int32 and int(z) == int(tz)
