@@ -9,11 +9,16 @@ state_dict handling are torch's) and replace ``get_quantized_weight`` and ``get_
   "torch.quantize")`` (torch 2.13 x86: ``rne(fma(w, 1f/s, z))`` per-tensor 8-bit, ``rne(f32(w*inv)
   + z)`` per-channel, float zero points for ``per_channel_affine_float_qparams``), returned as a
   torch quantized tensor with those codes;
-* ``get_weight() = rq.dequantize(q, ..., convention="torch.quantize")``.
+* ``get_weight() = rq.dequantize(q, ..., convention="torch.quantize")``;
+* with ``weight_qparams["is_decomposed"]``: the ``"torch.decomposed"`` convention (torch's
+  ``quantized_decomposed`` ops) with ``quant_min`` / ``quant_max``, integer codes returned as a
+  plain uint8 / int8 / int32 tensor.
 
-Both equal torch's reference modules bit for bit (tests/torch/test_reference.py) for
-per_tensor_affine, per_channel_affine and per_channel_affine_float_qparams with quint8, qint8 and
-qint32. float16 weights pass through as torch does; other dtypes raise ValueError.
+Both equal torch's reference modules bit for bit (tests/torch/test_modules.py,
+tests/torch/test_reference.py) for per_tensor_affine, per_channel_affine and
+per_channel_affine_float_qparams with quint8, qint8 and qint32 (quint4x2 per channel:
+``get_weight`` only). A float16 weight dtype passes through as torch's does; other dtypes raise
+torch's ValueError.
 """
 
 from __future__ import annotations
@@ -25,32 +30,53 @@ import refquant as rq
 
 from .._bridge import from_numpy, to_numpy
 
-_RANGES = {torch.quint8: (0, 255), torch.qint8: (-128, 127), torch.qint32: (-(2**31), 2**31 - 1)}
-_CONVENTION = "torch.quantize"
+_RANGES = {torch.quint8: (0, 255), torch.qint8: (-128, 127), torch.qint32: (-(2**31), 2**31 - 1),
+           torch.quint4x2: (0, 15)}
+_INT_REPR = {torch.quint8: torch.uint8, torch.qint8: torch.int8, torch.qint32: torch.int32}
+_QUANTIZED_SCHEMES = (torch.per_tensor_affine, torch.per_channel_affine,
+                      torch.per_channel_affine_float_qparams)
 
 
 class _RefQuantWeight:
+    def _weight_range(self) -> tuple[int, int, str]:
+        """(qmin, qmax, convention) of the weight's qparams, or torch's ValueError."""
+        scheme, dtype, decomposed = self.weight_qscheme, self.weight_dtype, self.is_decomposed
+        allowed = [torch.quint8, torch.qint8, torch.qint32]
+        if scheme != torch.per_tensor_affine and not decomposed:
+            allowed.append(torch.quint4x2)
+        if scheme not in _QUANTIZED_SCHEMES or dtype not in allowed:
+            raise ValueError(f"Unsupported dtype and qscheme: {dtype}, {scheme}")
+        qmin, qmax = _RANGES[dtype]
+        if decomposed and self.weight_quant_min is not None and self.weight_quant_max is not None:
+            qmin, qmax = self.weight_quant_min, self.weight_quant_max
+        return qmin, qmax, ("torch.decomposed" if decomposed else "torch.quantize")
+
     def _weight_codes(self):
-        """(codes ndarray, scale ndarray, zero_point ndarray, axis or None)."""
-        if self.weight_dtype not in _RANGES:
-            raise ValueError(f"Unsupported dtype and qscheme: {self.weight_dtype}, "
-                             f"{self.weight_qscheme}")
-        qmin, qmax = _RANGES[self.weight_dtype]
+        """(codes ndarray, scale ndarray, zero_point ndarray, axis or None, convention)."""
+        qmin, qmax, convention = self._weight_range()
         axis = None if self.weight_qscheme == torch.per_tensor_affine else self.weight_axis_int
         scale, zp = to_numpy(self.weight_scale), to_numpy(self.weight_zero_point)
         if axis is None:
             scale, zp = scale.reshape(()), zp.reshape(())
         codes = rq.quantize(to_numpy(self.weight), scale, zp, qmin=qmin, qmax=qmax, axis=axis,
-                            convention=_CONVENTION)
-        return codes, scale, zp, axis
+                            convention=convention)
+        return codes, scale, zp, axis, convention
 
     def get_quantized_weight(self):
-        if self.weight_dtype == torch.float16:
+        """The weight's codes ``rq.quantize(w, ...)`` under ``"torch.quantize"`` as a torch
+        quantized tensor (``is_decomposed``: under ``"torch.decomposed"`` with
+        ``weight_quant_min`` / ``weight_quant_max``, as a plain integer tensor); a float16 weight
+        dtype gives ``weight.to(float16)``, as torch's."""
+        if self.weight_dtype == torch.float16 and not self.is_decomposed:
             return self.weight.to(torch.float16)
-        codes, _, _, axis = self._weight_codes()
+        codes, _, _, axis, _ = self._weight_codes()
         q = from_numpy(codes, self.weight.device)
-        if self.weight_dtype == torch.qint32:
-            q = q.to(torch.int32)
+        if self.is_decomposed:
+            return q.to(_INT_REPR[self.weight_dtype])
+        if self.weight_dtype == torch.quint4x2:
+            raise NotImplementedError("get_quantized_weight for quint4x2: torch has no constructor "
+                                      "of a quint4x2 tensor from its codes (get_weight works)")
+        q = q.to(_INT_REPR[self.weight_dtype])
         if axis is None:
             return torch._make_per_tensor_quantized_tensor(
                 q, float(self.weight_scale), int(self.weight_zero_point))
@@ -58,10 +84,15 @@ class _RefQuantWeight:
             q, self.weight_scale.to(torch.float64), self.weight_zero_point, axis)
 
     def get_weight(self):
-        if self.weight_dtype == torch.float16:
-            return self.weight.to(torch.float16)
-        codes, scale, zp, axis = self._weight_codes()
-        w = rq.dequantize(codes, scale, zp, axis=axis, convention=_CONVENTION)
+        """``rq.dequantize`` of :meth:`get_quantized_weight`'s codes under the same convention
+        (a float16 weight dtype: ``weight.to(float16).to(float32)``; an unquantized qscheme: the
+        weight itself), as torch's reference modules."""
+        if self.weight_qscheme not in _QUANTIZED_SCHEMES:
+            return self.weight
+        if self.weight_dtype == torch.float16 and not self.is_decomposed:
+            return self.weight.to(torch.float16).to(torch.float32)
+        codes, scale, zp, axis, convention = self._weight_codes()
+        w = rq.dequantize(codes, scale, zp, axis=axis, convention=convention)
         return from_numpy(w, self.weight.device)
 
 
@@ -69,6 +100,18 @@ class Linear(_RefQuantWeight, _torch_ref.Linear):
     """``torch.ao.nn.quantized.reference.Linear`` with the weight quantized by refquant."""
 
     _FLOAT_MODULE = torch.nn.Linear
+
+    @classmethod
+    def from_float(cls, float_linear: torch.nn.Linear, weight_qparams) -> Linear:
+        """A refquant reference Linear with ``float_linear``'s weight and bias (torch's
+        ``from_float`` builds its own class, so it is restated here)."""
+        ref = cls(float_linear.in_features, float_linear.out_features,
+                  float_linear.bias is not None, device=float_linear.weight.device,
+                  dtype=float_linear.weight.dtype, weight_qparams=weight_qparams)
+        ref.weight = torch.nn.Parameter(float_linear.weight.detach())
+        if float_linear.bias is not None:
+            ref.bias = torch.nn.Parameter(float_linear.bias.detach())
+        return ref
 
 
 class Conv2d(_RefQuantWeight, _torch_ref.Conv2d):

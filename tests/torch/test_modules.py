@@ -198,6 +198,7 @@ def test_reference_modules_match_torch_bitwise(qscheme, dtype, kind):
     qp = _weight_qparams(qscheme, dtype, 16, gen)
     theirs = getattr(torch.ao.nn.quantized.reference, kind).from_float(float_mod, qp)
     ours = getattr(rqt.nn.reference, kind).from_float(float_mod, qp)
+    assert type(ours) is getattr(rqt.nn.reference, kind)
     qa, qb = ours.get_quantized_weight(), theirs.get_quantized_weight()
     assert qa.dtype == qb.dtype and torch.equal(qa.int_repr(), qb.int_repr())
     assert same_bits(ours.get_weight(), theirs.get_weight())
