@@ -59,6 +59,17 @@ OBS_CASES = [
     ("qint32", "per_tensor_affine", False, None),
     ("int16", "per_tensor_symmetric", False, None),
     ("uint16", "per_tensor_symmetric", False, None),
+    ("uint16", "per_tensor_affine", False, None),
+    ("int16", "per_tensor_affine", True, None),
+    ("qint32", "per_tensor_symmetric", True, None),
+    ("quint4x2", "per_tensor_affine", False, None),
+    ("quint4x2", "per_tensor_symmetric", False, None),
+    ("int8", "per_tensor_symmetric", True, None),
+    ("uint8", "per_tensor_symmetric", False, None),
+    ("uint8", "per_tensor_affine", True, (0, 31)),
+    ("qint8", "per_tensor_symmetric", True, (-128, 127)),
+    ("qint8", "per_tensor_affine", False, (-127, 127)),
+    ("qint32", "per_tensor_affine", False, (-1000, 1000)),
 ]
 
 
@@ -195,3 +206,14 @@ def test_symmetric_variants_table():
     assert got["amax/127.5"] == float(np.float32(1 / 127.5))
     assert got["amax/127"] == got["amax/127-narrow"] == float(np.float32(1 / 127))
     assert got["amax/128"] == 2.0**-7
+
+
+@pytest.mark.parametrize("dtype,rng", [("quint8", (1, 10)), ("qint8", (-10, -1)), ("quint8", (0, 0)),
+                                       ("qint8", (-200, 100)), ("quint8", (5, 5))])
+def test_torch_method_refuses_the_ranges_torch_refuses(dtype, rng):
+    from torch.ao.quantization import MinMaxObserver
+
+    with pytest.raises(AssertionError):
+        MinMaxObserver(dtype=getattr(torch, dtype), quant_min=rng[0], quant_max=rng[1])
+    with pytest.raises(ValueError, match="qmin"):
+        rq.choose_qparams(-1.0, 1.0, qmin=rng[0], qmax=rng[1], dtype=dtype)
