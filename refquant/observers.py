@@ -326,7 +326,9 @@ class Histogram(_Observer):
     (``torch.sum`` of the histogram and of the per-bin errors) follow ATen's float32 cascade
     order for this machine's vector width, so the search takes torch's steps bit for bit.
 
-    Per tensor only (``axis`` raises NotImplementedError, as in torch).
+    Per tensor only (``axis`` raises NotImplementedError, as in torch). Data are binned in float32:
+    float64 input is rounded to float32 first, where torch's HistogramObserver (unlike its
+    min/max observers) would bin float64 data in float64.
 
     >>> import numpy as np, refquant as rq
     >>> x = np.linspace(-1, 3, 1001, dtype=np.float32)

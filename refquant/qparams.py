@@ -17,10 +17,13 @@ are in the docstring of the function named after the method:
 ========================  ==================================================================
 
 Bad ranges are errors under every method: NaN or +-inf in ``min_val``/``max_val`` and
-``min_val > max_val`` raise ValueError (torch would return a NaN scale and an undefined zero
-point, or an AssertionError). The one exception is torch's "never observed" pair
+``min_val > max_val`` raise ValueError (torch would return a NaN or infinite scale and an
+undefined zero point, or an AssertionError). The one exception is torch's "never observed" pair
 ``(+inf, -inf)`` for a per-tensor range under ``method="torch"``, which returns torch's default
-``(1.0, 0)``.
+``(1.0, 0)``. ``min_val == max_val`` (all-equal data) is a valid range under every method; each
+rule's own floor (``eps``, FBGEMM's 0.1, ONNX's 1.0) keeps the scale positive, except the
+``amax`` variants with ``eps=0`` at ``amax == 0``. The integer range must have ``qmin < qmax``
+(``"torch"`` also checks custom ranges as torch.ao's observers do, see :func:`torch_qrange`).
 """
 
 from __future__ import annotations
