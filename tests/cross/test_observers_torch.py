@@ -327,3 +327,24 @@ def test_torchao_observer_streams(name, tdtype, mapping, lo, hi):
     s, z = ours.qparams()
     assert (bits(np.asarray(s).astype(np.float32)) == bits(ts.float().numpy())).all(), (s, ts)
     assert np.asarray(z).dtype == np.int32 and int(z) == int(tz)
+
+
+@pytest.mark.parametrize("dtype,sym,reduce_range,qrange", [
+    ("quint8", False, True, None), ("qint8", True, True, None), ("quint8", False, False, (0, 15)),
+    ("qint8", True, False, (-8, 7)), ("quint8", True, False, (0, 31))])
+@pytest.mark.parametrize("name", ["heavy", "growing", "constant_then_range"])
+def test_histogram_custom_and_reduced_ranges(dtype, sym, reduce_range, qrange, name):
+    scheme = torch.per_tensor_symmetric if sym else torch.per_tensor_affine
+    tkw = {} if qrange is None else {"quant_min": qrange[0], "quant_max": qrange[1]}
+    okw = {} if qrange is None else {"qmin": qrange[0], "qmax": qrange[1]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = tq.HistogramObserver(dtype=getattr(torch, dtype), qscheme=scheme,
+                                      reduce_range=reduce_range, **tkw)
+        for x in STREAMS[name]:
+            theirs(torch.from_numpy(x.copy()))
+        expected = theirs.calculate_qparams()
+    ours = rq.observers.Histogram(dtype=dtype, symmetric=sym, reduce_range=reduce_range, **okw)
+    for x in STREAMS[name]:
+        ours.update(x)
+    same(ours.qparams(), expected)
