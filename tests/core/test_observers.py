@@ -321,3 +321,18 @@ def test_moving_average_fbgemm_restarts_infinite_entries():
     torch_rule = OBS.MovingAverageMinMax(averaging_constant=0.5, qmin=0, qmax=255)
     torch_rule.update(np.float32([-np.inf, 1.0])).update(np.float32([-2.0, 3.0]))
     assert np.isnan(torch_rule.min_val)  # -inf + c * (cur - -inf)
+
+
+def test_min_greater_than_max_state_and_empty_updates():
+    obs = OBS.MinMax(fmt=rq.uint8).update(np.float32([1.0, 2.0]))
+    d = obs.state_dict()
+    d["state"]["min_val"], d["state"]["max_val"] = 3.0, 1.0
+    with pytest.raises(ValueError, match="min_val must be <= max_val"):
+        OBS.MinMax.from_state_dict(d).qparams()
+    for make in (lambda: OBS.Histogram(fmt=rq.uint8), lambda: OBS.MovingAverageMinMax(fmt=rq.uint8),
+                 lambda: OBS.MinMax(fmt=rq.int8, axis=1), lambda: OBS.Percentile(fmt=rq.uint8)):
+        o = make()
+        empty = json.dumps(o.state_dict(), allow_nan=False)
+        o.update(np.zeros((0, 3), np.float32))
+        assert json.dumps(o.state_dict(), allow_nan=False) == empty
+        assert o.qparams() == (1.0, 0)  # torch's default for an observer that saw nothing
