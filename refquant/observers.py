@@ -227,12 +227,15 @@ class MinMax(_Observer):
             if self.method == "torch":
                 return np.float32(1.0), np.int64(0)
             raise ValueError("the observer has seen no data")
-        mn, mx = self.min_val, self.max_val
+        return self._choose(self.min_val, self.max_val)
+
+    def _choose(self, mn, mx):
+        """choose_qparams; ``method="torchao"`` computes in the observed float16/bfloat16 dtype
+        as torchao does in its input's dtype (unless ``dtype=`` was given)."""
         if self.method == "torchao" and "dtype" not in self.options and \
                 self._input_dtype is not None and self._input_dtype.itemsize == 2:
-            return choose_qparams(mn, mx, dtype=self._input_dtype.name,
-                                  **self._range_kw())
-        return self._choose(mn, mx)
+            return choose_qparams(mn, mx, dtype=self._input_dtype.name, **self._range_kw())
+        return choose_qparams(mn, mx, **self._range_kw())
 
 
 def _float_dtype_named(name):
@@ -469,7 +472,8 @@ class MSE(MinMax):
     ``k = 0..num_candidates-1`` (``r = 1`` first); each gives ``(s, z) = choose_qparams(...)``
     and the error ``sum((fake_quantize(x, s, z, convention=convention) - x)**2)`` in float64
     (per channel with ``axis``). The first candidate with the smallest error wins, so ties keep
-    the widest range.
+    the widest range. Rules with float zero points (``qscheme="per_channel_affine_float_qparams"``)
+    need a ``convention`` that takes them (``"exact"`` raises ValueError).
 
     >>> import numpy as np, refquant as rq
     >>> x = np.concatenate([np.linspace(-1, 1, 999), [8.0]]).astype(np.float32)
@@ -503,7 +507,9 @@ class MSE(MinMax):
         a = self._prepare(x)
         if a is None:
             return self
+        observed = self._input_dtype
         super().update(a)
+        self._input_dtype = observed  # x's own dtype, not the float32 copy's
         self._data.append(self._rows(a) if self.axis is not None else a.reshape(-1).copy())
         return self
 

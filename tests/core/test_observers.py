@@ -336,3 +336,11 @@ def test_min_greater_than_max_state_and_empty_updates():
         o.update(np.zeros((0, 3), np.float32))
         assert json.dumps(o.state_dict(), allow_nan=False) == empty
         assert o.qparams() == (1.0, 0)  # torch's default for an observer that saw nothing
+
+
+def test_mse_torchao_computes_in_the_observed_dtype():
+    x = (RNG.standard_normal(200) * 2).astype(np.float16)
+    one = OBS.MSE(fmt=rq.uint8, method="torchao", num_candidates=1).update(x).qparams()
+    ref = OBS.MinMax(fmt=rq.uint8, method="torchao").update(x).qparams()
+    assert one[0].dtype == ref[0].dtype == np.float16
+    assert one[0].view(np.uint16) == ref[0].view(np.uint16) and one[1] == ref[1]
