@@ -66,15 +66,24 @@ class _Spec(NamedTuple):
     seed: int | None
     grad_factor: float
     lsq_convention: str
+    round_zero_point: bool = False
 
     def kwargs(self) -> dict:
         return {"axis": self.axis, "block_size": self.block_size}
 
+    def forward_zero_point(self, z):
+        """The zero point the forward and the mask use: with ``round_zero_point``,
+        ``clamp(round_half_even(z), qmin, qmax)`` as int64, else ``z`` itself."""
+        if not self.round_zero_point:
+            return z
+        r = np.clip(np.rint(np.asarray(z, dtype=np.float64)), self.qmin, self.qmax).astype(np.int64)
+        return int(r) if np.ndim(z) == 0 and not isinstance(z, np.ndarray) else r
+
 
 def _forward(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
     """``rq.fake_quantize`` on x's bits with core qparams ``s`` / ``z``, on x's device."""
-    out = rq.fake_quantize(to_numpy(x), s, z, qmin=spec.qmin, qmax=spec.qmax, axis=spec.axis,
-                           block_size=spec.block_size, rounding=spec.rounding,
+    out = rq.fake_quantize(to_numpy(x), s, spec.forward_zero_point(z), qmin=spec.qmin,
+                           qmax=spec.qmax, axis=spec.axis, block_size=spec.block_size, rounding=spec.rounding,
                            convention=spec.convention, rng=spec.seed)
     return from_numpy(out, x.device)
 
@@ -83,9 +92,11 @@ def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads:
     """(grad_x, grad_scale, grad_zero_point) from the core: the STE mask alone, or
     ``rq.lsq.fake_quantize_grad`` (ndarrays or numbers for the qparams; None without them)."""
     if not qparam_grads:
-        mask = ste_mask(x, s, z, spec.qmin, spec.qmax, rounding=spec.rounding,
-                        convention=spec.convention, **spec.kwargs())
+        mask = ste_mask(x, s, spec.forward_zero_point(z), spec.qmin, spec.qmax,
+                        rounding=spec.rounding, convention=spec.convention, **spec.kwargs())
         return grad * mask.to(grad.dtype), None, None
+    if spec.round_zero_point and spec.lsq_convention != "torch.learnable":
+        z = spec.forward_zero_point(z)  # the LSQ terms of the rounded zero point (straight through)
     if spec.block_size is not None:
         raise NotImplementedError("learnable scale/zero_point gradients with block_size: "
                                   "rq.lsq.fake_quantize_grad takes per-tensor or axis qparams")
@@ -97,19 +108,20 @@ def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads:
 
 
 def _spec_of(qmin, qmax, axis, block_size, rounding, convention, seed, grad_factor,
-             lsq_convention) -> _Spec:
+             lsq_convention, round_zero_point) -> _Spec:
     block = None if block_size is None else tuple(block_size)
     return _Spec(qmin, qmax, axis, block, rounding, _convention(convention), seed, grad_factor,
-                 lsq_convention)
+                 lsq_convention, round_zero_point)
 
 
 def _fake_quantize_impl(
     x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int,
     axis: int | None, block_size: list[int] | None, rounding: str | None, convention: str,
     seed: int | None, scale_weak: bool, zp_weak: bool, grad_factor: float, lsq_convention: str,
+    round_zero_point: bool,
 ) -> torch.Tensor:
     spec = _spec_of(qmin, qmax, axis, block_size, rounding, convention, seed, grad_factor,
-                    lsq_convention)
+                    lsq_convention, round_zero_point)
     return _forward(x, scalar_or_array(scale, scale_weak), scalar_or_array(zero_point, zp_weak),
                     spec)
 
@@ -185,10 +197,10 @@ def _fake_quantize_backward_impl(
     grad: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
     qmin: int, qmax: int, axis: int | None, block_size: list[int] | None, rounding: str | None,
     convention: str, scale_weak: bool, zp_weak: bool, qparam_grads: bool, grad_factor: float,
-    lsq_convention: str,
+    lsq_convention: str, round_zero_point: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     spec = _spec_of(qmin, qmax, axis, block_size, rounding, convention, None, grad_factor,
-                    lsq_convention)
+                    lsq_convention, round_zero_point)
     gx, gs, gz = _grads(grad, x, scalar_or_array(scale, scale_weak),
                         scalar_or_array(zero_point, zp_weak), spec, qparam_grads)
     if not qparam_grads:
@@ -216,7 +228,7 @@ def _(grad, x, scale, zero_point, *args):
 
 
 _FQ_STATIC = ("qmin", "qmax", "axis", "block_size", "rounding", "convention", "seed",
-              "scale_weak", "zp_weak", "grad_factor", "lsq_convention")
+              "scale_weak", "zp_weak", "grad_factor", "lsq_convention", "round_zero_point")
 
 
 def _fq_setup(ctx, inputs, output):
@@ -233,7 +245,7 @@ def _fq_backward(ctx, grad):
     gx, gs, gz = torch.ops.refquant.fake_quantize_backward(
         grad, x, scale, zero_point, st["qmin"], st["qmax"], st["axis"], st["block_size"],
         st["rounding"], st["convention"], st["scale_weak"], st["zp_weak"], qparam_grads,
-        st["grad_factor"], st["lsq_convention"],
+        st["grad_factor"], st["lsq_convention"], st["round_zero_point"],
     )
     return (gx if need[0] else None, gs if need[1] else None, gz if need[2] else None,
             *([None] * len(_FQ_STATIC)))
@@ -313,7 +325,7 @@ def _needs_grad(*values) -> bool:
 
 def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
                   block_size=None, rounding=None, convention="exact", rng=None,
-                  grad_factor=1.0, lsq_convention="lsq"):
+                  grad_factor=1.0, lsq_convention="lsq", round_zero_point=False):
     """Differentiable ``rq.fake_quantize``: ``(q - z) * s`` with
     ``q = clamp(round(x / s) + z, qmin, qmax)`` under ``convention``, in x's dtype and device.
 
@@ -324,6 +336,11 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     ``[qmin, qmax]``; torch's rule). When ``scale`` or ``zero_point`` is a tensor that requires
     grad, the three gradients are ``rq.lsq.fake_quantize_grad(..., grad_factor=grad_factor,
     convention=lsq_convention)``, each qparam's in its own dtype and shape.
+
+    ``round_zero_point=True`` (torch's learnable fake quant): a float ``zero_point`` is used by the
+    forward and the mask as ``clamp(round_half_even(z), qmin, qmax)``, an integer; the LSQ
+    gradients see it rounded the same way under ``lsq_convention="lsq"`` (straight through), and
+    as given under ``"torch.learnable"`` (which applies torch's own backward rounding).
 
     >>> import torch, refquant_torch as rqt
     >>> x = torch.tensor([0.125, 0.375, 9.0], requires_grad=True)
@@ -342,11 +359,12 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     block = None if block_size is None else [int(b) for b in block_size]
     seed = _seed(rng)
     grad_factor, lsq_convention = float(grad_factor), str(lsq_convention)
+    round_zero_point = bool(round_zero_point)
     if _eager(x, scale, zero_point):
         if isinstance(convention, str):
             rq.conventions.get(convention)  # a ValueError that lists the known names
         spec = _Spec(qmin, qmax, axis, None if block is None else tuple(block), rounding,
-                     convention, seed, grad_factor, lsq_convention)
+                     convention, seed, grad_factor, lsq_convention, round_zero_point)
         if not _needs_grad(x, scale, zero_point):
             return _forward(x, _core_qparam(scale), _core_qparam(zero_point), spec)
         return _EagerFakeQuantize.apply(x, scale, zero_point, spec)
@@ -354,7 +372,7 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     zp_t, zp_weak = _op_qparam(zero_point, x)
     return torch.ops.refquant.fake_quantize(
         x, scale_t, zp_t, qmin, qmax, axis, block, rounding, _convention_key(convention), seed,
-        scale_weak, zp_weak, grad_factor, lsq_convention)
+        scale_weak, zp_weak, grad_factor, lsq_convention, round_zero_point)
 
 
 def _seed(rng) -> int | None:

@@ -105,17 +105,31 @@ class FakeQuantize(_ObservedFakeQuantize):
 
 
 class LearnableFakeQuantize(_ObservedFakeQuantize):
-    """LSQ (arXiv:1902.08153): fake quant with a learnable ``scale`` and ``zero_point``.
+    """LSQ (arXiv:1902.08153): fake quant with a learnable ``scale`` and ``zero_point``, a drop-in
+    for torch's ``_LearnableFakeQuantize`` (same constructor, buffers and toggles).
 
     ``LearnableFakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
     scale=1.0, zero_point=0.0, channel_len=-1, use_grad_scaling=False,
-    convention="torch.fake_quantize", lsq_convention="lsq", **observer_kwargs)`` as torch's
-    ``_LearnableFakeQuantize``. Forward: the zero point is rounded half to even and clamped to
-    ``[quant_min, quant_max]`` (straight through for its gradient), then
-    ``rqt.fake_quantize(x, scale, zp, ...)``. Backward: ``rq.lsq.fake_quantize_grad`` with
-    ``grad_factor = 1 / sqrt(x.numel() * quant_max)`` when ``use_grad_scaling``, else 1.
-    Symmetric schemes keep the zero point at 0. While the observer is enabled, its qparams
-    overwrite ``scale`` and ``zero_point`` (torch's ``enable_static_estimate``).
+    convention="torch.fake_quantize", lsq_convention="lsq", **observer_kwargs)``.
+
+    Forward, as torch's: while ``static_enabled`` the observer sees ``x`` and its qparams
+    overwrite ``scale`` / ``zero_point``, otherwise ``scale`` is clamped to ``eps``; with fake
+    quant enabled (symmetric schemes zero the zero point first) the output is
+    ``rqt.fake_quantize(x, scale, zero_point, round_zero_point=True, ...)``: the zero point used is
+    ``clamp(round_half_even(zero_point), quant_min, quant_max)``, an integer. Backward:
+    ``rq.lsq.fake_quantize_grad(convention=lsq_convention)`` with ``grad_factor =
+    1 / sqrt(x.numel() * quant_max)`` when ``use_grad_scaling``, else 1;
+    ``lsq_convention="torch.learnable"`` gives torch's per-element gradients bit for bit (their
+    sums are float64 in the core, float32 in torch).
+
+    >>> import torch, refquant_torch as rqt
+    >>> fq = rqt.nn.LearnableFakeQuantize(quant_min=0, quant_max=15, scale=0.25, zero_point=2.0)
+    >>> fq = fq.enable_param_learning()
+    >>> x = torch.tensor([0.1, 0.6, 9.0], requires_grad=True)
+    >>> y = fq(x); y.tolist()
+    [0.0, 0.5, 3.25]
+    >>> y.sum().backward(); x.grad.tolist(), fq.scale.grad is not None
+    ([1.0, 1.0, 0.0], True)
     """
 
     def __init__(self, observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
@@ -131,50 +145,65 @@ class LearnableFakeQuantize(_ObservedFakeQuantize):
         self.use_grad_scaling = bool(use_grad_scaling)
         self.convention = convention
         self.lsq_convention = lsq_convention
-        self.disable_observer()
+        self.register_buffer("static_enabled", torch.tensor([1], dtype=torch.uint8))
+        self.register_buffer("learning_enabled", torch.tensor([0], dtype=torch.uint8))
+        self.register_buffer("eps", torch.tensor([torch.finfo(torch.float32).eps]))
+        self.bitwidth = int(self.quant_max - self.quant_min + 1).bit_length() - 1
 
-    def enable_static_estimate(self):
-        """Observer on, fake quant on, qparams not learned (torch's name)."""
-        self.enable_observer()
-        self.enable_fake_quant()
-        self.scale.requires_grad_(False)
-        self.zero_point.requires_grad_(False)
+    def toggle_observer_update(self, enabled=True):
+        self.static_enabled[0] = int(enabled)
+        return self
+
+    def enable_observer(self, enabled=True):
+        self.toggle_observer_update(enabled)
+
+    def toggle_qparam_learning(self, enabled=True):
+        self.learning_enabled[0] = int(enabled)
+        self.scale.requires_grad = enabled
+        self.zero_point.requires_grad = enabled
+        return self
+
+    def toggle_fake_quant(self, enabled=True):
+        self.fake_quant_enabled[0] = int(enabled)
         return self
 
     def enable_param_learning(self):
-        """Observer off, fake quant on, qparams learned."""
-        self.disable_observer()
-        self.enable_fake_quant()
-        self.scale.requires_grad_(True)
-        self.zero_point.requires_grad_(True)
-        return self
+        """Observer off, fake quant on, qparams learned (torch's name)."""
+        return self.toggle_qparam_learning(True).toggle_fake_quant(True).toggle_observer_update(False)
+
+    def enable_static_estimate(self):
+        """Observer on, fake quant on, qparams not learned (torch's name)."""
+        return self.toggle_qparam_learning(False).toggle_fake_quant(True).toggle_observer_update(True)
+
+    def enable_static_observation(self):
+        """Observer on, fake quant off, qparams not learned (torch's name)."""
+        return self.toggle_qparam_learning(False).toggle_fake_quant(False).toggle_observer_update(True)
 
     def forward(self, X):
-        if self.observer_enabled[0] == 1:
+        if self.static_enabled[0] == 1:
             self.activation_post_process(X.detach())
             _scale, _zero_point = self.activation_post_process.calculate_qparams()
-            with torch.no_grad():
-                self.scale.data = _scale.to(self.scale.device, torch.float)
-                self.zero_point.data = _zero_point.to(self.zero_point.device, torch.float)
-        if self.qscheme in _SYMMETRIC:
-            with torch.no_grad():
-                self.zero_point.zero_()
+            self.scale.data.copy_(_scale.to(self.scale.device))
+            self.zero_point.data.copy_(_zero_point.to(self.zero_point.device))
+        else:
+            self.scale.data.clamp_(min=self.eps.item())
         if self.fake_quant_enabled[0] != 1:
             return X
-        zp = self.zero_point
-        zp = zp + (zp.detach().round().clamp(self.quant_min, self.quant_max) - zp.detach())
+        if self.qscheme in _SYMMETRIC:
+            self.zero_point.data.zero_()
         grad_factor = 1.0
         if self.use_grad_scaling:
             grad_factor = 1.0 / (X.numel() * self.quant_max) ** 0.5
         axis = self._axis()
         scale = self.scale if axis is not None else self.scale.reshape(())
-        zp = zp if axis is not None else zp.reshape(())
+        zp = self.zero_point if axis is not None else self.zero_point.reshape(())
         return fake_quantize(X, scale, zp, qmin=self.quant_min, qmax=self.quant_max, axis=axis,
                              convention=self.convention, grad_factor=grad_factor,
-                             lsq_convention=self.lsq_convention)
+                             lsq_convention=self.lsq_convention, round_zero_point=True)
 
     @torch.jit.export
     def calculate_qparams(self):
-        scale = self.scale.detach().clamp(min=torch.finfo(torch.float32).eps)
+        self.scale.data.clamp_(min=self.eps.item())
+        scale = self.scale.detach()
         zp = self.zero_point.detach().round().clamp(self.quant_min, self.quant_max).long()
         return scale, zp
