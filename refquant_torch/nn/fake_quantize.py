@@ -69,7 +69,9 @@ class FakeQuantize(_ObservedFakeQuantize):
         self._init_observer(observer, quant_min, quant_max, is_dynamic, observer_kwargs)
         self.convention = convention
         self.register_buffer("scale", torch.tensor([1.0], dtype=torch.float))
-        self.register_buffer("zero_point", torch.tensor([0], dtype=torch.int))
+        # torch's rule: float zero points for per_channel_affine_float_qparams
+        zp_dtype = torch.float if self.qscheme == torch.per_channel_affine_float_qparams else torch.int
+        self.register_buffer("zero_point", torch.tensor([0], dtype=zp_dtype))
 
     def forward(self, X):
         if self.observer_enabled[0] == 1:

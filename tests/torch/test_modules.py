@@ -29,7 +29,15 @@ PER_CHANNEL = dict(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-12
                    dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
 
 
-@pytest.mark.parametrize("kwargs", [{}, PER_CHANNEL], ids=["per_tensor", "per_channel"])
+FLOAT_QPARAMS = dict(observer=torch.ao.quantization.PerChannelMinMaxObserver, quant_min=0,
+                    quant_max=255, dtype=torch.quint8, ch_axis=0,
+                    qscheme=torch.per_channel_affine_float_qparams)
+FOUR_BIT_HISTOGRAM = dict(observer=torch.ao.quantization.HistogramObserver, quant_min=0,
+                          quant_max=15, dtype=torch.quint8)
+
+
+@pytest.mark.parametrize("kwargs", [{}, PER_CHANNEL, FLOAT_QPARAMS, FOUR_BIT_HISTOGRAM],
+                         ids=["per_tensor", "per_channel", "float_qparams", "histogram_4bit"])
 def test_fake_quantize_matches_torch_ao(kwargs):
     torch.manual_seed(0)
     ours, theirs = rqt.nn.FakeQuantize(**kwargs), TorchFakeQuantize(**kwargs)
@@ -43,6 +51,8 @@ def test_fake_quantize_matches_torch_ao(kwargs):
         yb.sum().backward()
         assert same_bits(xa.grad, xb.grad)
         assert torch.equal(ours.scale, theirs.scale)
+        assert ours.zero_point.dtype == theirs.zero_point.dtype
+        assert torch.equal(ours.zero_point, theirs.zero_point)
     ours.disable_fake_quant()
     assert torch.equal(ours(x), x)
 
