@@ -4,20 +4,18 @@ None of these packages installs on this CPU-only machine without a CUDA torch (s
 shared/research/peers.md), so each row is tested against its formula as written there
 (tests/golden/test_peers.py emulates it with NumPy float32 operations).
 
-Known limits of the knobs, stated rather than approximated:
+Notes on the rows:
 
 - Signed zeros follow the formulas: Brevitas' ``rne(x / s + z)`` is ``-0.0`` for a small negative
   ``x`` with ``z = 0`` and so is its fake-quantized output (reproduced); AIMET's ``rne(x / s) + z``
   adds ``+0`` and gives ``+0.0``.
 - ModelOpt (``modelopt.torch.quantization.tensor_quant._tensor_quant`` and the CPU "legacy" fake
   path) is amax based: ``m = f32(qmax / amax)``, ``q = clamp(rne(f32(x * m)), qmin, qmax)`` with
-  no zero point (``qmax = 2**(b-1) - 1``, or ``2**b - 1`` unsigned; ``qmin = -qmax`` narrow,
-  ``-qmax - 1`` otherwise, 0 unsigned), and the fake-quantized value is ``f32(q / m)``, a
-  division. With refquant's ``scale`` meaning ``s = amax / qmax`` (float64, from a float32
-  amax), ``m = f32(1 / s)`` exactly: the codes are the knobs' ``reciprocal="float64"`` codes
-  (tests/golden/test_peers.py proves it), but no dequant knob divides by the reciprocal and no
-  zero-point knob keeps ModelOpt's ``-0.0`` (``rne(-0.3) = -0.0``, then ``-0.0 / m``), so the
-  ``modelopt`` row raises NotImplementedError naming both.
+  no zero point, and the fake-quantized value is ``f32(q / m)``, a division. refquant's
+  ``scale`` is ``s = amax / qmax`` (float64, from a float32 amax); then ``m = f32(1 / s)``
+  exactly (tests/golden/test_peers.py proves it on 10^5 amax values), which is the knobs'
+  ``reciprocal="float64"``; ``zero_point="none"`` keeps the ``-0.0`` of ``rne(-0.3)`` and
+  ``dequant="divide"`` divides by ``m``.
 
 >>> import refquant as rq
 >>> rq.conventions.get("tflite").rounding
@@ -28,21 +26,7 @@ Known limits of the knobs, stated rather than approximated:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .conventions import Convention, register
-
-
-@dataclass(frozen=True)
-class _Inexpressible(Convention):
-    """A row whose arithmetic the knobs cannot express: listed and documented, but running it
-    raises NotImplementedError naming what is missing."""
-
-    missing: str = ""
-
-    def resolve(self, **facts):
-        raise NotImplementedError(f"convention {self.name!r} cannot be reproduced: {self.missing}")
-
 
 register(Convention(
     name="aimet",
@@ -83,21 +67,20 @@ register(Convention(
     input_dtypes=("float32",),
 ))
 
-register(_Inexpressible(
+register(Convention(
     name="modelopt",
     formula="m = f32(qmax / amax) = f32(1 / s) for s = amax / qmax; q = clamp(rne(f32(x * m)), "
     "qmin, qmax), no zero point (z = 0), the sign of a zero code kept; fake = f32(q / m) "
     "(dequantized by division); NaN stays NaN, +-inf saturate; amax <= 2**-24 gives m = 0 and "
-    "an all-zero output; float32 input",
+    "a zero output (divisor 1); float32 input",
     backend="NVIDIA ModelOpt 0.47 tensor_quant.fake_tensor_quant / _tensor_quant (CPU legacy path)",
-    evidence="tests/golden/test_peers.py (the codes equal reciprocal='float64' codes; the "
-    "division is not a multiplication by s); fake_quantize not runnable",
+    evidence="tests/golden/test_peers.py (its float32 ops emulated; the multiplier equals "
+    "f32(1 / s); the division is not a multiplication by s)",
     quotient="reciprocal",
     reciprocal="float64",
     compute="float32",
+    zero_point="none",
+    dequant="divide",
+    tiny_amax=2.0**-24,
     input_dtypes=("float32",),
-    missing="no dequant knob computes ModelOpt's f32(q / m) (a division by the float32 "
-    "multiplier m = f32(1 / s)), and no zero-point knob keeps the -0.0 of rne(x * m) without "
-    "a zero point; its codes equal rq.quantize(x, s, 0, convention='torch.decomposed') for "
-    "non-NaN x",
 ))

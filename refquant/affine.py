@@ -29,7 +29,8 @@ from .rounding import STOCHASTIC, rounding_code
 __all__ = ["quantize", "dequantize", "fake_quantize"]
 
 _QUOTIENT = {"exact": 0, "divide": 1, "reciprocal": 2}
-_DEQUANT = {"exact": 0, "float32": 1, "float64": 2, "mixed": 3, "promote": 4}
+_DEQUANT = {"exact": 0, "float32": 1, "float64": 2, "mixed": 3, "promote": 4, "divide": 5}
+_ZERO_POINT = {"after_round": 0, "before_round": 1, "none": 2}
 _CLAMP = {"float": 0, "cast_first": 1, "cast_last": 2}
 _NO_CAST = (2.0**63, 0.0, 0.0, 0.0)
 _F64, _F32, _F16, _BF16 = 0, 1, 2, 3
@@ -137,6 +138,7 @@ class _Plan:
     def __init__(self, x_dtype, shape, scale, zero_point, qmin, qmax, fmt, axis, block_size,
                  rounding, convention, for_dequantize=False):
         conv = _conventions.get(convention)
+        self.for_dequantize = for_dequantize
         self.lo, self.hi = resolve_range(qmin, qmax, fmt) if not for_dequantize else (0, 0)
         self.layout = layout = _Layout(shape, scale, zero_point, axis, block_size,
                                        array_name="q" if for_dequantize else "x")
@@ -164,6 +166,10 @@ class _Plan:
             raise ValueError(
                 f"zero_point must be an integer under convention {conv.name!r}; got {bad!r}"
             )
+        if conv.zero_point == "none" and (z != 0).any():
+            raise ValueError(
+                f"zero_point must be 0 under convention {conv.name!r} (it has none); got {z[z != 0][0]:g}"
+            )
         if conv.zero_point_in_range and not for_dequantize:
             outside = (z < self.lo) | (z > self.hi)
             if outside.any():
@@ -184,21 +190,29 @@ class _Plan:
     def quotient_params(self):
         """(s_q, inv, z_c) per group: the scale used by the quotient, the reciprocal, and the zero
         point rounded to the compute format."""
-        conv, s64 = self.conv, self.s64
-        if conv.quotient == "exact":
-            s_q, inv = s64, np.ones_like(s64)
+        if self.conv.quotient == "exact":
+            s_q, inv = self.s64, np.ones_like(self.s64)
         else:
-            s_scale_dtype = _round_to(s64, self.s_fmt)
-            s_q = s_scale_dtype
-            if conv.reciprocal == "float32":
-                s32 = s64.astype(np.float32)
-                inv = (np.float32(1.0) / s32).astype(np.float64)
-            elif conv.reciprocal == "float64":
-                inv = (1.0 / s64).astype(np.float32).astype(np.float64)
-            else:
-                inv = _round_to(1.0 / s_scale_dtype, self.s_fmt)
+            s_q = _round_to(self.s64, self.s_fmt)
+            inv = np.where(self._zero_multiplier(), 0.0, self._reciprocal())
         z_c = _round_to(self.z, self.c_fmt)
         return np.ascontiguousarray(s_q), np.ascontiguousarray(inv), z_c
+
+    def _reciprocal(self):
+        """The reciprocal of the scale, as the convention's ``reciprocal`` knob forms it."""
+        how = self.conv.reciprocal
+        if how == "float32":
+            return (np.float32(1.0) / self.s64.astype(np.float32)).astype(np.float64)
+        if how == "float64":
+            return (1.0 / self.s64).astype(np.float32).astype(np.float64)
+        return _round_to(1.0 / _round_to(self.s64, self.s_fmt), self.s_fmt)
+
+    def _zero_multiplier(self):
+        """Groups whose ``amax = s * qmax`` is at most ``tiny_amax``: their multiplier is 0 (codes
+        round(x * 0)) and their dequantizing divisor 1. ``dequantize`` has no qmax: none."""
+        if self.for_dequantize:
+            return np.zeros(self.s64.shape, bool)
+        return self.s64 * self.hi <= self.conv.tiny_amax
 
     def dequant_params(self, out_fmt):
         """(mode, s_d, promote format) for the dequantization into ``out_fmt``."""
@@ -207,6 +221,8 @@ class _Plan:
             s_d = self.s64.astype(np.float32).astype(np.float64)
         elif conv.dequant == "promote":
             s_d = _round_to(self.s64, self.s_fmt)
+        elif conv.dequant == "divide":
+            s_d = np.where(self._zero_multiplier(), 1.0, self._reciprocal())
         else:
             s_d = self.s64
         return _DEQUANT[conv.dequant], np.ascontiguousarray(s_d), _promote(out_fmt, self.s_fmt)
@@ -330,7 +346,7 @@ def _compute(plan, xk, fake, out, u):
     clamp_mode, lo, hi, cast = plan.clamp_params(fake)
     k.affine_kernel(
         xk.size, xk, plan.layout.gidx, u, s_q, inv, np.ascontiguousarray(plan.z), z_c, s_d, lo, hi,
-        _QUOTIENT[conv.quotient], plan.c_fmt, conv.zero_point == "before_round", conv.fma,
+        _QUOTIENT[conv.quotient], plan.c_fmt, _ZERO_POINT[conv.zero_point], conv.fma,
         conv.zero_point_add == "integer", plan.mode, clamp_mode, cast,
         plan.nan_code(fake), fake, dmode, out_fmt, p_fmt, out_fmt in (_F16, _BF16), out,
     )

@@ -18,7 +18,8 @@ compute
     and scale dtypes, every op rounded to it, bfloat16 and float16 included; a Python float scale
     takes the input's dtype).
 zero_point
-    ``"after_round"`` ``rne(t) + z``; ``"before_round"`` ``rne(t + z)``.
+    ``"after_round"`` ``rne(t) + z``; ``"before_round"`` ``rne(t + z)``; ``"none"`` ``rne(t)`` with
+    ``z`` required to be 0 (the ``-0.0`` of ``rne(-0.3)`` then survives into fake_quantize).
 fma
     with ``before_round`` and ``reciprocal``: ``rne(fma(x, inv, z))`` with one rounding.
 zero_point_add
@@ -41,7 +42,11 @@ dequant
     ``f32(f32(q - z) * f32(s))``; ``"float64"`` ``(q - z) * s`` in float64 with the float64 scale,
     then float32; ``"mixed"`` ``f32(f32(q) - z)`` times the float64 scale in float64, then float32
     (torch's per-channel dequantize); ``"promote"`` ``(q.to(out) - z.to(out)) * s`` in
-    ``promote(out, scale)``, each op rounded.
+    ``promote(out, scale)``, each op rounded; ``"divide"`` ``f32(f32(q - z) / inv)``, a division by
+    the reciprocal the quotient multiplied with (ModelOpt).
+tiny_amax
+    amax-based rows: where ``amax = s * qmax <= tiny_amax`` the multiplier is 0
+    (codes ``rne(x * 0)``) and the ``divide`` divisor 1 (ModelOpt zeroes such tensors: 2**-24).
 zero_point_in_range, float_zero_point
     whether ``z`` must lie in ``[qmin, qmax]``, and whether a fractional ``z`` is allowed.
 variants
@@ -68,13 +73,13 @@ _CHOICES = {
     "quotient": ("exact", "divide", "reciprocal"),
     "reciprocal": ("float32", "float64", "scale_dtype"),
     "compute": ("exact", "float32", "float64", "input64", "promote"),
-    "zero_point": ("after_round", "before_round"),
+    "zero_point": ("after_round", "before_round", "none"),
     "zero_point_add": ("integer", "compute"),
     "rounding": ROUNDING_MODES,
     "clamp": ("float", "cast_first", "cast_last"),
     "nan": ("error", "qmin", "qmax", "zero", "cast"),
     "fake_nan": ("propagate", "code"),
-    "dequant": ("exact", "float32", "float64", "mixed", "promote"),
+    "dequant": ("exact", "float32", "float64", "mixed", "promote", "divide"),
 }
 _CONDITIONS = ("per_channel", "float_zero_point", "wide")
 ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -108,6 +113,7 @@ class Convention:
     nan: str = "error"
     fake_nan: str = "propagate"
     dequant: str = "exact"
+    tiny_amax: float = 0.0
     zero_point_in_range: bool = True
     float_zero_point: bool = False
     input_dtypes: tuple[str, ...] = ALL_DTYPES

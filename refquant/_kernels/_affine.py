@@ -24,7 +24,8 @@ from ._round import round_quotient, round_value, two_prod
 
 QUOTIENT_EXACT, QUOTIENT_DIVIDE, QUOTIENT_RECIPROCAL = 0, 1, 2
 CLAMP_FLOAT, CLAMP_CAST_FIRST, CLAMP_CAST_LAST = 0, 1, 2
-DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_MIXED, DEQUANT_PROMOTE = range(5)
+ZP_AFTER, ZP_BEFORE, ZP_NONE = 0, 1, 2
+DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_MIXED, DEQUANT_PROMOTE, DEQUANT_DIVIDE = range(6)
 _INT64_LIMIT = 9.223372036854775808e18  # 2**63
 _NO_CAST = (_INT64_LIMIT, 0.0, 0.0, 0.0)
 
@@ -92,14 +93,18 @@ def convert_to_int(v, cast):
 
 
 @kernel
-def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_before, fma, zp_add_int,
+def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_mode, fma, zp_add_int,
                      rmode, u, clamp_mode, cast, nan_q):
     """One element's integer code (an integer-valued float64), or ``nan_q`` for NaN input.
+
+    ``zp_mode``: the zero point is added after rounding (``ZP_AFTER``), before it (``ZP_BEFORE``),
+    or not at all (``ZP_NONE``: ``q = round(t)``, whose ``-0.0`` survives into fake_quantize).
 
     ``clamp_mode``: clamp the float to ``[lo, hi]`` (``CLAMP_FLOAT``); convert to int64 first, so
     that ``|q| >= 2**63`` gives ``lo`` (``CLAMP_CAST_FIRST``); or clamp, then convert with
     :func:`convert_to_int` (``CLAMP_CAST_LAST``).
     """
+    zp_before = zp_mode == ZP_BEFORE
     if qmode == QUOTIENT_EXACT:
         q = round_quotient(x, s_q, rmode, u) + z
     else:
@@ -117,7 +122,7 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_before, fma, z
             if zp_before:
                 t = rnd(t + z_c, cfmt)
         r = round_value(t, rmode, u)
-        if zp_before:
+        if zp_mode != ZP_AFTER:
             q = r
         elif zp_add_int:
             q = r + z
@@ -149,12 +154,14 @@ def dequantize_element(q, z, s_d, dmode, ofmt, pfmt, odd):
         return (q - z) * s_d
     if dmode == DEQUANT_MIXED:
         return rnd(rnd(q, 1) - z, 1) * s_d
+    if dmode == DEQUANT_DIVIDE:
+        return rnd(rnd(q - z, 1) / s_d, 1)
     d = rnd(rnd(q, ofmt) - rnd(z, ofmt), ofmt)
     return rnd(d * s_d, pfmt)
 
 
 @sized_kernel
-def affine_kernel(x, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, qmode, cfmt, zp_before, fma,
+def affine_kernel(x, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, qmode, cfmt, zp_mode, fma,
                   zp_add_int, rmode, clamp_mode, cast, nan_q, dequant, dmode, ofmt, pfmt, odd, out):
     """Quantize (``dequant=False``: integer ``out``) or fake-quantize every element of ``x``.
 
@@ -167,7 +174,7 @@ def affine_kernel(x, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, qmode, cfmt, zp_bef
         g = gidx[i] if grouped else 0
         ui = u[i] if drawn else 0.0
         q = quantize_element(np.float64(x[i]), s_q[g], inv[g], z[g], z_c[g], lo, hi, qmode, cfmt,
-                             zp_before, fma, zp_add_int, rmode, ui, clamp_mode, cast, nan_q)
+                             zp_mode, fma, zp_add_int, rmode, ui, clamp_mode, cast, nan_q)
         if dequant:
             out[i] = dequantize_element(q, z[g], s_d[g], dmode, ofmt, pfmt, odd)
         else:
@@ -242,7 +249,7 @@ def exact_half_even_fixup(x, s, inv, z, lo, hi, dequant, check_product, ofmt, ou
             xi = np.float64(x[i])
             v, bad = _fast_exact_element(xi, s, inv, z, lo, hi, dequant, check_product)
             if bad:
-                q = quantize_element(xi, s, 1.0, z, z, lo, hi, QUOTIENT_EXACT, 0, False, False,
+                q = quantize_element(xi, s, 1.0, z, z, lo, hi, QUOTIENT_EXACT, 0, ZP_AFTER, False,
                                      True, 0, 0.0, CLAMP_FLOAT, _NO_CAST, np.nan)
                 if dequant:
                     out[i] = dequantize_element(q, z, s, DEQUANT_EXACT, ofmt, ofmt, False)

@@ -65,22 +65,15 @@ def test_peer_nan():
         rq.quantize(x.astype(np.float16), 0.1, 0, qmin=-8, qmax=7, convention="tflite")
 
 
-def test_modelopt_is_listed_but_not_runnable():
-    c = rq.conventions.get("modelopt")
-    assert "qmax / amax" in c.formula
-    for fn in (rq.fake_quantize, rq.quantize):
-        with pytest.raises(NotImplementedError, match="division"):
-            fn(np.float32([1.0]), 0.1, 0, qmin=-127, qmax=127, convention="modelopt")
-
-
 def modelopt_fake_tensor_quant(x, amax, qmax, qmin):
     """ModelOpt 0.47 ``_tensor_quant`` + the CPU legacy fake path, in NumPy float32 (every torch op
     here is one IEEE float32 operation): ``scale = max_bound / amax``; ``clamp(round(x * scale))``;
     ``outputs / scale``."""
     m = np.float32(qmax) / np.float32(amax)
+    tiny = np.float32(amax) <= np.float32(2.0**-24)  # ModelOpt: multiplier 0, divisor 1
     with np.errstate(over="ignore", invalid="ignore"):
-        q = np.clip(np.rint(x * m), np.float32(qmin), np.float32(qmax))
-        return q, m, q / m
+        q = np.clip(np.rint(x * (np.float32(0) if tiny else m)), np.float32(qmin), np.float32(qmax))
+        return q, m, q / (np.float32(1) if tiny else m)
 
 
 AMAX = [np.float32(3.7), np.float32(0.0123) * 127, np.float32(1.0), np.float32(448.0 / 3)]
@@ -125,3 +118,29 @@ def test_brevitas_signed_zero():
     y = rq.fake_quantize(np.float32([-0.01, 0.01]), np.float32(0.1), 0, qmin=-8, qmax=7,
                          convention="brevitas")
     assert np.signbit(y).tolist() == [True, False] and (y == 0).all()
+
+
+@pytest.mark.parametrize("amax", [*AMAX, np.float32(2.0**-24), np.float32(2.0**-23)])
+@pytest.mark.parametrize("qmin,qmax", [(-127, 127), (-128, 127), (0, 255), (-7, 7)])
+def test_modelopt_row_bitwise(amax, qmin, qmax):
+    s = float(amax) / qmax
+    x = tie_heavy(s, 0, qmin, qmax, 100_000, seed=qmax + 1)
+    if qmin == 0:
+        x = np.abs(x)
+    x = np.concatenate([x, np.float32([np.nan, np.inf, -np.inf, 1e30, -1e30, 0.0, -0.0, -1e-30])])
+    q_ref, _, fake_ref = modelopt_fake_tensor_quant(x, amax, qmax, qmin)
+    fake = rq.fake_quantize(x, s, 0, qmin=qmin, qmax=qmax, convention="modelopt")
+    assert_bitwise_equal(fake, fake_ref, "fake_quantize, signed zeros and NaN included")
+    finite = ~np.isnan(q_ref)
+    q = rq.quantize(x[finite], s, 0, qmin=qmin, qmax=qmax, convention="modelopt")
+    assert_bitwise_equal(q.astype(np.int64), q_ref[finite].astype(np.int64), "codes")
+    dq = rq.dequantize(q, s, 0, convention="modelopt")
+    assert_bitwise_equal(dq, (q_ref[finite] / (np.float32(1) if amax <= 2.0**-24 else
+                                               np.float32(qmax) / amax)) + np.float32(0), "dequantize")
+
+
+def test_modelopt_refuses_a_zero_point_and_other_dtypes():
+    with pytest.raises(ValueError, match="zero_point must be 0"):
+        rq.fake_quantize(np.float32([1.0]), 0.1, 3, qmin=-127, qmax=127, convention="modelopt")
+    with pytest.raises(TypeError, match="float32"):
+        rq.fake_quantize(np.float16([1.0]), 0.1, 0, qmin=-127, qmax=127, convention="modelopt")
