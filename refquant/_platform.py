@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 
 
 @functools.cache
@@ -39,3 +40,14 @@ def torch_kernels_use_fma() -> bool:
     if capability == "default":
         return False
     return cpu_has_fma()
+
+
+def torch_float_width() -> int:
+    """Lanes of torch's CPU ``Vectorized<float>`` here, which set the order of its float32 sums:
+    16 when torch dispatches to its AVX512 kernels (the CPU has AVX512 VL/BW/DQ and FMA, and
+    ``ATEN_CPU_CAPABILITY`` is unset or ``avx512``), 4 on aarch64 (NEON; source only), else 8."""
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return 4
+    capability = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    avx512 = {"avx512vl", "avx512bw", "avx512dq", "fma"} <= cpu_flags()
+    return 16 if avx512 and capability in ("", "avx512") else 8

@@ -39,26 +39,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._platform import torch_float_width
 from ._validation import check_axis, float_array, integer_scalar, resolve_range
 from .qparams import choose_qparams
 
 __all__ = ["MinMax", "MovingAverageMinMax", "Histogram", "Percentile", "MSE", "APoT"]
-
-
-def torch_float_width() -> int:
-    """Lanes of torch's CPU ``Vectorized<float>`` here, which set the order of its float32 sums:
-    16 when torch dispatches to its AVX512 kernels (the CPU has AVX512 VL/BW/DQ and FMA, and
-    ``ATEN_CPU_CAPABILITY`` is unset or ``avx512``), 4 on aarch64 (NEON; source only), else 8."""
-    import os
-    import platform
-
-    from ._platform import cpu_flags
-
-    if platform.machine().lower() in ("aarch64", "arm64"):
-        return 4
-    cap = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
-    avx512 = {"avx512vl", "avx512bw", "avx512dq", "fma"} <= cpu_flags()
-    return 16 if avx512 and cap in ("", "avx512") else 8
 
 
 def _as_f32(x) -> np.ndarray:
