@@ -154,6 +154,7 @@ class MinMax(_Observer):
     _fields = ("min_val", "max_val")
 
     def reset(self):
+        """Forget every update: back to the state of a new observer."""
         self.min_val = None if self.axis is not None else np.float32(np.inf)
         self.max_val = None if self.axis is not None else np.float32(-np.inf)
         self._input_dtype = None
@@ -350,6 +351,7 @@ class Histogram(_Observer):
                 "dst_bits": self.dst_bits}
 
     def reset(self):
+        """Forget every update: an empty histogram and no range."""
         self.min_val = np.float32(np.inf)
         self.max_val = np.float32(-np.inf)
         self.histogram = np.zeros(self.bins, np.float32)
@@ -484,6 +486,7 @@ class MSE(MinMax):
                 "min_ratio": self.min_ratio, "convention": self.convention}
 
     def reset(self):
+        """Forget every update, the data kept for the search too."""
         super().reset()
         self._data = []
 
@@ -594,6 +597,7 @@ class APoT(_Observer):
         return cls(**d["config"]).load_state_dict(d)
 
     def reset(self):
+        """Forget every update: alpha back to 0."""
         self.alpha = np.float32(0)
 
     def update(self, x):

@@ -32,6 +32,9 @@ import numpy as np
 
 from ._validation import integer_scalar, resolve_range
 
+__all__ = ["choose_qparams", "torch_qparams", "fbgemm_qparams", "torchao_qparams", "onnx_qparams",
+           "amax_qparams", "torch_qrange", "torch_dtype_bits", "torch_symmetric_zero_point"]
+
 METHODS = ("torch", "fbgemm", "torchao", "onnx", "amax/127.5", "amax/127", "amax/127-narrow",
            "amax/128")
 

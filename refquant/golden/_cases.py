@@ -106,7 +106,13 @@ def edge_inputs(scale, zero_point, *, qmin, qmax, dtype=np.float32, n_random=100
 
 @dataclass
 class GoldenCases:
-    """Golden vectors: ``inputs``, reference ``outputs`` and the ``manifest`` describing them."""
+    """Golden vectors: ``inputs``, reference ``outputs`` and the ``manifest`` describing them.
+
+    >>> import numpy as np, refquant as rq
+    >>> g = rq.golden.cases(0.1, 3, qmin=0, qmax=15, n_random=8)
+    >>> g.inputs.dtype, g.outputs.shape == g.inputs.shape, g.manifest["convention"]
+    (dtype('float32'), True, 'exact')
+    """
 
     inputs: np.ndarray
     outputs: np.ndarray

@@ -20,7 +20,14 @@ class SweepResult:
     """What :func:`sweep` found: ``mismatches`` (a count over ``total`` patterns), ``examples``
     (the first few as (bit pattern, input, expected, actual)), ``skipped`` (NaN inputs a
     ``quantize`` reference has no code for), ``diagnosis`` (an :func:`identify` result on the
-    differing inputs, or None) and ``seconds``."""
+    differing inputs, or None) and ``seconds``.
+
+    >>> import numpy as np, refquant as rq
+    >>> ref = lambda x: rq.fake_quantize(x, 0.1, 0, qmin=-8, qmax=7)
+    >>> r = rq.golden.sweep(ref, 0.1, 0, qmin=-8, qmax=7, dtype="float16")
+    >>> r.total, r.mismatches
+    (65536, 0)
+    """
 
     dtype: str
     convention: str

@@ -74,6 +74,13 @@ class Identification:
     these inputs (an input dtype it does not accept, a zero point outside its rules).
     ``nearest``: the pair with the fewest. ``causes``: cause -> count of elements differing from
     ``reference``. ``examples``: a few (index, input, reference, actual, cause) tuples.
+
+    >>> import numpy as np, refquant as rq
+    >>> x = np.float32([0.125, 0.375, 0.625, -0.125])   # exact ties at scale 0.25
+    >>> y = rq.quantize(x, 0.25, 0, qmin=-8, qmax=7, rounding="half_away")
+    >>> r = rq.identify(x, y, 0.25, 0, qmin=-8, qmax=7, op="quantize")
+    >>> ("exact", "half_away") in r.matches, ("exact", "half_even") in r.matches
+    (True, False)
     """
 
     op: str
