@@ -128,6 +128,15 @@ def _ceil_log2(v):
     return k
 
 
+
+@kernel
+def _add_row(acc, x, i, width):
+    """Add row ``i`` (4 vectors of ``width`` lanes) of ``x`` into the level-0 accumulators."""
+    for k in range(4):
+        base = (i * 4 + k) * width
+        for lane in range(width):
+            acc[0, k, lane] = f32(acc[0, k, lane] + x[base + lane])
+
 @kernel
 def torch_sum32(x, width):
     """``torch.sum`` of a contiguous 1-D float32 array on CPU, in torch's order and precision.
@@ -152,10 +161,7 @@ def torch_sum32(x, width):
     i = 0
     while i + step <= rows:
         for _ in range(step):
-            for k in range(4):
-                base = (i * 4 + k) * width
-                for lane in range(width):
-                    acc[0, k, lane] = f32(acc[0, k, lane] + x[base + lane])
+            _add_row(acc, x, i, width)
             i += 1
         for j in range(1, 4):
             for k in range(4):
@@ -165,10 +171,7 @@ def torch_sum32(x, width):
             if (i & (mask << (j * power))) != 0:
                 break
     while i < rows:
-        for k in range(4):
-            base = (i * 4 + k) * width
-            for lane in range(width):
-                acc[0, k, lane] = f32(acc[0, k, lane] + x[base + lane])
+        _add_row(acc, x, i, width)
         i += 1
     for j in range(1, 4):
         for k in range(4):
