@@ -128,7 +128,6 @@ def _ceil_log2(v):
     return k
 
 
-
 @kernel
 def _add_row(acc, x, i, width):
     """Add row ``i`` (4 vectors of ``width`` lanes) of ``x`` into the level-0 accumulators."""
