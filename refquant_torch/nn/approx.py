@@ -1,28 +1,66 @@
-"""Quantizers with TorchApprox's interface: ``bitwidth``, ``scale_factor``, ``quantize``.
+"""Quantizers with TorchApprox's interface: ``bitwidth``, ``int_max``, ``scale_factor``,
+``quantize``.
 
 ``scale_factor`` is TorchApprox's multiplier (``int_max / range``: x times it lands on the integer
-grid), the inverse of refquant's ``scale``. ``forward`` returns the fake-quantized tensor and
-``quantize`` the integer-valued float tensor (``forward(x) * scale_factor``, exact integers).
+grid), the inverse of refquant's ``scale``. ``quantize(x)`` returns the integer codes (a float
+tensor of x's dtype holding exact integers in ``[-int_max, int_max]``, ``int_max =
+2**(bitwidth - 1) - 1``) with TorchApprox's gradient ``grad * scale_factor`` (a static node: the
+range gets no gradient from it); ``forward(x)`` is the differentiable fake quant
+(``quantize(x) / scale_factor`` on the real line, rounded once to x's dtype by the core).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+import refquant as rq
+
+from .._bridge import check_float_tensor, from_numpy, to_numpy
 from ..functional import fake_quantize, pact
 
 
+class _Codes(torch.autograd.Function):
+    """Integer codes (precomputed by the core) with the straight-through gradient
+    ``grad * scale_factor`` to x, as TorchApprox's ``Quant`` nodes."""
+
+    @staticmethod
+    def forward(ctx, x, codes, scale_factor):
+        ctx.scale_factor = scale_factor
+        return codes
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale_factor, None, None
+
+
+def _int_max(bitwidth: int) -> int:
+    if int(bitwidth) < 2:
+        raise ValueError(f"bitwidth must be >= 2; got {bitwidth}")
+    return 2 ** (int(bitwidth) - 1) - 1
+
+
 class MinMaxQuant(torch.nn.Module):
-    """Symmetric min-max quantizer: ``range = max|x|`` of the last training batch (a buffer),
-    codes in ``[-int_max, int_max]`` with ``int_max = 2**(bitwidth-1) - 1``, forward
-    ``rqt.fake_quantize(x, range / int_max, 0, qmin=-int_max, qmax=int_max)``
-    (straight-through gradient)."""
+    """Symmetric min-max quantizer with TorchApprox's ``MinMaxQuant(bitwidth=8)`` interface.
+
+    ``quantize(x)``: the range is ``max|x|`` of this x (TorchApprox's stateless rule; it is kept in
+    the ``minmax`` buffer and sets ``scale_factor = int_max / minmax``), codes
+    ``rq.quantize(x, minmax / int_max, 0, qmin=-int_max, qmax=int_max)`` (exact convention).
+    ``forward(x)``: in training the range is ``max|x|`` of the batch (stored), in eval the stored
+    one; output ``rqt.fake_quantize(x, minmax / int_max, 0, qmin=-int_max, qmax=int_max)``
+    (straight-through gradient). A zero range keeps the previous one (initially 1).
+
+    >>> import torch, refquant_torch as rqt
+    >>> q = rqt.nn.MinMaxQuant(4)
+    >>> x = torch.tensor([0.5, -1.75, 0.26])
+    >>> q.quantize(x).tolist(), round(q.scale_factor, 4)
+    ([2.0, -7.0, 1.0], 4.0)
+    """
 
     def __init__(self, bitwidth: int = 8):
         super().__init__()
-        if int(bitwidth) < 2:
-            raise ValueError(f"bitwidth must be >= 2; got {bitwidth}")
         self._bitwidth = int(bitwidth)
+        _int_max(self._bitwidth)
         self.register_buffer("minmax", torch.tensor(1.0))
 
     @property
@@ -31,32 +69,55 @@ class MinMaxQuant(torch.nn.Module):
 
     @property
     def int_max(self) -> int:
-        return 2 ** (self._bitwidth - 1) - 1
+        return _int_max(self._bitwidth)
 
     @property
     def scale_factor(self) -> float:
+        """``int_max / minmax`` (float64)."""
         return self.int_max / float(self.minmax)
 
+    @torch.no_grad()
+    def _update(self, x):
+        amax = x.detach().abs().max().to(self.minmax.dtype)
+        self.minmax.copy_(torch.where(amax > 0, amax, self.minmax))
+
+    def _scale(self) -> float:
+        return float(self.minmax) / self.int_max
+
     def forward(self, x):
+        check_float_tensor(x)
         if self.training:
-            with torch.no_grad():
-                amax = x.detach().abs().max().to(self.minmax.dtype)
-                self.minmax.copy_(torch.where(amax > 0, amax, self.minmax))
-        return fake_quantize(x, float(self.minmax) / self.int_max, 0, qmin=-self.int_max,
-                             qmax=self.int_max)
+            self._update(x)
+        return fake_quantize(x, self._scale(), 0, qmin=-self.int_max, qmax=self.int_max)
 
     def quantize(self, x):
-        return (self.forward(x) * self.scale_factor).round()
+        check_float_tensor(x)
+        self._update(x)
+        codes = rq.quantize(to_numpy(x), self._scale(), 0, qmin=-self.int_max, qmax=self.int_max)
+        codes_t = from_numpy(codes.astype(to_numpy(x).dtype), x.device)
+        return _Codes.apply(x, codes_t, self.scale_factor)
 
 
 class PACTQuant(torch.nn.Module):
-    """PACT quantizer with a learnable ``alpha``: forward ``rqt.pact(x, alpha, bits=bitwidth,
-    signed=signed)``; ``scale_factor = n / alpha`` with ``n`` the number of positive steps
-    (``2**bitwidth - 1`` unsigned, ``2**(bitwidth-1) - 1`` signed)."""
+    """PACT quantizer with a learnable ``alpha`` and TorchApprox's ``PACTQuant(bitwidth=8)``
+    interface (symmetric around zero, ``alpha`` initially 2.2, as TorchApprox's).
 
-    def __init__(self, bitwidth: int = 8, alpha: float = 6.0, signed: bool = False):
+    ``forward(x) = rqt.pact(x, alpha, bits=bitwidth, signed=signed)`` (the core's PACT and
+    gradients, ``alpha`` learns); ``quantize(x)``: the codes ``round(clip(x, lo, alpha) * n /
+    alpha)`` of that forward (``n = int_max``: ``2**(bitwidth-1) - 1`` signed, ``2**bitwidth - 1``
+    with ``signed=False``), with ``grad * scale_factor`` to x and none to alpha;
+    ``scale_factor = n / alpha``.
+
+    >>> import torch, refquant_torch as rqt
+    >>> q = rqt.nn.PACTQuant(4, alpha=1.75)
+    >>> q.quantize(torch.tensor([0.5, -2.0, 0.1])).tolist(), q.scale_factor
+    ([2.0, -7.0, 0.0], 4.0)
+    """
+
+    def __init__(self, bitwidth: int = 8, alpha: float = 2.2, signed: bool = True):
         super().__init__()
         self._bitwidth = int(bitwidth)
+        _int_max(self._bitwidth)
         self.signed = bool(signed)
         self.alpha = torch.nn.Parameter(torch.tensor([float(alpha)]))
 
@@ -66,14 +127,24 @@ class PACTQuant(torch.nn.Module):
 
     @property
     def int_max(self) -> int:
-        return 2 ** (self._bitwidth - 1) - 1 if self.signed else 2**self._bitwidth - 1
+        return _int_max(self._bitwidth) if self.signed else 2**self._bitwidth - 1
 
     @property
     def scale_factor(self) -> float:
-        return self.int_max / float(self.alpha)
+        """``int_max / alpha`` (float64)."""
+        return self.int_max / float(self.alpha.detach())
 
     def forward(self, x):
         return pact(x, self.alpha, bits=self._bitwidth, signed=self.signed)
 
     def quantize(self, x):
-        return (self.forward(x) * self.scale_factor).round()
+        check_float_tensor(x)
+        alpha = self.alpha.detach()
+        # the core's PACT on a float32/float64 copy: its output q * alpha / n is close enough to
+        # recover q exactly (|q| <= n < 2**22), which a half-precision output is not
+        wide = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+        fake = rq.pact.fake_quantize(to_numpy(wide), float(alpha.to(torch.float64)),
+                                     bits=self._bitwidth, signed=self.signed)
+        codes = np.rint(fake.astype(np.float64) * self.int_max / float(alpha.to(torch.float64)))
+        codes_t = from_numpy(codes, x.device).to(x.dtype)
+        return _Codes.apply(x, codes_t, self.scale_factor)

@@ -165,10 +165,47 @@ def test_approx_interface():
     q = m.quantize(x)
     assert m.bitwidth == 8 and torch.equal(q, q.round()) and q.abs().max() <= 127
     assert m.scale_factor == pytest.approx(127 / x.abs().max().item())
-    p = rqt.nn.PACTQuant(4, alpha=2.0)
+    p = rqt.nn.PACTQuant(4, alpha=2.0, signed=False)
     qp = p.quantize(x)
     assert torch.equal(qp, qp.round()) and qp.min() >= 0 and qp.max() <= 15
     assert torch.equal(qp, (torch.clamp(x, 0, 2) * 7.5).round())
+
+
+def test_approx_defaults_and_quantize_gradients_are_torchapprox():
+    p = rqt.nn.PACTQuant()
+    assert p.bitwidth == 8 and p.int_max == 127 and p.signed and p.alpha.item() == pytest.approx(2.2)
+    m = rqt.nn.MinMaxQuant()
+    assert m.bitwidth == 8 and m.int_max == 127
+    x = (torch.randn(50) * 3).requires_grad_()
+    for quant in (m, p):
+        x.grad = None
+        codes = quant.quantize(x)
+        codes.backward(torch.ones(50))  # TorchApprox's Quant node: grad * scale_factor
+        assert torch.equal(x.grad, torch.full((50,), quant.scale_factor, dtype=torch.float64)
+                           .to(torch.float32))
+        assert torch.equal(codes, codes.round()) and codes.abs().max() <= quant.int_max
+    assert p.alpha.grad is None
+    # MinMaxQuant.quantize is stateless: the range is this x's max |x|
+    m.quantize(torch.tensor([0.5, -4.0]))
+    assert m.minmax.item() == 4.0 and m.scale_factor == 127 / 4.0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_pact_quant_codes_match_a_fraction_oracle(dtype):
+    """codes = round_half_even(clip(x, -alpha, alpha) * n / alpha) in exact arithmetic."""
+    from fractions import Fraction
+
+    torch.manual_seed(8)
+    x = torch.cat([torch.randn(300) * 3, (torch.arange(-127, 128) + 0.5) * (2.2 / 127)]).to(dtype)
+    p = rqt.nn.PACTQuant(8, alpha=2.2)
+    codes = p.quantize(x)
+    alpha = Fraction(float(p.alpha.detach().double()))
+    expected = [round(max(-alpha, min(alpha, Fraction(v))) * 127 / alpha)
+                for v in x.double().tolist()]
+    assert codes.dtype == dtype
+    assert codes.double().tolist() == [float(e) for e in expected]
+
+
 
 
 QPARAMS = [
