@@ -5,12 +5,13 @@ is_qat=False)`` annotates every ``aten.linear`` / ``aten.conv2d`` node of an exp
 
 * input and output activations: ``bits``-bit codes, unsigned ``[0, 2**bits - 1]`` affine (or
   signed symmetric when ``symmetric``), a moving-average min-max observer (QAT) or a min-max
-  observer (PTQ);
+  observer (PTQ), both :mod:`refquant_torch.observers` (statistics and qparams by
+  ``rq.observers`` / ``rq.choose_qparams``);
 * the weight: signed ``[-(2**(bits-1)) + 1, 2**(bits-1) - 1]`` symmetric, per-tensor or per output
   channel (``per_channel``).
 
 With ``is_qat=True`` each observer sits in :class:`refquant_torch.nn.FakeQuantize` (fake quant under
-``convention``), for ``prepare_qat_pt2e``; with ``is_qat=False`` the observers are torchao's own
+``convention``), for ``prepare_qat_pt2e``; with ``is_qat=False`` the observers stand alone
 (``prepare_pt2e``). ``convert_pt2e`` then lowers the qparams to ``quantized_decomposed`` quantize /
 dequantize ops, whose arithmetic refquant names ``"torch.decomposed"``.
 """
@@ -18,12 +19,6 @@ dequantize ops, whose arithmetic refquant names ``"torch.decomposed"``.
 from __future__ import annotations
 
 import torch
-from torchao.quantization.pt2e import (
-    MinMaxObserver,
-    MovingAverageMinMaxObserver,
-    MovingAveragePerChannelMinMaxObserver,
-    PerChannelMinMaxObserver,
-)
 from torchao.quantization.pt2e.quantizer import (
     QuantizationAnnotation,
     QuantizationSpec,
@@ -31,6 +26,12 @@ from torchao.quantization.pt2e.quantizer import (
 )
 
 from .nn.fake_quantize import FakeQuantize
+from .observers import (
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    PerChannelMinMaxObserver,
+)
 
 __all__ = ["RefQuantizer"]
 
