@@ -43,14 +43,20 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy()
 
 
+_NATIVE = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64, np.bool_, np.int8,
+                                           np.uint8, np.int16, np.int32, np.int64))
+
+
 def from_numpy(a: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """``a`` as a tensor on ``device`` with the same bits (shares memory on the CPU)."""
-    a = np.asarray(a)
-    if a.dtype.name == "bfloat16":
+    if type(a) is not np.ndarray:
+        a = np.asarray(a)
+    if a.dtype not in _NATIVE and a.dtype.name == "bfloat16":
         t = torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
     else:
-        t = torch.from_numpy(np.ascontiguousarray(a))
-    device = torch.device(device)
+        t = torch.from_numpy(a if a.flags.c_contiguous else np.ascontiguousarray(a))
+    if not isinstance(device, torch.device):
+        device = torch.device(device)
     return t if device.type == "cpu" else t.to(device)
 
 

@@ -17,6 +17,7 @@ value, rounded once by ``Tensor.to``).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
@@ -94,7 +95,7 @@ def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads:
     if not qparam_grads:
         mask = ste_mask(x, s, spec.forward_zero_point(z), spec.qmin, spec.qmax,
                         rounding=spec.rounding, convention=spec.convention, **spec.kwargs())
-        return grad * mask.to(grad.dtype), None, None
+        return grad * mask, None, None
     if spec.round_zero_point and spec.lsq_convention != "torch.learnable":
         z = spec.forward_zero_point(z)  # the LSQ terms of the rounded zero point (straight through)
     if spec.block_size is not None:
@@ -154,21 +155,78 @@ def _broadcast_bounds(bound: torch.Tensor, shape, axis, block_size) -> torch.Ten
 def ste_mask(x: torch.Tensor, scale, zero_point, qmin, qmax, axis=None, block_size=None,
              rounding=None, convention="exact") -> torch.Tensor:
     """The straight-through mask of ``fake_quantize`` (bool, x's shape); see :mod:`._ste`.
-    ``scale``/``zero_point`` are what the core receives (numbers or arrays)."""
-    if x.numel() <= _DIRECT_MASK_MAX:
+    ``scale``/``zero_point`` are what the core receives (numbers or arrays).
+
+    Small tensors take one core call on x (:func:`_direct_mask`), unless per-tensor qparams
+    repeat: their bounds ``[a, b]`` (:func:`_ste.ste_bounds`, a pure function of the dtype,
+    qparams, range, rounding and convention) are memoized from the second call on, and the
+    mask is ``a <= x <= b``. Large tensors always use the bounds."""
+    per_group = axis is not None or block_size is not None
+    small = x.numel() <= _DIRECT_MASK_MAX
+    if not per_group:
+        bounds = _per_tensor_bounds(to_numpy(x).dtype, scale, zero_point, qmin, qmax, rounding,
+                                    convention, compute=not small)
+        if bounds is not None:
+            lo, hi = bounds
+            if x.device.type != "cpu":
+                lo, hi = lo.to(x.device), hi.to(x.device)
+            return (x >= lo) & (x <= hi)
+    if small:
         return _direct_mask(x, scale, zero_point, qmin, qmax, axis, block_size, rounding, convention)
     s, z = np.asarray(scale), np.asarray(zero_point)
-    per_group = axis is not None or block_size is not None
     lo, hi = ste_bounds(
-        to_numpy(x).dtype,
-        scale if not per_group else s.reshape(-1),
-        zero_point if not per_group or z.size == 1 else z.reshape(-1),
-        qmin, qmax, groups=s.size if per_group else None, rounding=rounding,
-        convention=_convention(convention),
+        to_numpy(x).dtype, s.reshape(-1), zero_point if z.size == 1 else z.reshape(-1),
+        qmin, qmax, groups=s.size, rounding=rounding, convention=_convention(convention),
     )
     lo_t = _broadcast_bounds(from_numpy(np.asarray(lo), x.device), x.shape, axis, block_size)
     hi_t = _broadcast_bounds(from_numpy(np.asarray(hi), x.device), x.shape, axis, block_size)
     return (x >= lo_t) & (x <= hi_t)
+
+
+_BOUNDS: OrderedDict = OrderedDict()  # key -> (lo, hi) 0-d CPU tensors of x's dtype
+_SEEN: dict = {}
+_BOUNDS_MAX, _SEEN_MAX = 256, 4096
+
+
+def _value_key(v):
+    """A hashable key of a per-tensor qparam that tells apart values and dtypes (a Python number
+    is weak in promoting conventions, an array is not)."""
+    if isinstance(v, (int, float)):
+        return (type(v).__name__, v)
+    a = np.asarray(v)
+    return (a.dtype.name, type(v).__name__, a.reshape(-1)[0].item() if a.size == 1 else None,
+            a.shape)
+
+
+def _per_tensor_bounds(dtype, scale, zero_point, qmin, qmax, rounding, convention, compute):
+    """Memoized per-tensor STE bounds as 0-d tensors; None for a first sighting when not
+    ``compute`` (the caller then takes the direct mask)."""
+    try:
+        key = (dtype, _value_key(scale), _value_key(zero_point), qmin, qmax,
+               rounding, _convention(convention))
+        hash(key)
+    except TypeError:  # an unhashable custom convention: no memo
+        key = None
+    if key is not None and key in _BOUNDS:
+        _BOUNDS.move_to_end(key)
+        return _BOUNDS[key]
+    if not compute:
+        if key is None:
+            return None
+        if len(_SEEN) >= _SEEN_MAX:
+            _SEEN.clear()
+        _SEEN[key] = _SEEN.get(key, 0) + 1
+        if _SEEN[key] < 2:
+            return None
+    lo, hi = ste_bounds(dtype, scale, zero_point, qmin, qmax, groups=None, rounding=rounding,
+                        convention=_convention(convention))
+    bounds = (from_numpy(np.asarray(lo).reshape(())), from_numpy(np.asarray(hi).reshape(())))
+    if key is not None:
+        _BOUNDS[key] = bounds
+        _SEEN.pop(key, None)
+        if len(_BOUNDS) > _BOUNDS_MAX:
+            _BOUNDS.popitem(last=False)
+    return bounds
 
 
 _DIRECT_MASK_MAX = 1 << 14  # below this one core call on x beats the bound search

@@ -178,3 +178,40 @@ def test_bad_qparams_name_the_argument(bad, exc):
         rqt.fake_quantize(torch.ones(2), 0.1, bad, fmt=rq.int8)
     with pytest.raises(exc, match="alpha"):
         rqt.pact(torch.ones(2), bad, bits=4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("convention", ["exact", "torch.fake_quantize", "onnx", "aimet"])
+@pytest.mark.parametrize("scale", [0.1, np.float32(0.37), 1 / 3])
+def test_memoized_bounds_mask_equals_direct_mask(dtype, convention, scale):
+    """From the second call with the same per-tensor qparams the mask comes from memoized
+    bounds; it equals the one-core-call mask on tie-heavy data, NaN and inf included."""
+    from refquant_torch import functional
+
+    if str(dtype).split(".")[-1] not in rq.conventions.get(convention).input_dtypes:
+        pytest.skip(f"{convention} does not take {dtype}")
+    x = tie_heavy(np.random.default_rng(2), 300, float(scale), dtype)
+    if convention == "aimet":
+        x = x[~torch.isnan(x)]
+    kwargs = {"qmin": -8, "qmax": 7, "convention": convention}
+    direct = functional._direct_mask(x, scale, 2, -8, 7, None, None, None, convention)
+    functional._BOUNDS.clear()
+    functional._SEEN.clear()
+    first = functional.ste_mask(x, scale, 2, **kwargs)
+    assert not functional._BOUNDS
+    second = functional.ste_mask(x, scale, 2, **kwargs)
+    assert len(functional._BOUNDS) == 1
+    third = functional.ste_mask(x, scale, 2, **kwargs)
+    for mask in (first, second, third):
+        assert torch.equal(mask, direct)
+    assert 0 < int(direct.sum()) < direct.numel()
+
+
+def test_zero_dim_input_keeps_its_shape():
+    x = torch.tensor(0.26, requires_grad=True)
+    y = rqt.fake_quantize(x, 0.1, 0, fmt=rq.int8)
+    assert y.shape == () and y.item() == pytest.approx(0.3)
+    y.backward()
+    assert x.grad.shape == () and x.grad.item() == 1.0
+    assert rqt.fake_quantize(x.detach(), 0.1, 0, fmt=rq.int8).shape == ()
+    assert rqt.pact(x.detach(), 1.0, bits=4).shape == ()
