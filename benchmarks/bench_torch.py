@@ -2,8 +2,9 @@
 
 Prints the best-of-N wall time of forward + backward on a 4096x4096 float32 CPU tensor for torch
 and for rqt.fake_quantize under the "torch.fake_quantize" and "exact" conventions, with the
-ratios, and the per-call time on a 64-element tensor (forward only and forward + backward), next
-to the core's own per-call time on the same data (the difference is the adapter's overhead).
+ratios, and the per-call time on a 64-element tensor (forward; forward with x requiring grad;
+forward + backward, next to torch's own), next to the core's own per-call time on the same data
+(the difference is the adapter's overhead), and rqt.pact's.
 
     python benchmarks/bench_torch.py
 """
@@ -57,12 +58,25 @@ def main():
                          for _ in range(n)], 3) / n
     fwd = best(lambda: [rqt.fake_quantize(small, scale, zp, qmin=0, qmax=255)
                         for _ in range(n)], 3) / n
+    small_req = small.clone().requires_grad_()
+    fwd_req = best(lambda: [rqt.fake_quantize(small_req, scale, zp, qmin=0, qmax=255)
+                            for _ in range(n)], 3) / n
     sg = torch.ones(64)
     fb = best(lambda: [fwd_bwd(lambda t: rqt.fake_quantize(t, scale, zp, qmin=0, qmax=255),
                                small, sg)() for _ in range(200)], 3) / 200
+    t_fb = best(lambda: [fwd_bwd(lambda t: torch.fake_quantize_per_tensor_affine(t, scale, zp, 0, 255),
+                                 small, sg)() for _ in range(200)], 3) / 200
     print(f"64 elements: core rq.fake_quantize {core * 1e6:7.1f} us/call; rqt forward "
           f"{fwd * 1e6:7.1f} us/call (adapter overhead {(fwd - core) * 1e6:6.1f} us); "
-          f"rqt forward+backward {fb * 1e6:7.1f} us/call")
+          f"forward with x requiring grad {fwd_req * 1e6:7.1f} us/call")
+    print(f"64 elements forward+backward: rqt {fb * 1e6:7.1f} us/call; "
+          f"torch.fake_quantize_per_tensor_affine {t_fb * 1e6:7.1f} us/call")
+    alpha = torch.tensor([1.0], requires_grad=True)
+    p_fwd = best(lambda: [rqt.pact(small, 1.0, bits=4) for _ in range(n)], 3) / n
+    p_fb = best(lambda: [fwd_bwd(lambda t: rqt.pact(t, alpha, bits=4), small, sg)()
+                         for _ in range(200)], 3) / 200
+    print(f"64 elements rqt.pact: forward {p_fwd * 1e6:7.1f} us/call; forward+backward "
+          f"{p_fb * 1e6:7.1f} us/call")
 
 
 if __name__ == "__main__":
