@@ -215,3 +215,26 @@ def test_zero_dim_input_keeps_its_shape():
     assert x.grad.shape == () and x.grad.item() == 1.0
     assert rqt.fake_quantize(x.detach(), 0.1, 0, fmt=rq.int8).shape == ()
     assert rqt.pact(x.detach(), 1.0, bits=4).shape == ()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_gives_the_cpu_bits_for_every_op_and_gradient(dtype):
+    """A CUDA tensor is copied to the CPU bit for bit, the core runs there, the result goes back:
+    values and gradients equal the CPU's, and results stay on the input's device."""
+    x0 = tie_heavy(np.random.default_rng(9), 200, 0.1, dtype)
+    x0 = torch.where(torch.isfinite(x0), x0, torch.zeros_like(x0))
+    g = torch.randn(x0.shape).to(dtype)
+    outs = {}
+    for device in ("cpu", "cuda"):
+        x = x0.to(device).requires_grad_()
+        s = torch.tensor(0.1, device=device, requires_grad=True)
+        a = torch.tensor([1.5], device=device, requires_grad=True)
+        y = (rqt.fake_quantize(x, s, 2, qmin=-8, qmax=7)
+             + rqt.pact(x, a, bits=4, signed=True)
+             + rqt.apot_fake_quantize(x, a, bits=4, k=2, signed=True))
+        y.backward(g.to(device))
+        assert y.device.type == device and x.grad.device.type == device
+        outs[device] = [t.detach().cpu() for t in (y, x.grad, s.grad, a.grad)]
+    for cpu, gpu in zip(outs["cpu"], outs["cuda"], strict=True):
+        assert_same_bits(cpu, gpu)

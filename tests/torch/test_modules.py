@@ -90,7 +90,17 @@ def _modules():
         "APoTFakeQuantize": lambda: rqt.nn.APoTFakeQuantize(bits=4, k=2, alpha=1.0),
         "MinMaxQuant": lambda: rqt.nn.MinMaxQuant(6),
         "PACTQuant": lambda: rqt.nn.PACTQuant(4, alpha=1.0, signed=True),
+        "LearnableFakeQuantize": lambda: rqt.nn.LearnableFakeQuantize(
+            quant_min=-8, quant_max=7, scale=0.3, dtype=torch.qint8,
+            qscheme=torch.per_tensor_symmetric),
+        "QuantizeDequantize": _qdq,
     }
+
+
+def _qdq():
+    q = rqt.QuantizeDequantize((), 4, False)
+    q.set_range(-2.0, 2.5)
+    return q
 
 
 @pytest.mark.parametrize("name", list(_modules()))
@@ -130,7 +140,7 @@ def _qat(quantizer, learned):
 
 
 @pytest.mark.parametrize("name", ["PACT", "APoTFakeQuantize", "PACTQuant", "FakeQuantize",
-                                  "MinMaxQuant", "LearnableFakeQuantize"])
+                                  "MinMaxQuant", "LearnableFakeQuantize", "QuantizeDequantize"])
 def test_qat_loop_loss_falls_and_qparam_moves(name):
     if name == "LearnableFakeQuantize":
         if not _has_lsq():
@@ -139,6 +149,9 @@ def test_qat_loop_loss_falls_and_qparam_moves(name):
                                          dtype=torch.qint8)
         q.enable_param_learning()
         learned = lambda: q.scale  # noqa: E731
+    elif name == "QuantizeDequantize":
+        q = _qdq()
+        learned = lambda: q.max  # noqa: E731
     elif name in ("FakeQuantize", "MinMaxQuant"):
         q = _modules()[name]()
         learned = (lambda: q.scale) if name == "FakeQuantize" else (lambda: q.minmax)  # noqa: E731
