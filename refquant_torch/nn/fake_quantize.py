@@ -58,6 +58,12 @@ class FakeQuantize(_ObservedFakeQuantize):
     ``x``. With the default convention the output equals torch's ``FakeQuantize`` bit for bit.
     Usable in a torch.ao ``QConfig`` (``FakeQuantize.with_args(...)``) and as
     ``observer_or_fake_quant_ctr`` of a PT2E ``QuantizationSpec``.
+
+    >>> import torch, refquant_torch as rqt
+    >>> fq = rqt.nn.FakeQuantize(quant_min=0, quant_max=255)
+    >>> x = torch.tensor([-1.0, 0.3, 2.0])
+    >>> torch.equal(fq(x), torch.ao.quantization.FakeQuantize(quant_min=0, quant_max=255)(x))
+    True
     """
 
     scale: torch.Tensor

@@ -115,3 +115,18 @@ def test_encoding_min_max_properties():
     q.set_range(-10, 41)
     enc = q(torch.zeros(1)).encoding
     assert torch.allclose(enc.min, torch.tensor(-10.0)) and torch.allclose(enc.max, torch.tensor(41.0))
+
+
+def test_gradcheck_dequantize_scale_float64():
+    """dequantize() is linear in the scale: gradcheck in float64 (the codes and the offset are
+    integers the core checks, so they are not perturbed)."""
+    from refquant_torch.tensor import AffineEncoding, _Dequantize
+
+    codes = torch.tensor([[3.0, -7.0, 0.0], [5.0, 1.0, -2.0]], dtype=torch.float64)
+    scale = torch.tensor([[0.25], [0.5]], dtype=torch.float64, requires_grad=True)
+    offset = torch.tensor([[1.0], [-2.0]], dtype=torch.float64)
+
+    def f(s):
+        return _Dequantize.apply(codes, s, offset, AffineEncoding(s, offset, -8, 7, False))
+
+    assert torch.autograd.gradcheck(f, (scale,))
