@@ -226,6 +226,7 @@ def make(kind):
     if kind == "LSQ":
         q = rqt.nn.LearnableFakeQuantize(quant_min=0, quant_max=15, scale=0.2, zero_point=0.0,
                                          use_grad_scaling=True)
+        q.enable_param_learning()  # learn scale and zero point (not torch's static estimate)
         return Net(q, ident), "act_q.scale"
     return Net(ident, rqt.nn.APoTFakeQuantize(bits=4, k=2, alpha=1.0, signed=True)), "weight_q.alpha"
 
