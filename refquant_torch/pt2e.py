@@ -49,7 +49,26 @@ def _fake_quant_class(observer, convention):
 
 
 class RefQuantizer(Quantizer):
-    """A PT2E quantizer for linear and conv2d with refquant fake quants (see the module doc)."""
+    """A PT2E quantizer for linear and conv2d with refquant fake quants (see the module doc).
+
+    ``bits`` must be in 2..8 (else ValueError). ``activation_spec()`` and ``weight_spec()`` are the
+    ``QuantizationSpec`` s that :meth:`annotate` puts on every ``aten.linear`` / ``aten.conv2d``
+    node; pass the quantizer to torchao's ``prepare_pt2e`` (``is_qat=False``) or
+    ``prepare_qat_pt2e`` (``is_qat=True``).
+
+    >>> from refquant_torch.pt2e import RefQuantizer
+    >>> quantizer = RefQuantizer(bits=4, symmetric=True, per_channel=True)
+    >>> act = quantizer.activation_spec()
+    >>> act.dtype, act.quant_min, act.quant_max, act.qscheme
+    (torch.int8, -8, 7, torch.per_tensor_symmetric)
+    >>> weight = quantizer.weight_spec()
+    >>> weight.quant_min, weight.quant_max, weight.qscheme, weight.ch_axis
+    (-7, 7, torch.per_channel_symmetric, 0)
+    >>> weight.observer_or_fake_quant_ctr.__name__
+    'PerChannelMinMaxObserver'
+    >>> RefQuantizer(is_qat=True).weight_spec().observer_or_fake_quant_ctr.__name__
+    'RefFakeQuantize'
+    """
 
     def __init__(self, bits: int = 8, symmetric: bool = False, per_channel: bool = False,
                  convention: str = "torch.fake_quantize", is_qat: bool = False):
@@ -67,6 +86,11 @@ class RefQuantizer(Quantizer):
         return _fake_quant_class(observer, self.convention)
 
     def activation_spec(self) -> QuantizationSpec:
+        """The spec of linear/conv inputs and outputs, per tensor: ``symmetric``: int8 codes
+        ``[-2**(bits-1), 2**(bits-1) - 1]``, ``per_tensor_symmetric``; else uint8 codes ``[0,
+        2**bits - 1]``, ``per_tensor_affine``. Observer ``MinMaxObserver`` (PTQ) or
+        ``MovingAverageMinMaxObserver`` (QAT, inside a refquant ``FakeQuantize`` under
+        ``convention``), from :mod:`refquant_torch.observers`."""
         b = self.bits
         if self.symmetric:
             dtype, qmin, qmax, qscheme = torch.int8, -(2 ** (b - 1)), 2 ** (b - 1) - 1, \
@@ -81,6 +105,10 @@ class RefQuantizer(Quantizer):
         )
 
     def weight_spec(self) -> QuantizationSpec:
+        """The spec of linear/conv weights: int8 codes ``[-(2**(bits-1)) + 1, 2**(bits-1) - 1]``,
+        symmetric, per tensor or (``per_channel``) per output channel (``ch_axis=0``). Observer
+        ``MinMaxObserver`` / ``PerChannelMinMaxObserver`` (PTQ) or their moving-average forms
+        (QAT, inside a refquant ``FakeQuantize`` under ``convention``)."""
         b = self.bits
         qmin, qmax = -(2 ** (b - 1)) + 1, 2 ** (b - 1) - 1
         if self.per_channel:
@@ -97,6 +125,10 @@ class RefQuantizer(Quantizer):
         )
 
     def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        """Mark every ``aten.linear.default`` / ``aten.conv2d.default`` node of ``model`` not yet
+        annotated: its input (``args[0]``) and its output get :meth:`activation_spec`, its weight
+        (``args[1]``) :meth:`weight_spec`; the bias is left in float. Writes the annotations into
+        the nodes' ``meta`` in place and returns ``model``."""
         act, weight = self.activation_spec(), self.weight_spec()
         for node in model.graph.nodes:
             if node.op != "call_function" or node.target not in _TARGETS:
@@ -112,4 +144,5 @@ class RefQuantizer(Quantizer):
         return model
 
     def validate(self, model: torch.fx.GraphModule) -> None:
+        """torchao's post-annotation check; this quantizer accepts every annotated graph (no-op)."""
         pass

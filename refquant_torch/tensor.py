@@ -51,7 +51,23 @@ _INT_DTYPES = {np.dtype(k): v for k, v in (
 @dataclass(frozen=True)
 class AffineEncoding:
     """``scale`` and ``offset`` tensors (``zero_point = -offset``) of a ``shape``, the code range
-    and the convention. ``dtype`` is the smallest torch integer dtype holding the range."""
+    and the convention. ``dtype`` is the smallest torch integer dtype holding the range.
+
+    A code ``q`` stands for ``(q + offset) * scale``; the representable range is ``[min, max] =
+    [scale * (offset + qmin), scale * (offset + qmax)]`` and ``bitwidth`` is the bit length of
+    ``qmax - qmin``.
+
+    >>> import torch
+    >>> from refquant_torch.tensor import AffineEncoding
+    >>> enc = AffineEncoding(torch.tensor(0.5), torch.tensor(-2.0), qmin=0, qmax=15,
+    ...                      symmetric=False)
+    >>> enc.zero_point.item(), enc.bitwidth, enc.dtype
+    (2.0, 4, torch.uint8)
+    >>> enc.min.item(), enc.max.item()
+    (-1.0, 6.5)
+    >>> enc.codes(torch.tensor([-1.0, 0.2, 3.0, 9.0])).tolist()
+    [0, 2, 8, 15]
+    """
 
     scale: torch.Tensor
     offset: torch.Tensor
@@ -97,6 +113,9 @@ class AffineEncoding:
                 "block_size": block}
 
     def codes(self, x: torch.Tensor) -> np.ndarray:
+        """The codes ``clamp(round(x / scale) - offset, qmin, qmax)`` of ``x`` as an ndarray in
+        the smallest integer dtype holding ``[qmin, qmax]``: ``rq.quantize`` under the encoding's
+        convention, the qparams spread over x by :meth:`layout` (no gradient)."""
         kw = self.layout(x.shape)
         return rq.quantize(to_numpy(x), kw.pop("scale"), kw.pop("zero_point"), qmin=self.qmin,
                            qmax=self.qmax, convention=self.convention, **kw)
@@ -243,7 +262,25 @@ class _QuantizeCodes(torch.autograd.Function):
 
 
 class QuantizedTensor(_EncodedTensor):
-    """Integer codes stored in a float tensor, with the ``encoding`` to map them back."""
+    """Integer codes stored in a float tensor, with the ``encoding`` to map them back.
+
+    ``dequantize()`` gives the values ``(q + offset) * scale`` as a :class:`DequantizedTensor`,
+    ``quantized_repr()`` the codes in ``encoding.dtype``. ``clone``, ``detach``, ``to`` and
+    device moves keep the encoding; other ops return plain tensors.
+
+    >>> import torch, refquant_torch as rqt
+    >>> quantizer = rqt.Quantize(shape=(), bitwidth=4, symmetric=False)
+    >>> quantizer.set_range(-2.0, 5.5)                  # scale 0.5, offset -4 (zero point 4)
+    >>> x_q = quantizer(torch.tensor([-3.0, -0.4, 1.3, 7.0]))
+    >>> type(x_q).__name__, x_q.tolist()
+    ('QuantizedTensor', [0.0, 3.0, 7.0, 15.0])
+    >>> x_q.quantized_repr()
+    tensor([ 0,  3,  7, 15], dtype=torch.uint8)
+    >>> x_q.dequantize().tolist()
+    [-2.0, -0.5, 1.5, 5.5]
+    >>> type(x_q * 2).__name__
+    'Tensor'
+    """
 
     def dequantize(self) -> DequantizedTensor:
         """``(q - zero_point) * scale`` (``rq.dequantize`` under the encoding's convention)."""
@@ -262,7 +299,25 @@ class QuantizedTensor(_EncodedTensor):
 
 
 class DequantizedTensor(_EncodedTensor):
-    """Values on an encoding's grid; ``quantize()`` recovers the codes without loss."""
+    """Values on an encoding's grid; ``quantize()`` recovers the codes without loss.
+
+    ``quantize()`` gives the codes ``clamp(round(x / scale) - offset, qmin, qmax)`` as a
+    :class:`QuantizedTensor` with the same encoding, ``quantized_repr()`` those codes in
+    ``encoding.dtype``.
+
+    >>> import torch, refquant_torch as rqt
+    >>> quant_dequant = rqt.QuantizeDequantize(shape=(), bitwidth=4, symmetric=False)
+    >>> quant_dequant.set_range(-2.0, 5.5)
+    >>> x_dq = quant_dequant(torch.tensor([-3.0, -0.4, 1.3, 7.0]))
+    >>> type(x_dq).__name__, x_dq.tolist()
+    ('DequantizedTensor', [-2.0, -0.5, 1.5, 5.5])
+    >>> x_dq.quantize().tolist()
+    [0.0, 3.0, 7.0, 15.0]
+    >>> x_dq.quantized_repr()
+    tensor([ 0,  3,  7, 15], dtype=torch.uint8)
+    >>> torch.equal(x_dq.quantize().dequantize(), x_dq)
+    True
+    """
 
     def quantize(self) -> QuantizedTensor:
         """The codes ``clamp(round(x / scale) - offset, qmin, qmax)`` (``rq.quantize`` under the

@@ -91,6 +91,21 @@ class MinMaxQuant(torch.nn.Module):
         return fake_quantize(x, self._scale(), 0, qmin=-self.int_max, qmax=self.int_max)
 
     def quantize(self, x):
+        """TorchApprox's ``quantize``: the integer codes ``clamp(round_half_even(x / s), -int_max,
+        int_max)`` with ``s = minmax / int_max`` in float64 (``rq.quantize(x, s, 0, ...)``, exact
+        convention: the quotient is not rounded) as a float tensor of x's dtype. ``minmax`` first
+        becomes ``max|x|`` of this x (in training and eval alike; a zero range keeps the previous
+        one). Gradient ``grad * scale_factor`` (``int_max / minmax``, float64) to x, none to the
+        range.
+
+        >>> import torch, refquant_torch as rqt
+        >>> q = rqt.nn.MinMaxQuant(4).eval()
+        >>> x = torch.tensor([0.5, -1.75, 0.26], requires_grad=True)
+        >>> codes = q.quantize(x); codes.tolist(), q.minmax.item()
+        ([2.0, -7.0, 1.0], 1.75)
+        >>> codes.sum().backward(); x.grad.tolist()
+        [4.0, 4.0, 4.0]
+        """
         check_float_tensor(x)
         self._update(x)
         codes = rq.quantize(to_numpy(x), self._scale(), 0, qmin=-self.int_max, qmax=self.int_max)
@@ -138,6 +153,20 @@ class PACTQuant(torch.nn.Module):
         return pact(x, self.alpha, bits=self._bitwidth, signed=self.signed)
 
     def quantize(self, x):
+        """TorchApprox's ``quantize``: the integer codes ``round_half_even(clip(x, lo, alpha) * n /
+        alpha)`` of :meth:`forward` (``lo = -alpha`` signed, else 0; ``n = int_max``), recovered
+        from ``rq.pact.fake_quantize`` on a float32 (float64 for float64 x) copy, as a float tensor
+        of x's dtype. Gradient ``grad * scale_factor`` (``n / alpha``, float64) to x, none to
+        ``alpha``.
+
+        >>> import torch, refquant_torch as rqt
+        >>> q = rqt.nn.PACTQuant(4, alpha=1.75)
+        >>> x = torch.tensor([0.5, -2.0, 0.1], requires_grad=True)
+        >>> codes = q.quantize(x); codes.tolist()
+        [2.0, -7.0, 0.0]
+        >>> codes.sum().backward(); x.grad.tolist(), q.alpha.grad
+        ([4.0, 4.0, 4.0], None)
+        """
         check_float_tensor(x)
         alpha = self.alpha.detach()
         # the core's PACT on a float32/float64 copy: its output q * alpha / n is close enough to

@@ -30,6 +30,8 @@ import refquant as rq
 
 from .._bridge import from_numpy, to_numpy
 
+__all__ = ["Linear", "Conv2d"]
+
 _RANGES = {torch.quint8: (0, 255), torch.qint8: (-128, 127), torch.qint32: (-(2**31), 2**31 - 1),
            torch.quint4x2: (0, 15)}
 _INT_REPR = {torch.quint8: torch.uint8, torch.qint8: torch.int8, torch.qint32: torch.int32}
@@ -97,7 +99,28 @@ class _RefQuantWeight:
 
 
 class Linear(_RefQuantWeight, _torch_ref.Linear):
-    """``torch.ao.nn.quantized.reference.Linear`` with the weight quantized by refquant."""
+    """``torch.ao.nn.quantized.reference.Linear`` with the weight quantized by refquant.
+
+    ``forward(x) = F.linear(x, get_weight(), bias)``; ``get_quantized_weight()`` holds the codes
+    ``q = rq.quantize(w, scale, zero_point, convention="torch.quantize")`` (torch's rounding of
+    ``w / scale + zero_point``, see the module doc) and ``get_weight()`` their values ``(q -
+    zero_point) * scale``, both equal to torch's.
+
+    >>> import torch, refquant_torch as rqt
+    >>> float_linear = torch.nn.Linear(2, 2, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = float_linear.weight.copy_(torch.tensor([[0.26, -1.0], [0.04, 3.0]]))
+    >>> weight_qparams = {"qscheme": torch.per_tensor_affine, "dtype": torch.qint8,
+    ...                   "scale": 0.1, "zero_point": 0}
+    >>> ref = rqt.nn.reference.Linear.from_float(float_linear, weight_qparams)
+    >>> ref.get_quantized_weight().int_repr().tolist()
+    [[3, -10], [0, 30]]
+    >>> ref.get_weight().tolist()
+    [[0.3, -1.0], [0.0, 3.0]]
+    >>> torch_ref = torch.ao.nn.quantized.reference.Linear.from_float(float_linear, weight_qparams)
+    >>> torch.equal(ref.get_weight(), torch_ref.get_weight())
+    True
+    """
 
     _FLOAT_MODULE = torch.nn.Linear
 
@@ -115,6 +138,27 @@ class Linear(_RefQuantWeight, _torch_ref.Linear):
 
 
 class Conv2d(_RefQuantWeight, _torch_ref.Conv2d):
-    """``torch.ao.nn.quantized.reference.Conv2d`` with the weight quantized by refquant."""
+    """``torch.ao.nn.quantized.reference.Conv2d`` with the weight quantized by refquant.
+
+    ``forward(x) = F.conv2d(x, get_weight(), bias, ...)``; codes and values as :class:`Linear`,
+    here per output channel and, with ``is_decomposed``, the ``"torch.decomposed"`` arithmetic on
+    ``[quant_min, quant_max]`` with the codes as a plain integer tensor.
+
+    >>> import torch, refquant_torch as rqt
+    >>> float_conv = torch.nn.Conv2d(2, 2, kernel_size=1, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = float_conv.weight.copy_(torch.tensor([0.26, -1.0, 0.04, 3.0]).reshape(2, 2, 1, 1))
+    >>> weight_qparams = {"qscheme": torch.per_channel_affine, "dtype": torch.qint8, "axis": 0,
+    ...                   "scale": torch.tensor([0.1, 0.5]), "zero_point": torch.tensor([0, 0]),
+    ...                   "is_decomposed": True, "quant_min": -8, "quant_max": 7}
+    >>> ref = rqt.nn.reference.Conv2d.from_float(float_conv, weight_qparams)
+    >>> codes = ref.get_quantized_weight(); codes.dtype, codes.flatten().tolist()
+    (torch.int8, [3, -8, 0, 6])
+    >>> ref.get_weight().flatten().tolist()
+    [0.3, -0.8, 0.0, 3.0]
+    >>> torch_ref = torch.ao.nn.quantized.reference.Conv2d.from_float(float_conv, weight_qparams)
+    >>> torch.equal(ref.get_weight(), torch_ref.get_weight())
+    True
+    """
 
     _FLOAT_MODULE = torch.nn.Conv2d
