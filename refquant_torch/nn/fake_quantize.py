@@ -159,19 +159,26 @@ class LearnableFakeQuantize(_ObservedFakeQuantize):
         self.bitwidth = int(self.quant_max - self.quant_min + 1).bit_length() - 1
 
     def toggle_observer_update(self, enabled=True):
+        """Set ``static_enabled`` (the observer sees x and its qparams overwrite ``scale`` /
+        ``zero_point`` in forward); returns self (torch's name)."""
         self.static_enabled[0] = int(enabled)
         return self
 
     def enable_observer(self, enabled=True):
+        """:meth:`toggle_observer_update` under FakeQuantizeBase's name; returns None, as torch's."""
         self.toggle_observer_update(enabled)
 
     def toggle_qparam_learning(self, enabled=True):
+        """Set ``learning_enabled`` and ``requires_grad`` of ``scale`` and ``zero_point``;
+        returns self (torch's name)."""
         self.learning_enabled[0] = int(enabled)
         self.scale.requires_grad = enabled
         self.zero_point.requires_grad = enabled
         return self
 
     def toggle_fake_quant(self, enabled=True):
+        """Set ``fake_quant_enabled`` (off: forward returns x unchanged); returns self (torch's
+        name)."""
         self.fake_quant_enabled[0] = int(enabled)
         return self
 
@@ -211,6 +218,9 @@ class LearnableFakeQuantize(_ObservedFakeQuantize):
 
     @torch.jit.export
     def calculate_qparams(self):
+        """``(scale, zero_point)`` as torch's: ``scale`` clamped in place to ``eps`` and returned
+        detached, ``zero_point = clamp(round_half_even(zero_point), quant_min, quant_max)`` as
+        int64."""
         self.scale.data.clamp_(min=self.eps.item())
         scale = self.scale.detach()
         zp = self.zero_point.detach().round().clamp(self.quant_min, self.quant_max).long()
