@@ -16,6 +16,7 @@ Granularity: per-tensor (scalar ``scale``), per-channel (``axis``: 1-D ``scale``
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -334,7 +335,7 @@ def _compute(plan, xk, fake, out, u):
     if conv.quotient == "exact" and per_tensor and plan.mode == 0 and conv.dequant == "exact":
         s, z = float(plan.s64[0]), float(plan.z[0])
         if (not fake or out_fmt in (_F32, _F64)) and _RECIPROCAL_SAFE[0] < s < _RECIPROCAL_SAFE[1]:
-            check = fake and out_fmt == _F32 and not _exact_in_float64_product(s, lo, hi, z)
+            check = fake and out_fmt == _F32 and not _products_round_once_to_f32(s, lo, hi, z)
             uncertain = np.empty(-(-xk.size // k.CHUNK), np.int64)
             k.exact_half_even_fast(xk.size, xk, s, 1.0 / s, z, lo, hi, fake, check, out, uncertain)
             if uncertain.any():
@@ -352,10 +353,20 @@ def _compute(plan, xk, fake, out, u):
     )
 
 
-def _exact_in_float64_product(s: float, lo: float, hi: float, z: float) -> bool:
-    """True when every (q - z) * s is exact in float64: s has a 24-bit significand and
-    |q - z| < 2**29 (24 + 29 = 53 bits)."""
-    return (math.frexp(s)[0] * 2.0**24).is_integer() and max(abs(hi - z), abs(lo - z)) < 2.0**29
+@functools.lru_cache(maxsize=256)
+def _products_round_once_to_f32(s: float, lo: float, hi: float, z: float) -> bool:
+    """True when rounding ``fl64((q - z) * s)`` to float32 is the correctly rounded product for
+    every code q in [lo, hi]: the products are exact in float64 (s has a 24-bit significand and
+    |q - z| < 2**29, 24 + 29 = 53 bits), or, for ranges of at most 2**16 codes, none of them lands
+    on a float32 rounding midpoint or in float32's subnormal range (where it could round twice)."""
+    if (math.frexp(s)[0] * 2.0**24).is_integer() and max(abs(hi - z), abs(lo - z)) < 2.0**29:
+        return True
+    if hi - lo >= 2**16:
+        return False
+    p = (np.arange(lo, hi + 1) - z) * s
+    on_midpoint = (p.view(np.int64) & 0x1FFFFFFF) == 0x10000000
+    tiny = (p != 0) & (np.abs(p) < 2.4e-38)
+    return not (on_midpoint | tiny).any()
 
 
 def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
