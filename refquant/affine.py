@@ -33,7 +33,6 @@ _QUOTIENT = {"exact": 0, "divide": 1, "reciprocal": 2}
 _DEQUANT = {"exact": 0, "float32": 1, "float64": 2, "mixed": 3, "promote": 4, "divide": 5}
 _ZERO_POINT = {"after_round": 0, "before_round": 1, "none": 2}
 _CLAMP = {"float": 0, "cast_first": 1, "cast_last": 2}
-_NO_CAST = (2.0**63, 0.0, 0.0, 0.0)
 _F64, _F32, _F16, _BF16 = 0, 1, 2, 3
 _WIDTH = {_F16: 16, _BF16: 16, _F32: 32, _F64: 64}
 
@@ -211,8 +210,11 @@ class _Plan:
     def _zero_multiplier(self):
         """Groups whose ``amax = s * qmax`` is at most ``tiny_amax``: their multiplier is 0 (codes
         round(x * 0)) and their dequantizing divisor 1. ``dequantize`` has no qmax: none."""
-        if self.for_dequantize:
+        if self.for_dequantize or self.conv.tiny_amax <= 0:
             return np.zeros(self.s64.shape, bool)
+        if self.hi <= 0:
+            raise ValueError(f"convention {self.conv.name!r} is amax based (amax = scale * qmax) and "
+                             f"needs qmax > 0; got qmax={self.hi}")
         return self.s64 * self.hi <= self.conv.tiny_amax
 
     def dequant_params(self, out_fmt):
@@ -240,12 +242,14 @@ class _Plan:
         """(clamp mode, lo, hi, cast) for the kernel. Under ``cast_last`` the bounds are rounded
         to the compute dtype (as torch.clamp does with integer bounds) and, for integer output,
         the clamped value goes through the float-to-integer conversion."""
+        from ._kernels._affine import NO_CAST
+
         lo, hi = float(self.lo), float(self.hi)
         if self.conv.clamp != "cast_last":
-            return _CLAMP[self.conv.clamp], lo, hi, _NO_CAST
+            return _CLAMP[self.conv.clamp], lo, hi, NO_CAST
         lo, hi = _round_to(np.float64([lo, hi]), self.c_fmt)
         if fake:
-            return _CLAMP["float"], lo, hi, _NO_CAST
+            return _CLAMP["float"], lo, hi, NO_CAST
         return _CLAMP["cast_last"], lo, hi, self.cast_params()
 
     def cast_params(self):

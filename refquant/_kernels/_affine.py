@@ -27,7 +27,7 @@ CLAMP_FLOAT, CLAMP_CAST_FIRST, CLAMP_CAST_LAST = 0, 1, 2
 ZP_AFTER, ZP_BEFORE, ZP_NONE = 0, 1, 2
 DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_MIXED, DEQUANT_PROMOTE, DEQUANT_DIVIDE = range(6)
 _INT64_LIMIT = 9.223372036854775808e18  # 2**63
-_NO_CAST = (_INT64_LIMIT, 0.0, 0.0, 0.0)
+NO_CAST = (_INT64_LIMIT, 0.0, 0.0, 0.0)  # convert_to_int arguments that never apply
 
 
 @kernel
@@ -250,7 +250,7 @@ def exact_half_even_fixup(x, s, inv, z, lo, hi, dequant, check_product, ofmt, ou
             v, bad = _fast_exact_element(xi, s, inv, z, lo, hi, dequant, check_product)
             if bad:
                 q = quantize_element(xi, s, 1.0, z, z, lo, hi, QUOTIENT_EXACT, 0, ZP_AFTER, False,
-                                     True, 0, 0.0, CLAMP_FLOAT, _NO_CAST, np.nan)
+                                     True, 0, 0.0, CLAMP_FLOAT, NO_CAST, np.nan)
                 if dequant:
                     out[i] = dequantize_element(q, z, s, DEQUANT_EXACT, ofmt, ofmt, False)
                 else:

@@ -67,6 +67,25 @@ def test_huge_quotients_saturate_under_every_rounding(rounding, convention):
     assert q.tolist() == [127, -128] * 4
 
 
+@pytest.mark.parametrize("convention,qmin,qmax", [
+    (c, lo, hi) for c in rq.conventions.names() for lo, hi in [(-8, 0), (-3, -1), (1, 5)]
+    if c != "modelopt" or lo <= 0 < hi  # modelopt: no zero point, amax = s * qmax > 0
+])
+def test_ranges_that_exclude_or_end_at_zero(convention, qmin, qmax):
+    """Far from ties every convention gives the real-number codes, whatever side of 0 the range
+    lies on."""
+    x = np.float32([-4.1, -2.9, -1.2, -0.6, -0.2, 0.2, 0.6, 1.2, 2.9, 4.1])
+    zp = 0 if qmin <= 0 <= qmax else qmin
+    q = rq.quantize(x, np.float32(0.5), zp, qmin=qmin, qmax=qmax, convention=convention)
+    expected = np.clip(np.rint(x.astype(np.float64) / 0.5) + zp, qmin, qmax)
+    assert q.tolist() == expected.astype(int).tolist()
+
+
+def test_amax_based_convention_needs_a_positive_qmax():
+    with pytest.raises(ValueError, match="needs qmax > 0"):
+        rq.quantize(np.float32([-1.0]), 0.5, 0, qmin=-8, qmax=0, convention="modelopt")
+
+
 def test_backend_input_dtypes_are_enforced():
     with pytest.raises(TypeError, match="torch.quantize.*float32.*got float64"):
         rq.quantize(X.astype(np.float64), 0.1, 0, fmt=rq.uint8, convention="torch.quantize")
