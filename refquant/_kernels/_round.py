@@ -87,12 +87,61 @@ def cmp_x_vs_prod(x, a, b):
 
 
 @kernel
-def round_quotient(x, s, mode, u):
-    """Round the real number ``x / s`` (float64 x, s > 0 finite) to an integer-valued float64.
+def two_sum(a, b):
+    """Knuth's error-free sum: (s, e) with s + e == a + b exactly."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
 
-    Returns +-inf when ``|x / s| >= 2**62`` (callers saturate), NaN for NaN. Exact for every pair
-    of finite float64 inputs: the quotient is normalised by a power of two (exact), the floor is
-    corrected with exact residuals, and the fraction is compared with 1/2 exactly.
+
+@kernel
+def cmp_prod_prod(x, n, c, a):
+    """Sign of ``x*n - c*a`` computed exactly (-1, 0, 1), away from overflow and underflow.
+
+    Both products are split exactly (``two_prod``); the four terms are grown into a
+    non-overlapping expansion (Shewchuk), whose sign is that of its largest non-zero component.
+    """
+    p1, e1 = two_prod(x, n)
+    p2, e2 = two_prod(c, a)
+    q, h0 = two_sum(-p2, p1)  # expansion [h0, q], increasing magnitude
+    r, g0 = two_sum(e1, h0)
+    q, g1 = two_sum(r, q)  # [g0, g1, q]
+    r, k0 = two_sum(-e2, g0)
+    r, k1 = two_sum(r, g1)
+    q, k2 = two_sum(r, q)  # [k0, k1, k2, q]
+    for v in (q, k2, k1, k0):
+        if v > 0.0:
+            return 1
+        if v < 0.0:
+            return -1
+    return 0
+
+
+@kernel
+def _cmp_scaled(xn, n, c, sn):
+    """Sign of ``xn * n - c * sn``, exactly."""
+    if n == 1.0:
+        return cmp_x_vs_prod(xn, c, sn)
+    return cmp_prod_prod(xn, n, c, sn)
+
+
+@kernel
+def round_quotient(x, s, mode, u):
+    """Round the real number ``x / s`` (float64 x, s > 0 finite) to an integer-valued float64:
+    :func:`round_scaled_quotient` with ``n = 1``."""
+    return round_scaled_quotient(x, 1.0, s, mode, u)
+
+
+@kernel
+def round_scaled_quotient(x, n, s, mode, u):
+    """Round the real number ``x * n / s`` (float64 x, integer-valued n >= 1, s > 0 finite) to an
+    integer-valued float64.
+
+    Returns +-inf when ``|x * n / s| >= 2**62`` (callers saturate), NaN for NaN. Exact for every
+    finite float64 input: the quotient is normalised by a power of two (exact), the floor is
+    corrected with exact residuals, and the fraction is compared with 1/2 exactly. The float64
+    estimate ``fl(fl(x / s) * n)`` is within ``2**-52`` relatively of the real value, so a
+    fraction clear of the decision points by ``2**-51`` decides without them.
     """
     if math.isnan(x):
         return x
@@ -100,14 +149,13 @@ def round_quotient(x, s, mode, u):
         return x
     if x == 0.0:
         return 0.0
-    t = x / s
+    t = x / s * n
     at = abs(t)
     if at >= 4.611686018427388e18:  # 2**62: far beyond any code range
         return math.copysign(math.inf, t)
-    if at < 1.0842021724855044e-19:  # 2**-63: 0 < |x/s| < 1/2 certainly
+    if at < 1.0842021724855044e-19:  # 2**-63: 0 < |t| < 1/2 certainly
         f = -1.0 if t < 0.0 else 0.0
         return round_from_parts(f, t > 0.0, False, t < 0.0, False, t < 0.0, mode, u, t - f)
-    # fast path: t is within one ulp of x/s, so a fraction clear of the decision points decides
     f = np.floor(t)
     d = t - f
     margin = 4.440892098500626e-16 * max(at, 1.0)  # 2**-51 relative: several ulps of t
@@ -117,11 +165,10 @@ def round_quotient(x, s, mode, u):
     m, e = math.frexp(s)
     sn = m * 2.0
     xn = math.ldexp(x, 1 - e)
-    if cmp_x_vs_prod(xn, f, sn) < 0:
+    if _cmp_scaled(xn, n, f, sn) < 0:
         f -= 1.0
-    elif cmp_x_vs_prod(xn, f + 1.0, sn) >= 0:
+    elif _cmp_scaled(xn, n, f + 1.0, sn) >= 0:
         f += 1.0
-    c = cmp_x_vs_prod(xn, f + 0.5, sn)
-    frac_zero = cmp_x_vs_prod(xn, f, sn) == 0
-    r = round_from_parts(f, c < 0, c == 0, c > 0, frac_zero, t < 0.0, mode, u, t - f)
-    return r
+    c = _cmp_scaled(xn, n, f + 0.5, sn)
+    frac_zero = _cmp_scaled(xn, n, f, sn) == 0
+    return round_from_parts(f, c < 0, c == 0, c > 0, frac_zero, t < 0.0, mode, u, t - f)
