@@ -421,8 +421,8 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     if _eager(x, scale, zero_point):
         if isinstance(convention, str):
             rq.conventions.get(convention)  # a ValueError that lists the known names
-        spec = _Spec(qmin, qmax, axis, None if block is None else tuple(block), rounding,
-                     convention, seed, grad_factor, lsq_convention, round_zero_point)
+        spec = _spec_of(qmin, qmax, axis, block, rounding, convention, seed, grad_factor,
+                        lsq_convention, round_zero_point)
         if not _needs_grad(x, scale, zero_point):
             return _forward(x, _core_qparam(scale), _core_qparam(zero_point), spec)
         return _EagerFakeQuantize.apply(x, scale, zero_point, spec)
