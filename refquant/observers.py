@@ -21,13 +21,16 @@ Edge cases, the same for every observer unless its docstring says otherwise:
 * all-equal data (``min == max``): a valid range; the rules' ``eps`` (or their own fallback)
   keeps the scale positive;
 * NaN: the min/max observers propagate it as ``torch.aminmax`` does (the statistics become NaN
-  and stay NaN), and ``qparams()`` then raises ValueError; :class:`Histogram` (and
+  and stay NaN), and ``qparams()`` then raises ValueError (``"fbgemm"`` and ``"torchao"``: the
+  backend's own NaN result); :class:`Histogram` (and
   :class:`Percentile`) raise ValueError at ``update`` and keep their state (torch's ``histc``
   raises RuntimeError); :class:`APoT` makes alpha NaN;
-* +-inf: the min/max observers record it (``qparams()`` then raises ValueError, where torch
-  would return an infinite scale); :class:`Histogram` drops +-inf elements as torch does;
-* ``min > max`` cannot arise from data; a state loaded with it makes ``qparams()`` raise
-  ValueError (torch raises AssertionError).
+* +-inf: the min/max observers record it (``qparams()`` then raises ValueError under
+  ``method="torch"``, where torch would return an infinite scale; ``"fbgemm"`` and ``"torchao"``
+  compute with it as those backends do); :class:`Histogram` drops +-inf elements as torch does;
+* ``min > max`` cannot arise from plain min/max data, but a moving average can leave min a few
+  ulps above max: ``method="fbgemm"`` computes qparams from it as the fused op does, the other
+  methods raise ValueError (torch's observers raise AssertionError).
 
 >>> import numpy as np, refquant as rq
 >>> obs = rq.observers.MinMax(fmt=rq.uint8)

@@ -117,20 +117,29 @@ def _range_arrays(min_val, max_val, dtype=np.float32):
     return mn.copy(), mx.copy(), mn.ndim == 0
 
 
-def _check_range(mn, mx):
+def _check_range(mn, mx, *, finite=True, ordered=True):
+    """Refuse non-finite ranges (``finite``) and ``min > max`` (``ordered``) with a ValueError."""
     mn64, mx64 = mn.astype(np.float64), mx.astype(np.float64)
     bad = ~(np.isfinite(mn64) & np.isfinite(mx64))
-    if bad.any():
+    if finite and bad.any():
         i = np.argmax(bad.ravel())
         raise ValueError(
-            f"min_val and max_val must be finite; got min_val={mn.ravel()[i]!r}, "
-            f"max_val={mx.ravel()[i]!r}")
+            f"min_val and max_val must be finite; got min_val={float(mn.ravel()[i])}, "
+            f"max_val={float(mx.ravel()[i])}")
     wrong = mn64 > mx64
-    if wrong.any():
+    if ordered and wrong.any():
         i = np.argmax(wrong.ravel())
         raise ValueError(
-            f"min_val must be <= max_val; got min_val={mn.ravel()[i]!r} > "
-            f"max_val={mx.ravel()[i]!r}")
+            f"min_val must be <= max_val; got min_val={float(mn.ravel()[i])} > "
+            f"max_val={float(mx.ravel()[i])}")
+
+
+def _x86_int32(v) -> np.ndarray:
+    """float -> int32 as x86's truncating conversion (torch's ``.to(torch.int32)`` on CPU): NaN and
+    values outside int32 give INT32_MIN, whatever machine refquant runs on."""
+    v = np.asarray(v, np.float64)
+    ok = (v >= -(2.0**31)) & (v < 2.0**31)
+    return np.where(ok, np.trunc(np.where(ok, v, 0.0)), -(2.0**31)).astype(np.int32)
 
 
 def _strict_range(qmin, qmax) -> tuple[int, int]:
@@ -292,10 +301,8 @@ def torch_qparams(min_val, max_val, *, qmin=None, qmax=None, fmt=None, symmetric
             z = np.full(s.shape, torch_symmetric_zero_point(lo, hi, tdtype, custom), np.int64)
             return _out(s, z, scalar)
         s = np.maximum((mx_ - mn_) / span, e)
-        r = np.rint(mn_ / s).astype(np.float64)
-        # .to(int32) of a value outside int32 gives INT32_MIN on x86 (cvttss2si); torch then
-        # subtracts in int32 (wrapping) and clamps
-        r = np.where((r >= -(2.0**31)) & (r < 2.0**31), r, -(2.0**31)).astype(np.int64)
+        # .to(int32), then torch subtracts in int32 (wrapping) and clamps
+        r = _x86_int32(np.rint(mn_ / s)).astype(np.int64)
         z = np.clip((lo - r).astype(np.int32), lo, hi).astype(np.int32)
         return _out(s, z, scalar)
 
@@ -338,8 +345,12 @@ def fbgemm_qparams(min_val, max_val, qmin, qmax, *, preserve_sparsity=False,
        range is stretched: ``max = f32(t*(qmax-qmin))`` if ``min == 0``, else
        ``min = -f32(t*(qmax-qmin))`` if ``max == 0``, else both times ``f32(t/s_old)``;
     4. in float64: ``z0 = qmin - min/s`` if ``|qmin| + |min/s| < |qmax| + |max/s|`` else
-       ``qmax - max/s``; symmetric (step 1 taken): ``z0 = (qmin+qmax)/2``;
-       ``z = qmin if z0 < qmin, qmax if z0 > qmax, else rne(z0)``.
+       ``qmax - max/s``; if ``preserve_sparsity`` and the *adjusted* ``min < 0 < max``:
+       ``z0 = (qmin+qmax)/2``; ``z = qmin if z0 < qmin, qmax if z0 > qmax, else rne(z0)``, and
+       INT32_MIN for a NaN ``z0`` (x86's conversion).
+
+    FBGEMM checks nothing: ``min > max`` (a moving average a few ulps apart), +-inf and NaN go
+    through the IEEE arithmetic above (``fbgemm_qparams(-1.0, inf, 0, 255)`` is ``(inf, INT32_MIN)``).
 
     Returns a float32 scale and an int32 zero point. ``small_scale_threshold=False`` gives the
     CUDA kernel's rule (source only, not tested here).
@@ -350,8 +361,7 @@ def fbgemm_qparams(min_val, max_val, qmin, qmax, *, preserve_sparsity=False,
     (np.float32(6.1e-05), np.int32(128))
     """
     lo, hi = _strict_range(qmin, qmax)
-    mn, mx, scalar = _range_arrays(min_val, max_val)
-    _check_range(mn, mx)
+    mn, mx, scalar = _range_arrays(min_val, max_val)  # FBGEMM checks neither order nor finiteness
     n = mn.size
     s_out = np.empty(n, np.float32)
     z_out = np.empty(n, np.int32)
@@ -400,8 +410,10 @@ def _fbgemm_steps(mn, mx, qmin, qmax, sparse, small):
     err_min = abs(qmin) + abs(float(mn) / sd)
     err_max = abs(qmax) + abs(float(mx) / sd)
     z0 = from_min if err_min < err_max else from_max
-    if sym:
+    if sparse and mn < 0 and mx > 0:  # asked again of the adjusted range (a subnormal one became 0)
         z0 = (qmin + qmax) / 2.0
+    if z0 != z0:  # NaN (a NaN or 1-bit symmetric range): x86's conversion gives INT32_MIN
+        return s, -(2**31)
     z = qmin if z0 < qmin else qmax if z0 > qmax else int(np.rint(z0))
     return s, z
 
@@ -444,6 +456,16 @@ def torchao_qparams(min_val, max_val, qmin, qmax, *, symmetric=False, mapping=No
     * ``"asymmetric"`` (default unless ``symmetric=True``): ``s = max((mx_ - mn_)/(qmax - qmin), e)``,
       ``z = clamp(qmin - rne(mn_ / s), qmin, qmax)`` (each op rounded to ``dtype``).
 
+    ``min``/``max`` are torch.minimum/maximum: NaN propagates; on equal operands (``-0.0`` and
+    ``0.0``) torch's CPU kernel returns the second operand in its unrolled vector loop (the first
+    ``n - n % 16`` float32 or ``n - n % 32`` float16/bfloat16 elements of the contiguous per-block
+    min/max torchao computes, the same with ATEN_CPU_CAPABILITY default, avx2 and avx512) and the
+    first in its scalar tail, so the
+    sign of a zero scale (kept by ``clamp(min=eps)`` when ``eps`` rounds to 0 in ``dtype``: eps is
+    rounded to ``dtype`` before the comparison) depends on the block's position. Non-finite ranges
+    go through IEEE arithmetic as in torchao; a NaN zero point becomes INT32_MIN (x86's
+    conversion).
+
     ``scale`` is returned in ``scale_dtype`` (default ``dtype``), the zero point in
     ``zero_point_dtype`` (int32 as torchao's default; None keeps it in ``dtype`` as torchao's
     private ``_choose_qparams_affine`` does).
@@ -466,14 +488,15 @@ def torchao_qparams(min_val, max_val, qmin, qmax, *, symmetric=False, mapping=No
     if eps is None:
         eps = _smallest_normal(dt)
     mn, mx, scalar = _range_arrays(min_val, max_val, dt)
-    _check_range(mn, mx)
+    _check_range(mn, mx, finite=False)  # torchao takes +-inf and NaN through IEEE arithmetic
     f32 = np.float32
 
     def op(v):  # a float32 result rounded to dt
         return np.asarray(v, f32).astype(dt)
 
     zero = np.zeros(mn.shape, dt)
-    mn_, mx_ = np.minimum(mn, zero), np.maximum(mx, zero)
+    body = _vector_body(mn.shape, dt)
+    mn_, mx_ = _torch_minimum(mn, zero, body), _torch_maximum(mx, zero, body)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if mapping == "asymmetric":
             s = op(mx_.astype(f32) - mn_.astype(f32)).astype(f32)
@@ -485,7 +508,7 @@ def torchao_qparams(min_val, max_val, qmin, qmax, *, symmetric=False, mapping=No
             z = op(z)
         else:
             if mapping == "symmetric":
-                amax = np.maximum(op(-mn_.astype(f32)), mx_)
+                amax = _torch_maximum(op(-mn_.astype(f32)), mx_, body)
                 s = op(amax.astype(f32) / f32((hi - lo) / 2))
             else:
                 smin = op(mn_.astype(f32) / f32(lo))
@@ -494,7 +517,8 @@ def torchao_qparams(min_val, max_val, qmin, qmax, *, symmetric=False, mapping=No
             z = np.full(s.shape, int((hi + lo + 1) / 2)).astype(dt)
             s = _clamp_min(s, eps, dt)
     if zero_point_dtype is not None:  # torchao's .to(zero_point_dtype); None keeps dtype
-        z = z.astype(np.float32).astype(zero_point_dtype)
+        zd = np.dtype(zero_point_dtype)
+        z = _x86_int32(z.astype(np.float32)).astype(zd) if zd.kind in "iu" else z.astype(zd)
     if scale_dtype is not None:
         s = s.astype(f32).astype(_narrow_dtype(np.dtype(scale_dtype).name)
                                  if np.dtype(scale_dtype).itemsize < 8 else np.float64)
@@ -506,11 +530,33 @@ def _smallest_normal(dt) -> float:
 
 
 def _clamp_min(s, eps, dt):
-    """torch.clamp(s, min=eps): the comparison in float32, eps taken as float32 and rounded to
-    ``dt`` where it wins."""
-    e = np.float32(eps)
-    s32 = s.astype(np.float32)
-    return np.where(s32 < e, np.asarray(e).astype(dt), s).astype(dt)
+    """torch.clamp(s, min=eps): ``eps`` is first rounded to ``dt`` (float16 turns 1e-10 into 0), then
+    ``eps if eps > s else s``, so a ``-0.0`` scale survives a zero ``eps`` and NaN stays NaN."""
+    e = np.asarray(np.float64(eps)).astype(dt)
+    return np.where(e > s, e, s).astype(dt)
+
+
+def _vector_body(shape, dt):
+    """Where torch's unrolled vector loop of 64 bytes (not its scalar tail) meets each element."""
+    n = int(np.prod(shape, dtype=np.int64))
+    lanes = 64 // dt.itemsize
+    return (np.arange(n) < n - n % lanes).reshape(shape)
+
+
+def _torch_pick(a, b, take_a, body):
+    """torch.minimum/maximum given ``take_a`` (``a < b`` or ``a > b``): NaN from either side; on
+    ties the vector body returns ``b`` and the scalar tail ``a`` (see :func:`torchao_qparams`)."""
+    tie = (a == b) & ~body
+    r = np.where(take_a | tie, a, b)
+    return np.where(np.isnan(a), a, np.where(np.isnan(b), b, r))
+
+
+def _torch_minimum(a, b, body):
+    return _torch_pick(a, b, a < b, body)
+
+
+def _torch_maximum(a, b, body):
+    return _torch_pick(a, b, a > b, body)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -43,7 +43,10 @@ def histc_edges(lo, hi):
 def _bin_of(v, left, fb, den, bins):
     if den == 0:  # collapsed edges (|v| >= 2**25): 0/0, whose x86 result in torch is the middle
         return bins // 2
-    pos = int(f32(f32(f32(v - left) * fb) / den))
+    q = f32(f32(f32(v - left) * fb) / den)
+    if not q < 9.2e18:  # an overflowed product (inf, NaN): torch's int64 cast gives INT64_MIN,
+        return 0        # an index whose byte offset wraps to bin 0
+    pos = int(q)
     if pos == bins:
         pos -= 1
     return pos
