@@ -1,7 +1,7 @@
 """APoT quantize speed: refquant vs torch.ao's experimental APoTQuantizer and vs rq.fake_quantize.
 
 torch.ao.quantization.experimental is not shipped in torch wheels (2.13 included), so its cost is
-taken from research/apot-pact-lsq.md section 2.4: 94 us per element at b=4, k=2 (10^5 elements,
+taken from an earlier measurement of its published code: 94 us per element at b=4, k=2 (10^5 elements,
 2 threads) and about 1.3 ms per element at b=8, k=2. Run: python benchmarks/bench_apot.py
 """
 

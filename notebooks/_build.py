@@ -103,7 +103,7 @@ if torch is not None:
     print(r)""",
     """#md The main cause is *reciprocal vs division*: torch multiplies by
 `1.0f / f32(s)` in float32. The `torch.fake_quantize` row of the
-[conventions table](../docs/conventions/index.md) reproduces it exactly.""",
+[conventions table](../docs/api/conventions.md) reproduces it exactly.""",
 ]
 
 UNIFORM_APOT_PACT = [

@@ -1,8 +1,8 @@
 """Convention rows for peer libraries (aimet, brevitas, tflite, modelopt), registered on import.
 
-None of these packages installs on this CPU-only machine without a CUDA torch (see
-shared/research/peers.md), so each row is tested against its formula as written there
-(tests/golden/test_peers.py emulates it with NumPy float32 operations).
+None of these packages installs on a CPU-only machine without a CUDA torch, so each row is
+tested against its formula as read from the library's source (tests/golden/test_peers.py
+emulates it with NumPy float32 operations).
 
 Notes on the rows:
 
@@ -34,7 +34,7 @@ register(Convention(
     "AIMET offset = -z; fake = f32(f32(q - z) * f32(s)); NaN stays NaN in fake (no integer code)",
     backend="aimet-torch 2.x aimet_torch.quantization.affine.quantize / quantize_dequantize with a "
     "learnable scale or block_size (the no-grad per-tensor QDQ dispatches to torch.fake_quantize)",
-    evidence="tests/golden/test_peers.py (formula B of shared/research/peers.md section 3)",
+    evidence="tests/golden/test_peers.py (formula B there)",
     quotient="divide",
     compute="promote",
     dequant="float32",
@@ -46,7 +46,7 @@ register(Convention(
     "each op in promote(x, s); fake = f32(f32(q - z) * f32(s)), -0.0 for a small negative x with "
     "z = 0; NaN stays NaN in fake",
     backend="brevitas 0.13 brevitas.core.quant.IntQuant (to_int and forward)",
-    evidence="tests/golden/test_peers.py (formula C of shared/research/peers.md section 3)",
+    evidence="tests/golden/test_peers.py (formula C there)",
     quotient="divide",
     compute="promote",
     zero_point="before_round",

@@ -600,7 +600,7 @@ _AMAX_DIVISORS = {
 
 
 def amax_qparams(min_val, max_val, qmin, qmax, *, variant="amax/127.5", eps=0.0):
-    """Symmetric scales from ``amax = max(|min_val|, |max_val|)`` (research/peers.md 3.3).
+    """Symmetric scales from ``amax = max(|min_val|, |max_val|)``.
 
     float32: ``s = max(f32(amax / d), f32(eps))`` and ``z = 0`` (int32), where for int8 the
     divisor ``d`` is

@@ -1,4 +1,4 @@
-"""torch.ao HistogramObserver's arithmetic, op by op in float32 (research/torch-numerics.md 5.5).
+"""torch.ao HistogramObserver's arithmetic, op by op in float32.
 
 Every ``f32`` operation below takes float32 operands and rounds once, as torch's separate
 elementwise kernels do; ``fma32`` is used exactly where torch's CPU ``linspace`` contracts.

@@ -97,7 +97,7 @@ def test_special_values_and_the_reference_overflow_defect():
     q_ref, _ = run_qdq(x, np.float32(1.0), np.int8(10))
     q = rq.quantize(x, np.float32(1.0), 10, qmin=-128, qmax=127, convention="onnx")
     # the spec saturates (onnxruntime does); onnx.reference sends |x/s| >= 2**31 and +inf to qmin
-    # through an undefined int32 cast (research/golden-specs.md 1.5, defect 1)
+    # through an undefined int32 cast
     agree = np.abs(x.astype(np.float64)) < 2**31
     agree[0] = True  # NaN -> qmin in both
     assert q[agree].tolist() == q_ref[agree].astype(np.int64).tolist()

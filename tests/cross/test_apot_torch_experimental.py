@@ -1,7 +1,7 @@
 """torch.experimental APoT qparams against torch.ao's APoTObserver._calculate_qparams, run on the
 installed torch (its float32 tensor arithmetic, cat promotion and sort).
 
-torch.ao.quantization.experimental is not shipped in wheels (research/apot-pact-lsq.md 2.1), so the
+torch.ao.quantization.experimental is not shipped in wheels, so the
 observer's final upstream code is transcribed here, line for line, minus min/max bookkeeping.
 """
 

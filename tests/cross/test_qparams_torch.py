@@ -198,7 +198,7 @@ def test_onnx_dynamic_quantize_linear():
 
 
 def test_symmetric_variants_table():
-    # research/peers.md 3.3: input [-1.0, -0.3, 0.2, 0.5]
+    # the symmetric variants on the input [-1.0, -0.3, 0.2, 0.5]
     narrow = rq.IntFormat(8, narrow=True)
     got = {m: float(rq.choose_qparams(-1.0, 0.5, fmt=narrow if "narrow" in m else rq.int8,
                                       method=m)[0])
