@@ -472,9 +472,9 @@ def torchao_qparams(min_val, max_val, qmin, qmax, *, symmetric=False, mapping=No
 
     >>> torchao_qparams(-1.0, 0.5, -128, 127, symmetric=True)
     (np.float32(0.007843138), np.int32(0))
-    >>> s, z = torchao_qparams(-1.0, 0.5, 0, 255, dtype="bfloat16")
+    >>> s, z = torchao_qparams(-1.0, 0.5, 0, 255, dtype="float16")
     >>> float(s), int(z)
-    (0.005889892578125, 170)
+    (0.00588226318359375, 170)
     """
     lo, hi = _strict_range(qmin, qmax)
     if mapping is None:
