@@ -89,3 +89,31 @@ def check_axis(axis, ndim: int, name: str = "axis") -> int:
     if not -ndim <= a < ndim:
         raise ValueError(f"{name}={axis} is out of range for an array of {ndim} dimension(s)")
     return a % ndim
+
+
+def float_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """An output float dtype (float16, bfloat16, float32 or float64) from a dtype, type or name."""
+    from ._dtypes import bfloat16, is_supported_float
+
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        if bfloat16() is None:
+            raise TypeError(f"{name} 'bfloat16' needs ml_dtypes (pip install ml_dtypes)")
+        return bfloat16()
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be a float dtype; got {dtype!r}") from None
+    if not is_supported_float(dt):
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {dt}")
+    return dt
+
+
+def generator(rng) -> np.random.Generator:
+    """``rng`` as a NumPy Generator: a Generator, an int seed, or None (fresh entropy)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
+        raise TypeError(f"rng must be a numpy Generator or an int seed; got {rng!r}")
+    return np.random.default_rng(int(rng))

@@ -12,6 +12,10 @@ with no intermediate rounding, for every input dtype (float64 included; a clippe
 end code directly). The output is the real ``q * alpha / N`` rounded once to x's dtype (+0.0 for
 a zero result); NaN stays NaN.
 
+:func:`quantize` returns the integer level ``q = round(y * N / alpha)`` (in ``[0, N]``, or
+``[-N, N]`` signed) and :func:`dequantize` the real ``q * alpha / N`` rounded once, so that
+``fake_quantize == dequantize(quantize(x))``.
+
 ``alpha`` is a positive scalar, or 1-D per-channel along ``axis``. Gradients (paper eq. 3, STE,
 with the inclusive bounds of the reference code)::
 
@@ -24,10 +28,17 @@ from __future__ import annotations
 import numpy as np
 
 from ._dtypes import float_code
-from ._validation import check_axis, float_array, integer_scalar, positive_finite
+from ._validation import (
+    check_axis,
+    float_array,
+    float_dtype,
+    generator,
+    integer_scalar,
+    positive_finite,
+)
 from .rounding import STOCHASTIC, rounding_code
 
-__all__ = ["fake_quantize", "fake_quantize_grad"]
+__all__ = ["quantize", "dequantize", "fake_quantize", "fake_quantize_grad"]
 
 
 def _levels_n(bits, signed: bool) -> int:
@@ -63,8 +74,69 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(-1)
 
 
+def _uniforms(mode, rng, size):
+    return generator(rng).random(size) if mode == STOCHASTIC else np.empty(0)
+
+
+def quantize(x, alpha, *, bits, signed=False, rounding="half_even", axis=None, rng=None):
+    """PACT's integer levels ``q = round(clip(x) * N / alpha)`` (module docstring) as int32.
+
+    NaN has no level and is a ValueError. ``rng`` (NumPy Generator or int seed) feeds
+    ``rounding="stochastic"``.
+
+    >>> import numpy as np, refquant as rq
+    >>> x = np.float32([-3, -1, 0, 0.3, 1, 2.2, 3])
+    >>> rq.pact.quantize(x, 2.2, bits=4).tolist()
+    [0, 0, 0, 2, 7, 15, 15]
+    >>> rq.pact.quantize(x, 2.2, bits=4, signed=True).tolist()
+    [-7, -3, 0, 1, 3, 7, 7]
+    """
+    x = float_array(x)
+    n = _levels_n(bits, bool(signed))
+    mode = rounding_code(rounding)
+    a, gidx = _alpha_groups(alpha, x.shape, axis)
+    xk = _flat(x)
+    if np.isnan(xk).any():
+        raise ValueError("x holds NaN, which has no PACT level")
+    out = np.empty(xk.size, np.int32)
+    if xk.size:
+        from ._kernels._pact import pact_codes
+
+        pact_codes(xk, a, gidx, float(n), bool(signed), mode, _uniforms(mode, rng, xk.size), out)
+    return out.reshape(x.shape)
+
+
+def dequantize(q, alpha, *, bits, signed=False, axis=None, dtype=np.float32):
+    """The real value ``q * alpha / N`` of PACT levels ``q``, rounded once to ``dtype``.
+
+    >>> import numpy as np, refquant as rq
+    >>> rq.pact.dequantize(np.int32([0, 2, 15]), 2.2, bits=4).round(5).tolist()
+    [0.0, 0.29333, 2.2]
+    """
+    q = np.asarray(q)
+    if q.dtype.kind not in "iu":
+        raise TypeError(f"q must hold integer levels; got dtype {q.dtype}")
+    n = _levels_n(bits, bool(signed))
+    lo = -n if signed else 0
+    if q.size and (q.min() < lo or q.max() > n):
+        raise ValueError(f"q must lie in [{lo}, {n}] for {bits}-bit PACT; got values in "
+                         f"[{int(q.min())}, {int(q.max())}]")
+    out_dtype = float_dtype(dtype)
+    a, gidx = _alpha_groups(alpha, q.shape, axis)
+    kdt = np.float64 if out_dtype == np.float64 else np.float32
+    out = np.empty(q.size, kdt)
+    if q.size:
+        from ._kernels._pact import pact_levels
+
+        pact_levels(np.ascontiguousarray(q, np.int64).reshape(-1), a, gidx, float(n),
+                    float_code(out_dtype), out)
+    out = out.reshape(q.shape)
+    return out if out.dtype == out_dtype else out.astype(out_dtype)
+
+
 def fake_quantize(x, alpha, *, bits, signed=False, rounding="half_even", axis=None, rng=None):
-    """PACT fake quantization (module docstring), in x's dtype.
+    """PACT fake quantization (module docstring), in x's dtype: ``dequantize(quantize(x))`` with
+    NaN kept.
 
     ``rng`` (NumPy Generator or int seed) feeds ``rounding="stochastic"``.
 
@@ -80,17 +152,13 @@ def fake_quantize(x, alpha, *, bits, signed=False, rounding="half_even", axis=No
     mode = rounding_code(rounding)
     a, gidx = _alpha_groups(alpha, x.shape, axis)
     xk = _flat(x)
-    u = np.empty(0)
-    if mode == STOCHASTIC:
-        if not isinstance(rng, np.random.Generator):
-            rng = np.random.default_rng(rng)
-        u = rng.random(xk.size)
     kdt = np.float64 if x.dtype == np.float64 else np.float32
     out = np.empty(xk.size, kdt)
     if xk.size:
         from ._kernels._pact import pact_fake
 
-        pact_fake(xk, a, gidx, float(n), bool(signed), mode, u, float_code(x.dtype), out)
+        pact_fake(xk, a, gidx, float(n), bool(signed), mode, _uniforms(mode, rng, xk.size),
+                  float_code(x.dtype), out)
     out = out.reshape(x.shape)
     return out if out.dtype == x.dtype else out.astype(x.dtype)
 

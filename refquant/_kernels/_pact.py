@@ -25,9 +25,20 @@ def scaled_level(q, alpha, n, fmt):
 
 
 @kernel
+def pact_code(xi, a, n, signed, mode, ui):
+    """The integer level of float64 ``xi`` (not NaN): ``round(clip(xi) * n / a)`` with the quotient
+    rounded as a real number (:func:`round_scaled_quotient`)."""
+    if xi >= a:
+        return n
+    if signed and xi <= -a:
+        return -n
+    return round_scaled_quotient(xi if signed else max(xi, 0.0), n, a, mode, ui)
+
+
+@kernel
 def pact_fake(x, alpha, gidx, n, signed, mode, u, fmt, out):
-    """``out[i] = round(clip(x) * n / alpha) * alpha / n`` with per-group ``alpha[gidx[i]]``, the
-    quotient rounded as a real number (:func:`round_scaled_quotient`)."""
+    """``out[i] = pact_code(x[i]) * alpha / n`` rounded once, with per-group ``alpha[gidx[i]]``;
+    NaN stays NaN."""
     grouped = gidx.size > 0
     drawn = u.size > 0
     for i in range(x.size):
@@ -36,14 +47,26 @@ def pact_fake(x, alpha, gidx, n, signed, mode, u, fmt, out):
         if xi != xi:
             out[i] = xi
             continue
-        if xi >= a:
-            q = n
-        elif signed and xi <= -a:
-            q = -n
-        else:
-            q = round_scaled_quotient(xi if signed else max(xi, 0.0), n, a, mode,
-                                      u[i] if drawn else 0.0)
+        q = pact_code(xi, a, n, signed, mode, u[i] if drawn else 0.0)
         out[i] = scaled_level(q, a, n, fmt) + 0.0
+
+
+@kernel
+def pact_codes(x, alpha, gidx, n, signed, mode, u, out):
+    """``out[i] = pact_code(x[i])`` (x holds no NaN)."""
+    grouped = gidx.size > 0
+    drawn = u.size > 0
+    for i in range(x.size):
+        a = alpha[gidx[i] if grouped else 0]
+        out[i] = pact_code(np.float64(x[i]), a, n, signed, mode, u[i] if drawn else 0.0)
+
+
+@kernel
+def pact_levels(q, alpha, gidx, n, fmt, out):
+    """``out[i] = q[i] * alpha / n`` rounded once to format ``fmt``."""
+    grouped = gidx.size > 0
+    for i in range(q.size):
+        out[i] = scaled_level(np.float64(q[i]), alpha[gidx[i] if grouped else 0], n, fmt) + 0.0
 
 
 @kernel

@@ -159,3 +159,38 @@ def test_float64_quotient_is_exact_near_every_tie(alpha, rounding):
     want = np.array([round_to_format(pact_fake(Fraction(float(v)), Fraction(alpha), bits, signed,
                                                ROUNDERS[rounding]), "float64") + 0.0 for v in x])
     assert_bitwise_equal(got, want)
+
+
+@pytest.mark.parametrize("alpha,bits,signed", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_quantize_codes_match_the_fraction_oracle(alpha, bits, signed, dtype):
+    n = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+    x = _tie_heavy(alpha, n, signed, dtype)
+    q = rq.pact.quantize(x, alpha, bits=bits, signed=signed)
+    lo = -Fraction(alpha) if signed else Fraction(0)
+    want = [ROUNDERS["half_even"](min(max(Fraction(float(v)), lo), Fraction(alpha)) * n / Fraction(alpha))
+            for v in x]
+    assert q.dtype == np.int32 and q.tolist() == want
+
+
+@pytest.mark.parametrize("alpha,bits,signed", CASES)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_fake_quantize_is_dequantize_of_quantize(alpha, bits, signed, dtype):
+    n = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+    x = _tie_heavy(alpha, n, signed, np.float32).astype(dtype)
+    q = rq.pact.quantize(x, alpha, bits=bits, signed=signed)
+    assert_bitwise_equal(rq.pact.dequantize(q, alpha, bits=bits, signed=signed, dtype=dtype),
+                         rq.pact.fake_quantize(x, alpha, bits=bits, signed=signed))
+
+
+def test_quantize_and_dequantize_refuse_bad_input():
+    with pytest.raises(ValueError, match="NaN"):
+        rq.pact.quantize(np.float32([np.nan]), 1.0, bits=4)
+    with pytest.raises(ValueError, match=r"q must lie in \[0, 15\]"):
+        rq.pact.dequantize(np.int32([16]), 1.0, bits=4)
+    with pytest.raises(TypeError, match="q must hold integer"):
+        rq.pact.dequantize(np.float32([1.0]), 1.0, bits=4)
+    with pytest.raises(TypeError, match="rng must be"):
+        rq.pact.fake_quantize(np.float32([0.5]), 1.0, bits=4, rounding="stochastic", rng=True)
+    with pytest.raises(TypeError, match="dtype must be"):
+        rq.pact.dequantize(np.int32([1]), 1.0, bits=4, dtype=np.int32)
