@@ -32,9 +32,9 @@ from __future__ import annotations
 import numpy as np
 
 from ._platform import torch_kernels_use_fma
-from ._validation import check_axis, float_array, positive_finite, resolve_range
+from ._validation import check_axis, float_array, integer_scalar, positive_finite, resolve_range
 
-__all__ = ["fake_quantize", "fake_quantize_grad"]
+__all__ = ["fake_quantize", "fake_quantize_grad", "grad_scale"]
 
 _CONVENTIONS = ("lsq", "torch.learnable")
 
@@ -63,7 +63,22 @@ def _torch_zero_points(z, qmin, qmax, per_channel):
     return np.trunc(np.clip(z32 + np.float32(0.5), qmin, qmax)).astype(np.float32)
 
 
-def fake_quantize(x, scale, zero_point, *, qmin, qmax, axis=None):
+def grad_scale(numel, qmax) -> float:
+    """LSQ's gradient scale ``g = 1 / sqrt(numel * qmax)`` (the paper's ``1 / sqrt(N * Q_P)``), in
+    float64 as torch's ``_LearnableFakeQuantize`` computes it; pass it as ``grad_factor``.
+
+    >>> import refquant as rq
+    >>> rq.lsq.grad_scale(64, 127)
+    0.011091956367701423
+    """
+    n = integer_scalar(numel, "numel")
+    q = integer_scalar(qmax, "qmax")
+    if n <= 0 or q <= 0:
+        raise ValueError(f"numel and qmax must be positive; got numel={n}, qmax={q}")
+    return 1.0 / (n * q) ** 0.5
+
+
+def fake_quantize(x, scale, zero_point, *, qmin=None, qmax=None, fmt=None, axis=None):
     """LSQ forward ``(clamp(round(x / s) + z, qmin, qmax) - z) * s``: the affine ``exact``
     convention (:func:`refquant.fake_quantize`), which torch's learnable forward matches up to its
     float32 arithmetic (use ``convention="torch.fake_quantize"`` there for torch's bits).
@@ -74,14 +89,15 @@ def fake_quantize(x, scale, zero_point, *, qmin, qmax, axis=None):
     """
     from . import affine
 
-    return affine.fake_quantize(x, scale, zero_point, qmin=qmin, qmax=qmax, axis=axis)
+    return affine.fake_quantize(x, scale, zero_point, qmin=qmin, qmax=qmax, fmt=fmt, axis=axis)
 
 
-def fake_quantize_grad(x, scale, zero_point, grad_output, *, qmin, qmax, axis=None,
-                       grad_factor=1.0, convention="lsq", fma=None, reduce=True):
+def fake_quantize_grad(x, scale, zero_point, grad_output, *, qmin=None, qmax=None, fmt=None,
+                       axis=None, grad_factor=1.0, convention="lsq", fma=None, reduce=True):
     """Gradients ``(grad_x, grad_scale, grad_zero_point)`` of LSQ fake quantization.
 
-    Formulas per convention in the module docstring. ``grad_x`` has x's shape and dtype;
+    The range is ``qmin``/``qmax`` or ``fmt``, as everywhere. Formulas per convention in the
+    module docstring. ``grad_x`` has x's shape and dtype;
     ``grad_scale`` / ``grad_zero_point`` have the shape of ``scale`` / ``zero_point`` (or x's
     shape with ``reduce=False``) and x's dtype. ``torch.learnable`` computes in float32 (float16
     and bfloat16 inputs widen exactly; float64 inputs are rounded to float32 first, as torch's
@@ -103,7 +119,7 @@ def fake_quantize_grad(x, scale, zero_point, grad_output, *, qmin, qmax, axis=No
     if g.shape != x.shape or g.dtype != x.dtype:
         raise ValueError(f"grad_output must match x (shape {x.shape}, dtype {x.dtype}); "
                          f"got shape {g.shape}, dtype {g.dtype}")
-    lo, hi = resolve_range(qmin, qmax, None)
+    lo, hi = resolve_range(qmin, qmax, fmt)
     gf = float(grad_factor)
     if not np.isfinite(gf):
         raise ValueError(f"grad_factor must be finite; got {grad_factor!r}")

@@ -113,3 +113,24 @@ def test_errors_and_no_mutation():
         rq.lsq.fake_quantize_grad(x, 0.1, 0, g, qmin=1, qmax=7, convention="torch.learnable")
     with pytest.raises(ValueError):
         rq.lsq.fake_quantize_grad(x, [0.1, 0.2, 0.3], 0, g, qmin=-8, qmax=7, axis=0)
+
+
+def test_grad_scale_is_the_papers_and_torchs():
+    import math
+
+    assert rq.lsq.grad_scale(4096, 127) == 1.0 / (4096 * 127) ** 0.5
+    assert rq.lsq.grad_scale(1, 1) == 1.0
+    assert math.isclose(rq.lsq.grad_scale(64, 15), 1 / math.sqrt(960), rel_tol=0, abs_tol=2**-60)
+    with pytest.raises(ValueError, match="positive"):
+        rq.lsq.grad_scale(0, 127)
+
+
+def test_range_by_format_equals_range_by_bounds():
+    x = np.float32([-1.0, -0.85, 0.05, 0.35, 0.74, 2.0])
+    g = np.ones_like(x)
+    by_fmt = rq.lsq.fake_quantize_grad(x, 0.1, 0.0, g, fmt=rq.int4, reduce=False)
+    by_bounds = rq.lsq.fake_quantize_grad(x, 0.1, 0.0, g, qmin=-8, qmax=7, reduce=False)
+    for a, b in zip(by_fmt, by_bounds, strict=True):
+        assert a.tobytes() == b.tobytes()
+    assert rq.lsq.fake_quantize(x, 0.1, 0, fmt=rq.int4).tobytes() == \
+        rq.lsq.fake_quantize(x, 0.1, 0, qmin=-8, qmax=7).tobytes()
