@@ -9,6 +9,7 @@ Where a convention *does* specify a fused multiply-add, the kernels call :func:`
 import types as types_module
 
 import numba
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
@@ -68,9 +69,51 @@ def _llvm_fma(width):
     return intrinsic(typer)
 
 
-fma32 = _llvm_fma(32)
+def _exact_fma(a, b, c):
+    """The real ``a*b + c`` of floats as a Fraction, or the IEEE result where one is not finite."""
+    from fractions import Fraction
+
+    a, b, c = float(a), float(b), float(c)
+    if not (np.isfinite(a) and np.isfinite(b)):
+        return a * b + c
+    if not np.isfinite(c):  # the exact product is finite, whatever float64 makes of it
+        return c
+    v = Fraction(a) * Fraction(b) + Fraction(c)
+    if v == 0:  # IEEE's sign of an exact zero: -0.0 only for (+-0 * x) + (-0.0) of equal signs
+        return a * b + c if a == 0 or b == 0 else 0.0
+    return v
+
+
+def _to_float(v):
+    """A Fraction rounded once to float64 (int / int division rounds correctly), +-inf beyond."""
+    try:
+        return float(v)
+    except OverflowError:
+        return float("inf") if v > 0 else float("-inf")
+
+
+def _py_fma64(a, b, c):
+    v = _exact_fma(a, b, c)
+    return v if isinstance(v, float) else _to_float(v)
+
+
+def _py_fma32(a, b, c):
+    v = _exact_fma(np.float32(a), np.float32(b), np.float32(c))
+    with np.errstate(over="ignore"):
+        if isinstance(v, float):
+            return np.float32(v)
+        r = _to_float(v)  # rounded to odd in float64, then once to float32: no double rounding
+        if r != v and np.isfinite(r) and np.float64(r).view(np.int64) % 2 == 0:
+            r = float(np.nextafter(r, np.inf if v > r else -np.inf))
+        return np.float32(r)
+
+
+if numba.config.DISABLE_JIT:  # kernels run as Python: the intrinsics get exact Python twins
+    fma32, fma64 = _py_fma32, _py_fma64
+else:
+    fma32 = _llvm_fma(32)
+    fma64 = _llvm_fma(64)
 fma32.__doc__ = "fma32(a, b, c) = float32(a*b + c) with one rounding (all float32 arguments)."
-fma64 = _llvm_fma(64)
 fma64.__doc__ = "fma64(a, b, c) = float64(a*b + c) with one rounding (all float64 arguments)."
 
 
@@ -84,7 +127,20 @@ def _bitcast(src, dst, src_ll, dst_ll):
     return intrinsic(typer)
 
 
-f32_to_bits = _bitcast(types.float32, types.int32, ir.FloatType(), ir.IntType(32))
-bits_to_f32 = _bitcast(types.int32, types.float32, ir.IntType(32), ir.FloatType())
-f64_to_bits = _bitcast(types.float64, types.int64, ir.DoubleType(), ir.IntType(64))
-bits_to_f64 = _bitcast(types.int64, types.float64, ir.IntType(64), ir.DoubleType())
+if numba.config.DISABLE_JIT:
+    def f32_to_bits(a):
+        return np.float32(a).view(np.int32)
+
+    def bits_to_f32(a):
+        return np.int32(a).view(np.float32)
+
+    def f64_to_bits(a):
+        return np.float64(a).view(np.int64)
+
+    def bits_to_f64(a):
+        return np.int64(a).view(np.float64)
+else:
+    f32_to_bits = _bitcast(types.float32, types.int32, ir.FloatType(), ir.IntType(32))
+    bits_to_f32 = _bitcast(types.int32, types.float32, ir.IntType(32), ir.FloatType())
+    f64_to_bits = _bitcast(types.float64, types.int64, ir.DoubleType(), ir.IntType(64))
+    bits_to_f64 = _bitcast(types.int64, types.float64, ir.IntType(64), ir.DoubleType())
