@@ -37,10 +37,12 @@ import functools
 import numpy as np
 
 from ._dtypes import is_bfloat16
+from ._registry import MethodConvention, Registry
 from ._validation import float_array, integer_array, integer_scalar, positive_finite
 from .formats import integer_dtype_for
 
 __all__ = [
+    "conventions",
     "levels",
     "quantize",
     "dequantize",
@@ -50,7 +52,17 @@ __all__ = [
     "torch_experimental_qparams",
 ]
 
-_CONVENTIONS = ("paper", "torch.experimental")
+conventions = Registry("apot", [
+    MethodConvention(
+        "paper", "levels alpha * S / S_max rounded once; the nearest level by exact real midpoints, "
+        "a tie to the smaller magnitude", "tests/core/test_apot.py (Fraction oracle, every threshold "
+        "+-1 ulp)"),
+    MethodConvention(
+        "torch.experimental", "float32 levels f32(gamma32 * f32(p_0 + p_1 + ...)), codes "
+        "level_indices, the first level of minimal f32(|level - f32(x)|)",
+        "tests/cross/test_apot_torch_experimental.py (torch's observer code run on torch)",
+        backend="torch.ao.quantization.experimental APoTObserver / APoTQuantizer"),
+])
 _MAX_BITS = 16
 
 
@@ -209,8 +221,7 @@ def _kernel_x(x: np.ndarray) -> np.ndarray:
 
 
 def _check_convention(convention):
-    if convention not in _CONVENTIONS:
-        raise ValueError(f"convention must be one of {_CONVENTIONS}; got {convention!r}")
+    conventions.check(convention)
 
 
 def _paper_plan(bits, k, signed, alpha):

@@ -32,11 +32,20 @@ from __future__ import annotations
 import numpy as np
 
 from ._platform import torch_kernels_use_fma
+from ._registry import MethodConvention, Registry
 from ._validation import check_axis, float_array, integer_scalar, positive_finite, resolve_range
 
-__all__ = ["fake_quantize", "fake_quantize_grad", "grad_scale"]
+__all__ = ["conventions", "fake_quantize", "fake_quantize_grad", "grad_scale"]
 
-_CONVENTIONS = ("lsq", "torch.learnable")
+conventions = Registry("lsq", [
+    MethodConvention(
+        "lsq", "the paper's gradients with a zero point; the clip test on the real x / s, decided "
+        "before rounding; terms in float64", "tests/core/test_lsq.py (Fraction oracle)"),
+    MethodConvention(
+        "torch.learnable", "torch 2.13's CPU learnable fake-quant backward, per element in float32 "
+        "(module docstring)", "tests/cross/test_lsq_torch.py (torch's backward, bit for bit)",
+        backend="torch._fake_quantize_learnable_per_tensor_affine / _per_channel_affine"),
+])
 
 
 def _groups(values, name, shape, axis):
@@ -112,8 +121,7 @@ def fake_quantize_grad(x, scale, zero_point, grad_output, *, qmin=None, qmax=Non
     ...                           convention="torch.learnable")[1].round(4).tolist()
     [-8.0, 0.5, -0.5, 0.5, -0.4, 7.0]
     """
-    if convention not in _CONVENTIONS:
-        raise ValueError(f"convention must be one of {_CONVENTIONS}; got {convention!r}")
+    conventions.check(convention)
     x = float_array(x)
     g = float_array(grad_output, "grad_output")
     if g.shape != x.shape or g.dtype != x.dtype:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._dtypes import float_code
+from ._registry import MethodConvention, Registry
 from ._validation import (
     check_axis,
     float_array,
@@ -38,7 +39,13 @@ from ._validation import (
 )
 from .rounding import STOCHASTIC, rounding_code
 
-__all__ = ["quantize", "dequantize", "fake_quantize", "fake_quantize_grad"]
+__all__ = ["conventions", "quantize", "dequantize", "fake_quantize", "fake_quantize_grad"]
+
+conventions = Registry("pact", [
+    MethodConvention(
+        "paper", "q = round(clip(x) * N / alpha) with the real quotient; q * alpha / N rounded once",
+        "tests/core/test_pact.py (Fraction oracle, tie-heavy, every rounding mode)"),
+])
 
 
 def _levels_n(bits, signed: bool) -> int:
@@ -78,7 +85,8 @@ def _uniforms(mode, rng, size):
     return generator(rng).random(size) if mode == STOCHASTIC else np.empty(0)
 
 
-def quantize(x, alpha, *, bits, signed=False, rounding="half_even", axis=None, rng=None):
+def quantize(x, alpha, *, bits, signed=False, axis=None, rounding="half_even", convention="paper",
+             rng=None):
     """PACT's integer levels ``q = round(clip(x) * N / alpha)`` (module docstring) as int32.
 
     NaN has no level and is a ValueError. ``rng`` (NumPy Generator or int seed) feeds
@@ -91,6 +99,7 @@ def quantize(x, alpha, *, bits, signed=False, rounding="half_even", axis=None, r
     >>> rq.pact.quantize(x, 2.2, bits=4, signed=True).tolist()
     [-7, -3, 0, 1, 3, 7, 7]
     """
+    conventions.check(convention)
     x = float_array(x)
     n = _levels_n(bits, bool(signed))
     mode = rounding_code(rounding)
@@ -106,13 +115,14 @@ def quantize(x, alpha, *, bits, signed=False, rounding="half_even", axis=None, r
     return out.reshape(x.shape)
 
 
-def dequantize(q, alpha, *, bits, signed=False, axis=None, dtype=np.float32):
+def dequantize(q, alpha, *, bits, signed=False, axis=None, convention="paper", dtype=np.float32):
     """The real value ``q * alpha / N`` of PACT levels ``q``, rounded once to ``dtype``.
 
     >>> import numpy as np, refquant as rq
     >>> rq.pact.dequantize(np.int32([0, 2, 15]), 2.2, bits=4).round(5).tolist()
     [0.0, 0.29333, 2.2]
     """
+    conventions.check(convention)
     q = np.asarray(q)
     if q.dtype.kind not in "iu":
         raise TypeError(f"q must hold integer levels; got dtype {q.dtype}")
@@ -134,7 +144,8 @@ def dequantize(q, alpha, *, bits, signed=False, axis=None, dtype=np.float32):
     return out if out.dtype == out_dtype else out.astype(out_dtype)
 
 
-def fake_quantize(x, alpha, *, bits, signed=False, rounding="half_even", axis=None, rng=None):
+def fake_quantize(x, alpha, *, bits, signed=False, axis=None, rounding="half_even",
+                  convention="paper", rng=None):
     """PACT fake quantization (module docstring), in x's dtype: ``dequantize(quantize(x))`` with
     NaN kept.
 
@@ -147,6 +158,7 @@ def fake_quantize(x, alpha, *, bits, signed=False, rounding="half_even", axis=No
     >>> rq.pact.fake_quantize(x, 2.2, bits=4, signed=True).round(5).tolist()[:4]
     [-2.2, -2.2, -0.94286, 0.0]
     """
+    conventions.check(convention)
     x = float_array(x)
     n = _levels_n(bits, bool(signed))
     mode = rounding_code(rounding)
@@ -163,7 +175,8 @@ def fake_quantize(x, alpha, *, bits, signed=False, rounding="half_even", axis=No
     return out if out.dtype == x.dtype else out.astype(x.dtype)
 
 
-def fake_quantize_grad(x, alpha, grad_output, *, bits, signed=False, axis=None, reduce=True):
+def fake_quantize_grad(x, alpha, grad_output, *, bits, signed=False, axis=None, convention="paper",
+                       reduce=True):
     """PACT gradients ``(grad_x, grad_alpha)`` (module docstring), in x's dtype.
 
     ``grad_x = grad_output * dx`` exactly. ``grad_alpha`` sums ``grad_output * d/d alpha`` in
@@ -179,6 +192,7 @@ def fake_quantize_grad(x, alpha, grad_output, *, bits, signed=False, axis=None, 
     >>> rq.pact.fake_quantize_grad(x, 2.0, np.ones_like(x), bits=4, reduce=False)[1].tolist()
     [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
     """
+    conventions.check(convention)
     x = float_array(x)
     g = float_array(grad_output, "grad_output")
     if g.shape != x.shape or g.dtype != x.dtype:
