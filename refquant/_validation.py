@@ -117,3 +117,11 @@ def generator(rng) -> np.random.Generator:
     if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
         raise TypeError(f"rng must be a numpy Generator or an int seed; got {rng!r}")
     return np.random.default_rng(int(rng))
+
+
+def channel_index(shape, axis) -> np.ndarray:
+    """The channel of every element of a C-ordered array of ``shape`` along ``axis``, flattened:
+    the group index a per-channel kernel reads its qparams with."""
+    ids = np.arange(shape[axis], dtype=np.intp).reshape([-1 if i == axis else 1
+                                                         for i in range(len(shape))])
+    return np.ascontiguousarray(np.broadcast_to(ids, shape).ravel())

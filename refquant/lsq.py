@@ -33,7 +33,14 @@ import numpy as np
 
 from ._platform import torch_kernels_use_fma
 from ._registry import MethodConvention, Registry
-from ._validation import check_axis, float_array, integer_scalar, positive_finite, resolve_range
+from ._validation import (
+    channel_index,
+    check_axis,
+    float_array,
+    integer_scalar,
+    positive_finite,
+    resolve_range,
+)
 
 __all__ = ["conventions", "fake_quantize", "fake_quantize_grad", "grad_scale"]
 
@@ -60,9 +67,7 @@ def _groups(values, name, shape, axis):
     if a.ndim != 1 or a.shape[0] != shape[ax]:
         raise ValueError(f"per-channel {name} must be 1-D of length x.shape[{ax}] = "
                          f"{shape[ax]}; got shape {a.shape}")
-    ids = np.arange(shape[ax], dtype=np.intp).reshape(
-        [-1 if i == ax else 1 for i in range(len(shape))])
-    return a, np.ascontiguousarray(np.broadcast_to(ids, shape).ravel())
+    return a, channel_index(shape, ax)
 
 
 def _torch_zero_points(z, qmin, qmax, per_channel):

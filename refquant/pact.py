@@ -30,6 +30,7 @@ import numpy as np
 from ._dtypes import float_code
 from ._registry import MethodConvention, Registry
 from ._validation import (
+    channel_index,
     check_axis,
     float_array,
     float_dtype,
@@ -70,9 +71,7 @@ def _alpha_groups(alpha, shape, axis):
     if a.ndim != 1 or a.shape[0] != shape[ax]:
         raise ValueError(f"per-channel alpha must be 1-D of length x.shape[{ax}] = {shape[ax]}; "
                          f"got shape {a.shape}")
-    ids = np.arange(shape[ax], dtype=np.intp).reshape([-1 if i == ax else 1
-                                                       for i in range(len(shape))])
-    return np.ascontiguousarray(a), np.ascontiguousarray(np.broadcast_to(ids, shape).ravel())
+    return np.ascontiguousarray(a), channel_index(shape, ax)
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
