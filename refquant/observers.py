@@ -18,6 +18,9 @@ other keywords go to :func:`refquant.choose_qparams` (``eps``, ``reduce_range``,
 Edge cases, the same for every observer unless its docstring says otherwise:
 
 * empty ``x``: ignored (as torch's observers do);
+* signed zeros: ``min_val``/``max_val`` equal torch's as numbers, but the sign of a zero statistic
+  follows NumPy's reduction where torch's follows its vector loop; every qparam rule gives the
+  same scale and zero point for either sign;
 * all-equal data (``min == max``): a valid range; the rules' ``eps`` (or their own fallback)
   keeps the scale positive;
 * NaN: the min/max observers propagate it as ``torch.aminmax`` does (the statistics become NaN
