@@ -1,0 +1,264 @@
+"""Requantization: an integer accumulator to output codes, under each backend's convention.
+
+A convention is a row of data (:class:`Requantization`); :func:`apply` is the one place that
+reads the knobs. The exact row is the real-number formula with a single rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from fractions import Fraction
+
+import numpy as np
+
+from .._validation import check_axis, integer_array, integer_scalar, positive_finite, resolve_range
+from ..formats import integer_dtype_for
+from ._fixed_point import multiply_by_quantized_multiplier, quantize_multiplier
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Requantization:
+    """The knobs that separate the backends' requantization (see ``docs/ops.md`` for the evidence).
+
+    * ``scales``: how ``s_x * s_w / s_y`` becomes the multiplier in the operators: ``"real"`` (no
+      rounding), ``"float32"`` (``f32(f32(s_x * s_w) / s_y)``), ``"float64"`` (``(s_x * s_w) / s_y``
+      in float64, each step rounded).
+    * ``multiplier``: how a multiplier is held: ``"real"``, ``"float32"`` or ``"q31"``
+      (:func:`quantize_multiplier`).
+    * ``product``: how the accumulator meets it: ``"real"``; ``"float32"``
+      (``f32(f32(acc) * m)``); ``"float64"`` (``f64(acc * m)``); ``"fixed_point"`` (gemmlowp's
+      SaturatingRoundingDoublingHighMul then RoundingDivideByPOT) or ``"fixed_point_single"``
+      (TFLite's single-rounding build).
+    * ``zero_point``: ``"after_rounding"`` (integer add) or ``"before_rounding"`` (added to the
+      float64 product, which rounds, then rounded half to even).
+    * ``bias``: ``"real"`` (any real bias, exact), ``"float32_over_scale"`` (a float32 bias ``b``
+      enters as ``f32(f32(acc) + f32(b / f32(s_x * s_w)))``; an int32 bias is added to the
+      accumulator) or ``"int32"`` (int32 codes at scale ``s_x * s_w`` added to the accumulator).
+    * ``out_of_range``: ``"saturate"`` or ``"int32_indefinite"`` (the x86 float-to-int32
+      conversion: a product at or beyond 2**31 in magnitude, or NaN, becomes INT32_MIN before the
+      zero point is added and the result clamped).
+
+    Rounding of every float product to an integer is half to even.
+    """
+
+    name: str
+    scales: str
+    multiplier: str
+    product: str
+    zero_point: str
+    bias: str
+    out_of_range: str
+
+
+_KNOBS = {
+    "scales": ("real", "float32", "float64"),
+    "multiplier": ("real", "float32", "q31"),
+    "product": ("real", "float32", "float64", "fixed_point", "fixed_point_single"),
+    "zero_point": ("after_rounding", "before_rounding"),
+    "bias": ("real", "float32_over_scale", "int32"),
+    "out_of_range": ("saturate", "int32_indefinite"),
+}
+_PRODUCT_OF = {
+    "real": ("real",),
+    "float32": ("float32", "float64"),
+    "q31": ("fixed_point", "fixed_point_single"),
+}
+
+_ROWS = (
+    Requantization("exact", "real", "real", "real", "after_rounding", "real", "saturate"),
+    Requantization("fbgemm", "float32", "float32", "float32", "after_rounding", "float32_over_scale",
+                   "int32_indefinite"),
+    Requantization("onnx", "float32", "float32", "float64", "before_rounding", "int32", "saturate"),
+    Requantization("onnxruntime", "float32", "float32", "float32", "after_rounding", "int32", "saturate"),
+    Requantization("xnnpack", "float32", "float32", "float32", "after_rounding", "int32", "saturate"),
+    Requantization("gemmlowp", "float64", "q31", "fixed_point", "after_rounding", "int32", "saturate"),
+    Requantization("tflite", "float64", "q31", "fixed_point", "after_rounding", "int32", "saturate"),
+    Requantization("tflite.single_rounding", "float64", "q31", "fixed_point_single", "after_rounding",
+                   "int32", "saturate"),
+)
+CONVENTIONS = {row.name: row for row in _ROWS}
+
+
+def _check_table() -> None:
+    for row in _ROWS:
+        for f in fields(row)[1:]:
+            if getattr(row, f.name) not in _KNOBS[f.name]:
+                raise AssertionError(f"{row.name}: {f.name}={getattr(row, f.name)!r}")
+        if row.product not in _PRODUCT_OF[row.multiplier]:
+            raise AssertionError(f"{row.name}: product {row.product} with multiplier {row.multiplier}")
+        real = {row.scales == "real", row.multiplier == "real", row.bias == "real"}
+        if len(real) != 1:
+            raise AssertionError(f"{row.name}: real math is all or nothing")
+
+
+_check_table()
+
+
+def row(name) -> Requantization:
+    """The named requantization row (or a :class:`Requantization` itself)."""
+    if isinstance(name, Requantization):
+        return name
+    if name not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {sorted(CONVENTIONS)}; got {name!r}")
+    return CONVENTIONS[name]
+
+
+# --------------------------------------------------------------------------------------------
+# exact: round_half_even((acc * a1 * a2 + b) / c) as real numbers
+
+
+def _round_exact(acc, a1, a2, b, c, lo, hi):
+    """rne((acc * a1 * a2 + b) / c) for int64 acc and float64 a1, a2, b, c (broadcast), clipped to
+    [lo - 1, hi + 1]: float64 where a margin proves the result, Fractions elsewhere."""
+    shape = np.broadcast_shapes(acc.shape, np.shape(a1), np.shape(a2), np.shape(b), np.shape(c))
+    acc, a1, a2, b, c = (np.broadcast_to(v, shape) for v in (acc, a1, a2, b, c))
+    with np.errstate(all="ignore"):
+        t = acc.astype(np.float64) * a1 * a2
+        v = (t + b) / c
+        margin = 2.0**-50 * ((np.abs(t) + np.abs(b)) / c + np.abs(v))
+        r = np.rint(v)
+        frac = np.abs(v - np.floor(v) - 0.5)
+        high, low = v - margin > hi + 1, v + margin < lo - 1
+        unsure = ~(high | low) & (
+            (frac <= margin) | ~np.isfinite(v) | ~np.isfinite(margin)
+            | ((t != 0) & (np.abs(t) < 2.0**-1000)) | (np.abs(acc) >= 2**53)
+        )
+    r = np.clip(np.where(np.isfinite(r), r, 0), lo - 1, hi + 1).astype(np.int64)
+    r = np.where(high, hi + 1, np.where(low, lo - 1, r))
+    for idx in zip(*np.nonzero(unsure)):
+        real = (Fraction(int(acc[idx])) * Fraction(float(a1[idx])) * Fraction(float(a2[idx]))
+                + Fraction(float(b[idx]))) / Fraction(float(c[idx]))
+        r[idx] = min(max(round(real), lo - 1), hi + 1)
+    return r
+
+
+# --------------------------------------------------------------------------------------------
+# the one place that reads the knobs
+
+
+def apply(acc, conv: Requantization, *, multiplier=None, scales=None, bias=None, zero_point=0,
+          qmin, qmax, name="acc"):
+    """Codes from int64 accumulators ``acc`` (broadcastable float64 operands).
+
+    Either ``multiplier`` (the real multiplier) or ``scales = (s_x, s_w, s_y)`` (the operators);
+    ``bias`` (operators only): a float array (real values) or an int64 array (codes at s_x * s_w).
+    """
+    acc = np.asarray(acc, np.int64)
+    if bias is not None and bias.dtype.kind in "iu":
+        acc = acc + bias.astype(np.int64)
+        bias = None
+    if bias is not None and conv.bias == "int32":
+        raise TypeError(
+            f"bias must be int32 codes at scale x_scale * w_scale under convention {conv.name!r} "
+            f"(quantize it first); got dtype {bias.dtype}"
+        )
+    if conv.product == "real":
+        if scales is None:
+            a1, a2, c = multiplier, 1.0, 1.0
+        else:
+            a1, a2, c = scales
+        b = 0.0 if bias is None else bias.astype(np.float64)
+        r = _round_exact(acc, a1, a2, b, c, qmin - zero_point, qmax - zero_point)
+        return np.clip(r + zero_point, qmin, qmax)
+    _check_int32(acc, name)
+    m, unit = _multiplier(conv, multiplier, scales)
+    if conv.multiplier == "q31":
+        q, shift = quantize_multiplier(m)
+        rounding = "single" if conv.product == "fixed_point_single" else "double"
+        r = multiply_by_quantized_multiplier(acc, q, shift, rounding, name)
+        return np.clip(r + zero_point, qmin, qmax)
+    with np.errstate(all="ignore"):
+        if conv.product == "float32":
+            raw = acc.astype(np.float32)
+            if bias is not None:
+                raw = raw + (bias.astype(np.float32) / unit).astype(np.float32)
+            v = raw * m
+        else:
+            v = acc.astype(np.float64) * m.astype(np.float64)
+            if conv.zero_point == "before_rounding":
+                v = v + np.float64(zero_point)
+                return np.clip(np.rint(v), qmin, qmax).astype(np.int64)
+    return np.clip(_to_int(v, conv) + zero_point, qmin, qmax)
+
+
+def _to_int(v, conv):
+    r = np.rint(v)
+    if conv.out_of_range == "int32_indefinite":
+        return np.where(np.abs(r) < 2.0**31, np.nan_to_num(r), _INT32_MIN).astype(np.int64)
+    return np.clip(np.nan_to_num(r), -(2.0**62), 2.0**62).astype(np.int64)
+
+
+def _multiplier(conv, multiplier, scales):
+    """The convention's multiplier (float32 or float64 array) and, for float32 rows, s_x * s_w."""
+    if scales is None:
+        m64 = np.asarray(multiplier, np.float64)
+        return (m64.astype(np.float32), None) if conv.multiplier == "float32" else (m64, None)
+    sx, sw, sy = scales
+    if conv.scales == "float32":
+        unit = np.float32(sx) * np.asarray(sw, np.float32)
+        return (unit / np.float32(sy)).astype(np.float32), unit
+    return np.float64(sx) * np.asarray(sw, np.float64) / np.float64(sy), None
+
+
+def _check_int32(acc, name):
+    if acc.size and (acc.min() < _INT32_MIN or acc.max() > _INT32_MAX):
+        bad = int(acc.min() if acc.min() < _INT32_MIN else acc.max())
+        raise ValueError(f"{name} {bad} does not fit the int32 accumulator of this convention")
+
+
+def requantize(acc, multiplier, zero_point, *, qmin=None, qmax=None, fmt=None, axis=None, convention="exact"):
+    """Integer accumulators to output codes: ``clamp(round(acc * multiplier) + zero_point, qmin, qmax)``.
+
+    How ``acc * multiplier`` is formed and rounded is the convention's (``rq.ops.CONVENTIONS``):
+
+    * ``exact``: the real product of the integer and the multiplier's exact value, rounded once,
+      half to even (certified in float64, decided with Fractions where the margin is too small).
+    * ``fbgemm``: ``f32(f32(acc) * f32(m))`` rounded half to even; a product at or beyond 2**31 in
+      magnitude becomes INT32_MIN (x86's conversion) before the zero point and the clamp.
+    * ``onnxruntime`` / ``xnnpack``: ``f32(f32(acc) * f32(m))`` rounded half to even, saturating.
+    * ``onnx``: ``f64(f64(acc) * f32(m))``, plus the zero point in float64, rounded half to even.
+    * ``gemmlowp`` / ``tflite``: ``(q, shift) = quantize_multiplier(m)``, then
+      ``RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc * 2**max(shift,0), q), max(-shift,0))``
+      (the doubling high multiply rounds ties up, the power-of-two divide ties away from zero);
+      ``tflite.single_rounding`` rounds once, ties up.
+
+    ``acc`` is an integer array (int32 values except under ``exact``); ``multiplier`` positive and
+    finite, a scalar or one per index of ``acc`` along ``axis``; ``zero_point`` an integer in
+    [qmin, qmax]. The codes come back in the smallest dtype holding [qmin, qmax].
+
+    >>> import numpy as np, refquant as rq
+    >>> acc = np.int32([5, 7, -5, 1000])
+    >>> rq.ops.requantize(acc, 0.5, 10, qmin=0, qmax=255).tolist()
+    [12, 14, 8, 255]
+    >>> rq.ops.requantize(acc, 0.5, 10, qmin=0, qmax=255, convention="gemmlowp").tolist()
+    [13, 14, 8, 255]
+    """
+    conv = row(convention)
+    a = integer_array(acc, "acc")
+    lo, hi = resolve_range(qmin, qmax, fmt)
+    zp = _zero_point_in(zero_point, lo, hi)
+    m = positive_finite(multiplier, "multiplier")
+    if m.ndim > 1 or (m.ndim == 1 and axis is None and m.size != 1):
+        raise ValueError(f"multiplier must be a scalar, or 1-D with axis given; got shape {m.shape}")
+    if axis is not None:
+        ax = check_axis(axis, a.ndim)
+        if m.ndim != 1 or m.size != a.shape[ax]:
+            raise ValueError(
+                f"multiplier must be 1-D of length acc.shape[{ax}]={a.shape[ax]}; got shape {m.shape}"
+            )
+        shape = [1] * a.ndim
+        shape[ax] = -1
+        m = m.reshape(shape)
+    elif m.ndim == 1:
+        m = m.reshape(())
+    out = apply(a.astype(np.int64), conv, multiplier=m, zero_point=zp, qmin=lo, qmax=hi)
+    return out.astype(integer_dtype_for(lo, hi))
+
+
+def _zero_point_in(zero_point, lo, hi, name="zero_point") -> int:
+    z = integer_scalar(zero_point, name)
+    if not lo <= z <= hi:
+        raise ValueError(f"{name} must lie in [{lo}, {hi}]; got {z}")
+    return z
