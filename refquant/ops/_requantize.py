@@ -258,6 +258,8 @@ def requantize(acc, multiplier, zero_point, *, qmin=None, qmax=None, fmt=None, a
 
 
 def _zero_point_in(zero_point, lo, hi, name="zero_point") -> int:
+    if isinstance(zero_point, np.ndarray) and zero_point.size == 1 and zero_point.ndim <= 1:
+        zero_point = zero_point.reshape(())[()]
     z = integer_scalar(zero_point, name)
     if not lo <= z <= hi:
         raise ValueError(f"{name} must lie in [{lo}, {hi}]; got {z}")
