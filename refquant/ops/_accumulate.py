@@ -119,7 +119,8 @@ def _object_matmul(a, b):
     lo, hi = -(2**63), 2**63 - 1
     flat = np.asarray(out).ravel()
     if any(v < lo or v > hi for v in flat):
-        raise ValueError("the exact sum does not fit in int64")
+        bad = next(v for v in flat if v < lo or v > hi)
+        raise ValueError(f"the exact sum {bad} does not fit the accumulator dtype=int64 [{lo}, {hi}]")
     return np.asarray(out).astype(np.int64)
 
 
