@@ -7,10 +7,10 @@ and each partial sum is then representable, so no operation rounds. With K terms
 most |a - za|max * |b - zb|max, every partial sum is bounded by K * |a - za|max * |b - zb|max,
 and that bound (from the data, not from the dtypes) decides the path:
 
-* bound < 2**24: float32 GEMM;
-* bound >= 2**24: the K terms are split into chunks whose bound is below 2**24, each chunk is a
-  float32 GEMM, and the chunk sums (integers) are added in int64; past 2**53 per chunk bound the
-  chunks are float64 GEMMs; past 2**62, Python integers.
+* bound <= 2**24: one float32 GEMM;
+* otherwise the K terms are split into chunks whose bound is at most 2**24 (float32 GEMMs, when
+  eight chunks or fewer do) or 2**53 (float64 GEMMs), and the chunk sums (integers) are added in
+  int64; when one product's bound times K reaches 2**62, Python integers.
 
 The result is then checked against the accumulator the caller asks for (``dtype``): an exact sum
 outside its range is a ValueError, never a silent wrap.
@@ -75,28 +75,32 @@ def _show(a) -> str:
 
 
 def centered(q: np.ndarray, zp: np.ndarray, zp_axis: int) -> tuple[np.ndarray, int]:
-    """(q - zp) as float64 with zp broadcast along ``zp_axis``, and max |q - zp| (an int)."""
-    z = zp.astype(np.float64)
+    """(q - zp) with zp broadcast along ``zp_axis``, and max |q - zp| (an int).
+
+    float32 for codes of at most 16 bits (|q - zp| < 2**17 is exact there), else float64 (exact
+    for 32-bit codes)."""
+    ftype = np.float32 if q.dtype.itemsize <= 2 else np.float64
+    z = zp.astype(ftype)
     if z.ndim == 1 and z.size > 1:
         shape = [1] * q.ndim
         shape[zp_axis] = -1
         z = z.reshape(shape)
-    c = q.astype(np.float64) - z
-    return c, int(np.max(np.abs(c))) if c.size else 0
+    c = q.astype(ftype) - z
+    return c, int(max(abs(float(c.max())), abs(float(c.min())))) if c.size else 0
 
 
 def exact_matmul(a: np.ndarray, b: np.ndarray, amax: int, bmax: int) -> np.ndarray:
-    """a @ b exactly (a, b: float64 arrays holding integers; amax, bmax: bounds on |a|, |b|) -> int64."""
+    """a @ b exactly (a, b: float arrays holding integers; amax, bmax: bounds on |a|, |b|) -> int64."""
     k = a.shape[-1]
     per_term = float(amax) * float(bmax)
     if k == 0 or per_term == 0:
         return np.matmul(a, b).astype(np.int64)
-    if per_term * k < _F32_EXACT:
-        return np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(np.int64)
+    if per_term * k <= _F32_EXACT:  # every partial sum is an integer of magnitude <= 2**24
+        return np.matmul(a.astype(np.float32, copy=False), b.astype(np.float32, copy=False)).astype(np.int64)
     if per_term >= _I64_SAFE / k:
         return _object_matmul(a, b)
     for limit, ftype in ((_F32_EXACT, np.float32), (_F64_EXACT, np.float64)):
-        chunk = int((limit - 1) // per_term)
+        chunk = int(limit // per_term)
         if chunk >= 1 and (ftype is np.float64 or -(-k // chunk) <= 8):
             return _chunked(a, b, chunk, ftype)
     return np.matmul(a.astype(np.int64), b.astype(np.int64))
@@ -104,7 +108,7 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, amax: int, bmax: int) -> np.ndarr
 
 def _chunked(a, b, chunk, ftype):
     k = a.shape[-1]
-    a_f, b_f = a.astype(ftype), b.astype(ftype)
+    a_f, b_f = a.astype(ftype, copy=False), b.astype(ftype, copy=False)
     total = None
     for start in range(0, k, chunk):
         part = np.matmul(a_f[..., start:start + chunk], b_f[..., start:start + chunk, :]).astype(np.int64)

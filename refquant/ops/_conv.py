@@ -96,17 +96,18 @@ def _conv_centered(xc, wc, xmax, wmax, geo: ConvGeometry):
     out_sp = geo.output_shape(xc.shape[2:], kernel)
     pad_width = [(0, 0), (0, 0)] + [(geo.pads[i], geo.pads[n_sp + i]) for i in range(n_sp)]
     xp = np.pad(xc, pad_width) if any(geo.pads) else xc
-    extents = tuple((kernel[i] - 1) * geo.dilations[i] + 1 for i in range(n_sp))
-    win = np.lib.stride_tricks.sliding_window_view(xp, extents, axis=tuple(range(2, 2 + n_sp)))
-    win = win[(Ellipsis,) + tuple(slice(None, None, d) for d in geo.dilations)]
-    win = win[(slice(None), slice(None)) + tuple(slice(0, o * s, s) for o, s in zip(out_sp, geo.strides))]
-    # win: (N, C, out..., kernel...) -> (N, G, out..., C/G, kernel...) -> (N, G, P, K)
-    win = win.reshape((batch, g, channels // g) + win.shape[2:])
-    order = (0, 1) + tuple(range(3, 3 + n_sp)) + (2,) + tuple(range(3 + n_sp, 3 + 2 * n_sp))
-    cols = win.transpose(order).reshape(batch, g, int(np.prod(out_sp)), -1)
-    wmat = wc.reshape(g, m // g, -1).transpose(0, 2, 1)  # (G, K, M/G)
-    acc = exact_matmul(cols, wmat[None], xmax, wmax)  # (N, G, P, M/G)
-    return acc.transpose(0, 1, 3, 2).reshape((batch, m) + out_sp)
+    # im2col: cols[n, c, kernel offset, out...] = xp[n, c, out * stride + offset * dilation]
+    kprod = int(np.prod(kernel))
+    cols = np.empty((batch, channels, kprod) + out_sp, xc.dtype)
+    for idx, offset in enumerate(np.ndindex(*kernel)):
+        window = tuple(slice(offset[i] * geo.dilations[i],
+                             offset[i] * geo.dilations[i] + (out_sp[i] - 1) * geo.strides[i] + 1,
+                             geo.strides[i]) for i in range(n_sp))
+        cols[:, :, idx] = xp[(slice(None), slice(None)) + window]
+    cols = cols.reshape(batch, g, (channels // g) * kprod, -1)  # (N, G, K, P)
+    wmat = wc.reshape(1, g, m // g, -1)  # (1, G, M/G, K)
+    acc = exact_matmul(wmat, cols, wmax, xmax)  # (N, G, M/G, P)
+    return acc.reshape((batch, m) + out_sp)
 
 
 def conv_integer(x, w, x_zero_point=0, w_zero_point=0, *, auto_pad="NOTSET", dilations=None, group=1,
