@@ -59,6 +59,16 @@ def _per_channel(w_scale, w_zero_point, axis, n, wdtype, names=("w_scale", "w_ze
     return ws, wz
 
 
+def _qparams(x, x_scale, w, w_scale, w_zero_point, axis, bias, y_scale, y_zero_point, qmin, qmax, fmt):
+    """The validated quantization parameters of linear / conv2d (channels: w's first axis)."""
+    n = w.shape[0]
+    sx, sy = _scale(x_scale, "x_scale"), _scale(y_scale, "y_scale")
+    ws, wz = _per_channel(w_scale, w_zero_point, axis, n, w.dtype)
+    lo, hi = _out_range(qmin, qmax, fmt, y_zero_point, x.dtype)
+    zy = _zero_point_in(y_zero_point, lo, hi, "y_zero_point")
+    return sx, ws, wz, sy, zy, _bias(bias, n), lo, hi
+
+
 def _channel_view(v, ndim, axis):
     v = np.asarray(v)
     if v.ndim == 0:
@@ -107,12 +117,8 @@ def linear(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias, y_scale, 
     w = codes(wq, "wq")
     if x.ndim < 1 or w.ndim != 2 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"xq (..., K) and wq (N, K) do not match: shapes {x.shape} and {w.shape}")
-    n = w.shape[0]
-    sx, sy = _scale(x_scale, "x_scale"), _scale(y_scale, "y_scale")
-    ws, wz = _per_channel(w_scale, w_zero_point, axis, n, w.dtype)
-    lo, hi = _out_range(qmin, qmax, fmt, y_zero_point, x.dtype)
-    zy = _zero_point_in(y_zero_point, lo, hi, "y_zero_point")
-    b = _bias(bias, n)
+    sx, ws, wz, sy, zy, b, lo, hi = _qparams(x, x_scale, w, w_scale, w_zero_point, axis, bias, y_scale,
+                                             y_zero_point, qmin, qmax, fmt)
     acc = _matmul_acc(x, w.T, x_zero_point, wz, names=("x", "w"))
     return _finish(acc, conv, sx, ws, sy, b, zy, lo, hi, acc.ndim - 1)
 
@@ -140,12 +146,8 @@ def conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias, y_scale, 
     pad = _pair(padding, "padding", 0)
     geo = geometry(x.shape, w.shape, strides=_pair(stride, "stride", 1),
                    dilations=_pair(dilation, "dilation", 1), pads=pad + pad, group=groups)
-    m = w.shape[0]
-    sx, sy = _scale(x_scale, "x_scale"), _scale(y_scale, "y_scale")
-    ws, wz = _per_channel(w_scale, w_zero_point, axis, m, w.dtype)
-    lo, hi = _out_range(qmin, qmax, fmt, y_zero_point, x.dtype)
-    zy = _zero_point_in(y_zero_point, lo, hi, "y_zero_point")
-    b = _bias(bias, m)
+    sx, ws, wz, sy, zy, b, lo, hi = _qparams(x, x_scale, w, w_scale, w_zero_point, axis, bias, y_scale,
+                                             y_zero_point, qmin, qmax, fmt)
     acc = conv_acc(x, w, x_zero_point, wz, geo, names=("x", "w"))
     return _finish(acc, conv, sx, ws, sy, b, zy, lo, hi, 1)
 
