@@ -8,6 +8,7 @@ from .._validation import integer_scalar, positive_finite, resolve_range
 from ..formats import integer_dtype_for
 from ._accumulate import _matmul_acc, codes, integer_tuple, zero_point
 from ._conv import conv_acc, geometry
+from ._pairs import depthwise_pair_acc, takes_depthwise_path
 from ._requantize import _zero_point_in, apply, row
 
 
@@ -130,7 +131,11 @@ def conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias, y_scale, 
     Formula: the exact int32 accumulator of ``(xq - zx)`` (zero padded, i.e. ``xq`` padded with
     ``zx``) convolved with ``(wq - zw[m])``, ``wq`` of shape ``(M, C/groups, kh, kw)``, then the
     requantization of :func:`linear` per output channel ``m`` (channel axis 1 of the output).
-    ``stride``, ``padding``, ``dilation`` are an int or a pair; padding is symmetric.
+    ``stride``, ``padding``, ``dilation`` are an int or a pair; padding is symmetric. Under
+    ``fbgemm``, a depthwise convolution that FBGEMM runs with its depthwise kernels (groups == C,
+    C % 8 == 0, M = C or 2C, 3x3/5x5/7x7 with padding (k-1)/2, stride 1 or 2, no dilation,
+    uint8 x int8) adds the products of consecutive taps in pairs saturated to int16, as those
+    kernels do.
 
     >>> import numpy as np, refquant as rq
     >>> x = np.full((1, 1, 3, 3), 130, np.uint8); w = np.ones((2, 1, 2, 2), np.int8)
@@ -148,7 +153,10 @@ def conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias, y_scale, 
                    dilations=_pair(dilation, "dilation", 1), pads=pad + pad, group=groups)
     sx, ws, wz, sy, zy, b, lo, hi = _qparams(x, x_scale, w, w_scale, w_zero_point, axis, bias, y_scale,
                                              y_zero_point, qmin, qmax, fmt)
-    acc = conv_acc(x, w, x_zero_point, wz, geo, names=("x", "w"))
+    if conv.accumulate == "fbgemm_depthwise" and takes_depthwise_path(x, w, geo):
+        acc = depthwise_pair_acc(x, w, x_zero_point, wz, geo, names=("x", "w"))
+    else:
+        acc = conv_acc(x, w, x_zero_point, wz, geo, names=("x", "w"))
     return _finish(acc, conv, sx, ws, sy, b, zy, lo, hi, 1)
 
 

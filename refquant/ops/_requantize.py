@@ -39,6 +39,9 @@ class Requantization:
     * ``out_of_range``: ``"saturate"`` or ``"int32_indefinite"`` (the x86 float-to-int32
       conversion: a product at or beyond 2**31 in magnitude, or NaN, becomes INT32_MIN before the
       zero point is added and the result clamped).
+    * ``accumulate``: ``"exact"``, or ``"fbgemm_depthwise"`` (FBGEMM's depthwise convolutions add
+      the u8 x i8 products of consecutive taps in pairs saturated to int16; ``rq.ops.conv2d``
+      applies it where FBGEMM takes that path).
 
     Rounding of every float product to an integer is half to even.
     """
@@ -50,6 +53,7 @@ class Requantization:
     zero_point: str
     bias: str
     out_of_range: str
+    accumulate: str = "exact"
 
 
 _KNOBS = {
@@ -59,6 +63,7 @@ _KNOBS = {
     "zero_point": ("after_rounding", "before_rounding"),
     "bias": ("real", "float32_over_scale", "int32"),
     "out_of_range": ("saturate", "int32_indefinite"),
+    "accumulate": ("exact", "fbgemm_depthwise"),
 }
 _PRODUCT_OF = {
     "real": ("real",),
@@ -69,7 +74,7 @@ _PRODUCT_OF = {
 _ROWS = (
     Requantization("exact", "real", "real", "real", "after_rounding", "real", "saturate"),
     Requantization("fbgemm", "float32", "float32", "float32", "after_rounding", "float32_over_scale",
-                   "int32_indefinite"),
+                   "int32_indefinite", "fbgemm_depthwise"),
     Requantization("onnx", "float32", "float32", "float64", "before_rounding", "int32", "saturate"),
     Requantization("onnxruntime", "float32", "float32", "float32", "after_rounding", "int32", "saturate"),
     Requantization("xnnpack", "float32", "float32", "float32", "after_rounding", "int32", "saturate"),

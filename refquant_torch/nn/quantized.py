@@ -10,8 +10,8 @@ This module only converts tensors; the arithmetic is the core's.
 torch's ``x86`` engine runs FBGEMM for every linear layer; for a convolution with symmetric
 weights on a CPU with AVX512-VNNI it runs oneDNN instead, whose requantization is not modelled
 (``torch.backends.quantized.engine = "fbgemm"`` gives FBGEMM there too). FBGEMM's depthwise
-kernels (and, on CPUs without VNNI, its GEMMs) add u8 x i8 products in pairs saturated to int16;
-refquant sums exactly, so results differ where such a pair sum leaves int16.
+kernels add u8 x i8 products in pairs saturated to int16, and the ``fbgemm`` row does too; its
+GEMMs do the same on CPUs without AVX512-VNNI, which is not reproduced (refquant sums exactly).
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ torch 2.13 on x86: ``quantized.linear`` runs FBGEMM under the ``x86`` and ``fbge
 symmetric weights to oneDNN on CPUs with AVX512-VNNI, which these tests do not use).
 
 FBGEMM adds u8 x i8 products in int32 with AVX512-VNNI, but in pairs saturated to int16
-(vpmaddubsw) in its depthwise kernels and, on CPUs without VNNI, in its GEMMs. rq.ops computes
-the exact sum; ``pairs_saturate`` probes the installed kernels, and the full-range tests run only
-where torch's sums are exact; depthwise cases use codes whose pair sums fit int16.
+(vpmaddubsw) in its depthwise kernels (which the ``fbgemm`` row reproduces) and, on CPUs without
+VNNI, in its GEMMs (not reproduced: ``_pairs_saturate`` probes the installed kernels, and the
+full-range GEMM tests run only where torch's sums are exact).
 """
 
 import warnings
@@ -196,10 +196,9 @@ def test_conv2d_random(per_channel, with_bias, relu, exact_gemm):
         (4, 6, 11, 3, 1, 2, 2, 2), (16, 4, 7, 5, 1, 2, 1, 1), (64, 16, 8, 3, 1, 1, 1, 1),
         (16, 16, 9, 3, 1, 1, 1, 16), (8, 16, 6, 3, 1, 1, 1, 2), (32, 32, 6, 3, 2, 1, 1, 8),
     ]:
-        depthwise = groups == c
-        xq = rng.integers(0, 128 if depthwise else 256, (2, c, hw, hw), dtype=np.uint8)
+        xq = rng.integers(0, 256, (2, c, hw, hw), dtype=np.uint8)
         wq = rng.integers(-128, 128, (o, c // groups, kk, kk), dtype=np.int8)
-        xs, xz = float(2.0 ** rng.uniform(-8, 0)), int(rng.integers(0, 128 if depthwise else 256))
+        xs, xz = float(2.0 ** rng.uniform(-8, 0)), int(rng.integers(0, 256))
         if per_channel:
             ws, wz = 2.0 ** rng.uniform(-10, -2, o), rng.integers(-2, 3, o)
         else:
@@ -226,3 +225,28 @@ def test_conv2d_ties():
         bias = (xs * ws * rng.integers(-9, 9, 8) * 2.0 ** (e - 1)).astype(np.float32)
         got = rq.ops.conv2d(xq, xs, 3, wq, ws, 0, bias, ys, yz, padding=1)
         assert mismatches(got, torch_conv(xq, xs, 3, wq, ws, 0, bias, ys, yz, False, 1, 1, 1, 1)) == 0
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_conv2d_depthwise_pairs_saturate_like_fbgemm(per_channel, with_bias):
+    """Full-range depthwise convolutions: FBGEMM's int16 pair sums, reproduced (the exact sums differ)."""
+    rng = np.random.default_rng([21, per_channel, with_bias])
+    differ = 0
+    for c, m, k, stride, padding in [(8, 8, 3, 1, 1), (16, 32, 3, 2, 1), (8, 8, 5, 1, 2), (16, 16, 7, 2, 3),
+                                     (24, 24, 3, 1, 0), (16, 16, 5, 1, 1)]:  # the last two: GEMM path
+        xq = rng.integers(0, 256, (2, c, 12, 12), dtype=np.uint8)
+        wq = rng.integers(-128, 128, (m, 1, k, k), dtype=np.int8)
+        xs, xz, yz = 0.02, int(rng.integers(0, 256)), int(rng.integers(0, 256))
+        if per_channel:
+            ws, wz = 2.0 ** rng.uniform(-9, -5, m), rng.integers(-2, 3, m)
+        else:
+            ws, wz = 0.004, 1
+        ys = float(k * 128 * 128 * xs * np.max(ws) / 40)
+        bias = rng.normal(0, 1, m).astype(np.float32) if with_bias else None
+        args = (xq, xs, xz, wq, ws, wz, bias, ys, yz)
+        kw = dict(stride=stride, padding=padding, groups=c, axis=0 if per_channel else None)
+        want = torch_conv(*args, False, stride, padding, 1, c)
+        assert mismatches(rq.ops.conv2d(*args, **kw), want) == 0, (c, m, k)
+        differ += mismatches(rq.ops.conv2d(*args, convention="exact", **kw), want)
+    assert differ > 100  # the pair saturation matters on these inputs

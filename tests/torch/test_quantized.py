@@ -60,14 +60,14 @@ def test_linear_matches_torch(per_channel, with_bias, relu):
 def test_conv2d_matches_torch(per_channel, with_bias, relu):
     gen = torch.Generator().manual_seed(10 + int(per_channel) * 4 + int(with_bias) * 2 + int(relu))
     for c, o, k, stride, padding, dilation, groups in [(3, 8, 3, 1, 1, 1, 1), (8, 4, 3, 2, 2, 2, 2),
-                                                       (4, 6, 1, 1, 0, 1, 1)]:
+                                                       (4, 6, 1, 1, 0, 1, 1), (16, 16, 3, 1, 1, 1, 16)]:
         cls = nniq.ConvReLU2d if relu else nnq.Conv2d
         ref = cls(c, o, k, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=with_bias)
         ref.set_weight_bias(weight((o, c // groups, k, k), per_channel, gen),
                             torch.randn(o, generator=gen) if with_bias else None)
         ref.scale, ref.zero_point = 0.1, 100
         ours = rqt.nn.quantized.Conv2d.from_torch(ref)
-        x = torch.quantize_per_tensor(torch.randn(2, c, 9, 9, generator=gen) * 3, 0.03, 121, torch.quint8)
+        x = torch.quantize_per_tensor(torch.randn(2, c, 9, 9, generator=gen) * 3, 0.01, 121, torch.quint8)
         assert same(ours(x), ref(x))
 
 
