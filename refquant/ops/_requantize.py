@@ -174,6 +174,10 @@ def apply(acc, conv: Requantization, *, multiplier=None, scales=None, bias=None,
         rounding = "single" if conv.product == "fixed_point_single" else "double"
         r = multiply_by_quantized_multiplier(acc, q, shift, rounding, name)
         return np.clip(r + zero_point, qmin, qmax)
+    if conv.product == "float32":
+        fast = _float32_kernel(acc, m, unit, bias, conv, zero_point, qmin, qmax)
+        if fast is not None:
+            return fast
     with np.errstate(all="ignore"):
         if conv.product == "float32":
             raw = acc.astype(np.float32)
@@ -186,6 +190,38 @@ def apply(acc, conv: Requantization, *, multiplier=None, scales=None, bias=None,
                 v = v + np.float64(zero_point)
                 return np.clip(np.rint(v), qmin, qmax).astype(np.int64)
     return np.clip(_to_int(v, conv) + zero_point, qmin, qmax)
+
+
+def _channel_layout(shape, operands):
+    """(outer, channels, inner) with every operand varying along one axis at most, else None."""
+    if any(np.ndim(op) > len(shape) for op in operands):
+        return None
+    axes = {i + len(shape) - np.ndim(op) for op in operands for i, n in enumerate(np.shape(op)) if n != 1}
+    if len(axes) > 1:
+        return None
+    if not axes:
+        return int(np.prod(shape)), 1, 1
+    ax = axes.pop()
+    return int(np.prod(shape[:ax])), shape[ax], int(np.prod(shape[ax + 1:]))
+
+
+def _float32_kernel(acc, m, unit, bias, conv, zero_point, qmin, qmax):
+    """The float32 rows in one Numba pass, when the multiplier varies along one axis at most."""
+    bterm = np.zeros(1, np.float32)
+    if bias is not None:
+        with np.errstate(all="ignore"):
+            bterm = np.asarray(bias.astype(np.float32) / unit, np.float32)
+    m = np.asarray(m, np.float32)
+    layout = _channel_layout(acc.shape, [m, bterm])
+    if layout is None or acc.size == 0:
+        return None
+    from .._kernels._ops import requantize_f32
+
+    out = np.empty(layout, np.int64)
+    requantize_f32(np.ascontiguousarray(acc).reshape(layout), np.ascontiguousarray(m).ravel(),
+                   np.ascontiguousarray(bterm).ravel(), bias is not None, zero_point, qmin, qmax,
+                   conv.out_of_range == "int32_indefinite", out)
+    return out.reshape(acc.shape)
 
 
 def _to_int(v, conv):

@@ -434,3 +434,20 @@ def test_inputs_unchanged():
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("convention", ["onnxruntime", "xnnpack", "fbgemm", "onnx", "gemmlowp", "exact"])
+def test_per_row_and_per_column_scales_equal_row_slices(convention):
+    """A grid of multipliers (per-row a_scale and per-column b_scale) takes the general NumPy path;
+    each row alone takes the one-axis kernel: they agree."""
+    rng = np.random.default_rng(8)
+    a = rng.integers(0, 256, (6, 40)).astype(np.uint8)
+    b = rng.integers(-128, 128, (40, 7)).astype(np.int8)
+    sa = (2.0 ** rng.uniform(-8, -4, 6)).astype(np.float32)
+    sb = (2.0 ** rng.uniform(-8, -4, 7)).astype(np.float32)
+    sy = np.float32(0.001)
+    full = rq.ops.qlinear_matmul(a, sa, np.uint8(9), b, sb, np.int8(0), sy, np.int8(3), convention=convention)
+    for i in range(6):
+        one = rq.ops.qlinear_matmul(a[i : i + 1], sa[i], np.uint8(9), b, sb, np.int8(0), sy, np.int8(3),
+                                    convention=convention)
+        assert np.array_equal(full[i : i + 1], one)
