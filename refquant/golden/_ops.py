@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validation import positive_finite, resolve_range
+from .._validation import resolve_range
 from ..ops import CONVENTIONS, linear, requantize
+from ..ops._accumulate import positive
 
 _I32 = (-(2**31), 2**31 - 1)
 
@@ -32,7 +33,7 @@ def requantize_cases(multiplier, zero_point, *, qmin=None, qmax=None, fmt=None, 
     ([-2147483648, -6, -5, -4, -3, -2], [-2, -2, -2, -2, -2, -1])
     """
     lo, hi = resolve_range(qmin, qmax, fmt)
-    m = float(positive_finite(multiplier, "multiplier"))
+    m = float(positive(multiplier, "multiplier"))
     ks = np.arange(lo - zero_point - 1, hi - zero_point + 1, dtype=np.float64) + 0.5
     centre = np.floor(ks / m)
     values = np.concatenate([centre - 1, centre, centre + 1, [0, 1, -1, _I32[0], _I32[1]]])

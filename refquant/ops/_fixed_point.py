@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import positive_finite
+from ._accumulate import positive
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
@@ -23,7 +23,7 @@ def quantize_multiplier(real):
     >>> [tuple(map(int, rq.ops.quantize_multiplier(m))) for m in (0.5, 1.0, 0.75, 0.125)]
     [(1073741824, 0), (1073741824, 1), (1610612736, 0), (1073741824, -2)]
     """
-    m = positive_finite(real, "real")
+    m = positive(real, "real")
     frac, shift = np.frexp(m)
     scaled = frac * 2.0**31  # exact: a power-of-two scaling
     q = np.floor(scaled + 0.5).astype(np.int64)  # frac > 0, so half away from zero is floor(x + 0.5)

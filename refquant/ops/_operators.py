@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import integer_scalar, positive_finite, resolve_range
+from .._validation import integer_scalar, resolve_range
 from ..formats import integer_dtype_for
-from ._accumulate import _matmul_acc, codes, integer_tuple, zero_point
+from ._accumulate import _matmul_acc, codes, integer_tuple, positive, zero_point
 from ._conv import conv_acc, geometry
 from ._pairs import depthwise_pair_acc, takes_depthwise_path
 from ._requantize import _zero_point_in, apply, row
@@ -14,7 +14,7 @@ from ._requantize import _zero_point_in, apply, row
 
 def _scale(s, name, length=None, what="") -> np.ndarray:
     """A positive finite scale: a scalar, or 1-D of ``length`` when ``length`` is given."""
-    a = positive_finite(s, name)
+    a = positive(s, name)
     if a.ndim == 0 or (a.ndim == 1 and a.size == 1 and length is None):
         return a.reshape(())
     if length is None or a.ndim != 1 or a.size != length:
@@ -120,6 +120,7 @@ def linear(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias, y_scale, 
         raise ValueError(f"xq (..., K) and wq (N, K) do not match: shapes {x.shape} and {w.shape}")
     sx, ws, wz, sy, zy, b, lo, hi = _qparams(x, x_scale, w, w_scale, w_zero_point, axis, bias, y_scale,
                                              y_zero_point, qmin, qmax, fmt)
+    zero_point(x_zero_point, x.dtype, "x_zero_point")  # one per tensor
     acc = _matmul_acc(x, w.T, x_zero_point, wz, names=("x", "w"))
     return _finish(acc, conv, sx, ws, sy, b, zy, lo, hi, acc.ndim - 1)
 

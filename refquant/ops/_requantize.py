@@ -11,8 +11,9 @@ from fractions import Fraction
 
 import numpy as np
 
-from .._validation import check_axis, integer_array, integer_scalar, positive_finite, resolve_range
+from .._validation import check_axis, integer_array, integer_scalar, resolve_range
 from ..formats import integer_dtype_for
+from ._accumulate import positive
 from ._fixed_point import multiply_by_quantized_multiplier, quantize_multiplier
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
@@ -280,7 +281,7 @@ def requantize(acc, multiplier, zero_point, *, qmin=None, qmax=None, fmt=None, a
     a = integer_array(acc, "acc")
     lo, hi = resolve_range(qmin, qmax, fmt)
     zp = _zero_point_in(zero_point, lo, hi)
-    m = positive_finite(multiplier, "multiplier")
+    m = positive(multiplier, "multiplier")
     if m.ndim > 1 or (m.ndim == 1 and axis is None and m.size != 1):
         raise ValueError(f"multiplier must be a scalar, or 1-D with axis given; got shape {m.shape}")
     if axis is not None:
