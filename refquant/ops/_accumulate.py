@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._dtypes import is_supported_float
-from .._validation import integer_array, integer_scalar
+from .._validation import integer_array, integer_scalar, positive_finite
 
 _F32_EXACT = 2.0**24
 _F64_EXACT = 2.0**53
@@ -38,6 +37,9 @@ def accumulator_dtype(dtype) -> np.dtype:
     if dt not in _ACCUMULATORS:
         raise TypeError(f"dtype must be np.int32 or np.int64; got {dt}")
     return dt
+
+
+positive = positive_finite  # finite and > 0, as float64
 
 
 def codes(q, name: str) -> np.ndarray:
@@ -68,18 +70,6 @@ def zero_point(zp, dtype: np.dtype, name: str, length: int | None = None, what: 
             f"{name} must lie in the range of {dtype} [{info.min}, {info.max}]; got {_show(a[bad])}"
         )
     return a.astype(np.int64)
-
-
-def positive(values, name: str) -> np.ndarray:
-    """float64 copy of ``values``; every entry must be a finite real number > 0."""
-    a = np.asarray(values)
-    if a.dtype.kind == "b" or (a.dtype.kind not in "fiu" and not is_supported_float(a.dtype)):
-        raise TypeError(f"{name} must be real numbers; got dtype {a.dtype}")
-    a64 = a.astype(np.float64)
-    bad = ~(np.isfinite(a64) & (a64 > 0))
-    if bad.any():
-        raise ValueError(f"{name} must be finite and > 0; got {float(a64[bad].ravel()[0])!r}")
-    return a64
 
 
 def _show(a) -> str:
