@@ -104,7 +104,7 @@ def _conv_centered(xc, wc, xmax, wmax, geo: ConvGeometry):
                              offset[i] * geo.dilations[i] + (out_sp[i] - 1) * geo.strides[i] + 1,
                              geo.strides[i]) for i in range(n_sp))
         cols[:, :, idx] = xp[(slice(None), slice(None)) + window]
-    cols = cols.reshape(batch, g, (channels // g) * kprod, -1)  # (N, G, K, P)
+    cols = cols.reshape(batch, g, (channels // g) * kprod, int(np.prod(out_sp)))  # (N, G, K, P)
     wmat = wc.reshape(1, g, m // g, -1)  # (1, G, M/G, K)
     acc = exact_matmul(wmat, cols, wmax, xmax)  # (N, G, M/G, P)
     return acc.reshape((batch, m) + out_sp)

@@ -448,6 +448,40 @@ def test_per_row_and_per_column_scales_equal_row_slices(convention):
     sy = np.float32(0.001)
     full = rq.ops.qlinear_matmul(a, sa, np.uint8(9), b, sb, np.int8(0), sy, np.int8(3), convention=convention)
     for i in range(6):
-        one = rq.ops.qlinear_matmul(a[i : i + 1], sa[i], np.uint8(9), b, sb, np.int8(0), sy, np.int8(3),
-                                    convention=convention)
+        one = rq.ops.qlinear_matmul(
+            a[i : i + 1], sa[i], np.uint8(9), b, sb, np.int8(0), sy, np.int8(3), convention=convention
+        )
         assert np.array_equal(full[i : i + 1], one)
+
+
+def test_empty_non_contiguous_and_big_endian_inputs():
+    assert (
+        rq.ops.matmul_integer(np.zeros((2, 0), np.uint8), np.zeros((0, 3), np.int8)).tolist() == [[0] * 3] * 2
+    )
+    conv = rq.ops.conv2d(
+        np.zeros((0, 8, 4, 4), np.uint8),
+        0.1,
+        0,
+        np.ones((8, 1, 3, 3), np.int8),
+        0.1,
+        0,
+        None,
+        0.1,
+        0,
+        groups=8,
+        padding=1,
+    )
+    assert conv.shape == (0, 8, 4, 4) and conv.dtype == np.uint8
+    assert rq.ops.linear(
+        np.zeros((0, 4), np.uint8), 0.1, 3, np.ones((6, 4), np.int8), 0.1, 0, np.zeros(6, np.float32), 0.1, 7
+    ).shape == (0, 6)
+    x = np.arange(24, dtype=np.uint8).reshape(2, 12)[:, ::3]
+    w = np.ones((2, 4), np.int8)
+    assert np.array_equal(
+        rq.ops.linear(x, 0.1, 3, w, 0.1, 0, None, 0.1, 7),
+        rq.ops.linear(np.ascontiguousarray(x), 0.1, 3, w, 0.1, 0, None, 0.1, 7),
+    )
+    xb = np.arange(8, dtype=np.dtype(">u2")).reshape(2, 4)
+    assert rq.ops.matmul_integer(xb, np.ones((4, 1), np.int8)).tolist() == [[6], [22]]
+    batched = rq.ops.linear(np.full((2, 5, 4), 13, np.uint8), 0.1, 3, w, 0.1, 0, None, 0.1, 7)
+    assert batched.shape == (2, 5, 2) and np.all(batched == 11)
