@@ -98,7 +98,7 @@ def test_qlinear_conv_reference(xdt, wdt, per_channel, with_bias):
         zx, zy = codes(rng, xdt, ()), codes(rng, xdt, ())
         sx = f32(2.0 ** rng.uniform(-8, -2))
         sw = f32(2.0 ** rng.uniform(-8, -2, o)) if per_channel else f32(2.0 ** rng.uniform(-8, -2))
-        zw = np.zeros(o, wdt) if per_channel else np.zeros((), wdt)
+        zw = codes(rng, wdt, (o,)) if per_channel else codes(rng, wdt, ())
         sy = f32(float(np.sqrt(c * kk * kk)) * 100 * sx * float(np.max(sw)) / 50)
         bias = rng.integers(-5000, 5000, o).astype(np.int32) if with_bias else None
         attrs = dict(attrs, kernel_shape=[kk, kk])
