@@ -87,24 +87,29 @@ _ROWS = (
 CONVENTIONS = {row.name: row for row in _ROWS}
 
 
-def _check_table() -> None:
-    for row in _ROWS:
-        for f in fields(row)[1:]:
-            if getattr(row, f.name) not in _KNOBS[f.name]:
-                raise AssertionError(f"{row.name}: {f.name}={getattr(row, f.name)!r}")
-        if row.product not in _PRODUCT_OF[row.multiplier]:
-            raise AssertionError(f"{row.name}: product {row.product} with multiplier {row.multiplier}")
-        real = {row.scales == "real", row.multiplier == "real", row.bias == "real"}
-        if len(real) != 1:
-            raise AssertionError(f"{row.name}: real math is all or nothing")
+def _check_row(row: Requantization) -> None:
+    """A ValueError unless every knob holds one of its values and the knobs fit together."""
+    for f in fields(row)[1:]:
+        if getattr(row, f.name) not in _KNOBS[f.name]:
+            raise ValueError(f"{row.name}: {f.name} must be one of {_KNOBS[f.name]}; "
+                             f"got {getattr(row, f.name)!r}")
+    if row.product not in _PRODUCT_OF[row.multiplier]:
+        raise ValueError(f"{row.name}: product {row.product!r} does not go with multiplier "
+                         f"{row.multiplier!r}")
+    if row.zero_point == "before_rounding" and row.product != "float64":
+        raise ValueError(f"{row.name}: zero_point 'before_rounding' is defined for the float64 product only")
+    if len({row.scales == "real", row.multiplier == "real", row.bias == "real"}) != 1:
+        raise ValueError(f"{row.name}: scales, multiplier and bias are all 'real' or none is")
 
 
-_check_table()
+for _r in _ROWS:
+    _check_row(_r)
 
 
 def row(name) -> Requantization:
     """The named requantization row (or a :class:`Requantization` itself)."""
     if isinstance(name, Requantization):
+        _check_row(name)
         return name
     if name not in CONVENTIONS:
         raise ValueError(f"convention must be one of {sorted(CONVENTIONS)}; got {name!r}")

@@ -485,3 +485,18 @@ def test_empty_non_contiguous_and_big_endian_inputs():
     assert rq.ops.matmul_integer(xb, np.ones((4, 1), np.int8)).tolist() == [[6], [22]]
     batched = rq.ops.linear(np.full((2, 5, 4), 13, np.uint8), 0.1, 3, w, 0.1, 0, None, 0.1, 7)
     assert batched.shape == (2, 5, 2) and np.all(batched == 11)
+
+
+def test_custom_rows_are_checked():
+    import dataclasses
+
+    row = dataclasses.replace(rq.ops.CONVENTIONS["onnx"], name="mine", zero_point="after_rounding")
+    acc = np.arange(-9, 10, dtype=np.int32)
+    got = rq.ops.requantize(acc, 0.5, 1, qmin=-100, qmax=100, convention=row)
+    assert got.tolist() == [int(np.rint(a * 0.5)) + 1 for a in acc]  # ties to even, then + 1
+    onnx = rq.ops.requantize(acc, 0.5, 1, qmin=-100, qmax=100, convention="onnx")
+    assert onnx.tolist() == [int(np.rint(a * 0.5 + 1)) for a in acc] != got.tolist()
+    for bad in (dict(product="fixed_point"), dict(product="float32", zero_point="before_rounding"),
+                dict(bias="real"), dict(out_of_range="wrap")):
+        with pytest.raises(ValueError, match="mine"):
+            rq.ops.requantize(acc, 0.5, 1, qmin=-100, qmax=100, convention=dataclasses.replace(row, **bad))
