@@ -69,7 +69,14 @@ def linear_cases(m=16, k=64, n=16, *, convention="fbgemm", per_channel=False, bi
 @dataclass
 class RequantizationMatch:
     """Which requantization rows reproduce a candidate: ``matches`` (names) and ``mismatches``
-    (name -> count of differing codes); ``skipped`` (name -> why the row cannot run the inputs)."""
+    (name -> count of differing codes); ``skipped`` (name -> why the row cannot run the inputs).
+
+    >>> import numpy as np, refquant as rq
+    >>> acc = np.int32([1, 3, 5])
+    >>> r = rq.ops.identify_requantization(acc, np.int8([0, 2, 2]), 0.5, 0, qmin=-8, qmax=7)
+    >>> r.matches, r.mismatches["gemmlowp"]
+    (['exact', 'fbgemm', 'onnx', 'onnxruntime', 'xnnpack'], 2)
+    """
 
     size: int
     matches: list = field(default_factory=list)

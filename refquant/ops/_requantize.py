@@ -44,7 +44,17 @@ class Requantization:
       the u8 x i8 products of consecutive taps in pairs saturated to int16; ``rq.ops.conv2d``
       applies it where FBGEMM takes that path).
 
-    Rounding of every float product to an integer is half to even.
+    Rounding of every float product to an integer is half to even. A custom row is checked
+    when it is used.
+
+    >>> import dataclasses, numpy as np, refquant as rq
+    >>> rq.ops.CONVENTIONS["onnx"].zero_point
+    'before_rounding'
+    >>> mine = dataclasses.replace(rq.ops.CONVENTIONS["onnx"], name="onnx, zero point after")
+    >>> mine = dataclasses.replace(mine, zero_point="after_rounding")
+    >>> acc = np.int32([1, 3])
+    >>> [rq.ops.requantize(acc, 0.5, 1, qmin=0, qmax=9, convention=c).tolist() for c in ("onnx", mine)]
+    [[2, 2], [1, 3]]
     """
 
     name: str
