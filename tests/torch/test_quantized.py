@@ -82,3 +82,23 @@ def test_bad_input():
     with pytest.raises(ValueError, match="do not match"):
         layer(x)
     assert np.asarray(layer.weight_codes).shape == (2, 3)
+
+
+def test_x86_engine_where_torch_runs_fbgemm():
+    """torch's default x86 engine runs FBGEMM for linear layers and for convolutions whose weights
+    have a nonzero zero point; those match under the same ``fbgemm`` row."""
+    if "x86" not in torch.backends.quantized.supported_engines:
+        pytest.skip("no x86 engine in this torch build")
+    torch.backends.quantized.engine = "x86"
+    gen = torch.Generator().manual_seed(99)
+    lin = nnq.Linear(64, 32)
+    lin.set_weight_bias(weight((32, 64), True, gen), torch.randn(32, generator=gen))
+    lin.scale, lin.zero_point = 0.05, 117
+    x = torch.quantize_per_tensor(torch.randn(16, 64, generator=gen) * 3, 0.03, 121, torch.quint8)
+    assert same(rqt.nn.quantized.Linear.from_torch(lin)(x), lin(x))
+    conv = nnq.Conv2d(8, 8, 3, padding=1)
+    w = torch.quantize_per_tensor(torch.randn(8, 8, 3, 3, generator=gen) * 0.3, 0.007, 3, torch.qint8)
+    conv.set_weight_bias(w, torch.randn(8, generator=gen))
+    conv.scale, conv.zero_point = 0.1, 100
+    x = torch.quantize_per_tensor(torch.randn(1, 8, 9, 9, generator=gen) * 3, 0.01, 121, torch.quint8)
+    assert same(rqt.nn.quantized.Conv2d.from_torch(conv)(x), conv(x))
