@@ -45,6 +45,7 @@ _LAZY = {
     "testing": ("refquant.testing", None),
     "golden": ("refquant.golden", None),
     "identify": ("refquant.golden.identify", "identify"),
+    "ops": ("refquant.ops", None),
 }
 
 __all__ = [

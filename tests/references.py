@@ -112,3 +112,63 @@ def assert_bitwise_equal(actual, expected, context=""):
             f"{n} of {diff.size} differ {context}: at {i.tolist()} actual "
             f"{actual.ravel()[i].tolist()} expected {expected.ravel()[i].tolist()}"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# integer operators: gemmlowp / TFLite fixed point, written from the published algorithm with
+# Python integers, and the exact (Fraction) requantization
+
+
+def gemmlowp_srdhm(a: int, b: int) -> int:
+    """gemmlowp SaturatingRoundingDoublingHighMul, literally: nudge, then a division truncating to 0."""
+    if a == b == -(2**31):
+        return 2**31 - 1
+    ab = a * b
+    nudge = (1 << 30) if ab >= 0 else (1 - (1 << 30))
+    num = ab + nudge
+    q = abs(num) // (1 << 31)  # C++ integer division truncates toward zero
+    return q if num >= 0 else -q
+
+
+def gemmlowp_rdbpot(x: int, exponent: int) -> int:
+    """gemmlowp RoundingDivideByPOT, literally: mask, remainder, threshold."""
+    mask = (1 << exponent) - 1
+    remainder = x & mask  # two's complement bits of x (Python ints behave as infinite two's complement)
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> exponent) + (1 if remainder > threshold else 0)
+
+
+def tflite_quantize_multiplier(m: float) -> tuple[int, int]:
+    """TFLite QuantizeMultiplier (default build) with Fractions: frexp, round half away, carry, flush."""
+    q, shift = math.frexp(m)
+    v = Fraction(q) * (1 << 31)
+    fixed = math.floor(v)
+    if v - fixed >= Fraction(1, 2):
+        fixed += 1
+    if fixed == 1 << 31:
+        fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return fixed, shift
+
+
+def tflite_mbqm(x: int, q: int, shift: int) -> int:
+    """TFLite MultiplyByQuantizedMultiplier, double rounding (the default build)."""
+    left, right = max(shift, 0), max(-shift, 0)
+    return gemmlowp_rdbpot(gemmlowp_srdhm(x * (1 << left), q), right)
+
+
+def tflite_mbqm_single(x: int, q: int, shift: int) -> int:
+    """TFLite MultiplyByQuantizedMultiplier with TFLITE_SINGLE_ROUNDING: one rounding, ties up."""
+    if shift > 30:
+        shift, q = 30, (1 << 31) - 1
+    total = 31 - shift
+    return (x * q + (1 << (total - 1))) >> total
+
+
+def exact_requantize(acc: int, a1: float, a2: float, bias: float, c: float, zp: int, qmin: int,
+                     qmax: int) -> int:
+    """clamp(round_half_even((acc * a1 * a2 + bias) / c) + zp, qmin, qmax) in rational arithmetic."""
+    real = (Fraction(int(acc)) * Fraction(a1) * Fraction(a2) + Fraction(bias)) / Fraction(c)
+    return min(max(round_half_even(real) + zp, qmin), qmax)

@@ -1,7 +1,7 @@
 """torch modules backed by refquant: fake quantizers (affine, LSQ, PACT, APoT), TorchApprox-style
 quantizers, and reference quantized Linear/Conv2d (``rqt.nn.reference``)."""
 
-from . import reference
+from . import quantized, reference
 from .approx import MinMaxQuant, PACTQuant
 from .fake_quantize import FakeQuantize, LearnableFakeQuantize
 from .learnable import PACT, APoTFakeQuantize
@@ -14,4 +14,5 @@ __all__ = [
     "MinMaxQuant",
     "PACTQuant",
     "reference",
+    "quantized",
 ]
