@@ -497,6 +497,18 @@ def test_custom_rows_are_checked():
     onnx = rq.ops.requantize(acc, 0.5, 1, qmin=-100, qmax=100, convention="onnx")
     assert onnx.tolist() == [int(np.rint(a * 0.5 + 1)) for a in acc] != got.tolist()
     for bad in (dict(product="fixed_point"), dict(product="float32", zero_point="before_rounding"),
-                dict(bias="real"), dict(out_of_range="wrap")):
+                dict(bias="real"), dict(out_of_range="wrap"), dict(bias="float32_over_scale")):
         with pytest.raises(ValueError, match="mine"):
             rq.ops.requantize(acc, 0.5, 1, qmin=-100, qmax=100, convention=dataclasses.replace(row, **bad))
+
+
+def test_float64_scales_with_a_float32_multiplier():
+    import dataclasses
+
+    row = dataclasses.replace(rq.ops.CONVENTIONS["onnxruntime"], name="f64 scales", scales="float64")
+    x = np.uint8([[200, 3, 77]])
+    w = np.int8([[5, -7, 9]])
+    got = rq.ops.linear(x, 0.1, 10, w, 0.03, 0, None, 0.07, 5, convention=row)
+    acc = int(((x.astype(np.int64) - 10) @ w.T.astype(np.int64))[0, 0])
+    m = np.float32(0.1 * 0.03 / 0.07)
+    assert got.tolist() == [[int(np.clip(np.rint(np.float32(acc) * m) + 5, 0, 255))]]
