@@ -33,14 +33,15 @@ def requantize_f32(acc, mult, bterm, has_bias, zp, lo, hi, indefinite, out):
     """
     n_outer, n_ch, n_inner = acc.shape
     per_m, per_b = mult.size > 1, bterm.size > 1
-    for o in prange(n_outer):
-        if n_inner == 1:  # channels last: the channel loop is the inner one
+    if n_inner == 1:  # channels last: the channel loop is the inner one
+        for o in prange(n_outer):
             for c in range(n_ch):
                 out[o, c, 0] = _one(acc[o, c, 0], mult[c if per_m else 0], bterm[c if per_b else 0],
                                     has_bias, zp, lo, hi, indefinite)
-        else:
-            for c in range(n_ch):
-                m = mult[c if per_m else 0]
-                b = bterm[c if per_b else 0]
-                for i in range(n_inner):
-                    out[o, c, i] = _one(acc[o, c, i], m, b, has_bias, zp, lo, hi, indefinite)
+    else:
+        for oc in prange(n_outer * n_ch):
+            o, c = oc // n_ch, oc % n_ch
+            m = mult[c if per_m else 0]
+            b = bterm[c if per_b else 0]
+            for i in range(n_inner):
+                out[o, c, i] = _one(acc[o, c, i], m, b, has_bias, zp, lo, hi, indefinite)

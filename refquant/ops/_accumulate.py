@@ -99,7 +99,7 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, amax: int, bmax: int) -> np.ndarr
     if k == 0 or per_term == 0:
         return np.matmul(a, b).astype(np.int64)
     if per_term * k <= _F32_EXACT:  # every partial sum is an integer of magnitude <= 2**24
-        return np.matmul(a.astype(np.float32, copy=False), b.astype(np.float32, copy=False)).astype(np.int64)
+        return _matmul(a.astype(np.float32, copy=False), b.astype(np.float32, copy=False)).astype(np.int64)
     if per_term >= _I64_SAFE / k:
         return _object_matmul(a, b)
     for limit, ftype in ((_F32_EXACT, np.float32), (_F64_EXACT, np.float64)):
@@ -109,12 +109,25 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, amax: int, bmax: int) -> np.ndarr
     return np.matmul(a.astype(np.int64), b.astype(np.int64))
 
 
+def _matmul(a, b):
+    """np.matmul, one 2-D BLAS call per batch index (NumPy's stacked matmul can skip BLAS)."""
+    if a.ndim <= 2 and b.ndim <= 2:
+        return np.matmul(a, b)
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    out = np.empty(batch + (a.shape[-2], b.shape[-1]), np.result_type(a, b))
+    a_b = np.broadcast_to(a, batch + a.shape[-2:])
+    b_b = np.broadcast_to(b, batch + b.shape[-2:])
+    for idx in np.ndindex(*batch):
+        np.matmul(a_b[idx], b_b[idx], out=out[idx])
+    return out
+
+
 def _chunked(a, b, chunk, ftype):
     k = a.shape[-1]
     a_f, b_f = a.astype(ftype, copy=False), b.astype(ftype, copy=False)
     total = None
     for start in range(0, k, chunk):
-        part = np.matmul(a_f[..., start:start + chunk], b_f[..., start:start + chunk, :]).astype(np.int64)
+        part = _matmul(a_f[..., start:start + chunk], b_f[..., start:start + chunk, :]).astype(np.int64)
         total = part if total is None else total + part
     return total
 

@@ -106,6 +106,8 @@ def _check_row(row: Requantization) -> None:
     if row.product not in _PRODUCT_OF[row.multiplier]:
         raise ValueError(f"{row.name}: product {row.product!r} does not go with multiplier "
                          f"{row.multiplier!r}")
+    if row.bias == "float32_over_scale" and (row.scales, row.product) != ("float32", "float32"):
+        raise ValueError(f"{row.name}: bias 'float32_over_scale' needs float32 scales and a float32 product")
     if row.zero_point == "before_rounding" and row.product != "float64":
         raise ValueError(f"{row.name}: zero_point 'before_rounding' is defined for the float64 product only")
     if len({row.scales == "real", row.multiplier == "real", row.bias == "real"}) != 1:
@@ -256,7 +258,8 @@ def _multiplier(conv, multiplier, scales):
     if conv.scales == "float32":
         unit = np.float32(sx) * np.asarray(sw, np.float32)
         return (unit / np.float32(sy)).astype(np.float32), unit
-    return np.float64(sx) * np.asarray(sw, np.float64) / np.float64(sy), None
+    m64 = np.float64(sx) * np.asarray(sw, np.float64) / np.float64(sy)
+    return (m64.astype(np.float32) if conv.multiplier == "float32" else m64), None
 
 
 def _check_int32(acc, name):

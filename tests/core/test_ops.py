@@ -496,7 +496,65 @@ def test_custom_rows_are_checked():
     assert got.tolist() == [int(np.rint(a * 0.5)) + 1 for a in acc]  # ties to even, then + 1
     onnx = rq.ops.requantize(acc, 0.5, 1, qmin=-100, qmax=100, convention="onnx")
     assert onnx.tolist() == [int(np.rint(a * 0.5 + 1)) for a in acc] != got.tolist()
-    for bad in (dict(product="fixed_point"), dict(product="float32", zero_point="before_rounding"),
-                dict(bias="real"), dict(out_of_range="wrap")):
+    for bad in (
+        dict(product="fixed_point"),
+        dict(product="float32", zero_point="before_rounding"),
+        dict(bias="real"),
+        dict(out_of_range="wrap"),
+        dict(bias="float32_over_scale"),
+    ):
         with pytest.raises(ValueError, match="mine"):
             rq.ops.requantize(acc, 0.5, 1, qmin=-100, qmax=100, convention=dataclasses.replace(row, **bad))
+
+
+def test_float64_scales_with_a_float32_multiplier():
+    import dataclasses
+
+    row = dataclasses.replace(rq.ops.CONVENTIONS["onnxruntime"], name="f64 scales", scales="float64")
+    x = np.uint8([[200, 3, 77]])
+    w = np.int8([[5, -7, 9]])
+    got = rq.ops.linear(x, 0.1, 10, w, 0.03, 0, None, 0.07, 5, convention=row)
+    acc = int(((x.astype(np.int64) - 10) @ w.T.astype(np.int64))[0, 0])
+    m = np.float32(0.1 * 0.03 / 0.07)
+    assert got.tolist() == [[int(np.clip(np.rint(np.float32(acc) * m) + 5, 0, 255))]]
+
+
+def test_conv2d_exact_and_tflite_against_oracles():
+    rng = np.random.default_rng(12)
+    x = rng.integers(0, 256, (1, 3, 6, 6)).astype(np.uint8)
+    w = rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
+    ws = 2.0 ** rng.uniform(-9, -5, 4)
+    acc = np.asarray(naive_conv(x, w, 5, 0, (1, 1), (1, 1, 1, 1), (1, 1), 1), np.int64)
+    bias_f = rng.normal(0, 1, 4)
+    got = rq.ops.conv2d(x, 0.03, 5, w, ws, 0, bias_f, 0.2, 100, padding=1, axis=0, convention="exact")
+    want = [
+        [
+            [
+                [
+                    exact_requantize(
+                        int(acc[0, m, i, j]), 0.03, float(ws[m]), float(bias_f[m]), 0.2, 100, 0, 255
+                    )
+                    for j in range(6)
+                ]
+                for i in range(6)
+            ]
+            for m in range(4)
+        ]
+    ]
+    assert got.tolist() == want
+    bias_i = rng.integers(-2000, 2000, 4).astype(np.int32)
+    got = rq.ops.conv2d(x, 0.03, 5, w, ws, 0, bias_i, 0.2, 100, padding=1, axis=0, convention="tflite")
+    mult = [tflite_quantize_multiplier(0.03 * float(ws[m]) / 0.2) for m in range(4)]
+    want = [
+        [
+            [
+                [
+                    min(max(tflite_mbqm(int(acc[0, m, i, j] + bias_i[m]), *mult[m]) + 100, 0), 255)
+                    for j in range(6)
+                ]
+                for i in range(6)
+            ]
+            for m in range(4)
+        ]
+    ]
+    assert got.tolist() == want
