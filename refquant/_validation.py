@@ -80,7 +80,7 @@ def positive_finite(values, name: str) -> np.ndarray:
     a64 = a.astype(np.float64)
     bad = ~(np.isfinite(a64) & (a64 > 0))
     if bad.any():
-        raise ValueError(f"{name} must be finite and > 0; got {a.ravel()[np.argmax(bad.ravel())]!r}")
+        raise ValueError(f"{name} must be finite and > 0; got {a.ravel()[np.argmax(bad.ravel())].item()!r}")
     return a64
 
 
