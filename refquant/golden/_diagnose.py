@@ -162,7 +162,8 @@ def _nan_to(code: str):
     """Inputs with each NaN replaced by an input whose code is ``code``: -inf for qmin, +inf
     for qmax, ``(0 - z) * s`` for zero (a kernel that gives NaN that code)."""
     def pre(x, s: Setting):
-        nan = np.isnan(np.asarray(x, np.float64))
+        with np.errstate(invalid="ignore"):
+            nan = np.isnan(np.asarray(x, np.float64))
         if not nan.any():
             return x
         if code == "zero":
