@@ -207,7 +207,7 @@ def _cmd_golden(args) -> int:
     if args.candidate:
         kernel, label = as_kernel(args.candidate, op=args.op, scale=scale, zero_point=zp,
                                   qmin=args.qmin, qmax=args.qmax, axis=axis, block_size=block,
-                                  rounding=args.rounding)
+                                  rounding=args.rounding, dtype=args.dtype)
         y = call(kernel, g.inputs.copy(), label)
         try:
             g = g.with_outputs(y)

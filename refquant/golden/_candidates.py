@@ -61,7 +61,7 @@ def load_function(spec: str):
 
 
 def as_kernel(candidate, *, op, scale, zero_point, qmin, qmax, axis=None, block_size=None,
-              rounding=None):
+              rounding=None, dtype=None):
     """``(kernel, label)``: ``kernel(x) -> y`` for ``candidate`` given as a callable, a Convention
     or a registered convention name (run with these qparams), or a ``module:function`` string."""
     import refquant as rq
@@ -75,6 +75,10 @@ def as_kernel(candidate, *, op, scale, zero_point, qmin, qmax, axis=None, block_
         _conventions.get(candidate)  # the ValueError listing the names
     if isinstance(candidate, (str, _conventions.Convention)):
         conv = _conventions.get(candidate)
+        name = None if dtype is None else ("bfloat16" if "bfloat16" in str(dtype) else str(dtype))
+        if name is not None and name not in conv.input_dtypes:
+            raise ValueError(f"candidate convention {conv.name!r} accepts x of dtype "
+                             f"{', '.join(conv.input_dtypes)}; got {name}")
         run = rq.quantize if op == "quantize" else rq.fake_quantize
 
         def kernel(x):

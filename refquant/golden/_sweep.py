@@ -116,7 +116,7 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
         raise ValueError(f"sweep covers float16, bfloat16 and float32; got {dt.name}")
     conv = _conventions.get(convention)
     kernel, label = as_kernel(candidate, op=op, scale=scale, zero_point=zero_point, qmin=qmin,
-                              qmax=qmax, rounding=rounding)
+                              qmax=qmax, rounding=rounding, dtype=dt.name)
     total = _PATTERNS[dt.itemsize]
     chunk = int(chunk)
     if chunk < 1:
