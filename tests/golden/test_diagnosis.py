@@ -167,3 +167,44 @@ def test_with_outputs_checks_its_argument():
     q = rq.golden.cases(0.25, 0, qmin=-8, qmax=7, n_random=0, op="quantize")
     with pytest.raises(TypeError, match="integer codes"):
         q.with_outputs(q.outputs.astype(np.float32))
+
+
+def test_float16_kernel_with_float16_scale_is_not_called_clamp_or_zero_point():
+    f16 = np.float16
+
+    def kernel(x):  # every op in float16; the zero point is 0
+        return (np.clip(np.round(x / f16(0.1)), LO, HI) * f16(0.1)).astype(f16)
+
+    r = rq.golden.sweep(kernel, 0.1, 0, qmin=LO, qmax=HI, dtype=np.float16)
+    causes = r.diagnosis.causes
+    assert sum(causes.values()) == r.mismatches
+    assert not {"clamp/saturation", "zero point before/after rounding", "other"} & set(causes)
+    assert {"dequantization arithmetic", "signed zero"} <= set(causes)
+    # 12.7 / 0.1 rounds to 127 on both sides (then clamps to 127): only the product differs
+    x = np.float16([12.7])
+    assert np.round(x / f16(0.1))[0] == 127 and rq.quantize(x, 0.1, 0, qmin=LO, qmax=HI)[0] == 127
+    one = rq.identify(x, kernel(x), 0.1, 0, qmin=LO, qmax=HI)
+    assert one.causes == {"dequantization arithmetic": 1}
+
+
+def test_exact_candidate_against_torchao_in_bfloat16_is_not_a_clamp():
+    r = rq.golden.sweep("exact", 0.1, 0, qmin=LO, qmax=HI, dtype=ml_dtypes.bfloat16, convention="torchao")
+    assert r.mismatches > 0
+    assert "clamp/saturation" not in r.diagnosis.causes and "other" not in r.diagnosis.causes
+
+
+def test_float32_dequantization_is_named_not_other():
+    x = rq.golden.cases(0.0123, 3, qmin=0, qmax=255, n_random=2000).inputs
+    x = x[~np.isnan(x)]
+    q = rq.quantize(x, 0.0123, 3, qmin=0, qmax=255)                # exact codes
+    y = (q.astype(np.float32) - np.float32(3)) * np.float32(0.0123)  # torch's float32 product
+    n = int((y.view(np.uint32) != rq.fake_quantize(x, 0.0123, 3, qmin=0, qmax=255).view(np.uint32)).sum())
+    assert n > 0
+    r = rq.identify(x, y, 0.0123, 3, qmin=0, qmax=255)
+    assert r.causes == {"dequantization arithmetic": n}
+
+
+def test_sweep_progress_has_time_left(capsys):
+    rq.golden.sweep("exact", 0.1, 0, qmin=LO, qmax=HI, dtype="float16", chunk=8192, progress=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "100.0%" in err[-1] and "s left" in err[-1] and "\r" not in err[-1]
