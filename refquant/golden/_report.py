@@ -9,6 +9,7 @@ checked against a ``fractions.Fraction`` oracle.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import warnings
 from fractions import Fraction
@@ -276,10 +277,13 @@ def report(only=None, progress=None) -> list[dict]:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            logging.disable(logging.WARNING)  # backends log import-time noise (torchao's kernels)
             try:
                 rows.extend(check())
             except Exception as exc:  # a backend that breaks must not hide the others
                 rows.append(_row(name, "-", "-", -1, 0, f"error: {type(exc).__name__}: {exc}"))
+            finally:
+                logging.disable(logging.NOTSET)
     return rows
 
 

@@ -14,6 +14,7 @@ from ._cases import _dtype, edge_inputs
 __all__ = ["sweep", "SweepResult", "CandidateError"]
 
 _PATTERNS = {2: 2**16, 4: 2**32}
+_KEEP = 65536  # differing float32 patterns kept for the diagnosis
 
 
 @dataclass
@@ -96,8 +97,8 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
     ``progress=True`` keeps a progress line with the time left on stderr (one line per chunk
     when stderr is not a terminal); a callable is called as ``progress(done, total, mismatches)``
     after each chunk. On a mismatch, ``.diagnosis`` is :func:`identify` over every pattern
-    (float16, bfloat16); for float32, over the differing patterns (at most 65536) together with
-    the edge inputs of these qparams, as ``.diagnosis_scope`` says.
+    (float16, bfloat16); for float32, over at most 65536 of the differing patterns (spread over
+    the whole sweep) together with the edge inputs of these qparams, as ``.diagnosis_scope`` says.
 
     >>> import numpy as np, refquant as rq
     >>> r = rq.golden.sweep("onnx", 0.1, 3, qmin=0, qmax=255, dtype=np.float16)
@@ -158,10 +159,11 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
             for j, i in enumerate(idx[: max(0, n_examples - len(result.examples))]):
                 result.examples.append((start + int(i), inputs[j].item(), expected[i].item(),
                                         actual[i].item()))
-            room = 65536 - sum(map(len, bad_x))
-            if room > 0:
-                bad_x.append(inputs[:room])
-                bad_y.append(actual[idx[:room]])
+            if dt.itemsize > 2:  # keep a spread of them, every chunk its share
+                share = max(1, _KEEP * (stop - start) // total)
+                pick = np.unique(np.linspace(0, idx.size - 1, min(share, idx.size)).astype(np.int64))
+                bad_x.append(inputs[pick])
+                bad_y.append(actual[idx[pick]])
         if report is not None:
             report(stop, total, result.mismatches)
     result.seconds = time.perf_counter() - t0
@@ -175,8 +177,9 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
             ye = call(kernel, edge.copy(), label)
             xs = np.concatenate([edge, *bad_x])
             ys = np.concatenate([ye.astype(bad_y[0].dtype), *bad_y])
-            result.diagnosis_scope = (f"{sum(map(len, bad_x))} differing patterns and {edge.size} "
-                                      "edge inputs (codes, ties, neighbours, specials)")
+            result.diagnosis_scope = (f"{sum(map(len, bad_x))} differing patterns (spread over all "
+                                      f"of them) and {edge.size} edge inputs (codes, ties, "
+                                      "neighbours, specials)")
         result.diagnosis = rq.identify(xs, ys, scale, zero_point, qmin=qmin, qmax=qmax, op=op,
                                        reference=conv if rounding is None
                                        else conv.replace(rounding=rounding))

@@ -208,3 +208,20 @@ def test_sweep_progress_has_time_left(capsys):
     rq.golden.sweep("exact", 0.1, 0, qmin=LO, qmax=HI, dtype="float16", chunk=8192, progress=True)
     err = capsys.readouterr().err.strip().splitlines()
     assert err and "100.0%" in err[-1] and "s left" in err[-1] and "\r" not in err[-1]
+
+
+def test_float32_diagnosis_keeps_a_spread_of_the_differing_patterns(monkeypatch):
+    from refquant.golden import _sweep
+
+    monkeypatch.setitem(_sweep._PATTERNS, 4, 2**20)   # the first 2**20 float32 patterns only
+    monkeypatch.setattr(_sweep, "_KEEP", 1000)
+
+    def negated(x):  # every output of these tiny inputs is 0.0: negated, every pattern differs
+        return -rq.fake_quantize(x, 0.1, 0, qmin=LO, qmax=HI)
+
+    r = rq.golden.sweep(negated, 0.1, 0, qmin=LO, qmax=HI, dtype="float32", chunk=2**16)
+    assert r.mismatches == 2**20
+    edge = rq.golden._cases.edge_inputs(0.1, 0, qmin=LO, qmax=HI, dtype=np.float32, n_random=0)
+    kept = int(r.diagnosis_scope.split()[0])
+    assert 900 <= kept <= 1000 and r.diagnosis.size == kept + edge.size   # each chunk its share
+    assert sum(r.diagnosis.causes.values()) == r.diagnosis.diagnosis.differing
