@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 import warnings
@@ -320,6 +321,9 @@ def main(argv=None) -> int:
         warnings.simplefilter("always")
         try:
             code = COMMANDS[args.command](args)
+        except BrokenPipeError:  # stdout closed early (| head): nothing more to say
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps Python's exit flush quiet)
+            code = OK
         except CandidateError as exc:
             print(f"refquant {args.command}: candidate failed: {exc}", file=sys.stderr)
             if debug:

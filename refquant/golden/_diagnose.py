@@ -22,13 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 
 import numpy as np
 
 from .. import conventions as _conventions
 
-__all__ = ["Setting", "Change", "Diagnosis", "diagnose", "register_changes", "same", "CAUSES",
-           "ROUNDINGS"]
+__all__ = ["Setting", "Change", "Diagnosis", "diagnose", "register_changes", "same", "separating",
+           "CAUSES", "ROUNDINGS"]
 
 ROUNDINGS = ("half_even", "half_away", "half_up", "half_down", "floor", "ceil", "toward_zero")
 CAUSES = (
@@ -259,10 +260,11 @@ register_changes("affine", _affine_changes)
 class Diagnosis:
     """Why ``y`` differs from a setting's output. ``differing``: elements that differ;
     ``causes``: cause -> count (summing to ``differing``); ``explained_by``: the changes (labels)
-    reproducing ``y`` on every input; ``ambiguous``: pairs of such changes with different causes
-    (the inputs do not separate them); ``examples``: (index, x, expected, actual, cause) tuples,
-    a few per cause; ``skipped``: inputs with no reference output (NaN under quantize);
-    ``note``: why no diagnosis could be made, if so."""
+    reproducing ``y`` on every input; ``ambiguous``: (a, b, inputs) for such changes with
+    different causes (the inputs do not separate them; ``inputs``: (value, is_tie) pairs that
+    would); ``examples``: (index, x, expected, actual, cause) tuples, a few per cause;
+    ``skipped``: inputs with no reference output (NaN under quantize); ``note``: why no
+    diagnosis could be made, if so."""
 
     size: int
     differing: int = 0
@@ -289,8 +291,10 @@ class Diagnosis:
         for cause, n in sorted(self.causes.items(), key=lambda t: -t[1]):
             how = self.labels.get(cause)
             out.append(f"  {cause}: {n}" + (f" ({how})" if how else ""))
-        for a, b in self.ambiguous:
-            out.append(f"  ambiguous: these inputs do not separate {a} from {b}")
+        for a, b, inputs in self.ambiguous:
+            would = ("; inputs that would: x = " + ", ".join(repr(v) for v, _ in inputs)
+                     if inputs else "")
+            out.append(f"  ambiguous: these inputs do not separate {a} from {b}{would}")
         for i, xi, e, a, cause in self.examples:
             out.append(f"  [{i}] x={xi!r} expected={e!r} actual={a!r} ({cause})")
         return out
@@ -365,7 +369,11 @@ def diagnose(x, y, setting: Setting, *, family="affine", n_examples=3, per_cause
         for c in full[1:]:
             if c.cause not in seen:
                 seen.add(c.cause)
-                result.ambiguous.append((first.label, c.label))
+                try:
+                    inputs = separating(x.dtype, first.apply(setting), c.apply(setting))
+                except ValueError:
+                    inputs = []
+                result.ambiguous.append((first.label, c.label, inputs))
         # a pair's elements that one of its parts explains alone are that part's
         parts = [t for t in singles if t[0] in first.parts] if first.parts else []
         for c, h, _ in parts:
@@ -397,3 +405,30 @@ def diagnose(x, y, setting: Setting, *, family="affine", n_examples=3, per_cause
         for i in np.flatnonzero(flat == cause)[:n_examples]:
             result.examples.append((int(i), xs[i].item(), es[i].item(), ys[i].item(), cause))
     return result
+
+
+def separating(dtype, a: Setting, b: Setting, limit=4) -> list:
+    """Up to ``limit`` inputs of ``dtype`` on which ``a`` and ``b`` differ, taken from the edge
+    inputs of the first channel's qparams (every code, tie and their float neighbours), each
+    with whether it is an exact rounding tie: [(value, is_tie), ...]."""
+    from ._cases import edge_inputs
+
+    s = np.asarray(a.scale).ravel()[0]
+    z = np.asarray(a.zero_point).ravel()[0]
+    s = s if isinstance(a.scale, (np.ndarray, np.generic)) else float(s)
+    z = z if isinstance(a.zero_point, (np.ndarray, np.generic)) else z.item()
+    x = edge_inputs(s, z, qmin=a.qmin, qmax=a.qmax, dtype=dtype, n_random=0)
+    with np.errstate(invalid="ignore"):
+        x = x[np.isfinite(x.astype(np.float64))]
+    one = [Setting(t.op, s, z, t.qmin, t.qmax, t.convention, None, None, t.rounding) for t in (a, b)]
+    try:
+        ya, yb = one[0].run(x), one[1].run(x)
+    except (ValueError, TypeError, NotImplementedError):
+        return []
+    found = np.unique(x[~same(ya, yb)])
+    found = found[np.argsort(np.abs(found.astype(np.float64)), kind="stable")][:limit]
+    out = []
+    for v in found:
+        r = Fraction(float(v)) / Fraction(float(s)) + Fraction(float(z))
+        out.append((v.item(), r.denominator == 2))
+    return out

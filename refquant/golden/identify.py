@@ -13,13 +13,12 @@ of the reference (a knob, the range, an output rule) reproduces ``y``; the rest 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import numpy as np
 
 from .. import conventions as _conventions
 from .._validation import positive_finite, resolve_range
-from ._diagnose import CAUSES, ROUNDINGS, Diagnosis, Setting, diagnose, same
+from ._diagnose import CAUSES, ROUNDINGS, Diagnosis, Setting, diagnose, same, separating
 
 __all__ = ["identify", "Identification", "CAUSES"]
 
@@ -196,36 +195,9 @@ def identify(x, y, scale, zero_point=0, *, qmin, qmax, op="fake_quantize", axis=
         by_name = {c.name: c for c in convs}
         first = result.matches[0]
         for other in result.matches[1:]:
-            inputs = _separating(x.dtype, setting(by_name[first[0]], first[1]),
+            inputs = separating(x.dtype, setting(by_name[first[0]], first[1]),
                                  setting(by_name[other[0]], other[1]))
             result.ambiguous.append((first, other, inputs))
     if ref is not None:
         result.diagnosis = diagnose(x, y, setting(ref), n_examples=n_examples)
     return result
-
-
-def _separating(dtype, a: Setting, b: Setting, limit=4) -> list:
-    """Up to ``limit`` inputs of ``dtype`` on which ``a`` and ``b`` differ, taken from the edge
-    inputs of the first channel's qparams (every code, tie and their float neighbours), each
-    with whether it is an exact rounding tie: [(value, is_tie), ...]."""
-    from ._cases import edge_inputs
-
-    s = np.asarray(a.scale).ravel()[0]
-    z = np.asarray(a.zero_point).ravel()[0]
-    s = s if isinstance(a.scale, (np.ndarray, np.generic)) else float(s)
-    z = z if isinstance(a.zero_point, (np.ndarray, np.generic)) else z.item()
-    x = edge_inputs(s, z, qmin=a.qmin, qmax=a.qmax, dtype=dtype, n_random=0)
-    with np.errstate(invalid="ignore"):
-        x = x[np.isfinite(x.astype(np.float64))]
-    one = [Setting(t.op, s, z, t.qmin, t.qmax, t.convention, None, None, t.rounding) for t in (a, b)]
-    try:
-        ya, yb = one[0].run(x), one[1].run(x)
-    except (ValueError, TypeError, NotImplementedError):
-        return []
-    found = x[~same(ya, yb)]
-    found = found[np.argsort(np.abs(found.astype(np.float64)), kind="stable")][:limit]
-    out = []
-    for v in found:
-        r = Fraction(float(v)) / Fraction(float(s)) + Fraction(float(z))
-        out.append((v.item(), r.denominator == 2))
-    return out
