@@ -22,6 +22,19 @@ def run(*args, cwd=None, warn_error=True):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
 
 
+def cli(*args):
+    """The command in this process (fast): (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from refquant.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
 KERNEL = '''
 import numpy as np
 import refquant as rq
@@ -43,29 +56,31 @@ def kern(tmp_path):
     return tmp_path
 
 
-def test_exit_codes_0_1_2_3(kern):
-    assert run("sweep", *QP, "--candidate", "exact").returncode == 0
+def test_exit_codes_0_1_2_3(kern, monkeypatch):
     p = run("sweep", *QP, "--candidate", "mykern:away", cwd=kern)       # module from the cwd
     assert p.returncode == 1 and "tie rounding" in p.stdout, p.stderr
-    p = run("sweep", *QP, "--candidate", str(kern / "mykern.py") + ":away")  # a file path
-    assert p.returncode == 1, p.stderr
-    assert run("sweep", *QP, "--candidate", "nope:f", cwd=kern).returncode == 2
-    assert run("sweep", *QP, "--candidate", "mykern:missing", cwd=kern).returncode == 2
-    assert run("sweep", *QP, "--dtype", "float64", "--candidate", "exact").returncode == 2
-    for fn in ("boom", "short"):
-        p = run("sweep", *QP, "--candidate", f"mykern.py:{fn}", cwd=kern)
-        assert p.returncode == 3, p.stderr
-        assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
-    assert "ZeroDivisionError: kernel bug" in p.stderr or fn == "short"
-    p = run("sweep", *QP, "--candidate", "mykern.py:boom", "--debug", cwd=kern)
-    assert p.returncode == 3 and "Traceback" in p.stderr and "kernel bug" in p.stderr
+    p = run("sweep", *QP, "--candidate", "mykern.py:boom", cwd=kern)    # a file path
+    assert p.returncode == 3 and p.stderr.strip().count("\n") == 0 and "Traceback" not in p.stderr
+    assert "ZeroDivisionError: kernel bug" in p.stderr
+    monkeypatch.chdir(kern)
+    assert cli("sweep", *QP, "--candidate", "exact")[0] == 0
+    assert cli("sweep", *QP, "--candidate", str(kern / "mykern.py") + ":away")[0] == 1
+    assert cli("sweep", *QP, "--candidate", "nope:f")[0] == 2
+    assert cli("sweep", *QP, "--candidate", "mykern.py:missing")[0] == 2
+    assert cli("sweep", *QP, "--candidate", "nofile.py:f")[0] == 2
+    assert cli("sweep", *QP, "--dtype", "float64", "--candidate", "exact")[0] == 2
+    code, _, err = cli("sweep", *QP, "--candidate", "mykern.py:short")
+    assert code == 3 and "shape" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("sweep", *QP, "--candidate", "mykern.py:boom", "--debug")
+    assert code == 3 and "Traceback" in err and "kernel bug" in err
 
 
-def test_golden_candidate_file_then_identify_and_check(kern):
+def test_golden_candidate_file_then_identify_and_check(kern, monkeypatch):
+    monkeypatch.chdir(kern)
     for fmt in ("npz", "json", "hex"):
         out = kern / f"mine.{fmt}"
-        p = run("golden", *QP, "--candidate", "mykern.py:away", "-o", str(out), cwd=kern)
-        assert p.returncode == 0, p.stderr
+        code, _, err = cli("golden", *QP, "--candidate", "mykern.py:away", "-o", str(out))
+        assert code == 0, err
         g = rq.golden.load(out)
         assert g.manifest["outputs"] == "candidate" and g.reference is not None
         t = g.inputs.astype(np.float64) / 0.25       # exact: a power-of-two scale
@@ -73,12 +88,14 @@ def test_golden_candidate_file_then_identify_and_check(kern):
             moved = int((np.isfinite(t) & (t - np.floor(t) == 0.5) & (np.abs(t) < 7.5)
                          & (np.floor(np.abs(t)) % 2 == 0)).sum())
         assert moved > 0
-        p = run("identify", str(out), "--json")
-        assert p.returncode == 0, p.stderr
-        doc = json.loads(p.stdout)
+        code, out_text, err = cli("identify", str(out), "--json")
+        assert code == 0, err
+        doc = json.loads(out_text)
         assert ["exact", "half_away"] in doc["matches"] and doc["causes"] == {"tie rounding": moved}
-        p = run("check", str(out))
-        assert p.returncode == 1 and f"tie rounding: {moved}" in p.stdout
+        code, out_text, _ = cli("check", str(out))
+        assert code == 1 and f"tie rounding: {moved}" in out_text
+    p = run("identify", str(kern / "mine.hex"))   # a fresh process reads it the same
+    assert p.returncode == 0 and "exact (half_away)" in p.stdout
 
 
 @pytest.mark.parametrize("fmt", ["npz", "json", "hex"])
@@ -91,12 +108,15 @@ def test_foreign_and_damaged_files_exit_2_cleanly(tmp_path, fmt):
         f = tmp_path / f"{name}.{fmt}"
         f.write_bytes(content)
         for cmd in ("check", "identify"):
-            p = run(cmd, str(f))
-            assert p.returncode == 2, (name, p.stdout, p.stderr)
-            assert "Traceback" not in p.stderr and "pickle" not in p.stderr
-            assert len(p.stderr.strip().splitlines()) == 1
+            code, out, err = cli(cmd, str(f), "--debug")   # --debug: tracebacks, warnings shown
+            assert code == 2, (name, out, err)
+            first = err.splitlines()[0]
+            assert "pickle" not in err and "warning" not in err.lower()
             if name != "truncated" or fmt != "hex":
-                assert "not a golden file" in p.stderr, (name, p.stderr)
+                assert "not a golden file" in first, (name, err)
+    p = run("check", str(tmp_path / f"random.{fmt}"))   # and in a fresh process, -W error
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in p.stderr
 
 
 def test_another_zip_and_json_of_another_shape(tmp_path):
@@ -156,9 +176,12 @@ def test_no_warning_escapes_any_command(tmp_path, kern):
         ["golden", "--scale", "0", "--qmin", "0", "--qmax", "7", "-o", str(tmp_path / "z.npz")],
     ]
     for args in commands:   # --debug prints every warning recorded while the command ran
-        p = run(*args, "--debug")
-        assert "warning" not in p.stderr.lower(), (args, p.stderr)
-        assert p.returncode in (0, 1, 2), (args, p.returncode, p.stderr)
+        code, out, err = cli(*args, "--debug")
+        assert "warning" not in err.lower(), (args, err)
+        assert code in (0, 1, 2), (args, code, err)
+    for args in commands[3:5]:  # and in a fresh process with warnings as errors
+        p = run(*args)
+        assert p.returncode == 0 and not p.stderr, (args, p.stderr)
     p = run("sweep", *QP, "--op", "quantize", "--candidate", "tflite", "--dtype", "float16")
     assert p.returncode == 2 and "accepts x of dtype float32" in p.stderr
     p = run("golden", "--scale", "0", "--qmin", "0", "--qmax", "7", "-o", str(tmp_path / "z.npz"))
