@@ -58,8 +58,10 @@ def same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Setting:
-    """One reference call: ``rq.quantize`` or ``rq.fake_quantize`` with these arguments, and an
-    optional output rule ``post(x, out, y_dtype) -> out`` for faults that are not knobs."""
+    """One reference call: ``rq.quantize`` or ``rq.fake_quantize`` with these arguments, an
+    optional input rule ``pre(x, setting) -> x`` and output rule ``post(x, out, y_dtype) -> out``
+    for faults that are not knobs. Another family of operations gives its own ``runner(setting,
+    x) -> out`` (the affine ops when None)."""
 
     op: str
     scale: object
@@ -72,6 +74,7 @@ class Setting:
     rounding: object = None
     post: object = None
     pre: object = None
+    runner: object = None
 
     @property
     def conv(self):
@@ -83,8 +86,12 @@ class Setting:
         fn = rq.quantize if self.op == "quantize" else rq.fake_quantize
         x = x if self.pre is None else self.pre(x, self)
         with np.errstate(all="ignore"):  # e.g. an unclamped fault model overflowing float16
-            out = fn(x, self.scale, self.zero_point, qmin=self.qmin, qmax=self.qmax, axis=self.axis,
-                     block_size=self.block_size, convention=self.conv, rounding=self.rounding)
+            if self.runner is not None:
+                out = self.runner(self, x)
+            else:
+                out = fn(x, self.scale, self.zero_point, qmin=self.qmin, qmax=self.qmax,
+                         axis=self.axis, block_size=self.block_size, convention=self.conv,
+                         rounding=self.rounding)
         return out if self.post is None else self.post(x, out, y_dtype)
 
     def no_code(self, x) -> np.ndarray:

@@ -225,3 +225,23 @@ def test_float32_diagnosis_keeps_a_spread_of_the_differing_patterns(monkeypatch)
     kept = int(r.diagnosis_scope.split()[0])
     assert 900 <= kept <= 1000 and r.diagnosis.size == kept + edge.size   # each chunk its share
     assert sum(r.diagnosis.causes.values()) == r.diagnosis.diagnosis.differing
+
+
+def test_a_new_family_plugs_in_its_own_changes_and_runner():
+    from refquant.golden import _diagnose as dg
+
+    def run_pow2(setting, x):   # a toy operation: round x to a multiple of 2**-k, k = qmax
+        return (np.round(x.astype(np.float64) * 2.0**setting.qmax) / 2.0**setting.qmax).astype(x.dtype)
+
+    def changes(setting):
+        return [dg.Change("step size", f"k={k}", qrange=(setting.qmin, k)) for k in (1, 2, 3)]
+
+    dg.register_changes("toy", changes)
+    try:
+        x = np.float32([0.1, 0.3, 0.6, 0.9])
+        s = dg.Setting("fake_quantize", 1.0, 0, 0, 2, "exact", runner=run_pow2)
+        y = run_pow2(dg.Setting("fake_quantize", 1.0, 0, 0, 3, "exact"), x)
+        d = dg.diagnose(x, y, s, family="toy")
+        assert d.causes == {"step size": d.differing} and d.explained_by == ["k=3"]
+    finally:
+        dg._FAMILIES.pop("toy")
