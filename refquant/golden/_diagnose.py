@@ -31,6 +31,10 @@ from .. import conventions as _conventions
 __all__ = ["Setting", "Change", "Diagnosis", "diagnose", "register_changes", "same", "separating",
            "CAUSES", "ROUNDINGS"]
 
+# what a run raises when a convention cannot take these inputs (a dtype it refuses, a zero point
+# outside its rules, a scale whose float32 reciprocal is infinite)
+_CANNOT_RUN = (ValueError, TypeError, NotImplementedError, ArithmeticError)
+
 ROUNDINGS = ("half_even", "half_away", "half_up", "half_down", "floor", "ceil", "toward_zero")
 CAUSES = (
     "nan/inf handling",
@@ -310,7 +314,7 @@ class Diagnosis:
 def _safe_run(setting: Setting, x, y_dtype):
     try:
         return setting.run(x, y_dtype)
-    except (ValueError, TypeError, NotImplementedError, OverflowError):
+    except _CANNOT_RUN:
         return None
 
 
@@ -336,7 +340,7 @@ def diagnose(x, y, setting: Setting, *, family="affine", n_examples=3, per_cause
     if expected is None:
         try:
             expected = setting.run(xr, y.dtype)
-        except (ValueError, TypeError, NotImplementedError) as exc:
+        except _CANNOT_RUN as exc:
             result.note = f"the reference cannot run these inputs: {exc}"
             return result
     expected = np.asarray(expected)
@@ -430,7 +434,7 @@ def separating(dtype, a: Setting, b: Setting, limit=4) -> list:
     one = [Setting(t.op, s, z, t.qmin, t.qmax, t.convention, None, None, t.rounding) for t in (a, b)]
     try:
         ya, yb = one[0].run(x), one[1].run(x)
-    except (ValueError, TypeError, NotImplementedError):
+    except _CANNOT_RUN:
         return []
     found = np.unique(x[~same(ya, yb)])
     found = found[np.argsort(np.abs(found.astype(np.float64)), kind="stable")][:limit]

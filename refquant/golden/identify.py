@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import conventions as _conventions
 from .._validation import positive_finite, resolve_range
-from ._diagnose import CAUSES, ROUNDINGS, Diagnosis, Setting, diagnose, same, separating
+from ._diagnose import _CANNOT_RUN, CAUSES, ROUNDINGS, Diagnosis, Setting, diagnose, same, separating
 
 __all__ = ["identify", "Identification", "CAUSES"]
 
@@ -185,8 +185,8 @@ def identify(x, y, scale, zero_point=0, *, qmin, qmax, op="fake_quantize", axis=
         for rounding in ROUNDINGS:
             try:
                 n = _count(x, y, setting(conv, rounding))
-            except (ValueError, TypeError, NotImplementedError) as exc:
-                result.skipped[conv.name] = str(exc)
+            except _CANNOT_RUN as exc:
+                result.skipped[conv.name] = str(exc) or type(exc).__name__
                 break  # this convention cannot run these inputs (dtype, zero point, ...)
             result.mismatches[(conv.name, rounding)] = n
             if n == 0:

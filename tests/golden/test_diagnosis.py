@@ -245,3 +245,10 @@ def test_a_new_family_plugs_in_its_own_changes_and_runner():
         assert d.causes == {"step size": d.differing} and d.explained_by == ["k=3"]
     finally:
         dg._FAMILIES.pop("toy")
+
+
+def test_a_convention_that_cannot_take_the_scale_is_skipped_not_a_crash():
+    x = np.float16([0.0, 1.0, -1.0, 65504.0])
+    y = rq.fake_quantize(x, 1e-300, 0, qmin=LO, qmax=HI)
+    r = rq.identify(x, y, 1e-300, 0, qmin=LO, qmax=HI)   # some rows divide by a float32 zero
+    assert ("exact", "half_even") in r.matches and r.causes == {}
