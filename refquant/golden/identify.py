@@ -91,7 +91,7 @@ class Identification:
                 silent.append(b)
                 continue
             first = a[1] if a[0] == b[0] else f"{a[0]} ({a[1]})"
-            ties = " (rounding ties: x / s + z = k + 1/2)" if inputs[0][1] else ""
+            ties = " (rounding ties: x / s + z = k + 1/2)" if all(t for _, t in inputs) else ""
             vals = ", ".join(repr(v) for v, _ in inputs)
             lines.append(f"ambiguous: these inputs do not separate {first} from {name(a, b)}"
                          f"{' under ' + a[0] if a[0] == b[0] else ''}; inputs that would: "
