@@ -307,9 +307,12 @@ b.set_xlabel("torch - exact (in steps)"); b.set_title("size of the difference")
 fig.tight_layout()""",
     """#md ## Why, in one call
 
-`rq.identify` names the fault model; `rq.golden.sweep` does the whole comparison (and is what the
-`refquant sweep` command runs).""",
-    """r = rq.identify(x[~nan], y[~nan], s, z, qmin=qmin, qmax=qmax)
+`rq.identify` runs every convention over all the inputs and names the rows that reproduce `y`;
+the differences from `exact` are explained only by changes that, recomputed, reproduce them (here
+NaN's code and the float32 reciprocal). `rq.golden.sweep` does the whole comparison (it is what
+the `refquant sweep` command runs) and its summary is the same `identify` over every pattern, so
+the two cells below give the same answer.""",
+    """r = rq.identify(x, y, s, z, qmin=qmin, qmax=qmax)
 print(r)""",
     """def candidate(v):
     if torch is None:

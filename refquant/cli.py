@@ -1,6 +1,8 @@
 """The ``refquant`` command: ``report``, ``golden``, ``check``, ``identify``, ``sweep``.
 
-Exit codes: 0 everything matched, 1 mismatches found, 2 bad usage or a bad file.
+Exit codes, one meaning each: 0 everything matched, 1 mismatches found, 2 bad usage or a bad
+input file, 3 the candidate kernel failed (one line with its exception; ``--debug`` prints the
+traceback). Every command takes ``--json`` (one JSON document on stdout) and ``--debug``.
 Backends (torch, torchao, onnx, ml_dtypes) are imported only by ``report``, only when installed.
 """
 
@@ -8,149 +10,293 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
+import warnings
 
-OK, MISMATCH, USAGE = 0, 1, 2
+import numpy as np
+
+OK, MISMATCH, USAGE, CANDIDATE_FAILED = 0, 1, 2, 3
+
+ROUNDING_HELP = {
+    "half_even": "nearest, ties to the even integer",
+    "half_away": "nearest, ties away from zero",
+    "half_up": "nearest, ties toward +inf",
+    "half_down": "nearest, ties toward -inf",
+    "floor": "toward -inf",
+    "ceil": "toward +inf",
+    "toward_zero": "truncate",
+}
+OP_HELP = {
+    "fake_quantize": "outputs (q - z) * s in x's dtype",
+    "quantize": "outputs the integer codes q",
+}
 
 
 class _UsageError(Exception):
     pass
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=30, width=100)
+
+
+def _choices_help(intro: str, table: dict, default) -> str:
+    items = "; ".join(f"{k}: {v}" for k, v in table.items())
+    return f"{intro} ({items}). Default: {default}."
+
+
+def _conventions_help() -> str:
+    import refquant as rq
+
+    rows = [f"{n}: {rq.conventions.get(n).backend or 'registered'}" for n in rq.conventions.names()]
+    return "; ".join(rows)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="refquant", description="Reference numerics for quantization.")
+    import refquant as rq
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    common.add_argument("--debug", action="store_true",
+                        help="print tracebacks (a failing candidate's included) and any warnings")
+    p = argparse.ArgumentParser(
+        prog="refquant", description="Reference numerics for quantization.", formatter_class=_Formatter,
+        epilog="exit codes: 0 equal, 1 mismatch, 2 usage or input error, 3 the candidate failed")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    conv_names = rq.conventions.names()
 
-    r = sub.add_parser("report", help="check every installed backend against its convention")
-    r.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    def add(name, help_text):
+        return sub.add_parser(name, help=help_text, description=help_text, parents=[common],
+                              formatter_class=_Formatter)
+
+    r = add("report", "check every installed backend against its convention")
     r.add_argument("--only", nargs="+", metavar="BACKEND",
-                   help="refquant, torch, torchao, onnx, ml_dtypes")
+                   help="run only these: refquant, torch, torchao, onnx, ml_dtypes. Default: all")
 
-    def qparams(sp, dtype_default="float32"):
-        sp.add_argument("--scale", type=float, required=True)
-        sp.add_argument("--zero-point", type=int, default=0)
-        sp.add_argument("--qmin", type=int, required=True)
-        sp.add_argument("--qmax", type=int, required=True)
-        sp.add_argument("--dtype", default=dtype_default,
-                        choices=["float16", "bfloat16", "float32", "float64"])
-        sp.add_argument("--op", default="fake_quantize", choices=["fake_quantize", "quantize"])
-        sp.add_argument("--convention", default="exact")
+    def convention(sp, default, what):
+        sp.add_argument("--convention", default=default, choices=conv_names, metavar="NAME",
+                        help=f"{what}, one of: {_conventions_help()}. Default: {default or 'the file'}.")
 
-    g = sub.add_parser("golden", help="write golden vectors (npz, json or hex)")
-    qparams(g)
-    g.add_argument("--n-random", type=int, default=1000)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--format", choices=["npz", "json", "hex"])
+    def rounding(sp, what):
+        sp.add_argument("--rounding", choices=list(ROUNDING_HELP), metavar="MODE",
+                        help=_choices_help(what, ROUNDING_HELP, "the convention's own"))
+
+    def qparams(sp, dtypes, default_dtype):
+        sp.add_argument("--scale", type=float, nargs="+", required=True, metavar="S",
+                        help="the scale: one value, one per channel with --axis, one per block "
+                        "with --block-size")
+        sp.add_argument("--zero-point", type=_number, nargs="+", default=[0], metavar="Z",
+                        help="the zero point: one value or one per channel/block. Default: 0")
+        sp.add_argument("--qmin", type=int, required=True, help="smallest code, e.g. -128")
+        sp.add_argument("--qmax", type=int, required=True, help="largest code, e.g. 127")
+        sp.add_argument("--dtype", default=default_dtype, choices=dtypes, metavar="DTYPE",
+                        help=f"input dtype, one of {', '.join(dtypes)}. Default: {default_dtype}")
+        sp.add_argument("--op", default="fake_quantize", choices=list(OP_HELP), metavar="OP",
+                        help=_choices_help("operation", OP_HELP, "fake_quantize"))
+        convention(sp, "exact", "the reference convention")
+        rounding(sp, "rounding mode of the reference")
+
+    g = add("golden", "write golden vectors (npz, json or hex); with --candidate, your kernel's "
+            "outputs beside the reference's")
+    qparams(g, ["float16", "bfloat16", "float32", "float64"], "float32")
+    g.add_argument("--axis", type=int, choices=[0, 1, -1, -2], metavar="AXIS",
+                   help="per-channel cases: 2-D inputs with the channels along AXIS (0, 1, -1, -2), "
+                   "one --scale per channel. Default: per-tensor")
+    g.add_argument("--block-size", type=int, nargs=2, metavar=("B0", "B1"),
+                   help="per-block cases: blocks of B0 x B1 elements (torchao's block_size), one "
+                   "--scale per block along the columns. Default: per-tensor")
+    g.add_argument("--candidate", metavar="SPEC",
+                   help="MODULE:FUNCTION or path/to/file.py:FUNCTION (or a convention name) run on the "
+                   "inputs; its outputs are stored as the file's outputs and the reference's beside them")
+    g.add_argument("--n-random", type=int, default=1000, help="random inputs added. Default: 1000")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random inputs. Default: 0")
+    g.add_argument("--format", choices=["npz", "json", "hex"], metavar="FORMAT",
+                   help="npz (NumPy zip), json (hex strings), hex ($readmemh words). Default: from "
+                   "the suffix of --output")
     g.add_argument("-o", "--output", required=True, help="file to write")
 
-    c = sub.add_parser("check", help="recompute a golden file's outputs and compare bit for bit")
-    c.add_argument("file")
-    c.add_argument("--convention", help="check against this convention instead of the manifest's")
+    c = add("check", "recompute a golden file's reference outputs and compare bit for bit, with a "
+            "diagnosis of any difference")
+    c.add_argument("file", help="a golden file (.npz, .json, .hex)")
+    convention(c, None, "check against this convention instead of the one recorded in the file")
+    rounding(c, "check under this rounding mode instead of the file's")
 
-    i = sub.add_parser("identify", help="name the convention a golden file's outputs follow")
-    i.add_argument("file")
-    i.add_argument("--json", action="store_true")
+    i = add("identify", "name the convention a golden file's outputs follow, and why others differ")
+    i.add_argument("file", help="a golden file (.npz, .json, .hex), e.g. one written by golden --candidate")
+    i.add_argument("--reference", choices=conv_names, metavar="NAME",
+                   help="explain the differences from this convention. Default: the file's")
+    rounding(i, "rounding mode of the reference")
 
-    s = sub.add_parser("sweep", help="every float16/bfloat16/float32 pattern: candidate vs reference")
-    qparams(s, dtype_default="float16")
-    s.add_argument("--candidate", required=True,
-                   help="a convention name, or module:function taking (x) and returning y")
+    s = add("sweep", "every float16/bfloat16/float32 bit pattern: candidate vs reference")
+    qparams(s, ["float16", "bfloat16", "float32"], "float16")
+    s.add_argument("--candidate", required=True, metavar="SPEC",
+                   help="a convention name, MODULE:FUNCTION or path/to/file.py:FUNCTION taking x "
+                   "(1-D) and returning y")
     s.add_argument("--progress", action="store_true",
-                   help="progress on stderr (always on for float32, whose 2**32 patterns take a while)")
+                   help="progress with the time left on stderr (always on for float32)")
     return p
 
 
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _qparam(values, shape=None):
+    if shape is None and len(values) == 1:
+        return values[0]
+    return values if shape is None else [values]
+
+
+def _granularity(args):
+    """(scale, zero_point, axis, block_size) from the command line."""
+    axis = getattr(args, "axis", None)
+    block = getattr(args, "block_size", None)
+    if axis is not None and block is not None:
+        raise _UsageError("give --axis or --block-size, not both")
+    n, nz = len(args.scale), len(args.zero_point)
+    if nz not in (1, n):
+        raise _UsageError(f"--zero-point takes 1 value or one per --scale value ({n}); got {nz}")
+    if axis is None and block is None:
+        if n != 1:
+            raise _UsageError(f"{n} --scale values need --axis or --block-size")
+        return args.scale[0], args.zero_point[0], None, None
+    if block is not None:
+        zp = [args.zero_point * n if nz == 1 else args.zero_point]
+        return [args.scale], zp, None, tuple(block)
+    return args.scale, args.zero_point if nz == n else args.zero_point[0], axis, None
+
+
+def _emit(args, doc: dict, text: str) -> None:
+    print(json.dumps(doc, indent=2, default=str) if args.json else text)
+
+
 def _cmd_report(args) -> int:
-    from .golden._report import BACKENDS, format_table, report
+    from .golden._report import BACKENDS, environment, format_table, report
 
     known = {"refquant", *(name for name, _, _ in BACKENDS)}
     unknown = sorted(set(args.only or ()) - known)
     if unknown:
         raise _UsageError(f"--only: unknown backend(s) {unknown}; known: {sorted(known)}")
-    rows = report(only=args.only)
+
+    def progress(i, n, name):
+        print(f"report: [{i}/{n}] {name}", file=sys.stderr, flush=True)
+
+    rows = report(only=args.only, progress=progress)
     bad = any(r["mismatches"] != 0 for r in rows)
-    if args.json:
-        print(json.dumps({"all_matched": not bad, "rows": rows}, indent=2))
-    else:
-        print(format_table(rows))
-        print("all backends match their conventions" if not bad else "MISMATCHES FOUND")
+    env = environment()
+    text = format_table(rows) + "\n" + ("all backends match their conventions" if not bad
+                                        else "MISMATCHES FOUND")
+    _emit(args, {"all_matched": not bad, "rows": rows, **env}, text)
     return MISMATCH if bad else OK
 
 
 def _cmd_golden(args) -> int:
     from .golden import cases
+    from .golden._candidates import as_kernel, call
 
-    g = cases(args.scale, args.zero_point, qmin=args.qmin, qmax=args.qmax, dtype=args.dtype,
-              op=args.op, convention=args.convention, n_random=args.n_random, seed=args.seed)
+    scale, zp, axis, block = _granularity(args)
+    g = cases(scale, zp, qmin=args.qmin, qmax=args.qmax, dtype=args.dtype, op=args.op,
+              convention=args.convention, axis=axis, block_size=block, rounding=args.rounding,
+              n_random=args.n_random, seed=args.seed)
+    what = "reference outputs"
+    if args.candidate:
+        kernel, label = as_kernel(args.candidate, op=args.op, scale=scale, zero_point=zp,
+                                  qmin=args.qmin, qmax=args.qmax, axis=axis, block_size=block,
+                                  rounding=args.rounding, dtype=args.dtype)
+        y = call(kernel, g.inputs.copy(), label)
+        try:
+            g = g.with_outputs(y)
+        except (TypeError, ValueError) as exc:
+            from .golden._candidates import CandidateError
+
+            raise CandidateError(f"candidate {label} returned unusable outputs: {exc}") from None
+        g.manifest["candidate"] = label
+        what = f"outputs of {label} beside the reference outputs"
     path = g.save(args.output, format=args.format)
-    print(f"wrote {g.inputs.size} cases ({args.op}, {g.manifest['convention']}) to {path}")
+    _emit(args, {"path": str(path), "cases": int(g.inputs.size), "manifest": g.manifest},
+          f"wrote {g.inputs.size} cases ({args.op}, {g.manifest['convention']}; {what}) to {path}")
     return OK
+
+
+def _load(path):
+    from .golden._files import convention_of, load, qparams
+
+    g = load(path)
+    return g, convention_of(g.manifest), qparams(g.manifest)
 
 
 def _cmd_check(args) -> int:
     import refquant as rq
 
-    from .golden._files import load, qparams
-    from .testing import quant_mismatch_report
+    from .golden._diagnose import Setting, diagnose, same
+    from .golden._files import knob_differences
 
-    g = load(args.file)
+    g, conv, (scale, zp) = _load(args.file)
     m = g.manifest
-    conv = args.convention or m["convention"]
-    scale, zp = qparams(m)
-    fn = rq.quantize if m["op"] == "quantize" else rq.fake_quantize
-    expected = fn(g.inputs, scale, zp, qmin=m["qmin"], qmax=m["qmax"], axis=m.get("axis"),
-                  convention=conv)
-    text = quant_mismatch_report(g.outputs, expected, x=g.inputs, scale=scale, zero_point=zp,
-                                 axis=m.get("axis"))
-    if text is None:
-        print(f"{args.file}: all {g.inputs.size} outputs match {conv!r} bit for bit")
-        return OK
-    print(f"{args.file}: outputs differ from {conv!r}\n{text}")
-    return MISMATCH
+    if args.convention:
+        conv = rq.conventions.get(args.convention)
+    rounding = args.rounding or m.get("rounding")
+    block = None if m.get("block_size") is None else tuple(m["block_size"])
+    setting = Setting(m["op"], scale, zp, m["qmin"], m["qmax"], conv, m.get("axis"), block, rounding)
+    variant = knob_differences(conv)
+    label = conv.name + (f" ({', '.join(variant)})" if variant else "")
+    notes = []
+    if g.reference is not None:
+        stored = setting.run(np.where(setting.no_code(g.inputs), np.zeros((), g.inputs.dtype), g.inputs))
+        if not bool(same(stored, g.reference).all()):
+            notes.append("the file's stored reference outputs differ from this recomputation")
+    d = diagnose(g.inputs, g.outputs, setting)
+    source = "candidate outputs" if m.get("outputs") == "candidate" else "outputs"
+    doc = {"file": str(args.file), "convention": conv.name, "knobs_differing_from_named_row": variant,
+           "rounding": rounding, "equal": d.differing == 0, "elements": d.size,
+           "differing": d.differing, "causes": d.causes, "explained_by": d.explained_by,
+           "ambiguous": d.ambiguous, "examples": d.examples, "notes": notes}
+    if d.note:
+        raise ValueError(d.note)
+    if d.differing == 0:
+        text = f"{args.file}: all {d.size} {source} match {label} bit for bit"
+    else:
+        text = "\n".join([f"{args.file}: {source} differ from {label}", *d.lines(conv.name)])
+    _emit(args, doc, "\n".join([text, *notes]))
+    return OK if d.differing == 0 and not notes else MISMATCH
 
 
 def _cmd_identify(args) -> int:
     import refquant as rq
 
-    from .golden._files import load, qparams
-
-    g = load(args.file)
+    g, conv, (scale, zp) = _load(args.file)
     m = g.manifest
-    scale, zp = qparams(m)
+    ref = rq.conventions.get(args.reference) if args.reference else conv
+    rounding = args.rounding or m.get("rounding")
+    if rounding is not None:
+        ref = ref.replace(rounding=rounding)
+    block = None if m.get("block_size") is None else tuple(m["block_size"])
     r = rq.identify(g.inputs, g.outputs, scale, zp, qmin=m["qmin"], qmax=m["qmax"], op=m["op"],
-                    axis=m.get("axis"))
-    if args.json:
-        print(json.dumps({"matches": r.matches, "nearest": r.nearest, "causes": r.causes,
-                          "mismatches": {f"{c} {k}": n for (c, k), n in r.mismatches.items()}}))
-    else:
-        print(r)
+                    axis=m.get("axis"), block_size=block, reference=ref)
+    _emit(args, r.to_dict(), str(r))
     return OK if r.matches else MISMATCH
-
-
-def _candidate(spec: str, args):
-    import refquant as rq
-
-    if ":" in spec:
-        import importlib
-
-        module, _, name = spec.partition(":")
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as exc:
-            raise _UsageError(f"cannot load candidate {spec!r}: {exc}") from None
-    conv = rq.conventions.get(spec)
-    fn = rq.quantize if args.op == "quantize" else rq.fake_quantize
-    return lambda x: fn(x, args.scale, args.zero_point, qmin=args.qmin, qmax=args.qmax, convention=conv)
 
 
 def _cmd_sweep(args) -> int:
     from .golden import sweep
 
-    cand = _candidate(args.candidate, args)
-    r = sweep(cand, args.scale, args.zero_point, qmin=args.qmin, qmax=args.qmax, dtype=args.dtype,
-              op=args.op, convention=args.convention,
+    scale, zp = args.scale, args.zero_point
+    if len(scale) != 1 or len(zp) != 1:
+        raise _UsageError("sweep is per-tensor: give one --scale and one --zero-point")
+    r = sweep(args.candidate, scale[0], zp[0], qmin=args.qmin, qmax=args.qmax, dtype=args.dtype,
+              op=args.op, convention=args.convention, rounding=args.rounding,
               progress=args.progress or args.dtype == "float32")
-    print(r)
+    doc = {"dtype": r.dtype, "convention": r.convention, "total": r.total, "mismatches": r.mismatches,
+           "skipped": r.skipped, "seconds": r.seconds, "examples": r.examples,
+           "diagnosis_scope": r.diagnosis_scope,
+           "diagnosis": None if r.diagnosis is None else r.diagnosis.to_dict()}
+    _emit(args, doc, str(r))
     return MISMATCH if r.mismatches else OK
 
 
@@ -160,6 +306,8 @@ COMMANDS = {"report": _cmd_report, "golden": _cmd_golden, "check": _cmd_check,
 
 def main(argv=None) -> int:
     """Entry point of the ``refquant`` console script; returns the exit code."""
+    from .golden._candidates import CandidateError
+
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -168,12 +316,35 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return USAGE
-    try:
-        return COMMANDS[args.command](args)
-    except (ValueError, TypeError, NotImplementedError, OSError, _UsageError) as exc:
-        print(f"refquant {args.command}: error: {exc}", file=sys.stderr)
-        return USAGE
-
+    debug = args.debug
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = COMMANDS[args.command](args)
+        except BrokenPipeError:  # stdout closed early (| head): nothing more to say
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keeps Python's exit flush quiet)
+            code = OK
+        except CandidateError as exc:
+            print(f"refquant {args.command}: candidate failed: {exc}", file=sys.stderr)
+            if debug:
+                traceback.print_exception(exc.__cause__ or exc, file=sys.stderr)
+            code = CANDIDATE_FAILED
+        except (ValueError, TypeError, NotImplementedError, OSError, _UsageError) as exc:
+            print(f"refquant {args.command}: error: {exc}", file=sys.stderr)
+            if debug:
+                traceback.print_exc(file=sys.stderr)
+            code = USAGE
+        except Exception as exc:  # a bug in refquant: one line, the traceback with --debug
+            print(f"refquant {args.command}: internal error: {type(exc).__name__}: {exc} "
+                  "(run with --debug for the traceback)", file=sys.stderr)
+            if debug:
+                traceback.print_exc(file=sys.stderr)
+            code = USAGE
+    if debug:
+        for w in caught:
+            print(f"refquant {args.command}: warning: {w.category.__name__}: {w.message} "
+                  f"({w.filename}:{w.lineno})", file=sys.stderr)
+    return code
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -67,10 +67,14 @@ def _step_lines(steps: np.ndarray) -> list:
 
 
 def quant_mismatch_report(actual, expected, *, x=None, scale=None, zero_point=None, axis=None,
-                          max_examples=5):
+                          max_examples=5, qmin=None, qmax=None, convention="exact", block_size=None):
     """The text :func:`assert_quant_equal` would raise, or None when the two agree bit for bit.
 
-    Steps are ``(actual - expected) / s`` (integer codes: ``actual - expected``); a difference
+    With ``x``, ``scale``, ``qmin`` and ``qmax`` the causes come from the diagnosis engine that
+    ``identify`` and ``refquant check`` use: ``actual`` is compared with ``convention``'s output
+    (``rq.quantize`` for integer ``actual``, else ``rq.fake_quantize``) and a cause is named only
+    where recomputing under that change reproduces ``actual``. Steps are ``(actual - expected)
+    / s`` (integer codes: ``actual - expected``); a difference
     that is not a whole number of steps is reported as a last-bit (dequantization) difference;
     a tie is an input with ``x / s + z = k + 1/2`` exactly (``fractions.Fraction``).
 
@@ -117,6 +121,9 @@ def quant_mismatch_report(actual, expected, *, x=None, scale=None, zero_point=No
         ties = sum(_is_tie(float(xs[i]), float(s_all[i]), float(z_all[i])) for i in checked)
         lines.append(f"{ties} of {checked.size} differing elements sit on a rounding tie "
                      "(x / s + z = k + 1/2 exactly)")
+    if xs is not None and scale is not None and qmin is not None and qmax is not None:
+        lines += _engine_lines(np.asarray(x), actual, scale, zero_point, qmin, qmax, axis, block_size,
+                               convention)
     for i in idx[:max_examples]:
         where = np.unravel_index(i, actual.shape) if actual.ndim > 1 else int(i)
         inp = f"x={xs[i].item()!r} " if xs is not None else ""
@@ -125,13 +132,27 @@ def quant_mismatch_report(actual, expected, *, x=None, scale=None, zero_point=No
     return "\n".join(lines)
 
 
+def _engine_lines(x, actual, scale, zero_point, qmin, qmax, axis, block_size, convention) -> list:
+    from .conventions import get
+    from .golden._diagnose import Setting, diagnose
+
+    op = "quantize" if actual.dtype.kind in "iu" else "fake_quantize"
+    setting = Setting(op, scale, 0 if zero_point is None else zero_point, qmin, qmax,
+                      get(convention), axis, block_size)
+    d = diagnose(x, actual, setting)
+    return ["diagnosis: " + line for line in d.lines(get(convention).name)]
+
+
 def assert_quant_equal(actual, expected, *, x=None, scale=None, zero_point=None, axis=None,
-                       max_examples=5, err_msg=""):
+                       max_examples=5, err_msg="", qmin=None, qmax=None, convention="exact",
+                       block_size=None):
     """Assert that ``actual`` and ``expected`` are equal bit for bit (NaN equals NaN).
 
     Float outputs are compared as bit patterns (so ``-0.0 != 0.0``); integer codes by value; the
     dtypes and shapes must agree. Give ``x`` (the inputs) and ``scale`` (scalar, or 1-D with
-    ``axis``) for a report of step sizes and rounding ties.
+    ``axis``) for a report of step sizes and rounding ties; add ``qmin``, ``qmax`` (and the
+    ``convention`` that made ``expected``, default ``"exact"``) for the causes, found by the same
+    engine as ``rq.identify`` and ``refquant check``.
 
     >>> import numpy as np, refquant as rq
     >>> x = np.float32([0.125, 0.375])
@@ -141,8 +162,17 @@ def assert_quant_equal(actual, expected, *, x=None, scale=None, zero_point=None,
     ... except AssertionError as e:
     ...     print(str(e).splitlines()[0])
     1 of 2 elements differ (50%)
+    >>> x = np.float32([0.125, 0.375, 1.0])
+    >>> y = rq.fake_quantize(x, 0.25, 0, qmin=-8, qmax=7, rounding="half_away")
+    >>> try:
+    ...     rq.testing.assert_quant_equal(y, rq.fake_quantize(x, 0.25, 0, qmin=-8, qmax=7), x=x,
+    ...                                   scale=0.25, qmin=-8, qmax=7)
+    ... except AssertionError as e:
+    ...     print([ln for ln in str(e).splitlines() if "tie rounding" in ln][0])
+    diagnosis:   tie rounding: 1 (rounding='half_away')
     """
     text = quant_mismatch_report(actual, expected, x=x, scale=scale, zero_point=zero_point,
-                                 axis=axis, max_examples=max_examples)
+                                 axis=axis, max_examples=max_examples, qmin=qmin, qmax=qmax,
+                                 convention=convention, block_size=block_size)
     if text is not None:
         raise AssertionError((err_msg + "\n" if err_msg else "") + text)

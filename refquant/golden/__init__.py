@@ -12,7 +12,7 @@ import importlib
 
 from .identify import identify
 
-__all__ = ["cases", "load", "sweep", "identify", "GoldenCases", "SweepResult"]
+__all__ = ["cases", "load", "sweep", "identify", "GoldenCases", "SweepResult", "CandidateError"]
 
 _LAZY = {
     "cases": "refquant.golden._cases",
@@ -20,6 +20,7 @@ _LAZY = {
     "load": "refquant.golden._files",
     "sweep": "refquant.golden._sweep",
     "SweepResult": "refquant.golden._sweep",
+    "CandidateError": "refquant.golden._candidates",
 }
 
 

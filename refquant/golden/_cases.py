@@ -117,6 +117,39 @@ class GoldenCases:
     inputs: np.ndarray
     outputs: np.ndarray
     manifest: dict
+    reference: np.ndarray | None = None
+
+    def with_outputs(self, y) -> GoldenCases:
+        """A golden set holding ``y`` (a candidate kernel's outputs for ``self.inputs``) as its
+        outputs, with the reference's outputs kept as ``.reference``; saved files carry both and
+        the manifest says ``"outputs": "candidate"``, so ``refquant identify FILE`` names the
+        convention ``y`` follows and ``refquant check FILE`` reports how it differs.
+
+        ``y`` must have the inputs' shape; for ``fake_quantize`` the inputs' dtype, for
+        ``quantize`` an integer dtype (codes).
+
+        >>> import numpy as np, refquant as rq
+        >>> g = rq.golden.cases(0.25, 0, qmin=-8, qmax=7, n_random=0)
+        >>> mine = g.with_outputs(rq.fake_quantize(g.inputs, 0.25, 0, qmin=-8, qmax=7,
+        ...                                        rounding="half_away"))
+        >>> mine.manifest["outputs"], rq.identify(mine.inputs, mine.outputs, 0.25, 0, qmin=-8,
+        ...                                       qmax=7).cause
+        ('candidate', 'tie rounding')
+        """
+        y = np.asarray(y)
+        ref = self.outputs if self.reference is None else self.reference
+        if y.shape != self.inputs.shape:
+            raise ValueError(f"y must have the inputs' shape {self.inputs.shape}; got {y.shape}")
+        if self.manifest["op"] == "fake_quantize" and y.dtype != self.inputs.dtype:
+            raise TypeError(f"y of a fake_quantize set must have the inputs' dtype "
+                            f"{self.inputs.dtype}; got {y.dtype}")
+        from ._files import _INTS
+
+        if self.manifest["op"] == "quantize" and y.dtype.name not in _INTS:
+            raise TypeError(f"y of a quantize set must hold integer codes; got dtype {y.dtype}")
+        manifest = dict(self.manifest, outputs="candidate", output_dtype=y.dtype.name,
+                        reference_dtype=ref.dtype.name)
+        return GoldenCases(inputs=self.inputs, outputs=y, manifest=manifest, reference=ref)
 
     def save(self, path, format=None):
         """Write to ``path`` as ``"npz"``, ``"json"`` or ``"hex"`` (default: from the suffix)."""
@@ -136,20 +169,34 @@ def _as_json(v):
     return a.tolist() if a.dtype.kind in "iu" else a.astype(np.float64).tolist()
 
 
+def _fill(values: np.ndarray, n: int) -> np.ndarray:
+    """``n`` of ``values``: spread evenly over them when there are more, repeated when fewer."""
+    if values.size >= n:
+        return values[np.linspace(0, values.size - 1, n).round().astype(np.int64)]
+    return np.resize(values, n)
+
+
 def cases(scale, zero_point=0, *, qmin, qmax, dtype=np.float32, op="fake_quantize",
-          convention="exact", axis=None, n_random=1000, seed=0) -> GoldenCases:
+          convention="exact", axis=None, block_size=None, rounding=None, n_random=1000,
+          seed=0) -> GoldenCases:
     """Golden vectors: :func:`edge_inputs` and ``rq.quantize`` / ``rq.fake_quantize`` of them.
 
     ``outputs = rq.fake_quantize(inputs, scale, zero_point, qmin=qmin, qmax=qmax, axis=axis,
-    convention=convention)`` (or ``rq.quantize`` for ``op="quantize"``: integer codes in the
-    smallest integer dtype holding the range). Per-channel (``axis`` given, 1-D ``scale``): the
+    block_size=block_size, rounding=rounding, convention=convention)`` (or ``rq.quantize`` for
+    ``op="quantize"``: integer codes in the smallest integer dtype holding the range);
+    ``convention`` is a name or a Convention. Per-channel (``axis`` given, 1-D ``scale``): the
     inputs are 2-D with the channels along ``axis`` (0 or 1, negative allowed), each channel's
-    inputs built from its own qparams. NaN inputs are left out of ``op="quantize"`` cases when
-    the convention has no code for NaN.
+    inputs built from its own qparams. Per-block (``block_size=(b0, b1)``, ``scale`` of shape
+    ``(s0, s1)``): the inputs have shape ``(s0 * b0, s1 * b1)`` and each block holds ``b0 * b1``
+    of its own edge inputs (spread over them; use blocks of at least a few thousand elements to
+    hold them all). NaN inputs are left out of ``op="quantize"`` cases when the convention has
+    no code for NaN (per-block: made 0).
 
-    The manifest records the refquant version, op, convention, scale and zero point with the
-    dtypes they were given in (``scale_dtype``, ``zero_point_dtype``: a NumPy dtype name or
-    ``"python"``), qmin, qmax, axis, the input and output dtypes and the shape.
+    The manifest records the refquant version, op, the convention's name and every knob of it
+    (``convention_knobs``: a variant made with ``.replace(...)`` is rebuilt exactly by
+    ``refquant check``), rounding, scale and zero point with the dtypes they were given in
+    (``scale_dtype``, ``zero_point_dtype``: a NumPy dtype name or ``"python"``), qmin, qmax,
+    axis, block_size, the input and output dtypes and the shape.
 
     >>> import numpy as np, refquant as rq
     >>> g = rq.golden.cases(0.25, 0, qmin=-8, qmax=7, n_random=10)
@@ -157,10 +204,14 @@ def cases(scale, zero_point=0, *, qmin, qmax, dtype=np.float32, op="fake_quantiz
     ('fake_quantize', True, True)
     >>> bool(np.isin(np.float32(0.375), g.inputs)), g.outputs[g.inputs == np.float32(0.375)]
     (True, array([0.5], dtype=float32))
+    >>> g = rq.golden.cases(np.float32([[0.1, 0.2]]), 0, qmin=-8, qmax=7, block_size=(64, 32))
+    >>> g.inputs.shape, g.manifest["block_size"]
+    ((64, 64), [64, 32])
     """
     import refquant as rq
 
     from .. import conventions as _conventions
+    from ._files import knobs_of
 
     if op not in ("quantize", "fake_quantize"):
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
@@ -170,7 +221,25 @@ def cases(scale, zero_point=0, *, qmin, qmax, dtype=np.float32, op="fake_quantiz
     positive_finite(scale, "scale")
     s = np.asarray(scale)
     zp = np.asarray(zero_point)
-    if axis is None:
+    no_nan = op == "quantize" and conv.nan == "error"
+    if axis is not None and block_size is not None:
+        raise ValueError("give axis or block_size, not both")
+    if block_size is not None:
+        block = tuple(int(b) for b in np.atleast_1d(block_size))
+        if s.ndim != 2 or len(block) != 2 or min(block) < 1:
+            raise ValueError(f"per-block cases need a 2-D scale and block_size=(b0, b1) with "
+                             f"positive entries; got scale shape {s.shape}, block_size {block_size!r}")
+        zs = np.broadcast_to(zp, s.shape)
+        x = np.empty((s.shape[0] * block[0], s.shape[1] * block[1]), dt)
+        for i, j in np.ndindex(s.shape):
+            e = edge_inputs(s[i, j], zs[i, j], qmin=qmin, qmax=qmax, dtype=dt, n_random=n_random,
+                            seed=seed + i * s.shape[1] + j)
+            if no_nan:
+                e = e[~np.isnan(e.astype(np.float64))]
+            x[i * block[0]:(i + 1) * block[0], j * block[1]:(j + 1) * block[1]] = \
+                _fill(e, block[0] * block[1]).reshape(block)
+        block_size = block
+    elif axis is None:
         x = edge_inputs(s, zp, qmin=qmin, qmax=qmax, dtype=dt, n_random=n_random, seed=seed)
     else:
         ax = check_axis(axis, 2)
@@ -181,7 +250,7 @@ def cases(scale, zero_point=0, *, qmin, qmax, dtype=np.float32, op="fake_quantiz
                 for i, (si, zi) in enumerate(zip(s, zs))]
         n = min(len(c) for c in cols)
         x = np.stack([c[:n] for c in cols], axis=ax)
-    if op == "quantize" and conv.nan == "error":
+    if no_nan and block_size is None:
         nan = np.isnan(x.astype(np.float64))
         if x.ndim > 1:  # drop whole rows (or columns) across the channels
             other = 1 - ax
@@ -190,11 +259,14 @@ def cases(scale, zero_point=0, *, qmin, qmax, dtype=np.float32, op="fake_quantiz
         else:
             x = x[~nan]
     fn = rq.quantize if op == "quantize" else rq.fake_quantize
-    y = fn(x, scale, zero_point, qmin=qmin, qmax=qmax, axis=axis, convention=conv)
+    y = fn(x, scale, zero_point, qmin=qmin, qmax=qmax, axis=axis, block_size=block_size,
+           rounding=rounding, convention=conv)
     manifest = {
         "refquant_version": rq.__version__,
         "op": op,
         "convention": conv.name,
+        "convention_knobs": knobs_of(conv),
+        "rounding": rounding,
         "scale": _as_json(s),
         "scale_dtype": _dtype_name(scale),
         "zero_point": _as_json(zp),
@@ -202,8 +274,10 @@ def cases(scale, zero_point=0, *, qmin, qmax, dtype=np.float32, op="fake_quantiz
         "qmin": qmin,
         "qmax": qmax,
         "axis": None if axis is None else int(axis),
+        "block_size": None if block_size is None else list(block_size),
         "input_dtype": x.dtype.name,
         "output_dtype": y.dtype.name,
         "shape": list(x.shape),
+        "outputs": "reference",
     }
     return GoldenCases(inputs=x, outputs=y, manifest=manifest)

@@ -1,12 +1,15 @@
 """Golden-vector files: .npz, JSON and hex text ($readmemh). Loading never unpickles.
 
 Every format stores the bit patterns of the inputs and outputs (so NaN payloads, -0.0 and
-bfloat16 survive), the array shape, and the manifest (refquant version, op, convention, qparams,
-dtypes).
+bfloat16 survive), the array shape, and the manifest (refquant version, op, convention name and
+every knob of it, qparams, range, granularity, dtypes). A file made from a candidate kernel
+(``GoldenCases.with_outputs``) holds the kernel's outputs as ``outputs`` and the reference's as
+``reference``; its manifest says ``"outputs": "candidate"``.
 
 - ``npz``: arrays ``inputs`` and ``outputs`` as unsigned integers of the element width and
   ``manifest`` as UTF-8 JSON bytes (a uint8 array) holding ``{"format": "refquant-golden",
-  "version": 1, "manifest": {...}}``; read with ``allow_pickle=False``.
+  "version": 1, "manifest": {...}}`` (and ``reference`` in candidate files); read with
+  ``allow_pickle=False`` after checking that the file is a zip archive.
 - ``json``: ``{"format": "refquant-golden", "version": 1, "manifest": {...}, "inputs": [hex...],
   "outputs": [hex...]}``, one hex string per element.
 - ``hex``: ``//`` comment lines (the first ``// refquant-golden 1``, the second ``// manifest:``
@@ -27,7 +30,8 @@ import numpy as np
 
 from .._dtypes import bfloat16
 
-__all__ = ["save", "load", "qparams", "FORMATS"]
+__all__ = ["save", "load", "qparams", "convention_of", "knobs_of", "knob_differences", "FORMATS",
+           "NotGoldenError"]
 
 FORMATS = ("npz", "json", "hex")
 MAGIC = "refquant-golden"
@@ -40,11 +44,40 @@ _QPARAM_DTYPES = ("python",) + _FLOATS + _INTS  # how scale / zero_point were gi
 _HEX_DIGITS = re.compile(r"[0-9a-fA-F]+")
 
 
-def _format_of(path: Path, format) -> str:
+class NotGoldenError(ValueError):
+    """The file is not a refquant golden file at all (random bytes, empty, another archive or
+    JSON document); the message starts with ``not a golden file:``."""
+
+
+_EXPECTED = {
+    "npz": "a .npz zip archive with arrays inputs, outputs and a refquant-golden manifest",
+    "json": f'a JSON object with "format": "{MAGIC}"',
+    "hex": f"text whose first line is '// {MAGIC} {VERSION}'",
+}
+
+
+def _sniff(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return None
+    if head.startswith(b"PK"):
+        return "npz"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "json"
+    if head.startswith(b"//"):
+        return "hex"
+    return None
+
+
+def _format_of(path: Path, format, *, reading=False) -> str:
     if format is None:
         format = path.suffix.lstrip(".").lower()
         if format in ("mem", "txt"):
             format = "hex"
+        if reading and format not in FORMATS:
+            format = _sniff(path) or format
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}; got {format!r} (from {str(path)!r})")
     return format
@@ -71,34 +104,47 @@ def save(golden, path, format=None) -> Path:
     fmt = _format_of(path, format)
     manifest = dict(golden.manifest)
     x, y = np.asarray(golden.inputs), np.asarray(golden.outputs)
+    ref = getattr(golden, "reference", None)
     manifest.update(input_dtype=x.dtype.name, output_dtype=y.dtype.name, shape=list(x.shape))
-    xb, yb = _bits(x), _bits(y)
+    arrays = {"inputs": x, "outputs": y}
+    if ref is not None:
+        ref = np.asarray(ref)
+        arrays["reference"] = ref
+        manifest.update(outputs="candidate", reference_dtype=ref.dtype.name)
+    else:
+        manifest.pop("reference_dtype", None)
+        manifest["outputs"] = manifest.get("outputs", "reference")
+    bits = {k: _bits(v) for k, v in arrays.items()}
     if fmt == "npz":
         doc = {"format": MAGIC, "version": VERSION, "manifest": manifest}
         text = np.frombuffer(json.dumps(doc).encode(), np.uint8)
         with open(path, "wb") as f:
-            np.savez(f, inputs=xb, outputs=yb, manifest=text)
+            np.savez(f, manifest=text, **bits)
     elif fmt == "json":
-        doc = {"format": MAGIC, "version": VERSION, "manifest": manifest,
-               "inputs": [f"{v:0{2 * x.dtype.itemsize}x}" for v in xb.tolist()],
-               "outputs": [f"{v:0{2 * y.dtype.itemsize}x}" for v in yb.tolist()]}
+        doc = {"format": MAGIC, "version": VERSION, "manifest": manifest}
+        for k, b in bits.items():
+            doc[k] = [f"{v:0{2 * arrays[k].dtype.itemsize}x}" for v in b.tolist()]
         path.write_text(json.dumps(doc))
     else:
-        wx, wy = 2 * x.dtype.itemsize, 2 * y.dtype.itemsize
+        widths = [2 * a.dtype.itemsize for a in arrays.values()]
+        parts = " then ".join(f"{k} bits ({4 * w})" for k, w in zip(arrays, widths))
         lines = [f"// {MAGIC} {VERSION}", "// manifest: " + json.dumps(manifest),
-                 f"// each word: input bits ({4 * wx}) then output bits ({4 * wy})"]
-        lines += [f"{a:0{wx}x}{b:0{wy}x}" for a, b in zip(xb.tolist(), yb.tolist())]
+                 f"// each word: {parts}"]
+        columns = [b.tolist() for b in bits.values()]
+        lines += ["".join(f"{v:0{w}x}" for v, w in zip(row, widths)) for row in zip(*columns)]
         path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def load(path, format=None):
     """Read a golden file written by ``GoldenCases.save`` back exactly (any of the three formats;
-    ``format`` as in ``save``, default from the suffix).
+    ``format`` as in ``save``, default from the suffix, else from the first bytes).
 
-    Never unpickles. A truncated, corrupted or hostile file raises ValueError saying what is
-    wrong (bad header, bad manifest, wrong element count, a hex word of the wrong width or with
-    a non-hex character, ...).
+    Never unpickles. A file that is not a golden file at all (random bytes, an empty file,
+    another zip archive or JSON document) raises :class:`NotGoldenError` (a ValueError) whose
+    message starts ``not a golden file:`` and names what was expected; a damaged golden file
+    (bad manifest, wrong element count, a hex word of the wrong width or with a non-hex
+    character, ...) raises ValueError saying what is wrong.
 
     >>> import tempfile, os, numpy as np, refquant as rq
     >>> g = rq.golden.cases(0.5, 0, qmin=-4, qmax=3, n_random=4)
@@ -113,29 +159,32 @@ def load(path, format=None):
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no such golden file: {str(path)!r}")
-    fmt = _format_of(path, format)
+    fmt = _format_of(path, format, reading=True)
     try:
-        if fmt == "npz":
-            manifest, xb, yb = _read_npz(path)
-        elif fmt == "json":
-            manifest, xb, yb = _read_json(path)
-        else:
-            manifest, xb, yb = _read_hex(path)
+        if path.stat().st_size == 0:
+            raise NotGoldenError("the file is empty")
+        reader = {"npz": _read_npz, "json": _read_json, "hex": _read_hex}[fmt]
+        manifest, raw = reader(path)
+    except NotGoldenError as exc:
+        raise NotGoldenError(f"not a golden file: {path.name}: {exc}; expected {_EXPECTED[fmt]}") from None
     except ValueError as exc:
         raise ValueError(f"{path.name}: {exc}") from None
-    x_dt, y_dt = _dtype(manifest["input_dtype"]), _dtype(manifest["output_dtype"])
     shape = tuple(manifest["shape"])
     n = math.prod(shape)
-    for name, arr, dt in (("inputs", xb, x_dt), ("outputs", yb, y_dt)):
+    dtypes = {"inputs": manifest["input_dtype"], "outputs": manifest["output_dtype"],
+              "reference": manifest.get("reference_dtype")}
+    arrays = {}
+    for name, arr in raw.items():
+        dt = _dtype(dtypes[name])
         if arr.size != n:
             raise ValueError(f"{path.name}: {name} has {arr.size} elements; the manifest shape "
                              f"{list(shape)} needs {n}")
         if arr.dtype.itemsize != dt.itemsize:
             raise ValueError(f"{path.name}: {name} has {arr.dtype.itemsize}-byte elements; "
                              f"{dt.name} needs {dt.itemsize}")
-    x = xb.astype(f"u{x_dt.itemsize}").view(x_dt).reshape(shape)
-    y = yb.astype(f"u{y_dt.itemsize}").view(y_dt).reshape(shape)
-    return GoldenCases(inputs=x, outputs=y, manifest=manifest)
+        arrays[name] = arr.astype(f"u{dt.itemsize}").view(dt).reshape(shape)
+    return GoldenCases(inputs=arrays["inputs"], outputs=arrays["outputs"], manifest=manifest,
+                       reference=arrays.get("reference"))
 
 
 def _numbers(v, what: str, *, positive: bool = False, depth: int = 0):
@@ -189,7 +238,80 @@ def _check_manifest(manifest) -> dict:
     axis = manifest.get("axis")
     if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool)):
         raise ValueError(f"manifest axis must be null or an integer; got {axis!r:.40}")
+    block = manifest.get("block_size")
+    if block is not None and not (isinstance(block, list) and len(block) <= 8 and all(
+            isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):
+        raise ValueError(f"manifest block_size must be null or a list of positive integers; "
+                         f"got {block!r:.40}")
+    rounding = manifest.get("rounding")
+    if rounding is not None and not isinstance(rounding, str):
+        raise ValueError(f"manifest rounding must be null or a string; got {rounding!r:.40}")
+    if manifest.get("outputs", "reference") not in ("reference", "candidate"):
+        raise ValueError(f"manifest outputs must be 'reference' or 'candidate'; got "
+                         f"{manifest.get('outputs')!r:.40}")
+    if manifest.get("outputs") == "candidate":
+        ref_dt = manifest.get("reference_dtype")
+        wanted = (manifest["input_dtype"],) if manifest["op"] == "fake_quantize" else _INTS
+        if ref_dt not in wanted:
+            raise ValueError(f"manifest reference_dtype must be one of {wanted}; got {ref_dt!r:.40}")
+    knobs = manifest.get("convention_knobs")
+    if knobs is not None and not isinstance(knobs, dict):
+        raise ValueError(f"manifest convention_knobs must be a JSON object; got {knobs!r:.40}")
     return manifest
+
+
+def _jsonable(v):
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(i) for i in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(i) for k, i in v.items()}
+    return v
+
+
+def _tuples(v):
+    if isinstance(v, list):
+        return tuple(_tuples(i) for i in v)
+    if isinstance(v, dict):
+        return {k: _tuples(i) for k, i in v.items()}
+    return v
+
+
+def knobs_of(convention) -> dict:
+    """Every field of a Convention as JSON data (tuples as lists), name and variants included."""
+    import dataclasses
+
+    return {f.name: _jsonable(getattr(convention, f.name))
+            for f in dataclasses.fields(convention) if f.init}
+
+
+def convention_of(manifest):
+    """The Convention a manifest was made with: rebuilt from ``convention_knobs`` (every knob, so
+    a variant such as ``get("torch.quantize").replace(fma=False)`` comes back as it was), else
+    the registered row named ``convention`` (files written before knobs were recorded)."""
+    from .. import conventions as _conventions
+
+    knobs = manifest.get("convention_knobs")
+    if knobs is None:
+        return _conventions.get(manifest["convention"])
+    try:
+        return _conventions.Convention(**{k: _tuples(v) for k, v in knobs.items()})
+    except TypeError as exc:
+        raise ValueError(f"manifest convention_knobs do not fit this refquant's Convention ({exc})") from None
+    except ValueError as exc:
+        raise ValueError(f"manifest convention_knobs are invalid: {exc}") from None
+
+
+def knob_differences(convention) -> list:
+    """``"knob=value (named row: value)"`` for each knob where ``convention`` differs from the
+    registered row of the same name (empty if it has no registered name)."""
+    from .. import conventions as _conventions
+
+    if convention.name not in _conventions.names():
+        return []
+    row = knobs_of(_conventions.get(convention.name))
+    mine = knobs_of(convention)
+    return [f"{k}={mine[k]!r} (named row: {row.get(k)!r})" for k in mine
+            if k not in ("formula", "backend", "evidence") and mine[k] != row.get(k)]
 
 
 def _qparam(value, dtype_name):
@@ -223,34 +345,52 @@ def _parse_json(text: str, what: str):
 
 
 def _read_npz(path):
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise NotGoldenError("it is not a zip archive")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
             names = set(data.files)
-            if names != {"inputs", "outputs", "manifest"}:
-                raise ValueError(f"npz must hold exactly inputs, outputs, manifest; got {sorted(names)}")
-            arrays = {k: data[k] for k in ("inputs", "outputs", "manifest")}
+            if not {"inputs", "outputs", "manifest"} <= names:
+                raise NotGoldenError(f"the archive holds {sorted(names)[:8]}")
+            if names - {"inputs", "outputs", "manifest", "reference"}:
+                raise ValueError(f"npz holds unexpected arrays {sorted(names)[:8]}")
+            arrays = {k: data[k] for k in sorted(names)}
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
-        raise ValueError(f"not a readable npz archive ({exc})") from None
+        raise NotGoldenError(f"not a readable zip archive, truncated or damaged ({exc})") from None
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise ValueError("the npz holds object (pickled) arrays; refusing to unpickle") from None
         raise
-    for k in ("inputs", "outputs", "manifest"):
-        if arrays[k].dtype.kind != "u" or arrays[k].ndim != 1:
-            raise ValueError(f"npz array {k!r} must be 1-D unsigned integers; got {arrays[k].dtype} "
-                             f"with shape {arrays[k].shape}")
+    for k, a in arrays.items():
+        if a.dtype.kind != "u" or a.ndim != 1:
+            raise ValueError(f"npz array {k!r} must be 1-D unsigned integers; got {a.dtype} "
+                             f"with shape {a.shape}")
     if arrays["manifest"].dtype != np.uint8:
         raise ValueError(f"npz manifest must be uint8 (UTF-8 bytes); got {arrays['manifest'].dtype}")
     try:
-        text = arrays["manifest"].tobytes().decode()
-    except UnicodeDecodeError:
-        raise ValueError("npz manifest is not UTF-8 text") from None
-    doc = _parse_json(text, "npz manifest")
+        text = arrays.pop("manifest").tobytes().decode()
+        doc = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise NotGoldenError("its manifest array is not JSON text") from None
     if not isinstance(doc, dict) or doc.get("format") != MAGIC:
-        raise ValueError(f"not a refquant golden npz (its manifest has no \"format\": \"{MAGIC}\")")
+        raise NotGoldenError(f"its manifest has no \"format\": \"{MAGIC}\"")
+    manifest = _check_version_and_manifest(doc)
+    _check_reference(manifest, arrays)
+    return manifest, arrays
+
+
+def _check_version_and_manifest(doc):
     if doc.get("version") != VERSION:
         raise ValueError(f"unsupported golden file version {doc.get('version')!r:.40}; expected {VERSION}")
-    return _check_manifest(doc.get("manifest")), arrays["inputs"], arrays["outputs"]
+    return _check_manifest(doc.get("manifest"))
+
+
+def _check_reference(manifest, arrays):
+    has = "reference" in arrays
+    if has != (manifest.get("outputs") == "candidate"):
+        raise ValueError("a reference array goes with (only) a manifest saying outputs: 'candidate'")
 
 
 def _hex_array(words, digits: int, what: str) -> np.ndarray:
@@ -267,35 +407,46 @@ def _hex_array(words, digits: int, what: str) -> np.ndarray:
 
 
 def _read_json(path):
-    doc = _parse_json(path.read_text(errors="replace"), "the file")
+    try:
+        doc = json.loads(path.read_bytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise NotGoldenError("it is not JSON text") from None
     if not isinstance(doc, dict) or doc.get("format") != MAGIC:
-        raise ValueError(f"not a refquant golden JSON file (no \"format\": \"{MAGIC}\")")
-    if doc.get("version") != VERSION:
-        raise ValueError(f"unsupported golden file version {doc.get('version')!r:.40}; expected {VERSION}")
-    manifest = _check_manifest(doc.get("manifest"))
-    xd = 2 * _dtype(manifest["input_dtype"]).itemsize
-    yd = 2 * _dtype(manifest["output_dtype"]).itemsize
-    xs = _hex_array(doc.get("inputs"), xd, "inputs")
-    return manifest, xs, _hex_array(doc.get("outputs"), yd, "outputs")
+        kind = type(doc).__name__ if not isinstance(doc, dict) else "object without that marker"
+        raise NotGoldenError(f"it is a JSON {kind}")
+    manifest = _check_version_and_manifest(doc)
+    keys = ["inputs", "outputs"] + (["reference"] if "reference" in doc else [])
+    dtypes = {"inputs": manifest["input_dtype"], "outputs": manifest["output_dtype"],
+              "reference": manifest.get("reference_dtype")}
+    arrays = {}
+    for k in keys:
+        if k == "reference" and dtypes[k] is None:
+            raise ValueError("a reference array goes with (only) a manifest saying outputs: 'candidate'")
+        arrays[k] = _hex_array(doc.get(k), 2 * _dtype(dtypes[k]).itemsize, k)
+    _check_reference(manifest, arrays)
+    return manifest, arrays
 
 
 def _read_hex(path):
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_bytes().decode().splitlines()
     except UnicodeDecodeError:
-        raise ValueError("not a text file") from None
+        raise NotGoldenError("it is not a text file") from None
     if not lines or lines[0].strip() != f"// {MAGIC} {VERSION}":
-        raise ValueError(f"first line must be '// {MAGIC} {VERSION}'")
+        raise NotGoldenError(f"its first line is {lines[0][:40]!r}" if lines else "it has no lines")
     if len(lines) < 2 or not lines[1].startswith("// manifest: "):
         raise ValueError("second line must be '// manifest: {...}'")
     manifest = _check_manifest(_parse_json(lines[1][len("// manifest: "):], "the manifest line"))
-    xd = 2 * _dtype(manifest["input_dtype"]).itemsize
-    yd = 2 * _dtype(manifest["output_dtype"]).itemsize
+    names = ["inputs", "outputs"] + (["reference"] if manifest.get("outputs") == "candidate" else [])
+    dts = [manifest["input_dtype"], manifest["output_dtype"], manifest.get("reference_dtype")]
+    digits = [2 * _dtype(d).itemsize for d in dts[:len(names)]]
     words = [ln.strip() for ln in lines[2:] if ln.strip() and not ln.lstrip().startswith("//")]
-    xs, ys = [], []
+    cols = [[] for _ in names]
     for i, w in enumerate(words):
-        if len(w) != xd + yd:
-            raise ValueError(f"data word {i} has {len(w)} hex digits; expected {xd + yd}: {w!r:.40}")
-        xs.append(w[:xd])
-        ys.append(w[xd:])
-    return manifest, _hex_array(xs, xd, "input word"), _hex_array(ys, yd, "output word")
+        if len(w) != sum(digits):
+            raise ValueError(f"data word {i} has {len(w)} hex digits; expected {sum(digits)}: {w!r:.40}")
+        at = 0
+        for col, d in zip(cols, digits):
+            col.append(w[at:at + d])
+            at += d
+    return manifest, {k: _hex_array(c, d, f"{k} word") for k, c, d in zip(names, cols, digits)}

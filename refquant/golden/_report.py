@@ -9,6 +9,7 @@ checked against a ``fractions.Fraction`` oracle.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import warnings
 from fractions import Fraction
@@ -253,22 +254,36 @@ BACKENDS = [
 ]
 
 
-def report(only=None) -> list[dict]:
-    """Rows of the ``refquant report`` table (``only``: backend names to run)."""
-    rows = _self_check() if only is None or "refquant" in only else []
+def report(only=None, progress=None) -> list[dict]:
+    """Rows of the ``refquant report`` table (``only``: backend names to run; ``progress``: called
+    as ``progress(i, n, name)`` before each backend's checks)."""
+    names = [n for n in ["refquant", *(b[0] for b in BACKENDS)] if only is None or n in only]
+
+    def step(name):
+        if progress is not None:
+            progress(names.index(name) + 1, len(names), name)
+
+    rows = []
+    if "refquant" in names:
+        step("refquant")
+        rows += _self_check()
     for name, modules, check in BACKENDS:
-        if only is not None and name not in only:
+        if name not in names:
             continue
+        step(name)
         missing = [m for m in modules if not _has(m)]
         if missing:
             rows.append(_row(name, "-", "-", 0, 0, f"skipped: {', '.join(missing)} not installed"))
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            logging.disable(logging.WARNING)  # backends log import-time noise (torchao's kernels)
             try:
                 rows.extend(check())
             except Exception as exc:  # a backend that breaks must not hide the others
                 rows.append(_row(name, "-", "-", -1, 0, f"error: {type(exc).__name__}: {exc}"))
+            finally:
+                logging.disable(logging.NOTSET)
     return rows
 
 
@@ -280,3 +295,41 @@ def format_table(rows) -> str:
     out = [line, "-" * len(line)]
     out += ["  ".join(c.ljust(w) for c, w in zip(cell, widths)).rstrip() for cell in cells]
     return "\n".join(out)
+
+
+_VERSIONED = ("refquant", "numpy", "numba", "ml_dtypes", "torch", "torchao", "onnx", "onnxruntime")
+
+
+def environment() -> dict:
+    """``versions`` (each installed package that refquant checks or runs on; None if absent) and
+    ``variants``: for each named convention, the variant the installed backend runs on this
+    machine as ``rq.conventions.detect`` finds it (knobs that differ from the named row), where
+    this refquant can detect it."""
+    from importlib import metadata
+
+    from .. import conventions as _conventions
+    from ._files import knob_differences
+
+    versions = {}
+    for pkg in _VERSIONED:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    variants = {}
+    detect = getattr(_conventions, "detect", None)
+    if detect is not None:
+        for name in _conventions.names():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    found = detect(name)
+                except (ValueError, NotImplementedError, ImportError) as exc:
+                    variants[name] = {"detected": False, "why": str(exc)}
+                    continue
+                except Exception as exc:  # a backend probe that breaks must not hide the rest
+                    variants[name] = {"detected": False, "why": f"{type(exc).__name__}: {exc}"}
+                    continue
+            variants[name] = {"detected": True,
+                              "differs_from_named_row": knob_differences(found)}
+    return {"versions": versions, "variants": variants}

@@ -8,19 +8,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._cases import _dtype
+from ._candidates import CandidateError
+from ._cases import _dtype, edge_inputs
 
-__all__ = ["sweep", "SweepResult"]
+__all__ = ["sweep", "SweepResult", "CandidateError"]
 
 _PATTERNS = {2: 2**16, 4: 2**32}
+_KEEP = 65536  # differing float32 patterns kept for the diagnosis
 
 
 @dataclass
 class SweepResult:
     """What :func:`sweep` found: ``mismatches`` (a count over ``total`` patterns), ``examples``
     (the first few as (bit pattern, input, expected, actual)), ``skipped`` (NaN inputs a
-    ``quantize`` reference has no code for), ``diagnosis`` (an :func:`identify` result on the
-    differing inputs, or None) and ``seconds``.
+    ``quantize`` reference has no code for), ``diagnosis`` (an :func:`identify` result over
+    ``diagnosis_scope``, or None) and ``seconds``.
 
     >>> import numpy as np, refquant as rq
     >>> ref = lambda x: rq.fake_quantize(x, 0.1, 0, qmin=-8, qmax=7)
@@ -37,6 +39,7 @@ class SweepResult:
     examples: list = field(default_factory=list)
     diagnosis: object = None
     seconds: float = 0.0
+    diagnosis_scope: str = ""
 
     def __str__(self):
         head = (f"sweep {self.dtype} vs {self.convention!r}: {self.mismatches} of {self.total} "
@@ -48,6 +51,7 @@ class SweepResult:
         for b, xi, e, a in self.examples:
             lines.append(f"  0x{b:0{width}x}: x={xi!r} expected={e!r} actual={a!r}")
         if self.diagnosis is not None:
+            lines.append(f"diagnosis over {self.diagnosis_scope}:")
             lines.append(str(self.diagnosis))
         return "\n".join(lines)
 
@@ -76,37 +80,44 @@ def _differing(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
 
 
 def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantize",
-          convention="exact", chunk=2**24, progress=False, n_examples=5) -> SweepResult:
+          convention="exact", rounding=None, chunk=2**24, progress=False, n_examples=5) -> SweepResult:
     """Run ``candidate(x)`` on every bit pattern of ``dtype`` (float16, bfloat16: 2**16; float32:
     all 2**32, in chunks of ``chunk``) and compare bit for bit with ``rq.quantize`` /
-    ``rq.fake_quantize`` under ``convention`` with the same qparams.
+    ``rq.fake_quantize`` under ``convention`` (and ``rounding``, None: the convention's own) with
+    the same qparams.
 
-    ``candidate`` takes a 1-D array of ``dtype`` and returns an array of the same length: floats
-    of ``dtype`` for ``fake_quantize``, integer codes (any integer or float dtype) for
-    ``quantize``. The reference is computed before the candidate runs, and the inputs reported
-    are rebuilt from their bit patterns, so a candidate that writes into its input changes
-    nothing. ``progress=True`` keeps a progress line on stderr; a callable is called as
-    ``progress(done, total, mismatches)`` after each chunk. The differing inputs (at most
-    65536) are passed to :func:`identify`.
+    ``candidate`` is a callable taking a 1-D array of ``dtype`` and returning an array of the
+    same length (floats of ``dtype`` for ``fake_quantize``, integer codes of any integer or float
+    dtype for ``quantize``), a registered convention name or Convention (run with the same
+    qparams), or ``"module:function"`` / ``"path/to/file.py:function"``. The reference is
+    computed before the candidate runs, and the inputs reported are rebuilt from their bit
+    patterns, so a candidate that writes into its input changes nothing. A candidate that raises
+    or returns the wrong shape or dtype raises :class:`CandidateError`.
+
+    ``progress=True`` keeps a progress line with the time left on stderr (one line per chunk
+    when stderr is not a terminal); a callable is called as ``progress(done, total, mismatches)``
+    after each chunk. On a mismatch, ``.diagnosis`` is :func:`identify` over every pattern
+    (float16, bfloat16); for float32, over at most 65536 of the differing patterns (spread over
+    the whole sweep) together with the edge inputs of these qparams, as ``.diagnosis_scope`` says.
 
     >>> import numpy as np, refquant as rq
-    >>> cand = lambda x: rq.fake_quantize(x, 0.1, 3, qmin=0, qmax=255, convention="onnx")
-    >>> r = rq.golden.sweep(cand, 0.1, 3, qmin=0, qmax=255, dtype=np.float16)
-    >>> r.total, r.mismatches > 0
-    (65536, True)
+    >>> r = rq.golden.sweep("onnx", 0.1, 3, qmin=0, qmax=255, dtype=np.float16)
+    >>> r.total, r.mismatches > 0, r.diagnosis.matches[0]
+    (65536, True, ('onnx', 'half_even'))
     """
     import refquant as rq
 
     from .. import conventions as _conventions
+    from ._candidates import CandidateError, as_kernel, call
 
     if op not in ("quantize", "fake_quantize"):
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
-    if not callable(candidate):
-        raise TypeError(f"candidate must be callable; got {candidate!r}")
     dt = _dtype(dtype)
     if dt.itemsize not in _PATTERNS:
         raise ValueError(f"sweep covers float16, bfloat16 and float32; got {dt.name}")
     conv = _conventions.get(convention)
+    kernel, label = as_kernel(candidate, op=op, scale=scale, zero_point=zero_point, qmin=qmin,
+                              qmax=qmax, rounding=rounding, dtype=dt.name)
     total = _PATTERNS[dt.itemsize]
     chunk = int(chunk)
     if chunk < 1:
@@ -115,7 +126,7 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
     fn = rq.fake_quantize if op == "fake_quantize" else rq.quantize
     no_nan_code = op == "quantize" and conv.nan == "error"
     result = SweepResult(dtype=dt.name, convention=conv.name, total=total)
-    bad_x, bad_y = [], []
+    bad_x, bad_y, all_y = [], [], []
     t0 = time.perf_counter()
     base = np.arange(min(chunk, total), dtype=f"u{dt.itemsize}")
     for start in range(0, total, chunk):
@@ -126,41 +137,74 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
             nan = np.isnan(x.astype(np.float32) if dt.itemsize == 2 else x)
             result.skipped += int(nan.sum())
             xr = np.where(nan, np.zeros((), dt), x)
-        expected = fn(xr, scale, zero_point, qmin=qmin, qmax=qmax, convention=conv)
-        actual = np.asarray(candidate(x))
+        expected = fn(xr, scale, zero_point, qmin=qmin, qmax=qmax, convention=conv, rounding=rounding)
+        actual = call(kernel, x, label)
         if actual.shape != x.shape:
-            raise ValueError(f"candidate returned shape {actual.shape} for input shape {x.shape}")
+            raise CandidateError(f"candidate {label} returned shape {actual.shape} for input "
+                                 f"shape {x.shape}")
         if op == "fake_quantize" and actual.dtype != expected.dtype:
-            raise TypeError(f"candidate returned {actual.dtype}; fake_quantize of {dt.name} "
-                            f"must return {dt.name}")
+            raise CandidateError(f"candidate {label} returned {actual.dtype}; fake_quantize of "
+                                 f"{dt.name} must return {dt.name}")
+        if op == "quantize" and actual.dtype.kind not in "iuf":
+            raise CandidateError(f"candidate {label} returned {actual.dtype}; quantize must "
+                                 "return integer codes")
         idx = _differing(actual, expected)
         if no_nan_code and idx.size:
             idx = idx[~nan[idx]]
+        if dt.itemsize == 2:
+            all_y.append(actual)
         if idx.size:
             result.mismatches += int(idx.size)
             inputs = _patterns(start, stop, dt, base)[idx]  # rebuilt: the candidate may write into x
             for j, i in enumerate(idx[: max(0, n_examples - len(result.examples))]):
                 result.examples.append((start + int(i), inputs[j].item(), expected[i].item(),
                                         actual[i].item()))
-            room = 65536 - sum(map(len, bad_x))
-            if room > 0:
-                bad_x.append(inputs[:room])
-                bad_y.append(actual[idx[:room]])
+            if dt.itemsize > 2:  # keep a spread of them, every chunk its share
+                share = max(1, _KEEP * (stop - start) // total)
+                pick = np.unique(np.linspace(0, idx.size - 1, min(share, idx.size)).astype(np.int64))
+                bad_x.append(inputs[pick])
+                bad_y.append(actual[idx[pick]])
         if report is not None:
             report(stop, total, result.mismatches)
-    if progress is True:
-        sys.stderr.write("\n")
     result.seconds = time.perf_counter() - t0
-    if bad_x:
-        xs, ys = np.concatenate(bad_x), np.concatenate(bad_y)
+    if result.mismatches:
+        if dt.itemsize == 2:
+            xs = _patterns(0, total, dt, np.arange(total, dtype=f"u{dt.itemsize}"))
+            ys = np.concatenate(all_y)
+            result.diagnosis_scope = f"all {total} patterns"
+        else:
+            edge = edge_inputs(scale, zero_point, qmin=qmin, qmax=qmax, dtype=dt, n_random=0)
+            ye = call(kernel, edge.copy(), label)
+            xs = np.concatenate([edge, *bad_x])
+            ys = np.concatenate([ye.astype(bad_y[0].dtype), *bad_y])
+            result.diagnosis_scope = (f"{sum(map(len, bad_x))} differing patterns (spread over all "
+                                      f"of them) and {edge.size} edge inputs (codes, ties, "
+                                      "neighbours, specials)")
         result.diagnosis = rq.identify(xs, ys, scale, zero_point, qmin=qmin, qmax=qmax, op=op,
-                                       reference=conv)
+                                       reference=conv if rounding is None
+                                       else conv.replace(rounding=rounding))
     return result
 
 
-def _stderr_progress(name: str):
-    def report(done: int, total: int, mismatches: int) -> None:
-        sys.stderr.write(f"\rsweep {name}: {100 * done / total:5.1f}% ({done}/{total}), "
-                         f"{mismatches} mismatches")
+class _stderr_progress:
+    """Progress on stderr with the time left: one rewritten line on a terminal, else a plain
+    line per chunk (at most one every 5 seconds)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.t0 = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+        self.last = -1e9
+
+    def __call__(self, done: int, total: int, mismatches: int) -> None:
+        now = time.perf_counter()
+        elapsed = now - self.t0
+        left = elapsed / done * (total - done) if done else 0.0
+        line = (f"sweep {self.name}: {100 * done / total:5.1f}% ({done}/{total}), {mismatches} "
+                f"mismatches, {elapsed:.0f} s elapsed, about {left:.0f} s left")
+        if self.tty:
+            sys.stderr.write("\r" + line + ("\n" if done >= total else ""))
+        elif done >= total or now - self.last >= 5:
+            sys.stderr.write(line + "\n")
+            self.last = now
         sys.stderr.flush()
-    return report

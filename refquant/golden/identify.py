@@ -2,10 +2,12 @@
 
 ``identify(x, y, scale, zero_point, qmin=..., qmax=...)`` runs every registered convention under
 every deterministic rounding mode on ``x`` and compares the result with ``y`` bit for bit (NaN
-equals NaN). The pairs with no differing element are ``.matches``. The differing elements against
-a reference convention (``"exact"`` by default) are explained by a list of fault models, each a
-one-knob change of the reference: tie rounding, reciprocal instead of division (or the reverse),
-zero point added before rounding, missing saturation, NaN/inf handling.
+equals NaN), over all the inputs. The pairs with no differing element are ``.matches``; when the
+inputs cannot tell some of them apart, ``.ambiguous`` says so and suggests inputs that would
+(rounding ties, found by running both on edge inputs). The elements that differ from a reference
+convention (``"exact"`` by default) are explained by the diagnosis engine
+(:mod:`refquant.golden._diagnose`): a cause is named only where recomputing under that one change
+of the reference (a knob, the range, an output rule) reproduces ``y``; the rest is ``"other"``.
 """
 
 from __future__ import annotations
@@ -16,64 +18,33 @@ import numpy as np
 
 from .. import conventions as _conventions
 from .._validation import positive_finite, resolve_range
+from ._diagnose import _CANNOT_RUN, CAUSES, ROUNDINGS, Diagnosis, Setting, diagnose, same, separating
 
 __all__ = ["identify", "Identification", "CAUSES"]
 
-ROUNDINGS = ("half_even", "half_away", "half_up", "half_down", "floor", "ceil", "toward_zero")
-CAUSES = (
-    "nan/inf handling",
-    "clamp/saturation",
-    "tie rounding",
-    "reciprocal vs division",
-    "zero point before/after rounding",
-    "other",
-)
+_same = same  # the name other modules import
 
 
-def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Elementwise bitwise equality, NaN equal to NaN (floats), plain equality for integers."""
-    if a.dtype.kind in "iub" or b.dtype.kind in "iub":
-        return a.astype(np.float64) == b.astype(np.float64)
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    both_nan = np.isnan(a64) & np.isnan(b64)
-    eq = (a64 == b64) & (np.signbit(a64) == np.signbit(b64))
-    return eq | both_nan
-
-
-def _run(x, scale, zero_point, qmin, qmax, op, axis, convention, rounding):
-    import refquant as rq
-
-    fn = rq.quantize if op == "quantize" else rq.fake_quantize
-    return fn(x, scale, zero_point, qmin=qmin, qmax=qmax, axis=axis, convention=convention,
-              rounding=rounding)
-
-
-def _no_code(x, op, convention) -> np.ndarray:
-    """Where ``convention`` has no output for ``x``: NaN under ``quantize`` when its NaN is an
-    error (such elements can never match, and are run as 0 so that the rest can be compared)."""
-    if op == "quantize" and _conventions.get(convention).nan == "error":
-        return np.isnan(x.astype(np.float64))
-    return np.zeros(x.shape, bool)
-
-
-def _count(x, y, scale, zero_point, qmin, qmax, op, axis, convention, rounding) -> int:
-    """Elements of ``y`` that ``convention`` under ``rounding`` does not reproduce."""
-    missing = _no_code(x, op, convention)
+def _count(x, y, setting: Setting) -> int:
+    """Elements of ``y`` that ``setting`` does not reproduce (NaN without a code counts)."""
+    missing = setting.no_code(x)
     xr = np.where(missing, np.zeros((), x.dtype), x) if missing.any() else x
-    out = _run(xr, scale, zero_point, qmin, qmax, op, axis, convention, rounding)
-    return int((~_same(out, y) | missing).sum())
+    out = setting.run(xr, y.dtype)
+    return int((~same(out, y) | missing).sum())
 
 
 @dataclass
 class Identification:
-    """What :func:`identify` found.
+    """What :func:`identify` found, over all the inputs.
 
     ``matches``: (convention, rounding) pairs reproducing ``y`` exactly. ``mismatches``: every pair
     tried -> its count of differing elements (a NaN input counts as differing under ``quantize``
     for a convention without a code for NaN). ``skipped``: convention -> why it could not run
     these inputs (an input dtype it does not accept, a zero point outside its rules).
-    ``nearest``: the pair with the fewest. ``causes``: cause -> count of elements differing from
-    ``reference``. ``examples``: a few (index, input, reference, actual, cause) tuples.
+    ``ambiguous``: (a, b, inputs) triples: matches these inputs do not separate, with inputs of
+    x's dtype that would (empty when none exists near these qparams). ``nearest``: the pair with
+    the fewest. ``diagnosis``: the engine's answer against ``reference``; ``causes`` and
+    ``examples`` are its counts and (index, input, reference, actual, cause) tuples.
 
     >>> import numpy as np, refquant as rq
     >>> x = np.float32([0.125, 0.375, 0.625, -0.125])   # exact ties at scale 0.25
@@ -88,9 +59,18 @@ class Identification:
     matches: list = field(default_factory=list)
     mismatches: dict = field(default_factory=dict)
     reference: str = "exact"
-    causes: dict = field(default_factory=dict)
-    examples: list = field(default_factory=list)
     skipped: dict = field(default_factory=dict)
+    ambiguous: list = field(default_factory=list)
+    diagnosis: Diagnosis | None = None
+    dtype: str = ""
+
+    @property
+    def causes(self) -> dict:
+        return {} if self.diagnosis is None else dict(self.diagnosis.causes)
+
+    @property
+    def examples(self) -> list:
+        return [] if self.diagnosis is None else list(self.diagnosis.examples)
 
     @property
     def nearest(self):
@@ -99,12 +79,54 @@ class Identification:
     @property
     def cause(self):
         """The cause explaining the most elements that differ from the reference (None if none)."""
-        return max(self.causes, key=self.causes.get) if self.causes else None
+        return None if self.diagnosis is None else self.diagnosis.cause
+
+    def ambiguity_lines(self, limit=6) -> list:
+        def name(a, b):
+            return f"{b[1]}" if a[0] == b[0] else f"{b[0]} ({b[1]})"
+
+        lines, silent = [], []
+        for a, b, inputs in self.ambiguous:
+            if not inputs:
+                silent.append(b)
+                continue
+            first = a[1] if a[0] == b[0] else f"{a[0]} ({a[1]})"
+            ties = " (rounding ties: x / s + z = k + 1/2)" if all(t for _, t in inputs) else ""
+            vals = ", ".join(repr(v) for v, _ in inputs)
+            lines.append(f"ambiguous: these inputs do not separate {first} from {name(a, b)}"
+                         f"{' under ' + a[0] if a[0] == b[0] else ''}; inputs that would: "
+                         f"x = {vals}{ties}")
+        if len(lines) > limit:
+            lines = lines[:limit] + [f"ambiguous: {len(lines) - limit} more pairs"]
+        if silent:
+            a = self.ambiguous[0][0]
+            others = ", ".join(f"{c} ({r})" for c, r in silent[:limit])
+            more = f" and {len(silent) - limit} more" if len(silent) > limit else ""
+            lines.append(f"equivalent here: {a[0]} ({a[1]}) and {others}{more} agree on every "
+                         f"{self.dtype} input near these qparams (every code, tie and neighbour), "
+                         "so no input can separate them at this scale")
+        return lines
+
+    def to_dict(self) -> dict:
+        """A JSON-ready summary (the CLI's ``identify --json``)."""
+        d = self.diagnosis
+        return {
+            "op": self.op, "size": self.size, "matches": [list(m) for m in self.matches],
+            "nearest": None if self.nearest is None else list(self.nearest),
+            "reference": self.reference, "causes": self.causes,
+            "explained_by": [] if d is None else d.explained_by,
+            "ambiguous": [{"a": list(a), "b": list(b), "separating_inputs": [v for v, _ in i]}
+                          for a, b, i in self.ambiguous],
+            "mismatches": {f"{c} {k}": n for (c, k), n in self.mismatches.items()},
+            "skipped": self.skipped,
+            "examples": [list(e) for e in self.examples],
+        }
 
     def __str__(self):
         lines = [f"identify: {self.op} on {self.size} elements"]
         if self.matches:
             lines.append("matches exactly: " + ", ".join(f"{c} ({r})" for c, r in self.matches))
+            lines += self.ambiguity_lines()
         else:
             c, r = self.nearest or ("-", "-")
             n = self.mismatches.get(self.nearest, 0)
@@ -114,25 +136,22 @@ class Identification:
                 lines.append("  next: " + ", ".join(f"{c} ({r}) {n}" for (c, r), n in ranked))
         if self.skipped:
             lines.append("not run: " + "; ".join(f"{c} ({why})" for c, why in self.skipped.items()))
-        if self.causes:
-            lines.append(f"differences from {self.reference!r}, by cause:")
-            lines += [f"  {cause}: {n}" for cause, n in sorted(self.causes.items(), key=lambda t: -t[1])]
-            for i, xi, ref, act, cause in self.examples:
-                lines.append(f"  [{i}] x={xi!r} {self.reference}={ref!r} actual={act!r} ({cause})")
-        elif self.reference:
-            lines.append(f"no differences from {self.reference!r}")
+        if self.diagnosis is not None:
+            lines += self.diagnosis.lines(self.reference)
         return "\n".join(lines)
 
 
 def identify(x, y, scale, zero_point=0, *, qmin, qmax, op="fake_quantize", axis=None,
-             reference="exact", conventions=None, n_examples=5) -> Identification:
+             block_size=None, reference="exact", conventions=None, n_examples=3) -> Identification:
     """Find the (convention, rounding) pairs that reproduce ``y`` from ``x``, and explain the rest.
 
     Each candidate is ``rq.quantize`` (``op="quantize"``; ``y`` holds integer codes) or
-    ``rq.fake_quantize`` (``y`` in x's dtype) under one registered convention and one deterministic
-    rounding mode; equality is bitwise with NaN equal to NaN (integers compared as float64, exact
-    for codes below 2**53). Elements where ``y`` differs from ``reference`` are put under the first
-    fault model (a one-knob change of the reference, see :data:`CAUSES`) that reproduces them.
+    ``rq.fake_quantize`` (``y`` in x's dtype) under one registered convention (or the
+    conventions given, names or Convention objects) and one deterministic rounding mode, over
+    every input; equality is bitwise with NaN equal to NaN (integers compared as float64, exact
+    for codes below 2**53). Matches the inputs cannot separate are listed in ``.ambiguous``
+    with inputs that would separate them. The elements where ``y`` differs from ``reference``
+    are explained by :func:`refquant.golden._diagnose.diagnose` (see :data:`CAUSES`).
 
     >>> import numpy as np, refquant as rq
     >>> x = np.float32([0.125, 0.375, -0.125, 1.0])
@@ -151,116 +170,34 @@ def identify(x, y, scale, zero_point=0, *, qmin, qmax, op="fake_quantize", axis=
         raise TypeError(f"fake_quantize output y must have x's dtype {x.dtype}; got {y.dtype}")
     if op == "quantize" and y.dtype.kind not in "iuf":
         raise TypeError(f"quantize output y must hold integer codes; got dtype {y.dtype}")
-    resolve_range(qmin, qmax, None)
+    qmin, qmax = resolve_range(qmin, qmax, None)
     positive_finite(scale, "scale")
     names = _conventions.names() if conventions is None else list(conventions)
-    for name in names + ([] if reference is None else [reference]):
-        _conventions.get(name)  # an unknown name is a ValueError here, not a silent skip
-    ref_name = None if reference is None else _conventions.get(reference).name
-    result = Identification(op=op, size=int(x.size), reference=ref_name)
-    for name in names:
+    convs = [_conventions.get(n) for n in names]  # an unknown name is a ValueError, not a skip
+    ref = None if reference is None else _conventions.get(reference)
+    result = Identification(op=op, size=int(x.size), reference=None if ref is None else ref.name,
+                            dtype=x.dtype.name)
+
+    def setting(conv, rounding=None):
+        return Setting(op, scale, zero_point, qmin, qmax, conv, axis, block_size, rounding)
+
+    for conv in convs:
         for rounding in ROUNDINGS:
             try:
-                n = _count(x, y, scale, zero_point, qmin, qmax, op, axis, name, rounding)
-            except (ValueError, TypeError, NotImplementedError) as exc:
-                result.skipped[_conventions.get(name).name] = str(exc)
+                n = _count(x, y, setting(conv, rounding))
+            except _CANNOT_RUN as exc:
+                result.skipped[conv.name] = str(exc) or type(exc).__name__
                 break  # this convention cannot run these inputs (dtype, zero point, ...)
-            result.mismatches[(_conventions.get(name).name, rounding)] = n
+            result.mismatches[(conv.name, rounding)] = n
             if n == 0:
-                result.matches.append((_conventions.get(name).name, rounding))
-    if reference is not None:
-        _explain(result, x, y, scale, zero_point, qmin, qmax, op, axis, reference, n_examples)
+                result.matches.append((conv.name, rounding))
+    if len(result.matches) > 1:
+        by_name = {c.name: c for c in convs}
+        first = result.matches[0]
+        for other in result.matches[1:]:
+            inputs = separating(x.dtype, setting(by_name[first[0]], first[1]),
+                                 setting(by_name[other[0]], other[1]))
+            result.ambiguous.append((first, other, inputs))
+    if ref is not None:
+        result.diagnosis = diagnose(x, y, setting(ref), n_examples=n_examples)
     return result
-
-
-def _fault_models(ref):
-    """(cause, convention) pairs: one-knob changes of the reference convention ``ref``."""
-    models = [("tie rounding", ref.replace(rounding=m)) for m in ROUNDINGS if m != ref.rounding]
-    quotients = []
-    for compute in ("float32", "input64", "promote"):
-        quotients.append(ref.replace(quotient="divide", compute=compute))
-        for recip in ("float32", "float64"):
-            quotients.append(ref.replace(quotient="reciprocal", compute=compute, reciprocal=recip))
-    models += [("reciprocal vs division", c) for c in quotients if c != ref]
-    flipped = "before_round" if ref.zero_point == "after_round" else "after_round"
-    for c in [ref, *quotients]:
-        models.append(("zero point before/after rounding", c.replace(zero_point=flipped, fma=False)))
-        if c.quotient == "reciprocal":
-            models.append(("zero point before/after rounding",
-                           c.replace(zero_point="before_round", fma=True)))
-    return models
-
-
-def _explain(result, x, y, scale, zero_point, qmin, qmax, op, axis, reference, n_examples):
-    ref = _conventions.get(reference)
-    unanswerable = np.zeros(x.shape, bool)
-    if op == "quantize" and ref.nan == "error":
-        unanswerable = np.isnan(x.astype(np.float64))  # the reference has no code for NaN
-        x = np.where(unanswerable, np.zeros((), x.dtype), x)
-    try:
-        expected = _run(x, scale, zero_point, qmin, qmax, op, axis, ref, None)
-    except (ValueError, TypeError) as exc:
-        result.causes = {f"reference {ref.name!r} cannot run: {exc}": int(x.size)}
-        return
-    differ = ~_same(expected, y) & ~unanswerable
-    if not differ.any():
-        return
-    labels = np.full(x.shape, "", dtype=object)
-    with np.errstate(invalid="ignore"):
-        xf = x.astype(np.float64)
-    labels[differ & ~np.isfinite(xf)] = "nan/inf handling"
-    code = _codes(y, scale, zero_point, op, axis, x.shape)
-    outside = (code < qmin - 0.5) | (code > qmax + 0.5)
-    outside |= _saturated(x, scale, zero_point, qmin, qmax, axis, ref)
-    labels[differ & (labels == "") & outside] = "clamp/saturation"
-    pending = differ & (labels == "")
-    explained = []
-    for cause, conv in _fault_models(ref):
-        try:
-            alt = _run(x, scale, zero_point, qmin, qmax, op, axis, conv, None)
-        except (ValueError, TypeError, NotImplementedError):
-            continue
-        explained.append((cause, pending & _same(alt, y)))
-    while pending.any() and explained:  # greedy: the single model explaining the most goes first
-        cause, hit = max(explained, key=lambda t: int((t[1] & pending).sum()))
-        hit = hit & pending
-        if not hit.any():
-            break
-        labels[hit] = cause
-        pending &= ~hit
-    labels[pending] = "other"
-    flat = labels.ravel()
-    result.causes = {c: int((flat == c).sum()) for c in CAUSES if (flat == c).any()}
-    idx = np.flatnonzero(differ.ravel())[:n_examples]
-    xs, es, ys = x.ravel(), np.asarray(expected).ravel(), y.ravel()
-    result.examples = [(int(i), xs[i].item(), es[i].item(), ys[i].item(), flat[i]) for i in idx]
-
-
-def _saturated(x, scale, zero_point, qmin, qmax, axis, ref) -> np.ndarray:
-    """Finite inputs whose reference code before the clamp, ``round(x / s) + z`` under ``ref``'s
-    arithmetic, lies outside [qmin, qmax]: a difference there is a clamp/saturation fault (a
-    kernel that wraps around, saturates to another range, or does not saturate)."""
-    finite = np.isfinite(x.astype(np.float64))
-    xr = np.where(finite, x, np.zeros((), x.dtype))
-    wide = 2**62
-    try:
-        q = _run(xr, scale, zero_point, -wide, wide, "quantize", axis, ref, None)
-    except (ValueError, TypeError, NotImplementedError):
-        return np.zeros(x.shape, bool)
-    return finite & ((q < qmin) | (q > qmax))
-
-
-def _codes(y, scale, zero_point, op, axis, shape):
-    """The (real) code each element of ``y`` stands for: y itself for quantize, y / s + z else."""
-    yf = y.astype(np.float64)
-    if op == "quantize":
-        return yf
-    s = np.asarray(scale, np.float64)
-    z = np.asarray(zero_point, np.float64)
-    if axis is not None and s.ndim == 1:
-        view = [1] * len(shape)
-        view[axis] = -1
-        s = s.reshape(view)
-        z = z.reshape(view) if z.ndim == 1 else z
-    with np.errstate(invalid="ignore", over="ignore"):
-        return yf / s + z

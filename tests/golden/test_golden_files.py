@@ -98,7 +98,7 @@ def test_hostile_npz_never_unpickles(tmp_path):
 
 
 @pytest.mark.parametrize("mutate,message", [
-    (lambda d: d.update(format="other"), "not a refquant golden"),
+    (lambda d: d.update(format="other"), "not a golden file"),
     (lambda d: d.update(version=99), "version"),
     (lambda d: d["manifest"].update(shape=[10**6]), "elements"),
     (lambda d: d["manifest"].update(input_dtype="object"), "not a supported dtype"),
