@@ -286,8 +286,11 @@ def quantize(x, *, block=64, double_quant=False, convention="bitsandbytes", code
         bad = xk[~np.isfinite(xk)][0]
         raise ValueError(f"x contains {float(bad)}; the 'exact' convention has no code for NaN or inf "
                          "(fake_quantize returns NaN for such blocks)")
-    absmax = _absmax(xk, b, conv, x.dtype)
-    codes = _select(xk, absmax, b, conv, name, x.dtype)
+    if conv.select == "float32_midpoints" and xk.dtype == np.float32:
+        codes, absmax = _threshold_codes32(xk, b, conv, name)
+    else:
+        absmax = _absmax(xk, b, conv, x.dtype)
+        codes = _select(xk, absmax, b, conv, name, x.dtype)
     state = NF4State(absmax=absmax, block=b, shape=x.shape, dtype=x.dtype, codebook=name,
                      convention=conv.name)
     if double_quant:
@@ -318,6 +321,21 @@ def _select(xk, absmax, b, conv, name, dtype) -> np.ndarray:
                      _NORM[conv.normalize_tail], _SELECT[conv.select], float_code(cdt), srt, bounds,
                      zlo, zhi, code_of, out)
     return out
+
+
+def _threshold_codes32(xk, b, conv, name):
+    """The float32-midpoint rule fused into one pass (same results as ``_select``, faster)."""
+    from ._kernels._nf4 import threshold_codes32
+
+    _, bounds, code_of, _, _ = _tables(name, conv, np.dtype(np.float32))
+    bounds32 = bounds.astype(np.float32)  # float32 midpoints: exact
+    nb = -(-xk.size // b)
+    absmax = np.empty(nb, np.float32)
+    out = np.empty(xk.size, np.uint8)
+    if xk.size:
+        threshold_codes32(xk.size, xk, b, xk.size // b, bounds32, code_of,
+                          bool((code_of == np.arange(16)).all()), absmax, out)
+    return out, absmax
 
 
 def _state_of(state) -> NF4State:

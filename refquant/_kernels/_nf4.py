@@ -181,3 +181,47 @@ def linspace32(start, end, n, fused):
             k, base, s = np.float32(n - 1 - j), end, -step
         out[j] = fma32(s, k, base) if fused else np.float32(base + np.float32(s * k))
     return out
+
+
+@sized_kernel
+def threshold_codes32(x, block, full_blocks, bounds, code_of, identity, absmax, out):
+    """The float32 threshold rule in one pass per block (the ``select_codes`` formulas with
+    ``select = thresholds``, float32 compute, NaN-propagating absmax), for float32 ``x`` and the
+    15 float32 ``bounds``: ``v = f32(x * f32(1 / max(a, 1e-38)))`` in whole blocks,
+    ``f32(x / max(a, 1e-38))`` after; the position ``15 - #(v <= bounds)`` is the count of bounds
+    below v, and 15 for NaN. ``identity``: ``code_of`` is ``0..15`` (skipped: the lookup would keep
+    the loop from vectorizing)."""
+    nb = absmax.size
+    tiny = np.float32(_TINY)
+    one = np.float32(1.0)
+    for b in prange(nb):
+        lo = b * block
+        hi = min(lo + block, x.size)
+        a = np.float32(0.0)
+        nan = False
+        for i in range(lo, hi):
+            v = abs(x[i])
+            nan |= v != v
+            a = v if v > a else a
+        if nan:
+            a = np.float32(np.nan)
+        absmax[b] = a
+        d = max(a, tiny) if a == a else a
+        if b < full_blocks:
+            inv = one / d
+            for i in range(lo, hi):
+                v = x[i] * inv
+                k = 15
+                for j in range(15):
+                    k -= v <= bounds[j]
+                out[i] = k
+        else:
+            for i in range(lo, hi):
+                v = x[i] / d
+                k = 15
+                for j in range(15):
+                    k -= v <= bounds[j]
+                out[i] = k
+        if not identity:
+            for i in range(lo, hi):
+                out[i] = code_of[out[i]]
