@@ -42,6 +42,7 @@ _LAZY = {
     "pact": ("refquant.pact", None),
     "lsq": ("refquant.lsq", None),
     "nf4": ("refquant.nf4", None),
+    "nvfp4": ("refquant.nvfp4", None),
     "observers": ("refquant.observers", None),
     "testing": ("refquant.testing", None),
     "golden": ("refquant.golden", None),
