@@ -44,9 +44,10 @@ def e4m3_value(code):
 
 @kernel
 def e4m3_code(v):
-    """Round float64 ``v >= 0`` (or NaN) half to even to e4m3fn, saturating at 448 (code 0x7e)."""
+    """Round float64 ``v >= 0`` half to even to e4m3fn, saturating at 448 (code 0x7e); a NaN keeps
+    its sign bit (0x7f or 0xff)."""
     if v != v:
-        return 0x7F
+        return 0xFF if math.copysign(1.0, v) < 0 else 0x7F
     if v >= 464.0:  # 448 + half its ulp rounds past 448: saturate
         return 0x7E
     if v < 2.0**-6:
@@ -187,9 +188,9 @@ def nvfp4_quantize(x, nb, g, g_dec, s_enc, bs_rule, scale_min, zero_to_one, el_r
 
 
 @sized_kernel
-def nvfp4_dequantize(codes, scales, g, exact, fmt, out):
+def nvfp4_dequantize(codes, scales, g, exact, signed_zero, fmt, out):
     """``out = e2m1(code) * e4m3(scale) * g``: exactly, rounded once to ``fmt``, or as
-    ``f32(q * f32(s * g))`` then ``fmt``."""
+    ``f32(q * f32(s * g))`` then ``fmt``; without ``signed_zero`` code 8 is +0."""
     nb = scales.size
     for b in prange(nb):
         s = e4m3_value(scales[b])
@@ -198,7 +199,7 @@ def nvfp4_dequantize(codes, scales, g, exact, fmt, out):
             c = codes[i]
             k = c & 7
             q = k * 0.5 if k < 4 else (2.0 if k == 4 else (3.0 if k == 5 else (4.0 if k == 6 else 6.0)))
-            if c & 8:
+            if c & 8 and (k or signed_zero):
                 q = -q
             if exact:
                 out[i] = rnd(q * s * g, fmt)  # q * s * g: at most 3 + 4 + 24 significant bits
