@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._dtypes import float_code
-from ._validation import float_array, integer_array
+from ._validation import float_array, integer_array, named_row
 
 __all__ = ["Convention", "CONVENTIONS", "quantize", "dequantize", "fake_quantize", "BLOCK"]
 
@@ -122,11 +122,7 @@ _NAN = {"error": 0, "code": 1, "torchao_bits": 2}
 
 
 def _convention(convention) -> Convention:
-    if isinstance(convention, Convention):
-        return convention
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {sorted(CONVENTIONS)}; got {convention!r}")
-    return CONVENTIONS[convention]
+    return named_row(CONVENTIONS, convention, Convention)
 
 
 def _global_scales(conv: Convention, amax: np.float32, global_scale, check=True):
