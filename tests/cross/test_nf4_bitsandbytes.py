@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import refquant as rq
 from tests.cross.test_affine_torch import to_numpy, to_torch
@@ -128,3 +130,18 @@ def test_bf16_subnormal_products():
         outs[row] = rq.nf4.dequantize(codes, state)
     assert_bitwise_equal(outs[ROW], deq, ROW)
     assert (outs[other].view(np.uint16) != deq.view(np.uint16)).any()
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.integers(1, 6), st.sampled_from([32, 64, 128]), st.sampled_from(["nf4", "fp4"]),
+       st.sampled_from(list(DTYPES)), st.booleans(), st.integers(0, 2**32 - 1))
+def test_random_tensors_bitwise(rows, block, codebook, dtname, compress, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, 2 * block)) * np.exp(4 * rng.standard_normal((rows, 1))))
+    x = x.astype(np.float32).astype(DTYPES[dtname][0])
+    t = to_torch(x)
+    packed, st_ = F.quantize_4bit(t, blocksize=block, compress_statistics=compress, quant_type=codebook)
+    deq = to_numpy(F.dequantize_4bit(packed, st_, quant_type=codebook)).reshape(x.shape)
+    codes, state = rq.nf4.quantize(x, block=block, double_quant=compress, codebook=codebook, convention=ROW)
+    assert_bitwise_equal(codes.reshape(-1), bnb_unpacked(packed, x.size), "codes")
+    assert_bitwise_equal(rq.nf4.dequantize(codes, state), deq, "dequantize")
