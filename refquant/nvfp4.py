@@ -38,6 +38,7 @@ in every library recipe. Dequantize (libraries): ``f32(q * f32(s * g))``, then t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,6 +126,17 @@ def _convention(convention) -> Convention:
     return named_row(CONVENTIONS, convention, Convention)
 
 
+@functools.cache
+def _tables():
+    """The e4m3fn and e2m1 decode tables and the float32 midpoints between e2m1 magnitudes."""
+    from .floatformats import float4_e2m1fn, float8_e4m3fn
+
+    e4m3 = float8_e4m3fn.decode_table()
+    e2m1 = float4_e2m1fn.decode_table()
+    mids = (e2m1[:7] + e2m1[1:8]) / 2
+    return e4m3, e2m1, mids.astype(np.float32)
+
+
 def _global_scales(conv: Convention, amax: np.float32, global_scale, check=True):
     """(stored global scale, decode g, transformer_engine's decode and encode scales) as float32."""
     f32 = np.float32
@@ -196,9 +208,10 @@ def quantize(x, *, global_scale=None, convention="exact"):
     codes = np.empty(xk.size, np.uint8)
     scales = np.empty(nb, np.uint8)
     if nb:
+        e4m3, e2m1, mids32 = _tables()
         nvfp4_quantize(xk.size, xk, nb, float(g), float(g_dec), float(s_enc), _BS[conv.block_scale],
                        conv.scale_min, conv.zero_scale_to_one, _EL[conv.element], _NAN[conv.nan],
-                       conv.nan_code, conv.drop_negative_zero, codes, scales)
+                       conv.nan_code, conv.drop_negative_zero, e4m3, e2m1, mids32, codes, scales)
     return codes.reshape(x.shape), scales.reshape(x.shape[:-1] + (x.shape[-1] // BLOCK,)), stored
 
 
@@ -235,8 +248,9 @@ def dequantize(codes, scale_codes, global_scale, *, convention="exact", dtype=np
     sk = np.ascontiguousarray(s, dtype=np.uint8).reshape(-1)
     out = np.empty(qk.size, np.float64)
     if qk.size:
+        e4m3, e2m1, _ = _tables()
         nvfp4_dequantize(qk.size, qk, sk, float(g), conv.dequant == "exact", conv.dequant_negative_zero,
-                         float_code(out_dt), out)
+                         e4m3, e2m1, float_code(out_dt), out)
     return out.astype(out_dt).reshape(q.shape)
 
 
