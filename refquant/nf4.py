@@ -29,6 +29,10 @@ the convention's library does:
     ``mean`` in the dtype, ``d = absmax - mean``; per 256: ``factor = 256 / (2 max |d|)`` and
     ``q = clamp(round_half_even(d * factor), -128, 127)`` as int8 (each op rounded to the dtype);
     ``absmax = q / factor + mean``.
+``exact``
+    bitsandbytes' layout, each stored value rounded once from the real one: the mean, each
+    block's ``max |absmax - mean|``, the nearest dynamic-map level (ties to the lower) and
+    ``map[q] * nested_absmax + mean``.
 
 >>> import numpy as np, refquant as rq
 >>> x = np.float32([0.0, 0.1, -0.5, 1.0, 0.3, -0.2, 0.05, -1.0])
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 
 import numpy as np
 
@@ -102,7 +107,7 @@ class Convention:
 
 CONVENTIONS = {
     "exact": Convention(
-        "exact", "float32", "exact", "exact", "exact", "exact", "minus_first", "none", True, False,
+        "exact", "float32", "exact", "exact", "exact", "exact", "minus_first", "exact", True, False,
         "exact",
         "code = nearest level to the real x / absmax (ties to the lower level, +-0 by x's sign); "
         "dequantize: c * absmax rounded once",
@@ -401,9 +406,9 @@ def fake_quantize(x, *, block=64, double_quant=False, convention="bitsandbytes",
     bad_block = pad.reshape(nb, b).any(axis=1)
     mask = np.repeat(bad_block, b)[:flat.size]
     flat[mask] = 0
-    out = dequantize(*quantize(flat.reshape(xa.shape), **kw)).reshape(-1)
     if double_quant:
-        raise NotImplementedError("exact double quantization is not defined yet")
+        raise ValueError("x contains NaN or inf: the exact double quantization needs finite blocks")
+    out = dequantize(*quantize(flat.reshape(xa.shape), **kw)).reshape(-1)
     out[mask] = np.nan
     return out.reshape(xa.shape)
 
@@ -420,8 +425,7 @@ def _double_quantize(state: NF4State, conv: Convention, nested_block) -> NF4Stat
     elif conv.double_quant == "torchao":
         codes, scale, offset, absmax = _dq_torchao(state.absmax, nblk, conv.sum_threads)
     else:
-        raise NotImplementedError(f"double quantization under the {conv.name!r} convention is not "
-                                  "defined yet; use convention='bitsandbytes' or 'torchao'")
+        codes, scale, offset, absmax = _dq_exact(state.absmax, nblk)
     return NF4State(absmax=absmax, block=state.block, shape=state.shape, dtype=state.dtype,
                     codebook=state.codebook, convention=state.convention, nested_codes=codes,
                     nested_scale=scale, offset=offset, nested_block=nblk)
@@ -513,6 +517,42 @@ def _dq_bitsandbytes_absmax(codes, nested, offset, nblk) -> np.ndarray:
     m = dynamic_map()
     scale = np.repeat(nested, nblk)[:codes.size]
     return ((m[codes] * scale).astype(np.float32) + np.float32(offset)).astype(np.float32)
+
+
+def _f32_of_fraction(r: Fraction) -> np.float32:
+    """The float32 nearest to the rational ``r`` (ties to even)."""
+    c = np.float32(float(r))
+    best = c
+    for n in (np.nextafter(c, np.float32(-np.inf)), np.nextafter(c, np.float32(np.inf))):
+        if not np.isfinite(n):
+            continue
+        dn, db = abs(Fraction(float(n)) - r), abs(Fraction(float(best)) - r)
+        if dn < db or (dn == db and int(n.view(np.uint32)) % 2 == 0):
+            best = n
+    return np.float32(best)
+
+
+def _dq_exact(absmax: np.ndarray, nblk: int):
+    """Double quantization in bitsandbytes' layout with one rounding per stored value: the mean
+    of the absmaxes, each block's ``max |a - mean|``, the dynamic-map level nearest to the real
+    ``(a - mean) / M`` and the dequantized ``map[q] * M + mean``."""
+    from ._kernels._nf4 import exact_nested_absmax, exact_nested_codes
+
+    a = np.asarray(absmax, np.float32)
+    if a.size and not np.isfinite(a).all():
+        raise ValueError("the exact double quantization needs finite block absmaxes (x holds NaN or inf)")
+    scaled = (a.astype(np.float64) * 2.0**149).tolist()  # float32 values are multiples of 2**-149
+    offset = _f32_of_fraction(Fraction(sum(map(int, scaled)), max(a.size, 1) << 149))
+    m = dynamic_map().astype(np.float64)
+    mids = (m[:-1] + m[1:]) / 2  # exact: neighbouring float32 levels
+    nb = -(-a.size // nblk)
+    scale = np.empty(nb, np.float64)
+    codes = np.empty(a.size, np.uint8)
+    out = np.empty(a.size, np.float64)
+    if a.size:
+        exact_nested_codes(a.size, a, float(offset), nblk, mids, scale, codes)
+        exact_nested_absmax(a.size, codes, m, scale, float(offset), nblk, out)
+    return codes, scale.astype(np.float32), offset, out.astype(np.float32)
 
 
 def _dq_torchao(absmax: np.ndarray, nblk: int, threads: int):
