@@ -78,10 +78,12 @@ class Convention:
     to the input dtype through float32). ``compute``: ``"float32"``, ``"input"`` (the input's dtype)
     or ``"exact"``. ``normalize`` / ``normalize_tail`` (a trailing partial block):
     ``"reciprocal"``, ``"divide"`` or ``"exact"``. ``select``: ``"float32_midpoints"``,
-    ``"argmin"`` or ``"exact"``. ``fp4_order``: the order of ``+0`` and ``-0`` among the sorted FP4
-    levels (``"plus_first"``: bitsandbytes' argsort). ``double_quant``: how the absmaxes are
-    stored. ``nan_absmax``: whether a NaN makes the block absmax NaN. ``full_blocks``: whether the
-    size must be a multiple of ``block``. ``dequant``: ``"exact"``, ``"float32"`` (the product in
+    ``"argmin"`` or ``"exact"``. ``fp4_order``: the order of FP4's two zero codes among the sorted
+    levels (``"plus_first"``: code 0 before the sign-bit code 8, bitsandbytes' argsort;
+    ``"minus_first"``: code 8 first, so that x's sign picks). ``double_quant``: how the absmaxes
+    are stored (``"bitsandbytes"``, ``"torchao"``, ``"exact"``; module docstring).
+    ``nan_absmax``: whether a NaN makes the block absmax NaN. ``full_blocks``: whether the size
+    must be a multiple of ``block``. ``dequant``: ``"exact"``, ``"float32"`` (the product in
     float32, then the output dtype) or ``"input"``. ``bf16_flush``: a float32 product below 2**-126
     becomes a signed zero before its bfloat16 rounding (the AVX512-BF16 conversion instruction).
     ``sum_threads``: the threads torch splits a sum of more than 32768 absmaxes among (the double
@@ -420,12 +422,13 @@ def _double_quantize(state: NF4State, conv: Convention, nested_block) -> NF4Stat
     nblk = integer_scalar(nested_block, "nested_block")
     if nblk <= 0:
         raise ValueError(f"nested_block must be a positive integer; got {nblk}")
-    if conv.double_quant == "bitsandbytes":
-        codes, scale, offset, absmax = _dq_bitsandbytes(state.absmax, nblk, conv.sum_threads)
-    elif conv.double_quant == "torchao":
-        codes, scale, offset, absmax = _dq_torchao(state.absmax, nblk, conv.sum_threads)
-    else:
-        codes, scale, offset, absmax = _dq_exact(state.absmax, nblk)
+    with np.errstate(all="ignore"):  # NaN and inf absmaxes poison the mean, as in the libraries
+        if conv.double_quant == "bitsandbytes":
+            codes, scale, offset, absmax = _dq_bitsandbytes(state.absmax, nblk, conv.sum_threads)
+        elif conv.double_quant == "torchao":
+            codes, scale, offset, absmax = _dq_torchao(state.absmax, nblk, conv.sum_threads)
+        else:
+            codes, scale, offset, absmax = _dq_exact(state.absmax, nblk)
     return NF4State(absmax=absmax, block=state.block, shape=state.shape, dtype=state.dtype,
                     codebook=state.codebook, convention=state.convention, nested_codes=codes,
                     nested_scale=scale, offset=offset, nested_block=nblk)
