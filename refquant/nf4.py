@@ -51,7 +51,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from ._dtypes import bfloat16, float_code
+from ._dtypes import bfloat16, f32_of_fraction, float_code
 from ._validation import float_array, integer_array, integer_scalar, named_row
 
 __all__ = ["Convention", "CONVENTIONS", "NF4State", "codebook", "detect", "dynamic_map", "quantize",
@@ -522,19 +522,6 @@ def _dq_bitsandbytes_absmax(codes, nested, offset, nblk) -> np.ndarray:
     return ((m[codes] * scale).astype(np.float32) + np.float32(offset)).astype(np.float32)
 
 
-def _f32_of_fraction(r: Fraction) -> np.float32:
-    """The float32 nearest to the rational ``r`` (ties to even)."""
-    c = np.float32(float(r))
-    best = c
-    for n in (np.nextafter(c, np.float32(-np.inf)), np.nextafter(c, np.float32(np.inf))):
-        if not np.isfinite(n):
-            continue
-        dn, db = abs(Fraction(float(n)) - r), abs(Fraction(float(best)) - r)
-        if dn < db or (dn == db and int(n.view(np.uint32)) % 2 == 0):
-            best = n
-    return np.float32(best)
-
-
 def _dq_exact(absmax: np.ndarray, nblk: int):
     """Double quantization in bitsandbytes' layout with one rounding per stored value: the mean
     of the absmaxes, each block's ``max |a - mean|``, the dynamic-map level nearest to the real
@@ -545,7 +532,7 @@ def _dq_exact(absmax: np.ndarray, nblk: int):
     if a.size and not np.isfinite(a).all():
         raise ValueError("the exact double quantization needs finite block absmaxes (x holds NaN or inf)")
     scaled = (a.astype(np.float64) * 2.0**149).tolist()  # float32 values are multiples of 2**-149
-    offset = _f32_of_fraction(Fraction(sum(map(int, scaled)), max(a.size, 1) << 149))
+    offset = f32_of_fraction(Fraction(sum(map(int, scaled)), max(a.size, 1) << 149))
     m = dynamic_map().astype(np.float64)
     mids = (m[:-1] + m[1:]) / 2  # exact: neighbouring float32 levels
     nb = -(-a.size // nblk)

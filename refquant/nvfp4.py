@@ -40,10 +40,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
-from ._dtypes import float_code
+from ._dtypes import f32_of_fraction, float_code
 from ._validation import float_array, integer_array, named_row
 
 __all__ = ["Convention", "CONVENTIONS", "quantize", "dequantize", "fake_quantize", "BLOCK"]
@@ -137,7 +138,7 @@ def _tables():
     return e4m3, e2m1, mids.astype(np.float32)
 
 
-def _global_scales(conv: Convention, amax: np.float32, global_scale, check=True):
+def _global_scales(conv: Convention, amax, global_scale, check=True):
     """(stored global scale, decode g, transformer_engine's decode and encode scales) as float32."""
     f32 = np.float32
     if global_scale is not None:
@@ -153,10 +154,10 @@ def _global_scales(conv: Convention, amax: np.float32, global_scale, check=True)
         stored = min(stored, f32(np.finfo(np.float32).max)) if stored == stored else stored
         if stored == 0:
             stored = f32(1.0)
+    elif conv.block_scale == "exact":
+        stored = f32_of_fraction(Fraction(float(amax)) / 2688) if amax > 0 else f32(1.0)
     else:
-        stored = f32(amax / f32(_E4M3_MAX_TIMES_E2M1_MAX))
-        if conv.block_scale == "exact" and stored == 0:
-            stored = f32(1.0)
+        stored = f32(f32(amax) / f32(_E4M3_MAX_TIMES_E2M1_MAX))
     if conv.global_storage == "encode":
         with np.errstate(divide="ignore"):
             dec = f32(f32(1.0) / stored)
@@ -202,7 +203,7 @@ def quantize(x, *, global_scale=None, convention="exact"):
         bad = xk[~np.isfinite(xk)][0]
         raise ValueError(f"x contains {float(bad)}; the 'exact' convention has no code for NaN or inf "
                          "(fake_quantize returns NaN for such blocks)")
-    amax = np.float32(np.max(np.abs(xk)) if xk.size else 0.0)
+    amax = np.max(np.abs(xk)) if xk.size else np.float32(0.0)  # float64 for float64 x
     stored, g, g_dec, s_enc = _global_scales(conv, amax, global_scale)
     nb = xk.size // BLOCK
     codes = np.empty(xk.size, np.uint8)
