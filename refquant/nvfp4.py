@@ -166,10 +166,12 @@ def _global_scales(conv: Convention, amax, global_scale, check=True):
 
 
 def _check_last_axis(shape, name="x"):
-    if len(shape) == 0 or shape[-1] % BLOCK:
-        last = shape[-1] if shape else "a 0-d array"
+    if len(shape) == 0:
+        raise ValueError(f"{name} needs a last axis that is a multiple of {BLOCK} (NVFP4 blocks); got a "
+                         "0-d array")
+    if shape[-1] % BLOCK:
         raise ValueError(f"{name} needs a last axis that is a multiple of {BLOCK} (NVFP4 blocks); got "
-                         f"shape {tuple(shape)} (last axis {last})")
+                         f"shape {tuple(shape)} (last axis {shape[-1]})")
 
 
 def quantize(x, *, global_scale=None, convention="exact"):
