@@ -227,3 +227,19 @@ def test_exact_double_quant_matches_fraction_oracle(seed):
             assert st_.nested_codes[j + i] == q, (j + i, q, st_.nested_codes[j + i])
             want = round_to_format(Fraction(float(levels[q])) * Fraction(m) + offset, "float32")
             assert float(st_.absmax[j + i]) == want
+
+
+def test_q6_bitsandbytes_nested_codes_are_not_always_nearest():
+    """bitsandbytes' 8-bit lookup table (65536 bins over [-1, 1]) is coarser than the dynamic map
+    near zero: some nested codes are not the level nearest to v = f32(d * f32(1 / M)); the exact
+    row always picks the nearest (its oracle test)."""
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((256 * 8, 64)) * np.exp(rng.standard_normal((256 * 8, 1)))).astype(np.float32)
+    _, plain = rq.nf4.quantize(x)
+    _, st_ = rq.nf4.quantize(x, double_quant=True)
+    d = (plain.absmax - np.float32(st_.offset)).astype(np.float32)
+    inv = (np.float32(1) / st_.nested_scale).astype(np.float32)
+    v = (d * np.repeat(inv, 256)).astype(np.float32).astype(np.float64)
+    m = rq.nf4.dynamic_map().astype(np.float64)
+    nearest = np.searchsorted((m[:-1] + m[1:]) / 2, v, side="left")
+    assert (nearest != st_.nested_codes).sum() > 0
