@@ -528,6 +528,9 @@ def _dq_exact(absmax: np.ndarray, nblk: int):
     ``(a - mean) / M`` and the dequantized ``map[q] * M + mean``."""
     from ._kernels._nf4 import exact_nested_absmax, exact_nested_codes
 
+    if absmax.dtype == np.float64:
+        raise TypeError("the exact double quantization stores float32 absmaxes: it takes float16, "
+                        "bfloat16 or float32 x; got float64")
     a = np.asarray(absmax, np.float32)
     if a.size and not np.isfinite(a).all():
         raise ValueError("the exact double quantization needs finite block absmaxes (x holds NaN or inf)")

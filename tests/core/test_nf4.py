@@ -191,6 +191,8 @@ def test_bad_input():
         rq.nf4.dequantize(codes, state.absmax)
     with pytest.raises(ValueError, match="nested_block=256 absmaxes; x has 2 blocks"):
         rq.nf4.quantize(np.ones(128, np.float32), double_quant=True, convention="torchao")
+    with pytest.raises(TypeError, match="stores float32 absmaxes.*got float64"):
+        rq.nf4.quantize(np.ones(128), double_quant=True, convention="exact")
     with pytest.raises(ValueError, match="nested_block must be a positive integer; got 0"):
         rq.nf4.quantize(np.ones(128, np.float32), double_quant=True, nested_block=0)
 
