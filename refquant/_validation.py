@@ -125,3 +125,10 @@ def channel_index(shape, axis) -> np.ndarray:
     ids = np.arange(shape[axis], dtype=np.intp).reshape([-1 if i == axis else 1
                                                          for i in range(len(shape))])
     return np.ascontiguousarray(np.broadcast_to(ids, shape).ravel())
+def named_row(table: dict, convention, row_type):
+    """``convention`` itself when it is a ``row_type``, else its row in ``table`` by name."""
+    if isinstance(convention, row_type):
+        return convention
+    if convention not in table:
+        raise ValueError(f"convention must be one of {sorted(table)}; got {convention!r}")
+    return table[convention]
