@@ -23,6 +23,9 @@ nan_no_nan
     round-to-nearest-even bit arithmetic (``(0x7FC00000 + ((bias - 127) << 23) + 2**(22 - M) - 1
     + odd) >> (23 - M)``, low byte, with the NaN's sign: +-1.5 for fp4 and fp6); ``"nan"`` the
     value NaN, which no code holds (encode raises; fake_quantize returns NaN).
+nan_payload
+    the NaN code of an IEEE format (e5m2): ``"quiet"`` the top mantissa bit (0x7E, as a float32
+    quiet NaN truncates) or ``"all_ones"`` every mantissa bit (0x7F, torch).
 signed_zero
     ``"keep"`` -0.0 and negative values that round to zero give the -0 code; ``"drop"`` they give
     +0 (fnuz formats always give +0, their only zero); ``"drop_no_nan"`` drop in formats without
@@ -53,6 +56,7 @@ _CHOICES = {
     "inf_saturating": ("max", "nan"),
     "nan_no_nan": ("error", "zero_flip", "zero", "max", "quiet_nan_bits", "nan"),
     "signed_zero": ("keep", "drop", "drop_no_nan"),
+    "nan_payload": ("quiet", "all_ones"),
     "quotient": ("exact", "float32"),
     "rounding": ROUNDING_MODES,
 }
@@ -82,6 +86,7 @@ class FloatConvention:
     fixed_saturate: bool = False
     inf_saturating: str = "max"
     nan_no_nan: str = "error"
+    nan_payload: str = "quiet"
     signed_zero: str = "keep"
     band: tuple = ()
     quotient: str = "exact"
@@ -131,11 +136,12 @@ TABLE = (
     FloatConvention(
         name="torch",
         formula="round-to-nearest-even; float8_e4m3fn saturates (+-inf -> +-448), the other fp8 "
-        "formats are IEEE (e5m2 overflow -> +-inf, fnuz overflow -> NaN)",
+        "formats are IEEE (e5m2 overflow -> +-inf, fnuz overflow -> NaN); e5m2 NaN is 0x7F",
         backend="torch 2.13 CPU Tensor.to(float8_*)",
         evidence="tests/cross/test_float_torch.py",
         saturate_formats=("float8_e4m3fn",),
         fixed_saturate=True,
+        nan_payload="all_ones",
         formats=_FP8 + ("float8_e8m0fnu",),
     ),
     FloatConvention(
@@ -180,6 +186,7 @@ TABLE = (
         evidence="tests/cross/test_float_torchao.py",
         fixed_saturate=True,
         nan_no_nan="quiet_nan_bits",
+        nan_payload="all_ones",
         formats=("float8_e4m3fn", "float8_e5m2") + _SUB_BYTE,
     ),
     FloatConvention(

@@ -82,6 +82,8 @@ class _Cast:
         if fmt.has_nan:
             if fmt.nan == "neg_zero" or not fmt.signed:
                 return fmt.nan_code, fmt.nan_code
+            if fmt.nan == "ieee" and conv.nan_payload == "all_ones":
+                return self._signed_pair(fmt.nan_code | ((1 << fmt.mantissa_bits) - 1))
             return self._signed_pair(fmt.nan_code)
         how = conv.nan_no_nan
         if how == "zero_flip":

@@ -189,3 +189,145 @@ def encode_f32_half_even_kernel(x, M, emin, bias, max_mag, sign_bit, sp, out):
         code = (inf_n if neg else inf_p) if a == np.int32(0x7F800000) else code
         code = (nan_n if neg else nan_p) if a > np.int32(0x7F800000) else code
         out[i] = np.uint8(code)
+
+
+# ----------------------------------------------------------------------------- MX block scales
+
+RULE_FLOOR, RULE_CEIL, RULE_EVEN, RULE_RCEIL = range(4)
+SRC_BITS, SRC_LOG2_FP32, SRC_LOG2_FP32_MIN_NORMAL = range(3)
+ELEM_EXACT, ELEM_FP32_DIVIDE, ELEM_FP32_RCP, ELEM_MICROXCALING = range(4)
+NO_EXP = -100000
+F32_MIN_NORMAL = 1.1754943508222875e-38
+
+
+@kernel
+def log2_fp32(a):
+    """log2(a) rounded to float32, as the block libraries compute it in float32."""
+    return np.float64(np.float32(math.log2(a)))
+
+
+@kernel
+def to_f32(v):
+    return np.float64(np.float32(v))
+
+
+@kernel
+def block_exponent(amax, rule, source, emax, max_pos, M):
+    """Shared exponent E (before clipping) of a block whose finite ``amax >= 0``."""
+    if rule == RULE_RCEIL:
+        d = to_f32(amax / max_pos)
+        return NO_EXP if d == 0.0 else int(math.ceil(log2_fp32(d)))
+    if source != SRC_BITS:
+        a = amax
+        if a == 0.0:
+            if source == SRC_LOG2_FP32:
+                return NO_EXP
+            a = F32_MIN_NORMAL
+        return int(math.floor(log2_fp32(a))) - emax
+    if amax == 0.0:
+        return NO_EXP
+    if rule == RULE_EVEN:  # round amax's float32 significand to M bits (half up), keep the exponent
+        b = (f32_to_bits(np.float32(amax)) + (1 << (22 - M))) & 0x7F800000
+        return (b >> 23) - 127 - emax
+    e = math.frexp(amax)[1] - 1  # floor(log2 amax), read from the bits
+    if rule == RULE_CEIL and amax != math.ldexp(1.0, e):
+        e += 1
+    return e - emax
+
+
+@kernel
+def microxcaling_element(v, M, emin, max_pos, even):
+    """microxcaling's float32 element quantizer (``_quantize_elemwise_core``, saturating)."""
+    if math.isinf(v) or math.isnan(v):
+        return v
+    a = abs(v)
+    pe = math.floor(log2_fp32(a if a != 0.0 else 1.0))
+    if pe < emin:
+        pe = emin
+    p2 = to_f32(math.ldexp(1.0, int(pe))) if pe < 200 else math.inf
+    t = to_f32(to_f32(a / p2) * (1 << M))
+    r = math.floor(to_f32(t + 0.5))
+    if even and to_f32(t - 0.5) % 2.0 == 0.0:
+        r -= 1.0
+    out = to_f32(to_f32(r / (1 << M)) * p2)  # 0 * inf is NaN: x near FLT_MAX gives NaN
+    if out > max_pos:
+        out = max_pos
+    if v < 0.0:
+        return -out
+    return out
+
+
+@sized_kernel
+def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_pos, M, emin, bias,
+              max_mag, sign_bit, sp, int_lo, is_int, mxc_even, codes, scodes, vals):
+    """One MX block per iteration: the shared exponent, the e8m0 scale code, the element codes
+    (and, for the microxcaling element arithmetic, its float element values in ``vals``)."""
+    for b in prange(x.size // blk):
+        base = b * blk
+        amax = 0.0
+        nan = False
+        for j in range(blk):
+            a = abs(np.float64(x[base + j]))
+            if a != a:
+                nan = True
+            elif a > amax:
+                amax = a
+        scode = 0
+        if nan or (math.isinf(amax) and nonfinite_nan):
+            scode = 255
+        elif math.isinf(amax):  # torchao: the exponent field of inf reads 128
+            scode = 254 if rule == RULE_RCEIL else min(max(128 - emax, -127), 128) + 127
+        else:
+            e = block_exponent(amax, rule, source, emax, max_pos, M)
+            if e == NO_EXP:
+                e = -127
+            if e > 127 and nan_over:
+                scode = 255
+            else:
+                scode = min(max(e, -127), 127) + 127
+        e = scode - 127
+        if scaling == ELEM_FP32_RCP:
+            if scode == 255:
+                mult = math.nan
+            elif scode == 254:
+                mult = math.ldexp(1.0, -127)
+            elif scode == 0:
+                mult = 1.0
+            else:
+                mult = math.ldexp(1.0, -e)
+        elif scaling == ELEM_FP32_DIVIDE:
+            s32 = math.inf if scode == 255 else math.ldexp(1.0, max(e, -126))
+            mult = 1.0 / s32 if s32 != math.inf else 0.0
+        else:
+            mult = math.ldexp(1.0, -e)
+        scodes[b] = scode
+        for j in range(blk):
+            xv = np.float64(x[base + j])
+            if scode == 255 and scaling in (ELEM_EXACT, ELEM_MICROXCALING):
+                codes[base + j] = 0
+                vals[base + j] = math.nan
+                continue
+            v = xv * mult  # exact: a power of two (or 0, inf, NaN) times a float
+            if scaling != ELEM_EXACT:
+                v = to_f32(v)
+            mxc = scaling == ELEM_MICROXCALING
+            if is_int:
+                t = v * 64.0
+                if v != v:
+                    q = 0.0
+                elif mxc:  # floor(|t| + 1/2) in float32, minus 1 on ties for "even"
+                    q = math.floor(to_f32(abs(t) + 0.5))
+                    if mxc_even and to_f32(abs(t) - 0.5) % 2.0 == 0.0:
+                        q -= 1.0
+                    q = min(q, 127.0)
+                    q = -q if t < 0.0 else q
+                else:
+                    q = min(max(np.rint(t), int_lo), 127.0)
+                codes[base + j] = np.int64(q)
+                vals[base + j] = q / 64.0
+                continue
+            if mxc:
+                v = microxcaling_element(v, M, emin, max_pos, mxc_even)
+                vals[base + j] = v
+            else:
+                codes[base + j] = encode_value(v, M, emin, bias, max_mag, sign_bit, sp, 0, 0.0)
