@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._validation import check_axis, float_array, integer_array, integer_scalar
-from .floatformats import FloatFormat, float_format
+from .floatformats import float_format
 from .floatquant import _Cast, _out_dtype
 from .formats import IntFormat
 

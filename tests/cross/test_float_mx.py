@@ -23,7 +23,7 @@ def adversarial_blocks(fmt_name: str, seed: int = 0, block: int = 32) -> np.ndar
     rows[-1] = rows[-1].view(np.float32)
     vals = fmt.values()
     mids = (vals[:-1] + vals[1:]) / 2
-    for k in range(40):
+    for _ in range(40):
         e = int(rng.integers(-30, 30))
         row = rng.choice(mids, block) * 2.0**e
         row[0] = fmt.max * 2.0**e
@@ -109,8 +109,13 @@ def test_torchao_floor_differs_from_ocp_on_tiny_blocks(fmt_name):
 
 def _gfloat_block(x, fmt_name, dtype):
     gf = pytest.importorskip("gfloat")
-    from gfloat.formats import (format_info_mxfp4_e2m1, format_info_mxfp6_e2m3, format_info_mxfp6_e3m2,
-                                format_info_mxfp8_e4m3, format_info_mxfp8_e5m2)
+    from gfloat.formats import (
+        format_info_mxfp4_e2m1,
+        format_info_mxfp6_e2m3,
+        format_info_mxfp6_e3m2,
+        format_info_mxfp8_e4m3,
+        format_info_mxfp8_e5m2,
+    )
 
     fi = {"float8_e4m3fn": format_info_mxfp8_e4m3, "float8_e5m2": format_info_mxfp8_e5m2,
           "float6_e3m2fn": format_info_mxfp6_e3m2, "float6_e2m3fn": format_info_mxfp6_e2m3,
