@@ -173,6 +173,7 @@ def encode_f32_half_even_kernel(x, M, emin, bias, max_mag, sign_bit, sp, out):
     sb = np.int32(sign_bit)
     ovf_p, ovf_n = np.int32(sp[SP_OVF_POS]), np.int32(sp[SP_OVF_NEG])
     und_p, und_n = np.int32(sp[SP_UNDER_POS]), np.int32(sp[SP_UNDER_NEG])
+    zero_p, zero_n = np.int32(sp[SP_ZERO_POS]), np.int32(sp[SP_ZERO_NEG])
     inf_p, inf_n = np.int32(sp[SP_INF_POS]), np.int32(sp[SP_INF_NEG])
     nan_p, nan_n = np.int32(sp[SP_NAN_POS]), np.int32(sp[SP_NAN_NEG])
     one = np.int32(1)
@@ -186,6 +187,7 @@ def encode_f32_half_even_kernel(x, M, emin, bias, max_mag, sign_bit, sp, out):
         code = (mag | sb) if neg else mag
         code = (ovf_n if neg else ovf_p) if mag > mx else code
         code = (und_n if neg else und_p) if mag == 0 else code
+        code = (zero_n if neg else zero_p) if a == 0 else code
         code = (inf_n if neg else inf_p) if a == np.int32(0x7F800000) else code
         code = (nan_n if neg else nan_p) if a > np.int32(0x7F800000) else code
         out[i] = np.uint8(code)
