@@ -24,7 +24,7 @@ def best_of(fn, repeat=7):
 def main():
     n = 1 << 24
     x = (np.random.default_rng(0).standard_normal(n) * 50).astype(np.float32)
-    print(f"N = 2**24 float32")
+    print("N = 2**24 float32")
     if importlib.util.find_spec("ml_dtypes"):
         import ml_dtypes
 
