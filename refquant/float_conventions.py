@@ -192,27 +192,28 @@ TABLE = (
     ),
     FloatConvention(
         name="transformer_engine",
-        formula="fp4 (cast_to_fp4x2, threshold table): round-to-nearest-even, saturating, "
-        "-0.0 -> +0, NaN -> code 0",
+        formula="fp4 (cast_to_fp4x2, a table of threshold ranges, ties to even): saturating; an "
+        "input -0.0 -> +0 (rounded negatives keep -0); NaN -> code 0",
         backend="TransformerEngine quantization_ref_nvfp4.py cast_to_fp4x2 (transcription: not "
         "installable here)",
         evidence="tests/cross/test_float_transcribed.py::test_transformer_engine_fp4 (the "
         "published threshold algorithm)",
         fixed_saturate=True,
         nan_no_nan="zero",
-        signed_zero="drop",
+        signed_zero="drop_zero_input_no_nan",
         formats=("float4_e2m1fn",),
     ),
     FloatConvention(
         name="modelopt",
-        formula="fp4 (_cast_fp4: searchsorted on the level midpoints with an odd-bound fix): "
-        "round-to-nearest-even, saturating, -0.0 -> +0, NaN -> +6 (code 7)",
+        formula="fp4 (_cast_fp4: searchsorted on the level midpoints, +1 on a midpoint of odd "
+        "index: ties to even): saturating; sign from x < 0, so an input -0.0 -> +0; NaN -> +6 "
+        "(code 7)",
         backend="ModelOpt nvfp4_tensor.py _cast_fp4 (transcription: not installable here)",
         evidence="tests/cross/test_float_transcribed.py::test_modelopt_fp4 (the published "
         "algorithm)",
         fixed_saturate=True,
         nan_no_nan="max",
-        signed_zero="drop",
+        signed_zero="drop_zero_input_no_nan",
         formats=("float4_e2m1fn",),
     ),
 )

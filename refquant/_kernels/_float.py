@@ -344,7 +344,8 @@ def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_
                 else:
                     q = min(max(np.rint(t), int_lo), 127.0)
                 codes[base + j] = np.int64(q)
-                vals[base + j] = q / 64.0
+                if mxc:
+                    vals[base + j] = q / 64.0
                 continue
             if mxc:
                 v = microxcaling_element(v, M, emin, max_pos, mxc_even)
