@@ -281,12 +281,19 @@ def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_
         base = b * blk
         amax = 0.0
         nan = False
-        for j in range(blk):
-            a = abs(np.float64(x[base + j]))
-            if a != a:
-                nan = True
-            elif a > amax:
-                amax = a
+        if fast:  # float32: the largest magnitude is the largest |bits| (NaN's bits exceed inf's)
+            top = np.int32(0)
+            for j in range(blk):
+                top = max(top, f32_to_bits(x[base + j]) & np.int32(0x7FFFFFFF))
+            nan = top > np.int32(0x7F800000)
+            amax = np.float64(bits_to_f32(top)) if not nan else 0.0
+        else:
+            for j in range(blk):
+                a = abs(np.float64(x[base + j]))
+                if a != a:
+                    nan = True
+                elif a > amax:
+                    amax = a
         scode = 0
         if nan or (math.isinf(amax) and nonfinite_nan):
             scode = 255
@@ -317,9 +324,9 @@ def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_
             mult = math.ldexp(1.0, -e)
         scodes[b] = scode
         if fast and not (scode == 255 and scaling == ELEM_EXACT):
-            for j in range(blk):  # v is a float32 (see mx_kernel's docstring)
-                v32 = np.float32(np.float64(x[base + j]) * mult)
-                codes[base + j] = np.uint8(rne32_code(f32_to_bits(v32), c))
+            m32 = np.float32(mult)  # a power of two (or 0, NaN): one float32 rounding per product
+            for j in range(blk):
+                codes[base + j] = np.uint8(rne32_code(f32_to_bits(x[base + j] * m32), c))
             continue
         for j in range(blk):
             xv = np.float64(x[base + j])
