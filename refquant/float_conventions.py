@@ -37,8 +37,14 @@ band
 quotient
     scaled quantization: ``"exact"`` rounds the real ``x / s`` once; ``"float32"`` rounds
     ``fl32(x / s)`` (ONNX QuantizeLinear for float32 ``x``).
+arithmetic
+    ``"exact"`` (integer rounding on the bits) or ``"microxcaling"``: microxcaling's float32
+    element arithmetic (private exponent ``floor(log2_fp32 |x|)`` clipped at ``emin``,
+    ``floor(fl32(|t| + 0.5))``, clamp to +-max; inf passes through, as a value).
 formats
     the formats the backend implements (empty: all); others are a ValueError.
+missing
+    a row that is named but not implemented: using it raises NotImplementedError.
 
 >>> import refquant as rq
 >>> rq.float_conventions.get("torch").saturate_formats
@@ -59,6 +65,7 @@ _CHOICES = {
     "signed_zero": ("keep", "drop", "drop_zero_input_no_nan"),
     "nan_payload": ("quiet", "all_ones"),
     "quotient": ("exact", "float32"),
+    "arithmetic": ("exact", "microxcaling"),
     "rounding": ROUNDING_MODES,
 }
 
@@ -92,7 +99,9 @@ class FloatConvention:
     band: tuple = ()
     quotient: str = "exact"
     rounding: str = "half_even"
+    arithmetic: str = "exact"
     formats: tuple[str, ...] = ()
+    missing: str = ""
 
     def __post_init__(self):
         for knob, allowed in _CHOICES.items():
@@ -189,6 +198,30 @@ TABLE = (
         nan_no_nan="nan_bits",
         nan_payload="all_ones",
         formats=("float8_e4m3fn", "float8_e5m2") + _SUB_BYTE,
+    ),
+    FloatConvention(
+        name="microxcaling",
+        formula="v = fl32(x / s); p = max(floor(log2_fp32 |v|), emin); t = fl32(|v| / 2**p * 2**M); "
+        "r = floor(fl32(t + 0.5)) (ties away; rounding='half_even' subtracts 1 when fl32(t - 0.5) "
+        "is even, microxcaling's round='even'); value sign(v) * r / 2**M * 2**p clamped to +-max "
+        "(saturate_normals); inf passes through (its code: inf, else NaN), NaN stays NaN, -0 -> +0",
+        backend="microsoft/microxcaling _quantize_elemwise_core (pure torch path); not on PyPI",
+        evidence="tests/cross/test_float_transcribed.py::test_microxcaling_elements (its published "
+        "torch algorithm, run on torch)",
+        fixed_saturate=True,
+        nan_no_nan="nan",
+        quotient="float32",
+        rounding="half_away",
+        arithmetic="microxcaling",
+        formats=_FP8[::2] + _SUB_BYTE,
+    ),
+    FloatConvention(
+        name="brevitas",
+        formula="FloatQuant: internal scale 2**(floor(log2 |x|) - M), round, clamp; +-inf -> NaN "
+        "even when saturating; FNUZ keeps -0.0",
+        backend="brevitas 0.13 FloatQuant (Fp8e4m3OCPAct, ...)",
+        missing="not implemented: brevitas does not install in this environment and its FloatQuant "
+        "has no transcription in this project yet",
     ),
     FloatConvention(
         name="transformer_engine",

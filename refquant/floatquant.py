@@ -50,6 +50,8 @@ class _Cast:
     def __init__(self, fmt, convention, saturate, rounding):
         self.fmt = fmt = float_format(fmt)
         self.conv = conv = _fconv.get(convention)
+        if conv.missing:
+            raise NotImplementedError(f"float convention {conv.name!r}: {conv.missing}")
         if conv.formats and fmt.name not in conv.formats:
             raise ValueError(
                 f"convention {conv.name!r} implements {', '.join(conv.formats)}; got fmt={fmt.name}"
@@ -70,6 +72,9 @@ class _Cast:
         if not (fmt.has_inf or fmt.has_nan):
             self.saturate = True
         self.mode = rounding_code(conv.rounding if rounding is None else rounding)
+        if conv.arithmetic == "microxcaling" and rounding not in (None, "half_away", "half_even"):
+            raise ValueError(f"convention {conv.name!r} rounds half_away ('nearest') or half_even "
+                             f"('even'); got rounding={rounding!r}")
         self.sp = self._specials()
         self.fp = (fmt.mantissa_bits, fmt.emin, fmt.bias, fmt.max_code, fmt.sign_bit)
 
@@ -111,7 +116,10 @@ class _Cast:
             ieee = (nan_pos, nan_neg)
         else:
             ieee = max_pair
-        if self.saturate:
+        if conv.arithmetic == "microxcaling":  # inf passes through as a value
+            inf = ieee
+            ovf = max_pair
+        elif self.saturate:
             inf = max_pair if conv.inf_saturating == "max" else (nan_pos, nan_neg)
             ovf = max_pair
         else:
@@ -221,6 +229,8 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
         scales = None
     else:
         t = xk
+    if cast.conv.arithmetic == "microxcaling":
+        t = _microxcaling_values(cast, t if t.dtype == np.float32 else t.astype(np.float32))
     cast.check_codes_exist(t, "x")
     if scales is None or (gidx.size == 0 and scales[0] == 1.0):
         if t.dtype == np.float32 and cast.mode == 0 and cast.fmt.subnormals:
@@ -231,6 +241,17 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
         k.encode_scaled_kernel(xk.size, t, gidx, scales, *cast.fp, cast.sp, cast.mode, u, out)
     cast.apply_band(t if scales is None else xk / (scales[gidx] if gidx.size else scales[0]), out)
     cast.apply_nan_bits(t, out)
+    return out
+
+
+def _microxcaling_values(cast: _Cast, t: np.ndarray) -> np.ndarray:
+    """microxcaling's element values (float64 holding float32 results) of the float32 ``t``."""
+    from ._kernels import _float as k
+
+    fmt = cast.fmt
+    out = np.empty(t.size, np.float64)
+    if t.size:
+        k.microxcaling_kernel(t.size, t, fmt.mantissa_bits, fmt.emin, fmt.max, cast.mode == 0, out)
     return out
 
 
@@ -421,6 +442,11 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=Non
     a = float_array(x, "x")
     xk = _flat(a)
     scales, gidx = group_index(a.shape, scale, axis, block_size)
+    if cast.conv.arithmetic == "microxcaling":
+        s32 = (scales[gidx] if gidx.size else np.broadcast_to(scales[0], xk.shape)).astype(np.float32)
+        v = _microxcaling_values(cast, (xk.astype(np.float32) / s32).astype(np.float32))
+        with np.errstate(invalid="ignore", over="ignore"):
+            return (v.astype(np.float32) * s32).astype(a.dtype).reshape(a.shape)
     nan_value = cast.conv.nan_no_nan == "nan" and not cast.fmt.has_nan
     codes = _encode_flat(cast, np.where(np.isnan(xk), 0, xk) if nan_value else xk, scales, gidx, rng)
     v = cast.fmt.decode_table()[codes]

@@ -359,3 +359,10 @@ def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_
                 vals[base + j] = v
             else:
                 codes[base + j] = encode_value(v, M, emin, bias, max_mag, sign_bit, sp, 0, 0.0)
+
+
+@sized_kernel
+def microxcaling_kernel(x, M, emin, max_pos, even, out):
+    """``out[i]`` = microxcaling's float32 element quantization of ``x[i]`` (saturating)."""
+    for i in prange(x.size):
+        out[i] = microxcaling_element(np.float64(x[i]), M, emin, max_pos, even)
