@@ -40,7 +40,8 @@ quotient
 arithmetic
     ``"exact"`` (integer rounding on the bits) or ``"microxcaling"``: microxcaling's float32
     element arithmetic (private exponent ``floor(log2_fp32 |x|)`` clipped at ``emin``,
-    ``floor(fl32(|t| + 0.5))``, clamp to +-max; inf passes through, as a value).
+    ``floor(fl32(|t| + 0.5))``, clamp to +-max; inf passes through, as a value); ``"brevitas"``
+    brevitas FloatQuant's float32 arithmetic (see its row).
 formats
     the formats the backend implements (empty: all); others are a ValueError.
 missing
@@ -65,7 +66,7 @@ _CHOICES = {
     "signed_zero": ("keep", "drop", "drop_zero_input_no_nan"),
     "nan_payload": ("quiet", "all_ones"),
     "quotient": ("exact", "float32"),
-    "arithmetic": ("exact", "microxcaling"),
+    "arithmetic": ("exact", "microxcaling", "brevitas"),
     "rounding": ROUNDING_MODES,
 }
 
@@ -217,11 +218,17 @@ TABLE = (
     ),
     FloatConvention(
         name="brevitas",
-        formula="FloatQuant: internal scale 2**(floor(log2 |x|) - M), round, clamp; +-inf -> NaN "
-        "even when saturating; FNUZ keeps -0.0",
-        backend="brevitas 0.13 FloatQuant (Fp8e4m3OCPAct, ...)",
-        missing="not implemented: brevitas does not install in this environment and its FloatQuant "
-        "has no transcription in this project yet",
+        formula="FloatQuant (scale 1), float32 throughout: s = 2**max(floor(log2_fp32(fl32(|x| + "
+        "2**-126))) - M, emin - M); y = rne(x / s) * s; saturating (default): clamp to +-max; "
+        "else beyond max -> inf (formats with inf) or NaN; +-inf -> NaN in both modes (inf / inf); "
+        "-0.0 kept as a value (fnuz: fake_quantize returns -0.0, the code is 0)",
+        backend="brevitas 0.13 FloatQuant + FloatClamp (Fp8e4m3OCP*, Fp8e4m3FNUZ*, fp6/fp4 mixins); "
+        "does not install in this environment",
+        evidence="tests/cross/test_float_transcribed.py::test_brevitas_elements (its published "
+        "FloatQuant algorithm, re-typed in torch)",
+        nan_no_nan="nan",
+        quotient="float32",
+        arithmetic="brevitas",
     ),
     FloatConvention(
         name="transformer_engine",

@@ -119,6 +119,8 @@ class _Cast:
         if conv.arithmetic == "microxcaling":  # inf passes through as a value
             inf = ieee
             ovf = max_pair
+        elif conv.arithmetic == "brevitas":  # values already clamped; an inf value is an overflow
+            inf = ovf = ieee
         elif self.saturate:
             inf = max_pair if conv.inf_saturating == "max" else (nan_pos, nan_neg)
             ovf = max_pair
@@ -229,8 +231,8 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
         scales = None
     else:
         t = xk
-    if cast.conv.arithmetic == "microxcaling":
-        t = _microxcaling_values(cast, t if t.dtype == np.float32 else t.astype(np.float32))
+    if cast.conv.arithmetic != "exact":
+        t = _float32_values(cast, t if t.dtype == np.float32 else t.astype(np.float32))
     cast.check_codes_exist(t, "x")
     if scales is None or (gidx.size == 0 and scales[0] == 1.0):
         if t.dtype == np.float32 and cast.mode == 0 and cast.fmt.subnormals:
@@ -244,14 +246,17 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
     return out
 
 
-def _microxcaling_values(cast: _Cast, t: np.ndarray) -> np.ndarray:
-    """microxcaling's element values (float64 holding float32 results) of the float32 ``t``."""
+def _float32_values(cast: _Cast, t: np.ndarray) -> np.ndarray:
+    """The element values (float64 holding float32 results) of the float32 ``t`` under a
+    convention with its own float32 arithmetic (microxcaling, brevitas)."""
     from ._kernels import _float as k
 
     fmt = cast.fmt
     out = np.empty(t.size, np.float64)
-    if t.size:
+    if t.size and cast.conv.arithmetic == "microxcaling":
         k.microxcaling_kernel(t.size, t, fmt.mantissa_bits, fmt.emin, fmt.max, cast.mode == 0, out)
+    elif t.size:
+        k.brevitas_kernel(t.size, t, fmt.mantissa_bits, fmt.emin, fmt.max, cast.saturate, fmt.has_inf, out)
     return out
 
 
@@ -442,9 +447,9 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=Non
     a = float_array(x, "x")
     xk = _flat(a)
     scales, gidx = group_index(a.shape, scale, axis, block_size)
-    if cast.conv.arithmetic == "microxcaling":
+    if cast.conv.arithmetic != "exact":
         s32 = (scales[gidx] if gidx.size else np.broadcast_to(scales[0], xk.shape)).astype(np.float32)
-        v = _microxcaling_values(cast, (xk.astype(np.float32) / s32).astype(np.float32))
+        v = _float32_values(cast, (xk.astype(np.float32) / s32).astype(np.float32))
         with np.errstate(invalid="ignore", over="ignore"):
             return (v.astype(np.float32) * s32).astype(a.dtype).reshape(a.shape)
     nan_value = cast.conv.nan_no_nan == "nan" and not cast.fmt.has_nan

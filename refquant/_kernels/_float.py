@@ -366,3 +366,33 @@ def microxcaling_kernel(x, M, emin, max_pos, even, out):
     """``out[i]`` = microxcaling's float32 element quantization of ``x[i]`` (saturating)."""
     for i in prange(x.size):
         out[i] = microxcaling_element(np.float64(x[i]), M, emin, max_pos, even)
+
+
+@kernel
+def brevitas_element(x, M, emin, max_pos, saturate, has_inf):
+    """brevitas FloatQuant of the float32 value ``x`` (scale 1): internal scale
+    ``2**max(floor(log2_fp32(fl32(|x| + 2**-126))) - M, emin - M)``, ``rne(x / s) * s`` in float32,
+    then the clamp: saturating to +-max, else values beyond max become inf (formats with inf) or
+    NaN. inf input gives NaN (inf / inf)."""
+    if math.isnan(x):
+        return x
+    a = to_f32(abs(x) + F32_MIN_NORMAL)
+    p = math.floor(log2_fp32(a)) if math.isfinite(a) else math.inf
+    if p - M < emin - M:
+        p = emin
+    s = to_f32(math.ldexp(1.0, int(p - M))) if p < 300 else math.inf
+    y = to_f32(np.rint(to_f32(x / s)) * s) if math.isfinite(s) else math.nan
+    if math.isnan(y):
+        return y
+    if abs(y) > max_pos:
+        if saturate:
+            return math.copysign(max_pos, y)
+        return math.copysign(math.inf, y) if has_inf else math.nan
+    return y
+
+
+@sized_kernel
+def brevitas_kernel(x, M, emin, max_pos, saturate, has_inf, out):
+    """``out[i]`` = brevitas FloatQuant of ``x[i]``."""
+    for i in prange(x.size):
+        out[i] = brevitas_element(np.float64(x[i]), M, emin, max_pos, saturate, has_inf)

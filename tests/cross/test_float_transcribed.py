@@ -107,3 +107,50 @@ def test_microxcaling_elements(name, rnd):
         finite = np.isfinite(x) & (np.abs(x) < 1e38)
         exact = rq.fake_quantize(x[finite], 1.0, fmt=name)
         assert (got[finite] != exact).sum() > 0
+
+
+_BREVITAS = {  # E, M, bias, max_available_float (brevitas' OCP and FNUZ quantizers and mixins)
+    "float8_e4m3fn": (4, 3, 7, 448.0), "float8_e5m2": (5, 2, 15, 57344.0),
+    "float8_e4m3fnuz": (4, 3, 8, 240.0), "float8_e5m2fnuz": (5, 2, 16, 57344.0),
+    "float6_e3m2fn": (3, 2, 3, 28.0), "float6_e2m3fn": (2, 3, 1, 7.5), "float4_e2m1fn": (2, 1, 1, 6.0),
+}
+
+
+def brevitas_float_quant(x, E, M, bias, max_val, saturating, has_inf):
+    """brevitas FloatQuant.quantize + FloatClamp with a constant scale of 1, re-typed in torch
+    from its published source (float_internal_scale, RoundSte, FloatClamp.forward)."""
+    import torch
+
+    eps = torch.finfo(torch.float32).tiny
+    internal = torch.floor(torch.log2(torch.abs(x) + eps)) - M
+    internal = torch.clamp_min(internal, torch.tensor(1.0 - bias - M))
+    internal = torch.exp2(internal)
+    y = internal * torch.round(x / internal)
+    inf_mask = y.isinf()
+    p_mask, n_mask = y > max_val, y < -max_val
+    y = torch.clamp(y, min=-max_val, max=max_val)
+    if not saturating:
+        if has_inf:
+            y[p_mask] = float("inf")
+            y[n_mask] = float("-inf")
+        else:
+            y[p_mask | n_mask] = float("nan")
+            y[inf_mask] = float("nan")
+    return y
+
+
+@pytest.mark.parametrize("saturating", [True, False])
+@pytest.mark.parametrize("name", list(_BREVITAS))
+def test_brevitas_elements(name, saturating):
+    torch = pytest.importorskip("torch")
+    fmt = getattr(rq, name)
+    if not saturating and not (fmt.has_inf or fmt.has_nan):
+        pytest.skip("brevitas needs inf or NaN codes when not saturating")
+    x = probes32(name)
+    want = brevitas_float_quant(torch.from_numpy(x), *_BREVITAS[name], saturating, fmt.has_inf).numpy()
+    got = rq.fake_quantize(x, 1.0, fmt=name, convention="brevitas", saturate=saturating)
+    same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+    assert same.all(), (x[~same][:5], got[~same][:5], want[~same][:5])
+    # E2: +-inf gives NaN even when saturating; exact saturates it to +-max
+    assert np.isnan(rq.fake_quantize(np.float32([np.inf]), 1.0, fmt=name, convention="brevitas")[0])
+    assert rq.fake_quantize(np.float32([np.inf]), 1.0, fmt=name)[0] == fmt.max
