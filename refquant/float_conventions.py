@@ -114,7 +114,12 @@ class FloatConvention:
         return replace(self, **knobs)
 
     def saturates(self, fmt) -> bool:
-        """The default overflow rule of this convention for ``fmt``."""
+        """The default overflow rule of this convention for ``fmt``.
+
+        >>> import refquant as rq
+        >>> rq.float_conventions.get("torch").saturates(rq.float8_e5m2)
+        False
+        """
         if self.saturate_formats:
             return fmt.name in self.saturate_formats
         return self.saturate
@@ -262,7 +267,14 @@ _REGISTRY: dict[str, FloatConvention] = {}
 
 
 def register(convention: FloatConvention) -> FloatConvention:
-    """Add an element convention to the registry (its name must be new) and return it."""
+    """Add an element convention to the registry (its name must be new) and return it.
+
+    >>> import refquant as rq
+    >>> mine = rq.float_conventions.get("exact").replace(name="my.cast", saturate=False)
+    >>> rq.float_conventions.register(mine).name in rq.float_conventions.names()
+    True
+    >>> _ = rq.float_conventions._REGISTRY.pop("my.cast")  # keep the doctest side-effect free
+    """
     if not isinstance(convention, FloatConvention):
         raise TypeError(f"convention must be a FloatConvention; got {convention!r}")
     if convention.name in _REGISTRY:
@@ -282,7 +294,13 @@ def names() -> list[str]:
 
 
 def get(name) -> FloatConvention:
-    """The element convention called ``name`` (a FloatConvention passes through)."""
+    """The element convention called ``name`` (a FloatConvention passes through); else a
+    ValueError listing the names.
+
+    >>> import refquant as rq
+    >>> rq.float_conventions.get("ml_dtypes").nan_no_nan
+    'zero_flip'
+    """
     if isinstance(name, FloatConvention):
         return name
     try:

@@ -22,13 +22,23 @@ __all__ = ["encode", "decode", "quantize", "dequantize", "fake_quantize", "is_fl
 
 
 def is_float_format(fmt) -> bool:
-    """Whether ``fmt`` names a float format (a FloatFormat or a named float format's name)."""
+    """Whether ``fmt`` names a float format (a FloatFormat or a named float format's name).
+
+    >>> import refquant as rq
+    >>> is_float_format(rq.float8_e5m2), is_float_format("float4_e2m1fn"), is_float_format(rq.int8)
+    (True, True, False)
+    """
     return isinstance(fmt, FloatFormat) or (isinstance(fmt, str) and fmt in NAMED_FLOAT_FORMATS)
 
 
 def wants_float(fmt, saturate=None) -> bool:
     """Whether an ``rq.quantize``-family call goes to the float path; ``saturate`` with an integer
-    format is a ValueError."""
+    format is a ValueError.
+
+    >>> import refquant as rq
+    >>> wants_float(rq.float8_e4m3fn, True), wants_float(rq.int8)
+    (True, False)
+    """
     if is_float_format(fmt):
         return True
     if saturate is not None:
@@ -332,7 +342,7 @@ def _out_dtype(dtype) -> np.dtype:
 # ----------------------------------------------------------------------------- scaled quantization
 
 
-def group_index(shape, scale, axis, block_size, array_name="x"):
+def _group_index(shape, scale, axis, block_size, array_name="x"):
     """(per-group scales as float64, group index per element or empty for one group)."""
     s = np.asarray(scale)
     if axis is not None and block_size is not None:
@@ -390,7 +400,7 @@ def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=None, bl
     _no_range(qmin, qmax)
     cast = _Cast(fmt, convention, saturate, rounding)
     a = float_array(x, "x")
-    scales, gidx = group_index(a.shape, scale, axis, block_size)
+    scales, gidx = _group_index(a.shape, scale, axis, block_size)
     return _encode_flat(cast, _flat(a), scales, gidx, rng).reshape(a.shape)
 
 
@@ -426,7 +436,7 @@ def dequantize(q, scale, zero_point=0, *, fmt, axis=None, block_size=None, conve
     fmt = float_format(fmt)
     out_dtype = _out_dtype(dtype)
     v = decode(q, fmt, dtype=np.float64)
-    scales, gidx = group_index(v.shape, scale, axis, block_size, "q")
+    scales, gidx = _group_index(v.shape, scale, axis, block_size, "q")
     s = scales[gidx].reshape(v.shape) if gidx.size else scales[0]
     return _times_scale(v, np.broadcast_to(s, v.shape), out_dtype)
 
@@ -446,7 +456,7 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=Non
     cast = _Cast(fmt, convention, saturate, rounding)
     a = float_array(x, "x")
     xk = _flat(a)
-    scales, gidx = group_index(a.shape, scale, axis, block_size)
+    scales, gidx = _group_index(a.shape, scale, axis, block_size)
     if cast.conv.arithmetic != "exact":
         s32 = (scales[gidx] if gidx.size else np.broadcast_to(scales[0], xk.shape)).astype(np.float32)
         v = _float32_values(cast, (xk.astype(np.float32) / s32).astype(np.float32))
