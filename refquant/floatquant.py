@@ -246,7 +246,8 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
     cast.check_codes_exist(t, "x")
     if scales is None or (gidx.size == 0 and scales[0] == 1.0):
         if t.dtype == np.float32 and cast.mode == 0 and cast.fmt.subnormals:
-            k.encode_f32_half_even_kernel(xk.size, t, *cast.fp, cast.sp, out)
+            # vectorised and memory bound: one thread (threads measured slower on a shared CPU)
+            k.encode_f32_half_even_kernel.serial(t, *cast.fp, cast.sp, out)
         else:
             k.encode_kernel(xk.size, t, *cast.fp, cast.sp, cast.mode, u, out)
     else:

@@ -250,7 +250,9 @@ class _Plan:
             saturate = None if conv.scaling != "microxcaling" else not (fmt.has_inf or fmt.has_nan)
             cast = _Cast(fmt, conv.element, saturate, None)
             self.fp, self.sp = cast.fp, cast.sp
-            self.sp[self.sp == _Cast.NO_CODE] = 0  # NaN in fp4/fp6: the block's scale is NaN anyway
+            # NaN in fp4/fp6 has no code: +-0 (the block's scale is NaN anyway)
+            no_code = self.sp == _Cast.NO_CODE
+            self.sp[no_code] = np.where(np.arange(self.sp.size) % 2, fmt.sign_bit, 0)[no_code]
 
     def run(self, x, axis, block):
         from ._kernels import _float as k
@@ -269,12 +271,18 @@ class _Plan:
                         "float32_reciprocal": k.ELEM_FP32_RCP, "microxcaling": k.ELEM_MICROXCALING}
             conv = self.conv
             M, emin, bias, max_mag, sign_bit = self.fp
-            fast = flat.dtype == np.float32 and not self.is_int and conv.scaling != "microxcaling"
-            k.mx_kernel(flat.size, flat, b, rules[self.rule], sources[conv.shared_exponent],
+            fast = (flat.dtype == np.float32 and not self.is_int and conv.scaling != "microxcaling"
+                    and k.symmetric_specials(self.sp, sign_bit))
+            mults = np.empty(scodes.size if fast else 0, np.float32)
+            # vectorised loops, memory bound: one thread (threads measured slower on a shared CPU)
+            k.mx_kernel.serial(flat, b, rules[self.rule], sources[conv.shared_exponent],
                         scalings[conv.scaling], conv.exponent_overflow == "nan",
                         conv.nonfinite == "nan_block", self.emax, float(self.max_pos),
                         M, emin, bias, max_mag, sign_bit, self.sp, float(conv.mxint8_min), self.is_int,
-                        conv.microxcaling_round == "even", fast, codes, scodes, vals)
+                        conv.microxcaling_round == "even", fast, codes, scodes, vals, mults)
+            if fast:
+                k.encode_blocks_f32.serial(flat, b, mults, self.sp, M, emin, bias, max_mag, sign_bit,
+                                           codes)
         shape_m = xm.shape
         out_codes = np.moveaxis(codes.reshape(shape_m), -1, ax)
         out_scales = np.moveaxis(scodes.reshape(shape_m[:-1] + (shape_m[-1] // b,)), -1, ax)
