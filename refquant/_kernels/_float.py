@@ -252,7 +252,8 @@ def to_f32(v):
 
 @kernel
 def block_exponent(amax, rule, source, emax, max_pos, M):
-    """Shared exponent E (before clipping) of a block whose finite ``amax >= 0``."""
+    """Shared exponent E (before clipping) of a block whose finite ``amax >= 0`` (``M``: the
+    mantissa width the ``even`` rule rounds amax to)."""
     if rule == RULE_RCEIL:
         d = to_f32(amax / max_pos)
         return NO_EXP if d == 0.0 else int(math.ceil(log2_fp32(d)))
@@ -298,7 +299,7 @@ def microxcaling_element(v, M, emin, max_pos, even):
 
 @sized_kernel
 def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_pos, M, emin, bias,
-              max_mag, sign_bit, sp, int_lo, is_int, mxc_even, fast, codes, scodes, vals, mults):
+              max_mag, sign_bit, sp, int_lo, is_int, mxc_even, fast, even_m, codes, scodes, vals, mults):
     """One MX block per iteration: the shared exponent, the e8m0 scale code, the element codes
     (and, for the microxcaling element arithmetic, its float element values in ``vals``).
 
@@ -333,7 +334,7 @@ def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_
         elif math.isinf(amax):  # torchao: the exponent field of inf reads 128
             scode = 254 if rule == RULE_RCEIL else min(max(128 - emax, -127), 128) + 127
         else:
-            e = block_exponent(amax, rule, source, emax, max_pos, M)
+            e = block_exponent(amax, rule, source, emax, max_pos, even_m)
             if e == NO_EXP:
                 e = -127
             if e > 127 and nan_over:

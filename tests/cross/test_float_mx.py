@@ -195,3 +195,27 @@ def test_microxcaling_transcription(name, rnd):
     same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
     bad = np.argwhere(~same)
     assert bad.size == 0, [(float(x[i, j]), float(got[i, j]), float(want[i, j])) for i, j in bad[:5]]
+
+
+def compressed_tensors_scale_codes(amax):
+    """compressed-tensors' generate_mx_scales (round_to_power_2 on float32 bits, then
+    127 + floor(log2) - offset), re-typed in torch from its published source."""
+    torch = _torch()
+    x = amax.view(torch.int32)
+    rounded = torch.bitwise_and(x + (1 << (23 - 1 - 1)), ((1 << 9) - 1) << 23).view(torch.float32)
+    return rounded
+
+
+@pytest.mark.parametrize("name,offset", [("float4_e2m1fn", 2), ("float8_e4m3fn", 8)])
+def test_compressed_tensors_scales(name, offset):
+    torch = _torch()
+    x = adversarial_blocks(name)
+    amax = np.abs(x).max(axis=1)
+    keep = (amax > 2.0 ** (-126 + offset)) & (amax < 2.0**126)  # codes in [1, 254]: no clipping
+    x, amax = x[keep], amax[keep]
+    p2 = compressed_tensors_scale_codes(torch.from_numpy(amax))
+    want = (127 + torch.floor(torch.log2(p2)) - offset).numpy().astype(np.int64)
+    _, scales = rq.mx.quantize(x, getattr(rq, name), convention="compressed_tensors")
+    np.testing.assert_array_equal(scales[:, 0], want)
+    _, ocp = rq.mx.quantize(x, getattr(rq, name))
+    assert (ocp[:, 0] != want).any()  # amax with a mantissa >= 1.5 rounds up a binade
