@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _validation
 from . import float_conventions as _fconv
 from ._dtypes import is_supported_float
-from ._validation import check_axis, float_array, integer_array, positive_finite
+from ._validation import check_axis, float_array, integer_array
 from .floatformats import NAMED_FLOAT_FORMATS, FloatFormat, check_against_ml_dtypes, float_format
 from .rounding import STOCHASTIC, rounding_code
 
@@ -341,6 +342,17 @@ def _out_dtype(dtype) -> np.dtype:
 
 
 # ----------------------------------------------------------------------------- scaled quantization
+
+
+def positive_finite(values, name: str) -> np.ndarray:
+    """:func:`refquant._validation.positive_finite`, its error showing a plain number."""
+    a = np.asarray(values)
+    if a.dtype.kind in "fiu" and a.size:
+        bad = ~(np.isfinite(a) & (a > 0))
+        if bad.any():
+            first = float(a.ravel()[np.argmax(bad.ravel())])
+            raise ValueError(f"{name} must be finite and > 0; got {first!r}")
+    return _validation.positive_finite(a, name)
 
 
 def _group_index(shape, scale, axis, block_size, array_name="x"):
