@@ -62,6 +62,7 @@ _LAZY = {
     "encode": ("refquant.floatquant", "encode"),
     "decode": ("refquant.floatquant", "decode"),
     "float_conventions": ("refquant.float_conventions", None),
+    "mx": ("refquant.mx", None),
     "pack": ("refquant.packing", "pack"),
     "unpack": ("refquant.packing", "unpack"),
 }

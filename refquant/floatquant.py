@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _validation
 from . import float_conventions as _fconv
 from ._dtypes import is_supported_float
-from ._validation import check_axis, float_array, integer_array, positive_finite
+from ._validation import check_axis, float_array, integer_array
 from .floatformats import NAMED_FLOAT_FORMATS, FloatFormat, check_against_ml_dtypes, float_format
 from .rounding import STOCHASTIC, rounding_code
 
@@ -22,13 +23,23 @@ __all__ = ["encode", "decode", "quantize", "dequantize", "fake_quantize", "is_fl
 
 
 def is_float_format(fmt) -> bool:
-    """Whether ``fmt`` names a float format (a FloatFormat or a named float format's name)."""
+    """Whether ``fmt`` names a float format (a FloatFormat or a named float format's name).
+
+    >>> import refquant as rq
+    >>> is_float_format(rq.float8_e5m2), is_float_format("float4_e2m1fn"), is_float_format(rq.int8)
+    (True, True, False)
+    """
     return isinstance(fmt, FloatFormat) or (isinstance(fmt, str) and fmt in NAMED_FLOAT_FORMATS)
 
 
 def wants_float(fmt, saturate=None) -> bool:
     """Whether an ``rq.quantize``-family call goes to the float path; ``saturate`` with an integer
-    format is a ValueError."""
+    format is a ValueError.
+
+    >>> import refquant as rq
+    >>> wants_float(rq.float8_e4m3fn, True), wants_float(rq.int8)
+    (True, False)
+    """
     if is_float_format(fmt):
         return True
     if saturate is not None:
@@ -50,6 +61,8 @@ class _Cast:
     def __init__(self, fmt, convention, saturate, rounding):
         self.fmt = fmt = float_format(fmt)
         self.conv = conv = _fconv.get(convention)
+        if conv.missing:
+            raise NotImplementedError(f"float convention {conv.name!r}: {conv.missing}")
         if conv.formats and fmt.name not in conv.formats:
             raise ValueError(
                 f"convention {conv.name!r} implements {', '.join(conv.formats)}; got fmt={fmt.name}"
@@ -70,6 +83,9 @@ class _Cast:
         if not (fmt.has_inf or fmt.has_nan):
             self.saturate = True
         self.mode = rounding_code(conv.rounding if rounding is None else rounding)
+        if conv.arithmetic == "microxcaling" and rounding not in (None, "half_away", "half_even"):
+            raise ValueError(f"convention {conv.name!r} rounds half_away ('nearest') or half_even "
+                             f"('even'); got rounding={rounding!r}")
         self.sp = self._specials()
         self.fp = (fmt.mantissa_bits, fmt.emin, fmt.bias, fmt.max_code, fmt.sign_bit)
 
@@ -82,6 +98,8 @@ class _Cast:
         if fmt.has_nan:
             if fmt.nan == "neg_zero" or not fmt.signed:
                 return fmt.nan_code, fmt.nan_code
+            if fmt.nan == "ieee" and conv.nan_payload == "all_ones":
+                return self._signed_pair(fmt.nan_code | ((1 << fmt.mantissa_bits) - 1))
             return self._signed_pair(fmt.nan_code)
         how = conv.nan_no_nan
         if how == "zero_flip":
@@ -90,12 +108,9 @@ class _Cast:
             return 0, 0
         if how == "max":
             return fmt.max_code, fmt.max_code
-        if how == "quiet_nan_bits":
-            M = fmt.mantissa_bits
-            odd = (0x7FC00000 >> (23 - M)) & 1
-            c = ((0x7FC00000 + ((fmt.bias - 127) << 23) + (1 << (22 - M)) - 1 + odd) >> (23 - M)) & 0xFF
-            c &= (1 << (fmt.bits - 1)) - 1
-            return self._signed_pair(c)
+        if how == "nan_bits":
+            c = int(self.nan_bits_codes(np.float32([np.nan]))[0])
+            return c, c | fmt.sign_bit
         return self.NO_CODE, self.NO_CODE
 
     def _specials(self):
@@ -112,7 +127,12 @@ class _Cast:
             ieee = (nan_pos, nan_neg)
         else:
             ieee = max_pair
-        if self.saturate:
+        if conv.arithmetic == "microxcaling":  # inf passes through as a value
+            inf = ieee
+            ovf = max_pair
+        elif conv.arithmetic == "brevitas":  # values already clamped; an inf value is an overflow
+            inf = ovf = ieee
+        elif self.saturate:
             inf = max_pair if conv.inf_saturating == "max" else (nan_pos, nan_neg)
             ovf = max_pair
         else:
@@ -122,17 +142,36 @@ class _Cast:
                    max_pair[1] if self.mode in (k.TOWARD_ZERO, k.CEIL) else ieee[1])
         sp[k.SP_INF_POS], sp[k.SP_INF_NEG] = inf
         sp[k.SP_OVF_POS], sp[k.SP_OVF_NEG] = ovf
-        drop = conv.signed_zero == "drop" or (conv.signed_zero == "drop_no_nan" and not fmt.has_nan)
-        neg_zero = fmt.sign_bit if fmt.has_negative_zero and not drop else 0
+        drop_input = conv.signed_zero == "drop" or (
+            conv.signed_zero == "drop_zero_input_no_nan" and not fmt.has_nan)
+        neg_zero = fmt.sign_bit if fmt.has_negative_zero else 0
         if fmt.has_zero:
-            sp[k.SP_ZERO_POS], sp[k.SP_ZERO_NEG] = 0, neg_zero
-            sp[k.SP_UNDER_POS], sp[k.SP_UNDER_NEG] = 0, neg_zero
+            sp[k.SP_ZERO_POS], sp[k.SP_ZERO_NEG] = 0, 0 if drop_input else neg_zero
+            sp[k.SP_UNDER_POS], sp[k.SP_UNDER_NEG] = 0, 0 if conv.signed_zero == "drop" else neg_zero
         else:  # e8m0: zero is not a value; tiny positives go to the smallest value, code 0
             sp[k.SP_ZERO_POS] = sp[k.SP_ZERO_NEG] = nan_pos
             sp[k.SP_UNDER_POS] = sp[k.SP_UNDER_NEG] = 0
         if not fmt.signed:  # negative values, -inf included, are not values of the format
             sp[k.SP_NEG] = sp[k.SP_INF_NEG] = sp[k.SP_OVF_NEG] = nan_pos
         return sp
+
+    def nan_bits_codes(self, nans: np.ndarray) -> np.ndarray:
+        """The ``nan_bits`` codes of float32 NaNs: their bit pattern, sign cleared, through the
+        normal-range round-to-nearest-even bit arithmetic, truncated to a byte, sign or-ed back."""
+        fmt = self.fmt
+        sh = 23 - fmt.mantissa_bits
+        b = nans.astype(np.float32).view(np.uint32).astype(np.int64)
+        mag = b & 0x7FFFFFFF
+        add = ((fmt.bias - 127) << 23) + (1 << (sh - 1)) - 1
+        c = ((mag + add + ((mag >> sh) & 1)) >> sh) & 0xFF
+        return (c | np.where(b >> 31, fmt.sign_bit, 0)).astype(np.uint8)
+
+    def apply_nan_bits(self, t: np.ndarray, codes: np.ndarray) -> None:
+        """The ``nan_bits`` rule on the NaNs of ``t`` (payload dependent), in place."""
+        if self.conv.nan_no_nan == "nan_bits" and not self.fmt.has_nan:
+            nan = np.isnan(t)
+            if nan.any():
+                codes[nan] = self.nan_bits_codes(t[nan])
 
     def check_codes_exist(self, x: np.ndarray, name: str) -> None:
         """A ValueError when x holds a value whose code the convention leaves undefined."""
@@ -203,15 +242,33 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
         scales = None
     else:
         t = xk
+    if cast.conv.arithmetic != "exact":
+        t = _float32_values(cast, t if t.dtype == np.float32 else t.astype(np.float32))
     cast.check_codes_exist(t, "x")
     if scales is None or (gidx.size == 0 and scales[0] == 1.0):
         if t.dtype == np.float32 and cast.mode == 0 and cast.fmt.subnormals:
-            k.encode_f32_half_even_kernel(xk.size, t, *cast.fp, cast.sp, out)
+            # vectorised and memory bound: one thread (threads measured slower on a shared CPU)
+            k.encode_f32_half_even_kernel.serial(t, *cast.fp, cast.sp, out)
         else:
             k.encode_kernel(xk.size, t, *cast.fp, cast.sp, cast.mode, u, out)
     else:
         k.encode_scaled_kernel(xk.size, t, gidx, scales, *cast.fp, cast.sp, cast.mode, u, out)
     cast.apply_band(t if scales is None else xk / (scales[gidx] if gidx.size else scales[0]), out)
+    cast.apply_nan_bits(t, out)
+    return out
+
+
+def _float32_values(cast: _Cast, t: np.ndarray) -> np.ndarray:
+    """The element values (float64 holding float32 results) of the float32 ``t`` under a
+    convention with its own float32 arithmetic (microxcaling, brevitas)."""
+    from ._kernels import _float as k
+
+    fmt = cast.fmt
+    out = np.empty(t.size, np.float64)
+    if t.size and cast.conv.arithmetic == "microxcaling":
+        k.microxcaling_kernel(t.size, t, fmt.mantissa_bits, fmt.emin, fmt.max, cast.mode == 0, out)
+    elif t.size:
+        k.brevitas_kernel(t.size, t, fmt.mantissa_bits, fmt.emin, fmt.max, cast.saturate, fmt.has_inf, out)
     return out
 
 
@@ -287,7 +344,18 @@ def _out_dtype(dtype) -> np.dtype:
 # ----------------------------------------------------------------------------- scaled quantization
 
 
-def group_index(shape, scale, axis, block_size, array_name="x"):
+def positive_finite(values, name: str) -> np.ndarray:
+    """:func:`refquant._validation.positive_finite`, its error showing a plain number."""
+    a = np.asarray(values)
+    if a.dtype.kind in "fiu" and a.size:
+        bad = ~(np.isfinite(a) & (a > 0))
+        if bad.any():
+            first = float(a.ravel()[np.argmax(bad.ravel())])
+            raise ValueError(f"{name} must be finite and > 0; got {first!r}")
+    return _validation.positive_finite(a, name)
+
+
+def _group_index(shape, scale, axis, block_size, array_name="x"):
     """(per-group scales as float64, group index per element or empty for one group)."""
     s = np.asarray(scale)
     if axis is not None and block_size is not None:
@@ -345,7 +413,7 @@ def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=None, bl
     _no_range(qmin, qmax)
     cast = _Cast(fmt, convention, saturate, rounding)
     a = float_array(x, "x")
-    scales, gidx = group_index(a.shape, scale, axis, block_size)
+    scales, gidx = _group_index(a.shape, scale, axis, block_size)
     return _encode_flat(cast, _flat(a), scales, gidx, rng).reshape(a.shape)
 
 
@@ -381,7 +449,7 @@ def dequantize(q, scale, zero_point=0, *, fmt, axis=None, block_size=None, conve
     fmt = float_format(fmt)
     out_dtype = _out_dtype(dtype)
     v = decode(q, fmt, dtype=np.float64)
-    scales, gidx = group_index(v.shape, scale, axis, block_size, "q")
+    scales, gidx = _group_index(v.shape, scale, axis, block_size, "q")
     s = scales[gidx].reshape(v.shape) if gidx.size else scales[0]
     return _times_scale(v, np.broadcast_to(s, v.shape), out_dtype)
 
@@ -401,7 +469,12 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=Non
     cast = _Cast(fmt, convention, saturate, rounding)
     a = float_array(x, "x")
     xk = _flat(a)
-    scales, gidx = group_index(a.shape, scale, axis, block_size)
+    scales, gidx = _group_index(a.shape, scale, axis, block_size)
+    if cast.conv.arithmetic != "exact":
+        s32 = (scales[gidx] if gidx.size else np.broadcast_to(scales[0], xk.shape)).astype(np.float32)
+        v = _float32_values(cast, (xk.astype(np.float32) / s32).astype(np.float32))
+        with np.errstate(invalid="ignore", over="ignore"):
+            return (v.astype(np.float32) * s32).astype(a.dtype).reshape(a.shape)
     nan_value = cast.conv.nan_no_nan == "nan" and not cast.fmt.has_nan
     codes = _encode_flat(cast, np.where(np.isnan(xk), 0, xk) if nan_value else xk, scales, gidx, rng)
     v = cast.fmt.decode_table()[codes]

@@ -157,35 +157,287 @@ def decode_kernel(codes, table, out):
         out[i] = table[codes[i]]
 
 
+@kernel
+def rne32_consts(M, emin, bias, max_mag, sign_bit, sp):
+    """The int32 constants of :func:`rne32_code` for one format and convention."""
+    sh = 23 - M
+    return (np.int32(sh), np.int32((127 - bias) << 23), np.int32((1 << (sh - 1)) - 1),
+            np.int32((emin + 127) << 23), np.int32((emin - M + 23 + 127) << 23), np.int32(max_mag),
+            np.int32(sign_bit), np.int32(sp[SP_OVF_POS]), np.int32(sp[SP_OVF_NEG]),
+            np.int32(sp[SP_UNDER_POS]), np.int32(sp[SP_UNDER_NEG]), np.int32(sp[SP_ZERO_POS]),
+            np.int32(sp[SP_ZERO_NEG]), np.int32(sp[SP_INF_POS]), np.int32(sp[SP_INF_NEG]),
+            np.int32(sp[SP_NAN_POS]), np.int32(sp[SP_NAN_NEG]))
+
+
+@kernel
+def rne32_code(b, c):
+    """The half-to-even code of the float32 whose bits are ``b`` (formats with subnormals):
+    integer round-to-nearest-even on the bits for target-normal values, and one float32 addition
+    of ``2**(emin - M + 23)`` (whose rounding is the single RNE onto the subnormal grid) below
+    ``2**emin``. Branch-free, so that loops over it vectorise."""
+    (sh, rebias, half_m1, min_normal_bits, magic_bits, mx, sb, ovf_p, ovf_n, und_p, und_n,
+     zero_p, zero_n, inf_p, inf_n, nan_p, nan_n) = c
+    a = b & np.int32(0x7FFFFFFF)
+    neg = b < 0
+    normal = (a - rebias + half_m1 + ((a >> sh) & np.int32(1))) >> sh
+    sub = f32_to_bits(bits_to_f32(a) + bits_to_f32(magic_bits)) - magic_bits
+    mag = normal if a >= min_normal_bits else sub
+    code = (mag | sb) if neg else mag
+    code = (ovf_n if neg else ovf_p) if mag > mx else code
+    code = (und_n if neg else und_p) if mag == 0 else code
+    code = (zero_n if neg else zero_p) if a == 0 else code
+    code = (inf_n if neg else inf_p) if a == np.int32(0x7F800000) else code
+    return (nan_n if neg else nan_p) if a > np.int32(0x7F800000) else code
+
+
+@kernel
+def rne32_code_symmetric(b, c):
+    """:func:`rne32_code` for conventions whose negative special codes are the positive ones with
+    the sign bit set: the special cases are chosen on the magnitude, the sign or-ed in last."""
+    (sh, rebias, half_m1, min_normal_bits, magic_bits, mx, sb, ovf_p, ovf_n, und_p, und_n,
+     zero_p, zero_n, inf_p, inf_n, nan_p, nan_n) = c
+    a = b & np.int32(0x7FFFFFFF)
+    normal = (a - rebias + half_m1 + ((a >> sh) & np.int32(1))) >> sh
+    sub = f32_to_bits(bits_to_f32(a) + bits_to_f32(magic_bits)) - magic_bits
+    mag = normal if a >= min_normal_bits else sub
+    mag = ovf_p if mag > mx else mag
+    mag = inf_p if a == np.int32(0x7F800000) else mag
+    mag = nan_p if a > np.int32(0x7F800000) else mag
+    return mag | ((b >> np.int32(31)) & sb)
+
+
+@kernel
+def symmetric_specials(sp, sign_bit):
+    """Whether every negative special code is the positive one with the sign bit set (and zero
+    results are +0 and -0), so that :func:`rne32_code_symmetric` applies."""
+    ok = (sign_bit != 0 and sp[SP_UNDER_POS] == 0 and sp[SP_ZERO_POS] == 0
+          and sp[SP_UNDER_NEG] == sign_bit and sp[SP_ZERO_NEG] == sign_bit)
+    for pos, neg in ((SP_OVF_POS, SP_OVF_NEG), (SP_INF_POS, SP_INF_NEG), (SP_NAN_POS, SP_NAN_NEG)):
+        ok = ok and sp[neg] == (sp[pos] | sign_bit) and (sp[pos] & sign_bit) == 0
+    return ok
+
+
 @sized_kernel
 def encode_f32_half_even_kernel(x, M, emin, bias, max_mag, sign_bit, sp, out):
     """The fast path of :func:`encode_kernel` for float32 input, half to even, formats with
-    subnormals: integer round-to-nearest-even on the float32 bits for target-normal values, and
-    one float32 addition of ``2**(emin - M + 23)`` (whose rounding is the single RNE onto the
-    subnormal grid) below ``2**emin``. Branch-free, so that the loop vectorises."""
-    sh = np.int32(23 - M)
-    rebias = np.int32((127 - bias) << 23)
-    half_m1 = np.int32((1 << (sh - 1)) - 1)
-    min_normal_bits = np.int32((emin + 127) << 23)
-    magic_bits = np.int32((emin - M + 23 + 127) << 23)
-    magic = bits_to_f32(magic_bits)
-    mx = np.int32(max_mag)
-    sb = np.int32(sign_bit)
-    ovf_p, ovf_n = np.int32(sp[SP_OVF_POS]), np.int32(sp[SP_OVF_NEG])
-    und_p, und_n = np.int32(sp[SP_UNDER_POS]), np.int32(sp[SP_UNDER_NEG])
-    inf_p, inf_n = np.int32(sp[SP_INF_POS]), np.int32(sp[SP_INF_NEG])
-    nan_p, nan_n = np.int32(sp[SP_NAN_POS]), np.int32(sp[SP_NAN_NEG])
-    one = np.int32(1)
+    subnormals (:func:`rne32_code`)."""
+    c = rne32_consts(M, emin, bias, max_mag, sign_bit, sp)
+    if symmetric_specials(sp, sign_bit):
+        for i in prange(x.size):
+            out[i] = np.uint8(rne32_code_symmetric(f32_to_bits(x[i]), c))
+    else:
+        for i in prange(x.size):
+            out[i] = np.uint8(rne32_code(f32_to_bits(x[i]), c))
+
+
+# ----------------------------------------------------------------------------- MX block scales
+
+RULE_FLOOR, RULE_CEIL, RULE_EVEN, RULE_RCEIL = range(4)
+SRC_BITS, SRC_LOG2_FP32, SRC_LOG2_FP32_MIN_NORMAL = range(3)
+ELEM_EXACT, ELEM_FP32_DIVIDE, ELEM_FP32_RCP, ELEM_MICROXCALING = range(4)
+NO_EXP = -100000
+F32_MIN_NORMAL = 1.1754943508222875e-38
+
+
+@kernel
+def log2_fp32(a):
+    """log2(a) rounded to float32, as the block libraries compute it in float32."""
+    return np.float64(np.float32(math.log2(a)))
+
+
+@kernel
+def to_f32(v):
+    return np.float64(np.float32(v))
+
+
+@kernel
+def block_exponent(amax, rule, source, emax, max_pos, M):
+    """Shared exponent E (before clipping) of a block whose finite ``amax >= 0`` (``M``: the
+    mantissa width the ``even`` rule rounds amax to)."""
+    if rule == RULE_RCEIL:
+        d = to_f32(amax / max_pos)
+        return NO_EXP if d == 0.0 else int(math.ceil(log2_fp32(d)))
+    if source != SRC_BITS:
+        a = amax
+        if a == 0.0:
+            if source == SRC_LOG2_FP32:
+                return NO_EXP
+            a = F32_MIN_NORMAL
+        return int(math.floor(log2_fp32(a))) - emax
+    if amax == 0.0:
+        return NO_EXP
+    if rule == RULE_EVEN:  # round amax's float32 significand to M bits (half up), keep the exponent
+        b = (f32_to_bits(np.float32(amax)) + (1 << (22 - M))) & 0x7F800000
+        return (b >> 23) - 127 - emax
+    e = math.frexp(amax)[1] - 1  # floor(log2 amax), read from the bits
+    if rule == RULE_CEIL and amax != math.ldexp(1.0, e):
+        e += 1
+    return e - emax
+
+
+@kernel
+def microxcaling_element(v, M, emin, max_pos, even):
+    """microxcaling's float32 element quantizer (``_quantize_elemwise_core``, saturating)."""
+    if math.isinf(v) or math.isnan(v):
+        return v
+    a = abs(v)
+    pe = math.floor(log2_fp32(a if a != 0.0 else 1.0))
+    if pe < emin:
+        pe = emin
+    p2 = to_f32(math.ldexp(1.0, int(pe))) if pe < 200 else math.inf
+    t = to_f32(to_f32(a / p2) * (1 << M))
+    r = math.floor(to_f32(t + 0.5))
+    if even and to_f32(t - 0.5) % 2.0 == 0.0:
+        r -= 1.0
+    out = to_f32(to_f32(r / (1 << M)) * p2)  # 0 * inf is NaN: x near FLT_MAX gives NaN
+    if out > max_pos:
+        out = max_pos
+    if v < 0.0:
+        return -out
+    return out
+
+
+@sized_kernel
+def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_pos, M, emin, bias,
+              max_mag, sign_bit, sp, int_lo, is_int, mxc_even, fast, even_m, codes, scodes, vals, mults):
+    """One MX block per iteration: the shared exponent, the e8m0 scale code, the element codes
+    (and, for the microxcaling element arithmetic, its float element values in ``vals``).
+
+    ``fast`` (float32 x, float element formats, half to even, exact or float32 scaling, symmetric
+    special codes): only the scale codes and each block's float32 multiplier ``mults`` are
+    written here; :func:`encode_blocks_f32` encodes the elements. There the
+    element ``x * 2**-E`` is a
+    float32 except where it leaves float32's normal range, far from any element rounding boundary
+    (an overflow saturates, a float32 subnormal rounds to zero either way), so the branch-free
+    float32 encoder gives the single rounding."""
+    for b in prange(x.size // blk):
+        base = b * blk
+        amax = 0.0
+        nan = False
+        if fast:  # float32: the largest magnitude is the largest |bits| (NaN's bits exceed inf's)
+            top = np.int32(0)
+            xs = x[base:base + blk]
+            for j in range(blk):
+                top = max(top, f32_to_bits(xs[j]) & np.int32(0x7FFFFFFF))
+            nan = top > np.int32(0x7F800000)
+            amax = np.float64(bits_to_f32(top)) if not nan else 0.0
+        else:
+            for j in range(blk):
+                a = abs(np.float64(x[base + j]))
+                if a != a:
+                    nan = True
+                elif a > amax:
+                    amax = a
+        scode = 0
+        if nan or (math.isinf(amax) and nonfinite_nan):
+            scode = 255
+        elif math.isinf(amax):  # torchao: the exponent field of inf reads 128
+            scode = 254 if rule == RULE_RCEIL else min(max(128 - emax, -127), 128) + 127
+        else:
+            e = block_exponent(amax, rule, source, emax, max_pos, even_m)
+            if e == NO_EXP:
+                e = -127
+            if e > 127 and nan_over:
+                scode = 255
+            else:
+                scode = min(max(e, -127), 127) + 127
+        e = scode - 127
+        if scaling == ELEM_FP32_RCP:
+            if scode == 255:
+                mult = math.nan
+            elif scode == 254:
+                mult = math.ldexp(1.0, -127)
+            elif scode == 0:
+                mult = 1.0
+            else:
+                mult = math.ldexp(1.0, -e)
+        elif scaling == ELEM_FP32_DIVIDE:
+            s32 = math.inf if scode == 255 else math.ldexp(1.0, max(e, -126))
+            mult = 1.0 / s32 if s32 != math.inf else 0.0
+        else:
+            mult = math.ldexp(1.0, -e)
+        scodes[b] = scode
+        if fast:  # elements: encode_blocks_f32 (a NaN block under exact scaling: codes of +-0)
+            mults[b] = np.float32(0.0 if scode == 255 and scaling == ELEM_EXACT else mult)
+            continue
+        for j in range(blk):
+            xv = np.float64(x[base + j])
+            if scode == 255 and scaling in (ELEM_EXACT, ELEM_MICROXCALING):
+                codes[base + j] = 0
+                vals[base + j] = math.nan
+                continue
+            v = xv * mult  # exact: a power of two (or 0, inf, NaN) times a float
+            if scaling != ELEM_EXACT:
+                v = to_f32(v)
+            mxc = scaling == ELEM_MICROXCALING
+            if is_int:
+                t = v * 64.0
+                if v != v:
+                    q = 0.0
+                elif mxc:  # floor(|t| + 1/2) in float32, minus 1 on ties for "even"
+                    q = math.floor(to_f32(abs(t) + 0.5))
+                    if mxc_even and to_f32(abs(t) - 0.5) % 2.0 == 0.0:
+                        q -= 1.0
+                    q = min(q, 127.0)
+                    q = -q if t < 0.0 else q
+                else:
+                    q = min(max(np.rint(t), int_lo), 127.0)
+                codes[base + j] = np.int64(q)
+                if mxc:
+                    vals[base + j] = q / 64.0
+                continue
+            if mxc:
+                v = microxcaling_element(v, M, emin, max_pos, mxc_even)
+                vals[base + j] = v
+            else:
+                codes[base + j] = encode_value(v, M, emin, bias, max_mag, sign_bit, sp, 0, 0.0)
+
+
+@sized_kernel
+def microxcaling_kernel(x, M, emin, max_pos, even, out):
+    """``out[i]`` = microxcaling's float32 element quantization of ``x[i]`` (saturating)."""
     for i in prange(x.size):
-        b = f32_to_bits(x[i])
-        a = b & np.int32(0x7FFFFFFF)
-        neg = b < 0
-        normal = (a - rebias + half_m1 + ((a >> sh) & one)) >> sh
-        sub = f32_to_bits(bits_to_f32(a) + magic) - magic_bits
-        mag = normal if a >= min_normal_bits else sub
-        code = (mag | sb) if neg else mag
-        code = (ovf_n if neg else ovf_p) if mag > mx else code
-        code = (und_n if neg else und_p) if mag == 0 else code
-        code = (inf_n if neg else inf_p) if a == np.int32(0x7F800000) else code
-        code = (nan_n if neg else nan_p) if a > np.int32(0x7F800000) else code
-        out[i] = np.uint8(code)
+        out[i] = microxcaling_element(np.float64(x[i]), M, emin, max_pos, even)
+
+
+@kernel
+def brevitas_element(x, M, emin, max_pos, saturate, has_inf):
+    """brevitas FloatQuant of the float32 value ``x`` (scale 1): internal scale
+    ``2**max(floor(log2_fp32(fl32(|x| + 2**-126))) - M, emin - M)``, ``rne(x / s) * s`` in float32,
+    then the clamp: saturating to +-max, else values beyond max become inf (formats with inf) or
+    NaN. inf input gives NaN (inf / inf)."""
+    if math.isnan(x):
+        return x
+    a = to_f32(abs(x) + F32_MIN_NORMAL)
+    p = math.floor(log2_fp32(a)) if math.isfinite(a) else math.inf
+    if p - M < emin - M:
+        p = emin
+    s = to_f32(math.ldexp(1.0, int(p - M))) if p < 300 else math.inf
+    y = to_f32(np.rint(to_f32(x / s)) * s) if math.isfinite(s) else math.nan
+    if math.isnan(y):
+        return y
+    if abs(y) > max_pos:
+        if saturate:
+            return math.copysign(max_pos, y)
+        return math.copysign(math.inf, y) if has_inf else math.nan
+    return y
+
+
+@sized_kernel
+def brevitas_kernel(x, M, emin, max_pos, saturate, has_inf, out):
+    """``out[i]`` = brevitas FloatQuant of ``x[i]``."""
+    for i in prange(x.size):
+        out[i] = brevitas_element(np.float64(x[i]), M, emin, max_pos, saturate, has_inf)
+
+
+@sized_kernel
+def encode_blocks_f32(x, blk, mults, sp, M, emin, bias, max_mag, sign_bit, codes):
+    """``codes[i]`` = half-to-even code of ``fl32(x[i] * mults[i // blk])`` (each multiplier a
+    power of two, 0 or NaN) under symmetric special codes (:func:`rne32_code_symmetric`)."""
+    c = rne32_consts(M, emin, bias, max_mag, sign_bit, sp)
+    for b in prange(x.size // blk):
+        m32 = mults[b]
+        xs = x[b * blk:(b + 1) * blk]  # slices: the inner loop then vectorises
+        cs = codes[b * blk:(b + 1) * blk]
+        for j in range(blk):
+            cs[j] = np.uint8(rne32_code_symmetric(f32_to_bits(xs[j] * m32), c))

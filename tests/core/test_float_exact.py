@@ -8,33 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import refquant as rq
-from tests.float_oracles import MODES, SPEC, ieee_overflows, positive_levels, round_code
+from tests.float_oracles import MODES, SPEC, ieee_overflows, positive_levels, probes, round_code
 
 NAMES = list(SPEC)
-
-
-def probes(name: str, seed: int = 0) -> np.ndarray:
-    """Every value, every midpoint and its float64 and float32 neighbours, overflow probes, tiny
-    values and random log-uniform values, both signs."""
-    vals = np.array([float(v) for v, _ in positive_levels(name)])
-    mids = (vals[:-1] + vals[1:]) / 2
-    top = vals[-1]
-    ulp_top = top - vals[-2]
-    over = np.array([top + ulp_top / 2, top + ulp_top, 2 * top, 1e30, 3.4028234663852886e38])
-    tiny = np.array([vals[vals > 0][0] / 2, 1e-40, 1.401298464324817e-45, 5e-324])
-    base = np.concatenate([vals, mids, over, tiny])
-    rng = np.random.default_rng(seed)
-    rand = np.exp2(rng.uniform(np.log2(tiny[0]) - 2, np.log2(top) + 2, 300))
-    f32 = base[base < 3e38].astype(np.float32).astype(np.float64)
-    near = np.concatenate([
-        np.nextafter(base, np.inf), np.nextafter(base, -np.inf),
-        np.nextafter(f32.astype(np.float32), np.float32(np.inf)).astype(np.float64),
-        np.nextafter(f32.astype(np.float32), np.float32(0)).astype(np.float64),
-    ])
-    with np.errstate(over="ignore"):
-        pos = np.concatenate([base, near, rand, rand.astype(np.float32).astype(np.float64)])
-    pos = pos[(pos > 0) & np.isfinite(pos)]
-    return np.concatenate([pos, -pos])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -153,3 +129,43 @@ def test_exact_property(v, name, mode):
     if v == 0 or (not fmt.signed and v < 0):
         return
     assert rq.encode(np.float64([v]), fmt, rounding=mode)[0] == round_code(v, name, mode)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [np.float16, "bfloat16", np.float64])
+def test_decode_dtypes_round_once(name, dtype):
+    fmt = getattr(rq, name)
+    codes = np.arange(1 << fmt.bits, dtype=np.uint8)
+    v64 = rq.decode(codes, fmt, dtype=np.float64)
+    got = rq.decode(codes, fmt, dtype=dtype)
+    if dtype == "bfloat16":
+        ml = pytest.importorskip("ml_dtypes")
+        want = v64.astype(ml.bfloat16)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+    else:
+        np.testing.assert_array_equal(got, v64.astype(dtype))
+        assert got.dtype == np.dtype(dtype)
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(NAMES))
+def test_float32_patterns_against_oracle(bits, name):
+    fmt = getattr(rq, name)
+    x = np.uint32([bits]).view(np.float32)
+    v = float(x[0])
+    got = int(rq.encode(x, fmt, saturate=True if fmt.has_nan or fmt.has_inf else None,
+                        convention="exact")[0]) if not np.isnan(v) or fmt.has_nan else None
+    if np.isnan(v):
+        if fmt.has_nan:
+            assert np.isnan(fmt.decode_table()[got])
+        return
+    sign = fmt.sign_bit if np.signbit(v) else 0
+    if np.isinf(v):
+        want = fmt.nan_code if (v < 0 and not fmt.signed) else fmt.max_code | sign
+    elif v == 0 or (v < 0 and not fmt.signed):
+        no_value = not fmt.has_zero or v < 0
+        want = fmt.nan_code if no_value else (sign if fmt.has_negative_zero else 0)
+    else:
+        want = round_code(v, name)
+    assert got == want, (v, got, want)
