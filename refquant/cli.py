@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="a convention name, or module:function taking (x) and returning y")
     s.add_argument("--progress", action="store_true",
                    help="progress on stderr (always on for float32, whose 2**32 patterns take a while)")
+    from .checkpoint._cli import add_parser as _add_checkpoint
+
+    _add_checkpoint(sub)
     return p
 
 
@@ -154,8 +157,14 @@ def _cmd_sweep(args) -> int:
     return MISMATCH if r.mismatches else OK
 
 
+def _cmd_checkpoint(args) -> int:
+    from .checkpoint._cli import run
+
+    return run(args)
+
+
 COMMANDS = {"report": _cmd_report, "golden": _cmd_golden, "check": _cmd_check,
-            "identify": _cmd_identify, "sweep": _cmd_sweep}
+            "identify": _cmd_identify, "sweep": _cmd_sweep, "checkpoint": _cmd_checkpoint}
 
 
 def main(argv=None) -> int:
