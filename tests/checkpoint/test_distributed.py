@@ -1,0 +1,78 @@
+"""The same checks through a dask.distributed LocalCluster of two worker processes: the same
+report, also when one worker is killed mid-run (its tasks are retried, none counted twice)."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import refquant as rq
+from refquant.checkpoint import save_file
+
+from . import writers as W
+
+distributed = pytest.importorskip("distributed")
+pytest.importorskip("dask")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    # the worker processes import this checkout of refquant
+    mp.setenv("PYTHONPATH", os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=50)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """Four compressed-tensors int4 weights with planted faults in two, and their source."""
+    d = tmp_path_factory.mktemp("dist")
+    weights = {f"m.l{i}.weight": W.rng_weights((64, 128), 10 + i) for i in range(4)}
+    save_file(d / "source.safetensors", weights)
+    W.ct_int4(d, weights, scale_fault="m.l2.weight")
+    from refquant.checkpoint import SafetensorsFile
+
+    with SafetensorsFile(d / "model.safetensors") as f:
+        tensors = {n: np.array(f.get(n)) for n in f.tensors}
+    tensors["m.l1.weight_packed"][5, 3] ^= 0x70000  # flips one code
+    save_file(d / "model.safetensors", tensors)
+    return d
+
+
+def _rows(report):
+    return [vars(r) for r in report.rows]
+
+
+def test_same_report_with_and_without_dask(client, checkpoint):
+    local = rq.checkpoint.check(checkpoint, checkpoint / "source.safetensors", task_rows=8)
+    assert [r.status for r in local.rows] == ["ok", "mismatch", "mismatch", "ok"]
+    dask = rq.checkpoint.check(checkpoint, checkpoint / "source.safetensors", client=client, task_rows=8)
+    assert _rows(dask) == _rows(local)
+    assert dask.workers.startswith("dask")
+
+
+def test_killing_a_worker_mid_run_gives_the_same_report(client, checkpoint):
+    local = rq.checkpoint.check(checkpoint, checkpoint / "source.safetensors", task_rows=2)
+    pids = client.run(os.getpid)
+    victim = sorted(pids.values())[0]
+    calls = []
+
+    def progress(done, total, tensors, n_tensors, seconds):
+        calls.append(done)
+        if len(calls) == 3:
+            os.kill(victim, signal.SIGKILL)
+
+    r = rq.checkpoint.check(checkpoint, checkpoint / "source.safetensors", client=client, task_rows=2,
+                            progress=progress)
+    assert _rows(r) == _rows(local)
+    assert len(calls) == 128 and calls[-1] == r.bytes  # every task once
+    assert victim not in client.run(os.getpid).values()
