@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._formats import QTensor, load_block, swapped
-from ._safetensors import SafetensorsFile
+from ._safetensors import SafetensorsFile, finfo_max
 
 __all__ = ["Task", "run_task", "SUB_CHUNK", "SAMPLE"]
 
@@ -109,66 +109,151 @@ def source_rows(task, lo, hi, shape):
 
 
 def _run_int(task, out):
-    import refquant as rq
-
     q = task.q
     rows, cols = q.shape
     multiple = 8 if q.layout == "awq" else 1
-    files = open_file
     alt = swapped(q)
-    samples = []
-    alt_total = 0
+    samples, alt_total = [], 0
+    buf = {}
     for a, b in _sub_ranges(task.lo, task.hi, cols, multiple):
-        codes, scale, zp = load_block(q, files, a, b)
+        codes, scale, zp = load_block(q, open_file, a, b)
         codes = np.asarray(codes)
         if codes.shape != (b - a, cols):
             raise ValueError(f"codes of {q.name!r} unpack to {codes.shape}; expected {(b - a, cols)}")
         out["elements"] += codes.size
-        dec = out["decode"]
-        _count(dec, f"code outside [{q.qmin}, {q.qmax}]", ((codes < q.qmin) | (codes > q.qmax)).sum())
-        bad = _bad_scales(scale)
-        _count(dec, "scale not finite or not positive", bad.sum())
-        kw = block_kw(codes, scale)
-        s_safe = np.where(bad, np.ones((), np.asarray(scale).dtype), scale) if bad.any() else scale
-        zpa = 0 if zp is None else np.asarray(zp).astype(np.int64)
-        if zp is not None:
-            _count(dec, f"zero point outside [{q.qmin}, {q.qmax}]", ((zpa < q.qmin) | (zpa > q.qmax)).sum())
-            _zero_convention(q, zpa, dec)
-            zpa = np.clip(zpa, q.qmin, q.qmax)
-        deq = rq.dequantize(codes, s_safe, zpa, convention="exact", dtype=q.dtype, **kw)
-        with np.errstate(invalid="ignore"):
-            finite = np.isfinite(deq.astype(np.float32))
-        _count(dec, "dequantized value not finite", (~finite & ~_element_mask(bad, codes.shape)).sum())
+        scale, zpa, bad = _decode_int(q, codes, scale, zp, out["decode"])
         if task.source is None:
             continue
         x = source_rows(task, a, b, q.shape)
         if q.rtn is not None:
-            if q.layout == "gptq":  # mean code offset from the source, in units of the scale
-                with np.errstate(all="ignore"):
-                    off = (deq.astype(np.float64) - _wide(x)) / _per_element(s_safe, codes.shape)
-                ok = np.isfinite(off)
-                out["offset"][0] += float(off[ok].sum())
-                out["offset"][1] += int(ok.sum())
+            if q.layout == "gptq":
+                _offset(q, codes, scale, zpa, x, out)
             continue
-        expected = rq.quantize(x, s_safe, zpa, qmin=q.qmin, qmax=q.qmax, convention=task.convention, **kw)
         valid = ~_element_mask(bad, codes.shape)
-        differ = (expected.astype(np.int64) != codes) & valid
         out["compared"] += int(valid.sum())
-        n = int(differ.sum())
-        out["codes"] += n
-        if n:
+        r, c, expected = requantize(q, task.convention, x, codes, scale, zpa, bad, buf)
+        out["codes"] += r.size
+        if r.size:
             if alt is not None:
-                alt_codes = load_block(alt, files, a, b)[0]
-                alt_total += int(((expected.astype(np.int64) != alt_codes) & valid).sum())
+                alt_codes = load_block(alt, open_file, a, b)[0]
+                alt_total += requantize(q, task.convention, x, alt_codes, scale, zpa, bad, buf)[0].size
             room = SAMPLE - sum(len(s["index"]) for s in samples)
             if room > 0:
-                samples.append(_sample(differ, room, a, cols, x, codes, s_safe, zpa, expected))
+                samples.append(_sample(r[:room], c[:room], a, cols, x, codes, scale, zpa, expected[:room]))
         if q.scale_rule is not None:
             _scale_check(q, x, scale, out)
     if alt is not None and out["codes"]:
         out["alt_order"] = alt_total
     if samples:
         out["sample"] = {k: np.concatenate([s[k] for s in samples]) for k in samples[0]}
+
+
+def _decode_int(q, codes, scale, zp, dec):
+    """The decode check of one block: codes, scales and zero points in range, and the dequantized
+    ``(q - z) * s`` finite in the weight's dtype (certified by the bound ``max |q - z| * s``
+    where it lies below half the dtype's largest value, computed by ``rq.dequantize`` elsewhere).
+    Returns (scale with bad entries set to 1, zero points clipped to the range as int64 or 0,
+    mask of bad scales)."""
+    import refquant as rq
+
+    info = np.iinfo(codes.dtype)
+    if info.min < q.qmin or info.max > q.qmax:
+        _count(dec, f"code outside [{q.qmin}, {q.qmax}]", ((codes < q.qmin) | (codes > q.qmax)).sum())
+    scale = np.asarray(scale)
+    bad = _bad_scales(scale)
+    _count(dec, "scale not finite or not positive", bad.sum())
+    if bad.any():
+        scale = np.where(bad, np.ones((), scale.dtype), scale)
+    zpa = 0
+    if zp is not None:
+        zpa = np.asarray(zp).astype(np.int64)
+        _count(dec, f"zero point outside [{q.qmin}, {q.qmax}]", ((zpa < q.qmin) | (zpa > q.qmax)).sum())
+        _zero_convention(q, zpa, dec)
+        zpa = np.clip(zpa, q.qmin, q.qmax)
+    z64 = np.asarray(zpa, np.float64)
+    reach = np.maximum(np.abs(q.qmin - z64), np.abs(q.qmax - z64))
+    fmax = finfo_max(q.dtype)
+    if np.max(reach * scale.astype(np.float64), initial=0.0) >= fmax / 2:
+        deq = rq.dequantize(codes, scale, zpa, convention="exact", dtype=q.dtype, **block_kw(codes, scale))
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(deq.astype(np.float32))
+        _count(dec, "dequantized value not finite", (~finite & ~_element_mask(bad, codes.shape)).sum())
+    return scale, zpa, bad
+
+
+def _offset(q, codes, scale, zp, x, out):
+    """Sum and count of ``(dequantized - source) / s``: the mean code offset from the source."""
+    import refquant as rq
+
+    deq = rq.dequantize(codes, scale, zp, convention="exact", dtype=q.dtype, **block_kw(codes, scale))
+    with np.errstate(all="ignore"):
+        off = (deq.astype(np.float64) - _wide(x)) / _per_element(scale, codes.shape)
+    ok = np.isfinite(off)
+    out["offset"][0] += float(off[ok].sum())
+    out["offset"][1] += int(ok.sum())
+
+
+def _widened(x, buf):
+    """``x`` as float32 or float64 for the certifying kernel: 16-bit floats widened exactly into
+    a reused buffer (bfloat16 as the high half of a float32)."""
+    if x.dtype.itemsize >= 4:
+        return x
+    key = ("w", x.size)
+    out = buf.get(key)
+    if out is None:
+        out = buf[key] = np.empty(x.size, np.uint32)
+    if x.dtype.kind == "f":  # float16
+        return np.asarray(x, np.float32)
+    np.left_shift(x.view(np.uint16).reshape(-1), 16, out=out, dtype=np.uint32)
+    return out.view(np.float32).reshape(x.shape)
+
+
+def requantize(q, convention, x, codes, scale, zp, bad, buf):
+    """``(rows, cols, expected)``: the elements of the block whose stored code differs from the
+    convention's, with the convention's code. Certified elements are decided by the kernel of
+    :mod:`._certify`; the undecided ones run through ``rq.quantize`` (per-tensor scales as a
+    scalar, group scales per element along axis 0, the same per-channel arithmetic)."""
+    import refquant as rq
+
+    from ._certify import certify, margin
+
+    r_, c_ = codes.shape
+    s = np.asarray(scale)
+    s2 = np.broadcast_to(s.astype(np.float64), (r_, 1)) if s.ndim == 0 else s.astype(np.float64)
+    z2 = np.broadcast_to(np.asarray(zp, np.int64), s2.shape)
+    rel = margin(convention, x.dtype, s.dtype, q.qmin, q.qmax)
+    key = ("s", codes.size)
+    status = buf.get(key)
+    if status is None:
+        status = buf[key] = np.empty(codes.size, np.uint8)
+    status = status.reshape(codes.shape)
+    if rel is None:
+        status[...] = 2
+    else:
+        certify(_widened(x, buf), np.ascontiguousarray(s2), np.ascontiguousarray(z2), codes,
+                q.qmin, q.qmax, rel, status)
+    if bad.any():
+        status[_element_mask(bad, codes.shape)] = 0
+    idx = np.flatnonzero(status)
+    empty = np.zeros(0, np.int64)
+    if not idx.size:
+        return empty, empty, empty
+    rr, cc = np.divmod(idx, c_)
+    xs = np.asarray(x)[rr, cc]
+    conv = rq.conventions.get(convention)
+    if conv.nan == "error":  # no reference code for NaN: those elements are not compared
+        keep = ~np.isnan(xs.astype(np.float32))
+        rr, cc, xs = rr[keep], cc[keep], xs[keep]
+    if s.ndim == 0:
+        expected = rq.quantize(xs, s, int(np.asarray(zp).reshape(-1)[0]) if np.ndim(zp) else zp,
+                               qmin=q.qmin, qmax=q.qmax, convention=convention)
+    else:
+        g = c_ // s.shape[1]
+        zz = np.asarray(z2)[rr, cc // g]
+        expected = rq.quantize(xs, s[rr, cc // g], zz, qmin=q.qmin, qmax=q.qmax, axis=0,
+                               convention=convention)
+    differ = expected.astype(np.int64) != codes[rr, cc]
+    return rr[differ], cc[differ], expected[differ].astype(np.int64)
 
 
 def _zero_convention(q, zp, dec):
@@ -197,22 +282,13 @@ def _per_element(s, shape):
     return np.repeat(s, shape[1] // s.shape[1], axis=1) if s.ndim == 2 else np.broadcast_to(s, shape)
 
 
-def _sample(differ, room, row0, cols, x, codes, scale, zp, expected):
-    r, c = np.nonzero(differ)
-    r, c = r[:room], c[:room]
+def _sample(r, c, row0, cols, x, codes, scale, zp, expected):
     s = np.asarray(scale)
     z = np.asarray(zp)
-    if s.ndim:
-        g = cols // s.shape[1]
-        s_el = s[r, c // g]
-    else:
-        s_el = np.full(r.size, s, s.dtype)
-    if z.ndim:
-        z_el = z[r, c // (cols // z.shape[1])]
-    else:
-        z_el = np.full(r.size, int(z), np.int64)
+    s_el = s[r, c // (cols // s.shape[1])] if s.ndim else np.full(r.size, s, s.dtype)
+    z_el = z[r, c // (cols // z.shape[1])] if z.ndim else np.full(r.size, int(z), np.int64)
     return {"index": (row0 + r).astype(np.int64) * cols + c, "x": np.asarray(x)[r, c],
-            "code": codes[r, c].astype(np.int64), "expected": expected[r, c].astype(np.int64),
+            "code": codes[r, c].astype(np.int64), "expected": expected,
             "scale": s_el, "zero_point": z_el.astype(np.int64)}
 
 

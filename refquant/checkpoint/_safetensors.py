@@ -295,3 +295,10 @@ def save_file(path, tensors: dict, metadata: dict | None = None) -> None:
                 written += c.nbytes
             if written != n:
                 raise ValueError(f"tensor {name!r}: chunks gave {written} bytes; its shape needs {n}")
+
+
+def finfo_max(dtype_name: str) -> float:
+    """The largest finite value of a float dtype given by name (bfloat16 through ml_dtypes)."""
+    if dtype_name == "bfloat16":
+        return float.fromhex("0x1.fep127")
+    return float(np.finfo(np.dtype(dtype_name)).max)

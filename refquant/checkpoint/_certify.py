@@ -1,0 +1,84 @@
+"""Certified re-quantization: decide most stored codes without running the convention.
+
+A round-to-nearest convention computes ``v = x / s + z`` (or ``x * inv + z``) with a few
+correctly rounded operations in its compute format of precision ``p`` bits, then rounds to the
+nearest integer and clamps. Each operation errs by at most ``2**-p`` relative, so the computed
+``v`` lies within ``rel * (|x / s| + |z| + 1)`` of the real one, ``rel = 4 * 2**-p`` (quotient or
+product, reciprocal, zero-point add, and the input and scale rounded to the compute format, with
+room to spare). Where the real ``v`` (here in float64, error ``2**-52``) is farther than that
+from every half-integer, every arithmetic of the convention rounds it to the same integer
+``n = round(v)``, so its code is ``clamp(n, qmin, qmax)`` whatever the tie rule: the element is
+*certified* and compared here. The rest (near a half-integer, NaN, inf: typically a few in a
+thousand) are left to ``rq.quantize`` under the convention itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._kernels._jit import parallel_kernel, prange
+
+__all__ = ["margin", "certify"]
+
+_PRECISION = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}
+NEAREST = ("half_even", "half_away", "half_up", "half_down")
+
+
+def _bits(dtype) -> int:
+    return _PRECISION[np.dtype(dtype).name]
+
+
+def margin(convention, x_dtype, s_dtype, qmin, qmax) -> float | None:
+    """``rel`` for ``convention`` on x and scales of these dtypes, or None when codes cannot be
+    certified (a rounding mode that is not to nearest, a multiplier that can be 0, clamp bounds
+    that the compute format does not hold exactly)."""
+    import refquant as rq
+
+    conv = rq.conventions.get(convention)
+    if conv.rounding not in NEAREST or conv.tiny_amax:
+        return None
+    px, ps = _bits(x_dtype), _bits(s_dtype)
+    if conv.compute == "exact":
+        return 2.0**-50
+    if conv.compute == "promote":
+        pc = px if px == ps else (24 if {px, ps} == {8, 11} else max(px, ps))
+    elif conv.compute == "input64":
+        pc = 53 if px == 53 else 24
+    else:
+        pc = {"float32": 24, "float64": 53}[conv.compute]
+    pr = {"float32": 24, "float64": 53, "scale_dtype": ps}.get(conv.reciprocal, 24)
+    if max(abs(int(qmin)), abs(int(qmax))) > 2**pc:
+        return None
+    return 4.0 * 2.0 ** -min(pc, pr, px, ps)
+
+
+@parallel_kernel
+def _certify_kernel(x, scale, zp, codes, g, qmin, qmax, rel, status):  # pragma: no cover - jitted
+    rows, cols = codes.shape
+    for i in prange(rows):
+        for j in range(cols):
+            k = j // g
+            t = np.float64(x[i, j]) / scale[i, k]
+            z = np.float64(zp[i, k])
+            v = t + z
+            if not np.isfinite(v):
+                status[i, j] = 2
+                continue
+            n = np.floor(v + 0.5)
+            d = abs(abs(v - n) - 0.5)
+            if d <= rel * (abs(t) + abs(z) + 1.0):
+                status[i, j] = 2
+                continue
+            q = min(max(n, np.float64(qmin)), np.float64(qmax))
+            status[i, j] = 0 if q == np.float64(codes[i, j]) else 1
+
+
+def certify(x, scale, zp, codes, qmin, qmax, rel, status=None) -> np.ndarray:
+    """``status`` per element of ``codes [r, c]``: 0 certified equal to the convention's code, 1
+    certified different, 2 undecided. ``x`` float32/float64 ``[r, c]``; ``scale`` and ``zp``
+    ``[r, groups]`` (float64, int64); ``status`` a reusable uint8 buffer of the same shape."""
+    if status is None:
+        status = np.empty(codes.shape, np.uint8)
+    g = codes.shape[1] // scale.shape[1]
+    _certify_kernel(x, scale, zp, codes, g, qmin, qmax, rel, status)
+    return status
