@@ -3,9 +3,10 @@
 A round-to-nearest convention computes ``v = x / s + z`` (or ``x * inv + z``) with a few
 correctly rounded operations in its compute format of precision ``p`` bits, then rounds to the
 nearest integer and clamps. Each operation errs by at most ``2**-p`` relative, so the computed
-``v`` lies within ``rel * (|x / s| + |z| + 1)`` of the real one, ``rel = 4 * 2**-p`` (quotient or
-product, reciprocal, zero-point add, and the input and scale rounded to the compute format, with
-room to spare). Where the real ``v`` (here in float64, error ``2**-52``) is farther than that
+``v`` lies within ``rel * (|x / s| + |z| + 1)`` of the real one, ``rel = 8 * 2**-p`` with ``p``
+the smaller of the compute and reciprocal precisions (the input and the scale rounded to the
+compute format, the reciprocal, the quotient or product and the zero-point add: five roundings
+at most, with room to spare). Where the real ``v`` (here in float64, error ``2**-52``) is farther than that
 from every half-integer, every arithmetic of the convention rounds it to the same integer
 ``n = round(v)``, so its code is ``clamp(n, qmin, qmax)`` whatever the tie rule: the element is
 *certified* and compared here. The rest (near a half-integer, NaN, inf: typically a few in a
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._kernels._jit import parallel_kernel, prange
+from .._kernels._jit import kernel, parallel_kernel, prange
 
 __all__ = ["margin", "certify"]
 
@@ -49,36 +50,52 @@ def margin(convention, x_dtype, s_dtype, qmin, qmax) -> float | None:
     pr = {"float32": 24, "float64": 53, "scale_dtype": ps}.get(conv.reciprocal, 24)
     if max(abs(int(qmin)), abs(int(qmax))) > 2**pc:
         return None
-    return 4.0 * 2.0 ** -min(pc, pr, px, ps)
+    return 8.0 * 2.0 ** -min(pc, pr)
 
 
 @parallel_kernel
 def _certify_kernel(x, scale, zp, codes, g, qmin, qmax, rel, status):  # pragma: no cover - jitted
     rows, cols = codes.shape
+    undecided = 0
     for i in prange(rows):
-        for j in range(cols):
-            k = j // g
-            t = np.float64(x[i, j]) / scale[i, k]
+        row_undecided = 0
+        for k in range(cols // g):
+            inv = 1.0 / scale[i, k]  # t = x * inv errs by 2**-52 relative at most: inside rel
             z = np.float64(zp[i, k])
-            v = t + z
-            if not np.isfinite(v):
-                status[i, j] = 2
-                continue
-            n = np.floor(v + 0.5)
-            d = abs(abs(v - n) - 0.5)
-            if d <= rel * (abs(t) + abs(z) + 1.0):
-                status[i, j] = 2
-                continue
-            q = min(max(n, np.float64(qmin)), np.float64(qmax))
-            status[i, j] = 0 if q == np.float64(codes[i, j]) else 1
+            lo_q = np.float64(qmin)
+            hi_q = np.float64(qmax)
+            for j in range(k * g, (k + 1) * g):  # branch-free, so that LLVM can vectorize it
+                t = np.float64(x[i, j]) * inv
+                v = t + z
+                n = np.rint(v)
+                sure = np.abs(v - n) < 0.5 - rel * (np.abs(t) + np.abs(z) + 1.0)  # False for NaN/inf
+                q = min(max(n, lo_q), hi_q)
+                st = np.uint8(2) - np.uint8(sure) * np.uint8(2 - (q != np.float64(codes[i, j])))
+                status[i, j] = st
+                row_undecided += st != 0
+        undecided += row_undecided
+    return undecided
 
 
-def certify(x, scale, zp, codes, qmin, qmax, rel, status=None) -> np.ndarray:
-    """``status`` per element of ``codes [r, c]``: 0 certified equal to the convention's code, 1
-    certified different, 2 undecided. ``x`` float32/float64 ``[r, c]``; ``scale`` and ``zp``
-    ``[r, groups]`` (float64, int64); ``status`` a reusable uint8 buffer of the same shape."""
+@kernel
+def _nonzero(status, count):  # pragma: no cover - jitted
+    out = np.empty(count, np.int64)
+    m = 0
+    for i in range(status.size):
+        if status[i] != 0:
+            out[m] = i
+            m += 1
+    return out
+
+
+def certify(x, scale, zp, codes, qmin, qmax, rel, status=None):
+    """``(status, idx)``: ``status`` per element of ``codes [r, c]`` is 0 certified equal to the
+    convention's code, 1 certified different, 2 undecided; ``idx`` the flat indices of the
+    elements not 0. ``x`` float32 or float64 ``[r, c]``; ``scale`` and ``zp`` ``[r, groups]``
+    (float64, int64); ``status`` a reusable uint8 buffer of ``codes``' shape."""
     if status is None:
         status = np.empty(codes.shape, np.uint8)
     g = codes.shape[1] // scale.shape[1]
-    _certify_kernel(x, scale, zp, codes, g, qmin, qmax, rel, status)
-    return status
+    count = _certify_kernel(x, scale, zp, codes, g, qmin, qmax, rel, status)
+    idx = _nonzero(status.reshape(-1), count) if count else np.zeros(0, np.int64)
+    return status, idx

@@ -66,6 +66,8 @@ def run_task(task: Task) -> dict:
         out["error"] = str(exc) or type(exc).__name__
     except Exception as exc:  # a bug: still reported for this tensor, never lost
         out["error"] = f"failure: {type(exc).__name__}: {exc}"
+    for _, f in _OPEN.values():
+        f.drop_pages()
     return out
 
 
@@ -131,7 +133,7 @@ def _run_int(task, out):
             continue
         valid = ~_element_mask(bad, codes.shape)
         out["compared"] += int(valid.sum())
-        r, c, expected = requantize(q, task.convention, x, codes, scale, zpa, bad, buf)
+        r, c, expected, minmax = requantize(q, task.convention, x, codes, scale, zpa, bad, buf)
         out["codes"] += r.size
         if r.size:
             if alt is not None:
@@ -141,7 +143,7 @@ def _run_int(task, out):
             if room > 0:
                 samples.append(_sample(r[:room], c[:room], a, cols, x, codes, scale, zpa, expected[:room]))
         if q.scale_rule is not None:
-            _scale_check(q, x, scale, out)
+            _scale_check(q, x, scale, out, minmax)
     if alt is not None and out["codes"]:
         out["alt_order"] = alt_total
     if samples:
@@ -209,8 +211,9 @@ def _widened(x, buf):
 
 
 def requantize(q, convention, x, codes, scale, zp, bad, buf):
-    """``(rows, cols, expected)``: the elements of the block whose stored code differs from the
-    convention's, with the convention's code. Certified elements are decided by the kernel of
+    """``(rows, cols, expected, minmax)``: the elements of the block whose stored code differs
+    from the convention's, with the convention's code, and the per-group (min, max) of x (None
+    when not computed). Certified elements are decided by the kernel of
     :mod:`._certify`; the undecided ones run through ``rq.quantize`` (per-tensor scales as a
     scalar, group scales per element along axis 0, the same per-channel arithmetic)."""
     import refquant as rq
@@ -227,17 +230,19 @@ def requantize(q, convention, x, codes, scale, zp, bad, buf):
     if status is None:
         status = buf[key] = np.empty(codes.size, np.uint8)
     status = status.reshape(codes.shape)
+    xw = _widened(x, buf)
+    minmax = _minmax(xw, c_ // s.shape[1]) if s.ndim else None
     if rel is None:
         status[...] = 2
+        idx = np.arange(status.size)
     else:
-        certify(_widened(x, buf), np.ascontiguousarray(s2), np.ascontiguousarray(z2), codes,
-                q.qmin, q.qmax, rel, status)
-    if bad.any():
-        status[_element_mask(bad, codes.shape)] = 0
-    idx = np.flatnonzero(status)
+        status, idx = certify(xw, np.ascontiguousarray(s2), np.ascontiguousarray(z2), codes,
+                              q.qmin, q.qmax, rel, status)
+    if idx.size and bad.any():
+        idx = idx[~_element_mask(bad, codes.shape).reshape(-1)[idx]]
     empty = np.zeros(0, np.int64)
     if not idx.size:
-        return empty, empty, empty
+        return empty, empty, empty, minmax
     rr, cc = np.divmod(idx, c_)
     xs = np.asarray(x)[rr, cc]
     conv = rq.conventions.get(convention)
@@ -253,7 +258,7 @@ def requantize(q, convention, x, codes, scale, zp, bad, buf):
         expected = rq.quantize(xs, s[rr, cc // g], zz, qmin=q.qmin, qmax=q.qmax, axis=0,
                                convention=convention)
     differ = expected.astype(np.int64) != codes[rr, cc]
-    return rr[differ], cc[differ], expected[differ].astype(np.int64)
+    return rr[differ], cc[differ], expected[differ].astype(np.int64), minmax
 
 
 def _zero_convention(q, zp, dec):
@@ -302,7 +307,7 @@ def _minmax(x, g):
     return w.min(axis=2), w.max(axis=2)
 
 
-def _scale_check(q, x, stored, out):
+def _scale_check(q, x, stored, out, minmax=None):
     """Recompute the stored scale of these rows from the source under ``q.scale_rule`` and count
     the scales whose bits differ (with the signed ulp distance stored - recomputed)."""
     from ..qparams import torchao_qparams
@@ -311,7 +316,7 @@ def _scale_check(q, x, stored, out):
     if stored.ndim == 0:
         return
     g = q.shape[1] // stored.shape[1]
-    mn, mx = _minmax(x, g)
+    mn, mx = minmax if minmax is not None else _minmax(x, g)
     src = np.asarray(x).dtype.name
     eps = {"ct_symmetric": float(np.finfo(np.float32).eps)}.get(q.scale_rule)
     new, _ = torchao_qparams(mn, mx, q.qmin, q.qmax, symmetric=True, dtype=src, eps=eps,

@@ -219,6 +219,12 @@ class SafetensorsFile:
         for lo in range(0, n, max(1, int(rows))):
             yield lo, min(n, lo + rows), self.rows(name, lo, lo + rows)
 
+    def drop_pages(self):
+        """Unmap the pages read so far (the page cache keeps them): the process's resident memory
+        stays bounded however much of the file was read. Views stay valid (pages fault back in)."""
+        if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
+
     def close(self):
         if self._map is not None:
             try:

@@ -52,7 +52,7 @@ def _check(conv, dtype, s_dtype, qmin, qmax, zp, group, seed):
     stored[flips] = np.where(stored[flips] < qmax, stored[flips] + 1, stored[flips] - 1)
     zpa = np.full(scale.shape, zp, np.int64)
     bad = np.zeros(scale.shape, bool)
-    rr, cc, exp = requantize(_q(qmin, qmax), conv, x, stored.astype(np.int16), scale, zpa, bad, {})
+    rr, cc, exp, _ = requantize(_q(qmin, qmax), conv, x, stored.astype(np.int16), scale, zpa, bad, {})
     want_r, want_c = np.nonzero(stored != truth)
     assert rr.tolist() == want_r.tolist() and cc.tolist() == want_c.tolist()
     assert exp.tolist() == truth[want_r, want_c].tolist()
