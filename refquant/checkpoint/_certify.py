@@ -30,27 +30,34 @@ def _bits(dtype) -> int:
 
 
 def margin(convention, x_dtype, s_dtype, qmin, qmax) -> float | None:
-    """``rel`` for ``convention`` on x and scales of these dtypes, or None when codes cannot be
-    certified (a rounding mode that is not to nearest, a multiplier that can be 0, clamp bounds
-    that the compute format does not hold exactly)."""
+    """``rel`` for ``convention`` on x and scales of these dtypes (the largest over its
+    per-channel and wide-range variants), or None when codes cannot be certified (a rounding mode
+    that is not to nearest, a multiplier that can be 0, clamp bounds that the compute format does
+    not hold exactly)."""
     import refquant as rq
 
-    conv = rq.conventions.get(convention)
-    if conv.rounding not in NEAREST or conv.tiny_amax:
-        return None
+    base = rq.conventions.get(convention)
     px, ps = _bits(x_dtype), _bits(s_dtype)
-    if conv.compute == "exact":
-        return 2.0**-50
-    if conv.compute == "promote":
-        pc = px if px == ps else (24 if {px, ps} == {8, 11} else max(px, ps))
-    elif conv.compute == "input64":
-        pc = 53 if px == 53 else 24
-    else:
-        pc = {"float32": 24, "float64": 53}[conv.compute]
-    pr = {"float32": 24, "float64": 53, "scale_dtype": ps}.get(conv.reciprocal, 24)
-    if max(abs(int(qmin)), abs(int(qmax))) > 2**pc:
-        return None
-    return 8.0 * 2.0 ** -min(pc, pr)
+    rels = []
+    for per_channel in (False, True):
+        for wide in (False, True):
+            conv = base.resolve(per_channel=per_channel, float_zero_point=False, wide=wide)
+            if conv.rounding not in NEAREST or conv.tiny_amax:
+                return None
+            if conv.compute == "exact":
+                rels.append(2.0**-50)
+                continue
+            if conv.compute == "promote":
+                pc = px if px == ps else (24 if {px, ps} == {8, 11} else max(px, ps))
+            elif conv.compute == "input64":
+                pc = 53 if px == 53 else 24
+            else:
+                pc = {"float32": 24, "float64": 53}[conv.compute]
+            pr = {"float32": 24, "float64": 53, "scale_dtype": ps}.get(conv.reciprocal, 24)
+            if max(abs(int(qmin)), abs(int(qmax))) > 2**pc:
+                return None
+            rels.append(8.0 * 2.0 ** -min(pc, pr))
+    return max(rels)
 
 
 @parallel_kernel
