@@ -13,6 +13,17 @@ from __future__ import annotations
 
 import importlib
 
+from .floatformats import (
+    FloatFormat,
+    float4_e2m1fn,
+    float6_e2m3fn,
+    float6_e3m2fn,
+    float8_e4m3fn,
+    float8_e4m3fnuz,
+    float8_e5m2,
+    float8_e5m2fnuz,
+    float8_e8m0fnu,
+)
 from .formats import (
     IntFormat,
     int2,
@@ -46,6 +57,12 @@ _LAZY = {
     "golden": ("refquant.golden", None),
     "checkpoint": ("refquant.checkpoint", None),
     "identify": ("refquant.golden.identify", "identify"),
+    "encode": ("refquant.floatquant", "encode"),
+    "decode": ("refquant.floatquant", "decode"),
+    "float_conventions": ("refquant.float_conventions", None),
+    "mx": ("refquant.mx", None),
+    "pack": ("refquant.packing", "pack"),
+    "unpack": ("refquant.packing", "unpack"),
 }
 
 __all__ = [
@@ -60,6 +77,15 @@ __all__ = [
     "uint8",
     "uint16",
     "integer_dtype_for",
+    "FloatFormat",
+    "float8_e4m3fn",
+    "float8_e4m3fnuz",
+    "float8_e5m2",
+    "float8_e5m2fnuz",
+    "float8_e8m0fnu",
+    "float6_e2m3fn",
+    "float6_e3m2fn",
+    "float4_e2m1fn",
     "ROUNDING_MODES",
     *_LAZY,
 ]

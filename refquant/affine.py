@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from . import conventions as _conventions
+from . import floatquant as _floatquant
 from ._dtypes import float_code, is_bfloat16
 from ._validation import check_axis, float_array, integer_array, positive_finite, resolve_range
 from .formats import integer_dtype_for
@@ -374,7 +375,7 @@ def _products_round_once_to_f32(s: float, lo: float, hi: float, z: float) -> boo
 
 
 def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
-             block_size=None, rounding=None, convention="exact", rng=None):
+             block_size=None, rounding=None, convention="exact", rng=None, saturate=None):
     """Integer codes ``q = clamp(round(x / s) + z, qmin, qmax)``.
 
     Under ``convention="exact"`` the quotient ``x / s`` is the real number (no intermediate
@@ -400,12 +401,16 @@ def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=Non
     >>> rq.quantize(np.float32([0.05]), 0.1, 0, fmt=rq.int8).tolist()  # f32(0.05) > 0.05
     [1]
     """
+    if _floatquant.wants_float(fmt, saturate):  # float formats: refquant.floatquant
+        return _floatquant.quantize(x, scale, zero_point, qmin=qmin, qmax=qmax, fmt=fmt, axis=axis,
+                                    block_size=block_size, rounding=rounding, convention=convention,
+                                    rng=rng, saturate=saturate)
     return _run(x, scale, zero_point, qmin, qmax, fmt, axis, block_size, rounding, convention,
                 rng, fake=False)
 
 
 def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
-                  block_size=None, rounding=None, convention="exact", rng=None):
+                  block_size=None, rounding=None, convention="exact", rng=None, saturate=None):
     """``(q - z) * s`` with ``q = quantize(x, ...)``, in x's dtype.
 
     Under ``convention="exact"`` the product ``(q - z) * s`` is rounded once, to x's dtype
@@ -419,12 +424,16 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     >>> rq.fake_quantize(x, 0.1, 3, qmin=0, qmax=255, convention="torch.fake_quantize")[-1]
     np.float32(-0.3)
     """
+    if _floatquant.wants_float(fmt, saturate):  # float formats: refquant.floatquant
+        return _floatquant.fake_quantize(x, scale, zero_point, qmin=qmin, qmax=qmax, fmt=fmt,
+                                         axis=axis, block_size=block_size, rounding=rounding,
+                                         convention=convention, rng=rng, saturate=saturate)
     return _run(x, scale, zero_point, qmin, qmax, fmt, axis, block_size, rounding, convention,
                 rng, fake=True)
 
 
 def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention="exact",
-               dtype=np.float32):
+               dtype=np.float32, fmt=None):
     """``x_hat = (q - z) * s`` in ``dtype``.
 
     ``exact`` rounds the real product once to ``dtype``; other conventions follow their
@@ -434,6 +443,9 @@ def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention
     >>> rq.dequantize(np.int8([-3, 0, 5]), 0.1, 0)
     array([-0.3,  0. ,  0.5], dtype=float32)
     """
+    if _floatquant.wants_float(fmt):  # float formats: refquant.floatquant
+        return _floatquant.dequantize(q, scale, zero_point, fmt=fmt, axis=axis, block_size=block_size,
+                                      convention=convention, dtype=dtype)
     q = integer_array(q, "q")
     out_dtype = np.dtype(dtype) if not isinstance(dtype, str) else _dtype_by_name(dtype)
     from ._dtypes import is_supported_float

@@ -1,0 +1,335 @@
+"""Scalar kernels that round real numbers to a low-precision float format's bit pattern.
+
+Everything works from the bits: the input's exponent and significand come from its float64
+pattern (float32 inputs are widened exactly), the rounding is integer arithmetic on the
+significand, and the code is assembled from the rounded significand and exponent. Nothing goes
+through ``log2`` or a float multiply that could round.
+
+``sp`` is an int64 array of the codes a convention gives to the special cases (see ``SP_*``);
+``fp`` holds the format: ``(M, emin, bias, max_mag, sign_bit)``.
+"""
+
+import math
+
+import numpy as np
+
+from ._jit import bits_to_f32, f32_to_bits, f64_to_bits, kernel, prange, sized_kernel
+from ._round import round_quotient
+
+HALF_EVEN, HALF_AWAY, HALF_UP, HALF_DOWN, FLOOR, CEIL, TOWARD_ZERO, STOCHASTIC = range(8)
+
+# indices into the specials array ``sp``
+SP_NAN_POS, SP_NAN_NEG, SP_INF_POS, SP_INF_NEG, SP_OVF_POS, SP_OVF_NEG = range(6)
+SP_ZERO_POS, SP_ZERO_NEG, SP_UNDER_POS, SP_UNDER_NEG, SP_NEG = range(6, 11)
+N_SPECIALS = 11
+
+_MANT64 = (1 << 52) - 1
+_ABS64 = (1 << 63) - 1
+_INF64 = 0x7FF0000000000000
+
+
+@kernel
+def round_up(n, below, tie, above, frac_zero, negative, mode, u, d):
+    """Whether the magnitude ``n + d`` (``n`` integer, ``0 <= d < 1``, ``d``'s comparison with 1/2
+    given exactly by the flags) rounds up to ``n + 1`` under ``mode``, for a value of sign
+    ``negative`` (floor and ceil act on the signed value, so they swap for negative values)."""
+    if mode == HALF_EVEN:
+        return above or (tie and (n & 1) == 1)
+    if mode == HALF_AWAY:
+        return above or tie
+    if mode == HALF_UP:
+        return above or (tie and not negative)
+    if mode == HALF_DOWN:
+        return above or (tie and negative)
+    if mode == FLOOR:
+        return negative and not frac_zero
+    if mode == CEIL:
+        return (not negative) and not frac_zero
+    if mode == TOWARD_ZERO:
+        return False
+    return u < d
+
+
+@kernel
+def compose(n, q, negative, M, bias, max_mag, sign_bit, sp):
+    """The code of the value ``(-1)**negative * n * 2**q`` (``n`` a rounded significand on the
+    grid of binade ``q + M``; ``n <= 2**(M + 1)``), with overflow and underflow from ``sp``."""
+    if n == 0:
+        return sp[SP_UNDER_NEG] if negative else sp[SP_UNDER_POS]
+    if n == (1 << (M + 1)):
+        n = 1 << M
+        q += 1
+    if n < (1 << M):
+        mag = n  # subnormal: q is the subnormal quantum
+    else:
+        mag = ((q + M + bias) << M) | (n - (1 << M))
+    if mag > max_mag:
+        return sp[SP_OVF_NEG] if negative else sp[SP_OVF_POS]
+    return mag | sign_bit if negative else mag
+
+
+@kernel
+def encode_value(v, M, emin, bias, max_mag, sign_bit, sp, mode, u):
+    """The code of the float64 ``v`` rounded once to the format (exact for every float64)."""
+    b = f64_to_bits(v)
+    negative = b < 0
+    mag = b & _ABS64
+    if mag >= _INF64:
+        if mag > _INF64:
+            return sp[SP_NAN_NEG] if negative else sp[SP_NAN_POS]
+        return sp[SP_INF_NEG] if negative else sp[SP_INF_POS]
+    if mag == 0:
+        return sp[SP_ZERO_NEG] if negative else sp[SP_ZERO_POS]
+    if negative and sp[SP_NEG] >= 0:
+        return sp[SP_NEG]
+    ef = mag >> 52
+    if ef == 0:  # float64 subnormal: far below any supported format's half quantum
+        return compose(1 if round_up(0, True, False, False, False, negative, mode, u, 0.0) else 0,
+                       emin - M, negative, M, bias, max_mag, sign_bit, sp)
+    m = (mag & _MANT64) | (1 << 52)
+    k = ef - 1023  # floor(log2 |v|)
+    q = (k if k > emin else emin) - M
+    sh = q - (ef - 1075)  # >= 52 - M > 0: the bits of m below the quantum 2**q
+    if sh > 60:
+        n = 0
+        below, tie, above, frac_zero, d = True, False, False, False, 0.0
+    else:
+        n = m >> sh
+        rem = m & ((1 << sh) - 1)
+        half = 1 << (sh - 1)
+        below, tie, above, frac_zero = rem < half, rem == half, rem > half, rem == 0
+        d = rem / (1 << sh) if mode == STOCHASTIC else 0.0
+    if round_up(n, below, tie, above, frac_zero, negative, mode, u, d):
+        n += 1
+    return compose(n, q, negative, M, bias, max_mag, sign_bit, sp)
+
+
+@kernel
+def encode_quotient(x, s, M, emin, bias, max_mag, sign_bit, sp, mode, u):
+    """The code of the real number ``x / s`` (float64 ``x``, finite ``s > 0``) rounded once."""
+    if math.isnan(x) or math.isinf(x) or x == 0.0:
+        return encode_value(x, M, emin, bias, max_mag, sign_bit, sp, mode, u)
+    negative = x < 0.0
+    if negative and sp[SP_NEG] >= 0:
+        return sp[SP_NEG]
+    ax = abs(x)
+    t = ax / s
+    if math.isinf(t):
+        return sp[SP_OVF_NEG] if negative else sp[SP_OVF_POS]
+    if t < 9.332636185032189e-302:  # 2**-1000: far below half of any supported quantum
+        return compose(1 if round_up(0, True, False, False, False, negative, mode, u, 0.0) else 0,
+                       emin - M, negative, M, bias, max_mag, sign_bit, sp)
+    ms, es = math.frexp(s)  # s = ms * 2**es, ms in [0.5, 1)
+    k = math.frexp(t)[1] - 1  # floor(log2 t); t may have rounded up onto 2**(k)
+    if math.ldexp(ax, -es - k) < ms:  # exact: |x| / (s * 2**k) = that / ms
+        k -= 1
+    q = (k if k > emin else emin) - M
+    xq = math.ldexp(x, -es - q)  # x / (s * 2**q) = xq / ms, exactly
+    n = int(abs(round_quotient(xq, ms, mode, u)))
+    return compose(n, q, negative, M, bias, max_mag, sign_bit, sp)
+
+
+@sized_kernel
+def encode_kernel(x, M, emin, bias, max_mag, sign_bit, sp, mode, u, out):
+    """``out[i]`` = code of ``x[i]`` (float32 or float64), rounded once."""
+    stochastic = u.size > 0
+    for i in prange(x.size):
+        out[i] = encode_value(np.float64(x[i]), M, emin, bias, max_mag, sign_bit, sp, mode,
+                              u[i] if stochastic else 0.0)
+
+
+@sized_kernel
+def encode_scaled_kernel(x, gidx, scales, M, emin, bias, max_mag, sign_bit, sp, mode, u, out):
+    """``out[i]`` = code of the real ``x[i] / scales[g]`` (``g = gidx[i]``, or 0 when ``gidx`` is
+    empty), rounded once."""
+    stochastic = u.size > 0
+    per_group = gidx.size > 0
+    for i in prange(x.size):
+        s = scales[gidx[i]] if per_group else scales[0]
+        out[i] = encode_quotient(np.float64(x[i]), s, M, emin, bias, max_mag, sign_bit, sp, mode,
+                                 u[i] if stochastic else 0.0)
+
+
+@sized_kernel
+def decode_kernel(codes, table, out):
+    """``out[i] = table[codes[i]]`` (codes already checked to be in range)."""
+    for i in prange(codes.size):
+        out[i] = table[codes[i]]
+
+
+@sized_kernel
+def encode_f32_half_even_kernel(x, M, emin, bias, max_mag, sign_bit, sp, out):
+    """The fast path of :func:`encode_kernel` for float32 input, half to even, formats with
+    subnormals: integer round-to-nearest-even on the float32 bits for target-normal values, and
+    one float32 addition of ``2**(emin - M + 23)`` (whose rounding is the single RNE onto the
+    subnormal grid) below ``2**emin``. Branch-free, so that the loop vectorises."""
+    sh = np.int32(23 - M)
+    rebias = np.int32((127 - bias) << 23)
+    half_m1 = np.int32((1 << (sh - 1)) - 1)
+    min_normal_bits = np.int32((emin + 127) << 23)
+    magic_bits = np.int32((emin - M + 23 + 127) << 23)
+    magic = bits_to_f32(magic_bits)
+    mx = np.int32(max_mag)
+    sb = np.int32(sign_bit)
+    ovf_p, ovf_n = np.int32(sp[SP_OVF_POS]), np.int32(sp[SP_OVF_NEG])
+    und_p, und_n = np.int32(sp[SP_UNDER_POS]), np.int32(sp[SP_UNDER_NEG])
+    zero_p, zero_n = np.int32(sp[SP_ZERO_POS]), np.int32(sp[SP_ZERO_NEG])
+    inf_p, inf_n = np.int32(sp[SP_INF_POS]), np.int32(sp[SP_INF_NEG])
+    nan_p, nan_n = np.int32(sp[SP_NAN_POS]), np.int32(sp[SP_NAN_NEG])
+    one = np.int32(1)
+    for i in prange(x.size):
+        b = f32_to_bits(x[i])
+        a = b & np.int32(0x7FFFFFFF)
+        neg = b < 0
+        normal = (a - rebias + half_m1 + ((a >> sh) & one)) >> sh
+        sub = f32_to_bits(bits_to_f32(a) + magic) - magic_bits
+        mag = normal if a >= min_normal_bits else sub
+        code = (mag | sb) if neg else mag
+        code = (ovf_n if neg else ovf_p) if mag > mx else code
+        code = (und_n if neg else und_p) if mag == 0 else code
+        code = (zero_n if neg else zero_p) if a == 0 else code
+        code = (inf_n if neg else inf_p) if a == np.int32(0x7F800000) else code
+        code = (nan_n if neg else nan_p) if a > np.int32(0x7F800000) else code
+        out[i] = np.uint8(code)
+
+
+# ----------------------------------------------------------------------------- MX block scales
+
+RULE_FLOOR, RULE_CEIL, RULE_EVEN, RULE_RCEIL = range(4)
+SRC_BITS, SRC_LOG2_FP32, SRC_LOG2_FP32_MIN_NORMAL = range(3)
+ELEM_EXACT, ELEM_FP32_DIVIDE, ELEM_FP32_RCP, ELEM_MICROXCALING = range(4)
+NO_EXP = -100000
+F32_MIN_NORMAL = 1.1754943508222875e-38
+
+
+@kernel
+def log2_fp32(a):
+    """log2(a) rounded to float32, as the block libraries compute it in float32."""
+    return np.float64(np.float32(math.log2(a)))
+
+
+@kernel
+def to_f32(v):
+    return np.float64(np.float32(v))
+
+
+@kernel
+def block_exponent(amax, rule, source, emax, max_pos, M):
+    """Shared exponent E (before clipping) of a block whose finite ``amax >= 0``."""
+    if rule == RULE_RCEIL:
+        d = to_f32(amax / max_pos)
+        return NO_EXP if d == 0.0 else int(math.ceil(log2_fp32(d)))
+    if source != SRC_BITS:
+        a = amax
+        if a == 0.0:
+            if source == SRC_LOG2_FP32:
+                return NO_EXP
+            a = F32_MIN_NORMAL
+        return int(math.floor(log2_fp32(a))) - emax
+    if amax == 0.0:
+        return NO_EXP
+    if rule == RULE_EVEN:  # round amax's float32 significand to M bits (half up), keep the exponent
+        b = (f32_to_bits(np.float32(amax)) + (1 << (22 - M))) & 0x7F800000
+        return (b >> 23) - 127 - emax
+    e = math.frexp(amax)[1] - 1  # floor(log2 amax), read from the bits
+    if rule == RULE_CEIL and amax != math.ldexp(1.0, e):
+        e += 1
+    return e - emax
+
+
+@kernel
+def microxcaling_element(v, M, emin, max_pos, even):
+    """microxcaling's float32 element quantizer (``_quantize_elemwise_core``, saturating)."""
+    if math.isinf(v) or math.isnan(v):
+        return v
+    a = abs(v)
+    pe = math.floor(log2_fp32(a if a != 0.0 else 1.0))
+    if pe < emin:
+        pe = emin
+    p2 = to_f32(math.ldexp(1.0, int(pe))) if pe < 200 else math.inf
+    t = to_f32(to_f32(a / p2) * (1 << M))
+    r = math.floor(to_f32(t + 0.5))
+    if even and to_f32(t - 0.5) % 2.0 == 0.0:
+        r -= 1.0
+    out = to_f32(to_f32(r / (1 << M)) * p2)  # 0 * inf is NaN: x near FLT_MAX gives NaN
+    if out > max_pos:
+        out = max_pos
+    if v < 0.0:
+        return -out
+    return out
+
+
+@sized_kernel
+def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_pos, M, emin, bias,
+              max_mag, sign_bit, sp, int_lo, is_int, mxc_even, codes, scodes, vals):
+    """One MX block per iteration: the shared exponent, the e8m0 scale code, the element codes
+    (and, for the microxcaling element arithmetic, its float element values in ``vals``)."""
+    for b in prange(x.size // blk):
+        base = b * blk
+        amax = 0.0
+        nan = False
+        for j in range(blk):
+            a = abs(np.float64(x[base + j]))
+            if a != a:
+                nan = True
+            elif a > amax:
+                amax = a
+        scode = 0
+        if nan or (math.isinf(amax) and nonfinite_nan):
+            scode = 255
+        elif math.isinf(amax):  # torchao: the exponent field of inf reads 128
+            scode = 254 if rule == RULE_RCEIL else min(max(128 - emax, -127), 128) + 127
+        else:
+            e = block_exponent(amax, rule, source, emax, max_pos, M)
+            if e == NO_EXP:
+                e = -127
+            if e > 127 and nan_over:
+                scode = 255
+            else:
+                scode = min(max(e, -127), 127) + 127
+        e = scode - 127
+        if scaling == ELEM_FP32_RCP:
+            if scode == 255:
+                mult = math.nan
+            elif scode == 254:
+                mult = math.ldexp(1.0, -127)
+            elif scode == 0:
+                mult = 1.0
+            else:
+                mult = math.ldexp(1.0, -e)
+        elif scaling == ELEM_FP32_DIVIDE:
+            s32 = math.inf if scode == 255 else math.ldexp(1.0, max(e, -126))
+            mult = 1.0 / s32 if s32 != math.inf else 0.0
+        else:
+            mult = math.ldexp(1.0, -e)
+        scodes[b] = scode
+        for j in range(blk):
+            xv = np.float64(x[base + j])
+            if scode == 255 and scaling in (ELEM_EXACT, ELEM_MICROXCALING):
+                codes[base + j] = 0
+                vals[base + j] = math.nan
+                continue
+            v = xv * mult  # exact: a power of two (or 0, inf, NaN) times a float
+            if scaling != ELEM_EXACT:
+                v = to_f32(v)
+            mxc = scaling == ELEM_MICROXCALING
+            if is_int:
+                t = v * 64.0
+                if v != v:
+                    q = 0.0
+                elif mxc:  # floor(|t| + 1/2) in float32, minus 1 on ties for "even"
+                    q = math.floor(to_f32(abs(t) + 0.5))
+                    if mxc_even and to_f32(abs(t) - 0.5) % 2.0 == 0.0:
+                        q -= 1.0
+                    q = min(q, 127.0)
+                    q = -q if t < 0.0 else q
+                else:
+                    q = min(max(np.rint(t), int_lo), 127.0)
+                codes[base + j] = np.int64(q)
+                vals[base + j] = q / 64.0
+                continue
+            if mxc:
+                v = microxcaling_element(v, M, emin, max_pos, mxc_even)
+                vals[base + j] = v
+            else:
+                codes[base + j] = encode_value(v, M, emin, bias, max_mag, sign_bit, sp, 0, 0.0)

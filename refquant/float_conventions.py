@@ -1,0 +1,256 @@
+"""Element conventions: how each library rounds a real number to a low-precision float, as data.
+
+A :class:`FloatConvention` is a frozen set of knobs; the named ones are rows of :data:`TABLE`.
+The kernels read the knobs, never the names. Every row's ``evidence`` names the test that proves
+it bit for bit.
+
+Knobs:
+
+saturate
+    the default overflow rule when ``saturate=None``: ``True`` finite overflow and +-inf go to
+    +-max; ``False`` IEEE: overflow goes to +-inf where the format has inf, else to NaN (formats
+    with neither saturate regardless). ``saturate_formats`` (when not empty) overrides it per
+    format: exactly the formats named there saturate.
+fixed_saturate
+    the backend has no saturate switch: passing ``saturate=`` is a ValueError.
+inf_saturating
+    what +-inf becomes when saturating: ``"max"`` (+-max) or ``"nan"`` (NaN: ``x / 2**floor(log2
+    |x|)`` is ``inf / inf``).
+nan_no_nan
+    NaN into a format without NaN (fp6, fp4): ``"error"`` (ValueError); ``"zero_flip"`` a zero
+    with the NaN's sign bit inverted (+NaN gives -0); ``"zero"`` +0; ``"max"`` +max whatever the
+    sign; ``"nan_bits"`` the NaN's own float32 pattern (sign cleared)
+    pushed through the normal-range round-to-nearest-even bit arithmetic, ``(b + ((bias - 127) <<
+    23) + 2**(22 - M) - 1 + odd) >> (23 - M)``, truncated to a byte, the sign or-ed back (payload
+    dependent: the float32 quiet NaN gives +-1.5 in fp4 and fp6); ``"nan"`` the
+    value NaN, which no code holds (encode raises; fake_quantize returns NaN).
+nan_payload
+    the NaN code of an IEEE format (e5m2): ``"quiet"`` the top mantissa bit (0x7E, as a float32
+    quiet NaN truncates) or ``"all_ones"`` every mantissa bit (0x7F, torch).
+signed_zero
+    ``"keep"`` -0.0 and negative values that round to zero give the -0 code; ``"drop"`` they give
+    +0; ``"drop_zero_input_no_nan"`` an input -0.0 gives +0 in formats without NaN (ONNX adds the
+    zero point as a float), rounded negatives keep -0. fnuz formats always give +0.
+band
+    per-format ranges ``(format, lo, hi, result)`` of ``|x|`` whose non-saturating result is
+    replaced by ``"max"`` or ``"nan"`` (onnxruntime's boundary behaviour).
+quotient
+    scaled quantization: ``"exact"`` rounds the real ``x / s`` once; ``"float32"`` rounds
+    ``fl32(x / s)`` (ONNX QuantizeLinear for float32 ``x``).
+formats
+    the formats the backend implements (empty: all); others are a ValueError.
+
+>>> import refquant as rq
+>>> rq.float_conventions.get("torch").saturate_formats
+('float8_e4m3fn',)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .rounding import ROUNDING_MODES
+
+__all__ = ["FloatConvention", "TABLE", "names", "get", "register"]
+
+_CHOICES = {
+    "inf_saturating": ("max", "nan"),
+    "nan_no_nan": ("error", "zero_flip", "zero", "max", "nan_bits", "nan"),
+    "signed_zero": ("keep", "drop", "drop_zero_input_no_nan"),
+    "nan_payload": ("quiet", "all_ones"),
+    "quotient": ("exact", "float32"),
+    "rounding": ROUNDING_MODES,
+}
+
+_FP8 = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
+_OCP = ("float8_e4m3fn", "float8_e5m2", "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn",
+        "float8_e8m0fnu")
+_SUB_BYTE = ("float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn")
+
+
+@dataclass(frozen=True)
+class FloatConvention:
+    """One library's element cast, as knobs (see the module docstring).
+
+    >>> import refquant as rq
+    >>> c = rq.float_conventions.get("exact").replace(name="mine", saturate=False)
+    >>> c.saturate, c.rounding
+    (False, 'half_even')
+    """
+
+    name: str
+    formula: str
+    backend: str = ""
+    evidence: str = ""
+    saturate: bool = True
+    saturate_formats: tuple[str, ...] = ()
+    fixed_saturate: bool = False
+    inf_saturating: str = "max"
+    nan_no_nan: str = "error"
+    nan_payload: str = "quiet"
+    signed_zero: str = "keep"
+    band: tuple = ()
+    quotient: str = "exact"
+    rounding: str = "half_even"
+    formats: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for knob, allowed in _CHOICES.items():
+            if getattr(self, knob) not in allowed:
+                raise ValueError(f"{knob} must be one of {allowed}; got {getattr(self, knob)!r}")
+
+    def replace(self, **knobs) -> FloatConvention:
+        """A copy with some knobs changed."""
+        return replace(self, **knobs)
+
+    def saturates(self, fmt) -> bool:
+        """The default overflow rule of this convention for ``fmt``."""
+        if self.saturate_formats:
+            return fmt.name in self.saturate_formats
+        return self.saturate
+
+
+TABLE = (
+    FloatConvention(
+        name="exact",
+        formula="code = the format value nearest the real x (one rounding, ties to even, or the "
+        "rounding mode given); saturate (default True): overflow and +-inf -> +-max, else IEEE "
+        "(+-inf, or NaN without inf); NaN -> the format's quiet NaN with x's sign, a ValueError "
+        "without NaN; -0.0 kept where the format has -0; e8m0: 0 and negatives -> NaN, values "
+        "below 2**-127 -> 2**-127",
+        backend="the real-number definition (no backend)",
+        evidence="tests/core/test_float_exact.py (Fraction oracle on every float16/bfloat16 "
+        "pattern and on every midpoint and its neighbours)",
+    ),
+    FloatConvention(
+        name="ml_dtypes",
+        formula="exact round-to-nearest-even, IEEE overflow for formats with NaN (inf for e5m2, "
+        "NaN for e4m3fn and fnuz, NaN for e8m0), saturating for fp6/fp4 (no NaN there); "
+        "+NaN -> -0 and -NaN -> +0 in fp6/fp4",
+        backend="ml_dtypes 0.7 astype",
+        evidence="tests/cross/test_float_ml_dtypes.py (every float16 and bfloat16 pattern, every "
+        "format)",
+        saturate=False,
+        fixed_saturate=True,
+        nan_no_nan="zero_flip",
+    ),
+    FloatConvention(
+        name="torch",
+        formula="round-to-nearest-even; float8_e4m3fn saturates (+-inf -> +-448), the other fp8 "
+        "formats are IEEE (e5m2 overflow -> +-inf, fnuz overflow -> NaN); e5m2 NaN is 0x7F",
+        backend="torch 2.13 CPU Tensor.to(float8_*)",
+        evidence="tests/cross/test_float_torch.py",
+        saturate_formats=("float8_e4m3fn",),
+        fixed_saturate=True,
+        nan_payload="all_ones",
+        formats=_FP8,
+    ),
+    FloatConvention(
+        name="onnx",
+        formula="QuantizeLinear: t = fl32(x / s) (float32 x), then round-to-nearest-even with the "
+        "saturate attribute (default 1; fnuz +-inf -> +-max when saturating); NaN -> NaN, "
+        "+NaN -> -0 in fp4/fp6; an input -0.0 -> +0 in fp4/fp6 (the zero point is added as a float)",
+        backend="onnx 1.23 onnx.reference QuantizeLinear (opset 21/23/25/28)",
+        evidence="tests/cross/test_float_onnx.py",
+        nan_no_nan="zero_flip",
+        signed_zero="drop_zero_input_no_nan",
+        quotient="float32",
+    ),
+    FloatConvention(
+        name="onnxruntime",
+        formula="as onnx for fp8; with saturate=0, |t| in [480, 496) gives +-448 in e4m3fn and "
+        "|t| in [61440, 65536) gives NaN in e5m2 (boundary bands)",
+        backend="onnxruntime 1.32 CPU QuantizeLinear / Cast to float8",
+        evidence="tests/cross/test_float_onnx.py::test_onnxruntime_fp8",
+        nan_no_nan="zero_flip",
+        quotient="float32",
+        band=(("float8_e4m3fn", 480.0, 496.0, "max"), ("float8_e5m2", 61440.0, 65536.0, "nan")),
+        formats=_FP8,
+    ),
+    FloatConvention(
+        name="gfloat",
+        formula="exact round-to-nearest-even of the float64 input; sat switch (default False); "
+        "NaN -> NaN, also for formats without NaN (no code: encode raises)",
+        backend="gfloat 0.5 round_ndarray / encode_ndarray (float64 input)",
+        evidence="tests/cross/test_float_gfloat.py",
+        saturate=False,
+        nan_no_nan="nan",
+        formats=_OCP,
+    ),
+    FloatConvention(
+        name="torchao",
+        formula="fp8: clamp to +-max, then torch's cast (NaN stays NaN); fp6/fp4 "
+        "(f32_to_f*_unpacked): saturating round-to-nearest-even on the float32 bits, -0 kept, "
+        "NaN -> the quiet NaN bits rounded as a normal number (+-1.5)",
+        backend="torchao 0.18 prototype.mx_formats (to_mx element step, f32_to_f4_unpacked, "
+        "f32_to_f6_e2m3_unpacked, f32_to_f6_e3m2_unpacked)",
+        evidence="tests/cross/test_float_torchao.py",
+        fixed_saturate=True,
+        nan_no_nan="nan_bits",
+        nan_payload="all_ones",
+        formats=("float8_e4m3fn", "float8_e5m2") + _SUB_BYTE,
+    ),
+    FloatConvention(
+        name="transformer_engine",
+        formula="fp4 (cast_to_fp4x2, threshold table): round-to-nearest-even, saturating, "
+        "-0.0 -> +0, NaN -> code 0",
+        backend="TransformerEngine quantization_ref_nvfp4.py cast_to_fp4x2 (transcription: not "
+        "installable here)",
+        evidence="tests/cross/test_float_transcribed.py::test_transformer_engine_fp4 (the "
+        "published threshold algorithm)",
+        fixed_saturate=True,
+        nan_no_nan="zero",
+        signed_zero="drop",
+        formats=("float4_e2m1fn",),
+    ),
+    FloatConvention(
+        name="modelopt",
+        formula="fp4 (_cast_fp4: searchsorted on the level midpoints with an odd-bound fix): "
+        "round-to-nearest-even, saturating, -0.0 -> +0, NaN -> +6 (code 7)",
+        backend="ModelOpt nvfp4_tensor.py _cast_fp4 (transcription: not installable here)",
+        evidence="tests/cross/test_float_transcribed.py::test_modelopt_fp4 (the published "
+        "algorithm)",
+        fixed_saturate=True,
+        nan_no_nan="max",
+        signed_zero="drop",
+        formats=("float4_e2m1fn",),
+    ),
+)
+
+_REGISTRY: dict[str, FloatConvention] = {}
+
+
+def register(convention: FloatConvention) -> FloatConvention:
+    """Add an element convention to the registry (its name must be new) and return it."""
+    if not isinstance(convention, FloatConvention):
+        raise TypeError(f"convention must be a FloatConvention; got {convention!r}")
+    if convention.name in _REGISTRY:
+        raise ValueError(f"a float convention named {convention.name!r} is already registered")
+    _REGISTRY[convention.name] = convention
+    return convention
+
+
+def names() -> list[str]:
+    """The registered element convention names, in table order.
+
+    >>> import refquant as rq
+    >>> rq.float_conventions.names()[:3]
+    ['exact', 'ml_dtypes', 'torch']
+    """
+    return list(_REGISTRY)
+
+
+def get(name) -> FloatConvention:
+    """The element convention called ``name`` (a FloatConvention passes through)."""
+    if isinstance(name, FloatConvention):
+        return name
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"convention must be one of {', '.join(_REGISTRY)} for a float format; got {name!r}"
+        ) from None
+
+
+for _row in TABLE:
+    register(_row)

@@ -1,0 +1,431 @@
+"""Element casts to low-precision floats (``encode`` / ``decode``) and scaled float quantization.
+
+``encode(x, fmt)`` rounds each real number ``x`` once to the format and returns its bit pattern
+(one code per uint8); ``decode`` maps codes back to values. ``quantize(x, scale, fmt=...)`` is
+``encode`` of the real quotient ``x / scale`` (per tensor, per channel or per block, no zero
+point); ``dequantize`` is ``decode(q) * scale`` rounded once to the output dtype, and
+``fake_quantize`` their composition in x's dtype. The named conventions of
+:mod:`refquant.float_conventions` reproduce each library's overflow, inf, NaN and -0.0 rules.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import float_conventions as _fconv
+from ._dtypes import is_supported_float
+from ._validation import check_axis, float_array, integer_array, positive_finite
+from .floatformats import NAMED_FLOAT_FORMATS, FloatFormat, check_against_ml_dtypes, float_format
+from .rounding import STOCHASTIC, rounding_code
+
+__all__ = ["encode", "decode", "quantize", "dequantize", "fake_quantize", "is_float_format"]
+
+
+def is_float_format(fmt) -> bool:
+    """Whether ``fmt`` names a float format (a FloatFormat or a named float format's name)."""
+    return isinstance(fmt, FloatFormat) or (isinstance(fmt, str) and fmt in NAMED_FLOAT_FORMATS)
+
+
+def wants_float(fmt, saturate=None) -> bool:
+    """Whether an ``rq.quantize``-family call goes to the float path; ``saturate`` with an integer
+    format is a ValueError."""
+    if is_float_format(fmt):
+        return True
+    if saturate is not None:
+        raise ValueError(f"saturate applies to float formats only; got saturate={saturate!r} "
+                         f"with fmt={fmt!r}")
+    return False
+
+
+def _no_range(qmin, qmax):
+    if qmin is not None or qmax is not None:
+        raise ValueError(f"a float format has no qmin/qmax; got qmin={qmin!r}, qmax={qmax!r}")
+
+
+class _Cast:
+    """One call's resolved format, convention and special-case codes."""
+
+    NO_CODE = -2  # a special case that has no code under the convention
+
+    def __init__(self, fmt, convention, saturate, rounding):
+        self.fmt = fmt = float_format(fmt)
+        self.conv = conv = _fconv.get(convention)
+        if conv.formats and fmt.name not in conv.formats:
+            raise ValueError(
+                f"convention {conv.name!r} implements {', '.join(conv.formats)}; got fmt={fmt.name}"
+            )
+        if saturate is not None:
+            if not isinstance(saturate, (bool, np.bool_)):
+                raise TypeError(f"saturate must be True, False or None; got {saturate!r}")
+            if conv.fixed_saturate:
+                raise ValueError(
+                    f"convention {conv.name!r} has no saturate switch; got saturate={saturate!r}"
+                )
+            if not saturate and not (fmt.has_inf or fmt.has_nan):
+                raise ValueError(
+                    f"{fmt.name} has neither inf nor NaN, so saturate=False has no result for "
+                    f"overflow; got saturate={saturate!r}"
+                )
+        self.saturate = conv.saturates(fmt) if saturate is None else bool(saturate)
+        if not (fmt.has_inf or fmt.has_nan):
+            self.saturate = True
+        self.mode = rounding_code(conv.rounding if rounding is None else rounding)
+        self.sp = self._specials()
+        self.fp = (fmt.mantissa_bits, fmt.emin, fmt.bias, fmt.max_code, fmt.sign_bit)
+
+    def _signed_pair(self, code):
+        """(+, -) codes of a value whose magnitude code is ``code``."""
+        return code, code | self.fmt.sign_bit
+
+    def _nan_pair(self):
+        fmt, conv = self.fmt, self.conv
+        if fmt.has_nan:
+            if fmt.nan == "neg_zero" or not fmt.signed:
+                return fmt.nan_code, fmt.nan_code
+            if fmt.nan == "ieee" and conv.nan_payload == "all_ones":
+                return self._signed_pair(fmt.nan_code | ((1 << fmt.mantissa_bits) - 1))
+            return self._signed_pair(fmt.nan_code)
+        how = conv.nan_no_nan
+        if how == "zero_flip":
+            return fmt.sign_bit, 0
+        if how == "zero":
+            return 0, 0
+        if how == "max":
+            return fmt.max_code, fmt.max_code
+        if how == "nan_bits":
+            c = int(self.nan_bits_codes(np.float32([np.nan]))[0])
+            return c, c | fmt.sign_bit
+        return self.NO_CODE, self.NO_CODE
+
+    def _specials(self):
+        from ._kernels import _float as k
+
+        fmt, conv = self.fmt, self.conv
+        sp = np.full(k.N_SPECIALS, -1, np.int64)
+        nan_pos, nan_neg = self._nan_pair()
+        sp[k.SP_NAN_POS], sp[k.SP_NAN_NEG] = nan_pos, nan_neg
+        max_pair = self._signed_pair(fmt.max_code)
+        if fmt.has_inf:
+            ieee = self._signed_pair(fmt.inf_code)
+        elif fmt.has_nan:
+            ieee = (nan_pos, nan_neg)
+        else:
+            ieee = max_pair
+        if self.saturate:
+            inf = max_pair if conv.inf_saturating == "max" else (nan_pos, nan_neg)
+            ovf = max_pair
+        else:
+            inf = ovf = ieee
+            # IEEE directed rounding carries overflow toward zero to the largest finite value
+            ovf = (max_pair[0] if self.mode in (k.TOWARD_ZERO, k.FLOOR) else ieee[0],
+                   max_pair[1] if self.mode in (k.TOWARD_ZERO, k.CEIL) else ieee[1])
+        sp[k.SP_INF_POS], sp[k.SP_INF_NEG] = inf
+        sp[k.SP_OVF_POS], sp[k.SP_OVF_NEG] = ovf
+        drop_input = conv.signed_zero == "drop" or (
+            conv.signed_zero == "drop_zero_input_no_nan" and not fmt.has_nan)
+        neg_zero = fmt.sign_bit if fmt.has_negative_zero else 0
+        if fmt.has_zero:
+            sp[k.SP_ZERO_POS], sp[k.SP_ZERO_NEG] = 0, 0 if drop_input else neg_zero
+            sp[k.SP_UNDER_POS], sp[k.SP_UNDER_NEG] = 0, 0 if conv.signed_zero == "drop" else neg_zero
+        else:  # e8m0: zero is not a value; tiny positives go to the smallest value, code 0
+            sp[k.SP_ZERO_POS] = sp[k.SP_ZERO_NEG] = nan_pos
+            sp[k.SP_UNDER_POS] = sp[k.SP_UNDER_NEG] = 0
+        if not fmt.signed:  # negative values, -inf included, are not values of the format
+            sp[k.SP_NEG] = sp[k.SP_INF_NEG] = sp[k.SP_OVF_NEG] = nan_pos
+        return sp
+
+    def nan_bits_codes(self, nans: np.ndarray) -> np.ndarray:
+        """The ``nan_bits`` codes of float32 NaNs: their bit pattern, sign cleared, through the
+        normal-range round-to-nearest-even bit arithmetic, truncated to a byte, sign or-ed back."""
+        fmt = self.fmt
+        sh = 23 - fmt.mantissa_bits
+        b = nans.astype(np.float32).view(np.uint32).astype(np.int64)
+        mag = b & 0x7FFFFFFF
+        add = ((fmt.bias - 127) << 23) + (1 << (sh - 1)) - 1
+        c = ((mag + add + ((mag >> sh) & 1)) >> sh) & 0xFF
+        return (c | np.where(b >> 31, fmt.sign_bit, 0)).astype(np.uint8)
+
+    def apply_nan_bits(self, t: np.ndarray, codes: np.ndarray) -> None:
+        """The ``nan_bits`` rule on the NaNs of ``t`` (payload dependent), in place."""
+        if self.conv.nan_no_nan == "nan_bits" and not self.fmt.has_nan:
+            nan = np.isnan(t)
+            if nan.any():
+                codes[nan] = self.nan_bits_codes(t[nan])
+
+    def check_codes_exist(self, x: np.ndarray, name: str) -> None:
+        """A ValueError when x holds a value whose code the convention leaves undefined."""
+        from ._kernels import _float as k
+
+        sp = self.sp
+        checks = (
+            ("NaN", (sp[k.SP_NAN_POS] == self.NO_CODE) and np.isnan(x)),
+            ("inf", (sp[k.SP_INF_POS] == self.NO_CODE) and np.isinf(x)),
+        )
+        for what, mask in checks:
+            if np.any(mask):
+                i = int(np.flatnonzero(np.ravel(mask))[0])
+                raise ValueError(
+                    f"{name} contains {what} (first at flat index {i}); {self.fmt.name} has no code "
+                    f"for it under convention {self.conv.name!r}"
+                )
+        for i in (k.SP_NAN_POS, k.SP_NAN_NEG, k.SP_INF_POS, k.SP_INF_NEG):
+            if sp[i] == self.NO_CODE:
+                sp[i] = 0  # never read: x holds no such value
+
+    def apply_band(self, t: np.ndarray, codes: np.ndarray) -> None:
+        """The convention's non-saturating boundary bands, in place on ``codes``."""
+        if self.saturate:
+            return
+        for name, lo, hi, result in self.conv.band:
+            if name != self.fmt.name:
+                continue
+            at = np.abs(t)
+            hit = (at >= lo) & (at < hi)
+            if hit.any():
+                code = self.fmt.max_code if result == "max" else self.fmt.nan_code
+                neg = np.signbit(t) & (result == "max" or self.fmt.nan != "neg_zero")
+                codes[hit] = np.where(neg[hit], code | self.fmt.sign_bit, code)
+
+
+def _draws(mode: int, n: int, rng) -> np.ndarray:
+    if mode != STOCHASTIC:
+        return np.empty(0, np.float64)
+    if rng is None:
+        rng = np.random.default_rng()
+    elif not isinstance(rng, np.random.Generator):
+        if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
+            raise TypeError(f"rng must be a numpy Generator or an int seed; got {rng!r}")
+        rng = np.random.default_rng(int(rng))
+    return rng.random(n)
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    """x as a contiguous 1-D float32/float64 array (half formats widened exactly)."""
+    if x.dtype.itemsize == 2:
+        return np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    return np.ascontiguousarray(x).reshape(-1)
+
+
+def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
+    """Codes of the flat array ``xk`` (divided by ``scales[gidx]`` when scales is given)."""
+    from ._kernels import _float as k
+
+    check_against_ml_dtypes()
+    out = np.empty(xk.size, np.uint8)
+    if not xk.size:
+        return out
+    u = _draws(cast.mode, xk.size, rng)
+    if cast.conv.quotient == "float32" and scales is not None:
+        s32 = scales.astype(np.float32)
+        t = xk.astype(np.float32) / (s32[gidx] if gidx.size else s32[0])
+        scales = None
+    else:
+        t = xk
+    cast.check_codes_exist(t, "x")
+    if scales is None or (gidx.size == 0 and scales[0] == 1.0):
+        if t.dtype == np.float32 and cast.mode == 0 and cast.fmt.subnormals:
+            k.encode_f32_half_even_kernel(xk.size, t, *cast.fp, cast.sp, out)
+        else:
+            k.encode_kernel(xk.size, t, *cast.fp, cast.sp, cast.mode, u, out)
+    else:
+        k.encode_scaled_kernel(xk.size, t, gidx, scales, *cast.fp, cast.sp, cast.mode, u, out)
+    cast.apply_band(t if scales is None else xk / (scales[gidx] if gidx.size else scales[0]), out)
+    cast.apply_nan_bits(t, out)
+    return out
+
+
+def encode(x, fmt, *, saturate=None, rounding=None, convention="exact", rng=None):
+    """Bit patterns of ``x`` rounded once to the float format ``fmt``, as uint8 (one per byte).
+
+    ``exact``: the code of the format value nearest the real number ``x`` (ties to even; or the
+    ``rounding`` mode, :data:`refquant.ROUNDING_MODES`, ``"stochastic"`` drawing from ``rng``,
+    a NumPy Generator or an int seed, so that the expected value is ``x``). ``saturate=None`` is
+    the convention's own rule (``exact``: True, overflow and +-inf go to +-max; False: IEEE,
+    +-inf or NaN). NaN gives the format's quiet NaN with x's sign (a ValueError without NaN);
+    ``-0.0`` gives the -0 code where the format has one. The work is integer arithmetic on x's
+    bits: no intermediate rounding. Other conventions (``rq.float_conventions.names()``) follow
+    their knobs.
+
+    Args:
+        x: float16, bfloat16, float32 or float64 array (never modified).
+        fmt: a :class:`~refquant.FloatFormat` or the name of a named one.
+
+    >>> import numpy as np, refquant as rq
+    >>> x = np.float32([1.0, 17.0, 19.0, -0.0, 500.0, np.inf])
+    >>> rq.encode(x, rq.float8_e4m3fn).tolist()      # 17 ties to 16, 19 to 20
+    [56, 88, 90, 128, 126, 126]
+    >>> rq.encode(x, rq.float8_e4m3fn, saturate=False).tolist()[-2:]   # NaN: no inf in e4m3fn
+    [127, 127]
+    """
+    cast = _Cast(fmt, convention, saturate, rounding)
+    a = float_array(x, "x")
+    return _encode_flat(cast, _flat(a), None, None, rng).reshape(a.shape)
+
+
+def decode(codes, fmt, *, dtype=np.float32):
+    """The values of the bit patterns ``codes`` in ``dtype`` (NaN codes give NaN).
+
+    Every value of a format up to 8 bits is exact in float32 and bfloat16; float16 rounds once
+    (to nearest even) where a value is outside its range (e8m0). Codes must lie in
+    ``[0, 2**fmt.bits)``.
+
+    >>> import numpy as np, refquant as rq
+    >>> rq.decode(np.uint8([56, 88, 90, 126, 127]), rq.float8_e4m3fn)
+    array([  1.,  16.,  20., 448.,  nan], dtype=float32)
+    """
+    fmt = float_format(fmt)
+    q = integer_array(codes, "codes")
+    out_dtype = _out_dtype(dtype)
+    check_against_ml_dtypes()
+    if q.size:
+        lo, hi = int(q.min()), int(q.max())
+        if lo < 0 or hi >= 1 << fmt.bits:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"codes must lie in [0, {(1 << fmt.bits) - 1}] for {fmt.name}; got {bad}")
+    table = fmt.decode_table().astype(out_dtype)
+    return table[q]
+
+
+def _out_dtype(dtype) -> np.dtype:
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        from ._dtypes import bfloat16
+
+        bf = bfloat16()
+        if bf is None:
+            raise TypeError("dtype 'bfloat16' needs ml_dtypes (pip install ml_dtypes)")
+        return bf
+    try:
+        out = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64; got {dtype!r}") from None
+    if not is_supported_float(out):
+        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64; got {out}")
+    return out
+
+
+# ----------------------------------------------------------------------------- scaled quantization
+
+
+def group_index(shape, scale, axis, block_size, array_name="x"):
+    """(per-group scales as float64, group index per element or empty for one group)."""
+    s = np.asarray(scale)
+    if axis is not None and block_size is not None:
+        raise ValueError("give axis or block_size, not both")
+    if axis is not None:
+        if len(shape) == 0:
+            raise ValueError("axis needs an array with at least one dimension; got a 0-d array")
+        ax = check_axis(axis, len(shape))
+        if s.ndim != 1 or s.shape[0] != shape[ax]:
+            raise ValueError(f"per-channel scale must be 1-D of length {array_name}.shape[{ax}] = "
+                             f"{shape[ax]}; got shape {s.shape}")
+        ids = np.arange(shape[ax], dtype=np.intp).reshape([-1 if i == ax else 1 for i in range(len(shape))])
+        return positive_finite(s, "scale"), np.broadcast_to(ids, shape).ravel()
+    if block_size is not None:
+        block = tuple(block_size) if np.iterable(block_size) else None
+        if block is None or len(block) != len(shape):
+            raise ValueError(f"block_size must have one entry per dimension of {array_name} "
+                             f"(ndim {len(shape)}); got {block_size!r}")
+        for i, (dim, b) in enumerate(zip(shape, block)):
+            if isinstance(b, (bool, np.bool_)) or not isinstance(b, (int, np.integer)) or b < 1 or dim % b:
+                raise ValueError(f"block_size[{i}] = {b!r} must be a positive integer dividing "
+                                 f"{array_name}.shape[{i}] = {dim}")
+        groups = tuple(dim // b for dim, b in zip(shape, block))
+        if s.shape != groups and not (s.size == int(np.prod(groups)) == 1):
+            raise ValueError(f"scale for block_size {block} must have shape {groups}; got {s.shape}")
+        ids = np.arange(int(np.prod(groups, dtype=np.int64)), dtype=np.intp).reshape(groups)
+        for i, b in enumerate(block):
+            ids = np.repeat(ids, b, axis=i)
+        return positive_finite(s.reshape(-1), "scale"), ids.ravel()
+    if s.size != 1:
+        raise ValueError(f"scale must be a scalar without axis or block_size; got shape {s.shape}")
+    return positive_finite(s.reshape(-1), "scale"), np.empty(0, np.intp)
+
+
+def _no_zero_point(zero_point):
+    z = np.asarray(zero_point)
+    if z.dtype.kind not in "iuf" or np.any(z != 0):
+        raise ValueError(f"float formats have no zero point: zero_point must be 0; got {zero_point!r}")
+
+
+def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=None, block_size=None,
+             rounding=None, convention="exact", rng=None, saturate=None):
+    """Codes of the real quotient ``x / scale`` rounded once to the float format ``fmt``, uint8.
+
+    ``scale`` is a positive finite scalar, a 1-D array along ``axis`` or a block array
+    (``block_size``, as for integer formats); float formats have no zero point (it must be 0).
+    Under ``exact`` the quotient is the real number (no float division); the rounding, saturation
+    and special values are those of :func:`encode`. ``onnx``/``onnxruntime`` divide in float32.
+
+    >>> import numpy as np, refquant as rq
+    >>> rq.quantize(np.float32([0.3, 0.1, -5.0]), 0.1, fmt=rq.float4_e2m1fn).tolist()
+    [5, 2, 15]
+    """
+    _no_zero_point(zero_point)
+    _no_range(qmin, qmax)
+    cast = _Cast(fmt, convention, saturate, rounding)
+    a = float_array(x, "x")
+    scales, gidx = group_index(a.shape, scale, axis, block_size)
+    return _encode_flat(cast, _flat(a), scales, gidx, rng).reshape(a.shape)
+
+
+def _times_scale(values: np.ndarray, s: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
+    """``values * s`` (float64 arrays) rounded once to ``out_dtype``: the float64 product is
+    rounded to odd with its exact error term (Dekker), which makes the final rounding single."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        p = values * s
+        if out_dtype == np.float64:
+            return p
+        c = 134217729.0
+        ah = values * c - (values * c - values)
+        al = values - ah
+        bh = s * c - (s * c - s)
+        bl = s - bh
+        e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+        even = (p.view(np.int64) & 1) == 0
+        nudge = np.isfinite(p) & (e != 0) & even
+        p = np.where(nudge, np.nextafter(p, np.where(e > 0, np.inf, -np.inf)), p)
+    return p.astype(out_dtype)
+
+
+def dequantize(q, scale, zero_point=0, *, fmt, axis=None, block_size=None, convention="exact",
+               dtype=np.float32):
+    """``decode(q) * scale`` rounded once to ``dtype`` (NaN codes give NaN, inf codes +-inf).
+
+    >>> import numpy as np, refquant as rq
+    >>> rq.dequantize(np.uint8([5, 2, 15]), 0.1, fmt=rq.float4_e2m1fn)
+    array([ 0.3,  0.1, -0.6], dtype=float32)
+    """
+    _no_zero_point(zero_point)
+    _fconv.get(convention)  # decoding is the same under every convention; the name is checked
+    fmt = float_format(fmt)
+    out_dtype = _out_dtype(dtype)
+    v = decode(q, fmt, dtype=np.float64)
+    scales, gidx = group_index(v.shape, scale, axis, block_size, "q")
+    s = scales[gidx].reshape(v.shape) if gidx.size else scales[0]
+    return _times_scale(v, np.broadcast_to(s, v.shape), out_dtype)
+
+
+def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=None,
+                  block_size=None, rounding=None, convention="exact", rng=None, saturate=None):
+    """``dequantize(quantize(x, ...))`` in x's dtype: the format value nearest ``x / scale``,
+    times ``scale``, rounded once to x's dtype. A convention whose NaN has no code (``gfloat``)
+    gives NaN here.
+
+    >>> import numpy as np, refquant as rq
+    >>> rq.fake_quantize(np.float32([0.3, 0.26, 100.0]), 0.1, fmt=rq.float4_e2m1fn)
+    array([0.3, 0.3, 0.6], dtype=float32)
+    """
+    _no_zero_point(zero_point)
+    _no_range(qmin, qmax)
+    cast = _Cast(fmt, convention, saturate, rounding)
+    a = float_array(x, "x")
+    xk = _flat(a)
+    scales, gidx = group_index(a.shape, scale, axis, block_size)
+    nan_value = cast.conv.nan_no_nan == "nan" and not cast.fmt.has_nan
+    codes = _encode_flat(cast, np.where(np.isnan(xk), 0, xk) if nan_value else xk, scales, gidx, rng)
+    v = cast.fmt.decode_table()[codes]
+    if nan_value:
+        v[np.isnan(xk)] = np.nan
+    s = scales[gidx] if gidx.size else np.broadcast_to(scales[0], v.shape)
+    return _times_scale(v, s, a.dtype).reshape(a.shape)
+

@@ -1,0 +1,356 @@
+"""MX block formats (OCP Microscaling v1.0): blocks of ``block`` elements sharing an e8m0 scale.
+
+For a block with largest magnitude ``amax`` the OCP (``floor``) rule is::
+
+    E     = clip(floor(log2(amax)) - emax_elem, -127, 127)     (-127 for an all-zero block)
+    X     = 2**E                                                stored as the e8m0 code E + 127
+    P_i   = the element format's value nearest x_i / X          (ties to even, saturating)
+
+``floor(log2(amax))`` is read from amax's exponent bits (never a float ``log2``), ``x / X`` is
+exact, and each element is rounded once. ``emax_elem`` is the exponent of the element format's
+largest power of two (e4m3 8, e5m2 15, e3m2 4, e2m3 2, e2m1 2); MXINT8 elements are
+``clip(rne(x / X * 64), -127, 127)`` with ``emax_elem = 0``. A block holding NaN or +-inf has the
+NaN scale (code 255) under ``ocp``.
+
+Other scale rules (``scale_rule``): ``ceil`` rounds ``log2(amax)`` up; ``even`` first rounds
+amax's float32 significand to the element's mantissa width (half up); ``rceil`` is
+``ceil(log2(fl32(amax / max_elem)))``. The named conventions (:data:`TABLE`) reproduce each
+library's arithmetic, including its float32 ``log2`` where it uses one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ._validation import check_axis, float_array, integer_array, integer_scalar
+from .floatformats import float_format
+from .floatquant import _Cast, _out_dtype
+from .formats import IntFormat
+
+__all__ = ["MXConvention", "TABLE", "names", "get", "quantize", "dequantize", "fake_quantize"]
+
+SCALE_RULES = ("floor", "ceil", "even", "rceil")
+_CHOICES = {
+    "scale_rule": (None, *SCALE_RULES),
+    "shared_exponent": ("bits", "log2_fp32", "log2_fp32_min_normal"),
+    "scaling": ("exact", "float32_divide", "float32_reciprocal", "microxcaling"),
+    "nonfinite": ("nan_block", "inf_exponent"),
+    "exponent_overflow": ("clip", "nan"),
+    "mxint8_min": (-127, -128),
+    "microxcaling_round": ("nearest", "even"),
+}
+_ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class MXConvention:
+    """One library's MX arithmetic as knobs.
+
+    scale_rule: the rule the library fixes (None: the ``scale_rule`` argument).
+    shared_exponent: ``"bits"`` (exact), ``"log2_fp32"`` floor of the float32 log2 of amax (an
+    all-zero block gives -127) or ``"log2_fp32_min_normal"`` (of ``amax + 2**-126`` for zero).
+    scaling: the element quotient: ``"exact"``; ``"float32_divide"`` ``fl32(x / max(X, 2**-126))``
+    (the 2**-127 scale divides as 2**-126; the NaN scale divides as inf); ``"float32_reciprocal"``
+    ``fl32(x * r)`` with ``r = 2**(127 - code)``, 1.0 for code 0 and 2**-127 for code 254;
+    ``"microxcaling"`` ``fl32(x / X)`` then microxcaling's float32 element rounding.
+    element: the element convention (refquant.float_conventions) of the element cast.
+    nonfinite: ``"nan_block"`` (NaN or inf makes the scale NaN) or ``"inf_exponent"`` (inf's
+    exponent field, 128, is used as floor(log2 amax); NaN still gives the NaN scale).
+    exponent_overflow: ``"clip"`` to 127 or ``"nan"`` (the NaN scale).
+    mxint8_min: the smallest MXINT8 code.
+    """
+
+    name: str
+    formula: str
+    backend: str = ""
+    evidence: str = ""
+    scale_rule: str | None = None
+    shared_exponent: str = "bits"
+    scaling: str = "exact"
+    element: str = "exact"
+    nonfinite: str = "nan_block"
+    exponent_overflow: str = "clip"
+    mxint8_min: int = -127
+    microxcaling_round: str = "nearest"
+    input_dtypes: tuple[str, ...] = _ALL_DTYPES
+    formats: tuple[str, ...] = ()
+    missing: str = ""
+
+    def __post_init__(self):
+        for knob, allowed in _CHOICES.items():
+            if getattr(self, knob) not in allowed:
+                raise ValueError(f"{knob} must be one of {allowed}; got {getattr(self, knob)!r}")
+
+    def replace(self, **knobs) -> MXConvention:
+        """A copy with some knobs changed."""
+        return replace(self, **knobs)
+
+
+_TORCHAO_FORMATS = ("float8_e4m3fn", "float8_e5m2", "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn")
+
+
+def _torchao(rule, formula):
+    return MXConvention(
+        name=f"torchao.{rule}",
+        formula=formula + "; elements fl32(x / max(X, 2**-126)) (a 2**-127 scale divides as "
+        "2**-126), clamped to +-max and cast (torch .to for fp8, f32_to_f*_unpacked for fp6/fp4); "
+        "an inf in the block reads exponent 128; NaN gives scale code 255",
+        backend=f"torchao 0.18 prototype.mx_formats.to_mx(scaling_mode={rule.upper()})",
+        evidence=f"tests/cross/test_float_mx.py::test_torchao_to_mx[{rule}]",
+        scale_rule=rule,
+        scaling="float32_divide",
+        element="torchao",
+        nonfinite="inf_exponent",
+        input_dtypes=("bfloat16", "float32"),
+        formats=_TORCHAO_FORMATS,
+    )
+
+
+TABLE = (
+    MXConvention(
+        name="ocp",
+        formula="E = clip(floor(log2 amax) - emax, -127, 127) from the bits (-127 for a zero "
+        "block); elements rne_saturating(x / 2**E) exactly; MXINT8 clip(rne(64 x / 2**E), -127, "
+        "127); NaN or inf in a block: scale code 255",
+        backend="the OCP Microscaling v1.0 specification (section 6.3), exact",
+        evidence="tests/core/test_float_mx.py (Fraction oracle) and tests/cross/test_float_mx.py "
+        "(gfloat with float64 input, onnx.reference blocked QuantizeLinear)",
+    ),
+    _torchao("floor", "E = (float32 exponent field of amax) - 127 - emax"),
+    _torchao("ceil", "E as floor, plus 1 when amax's float32 mantissa field is not zero"),
+    _torchao("even", "amax's float32 bits + 2**(22 - M), exponent field kept; then as floor"),
+    MXConvention(
+        name="torchao.rceil",
+        formula="d = fl32(amax / max_elem); E = clip(ceil(log2_fp32(d)), -127, 127) (NaN -> 255, "
+        "inf -> 254); elements fl32(x * r), r = 2**(127 - code), 1.0 for code 0, 2**-127 for 254, "
+        "clamped to +-max and cast",
+        backend="torchao 0.18 prototype.mx_formats.to_mx(scaling_mode=RCEIL) (eager fallback)",
+        evidence="tests/cross/test_float_mx.py::test_torchao_to_mx[rceil]",
+        scale_rule="rceil",
+        scaling="float32_reciprocal",
+        element="torchao",
+        nonfinite="inf_exponent",
+        input_dtypes=("bfloat16", "float32"),
+        formats=_TORCHAO_FORMATS,
+    ),
+    MXConvention(
+        name="microxcaling",
+        formula="E = floor(log2_fp32(amax + 2**-126 [amax == 0])) - emax, NaN scale above 127, "
+        "clipped at -127; elements: v = fl32(x / 2**E), private exponent p = max(floor(log2_fp32 "
+        "|v|), emin), t = fl32(|v| / 2**p * 2**M), r = floor(fl32(t + 0.5)) (ties away; "
+        "round='even' subtracts 1 when fl32(t - 0.5) is even), value r / 2**M * 2**p clamped to "
+        "+-max; inf passes, -0 -> +0",
+        backend="microsoft/microxcaling _quantize_mx (pure torch path, custom_cuda=False); not on "
+        "PyPI",
+        evidence="tests/cross/test_float_mx.py::test_microxcaling_transcription (its published "
+        "torch algorithm, run on torch)",
+        shared_exponent="log2_fp32_min_normal",
+        scaling="microxcaling",
+        exponent_overflow="nan",
+    ),
+    MXConvention(
+        name="gfloat.float32",
+        formula="E = clip(floor(log2_fp32(amax)) - emax, -127, 127) (-127 for zero), elements "
+        "rne_saturating(x / 2**E) exactly (gfloat quantize_block fed float32)",
+        backend="gfloat 0.5 quantize_block with compute_scale_amax on float32 input",
+        evidence="tests/cross/test_float_mx.py::test_gfloat_quantize_block",
+        shared_exponent="log2_fp32",
+        mxint8_min=-128,
+    ),
+    MXConvention(
+        name="brevitas",
+        formula="scale 2**FloorSte(log2_fp32(amax)) - emax with a 1e-10 floor on the scale before "
+        "the power-of-two restriction (not a power of two below ~1e-8); MXINT8 scale "
+        "2**floor(log2(amax / 127))",
+        backend="brevitas 0.13 MXFloat8e4m3Weight / MXInt8Weight",
+        missing="not implemented: brevitas is not installed here and its MX scale floor has no "
+        "transcription in this project yet",
+    ),
+    MXConvention(
+        name="compressed_tensors",
+        formula="MXFP4 scale stored as 127 + floor(log2 s) - 2",
+        backend="compressed-tensors mxfp4-pack-quantized",
+        missing="not implemented: compressed-tensors is not installed here and its scale "
+        "derivation has no transcription in this project yet",
+    ),
+)
+
+_REGISTRY = {row.name: row for row in TABLE}
+
+
+def names() -> list[str]:
+    """The MX convention names.
+
+    >>> import refquant as rq
+    >>> rq.mx.names()[:3]
+    ['ocp', 'torchao.floor', 'torchao.ceil']
+    """
+    return list(_REGISTRY)
+
+
+def get(name) -> MXConvention:
+    """The MX convention called ``name`` (an MXConvention passes through)."""
+    if isinstance(name, MXConvention):
+        return name
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"convention must be one of {', '.join(_REGISTRY)}; got {name!r}") from None
+
+
+def _element_format(fmt):
+    if isinstance(fmt, IntFormat):
+        if fmt.bits != 8 or not fmt.signed or fmt.narrow:
+            raise ValueError(f"the MX integer element format is int8 (MXINT8); got {fmt}")
+        return fmt
+    return float_format(fmt)
+
+
+def _blocks(shape, axis, block):
+    if len(shape) == 0:
+        raise ValueError("MX needs an array with at least one dimension; got a 0-d array")
+    ax = check_axis(axis, len(shape))
+    b = integer_scalar(block, "block")
+    if b < 1 or shape[ax] % b:
+        raise ValueError(f"block={block!r} must be a positive integer dividing x.shape[{ax}] = {shape[ax]}")
+    return ax, b
+
+
+class _Plan:
+    def __init__(self, fmt, convention, scale_rule, x_dtype_name):
+        self.conv = conv = get(convention)
+        if conv.missing:
+            raise NotImplementedError(f"MX convention {conv.name!r}: {conv.missing}")
+        self.fmt = fmt = _element_format(fmt)
+        self.is_int = isinstance(fmt, IntFormat)
+        if conv.formats and (self.is_int or fmt.name not in conv.formats):
+            raise ValueError(f"convention {conv.name!r} implements {', '.join(conv.formats)}; got fmt={fmt}")
+        if x_dtype_name not in conv.input_dtypes:
+            raise TypeError(f"convention {conv.name!r} accepts x of dtype {', '.join(conv.input_dtypes)}; "
+                            f"got {x_dtype_name}")
+        if scale_rule not in SCALE_RULES:
+            raise ValueError(f"scale_rule must be one of {', '.join(SCALE_RULES)}; got {scale_rule!r}")
+        if conv.scale_rule is not None and scale_rule not in ("floor", conv.scale_rule):
+            raise ValueError(f"convention {conv.name!r} fixes scale_rule={conv.scale_rule!r}; "
+                             f"got scale_rule={scale_rule!r}")
+        self.rule = conv.scale_rule or scale_rule
+        if self.is_int:
+            self.emax, self.max_pos, self.fp = 0, 127 / 64, (0, 0, 0, 0, 0)
+            self.sp = np.zeros(11, np.int64)
+        else:
+            self.emax = int(np.floor(np.log2(fmt.max)))
+            self.max_pos = fmt.max
+            saturate = None if conv.scaling != "microxcaling" else not (fmt.has_inf or fmt.has_nan)
+            cast = _Cast(fmt, conv.element, saturate, None)
+            self.fp, self.sp = cast.fp, cast.sp
+            self.sp[self.sp == _Cast.NO_CODE] = 0  # NaN in fp4/fp6: the block's scale is NaN anyway
+
+    def run(self, x, axis, block):
+        from ._kernels import _float as k
+
+        ax, b = _blocks(x.shape, axis, block)
+        xm = np.moveaxis(x, ax, -1)
+        flat = np.ascontiguousarray(xm, dtype=np.float32 if x.dtype.itemsize == 2 else x.dtype).reshape(-1)
+        codes = np.empty(flat.size, np.int8 if self.is_int else np.uint8)
+        scodes = np.empty(flat.size // b, np.uint8)
+        vals = np.empty(flat.size if self.conv.scaling == "microxcaling" else 0, np.float64)
+        if flat.size:
+            rules = dict(zip(SCALE_RULES, (k.RULE_FLOOR, k.RULE_CEIL, k.RULE_EVEN, k.RULE_RCEIL)))
+            sources = {"bits": k.SRC_BITS, "log2_fp32": k.SRC_LOG2_FP32,
+                       "log2_fp32_min_normal": k.SRC_LOG2_FP32_MIN_NORMAL}
+            scalings = {"exact": k.ELEM_EXACT, "float32_divide": k.ELEM_FP32_DIVIDE,
+                        "float32_reciprocal": k.ELEM_FP32_RCP, "microxcaling": k.ELEM_MICROXCALING}
+            conv = self.conv
+            M, emin, bias, max_mag, sign_bit = self.fp
+            k.mx_kernel(flat.size, flat, b, rules[self.rule], sources[conv.shared_exponent],
+                        scalings[conv.scaling], conv.exponent_overflow == "nan",
+                        conv.nonfinite == "nan_block", self.emax, float(self.max_pos),
+                        M, emin, bias, max_mag, sign_bit, self.sp, float(conv.mxint8_min), self.is_int,
+                        conv.microxcaling_round == "even", codes, scodes, vals)
+        shape_m = xm.shape
+        out_codes = np.moveaxis(codes.reshape(shape_m), -1, ax)
+        out_scales = np.moveaxis(scodes.reshape(shape_m[:-1] + (shape_m[-1] // b,)), -1, ax)
+        return out_codes, out_scales, vals.reshape(shape_m) if vals.size else None, ax, b
+
+
+def _x(x):
+    a = float_array(x, "x")
+    name = "bfloat16" if a.dtype.kind == "V" else a.dtype.name
+    return a, name
+
+
+def quantize(x, fmt, *, axis=-1, block=32, scale_rule="floor", convention="ocp"):
+    """MX quantization: ``(element codes, e8m0 scale codes)``.
+
+    Element codes have x's shape (uint8 bit patterns; int8 for MXINT8); scale codes have x's
+    shape with ``x.shape[axis] // block`` along ``axis``. The formula is the module's; the
+    convention's knobs (``rq.mx.names()``) reproduce a library.
+
+    >>> import numpy as np, refquant as rq
+    >>> x = np.float32([0.5, -3.0, 1.25, 7.0])
+    >>> codes, scales = rq.mx.quantize(x, rq.float4_e2m1fn, block=4)
+    >>> codes.tolist(), scales.tolist()          # E = floor(log2 7) - 2 = 0
+    ([1, 13, 2, 7], [127])
+    """
+    a, name = _x(x)
+    plan = _Plan(fmt, convention, scale_rule, name)
+    codes, scales, _, _, _ = plan.run(a, axis, block)
+    return codes, scales
+
+
+def _scale_values(scale_codes, ax, b):
+    sc = integer_array(scale_codes, "scale_codes")
+    if sc.size and (sc.min() < 0 or sc.max() > 255):
+        bad = int(sc.min() if sc.min() < 0 else sc.max())
+        raise ValueError(f"scale_codes must be e8m0 codes in [0, 255]; got {bad}")
+    s = np.where(sc == 255, np.nan, np.ldexp(1.0, sc.astype(np.int64) - 127))
+    return np.repeat(s, b, axis=ax)
+
+
+def dequantize(codes, scale_codes, fmt, *, axis=-1, block=32, dtype=np.float32):
+    """``decode(codes) * 2**(scale_code - 127)`` rounded once to ``dtype`` (scale code 255 is
+    NaN); MXINT8: ``code / 64 * 2**(scale_code - 127)``.
+
+    >>> import numpy as np, refquant as rq
+    >>> rq.mx.dequantize(np.uint8([1, 13, 2, 7]), np.uint8([126]), rq.float4_e2m1fn, block=4)
+    array([ 0.25, -1.5 ,  0.5 ,  3.  ], dtype=float32)
+    """
+    fmt = _element_format(fmt)
+    q = integer_array(codes, "codes")
+    out_dtype = _out_dtype(dtype)
+    ax, b = _blocks(q.shape, axis, block)
+    want = q.shape[:ax] + (q.shape[ax] // b,) + q.shape[ax + 1:]
+    if np.shape(scale_codes) != want:
+        raise ValueError(f"scale_codes must have shape {want} for codes of shape {q.shape}; "
+                         f"got {np.shape(scale_codes)}")
+    if isinstance(fmt, IntFormat):
+        if q.size and (q.min() < -128 or q.max() > 127):
+            raise ValueError(f"MXINT8 codes must lie in [-128, 127]; got {int(q.min())}")
+        v = q.astype(np.float64) / 64.0
+    else:
+        from .floatquant import decode
+
+        v = decode(q, fmt, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (v * _scale_values(scale_codes, ax, b)).astype(out_dtype)
+
+
+def fake_quantize(x, fmt, *, axis=-1, block=32, scale_rule="floor", convention="ocp"):
+    """``dequantize(*quantize(x, ...))`` in x's dtype (microxcaling: its own float32 values,
+    which keep +-inf).
+
+    >>> import numpy as np, refquant as rq
+    >>> rq.mx.fake_quantize(np.float32([0.3, -3.3, 1.2, 7.0]), rq.float4_e2m1fn, block=4)
+    array([ 0.5, -3. ,  1. ,  6. ], dtype=float32)
+    """
+    a, name = _x(x)
+    plan = _Plan(fmt, convention, scale_rule, name)
+    codes, scales, vals, ax, b = plan.run(a, axis, block)
+    if vals is None:
+        return dequantize(codes, scales, plan.fmt, axis=ax, block=b, dtype=a.dtype)
+    s = np.where(scales == 255, np.nan, np.ldexp(1.0, scales.astype(np.int64) - 127))
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = np.moveaxis(vals, -1, ax) * np.repeat(s, b, axis=ax)
+        return v.astype(np.float32).astype(a.dtype)
