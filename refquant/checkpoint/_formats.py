@@ -199,7 +199,7 @@ def _torchao(index, qc, metadata, format):
                           scale_rule="torchao_symmetric" if sym else None)
         elif kind == "Float8Tensor":
             yield QTensor(**{**base, "shape": tuple(shape)}, kind="fp8", group=int(block[-1]),
-                          convention="torchao", scale_rule="amax/fmax",
+                          convention="torchao", scale_rule="amax/fmax in x's dtype",
                           options=(("fmt", _FP8_OF.get(_dtype(index, parts["qdata"]), "?")),))
         elif kind == "NVFP4Tensor":
             yield QTensor(**{**base, "shape": (shape[0], shape[1] * 2)}, kind="nvfp4", group=16,
@@ -354,10 +354,14 @@ def _modelopt_fp8_and_nvfp4(index, qc, metadata, format):
             shape, sshape = _shape(index, w), _shape(index, sc)
             group = None if len(sshape) == 0 or int(np.prod(sshape)) == 1 else shape[1]
             yield QTensor(name=w, format=fmt_name, kind="fp8", parts=tuple(parts), shape=tuple(shape),
-                          group=group, convention="modelopt", scale_rule="amax/fmax",
+                          group=group, convention="modelopt", scale_rule="amax/fmax in float32",
                           options=(("fmt", _FP8_OF[_dtype(index, w)]),))
         elif _dtype(index, w) == "U8" and (mod + ".weight_scale_2") in index:
             parts.append(("global_scale", _part(index, mod + ".weight_scale_2")))
+            if len(_shape(index, w)) != 2:
+                yield QTensor(name=w, format="modelopt", kind="nvfp4", parts=tuple(parts), shape=(),
+                              problem=f"NVFP4 weight of shape {_shape(index, w)} is not 2-D")
+                continue
             rows, half = _shape(index, w)
             yield QTensor(name=w, format="modelopt", kind="nvfp4", parts=tuple(parts),
                           shape=(rows, 2 * half), group=int(qc.get("group_size", 16)), layout="nibbles",

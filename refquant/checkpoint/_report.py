@@ -172,13 +172,18 @@ def _fill(row, q, parts, has_source):
             for k, n in p["scale_ulps"].items():
                 ulps[k] = ulps.get(k, 0) + n
         for k in sorted(ulps, key=int):
-            row.causes[f"scale {k} ulp from the {q.scale_rule} rule"] = ulps[k]
+            what = "block scale code" if q.kind == "nvfp4" else "scale"
+            rule = q.scale_rule or f"rq.{q.kind} {q.convention}"
+            row.causes[f"{what} {k} ulp from the {rule} rule"] = ulps[k]
+    _global_scale(row, q, parts)
     if row.code_mismatches:
         alts = [p["alt_order"] for p in parts if p["codes"]]
         if alts and all(a == 0 for a in alts):
             row.causes[NIBBLES] = row.code_mismatches
-        else:
+        elif q.kind == "int":
             _identify(row, q, parts)
+        else:
+            _float_causes(row, q, parts)
     if row.causes:
         row.status = "mismatch"
 
@@ -224,3 +229,48 @@ def _far(s, qmin, qmax) -> np.ndarray:
         t = xf / s["scale"].astype(np.float64) + s["zero_point"]
         d = np.abs(np.clip(t, qmin, qmax) - s["code"])
         return np.isfinite(t) & (d > 0.5 + 2.0 ** (1 - bits) * np.maximum(1.0, np.abs(t)))
+
+
+def _global_scale(row, q, parts):
+    """A scale over the whole tensor (fp8 per tensor, NVFP4's global) against its rule from the
+    tensor's amax: ``fl32(amax / d)`` stored as a decode scale, ``fl32(d / amax)`` as encode."""
+    gs = [p["global"] for p in parts if p.get("global")]
+    if not gs:
+        return
+    amax = np.float32(max(g["amax"] for g in gs))
+    g0 = gs[0]
+    d = np.float32(g0["divisor"])
+    with np.errstate(divide="ignore"):
+        want = (d / amax) if g0["rule"] == "encode" else (amax / d)
+    want = np.float32(want)
+    stored = np.float32(g0["stored"])
+    row.scales_compared += 1
+    if want.view(np.uint32) != stored.view(np.uint32):
+        row.scale_mismatches += 1
+        ulps = int(stored.view(np.int32)) - int(want.view(np.int32))
+        name = f"{d:g}/amax" if g0["rule"] == "encode" else f"amax/{d:g}"
+        row.causes[f"global scale {ulps:+d} ulp from the {name} rule"] = 1
+
+
+def _float_causes(row, q, parts):
+    """Differing float codes: which element conventions reproduce the sampled ones."""
+    import refquant as rq
+
+    samples = [s for p in parts for s in p.get("float_sample") or []]
+    s = {k: (np.concatenate([x[k] for x in samples])[:IDENTIFY_LIMIT] if samples[0][k] is not None else None)
+         for k in samples[0]}
+    row.examples = [{"index": int(i), "x": float(np.float64(x)), "stored": int(c), "expected": int(e)}
+                    for i, x, c, e in zip(s["index"][:5], s["x"][:5], s["code"][:5], s["expected"][:5])]
+    label = f"code differs from rq.{q.kind} under {q.convention!r}"
+    if q.kind == "fp8" and s["scale"] is not None:
+        fmt = getattr(rq, q.opt("fmt"))
+        for name in rq.float_conventions.names():
+            try:
+                y = rq.quantize(s["x"], s["scale"], fmt=fmt, axis=0, convention=name)
+            except (ValueError, TypeError, NotImplementedError):
+                continue
+            if (y.astype(np.int64) == s["code"]).all():
+                row.reproduced_by.append(name)
+        if not row.reproduced_by:
+            label = "code differs under every fp8 convention (a corrupted code?)"
+    row.causes[label] = row.code_mismatches

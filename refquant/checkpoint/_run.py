@@ -9,6 +9,7 @@ import time
 import uuid
 
 from ._checks import Task, open_file, run_task
+from ._floats import row_multiple
 from ._formats import detect
 from ._report import Report, merge
 
@@ -83,7 +84,7 @@ def _plan(path, source, format, convention, task_rows):
             src = (hit[0], q.name)
         rows = q.shape[0]
         cols = max(1, q.shape[1] if len(q.shape) > 1 else 1)
-        multiple = 8 if q.layout == "awq" else 1
+        multiple = 8 if q.layout == "awq" else row_multiple(q)
         step = task_rows or max(1, TASK_ELEMENTS // cols)
         step = max(multiple, step // multiple * multiple)
         stored = sum(index[name][1].nbytes for _, (_, name) in q.parts)
