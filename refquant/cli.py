@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="a convention name, or module:function taking (x) and returning y")
     s.add_argument("--progress", action="store_true",
                    help="progress on stderr (always on for float32, whose 2**32 patterns take a while)")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="run on a dask.distributed scheduler, tcp://host:port")
     from .checkpoint._cli import add_parser as _add_checkpoint
 
     _add_checkpoint(sub)
@@ -150,9 +151,14 @@ def _cmd_sweep(args) -> int:
     from .golden import sweep
 
     cand = _candidate(args.candidate, args)
+    client = None
+    if args.scheduler:
+        from .checkpoint._cli import connect
+
+        client = connect(args.scheduler)
     r = sweep(cand, args.scale, args.zero_point, qmin=args.qmin, qmax=args.qmax, dtype=args.dtype,
               op=args.op, convention=args.convention,
-              progress=args.progress or args.dtype == "float32")
+              progress=args.progress or args.dtype == "float32", client=client)
     print(r)
     return MISMATCH if r.mismatches else OK
 

@@ -40,6 +40,19 @@ def progress_line(stream=None, what="checkpoint"):
     return show
 
 
+def connect(address):
+    """A ``dask.distributed.Client`` of the scheduler at ``address``; a ValueError naming what is
+    wrong when dask.distributed is missing or the scheduler cannot be reached."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ValueError("--scheduler needs dask.distributed (pip install refquant[distributed])") from None
+    try:
+        return Client(address, timeout=30)
+    except (OSError, TimeoutError) as exc:
+        raise ValueError(f"cannot reach scheduler {address}: {exc}") from None
+
+
 def _error(text) -> int:
     print(f"refquant checkpoint: error: {text}", file=sys.stderr)
     return USAGE
@@ -51,16 +64,10 @@ def run(args) -> int:
 
     if args.workers is not None and args.workers < 1:
         return _error(f"--workers must be at least 1; got {args.workers}")
-    client = None
-    if args.scheduler:
-        try:
-            from distributed import Client
-        except ImportError:
-            return _error("--scheduler needs dask.distributed (pip install refquant[distributed])")
-        try:
-            client = Client(args.scheduler, timeout=30)
-        except (OSError, TimeoutError) as exc:
-            return _error(f"cannot reach scheduler {args.scheduler}: {exc}")
+    try:
+        client = connect(args.scheduler) if args.scheduler else None
+    except (ValueError, OSError) as exc:
+        return _error(str(exc))
     try:
         report = check(args.path, args.source, format=args.format, convention=args.convention,
                        client=client, workers=args.workers, progress=progress_line())

@@ -76,7 +76,7 @@ def _differing(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
 
 
 def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantize",
-          convention="exact", chunk=2**24, progress=False, n_examples=5) -> SweepResult:
+          convention="exact", chunk=2**24, progress=False, n_examples=5, client=None) -> SweepResult:
     """Run ``candidate(x)`` on every bit pattern of ``dtype`` (float16, bfloat16: 2**16; float32:
     all 2**32, in chunks of ``chunk``) and compare bit for bit with ``rq.quantize`` /
     ``rq.fake_quantize`` under ``convention`` with the same qparams.
@@ -87,7 +87,8 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
     are rebuilt from their bit patterns, so a candidate that writes into its input changes
     nothing. ``progress=True`` keeps a progress line on stderr; a callable is called as
     ``progress(done, total, mismatches)`` after each chunk. The differing inputs (at most
-    65536) are passed to :func:`identify`.
+    65536) are passed to :func:`identify`. ``client`` (a ``dask.distributed.Client``) runs one
+    task per chunk on its workers; the result is the same.
 
     >>> import numpy as np, refquant as rq
     >>> cand = lambda x: rq.fake_quantize(x, 0.1, 3, qmin=0, qmax=255, convention="onnx")
@@ -112,6 +113,11 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
     if chunk < 1:
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
     report = progress if callable(progress) else (_stderr_progress(dt.name) if progress else None)
+    if client is not None:
+        from ._distributed import sweep_on
+
+        return sweep_on(client, candidate, scale, zero_point, qmin=qmin, qmax=qmax, dt=dt, op=op, conv=conv,
+                        total=total, chunk=chunk, progress=report, n_examples=n_examples)
     fn = rq.fake_quantize if op == "fake_quantize" else rq.quantize
     no_nan_code = op == "quantize" and conv.nan == "error"
     result = SweepResult(dtype=dt.name, convention=conv.name, total=total)

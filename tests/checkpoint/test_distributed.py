@@ -76,3 +76,24 @@ def test_killing_a_worker_mid_run_gives_the_same_report(client, checkpoint):
     assert _rows(r) == _rows(local)
     assert len(calls) == 128 and calls[-1] == r.bytes  # every task once
     assert victim not in client.run(os.getpid).values()
+
+
+def test_sweep_with_client_equals_sweep(client):
+    cand = lambda x: rq.fake_quantize(x, 0.1, 3, qmin=0, qmax=255, convention="onnx")  # noqa: E731
+    one = rq.golden.sweep(cand, 0.1, 3, qmin=0, qmax=255, dtype="float16", chunk=2**12)
+    calls = []
+    many = rq.golden.sweep(cand, 0.1, 3, qmin=0, qmax=255, dtype="float16", chunk=2**12, client=client,
+                           progress=lambda d, t, m: calls.append(d))
+    assert one.mismatches > 0
+    assert (many.total, many.mismatches, many.skipped, many.examples) == \
+        (one.total, one.mismatches, one.skipped, one.examples)
+    assert str(many.diagnosis) == str(one.diagnosis)
+    assert len(calls) == 16 and max(calls) == 2**16
+
+
+def test_sweep_quantize_nan_skipped_same(client):
+    cand = lambda x: rq.quantize(np.nan_to_num(x), 0.25, 0, qmin=-8, qmax=7)  # noqa: E731
+    one = rq.golden.sweep(cand, 0.25, 0, qmin=-8, qmax=7, dtype="float16", op="quantize", chunk=2**13)
+    many = rq.golden.sweep(cand, 0.25, 0, qmin=-8, qmax=7, dtype="float16", op="quantize", chunk=2**13,
+                           client=client)
+    assert one.skipped > 0 and (many.mismatches, many.skipped) == (one.mismatches, one.skipped)
