@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._kernels._jit import kernel, parallel_kernel, prange
+from .._kernels._jit import bits_to_f32, kernel
 
 __all__ = ["margin", "certify"]
 
@@ -60,49 +60,77 @@ def margin(convention, x_dtype, s_dtype, qmin, qmax) -> float | None:
     return max(rels)
 
 
-@parallel_kernel
-def _certify_kernel(x, scale, zp, codes, g, qmin, qmax, rel, status):  # pragma: no cover - jitted
+@kernel
+def _certify_kernel(xb, shift, scale, zp, codes, g, qmin, qmax, rel, idx, amax):  # pragma: no cover
+    # serial on purpose: tasks run side by side on the cores (a parallel kernel per sub-chunk
+    # waits on its slowest thread, 5-10x slower on a shared machine). ``xb``: float32 bit
+    # patterns (int32, shift 0) or bfloat16 ones (uint16, shift 16), widened here exactly.
     rows, cols = codes.shape
-    undecided = 0
-    for i in prange(rows):
-        row_undecided = 0
+    m = 0
+    for i in range(rows):
         for k in range(cols // g):
             inv = 1.0 / scale[i, k]  # t = x * inv errs by 2**-52 relative at most: inside rel
             z = np.float64(zp[i, k])
             lo_q = np.float64(qmin)
             hi_q = np.float64(qmax)
-            for j in range(k * g, (k + 1) * g):  # branch-free, so that LLVM can vectorize it
-                t = np.float64(x[i, j]) * inv
+            top = np.int32(0)
+            for j in range(k * g, (k + 1) * g):
+                b = np.int32(np.uint32(xb[i, j]) << shift)
+                top = max(top, b & np.int32(0x7FFFFFFF))  # |x| as bits: integer max, NaN above inf
+                t = np.float64(bits_to_f32(b)) * inv
                 v = t + z
                 n = np.rint(v)
                 sure = np.abs(v - n) < 0.5 - rel * (np.abs(t) + np.abs(z) + 1.0)  # False for NaN/inf
                 q = min(max(n, lo_q), hi_q)
-                st = np.uint8(2) - np.uint8(sure) * np.uint8(2 - (q != np.float64(codes[i, j])))
-                status[i, j] = st
-                row_undecided += st != 0
-        undecided += row_undecided
-    return undecided
+                if not sure or q != np.float64(codes[i, j]):
+                    idx[m] = i * cols + j
+                    m += 1
+            amax[i, k] = top
+    return m
 
 
 @kernel
-def _nonzero(status, count):  # pragma: no cover - jitted
-    out = np.empty(count, np.int64)
+def _certify64(x, scale, zp, codes, g, qmin, qmax, rel, idx, amax):  # pragma: no cover
+    rows, cols = codes.shape
     m = 0
-    for i in range(status.size):
-        if status[i] != 0:
-            out[m] = i
-            m += 1
-    return out
+    for i in range(rows):
+        for k in range(cols // g):
+            inv = 1.0 / scale[i, k]
+            z = np.float64(zp[i, k])
+            top = 0.0
+            for j in range(k * g, (k + 1) * g):
+                t = x[i, j] * inv
+                top = max(top, np.abs(x[i, j])) if not np.isnan(x[i, j]) else top
+                v = t + z
+                n = np.rint(v)
+                sure = np.abs(v - n) < 0.5 - rel * (np.abs(t) + np.abs(z) + 1.0)
+                q = min(max(n, np.float64(qmin)), np.float64(qmax))
+                if not sure or q != np.float64(codes[i, j]):
+                    idx[m] = i * cols + j
+                    m += 1
+            amax[i, k] = top
+    return m
 
 
-def certify(x, scale, zp, codes, qmin, qmax, rel, status=None):
-    """``(status, idx)``: ``status`` per element of ``codes [r, c]`` is 0 certified equal to the
-    convention's code, 1 certified different, 2 undecided; ``idx`` the flat indices of the
-    elements not 0. ``x`` float32 or float64 ``[r, c]``; ``scale`` and ``zp`` ``[r, groups]``
-    (float64, int64); ``status`` a reusable uint8 buffer of ``codes``' shape."""
-    if status is None:
-        status = np.empty(codes.shape, np.uint8)
+def certify(x, scale, zp, codes, qmin, qmax, rel, buf):
+    """``(idx, amax)``: the flat indices of the elements of ``codes [r, c]`` that are not
+    certified equal to the convention's code (certified different, or undecided), and the
+    per-group ``max |x|`` (NaN ignored for float64; a NaN bit pattern above inf otherwise) in x's
+    precision. ``x``: float16, bfloat16, float32 or float64 ``[r, c]``; ``scale`` and ``zp``
+    ``[r, groups]`` (float64, int64); ``buf`` a dict of reusable buffers."""
     g = codes.shape[1] // scale.shape[1]
-    count = _certify_kernel(x, scale, zp, codes, g, qmin, qmax, rel, status)
-    idx = _nonzero(status.reshape(-1), count) if count else np.zeros(0, np.int64)
-    return status, idx
+    idx = buf.get(("idx", codes.size))
+    if idx is None:
+        idx = buf[("idx", codes.size)] = np.empty(codes.size, np.int64)
+    x = np.asarray(x)
+    if x.dtype == np.float64:
+        amax = np.empty(scale.shape, np.float64)
+        m = _certify64(x, scale, zp, codes, g, qmin, qmax, rel, idx, amax)
+        return idx[:m].copy(), amax
+    if x.dtype.itemsize == 2 and x.dtype.kind != "f":  # bfloat16
+        xb, shift = x.view(np.uint16), 16
+    else:
+        xb, shift = np.asarray(x, np.float32).view(np.int32), 0
+    bits = np.empty(scale.shape, np.int32)
+    m = _certify_kernel(xb, shift, scale, zp, codes, g, qmin, qmax, rel, idx, bits)
+    return idx[:m].copy(), bits.view(np.float32)

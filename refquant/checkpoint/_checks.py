@@ -195,21 +195,6 @@ def _offset(q, codes, scale, zp, x, out):
     out["offset"][1] += int(ok.sum())
 
 
-def _widened(x, buf):
-    """``x`` as float32 or float64 for the certifying kernel: 16-bit floats widened exactly into
-    a reused buffer (bfloat16 as the high half of a float32)."""
-    if x.dtype.itemsize >= 4:
-        return x
-    key = ("w", x.size)
-    out = buf.get(key)
-    if out is None:
-        out = buf[key] = np.empty(x.size, np.uint32)
-    if x.dtype.kind == "f":  # float16
-        return np.asarray(x, np.float32)
-    np.left_shift(x.view(np.uint16).reshape(-1), 16, out=out, dtype=np.uint32)
-    return out.view(np.float32).reshape(x.shape)
-
-
 def requantize(q, convention, x, codes, scale, zp, bad, buf):
     """``(rows, cols, expected, minmax)``: the elements of the block whose stored code differs
     from the convention's, with the convention's code, and the per-group (min, max) of x (None
@@ -225,19 +210,13 @@ def requantize(q, convention, x, codes, scale, zp, bad, buf):
     s2 = np.broadcast_to(s.astype(np.float64), (r_, 1)) if s.ndim == 0 else s.astype(np.float64)
     z2 = np.broadcast_to(np.asarray(zp, np.int64), s2.shape)
     rel = margin(convention, x.dtype, s.dtype, q.qmin, q.qmax)
-    key = ("s", codes.size)
-    status = buf.get(key)
-    if status is None:
-        status = buf[key] = np.empty(codes.size, np.uint8)
-    status = status.reshape(codes.shape)
-    xw = _widened(x, buf)
-    minmax = _minmax(xw, c_ // s.shape[1]) if s.ndim else None
     if rel is None:
-        status[...] = 2
-        idx = np.arange(status.size)
+        idx = np.arange(codes.size)
+        minmax = _minmax(x, c_ // s.shape[1]) if s.ndim else None
     else:
-        status, idx = certify(xw, np.ascontiguousarray(s2), np.ascontiguousarray(z2), codes,
-                              q.qmin, q.qmax, rel, status)
+        idx, amax = certify(x, np.ascontiguousarray(s2), np.ascontiguousarray(z2), codes, q.qmin, q.qmax,
+                            rel, buf)
+        minmax = (-amax, amax) if s.ndim else None  # the symmetric rules use max |x| only
     if idx.size and bad.any():
         idx = idx[~_element_mask(bad, codes.shape).reshape(-1)[idx]]
     empty = np.zeros(0, np.int64)

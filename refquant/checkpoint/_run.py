@@ -151,13 +151,46 @@ def check(path, source=None, *, format="auto", convention=None, client=None, wor
     elif workers is not None and int(workers) > 1:
         results, where = _pool(int(workers), tasks, done), f"{int(workers)} processes"
     else:
-        results, where = [], "one process"
-        for t in tasks:
-            results.append(run_task(t))
-            done(t)
+        results, where = _local(tasks, done)
     rows = merge(qtensors, results, problems, source is not None)
     return Report(path=os.fspath(path), source=None if source is None else os.fspath(source), rows=rows,
                   not_quantized=others, bytes=total, seconds=time.perf_counter() - t0, workers=where)
+
+
+def _threadsafe_kernels() -> bool:
+    """Whether Numba's threading layer takes parallel kernels from several threads at once
+    (``omp`` and ``tbb`` do, ``workqueue`` does not)."""
+    import numba
+    import numpy as np
+
+    import refquant as rq
+
+    rq.quantize(np.zeros(1 << 17, np.float32), 1.0, 0, qmin=-8, qmax=7)  # starts the layer
+    try:
+        return numba.threading_layer() in ("omp", "tbb")
+    except ValueError:
+        return False
+
+
+def _local(tasks, done):
+    """Tasks in this process: one thread per core where the kernels allow it, else in turn."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    n = min(os.cpu_count() or 1, len(tasks))
+    if n < 2 or not _threadsafe_kernels():
+        results = []
+        for t in tasks:
+            results.append(run_task(t))
+            done(t)
+        return results, "one process"
+    results = {}
+    with ThreadPoolExecutor(n) as ex:
+        futs = {ex.submit(run_task, t): t for t in tasks}
+        for f in as_completed(futs):
+            t = futs[f]
+            results[t.index] = f.result()
+            done(t)
+    return list(results.values()), f"one process, {n} threads"
 
 
 def _pool(n, tasks, done):
