@@ -279,3 +279,24 @@ def test_report_json_round_trip(torchao_int8):
     assert d["ok"] is True and d["totals"]["tensors"] == 2 and len(d["rows"]) == 2
     assert d["rows"][0]["checks"] == ["decode", "re-quantize"]
     assert os.path.basename(d["path"]) == "model.safetensors"
+
+
+def test_gptq_act_order_g_idx(tmp_path):
+    """desc_act checkpoints: g_idx sends each input column to its group (one scale per element)."""
+    from refquant.checkpoint._checks import open_file
+    from refquant.checkpoint._formats import load_block
+    from refquant.checkpoint._run import _plan
+
+    w = W.rng_weights((16, 64), 8, np.float16)
+    W.gptq(tmp_path, {"l.weight": w}, sym=False)
+    perm = np.random.default_rng(0).permutation(64)
+    with SafetensorsFile(tmp_path / "model.safetensors") as f:
+        tensors = {n: np.array(f.get(n)) for n in f.tensors}
+    tensors["l.g_idx"] = tensors["l.g_idx"][perm]
+    save_file(tmp_path / "model.safetensors", tensors)
+    (qt,) = _plan(tmp_path, None, "auto", None, None)[0]
+    codes, scale, zp = load_block(qt, open_file, 0, 16)
+    s = np.ascontiguousarray(tensors["l.scales"].T)  # [N, K/G]
+    g_idx = tensors["l.g_idx"]
+    assert scale.shape == (16, 64) and (scale == s[:, g_idx]).all()
+    assert rq.checkpoint.check(tmp_path).ok

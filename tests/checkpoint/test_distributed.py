@@ -97,3 +97,18 @@ def test_sweep_quantize_nan_skipped_same(client):
     many = rq.golden.sweep(cand, 0.25, 0, qmin=-8, qmax=7, dtype="float16", op="quantize", chunk=2**13,
                            client=client)
     assert one.skipped > 0 and (many.mismatches, many.skipped) == (one.mismatches, one.skipped)
+
+
+def test_cli_scheduler_address(client, checkpoint, capsys):
+    import json
+
+    from refquant.cli import main
+
+    addr = client.scheduler.address
+    rc = main(["checkpoint", str(checkpoint), "--source", str(checkpoint / "source.safetensors"),
+               "--scheduler", addr, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 1 and out["workers"].startswith("dask") and out["totals"]["mismatch"] == 2
+    rc = main(["sweep", "--scale", "0.1", "--qmin", "0", "--qmax", "255", "--zero-point", "3",
+               "--candidate", "onnx", "--scheduler", addr])
+    assert rc == 1 and "patterns differ" in capsys.readouterr().out
