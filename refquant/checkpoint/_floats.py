@@ -58,6 +58,8 @@ def run_float(task, out):
         _nvfp4(task, out)
     elif q.kind == "nf4":
         _nf4(task, out)
+    elif q.kind == "mx":
+        _mx(task, out)
     else:
         raise NotImplementedError(f"{q.kind} weights ({q.format}): the {q.kind} checker is not wired yet")
 
@@ -97,6 +99,18 @@ def _code_mismatch(out, stored, expected, x, lo_row, cols, scale_el, label="code
              "expected": expected.reshape(-1, cols)[r, c][keep].astype(np.int64),
              "scale": np.asarray(scale_el).reshape(-1, cols)[r, c][keep] if scale_el is not None else None}
         out.setdefault("float_sample", []).append(s)
+
+
+def _scale_codes(out, stored, expected):
+    """Count block scale codes that differ, by signed code distance (one code = one ulp)."""
+    diff = stored != expected
+    out["scale_count"] += int(stored.size)
+    out["scales"] += int(diff.sum())
+    if diff.any():
+        d = stored.astype(np.int64)[diff] - expected.astype(np.int64)[diff]
+        for v, n in zip(*np.unique(np.clip(d, -1000, 1000), return_counts=True)):
+            key = f"{int(v):+d}"
+            out["scale_ulps"][key] = out["scale_ulps"].get(key, 0) + int(n)
 
 
 def _wide_abs_max(x):
@@ -204,14 +218,7 @@ def _nvfp4(task, out):
         if out["codes"] > before:
             alt = rq.unpack(_u8(f.rows(cname, a, b)), 4, (b - a) * cols, order="high_first")
             out["alt_order"] = (out["alt_order"] or 0) + int((alt.reshape(eq.shape) != eq).sum())
-        diff = scodes != es
-        out["scale_count"] += int(scodes.size)
-        out["scales"] += int(diff.sum())
-        if diff.any():
-            d = scodes.astype(np.int64)[diff] - es.astype(np.int64)[diff]
-            for v, n in zip(*np.unique(np.clip(d, -1000, 1000), return_counts=True)):
-                key = f"{int(v):+d}"
-                out["scale_ulps"][key] = out["scale_ulps"].get(key, 0) + int(n)
+        _scale_codes(out, scodes, es)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -281,3 +288,40 @@ def _nf4_absmax(q, dec):
     from ..nf4 import _dq_bitsandbytes_absmax
 
     return _dq_bitsandbytes_absmax(stored.astype(np.uint8).reshape(-1), nested, offset, nblk)
+
+
+# ------------------------------------------------------------------------------------------------
+# MX (OCP microscaling: e8m0 scale per block of 32)
+
+
+def _mx(task, out):
+    import refquant as rq
+
+    from ._checks import _sub_ranges, source_rows
+
+    q = task.q
+    fmt = getattr(rq, q.opt("fmt") or "", None)
+    if fmt is None:
+        raise NotImplementedError(f"MX element format {q.opt('fmt')!r} is not a refquant FloatFormat")
+    f, cname = _part(q, "codes")
+    sf, sname = _part(q, "scale")
+    rows, cols = q.shape
+    block = q.group or 32
+    dec = out["decode"]
+    for a, b in _sub_ranges(task.lo, task.hi, cols):
+        raw = _u8(f.rows(cname, a, b))
+        if q.layout == "nibbles":
+            codes = rq.unpack(raw, 4, (b - a) * cols, order="low_first").reshape(b - a, cols)
+        else:
+            codes = raw.reshape(b - a, cols)
+        scodes = _u8(sf.rows(sname, a, b)).reshape(b - a, cols // block)
+        out["elements"] += codes.size
+        _count(dec, "scale NaN code (0xff)", (scodes == 0xFF).sum())
+        _count(dec, "NaN code", np.isnan(rq.decode(codes, fmt)).sum())
+        if task.source is None:
+            continue
+        x = source_rows(task, a, b, q.shape)
+        ec, es = rq.mx.quantize(np.asarray(x), fmt, axis=-1, block=block, convention=q.convention)
+        out["compared"] += codes.size
+        _code_mismatch(out, codes, ec, x, a, cols, None)
+        _scale_codes(out, scodes, es)

@@ -205,8 +205,14 @@ def _torchao(index, qc, metadata, format):
             yield QTensor(**{**base, "shape": (shape[0], shape[1] * 2)}, kind="nvfp4", group=16,
                           layout="nibbles", convention="torchao", options=(("global", "decode"),))
         elif kind == "MXTensor":
-            yield QTensor(**{**base, "shape": tuple(shape)}, kind="mx", group=int(data.get("block_size", 32)
-                          if isinstance(data.get("block_size"), int) else 32), convention="torchao")
+            elem = (data.get("elem_dtype") or {}).get("_data", "?")
+            packed = elem.startswith("float4")
+            bad = "swizzled MX scales are not read" if data.get("is_swizzled_scales") else None
+            mode = str((data.get("scaling_mode") or {}).get("_data", "floor")).lower()
+            yield QTensor(**{**base, "shape": (shape[0], shape[1] * (2 if packed else 1))}, kind="mx",
+                          group=int(data.get("block_size") or 32), layout="nibbles" if packed else "plain",
+                          convention=f"torchao.{mode}", problem=bad,
+                          options=(("fmt", "float4_e2m1fn" if packed else elem),))
         else:
             yield QTensor(**{**base, "shape": tuple(shape)}, kind="?",
                           problem=f"torchao tensor type {kind!r} has no adapter")
@@ -288,7 +294,8 @@ def _compressed_tensors(index, qc, metadata, format):
         if _dtype(index, wp) == "U8":  # mxfp4-pack-quantized: e8m0 scale codes as uint8
             rows, half = _shape(index, wp)
             yield QTensor(name=name, format="compressed-tensors", kind="mx", parts=tuple(parts),
-                          shape=(rows, 2 * half), group=32, layout="nibbles", convention="exact")
+                          shape=(rows, 2 * half), group=32, layout="nibbles", convention="compressed_tensors",
+                          options=(("fmt", "float4_e2m1fn"),))
             continue
         if ws in index:
             parts.append(("shape", _part(index, ws)))

@@ -149,3 +149,35 @@ def test_modelopt_nvfp4_flipped_code_and_block_scale(tmp_path):
     assert row.scale_mismatches == 1
     assert row.causes["block scale code +1 ulp from the rq.nvfp4 modelopt rule"] == 1
     assert row.code_mismatches >= 1 and row.examples[0]["index"] in range(16 * 64)
+
+
+def test_torchao_mx_fp8_clean_and_faults(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchao")
+    st = pytest.importorskip("safetensors.torch")
+    from torchao.prototype.mx_formats.mx_tensor import MXTensor
+    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+
+    torch.manual_seed(3)
+    w = torch.randn(8, 64, dtype=torch.bfloat16)
+    st.save_file({"l.weight": w}, str(tmp_path / "source.safetensors"))
+    tensors, meta = flatten_tensor_state_dict({"l.weight": MXTensor.to_mx(w, torch.float8_e4m3fn, 32)})
+    st.save_file(tensors, str(tmp_path / "model.safetensors"), metadata=meta)
+    r = rq.checkpoint.check(tmp_path / "model.safetensors", tmp_path / "source.safetensors")
+    row = _row(r, "l.weight")
+    assert row.kind == "mx" and row.convention == "torchao.floor"
+    assert r.ok, str(r)
+
+    def fault(n, a):
+        if n == "l._weight_qdata":
+            a.view(np.uint8)[1, 7] ^= 0x01
+        if n == "l._weight_scale":
+            a.view(np.uint8)[4, 1] += 1
+        return a
+
+    _edit(tmp_path / "model.safetensors", fault)
+    r = rq.checkpoint.check(tmp_path / "model.safetensors", tmp_path / "source.safetensors")
+    row = _row(r, "l.weight")
+    assert row.status == "mismatch" and row.scale_mismatches == 1
+    assert row.causes["scale +1 ulp from the rq.mx torchao.floor rule"] == 1
+    assert row.code_mismatches >= 1 and row.examples[0]["index"] == 1 * 64 + 7
