@@ -20,7 +20,16 @@ FAR = "code is not a nearest code of x / s + z under any arithmetic (a corrupted
 class TensorReport:
     """One quantized weight: ``status`` is ``"ok"``, ``"mismatch"`` or ``"cannot check"``;
     ``causes`` maps each named cause to the count of codes, scales or zero points it explains;
-    ``checks`` says which checks ran and ``note`` why one did not."""
+    ``checks`` says which checks ran and ``note`` why one did not.
+
+    >>> row = TensorReport(name="l.weight", format="torchao", kind="int", convention="torchao",
+    ...                    shape=(4, 16), status="mismatch", checks=["decode", "re-quantize"],
+    ...                    elements=64, codes_compared=64, code_mismatches=1,
+    ...                    causes={"tie rounding": 1})
+    >>> print(row.line())
+    mismatch     l.weight [torchao int]: 64 elements, decode+re-quantize, 1/64 codes differ
+        1 x tie rounding
+    """
 
     name: str
     format: str
