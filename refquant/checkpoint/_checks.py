@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._formats import QTensor, load_block, swapped
-from ._safetensors import SafetensorsFile, finfo_max
+from ._safetensors import SafetensorsFile, finfo_eps, finfo_max
 
 __all__ = ["Task", "run_task", "SUB_CHUNK", "SAMPLE"]
 
@@ -297,10 +297,12 @@ def _scale_check(q, x, stored, out, minmax=None):
     g = q.shape[1] // stored.shape[1]
     mn, mx = minmax if minmax is not None else _minmax(x, g)
     src = np.asarray(x).dtype.name
-    eps = {"ct_symmetric": float(np.finfo(np.float32).eps)}.get(q.scale_rule)
-    new, _ = torchao_qparams(mn, mx, q.qmin, q.qmax, symmetric=True, dtype=src, eps=eps,
+    ct = q.scale_rule == "ct_symmetric"  # compressed-tensors: no floor, a zero scale becomes eps
+    new, _ = torchao_qparams(mn, mx, q.qmin, q.qmax, symmetric=True, dtype=src, eps=0.0 if ct else None,
                              scale_dtype=stored.dtype)
     new = np.asarray(new).reshape(stored.shape)
+    if ct:
+        new = np.where(new == 0, np.asarray(finfo_eps(stored.dtype), stored.dtype), new)
     compare_scales(stored, new, out)
 
 

@@ -308,3 +308,9 @@ def finfo_max(dtype_name: str) -> float:
     if dtype_name == "bfloat16":
         return float.fromhex("0x1.fep127")
     return float(np.finfo(np.dtype(dtype_name)).max)
+
+
+def finfo_eps(dtype) -> float:
+    """The machine epsilon of a float dtype (bfloat16: 2**-7)."""
+    dt = np.dtype(dtype)
+    return 2.0**-7 if dt.name == "bfloat16" else float(np.finfo(dt).eps)
