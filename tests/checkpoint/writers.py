@@ -53,13 +53,13 @@ def write_config(folder, config, name="config.json"):
 
 def ct_int4(folder, weights: dict, group=16, nibbles_reversed=False, scale_fault=None):
     """Write ``model.safetensors`` (+ config.json) in compressed-tensors' pack-quantized layout.
-    Scale = bf16(amax / 7.5); codes = clamp(rne(bf16(x / s)), -8, 7) (torch in bf16)."""
+    Scale = bf16(amax / 7.5) (bf16 eps where amax = 0); codes = clamp(rne(bf16(x / s)), -8, 7)."""
     tensors = {}
     for name, w in weights.items():
         n, k = w.shape
         xf = w.astype(np.float64)
         amax = np.abs(xf.reshape(n, k // group, group)).max(axis=2)
-        s = rne_bf16(np.maximum(amax / 7.5, np.finfo(np.float32).eps))
+        s = rne_bf16(np.where(amax == 0, 2.0**-7, amax / 7.5))  # a zero scale becomes bf16's eps
         if scale_fault is not None and name == scale_fault:
             s = s.copy()
             s.view(np.uint16)[0, 0] += 1
