@@ -57,6 +57,7 @@ _LAZY = {
     "observers": ("refquant.observers", None),
     "testing": ("refquant.testing", None),
     "golden": ("refquant.golden", None),
+    "checkpoint": ("refquant.checkpoint", None),
     "identify": ("refquant.golden.identify", "identify"),
     "ops": ("refquant.ops", None),
     "encode": ("refquant.floatquant", "encode"),

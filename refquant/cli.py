@@ -137,6 +137,11 @@ def _parser() -> argparse.ArgumentParser:
                    "(1-D) and returning y")
     s.add_argument("--progress", action="store_true",
                    help="progress with the time left on stderr (always on for float32)")
+    s.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on a dask.distributed scheduler, tcp://host:port (same result)")
+    from .checkpoint._cli import add_parser as _add_checkpoint
+
+    _add_checkpoint(sub, parents=[common])
     return p
 
 
@@ -289,9 +294,14 @@ def _cmd_sweep(args) -> int:
     scale, zp = args.scale, args.zero_point
     if len(scale) != 1 or len(zp) != 1:
         raise _UsageError("sweep is per-tensor: give one --scale and one --zero-point")
+    client = None
+    if args.scheduler:
+        from .checkpoint._cli import connect
+
+        client = connect(args.scheduler)
     r = sweep(args.candidate, scale[0], zp[0], qmin=args.qmin, qmax=args.qmax, dtype=args.dtype,
               op=args.op, convention=args.convention, rounding=args.rounding,
-              progress=args.progress or args.dtype == "float32")
+              progress=args.progress or args.dtype == "float32", client=client)
     doc = {"dtype": r.dtype, "convention": r.convention, "total": r.total, "mismatches": r.mismatches,
            "skipped": r.skipped, "seconds": r.seconds, "examples": r.examples,
            "diagnosis_scope": r.diagnosis_scope,
@@ -300,8 +310,14 @@ def _cmd_sweep(args) -> int:
     return MISMATCH if r.mismatches else OK
 
 
+def _cmd_checkpoint(args) -> int:
+    from .checkpoint._cli import run
+
+    return run(args)
+
+
 COMMANDS = {"report": _cmd_report, "golden": _cmd_golden, "check": _cmd_check,
-            "identify": _cmd_identify, "sweep": _cmd_sweep}
+            "identify": _cmd_identify, "sweep": _cmd_sweep, "checkpoint": _cmd_checkpoint}
 
 
 def main(argv=None) -> int:

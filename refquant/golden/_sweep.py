@@ -80,7 +80,8 @@ def _differing(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
 
 
 def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantize",
-          convention="exact", rounding=None, chunk=2**24, progress=False, n_examples=5) -> SweepResult:
+          convention="exact", rounding=None, chunk=2**24, progress=False, n_examples=5,
+          client=None) -> SweepResult:
     """Run ``candidate(x)`` on every bit pattern of ``dtype`` (float16, bfloat16: 2**16; float32:
     all 2**32, in chunks of ``chunk``) and compare bit for bit with ``rq.quantize`` /
     ``rq.fake_quantize`` under ``convention`` (and ``rounding``, None: the convention's own) with
@@ -99,6 +100,8 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
     after each chunk. On a mismatch, ``.diagnosis`` is :func:`identify` over every pattern
     (float16, bfloat16); for float32, over at most 65536 of the differing patterns (spread over
     the whole sweep) together with the edge inputs of these qparams, as ``.diagnosis_scope`` says.
+    ``client`` (a ``dask.distributed.Client``) runs one task per chunk on its workers; the result
+    is the same.
 
     >>> import numpy as np, refquant as rq
     >>> r = rq.golden.sweep("onnx", 0.1, 3, qmin=0, qmax=255, dtype=np.float16)
@@ -108,7 +111,7 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
     import refquant as rq
 
     from .. import conventions as _conventions
-    from ._candidates import CandidateError, as_kernel, call
+    from ._candidates import as_kernel, call
 
     if op not in ("quantize", "fake_quantize"):
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
@@ -123,22 +126,96 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
     if chunk < 1:
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
     report = progress if callable(progress) else (_stderr_progress(dt.name) if progress else None)
-    fn = rq.fake_quantize if op == "fake_quantize" else rq.quantize
-    no_nan_code = op == "quantize" and conv.nan == "error"
-    result = SweepResult(dtype=dt.name, convention=conv.name, total=total)
-    bad_x, bad_y, all_y = [], [], []
+    task = _Chunk(kernel, label, scale, zero_point, qmin, qmax, dt, op, conv, rounding, total,
+                  n_examples)
     t0 = time.perf_counter()
-    base = np.arange(min(chunk, total), dtype=f"u{dt.itemsize}")
-    for start in range(0, total, chunk):
-        stop = min(start + chunk, total)
+    starts = range(0, total, chunk)
+    if client is not None:
+        from ._distributed import map_ranges
+
+        parts = map_ranges(client, task, starts, chunk, total, report)
+    else:
+        parts, found = [], 0
+        for start in starts:
+            parts.append(task(start, min(start + chunk, total)))
+            found += parts[-1].mismatches
+            if report is not None:
+                report(min(start + chunk, total), total, found)
+    result = SweepResult(dtype=dt.name, convention=conv.name, total=total)
+    for part in parts:
+        result.mismatches += part.mismatches
+        result.skipped += part.skipped
+        result.examples += part.examples[: max(0, n_examples - len(result.examples))]
+    result.seconds = time.perf_counter() - t0
+    if result.mismatches:
+        if dt.itemsize == 2:
+            xs = _patterns(0, total, dt, np.arange(total, dtype=f"u{dt.itemsize}"))
+            ys = np.concatenate([p.outputs for p in parts])
+            result.diagnosis_scope = f"all {total} patterns"
+        else:
+            bad_x = [p.kept_x for p in parts if len(p.kept_x)]
+            edge = edge_inputs(scale, zero_point, qmin=qmin, qmax=qmax, dtype=dt, n_random=0)
+            ye = call(kernel, edge.copy(), label)
+            xs = np.concatenate([edge, *bad_x])
+            ys = np.concatenate([ye.astype(parts[0].kept_y.dtype),
+                                 *(p.kept_y for p in parts if len(p.kept_x))])
+            result.diagnosis_scope = (f"{sum(map(len, bad_x))} differing patterns (spread over all "
+                                      f"of them) and {edge.size} edge inputs (codes, ties, "
+                                      "neighbours, specials)")
+        result.diagnosis = rq.identify(xs, ys, scale, zero_point, qmin=qmin, qmax=qmax, op=op,
+                                       reference=conv if rounding is None
+                                       else conv.replace(rounding=rounding))
+    return result
+
+
+@dataclass
+class _Part:
+    """One range of patterns: counts, the first examples, the differing inputs kept for the
+    diagnosis and their outputs (float32), or every output (16-bit formats)."""
+
+    mismatches: int
+    skipped: int
+    examples: list
+    kept_x: np.ndarray
+    kept_y: np.ndarray
+    outputs: np.ndarray
+
+
+@dataclass
+class _Chunk:
+    """The sweep of one range of patterns, the same on this machine or on a Dask worker."""
+
+    kernel: object
+    label: str
+    scale: object
+    zero_point: object
+    qmin: int
+    qmax: int
+    dt: np.dtype
+    op: str
+    conv: object
+    rounding: object
+    total: int
+    n_examples: int
+
+    def __call__(self, start: int, stop: int) -> _Part:
+        import refquant as rq
+
+        from ._candidates import call
+
+        dt, op, label = self.dt, self.op, self.label
+        base = np.arange(stop - start, dtype=f"u{dt.itemsize}")
         x = _patterns(start, stop, dt, base)
-        xr = x
+        xr, skipped = x, 0
+        no_nan_code = op == "quantize" and self.conv.nan == "error"
         if no_nan_code:
             nan = np.isnan(x.astype(np.float32) if dt.itemsize == 2 else x)
-            result.skipped += int(nan.sum())
+            skipped = int(nan.sum())
             xr = np.where(nan, np.zeros((), dt), x)
-        expected = fn(xr, scale, zero_point, qmin=qmin, qmax=qmax, convention=conv, rounding=rounding)
-        actual = call(kernel, x, label)
+        fn = rq.fake_quantize if op == "fake_quantize" else rq.quantize
+        expected = fn(xr, self.scale, self.zero_point, qmin=self.qmin, qmax=self.qmax,
+                      convention=self.conv, rounding=self.rounding)
+        actual = call(self.kernel, x, label)
         if actual.shape != x.shape:
             raise CandidateError(f"candidate {label} returned shape {actual.shape} for input "
                                  f"shape {x.shape}")
@@ -151,39 +228,15 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
         idx = _differing(actual, expected)
         if no_nan_code and idx.size:
             idx = idx[~nan[idx]]
-        if dt.itemsize == 2:
-            all_y.append(actual)
-        if idx.size:
-            result.mismatches += int(idx.size)
-            inputs = _patterns(start, stop, dt, base)[idx]  # rebuilt: the candidate may write into x
-            for j, i in enumerate(idx[: max(0, n_examples - len(result.examples))]):
-                result.examples.append((start + int(i), inputs[j].item(), expected[i].item(),
-                                        actual[i].item()))
-            if dt.itemsize > 2:  # keep a spread of them, every chunk its share
-                share = max(1, _KEEP * (stop - start) // total)
-                pick = np.unique(np.linspace(0, idx.size - 1, min(share, idx.size)).astype(np.int64))
-                bad_x.append(inputs[pick])
-                bad_y.append(actual[idx[pick]])
-        if report is not None:
-            report(stop, total, result.mismatches)
-    result.seconds = time.perf_counter() - t0
-    if result.mismatches:
-        if dt.itemsize == 2:
-            xs = _patterns(0, total, dt, np.arange(total, dtype=f"u{dt.itemsize}"))
-            ys = np.concatenate(all_y)
-            result.diagnosis_scope = f"all {total} patterns"
-        else:
-            edge = edge_inputs(scale, zero_point, qmin=qmin, qmax=qmax, dtype=dt, n_random=0)
-            ye = call(kernel, edge.copy(), label)
-            xs = np.concatenate([edge, *bad_x])
-            ys = np.concatenate([ye.astype(bad_y[0].dtype), *bad_y])
-            result.diagnosis_scope = (f"{sum(map(len, bad_x))} differing patterns (spread over all "
-                                      f"of them) and {edge.size} edge inputs (codes, ties, "
-                                      "neighbours, specials)")
-        result.diagnosis = rq.identify(xs, ys, scale, zero_point, qmin=qmin, qmax=qmax, op=op,
-                                       reference=conv if rounding is None
-                                       else conv.replace(rounding=rounding))
-    return result
+        inputs = _patterns(start, stop, dt, base)[idx]  # rebuilt: the candidate may write into x
+        examples = [(start + int(i), inputs[j].item(), expected[i].item(), actual[i].item())
+                    for j, i in enumerate(idx[: self.n_examples])]
+        pick = np.empty(0, np.int64)
+        if dt.itemsize > 2 and idx.size:  # keep a spread of them, every chunk its share
+            share = max(1, _KEEP * (stop - start) // self.total)
+            pick = np.unique(np.linspace(0, idx.size - 1, min(share, idx.size)).astype(np.int64))
+        return _Part(int(idx.size), skipped, examples, inputs[pick], actual[idx[pick]],
+                     actual if dt.itemsize == 2 else actual[:0])
 
 
 class _stderr_progress:

@@ -1,0 +1,327 @@
+"""Float and block formats (fp8, NVFP4, NF4, MX): decode and re-quantize through refquant's
+low-precision float formats (``rq.decode``/``rq.quantize(fmt=...)``, ``rq.nvfp4``, ``rq.nf4``).
+
+fp8 (ModelOpt, torchao Float8Tensor, compressed-tensors float-quantized): codes are e4m3/e5m2
+bit patterns, the scale per tensor or per row, ``s = fl32(amax / fmax)``. NVFP4: e2m1 codes two
+a byte (element 0 in the low nibble), e4m3 block scales per 16, a float32 global scale stored as
+``amax / 2688`` (ModelOpt, torchao) or ``2688 / amax`` (compressed-tensors). NF4
+(bitsandbytes): codes two a byte, element 0 in the high nibble, absmax per block of 64 in float32
+or double-quantized. A build of refquant without a kind's pieces raises NotImplementedError
+naming them, and the report says so for that tensor only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["run_float", "NEEDS", "row_multiple"]
+
+NEEDS = {
+    "fp8": ("quantize", "decode", "float8_e4m3fn"),
+    "nvfp4": ("nvfp4", "unpack"),
+    "nf4": ("nf4", "unpack"),
+    "mx": ("mx",),
+}
+NVFP4_GLOBAL = 448.0 * 6.0  # e4m3 max times e2m1 max
+
+
+def _missing(kind):
+    import refquant as rq
+
+    need = NEEDS.get(kind)
+    if need is None:
+        return f"no checker for kind {kind!r}"
+    lacking = [n for n in need if not hasattr(rq, n)]
+    return ", ".join(f"rq.{n}" for n in lacking) if lacking else None
+
+
+def row_multiple(q) -> int:
+    """Rows per task must be a multiple of this (NF4 blocks run along the flattened weight)."""
+    if q.kind != "nf4" or len(q.shape) != 2:
+        return 1
+    cols, block = q.shape[1], q.group or 64
+    m = 1
+    while (m * cols) % block:
+        m += 1
+    return m
+
+
+def run_float(task, out):
+    """Decode and re-quantize rows ``task.lo:task.hi`` of a float/block-format weight."""
+    q = task.q
+    lacking = _missing(q.kind)
+    if lacking:
+        raise NotImplementedError(f"{q.kind} weights need {lacking}, which this build of refquant lacks")
+    if q.kind == "fp8":
+        _fp8(task, out)
+    elif q.kind == "nvfp4":
+        _nvfp4(task, out)
+    elif q.kind == "nf4":
+        _nf4(task, out)
+    elif q.kind == "mx":
+        _mx(task, out)
+    else:
+        raise NotImplementedError(f"{q.kind} weights ({q.format}): the {q.kind} checker is not wired yet")
+
+
+def _count(d, cause, n):
+    if n:
+        d[cause] = d.get(cause, 0) + int(n)
+
+
+def _files():
+    from ._checks import open_file
+
+    return open_file
+
+
+def _part(q, role):
+    path, name = q.part(role)
+    return _files()(path), name
+
+
+def _u8(a):
+    a = np.asarray(a)
+    return a.view(np.uint8) if a.dtype.itemsize == 1 else a
+
+
+def _code_mismatch(out, stored, expected, x, lo_row, cols, scale_el, label="code"):
+    """Count element code mismatches and keep a sample (index, x, stored, expected)."""
+    differ = stored.astype(np.int64) != expected.astype(np.int64)
+    n = int(differ.sum())
+    out["codes"] += n
+    if n:
+        r, c = np.nonzero(differ.reshape(-1, cols))
+        keep = slice(0, 4096)
+        s = {"index": ((lo_row + r) * cols + c)[keep].astype(np.int64),
+             "x": np.asarray(x).reshape(-1, cols)[r, c][keep],
+             "code": stored.reshape(-1, cols)[r, c][keep].astype(np.int64),
+             "expected": expected.reshape(-1, cols)[r, c][keep].astype(np.int64),
+             "scale": np.asarray(scale_el).reshape(-1, cols)[r, c][keep] if scale_el is not None else None}
+        out.setdefault("float_sample", []).append(s)
+
+
+def _scale_codes(out, stored, expected):
+    """Count block scale codes that differ, by signed code distance (one code = one ulp)."""
+    diff = stored != expected
+    out["scale_count"] += int(stored.size)
+    out["scales"] += int(diff.sum())
+    if diff.any():
+        d = stored.astype(np.int64)[diff] - expected.astype(np.int64)[diff]
+        for v, n in zip(*np.unique(np.clip(d, -1000, 1000), return_counts=True)):
+            key = f"{int(v):+d}"
+            out["scale_ulps"][key] = out["scale_ulps"].get(key, 0) + int(n)
+
+
+def _wide_abs_max(x):
+    from ._checks import _wide
+
+    w = _wide(x)
+    with np.errstate(invalid="ignore"):
+        return float(np.nanmax(np.abs(w))) if w.size else 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# fp8
+
+
+def _fp8(task, out):
+    import refquant as rq
+
+    from ._checks import _sub_ranges, compare_scales, source_rows
+
+    q = task.q
+    fmt = getattr(rq, q.opt("fmt"), None)
+    if fmt is None:
+        raise NotImplementedError(f"fp8 format {q.opt('fmt')!r} is not a refquant FloatFormat")
+    f, cname = _part(q, "codes")
+    sf, sname = _part(q, "scale")
+    rows, cols = q.shape
+    s_all = np.asarray(sf.get(sname))
+    per_tensor = s_all.size == 1
+    dec = out["decode"]
+    for a, b in _sub_ranges(task.lo, task.hi, cols):
+        codes = _u8(f.rows(cname, a, b)).reshape(b - a, cols)
+        s = s_all.reshape(()) if per_tensor else s_all.reshape(rows, -1)[a:b]
+        out["elements"] += codes.size
+        vals = rq.decode(codes, fmt)
+        _count(dec, "NaN code", np.isnan(vals).sum())
+        with np.errstate(invalid="ignore"):
+            sf64 = np.asarray(s, np.float64)
+            bad = ~(np.isfinite(sf64) & (sf64 > 0))
+        _count(dec, "scale not finite or not positive", bad.sum())
+        if np.max(np.where(bad, 0, sf64), initial=0.0) * fmt.max >= np.finfo(np.float32).max / 2:
+            _count(dec, "scale * format max overflows float32", 1)
+        if task.source is None:
+            continue
+        x = source_rows(task, a, b, q.shape)
+        if per_tensor:
+            out["global"] = {"amax": max(out.get("global", {}).get("amax", 0.0), _wide_abs_max(x)),
+                             "stored": float(s_all.reshape(())), "rule": f"amax/{fmt.max:g}",
+                             "divisor": float(fmt.max), "dtype": str(s_all.dtype)}
+        if bad.any():
+            continue
+        kw = {} if per_tensor else {"axis": 0}
+        s_arg = s if per_tensor else s.reshape(-1)
+        expected = rq.quantize(x, s_arg, fmt=fmt, convention=q.convention, **kw)
+        out["compared"] += codes.size
+        s_el = np.broadcast_to(np.asarray(s, np.float64).reshape(-1, 1) if not per_tensor else s, codes.shape)
+        _code_mismatch(out, codes, expected, x, a, cols, s_el)
+        if not per_tensor:  # s = amax / fmax per row, rounded once to the rule's dtype
+            amax = np.max(np.abs(_wide_rows(x)), axis=1)
+            dt = np.asarray(x).dtype if q.scale_rule.endswith("x's dtype") else np.dtype(np.float32)
+            new = (amax / float(fmt.max)).astype(dt).astype(s_all.dtype)
+            compare_scales(np.ascontiguousarray(s.reshape(-1)), new, out)
+
+
+def _wide_rows(x):
+    from ._checks import _wide
+
+    return _wide(x)
+
+
+# ------------------------------------------------------------------------------------------------
+# NVFP4
+
+
+def _nvfp4(task, out):
+    import refquant as rq
+
+    from ._checks import _sub_ranges, source_rows
+
+    q = task.q
+    f, cname = _part(q, "codes")
+    sf, sname = _part(q, "scale")
+    gf, gname = _part(q, "global_scale")
+    rows, cols = q.shape
+    g = np.float32(np.asarray(gf.get(gname)).reshape(-1)[0])
+    dec = out["decode"]
+    if not (np.isfinite(g) and g > 0):
+        _count(dec, "global scale not finite or not positive", 1)
+        return
+    for a, b in _sub_ranges(task.lo, task.hi, cols):
+        codes = rq.unpack(_u8(f.rows(cname, a, b)), 4, (b - a) * cols, order="low_first").reshape(b - a, cols)
+        scodes = _u8(sf.rows(sname, a, b)).reshape(b - a, cols // 16)
+        out["elements"] += codes.size
+        vals = rq.decode(scodes, rq.float8_e4m3fn)
+        _count(dec, "block scale NaN", np.isnan(vals).sum())
+        if task.source is None:
+            continue
+        x = source_rows(task, a, b, q.shape)
+        out["global"] = {"amax": max(out.get("global", {}).get("amax", 0.0), _wide_abs_max(x)),
+                         "stored": float(g), "rule": q.opt("global"), "divisor": NVFP4_GLOBAL,
+                         "dtype": "float32"}
+        eq, es, _ = rq.nvfp4.quantize(np.asarray(x), global_scale=g, convention=q.convention)
+        out["compared"] += codes.size
+        before = out["codes"]
+        _code_mismatch(out, codes, eq, x, a, cols, None)
+        if out["codes"] > before:
+            alt = rq.unpack(_u8(f.rows(cname, a, b)), 4, (b - a) * cols, order="high_first")
+            out["alt_order"] = (out["alt_order"] or 0) + int((alt.reshape(eq.shape) != eq).sum())
+        _scale_codes(out, scodes, es)
+
+
+# ------------------------------------------------------------------------------------------------
+# NF4 (bitsandbytes)
+
+
+def _nf4(task, out):
+    import refquant as rq
+
+    from ._checks import compare_scales, source_rows
+
+    q = task.q
+    rows, cols = q.shape
+    block = q.group or 64
+    f, cname = _part(q, "codes")
+    lo_el, hi_el = task.lo * cols, task.hi * cols
+    packed = _u8(f.get(cname)).reshape(-1)[lo_el // 2: (hi_el + 1) // 2]
+    order = "low_first" if q.order == ("low_first",) else "high_first"
+    codes = rq.unpack(packed, 4, hi_el - lo_el, order=order)
+    b0, b1 = lo_el // block, -(-hi_el // block)
+    absmax = _nf4_absmax(q, out["decode"])[b0:b1]
+    out["elements"] += codes.size
+    dec = out["decode"]
+    with np.errstate(invalid="ignore"):
+        _count(dec, "absmax not finite or negative", (~(np.isfinite(absmax) & (absmax >= 0))).sum())
+    if task.source is None:
+        return
+    x = np.asarray(source_rows(task, task.lo, task.hi, q.shape)).reshape(-1)
+    ec, st = rq.nf4.quantize(x, block=block, convention=q.convention)
+    out["compared"] += codes.size
+    _code_mismatch(out, codes, ec, x, task.lo, cols, None)
+    if out["codes"]:
+        other = "low_first" if order == "high_first" else "high_first"
+        alt = rq.unpack(packed, 4, hi_el - lo_el, order=other)
+        out["alt_order"] = int((alt != ec).sum())
+    if q.part("nested_absmax") is None:  # absmax stored in float32: compare bits
+        compare_scales(np.ascontiguousarray(absmax.astype(np.float32)),
+                       np.asarray(st.absmax, np.float32), out)
+
+
+def _nf4_absmax(q, dec):
+    """The float32 absmax per block as bitsandbytes dequantizes it (double quantization:
+    ``nested_quant_map[code] * nested_absmax[block // 256] + offset``); the stored code books are
+    checked against bitsandbytes' NF4 and dynamic maps."""
+    import refquant as rq
+
+    f, name = _part(q, "scale")
+    stored = np.asarray(f.get(name))
+    if q.part("quant_map") is not None:
+        qf, qn = _part(q, "quant_map")
+        qm = np.asarray(qf.get(qn), np.float32)
+        ref = np.asarray(rq.nf4.codebook("nf4", convention="bitsandbytes"), np.float32)
+        if qm.shape != ref.shape or (qm.view(np.uint32) != ref.view(np.uint32)).any():
+            _count(dec, "quant_map differs from bitsandbytes' NF4 code book", 1)
+    if q.part("nested_absmax") is None:
+        return stored.astype(np.float32).reshape(-1)
+    nf, nn = _part(q, "nested_absmax")
+    nested = np.asarray(nf.get(nn), np.float32).reshape(-1)
+    offset = np.float32(q.opt("nested_offset") or 0.0)
+    nblk = int(q.opt("nested_blocksize") or 256)
+    if q.part("nested_quant_map") is not None:
+        mf, mn = _part(q, "nested_quant_map")
+        m = np.asarray(mf.get(mn), np.float32)
+        ref = rq.nf4.dynamic_map().astype(np.float32)
+        if m.shape != ref.shape or (m.view(np.uint32) != ref.view(np.uint32)).any():
+            _count(dec, "nested_quant_map differs from bitsandbytes' dynamic map", 1)
+    from ..nf4 import _dq_bitsandbytes_absmax
+
+    return _dq_bitsandbytes_absmax(stored.astype(np.uint8).reshape(-1), nested, offset, nblk)
+
+
+# ------------------------------------------------------------------------------------------------
+# MX (OCP microscaling: e8m0 scale per block of 32)
+
+
+def _mx(task, out):
+    import refquant as rq
+
+    from ._checks import _sub_ranges, source_rows
+
+    q = task.q
+    fmt = getattr(rq, q.opt("fmt") or "", None)
+    if fmt is None:
+        raise NotImplementedError(f"MX element format {q.opt('fmt')!r} is not a refquant FloatFormat")
+    f, cname = _part(q, "codes")
+    sf, sname = _part(q, "scale")
+    rows, cols = q.shape
+    block = q.group or 32
+    dec = out["decode"]
+    for a, b in _sub_ranges(task.lo, task.hi, cols):
+        raw = _u8(f.rows(cname, a, b))
+        if q.layout == "nibbles":
+            codes = rq.unpack(raw, 4, (b - a) * cols, order="low_first").reshape(b - a, cols)
+        else:
+            codes = raw.reshape(b - a, cols)
+        scodes = _u8(sf.rows(sname, a, b)).reshape(b - a, cols // block)
+        out["elements"] += codes.size
+        _count(dec, "scale NaN code (0xff)", (scodes == 0xFF).sum())
+        _count(dec, "NaN code", np.isnan(rq.decode(codes, fmt)).sum())
+        if task.source is None:
+            continue
+        x = source_rows(task, a, b, q.shape)
+        ec, es = rq.mx.quantize(np.asarray(x), fmt, axis=-1, block=block, convention=q.convention)
+        out["compared"] += codes.size
+        _code_mismatch(out, codes, ec, x, a, cols, None)
+        _scale_codes(out, scodes, es)
