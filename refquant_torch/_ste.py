@@ -56,11 +56,34 @@ def _first_true(lo: np.ndarray, hi: np.ndarray, probe) -> np.ndarray:
     return hi
 
 
+def _search_ends(dtype: np.dtype, s64: np.ndarray, z64: np.ndarray, qmin: int, qmax: int):
+    """Per group, the largest finite value ``end`` of x's dtype to search up to: the group's own
+    reach ``s * (max(|qmin|, |qmax|) + |z| + 2) * 4`` (beyond it every code lies outside the
+    range, and a huge quotient may overflow and wrap under a cast-first convention), at least the
+    smallest subnormal, at most the dtype's largest finite value."""
+    info = np.finfo(np.float32 if dtype.name == "bfloat16" else dtype)
+    finfo_max = float(info.max)
+    if dtype.name == "bfloat16":
+        finfo_max = float(np.array(3.3895313892515355e38, dtype=dtype).astype(np.float64))
+    with np.errstate(over="ignore", invalid="ignore"):
+        reach = s64 * (max(abs(qmin), abs(qmax)) + np.abs(z64) + 2) * 4
+    reach = np.where(np.isfinite(reach), reach, finfo_max)
+    end = np.minimum(reach, finfo_max).astype(dtype)
+    tiny = _values_of(np.array([(1 << 63) + 1], dtype=np.uint64), dtype)  # smallest subnormal
+    end = np.where(end.astype(np.float64) > 0, end, tiny)
+    return np.where(np.isfinite(end.astype(np.float64)), end,
+                    np.array(finfo_max, dtype=np.float64).astype(dtype)).astype(dtype)
+
+
 def ste_bounds(dtype, scale, zero_point, qmin: int, qmax: int, *, groups: int | None,
                rounding, convention):
     """``(a, b)``: arrays of x's dtype (one entry per group, or 0-d per-tensor) such that the STE
-    mask is ``a <= x <= b``. ``groups`` is None per-tensor, else the number of qparam groups, with
-    ``scale`` and ``zero_point`` flattened to that length (or zero_point a scalar)."""
+    mask is ``a <= x <= b`` (an empty mask is ``a = +inf > b = -inf``). ``groups`` is None
+    per-tensor, else the number of qparam groups, with ``scale`` and ``zero_point`` flattened to
+    that length (or zero_point a scalar).
+
+    The search runs per group over ``[-end, end]`` (:func:`_search_ends`); values beyond are
+    outside the mask, except +-inf, which the core is asked about directly."""
     dtype = np.dtype(dtype)
     zp_arr = np.asarray(zero_point)
     conv = rq.conventions.get(convention).resolve(
@@ -71,18 +94,11 @@ def ste_bounds(dtype, scale, zero_point, qmin: int, qmax: int, *, groups: int | 
     if rounding == "stochastic":
         rounding = "half_even"
     rows = 1 if groups is None else groups
-    s64 = np.asarray(scale, dtype=np.float64).reshape(-1)
-    z64 = np.asarray(zero_point, dtype=np.float64).reshape(-1)
-    reach = float(np.max(s64)) * (max(abs(qmin), abs(qmax)) + float(np.max(np.abs(z64))) + 2) * 4
-    finfo_max = float(np.finfo(np.float32 if dtype.name == "bfloat16" else dtype).max)
-    if dtype.name == "bfloat16":
-        finfo_max = float(np.array(3.3895313892515355e38, dtype=dtype).astype(np.float64))
-    end = np.array(min(reach, finfo_max), dtype=np.float64).astype(dtype)
-    if not np.isfinite(end.astype(np.float64)):
-        end = np.array(finfo_max, dtype=np.float64).astype(dtype)
-    ends = _keys_of(np.stack([-end, end]).astype(dtype))
-    lo0 = np.full(2 * rows, ends[0], dtype=np.uint64)
-    hi0 = np.full(2 * rows, ends[1], dtype=np.uint64)
+    s64 = np.broadcast_to(np.asarray(scale, dtype=np.float64).reshape(-1), (rows,))
+    z64 = np.broadcast_to(np.asarray(zero_point, dtype=np.float64).reshape(-1), (rows,))
+    end = _search_ends(dtype, s64, z64, qmin, qmax)
+    lo0 = np.tile(_keys_of(-end), 2)
+    hi0 = np.tile(_keys_of(end), 2)
 
     def codes(keys_2rows: np.ndarray) -> np.ndarray:
         # keys_2rows: (2 * rows, n); rows [0, rows) probe "q >= qmin", [rows, 2 rows) "q > qmax"
@@ -101,17 +117,23 @@ def ste_bounds(dtype, scale, zero_point, qmin: int, qmax: int, *, groups: int | 
         q = codes(keys)
         return np.concatenate([q[:rows] >= qmin, q[rows:] > qmax])
 
+    inf_keys = _keys_of(np.array([-np.inf, np.inf], dtype=np.float64).astype(dtype))
+    q_inf = codes(np.tile(inf_keys, (2 * rows, 1)))[:rows]
+    inf_inside = (q_inf >= qmin) & (q_inf <= qmax)      # (rows, 2): at -inf, at +inf
     end_truth = probe(np.stack([lo0, hi0], axis=1))
     first = _first_true(lo0, hi0, probe)
     lower_keys, upper_keys = first[:rows], first[rows:] - np.uint64(1)
     a = _values_of(lower_keys, dtype).astype(dtype)
     b = _values_of(upper_keys, dtype).astype(dtype)
     inf = np.array(np.inf, dtype=np.float64).astype(dtype)
-    # predicate already true at -end: every value below is inside (lower) / outside (upper)
-    a = np.where(end_truth[:rows, 0], -inf, a)
-    a = np.where(end_truth[:rows, 1], a, inf)          # never true: the mask is empty
-    b = np.where(end_truth[rows:, 1], b, inf)          # never above qmax within reach
-    b = np.where(end_truth[rows:, 0], -inf, b)
+    low_in, up_at_lo, up_at_hi = end_truth[:rows, 0], end_truth[rows:, 0], end_truth[rows:, 1]
+    # "q >= qmin" already at -end: the mask starts at -end (at -inf if the core keeps it inside)
+    a = np.where(low_in, np.where(inf_inside[:, 0], -inf, -end), a)
+    # "q > qmax" never within [-end, end]: the mask ends at end (at +inf if kept inside)
+    b = np.where(up_at_hi, b, np.where(inf_inside[:, 1], inf, end))
+    empty = ~end_truth[:rows, 1] | up_at_lo             # never >= qmin, or above qmax from -end
+    a = np.where(empty, inf, a).astype(dtype)
+    b = np.where(empty, -inf, b).astype(dtype)
     if groups is None:
         return a.reshape(()), b.reshape(())
     return a, b

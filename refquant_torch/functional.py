@@ -91,8 +91,10 @@ def _forward(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
 
 def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads: bool):
     """(grad_x, grad_scale, grad_zero_point) from the core: the STE mask alone, or
-    ``rq.lsq.fake_quantize_grad`` (ndarrays or numbers for the qparams; None without them)."""
-    if not qparam_grads:
+    ``rq.lsq.fake_quantize_grad`` (ndarrays or numbers for the qparams; None without them).
+    A learnable fake quant (``round_zero_point``) takes its x-gradient from the LSQ rule even
+    while its qparams do not learn, as torch's module does."""
+    if not qparam_grads and not spec.round_zero_point:
         mask = ste_mask(x, s, spec.forward_zero_point(z), spec.qmin, spec.qmax,
                         rounding=spec.rounding, convention=spec.convention, **spec.kwargs())
         return grad * mask, None, None
@@ -105,7 +107,8 @@ def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads:
         to_numpy(x), s, z, to_numpy(grad), qmin=spec.qmin, qmax=spec.qmax, axis=spec.axis,
         grad_factor=spec.grad_factor, convention=spec.lsq_convention,
     )
-    return from_numpy(np.asarray(gx), x.device).to(grad.dtype).reshape(x.shape), gs, gz
+    gx = from_numpy(np.asarray(gx), x.device).to(grad.dtype).reshape(x.shape)
+    return (gx, gs, gz) if qparam_grads else (gx, None, None)
 
 
 def _spec_of(qmin, qmax, axis, block_size, rounding, convention, seed, grad_factor,
