@@ -20,6 +20,9 @@ _LAZY = {
     "DequantizedTensor": ("refquant_torch.tensor", "DequantizedTensor"),
     "Quantize": ("refquant_torch.tensor", "Quantize"),
     "QuantizeDequantize": ("refquant_torch.tensor", "QuantizeDequantize"),
+    "QATConfig": ("refquant_torch.qat", "QATConfig"),
+    "prepare_qat": ("refquant_torch.qat", "prepare_qat"),
+    "convert": ("refquant_torch.qat", "convert"),
 }
 
 __all__ = ["fake_quantize", "pact", "apot_fake_quantize", *_LAZY]

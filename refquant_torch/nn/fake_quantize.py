@@ -290,6 +290,9 @@ class LearnableFakeQuantize(_ObservedFakeQuantize):
         with torch.no_grad():
             if self._enabled("static_enabled"):
                 _scale, _zero_point = self._observe(X)
+                if self.scale.shape != _scale.shape:  # channel_len=-1 per channel: first batch
+                    self.scale.data = self.scale.new_empty(_scale.shape)
+                    self.zero_point.data = self.zero_point.new_empty(_scale.shape)
                 self.scale.copy_(_scale)
                 self.zero_point.copy_(_zero_point)
             else:
