@@ -8,14 +8,8 @@ import weakref
 import torch
 from torch.ao.quantization import FakeQuantizeBase, MovingAverageMinMaxObserver
 
+from .._torchao import register_fake_quantize
 from ..functional import fake_quantize
-
-try:  # torchao's PT2E flow recognizes only its own FakeQuantizeBase
-    from torchao.quantization.pt2e import FakeQuantizeBase as _AOFakeQuantizeBase
-
-    _BASES: tuple = (FakeQuantizeBase, _AOFakeQuantizeBase)
-except ImportError:  # pragma: no cover - torchao absent
-    _BASES = (FakeQuantizeBase,)
 
 _PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric,
                 torch.per_channel_affine_float_qparams)
@@ -59,7 +53,7 @@ def _(x, state, key, scale_like, zero_point_like):
     return torch.empty_like(scale_like), torch.empty_like(zero_point_like)
 
 
-class _ObservedFakeQuantize(*_BASES):
+class _ObservedFakeQuantize(FakeQuantizeBase):
     """Observer plumbing shared by both fake quantizers (attributes torch.ao and PT2E read).
 
     Toggles: in eager mode ``forward`` reads the ``*_enabled`` buffers, as torch's modules do.
@@ -69,6 +63,7 @@ class _ObservedFakeQuantize(*_BASES):
     (``torch.ops.refquant.observe``)."""
 
     def _init_observer(self, observer, quant_min, quant_max, is_dynamic, observer_kwargs):
+        register_fake_quantize(type(self))  # torchao's PT2E flow checks its own base class
         if quant_min is not None and quant_max is not None and quant_min > quant_max:
             raise ValueError(f"quant_min must be <= quant_max; got {quant_min}, {quant_max}")
         if quant_min is not None:
