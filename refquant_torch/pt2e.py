@@ -22,11 +22,6 @@ import torch
 
 from ._torchao import quiet_import
 
-_quantizer = quiet_import("torchao.quantization.pt2e.quantizer")
-QuantizationAnnotation = _quantizer.QuantizationAnnotation
-QuantizationSpec = _quantizer.QuantizationSpec
-Quantizer = _quantizer.Quantizer
-
 from .nn.fake_quantize import FakeQuantize
 from .observers import (
     MinMaxObserver,
@@ -34,6 +29,11 @@ from .observers import (
     MovingAveragePerChannelMinMaxObserver,
     PerChannelMinMaxObserver,
 )
+
+_quantizer = quiet_import("torchao.quantization.pt2e.quantizer")
+QuantizationAnnotation = _quantizer.QuantizationAnnotation
+QuantizationSpec = _quantizer.QuantizationSpec
+Quantizer = _quantizer.Quantizer
 
 __all__ = ["RefQuantizer"]
 
