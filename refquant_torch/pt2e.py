@@ -21,7 +21,6 @@ from __future__ import annotations
 import torch
 
 from ._torchao import quiet_import
-
 from .nn.fake_quantize import FakeQuantize
 from .observers import (
     MinMaxObserver,
