@@ -41,6 +41,7 @@ _LAZY = {
     "apot": ("refquant.apot", None),
     "pact": ("refquant.pact", None),
     "lsq": ("refquant.lsq", None),
+    "ste": ("refquant.ste", None),
     "observers": ("refquant.observers", None),
     "testing": ("refquant.testing", None),
     "golden": ("refquant.golden", None),

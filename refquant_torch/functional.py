@@ -6,7 +6,7 @@ Each op runs the core on the input's bits (see :mod:`refquant_torch._bridge`) an
 ops as well, and their math is the core's:
 
 * ``fake_quantize``: ``grad_x = grad * m(x)`` with the straight-through mask ``m`` of
-  :mod:`refquant_torch._ste`; when ``scale`` or ``zero_point`` requires grad, all three gradients
+  :mod:`refquant.ste`; when ``scale`` or ``zero_point`` requires grad, all three gradients
   come from ``rq.lsq.fake_quantize_grad`` (LSQ, arXiv:1902.08153, or torch's learnable variant).
 * ``pact``: ``rq.pact.fake_quantize_grad`` (arXiv:1805.06085).
 * ``apot_fake_quantize``: ``rq.apot.fake_quantize_grad`` (arXiv:1909.13144).
@@ -25,9 +25,10 @@ import torch
 
 import refquant as rq
 from refquant._validation import check_axis, resolve_range
+from refquant.ste import bounds as ste_bounds
+from refquant.ste import masked_grad
 
 from ._bridge import check_float_tensor, from_numpy, scalar_or_array, to_numpy
-from ._ste import ste_bounds
 
 __all__ = ["fake_quantize", "pact", "apot_fake_quantize"]
 
@@ -95,9 +96,7 @@ def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads:
     A learnable fake quant (``round_zero_point``) takes its x-gradient from the LSQ rule even
     while its qparams do not learn, as torch's module does."""
     if not qparam_grads and not spec.round_zero_point:
-        mask = ste_mask(x, s, spec.forward_zero_point(z), spec.qmin, spec.qmax,
-                        rounding=spec.rounding, convention=spec.convention, **spec.kwargs())
-        return grad * mask, None, None
+        return _ste_grad(grad, x, s, spec.forward_zero_point(z), spec), None, None
     if spec.round_zero_point and spec.lsq_convention != "torch.learnable":
         z = spec.forward_zero_point(z)  # the LSQ terms of the rounded zero point (straight through)
     if spec.block_size is not None:
@@ -157,11 +156,11 @@ def _broadcast_bounds(bound: torch.Tensor, shape, axis, block_size) -> torch.Ten
 
 def ste_mask(x: torch.Tensor, scale, zero_point, qmin, qmax, axis=None, block_size=None,
              rounding=None, convention="exact") -> torch.Tensor:
-    """The straight-through mask of ``fake_quantize`` (bool, x's shape); see :mod:`._ste`.
+    """The straight-through mask of ``fake_quantize`` (bool, x's shape); see :mod:`refquant.ste`.
     ``scale``/``zero_point`` are what the core receives (numbers or arrays).
 
     Small tensors take one core call on x (:func:`_direct_mask`), unless per-tensor qparams
-    repeat: their bounds ``[a, b]`` (:func:`_ste.ste_bounds`, a pure function of the dtype,
+    repeat: their bounds ``[a, b]`` (:func:`refquant.ste.bounds`, a pure function of the dtype,
     qparams, range, rounding and convention) are memoized from the second call on, and the
     mask is ``a <= x <= b``. Large tensors always use the bounds."""
     per_group = axis is not None or block_size is not None
@@ -184,6 +183,22 @@ def ste_mask(x: torch.Tensor, scale, zero_point, qmin, qmax, axis=None, block_si
     lo_t = _broadcast_bounds(from_numpy(np.asarray(lo), x.device), x.shape, axis, block_size)
     hi_t = _broadcast_bounds(from_numpy(np.asarray(hi), x.device), x.shape, axis, block_size)
     return (x >= lo_t) & (x <= hi_t)
+
+
+def _ste_grad(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
+    """``grad * ste_mask(x, ...)``; a large float32/float64 CPU x with per-tensor qparams takes
+    the memoized bounds and ``rq.ste.masked_grad`` (one pass, no mask tensor)."""
+    fused = (spec.axis is None and spec.block_size is None and x.device.type == "cpu"
+             and x.numel() > _DIRECT_MASK_MAX and x.dtype in (torch.float32, torch.float64)
+             and grad.dtype == x.dtype and grad.shape == x.shape)
+    if fused:
+        bounds = _per_tensor_bounds(to_numpy(x).dtype, s, z, spec.qmin, spec.qmax, spec.rounding,
+                                    spec.convention, compute=True)
+        out = masked_grad(to_numpy(grad), to_numpy(x), bounds[0].item(), bounds[1].item())
+        return from_numpy(out)
+    mask = ste_mask(x, s, z, spec.qmin, spec.qmax, rounding=spec.rounding,
+                    convention=spec.convention, **spec.kwargs())
+    return grad * mask
 
 
 _BOUNDS: OrderedDict = OrderedDict()  # key -> (lo, hi) 0-d CPU tensors of x's dtype

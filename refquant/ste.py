@@ -1,8 +1,12 @@
-"""The straight-through mask of an affine fake quantizer, with the core as the only arithmetic.
+"""The straight-through (STE) mask of an affine fake quantizer, with the affine core as the only
+arithmetic.
 
 The gradient of ``fake_quantize`` with respect to ``x`` is ``grad * m(x)`` where ``m(x) = 1`` when
 the unclamped code ``round(x / s) + z`` (computed under the call's convention) lies in
 ``[qmin, qmax]``, else 0 (NaN gives 0). torch's fake quant uses the same mask.
+
+* :func:`bounds` gives the interval ``[a, b]`` of x's dtype where ``m = 1``;
+* :func:`masked_grad` applies it: ``grad * (a <= x <= b)`` in one pass.
 
 Every convention's unclamped code is monotone in ``x``, so ``m`` is the indicator of an interval
 ``[a, b]`` of values of x's dtype. ``a`` and ``b`` are found by a K-ary search over the ordered bit
@@ -16,7 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
-import refquant as rq
+from . import conventions
+from ._kernels._jit import prange, sized_kernel
+from .affine import quantize
+
+__all__ = ["bounds", "masked_grad"]
 
 _K = 128
 _INT_VIEW = {2: np.int16, 4: np.int32, 8: np.int64}
@@ -75,18 +83,26 @@ def _search_ends(dtype: np.dtype, s64: np.ndarray, z64: np.ndarray, qmin: int, q
                     np.array(finfo_max, dtype=np.float64).astype(dtype)).astype(dtype)
 
 
-def ste_bounds(dtype, scale, zero_point, qmin: int, qmax: int, *, groups: int | None,
-               rounding, convention):
+def bounds(dtype, scale, zero_point, qmin: int, qmax: int, *, groups: int | None = None,
+           rounding=None, convention="exact"):
     """``(a, b)``: arrays of x's dtype (one entry per group, or 0-d per-tensor) such that the STE
-    mask is ``a <= x <= b`` (an empty mask is ``a = +inf > b = -inf``). ``groups`` is None
-    per-tensor, else the number of qparam groups, with ``scale`` and ``zero_point`` flattened to
-    that length (or zero_point a scalar).
+    mask of ``fake_quantize(x, scale, zero_point, qmin=qmin, qmax=qmax, rounding=rounding,
+    convention=convention)`` is ``a <= x <= b`` (an empty mask is ``a = +inf > b = -inf``).
+    ``groups`` is None per-tensor, else the number of qparam groups, with ``scale`` and
+    ``zero_point`` flattened to that length (or zero_point a scalar).
 
     The search runs per group over ``[-end, end]`` (:func:`_search_ends`); values beyond are
-    outside the mask, except +-inf, which the core is asked about directly."""
+    outside the mask, except +-inf, which the core is asked about directly (``rq.quantize`` on
+    the range widened to ``[qmin - 1, qmax + 1]``). Stochastic rounding takes the half-to-even
+    bounds.
+
+    >>> import numpy as np, refquant as rq
+    >>> rq.ste.bounds(np.float32, 0.25, 0, -8, 7)  # round_half_even(x / 0.25) in [-8, 7]
+    (array(-2.125, dtype=float32), array(1.8749999, dtype=float32))
+    """
     dtype = np.dtype(dtype)
     zp_arr = np.asarray(zero_point)
-    conv = rq.conventions.get(convention).resolve(
+    conv = conventions.get(convention).resolve(
         per_channel=groups is not None,
         float_zero_point=zp_arr.dtype.kind == "f",
         wide=(qmax - qmin) >= 256,
@@ -105,11 +121,11 @@ def ste_bounds(dtype, scale, zero_point, qmin: int, qmax: int, *, groups: int | 
         vals = _values_of(keys_2rows, dtype)
         n = vals.shape[1]
         if groups is None:
-            q = rq.quantize(vals.reshape(-1), scale, zero_point, qmin=qmin - 1, qmax=qmax + 1,
+            q = quantize(vals.reshape(-1), scale, zero_point, qmin=qmin - 1, qmax=qmax + 1,
                             rounding=rounding, convention=conv)
             return q.reshape(2, n).astype(np.int64)
         per_group = vals.reshape(2, rows, n).transpose(1, 0, 2).reshape(rows, 2 * n)
-        q = rq.quantize(per_group, scale, zero_point, qmin=qmin - 1, qmax=qmax + 1, axis=0,
+        q = quantize(per_group, scale, zero_point, qmin=qmin - 1, qmax=qmax + 1, axis=0,
                         rounding=rounding, convention=conv)
         return q.reshape(rows, 2, n).transpose(1, 0, 2).reshape(2 * rows, n).astype(np.int64)
 
@@ -137,3 +153,35 @@ def ste_bounds(dtype, scale, zero_point, qmin: int, qmax: int, *, groups: int | 
     if groups is None:
         return a.reshape(()), b.reshape(())
     return a, b
+
+
+@sized_kernel
+def _masked_grad_kernel(x, grad, lo, hi, one, zero, out):
+    # one / zero have grad's dtype: the product is grad * 1 or grad * 0 in grad's precision
+    for i in prange(x.size):
+        v = x[i]
+        out[i] = grad[i] * (one if (v >= lo and v <= hi) else zero)
+
+
+def masked_grad(grad, x, a, b) -> np.ndarray:
+    """``grad * (a <= x <= b)``: the straight-through gradient for the per-tensor bounds ``(a, b)``
+    of :func:`bounds`, as ``grad * 1`` or ``grad * 0`` in grad's dtype (so a NaN or infinite
+    grad gives NaN outside the mask, and ``-g * 0`` is ``-0.0``, as a multiplication by a mask
+    does); NaN x is outside. ``grad`` and ``x`` share one shape and a float32 or float64 dtype.
+
+    >>> import numpy as np, refquant as rq
+    >>> x = np.float32([-3.0, -2.125, 0.5, 1.875, np.nan])
+    >>> a, b = rq.ste.bounds(np.float32, 0.25, 0, -8, 7)
+    >>> rq.ste.masked_grad(np.full(5, -2.0, np.float32), x, a, b).tolist()
+    [-0.0, -2.0, -2.0, -0.0, -0.0]
+    """
+    grad, x = np.asarray(grad), np.asarray(x)
+    if grad.shape != x.shape or grad.dtype != x.dtype or x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"grad and x must share a shape and a float32/float64 dtype; got "
+                        f"{grad.dtype}{grad.shape} and {x.dtype}{x.shape}")
+    xs, gs = np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(grad).reshape(-1)
+    out = np.empty_like(gs)
+    lo, hi = x.dtype.type(a), x.dtype.type(b)
+    t = x.dtype.type
+    _masked_grad_kernel(xs.size, xs, gs, lo, hi, t(1), t(0), out)
+    return out.reshape(x.shape)
