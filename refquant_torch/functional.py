@@ -186,16 +186,19 @@ def ste_mask(x: torch.Tensor, scale, zero_point, qmin, qmax, axis=None, block_si
 
 
 def _ste_grad(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
-    """``grad * ste_mask(x, ...)``; a large float32/float64 CPU x with per-tensor qparams takes
-    the memoized bounds and ``rq.ste.masked_grad`` (one pass, no mask tensor)."""
+    """``grad * ste_mask(x, ...)``; a float32/float64 CPU x with per-tensor qparams whose bounds
+    are memoized (or large) takes ``rq.ste.masked_grad`` on the arrays (one pass)."""
     fused = (spec.axis is None and spec.block_size is None and x.device.type == "cpu"
-             and x.numel() > _DIRECT_MASK_MAX and x.dtype in (torch.float32, torch.float64)
-             and grad.dtype == x.dtype and grad.shape == x.shape)
-    if fused:
+             and x.dtype in (torch.float32, torch.float64) and grad.dtype == x.dtype
+             and grad.shape == x.shape)
+    bounds = None
+    if fused:  # a small x seen for the first time has no bounds yet: the direct mask below
         bounds = _per_tensor_bounds(to_numpy(x).dtype, s, z, spec.qmin, spec.qmax, spec.rounding,
-                                    spec.convention, compute=True)
-        out = masked_grad(to_numpy(grad), to_numpy(x), bounds[0].item(), bounds[1].item())
-        return from_numpy(out)
+                                    spec.convention, compute=x.numel() > _DIRECT_MASK_MAX)
+    if bounds is not None:
+        xa = to_numpy(x)
+        lo, hi = bounds[0].numpy(), bounds[1].numpy()
+        return from_numpy(np.asarray(masked_grad(to_numpy(grad), xa, lo, hi)))
     mask = ste_mask(x, s, z, spec.qmin, spec.qmax, rounding=spec.rounding,
                     convention=spec.convention, **spec.kwargs())
     return grad * mask

@@ -23,7 +23,7 @@ def _direct_mask(x, scale, zp, qmin, qmax, convention):
     (65504.0, 0, -128, 127), (0.25, 0, -8, 7), (2.0**-30, 100, 0, 255),
 ])
 def test_bounds_equal_direct_mask_on_every_float16(convention, scale, zp, qmin, qmax):
-    if convention == "onnx" and not 0 < np.float16(scale) < np.inf:
+    if convention == "onnx" and not 2.0**-24 <= scale <= 65504:
         pytest.skip("onnx computes x / s in float16 here, and this scale is 0 or inf there")
     a, b = rq.ste.bounds(np.float16, scale, zp, qmin, qmax, convention=convention)
     with np.errstate(invalid="ignore"):
