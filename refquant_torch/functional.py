@@ -186,22 +186,26 @@ def ste_mask(x: torch.Tensor, scale, zero_point, qmin, qmax, axis=None, block_si
 
 
 def _ste_grad(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
-    """``grad * ste_mask(x, ...)``; a float32/float64 CPU x with per-tensor qparams whose bounds
-    are memoized (or large) takes ``rq.ste.masked_grad`` on the arrays (one pass)."""
-    fused = (spec.axis is None and spec.block_size is None and x.device.type == "cpu"
-             and x.dtype in (torch.float32, torch.float64) and grad.dtype == x.dtype
-             and grad.shape == x.shape)
+    """``grad * ste_mask(x, ...)``. A float32/float64 CPU x computes it on the arrays: with
+    per-tensor qparams whose bounds are memoized (or a large x) by ``rq.ste.masked_grad`` (one
+    pass), otherwise by one core call on x for the mask and NumPy's product."""
+    if not (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and grad.dtype == x.dtype and grad.shape == x.shape):
+        mask = ste_mask(x, s, z, spec.qmin, spec.qmax, rounding=spec.rounding,
+                        convention=spec.convention, **spec.kwargs())
+        return grad * mask
     bounds = None
-    if fused:  # a small x seen for the first time has no bounds yet: the direct mask below
+    if spec.axis is None and spec.block_size is None:  # small and new: no bounds yet
         bounds = _per_tensor_bounds(to_numpy(x).dtype, s, z, spec.qmin, spec.qmax, spec.rounding,
                                     spec.convention, compute=x.numel() > _DIRECT_MASK_MAX)
     if bounds is not None:
-        xa = to_numpy(x)
         lo, hi = bounds[0].numpy(), bounds[1].numpy()
-        return from_numpy(np.asarray(masked_grad(to_numpy(grad), xa, lo, hi)))
-    mask = ste_mask(x, s, z, spec.qmin, spec.qmax, rounding=spec.rounding,
-                    convention=spec.convention, **spec.kwargs())
-    return grad * mask
+        return from_numpy(np.asarray(masked_grad(to_numpy(grad), to_numpy(x), lo, hi)))
+    # per-group qparams (they move every step): one core call on x for the mask
+    mask = _direct_mask(x, s, z, spec.qmin, spec.qmax, spec.axis, spec.block_size, spec.rounding,
+                        spec.convention, numpy=True)
+    with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as torch's grad * mask
+        return from_numpy(np.asarray(to_numpy(grad) * mask))
 
 
 _BOUNDS: OrderedDict = OrderedDict()  # key -> (lo, hi) 0-d CPU tensors of x's dtype
@@ -253,9 +257,11 @@ def _per_tensor_bounds(dtype, scale, zero_point, qmin, qmax, rounding, conventio
 _DIRECT_MASK_MAX = 1 << 14  # below this one core call on x beats the bound search
 
 
-def _direct_mask(x, scale, zero_point, qmin, qmax, axis, block_size, rounding, convention):
+def _direct_mask(x, scale, zero_point, qmin, qmax, axis, block_size, rounding, convention, *,
+                 numpy=False):
     """The mask from one ``rq.quantize`` of x itself with the range widened by one code (NaN: 0),
-    under the convention resolved for the original range."""
+    under the convention resolved for the original range (a tensor on x's device, or with
+    ``numpy`` the ndarray)."""
     xa = to_numpy(x)
     nan = np.isnan(xa)
     conv = rq.conventions.get(_convention(convention)).resolve(
@@ -269,7 +275,7 @@ def _direct_mask(x, scale, zero_point, qmin, qmax, axis, block_size, rounding, c
                     block_size=block_size,
                     rounding="half_even" if rounding == "stochastic" else rounding, convention=conv)
     inside = (q >= qmin) & (q <= qmax) & ~nan
-    return from_numpy(inside, x.device)
+    return inside if numpy else from_numpy(inside, x.device)
 
 
 def _fake_quantize_backward_impl(
