@@ -15,7 +15,6 @@ rqt.nn.reference.Linear / Conv2d against torch.ao's reference modules.
 from __future__ import annotations
 
 import time
-
 import warnings
 
 import torch
