@@ -196,3 +196,28 @@ def test_inductor_fake_quantize_step():
     y_c, g_c = _step(compiled, x, True)
     assert_same_bits(y_c, y_e)
     assert_same_bits(g_c, g_e)
+
+
+def test_exported_program_with_observers_off_runs_in_a_new_process(tmp_path):
+    """A prepared model after calibration (observers off) exports to a file that another
+    process loads and runs once refquant_torch (which registers the ops) is imported."""
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    model = rqt.prepare_qat(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(),
+                                                torch.nn.Linear(4, 2)))
+    x = _input("", 0)
+    model(x)
+    model.apply(torch.ao.quantization.disable_observer)
+    path = tmp_path / "model.pt2"
+    torch.export.save(torch.export.export(model.eval(), (x,)), path)
+    expected = model(x).detach().view(torch.int32).tolist()
+    code = ("import torch, refquant_torch\n"
+            f"p = torch.export.load({str(path)!r}).module()\n"
+            f"x = torch.tensor({x.tolist()!r})\n"
+            "print(p(x).view(torch.int32).tolist())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == repr(expected)
