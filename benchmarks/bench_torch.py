@@ -33,6 +33,19 @@ def best(fn, repeat):
     return min(times)
 
 
+def best_pair(fn_a, fn_b, repeat):
+    """Best-of-``repeat`` times of two functions run alternately (a loaded machine's swings hit
+    both alike)."""
+    fn_a(), fn_b()
+    times_a, times_b = [], []
+    for _ in range(repeat):
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return min(times_a), min(times_b)
+
+
 def fwd_bwd(op, x, g):
     def run():
         xr = x.detach().requires_grad_()
@@ -118,8 +131,7 @@ def qat_and_reference():
 
         return run
 
-    t_ao = best(step(_torch_ao_qat(_model())), 10)
-    t_rq = best(step(rqt.prepare_qat(_model())), 10)
+    t_ao, t_rq = best_pair(step(_torch_ao_qat(_model())), step(rqt.prepare_qat(_model())), 10)
     print(f"QAT step Conv-Conv-Linear batch 32: torch.ao FakeQuantize {t_ao * 1e3:7.2f} ms; "
           f"rqt.prepare_qat {t_rq * 1e3:7.2f} ms   ratio {t_rq / t_ao:5.2f}x")
 
@@ -139,8 +151,7 @@ def qat_and_reference():
             theirs = getattr(R, type(float_mod).__name__).from_float(float_mod, qparams)
             ours = getattr(rqt.nn.reference, type(float_mod).__name__).from_float(float_mod, qparams)
             with torch.no_grad():
-                t_ao = best(lambda m=theirs, i=inp: m(i), 20)
-                t_rq = best(lambda m=ours, i=inp: m(i), 20)
+                t_ao, t_rq = best_pair(lambda m=theirs, i=inp: m(i), lambda m=ours, i=inp: m(i), 20)
         print(f"reference {label}: torch.ao {t_ao * 1e3:7.3f} ms; rqt {t_rq * 1e3:7.3f} ms   "
               f"ratio {t_rq / t_ao:5.2f}x")
 
