@@ -181,8 +181,11 @@ def masked_grad(grad, x, a, b) -> np.ndarray:
                         f"{grad.dtype}{grad.shape} and {x.dtype}{x.shape}")
     lo, hi = x.dtype.type(a), x.dtype.type(b)
     if x.size < _SMALL:  # NumPy's ufuncs: the same products, without the kernel's dispatch cost
+        mask = (x >= lo) & (x <= hi)
+        if mask.all():
+            return grad * mask
         with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as in the kernel
-            return grad * ((x >= lo) & (x <= hi))
+            return grad * mask
     xs, gs = np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(grad).reshape(-1)
     out = np.empty_like(gs)
     t = x.dtype.type

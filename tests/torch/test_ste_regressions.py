@@ -110,3 +110,20 @@ def test_learnable_without_learning_keeps_torchs_learnable_backward(scale, zp, x
     torch._fake_quantize_learnable_per_tensor_affine(
         xt, torch.tensor([scale]), torch.tensor([zp]), -8, 7, 1.0).sum().backward()
     assert_same_bits(xs.grad, xt.grad)
+
+
+def test_learnable_per_channel_without_learning_keeps_torchs_learnable_backward():
+    scale, zp = torch.tensor([0.39215609431266785, 0.1]), torch.tensor([-1.0, 2.5])
+    fq = rqt.nn.LearnableFakeQuantize(
+        observer=torch.ao.quantization.MovingAveragePerChannelMinMaxObserver, quant_min=-8,
+        quant_max=7, dtype=torch.qint8, qscheme=torch.per_channel_affine, ch_axis=1,
+        channel_len=2, lsq_convention="torch.learnable")
+    with torch.no_grad():
+        fq.scale.copy_(scale)
+        fq.zero_point.copy_(zp)
+    fq.toggle_observer_update(False).toggle_qparam_learning(False)
+    xs = torch.tensor([[2.9705791, 0.65], [3.02, 0.5], [-3.3, -1.05]], requires_grad=True)
+    fq(xs).sum().backward()
+    xt = xs.detach().clone().requires_grad_()
+    torch._fake_quantize_learnable_per_channel_affine(xt, scale, zp, 1, -8, 7, 1.0).sum().backward()
+    assert_same_bits(xs.grad, xt.grad)
