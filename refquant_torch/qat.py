@@ -84,7 +84,12 @@ class QATConfig:
         """LSQ (:class:`~refquant_torch.nn.LearnableFakeQuantize`, qparams learned from the
         first batch on: the observer sets them, then learning takes over after
         ``enable_param_learning()``): weights signed per-channel symmetric, outputs unsigned
-        per-tensor affine."""
+        per-tensor affine.
+
+        >>> import refquant_torch as rqt
+        >>> q = rqt.QATConfig.lsq(bits=4).activation(); (q.quant_min, q.quant_max, q.use_grad_scaling)
+        (0, 15, True)
+        """
         lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
         def weight():
@@ -105,14 +110,25 @@ class QATConfig:
     @classmethod
     def pact(cls, bits: int = 4, alpha: float = 6.0, weight_bits: int | None = None) -> QATConfig:
         """PACT activations (unsigned, learnable clip ``alpha``) on outputs; weights int
-        ``weight_bits`` (default ``bits``) per-channel symmetric under torch's arithmetic."""
+        ``weight_bits`` (default ``bits``) per-channel symmetric under torch's arithmetic.
+
+        >>> import refquant_torch as rqt
+        >>> config = rqt.QATConfig.pact(bits=4, alpha=2.0)
+        >>> config.activation(), config.weight().quant_max
+        (PACT(bits=4, signed=False), 7)
+        """
         return cls(_weight_affine(weight_bits or bits, "torch.fake_quantize"),
                    lambda: PACT(bits=bits, alpha=alpha))
 
     @classmethod
     def apot(cls, bits: int = 4, k: int = 2, weight_alpha: float = 1.0,
              activation_alpha: float = 6.0) -> QATConfig:
-        """APoT on both: signed weights, unsigned outputs, learnable clipping levels."""
+        """APoT on both: signed weights, unsigned outputs, learnable clipping levels.
+
+        >>> import refquant_torch as rqt
+        >>> rqt.QATConfig.apot(bits=4, k=2).weight()
+        APoTFakeQuantize(bits=4, k=2, signed=True)
+        """
         return cls(lambda: APoTFakeQuantize(bits=bits, k=k, alpha=weight_alpha, signed=True),
                    lambda: APoTFakeQuantize(bits=bits, k=k, alpha=activation_alpha,
                                             signed=False))
@@ -205,7 +221,7 @@ def _float_layer(layer):
         out = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
                               device="meta")
     else:
-        out = torch.nn.Conv2d(**QuantConv2d.float_kwargs(layer), bias=layer.bias is not None,
+        out = torch.nn.Conv2d(**QuantConv2d._float_kwargs(layer), bias=layer.bias is not None,
                               device="meta")
     out.weight, out.bias = layer.weight, layer.bias
     return out

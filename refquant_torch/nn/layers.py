@@ -91,7 +91,14 @@ class QuantLinear(_QuantLayer, torch.nn.Linear):
     def from_float(cls, module: torch.nn.Linear, weight_quant=None, input_quant=None,
                    output_quant=None) -> QuantLinear:
         """A QuantLinear sharing ``module``'s weight and bias Parameters, with these
-        quantizers."""
+        quantizers.
+
+        >>> import torch, refquant_torch as rqt
+        >>> linear = torch.nn.Linear(3, 2)
+        >>> layer = rqt.nn.QuantLinear.from_float(linear, output_quant=rqt.nn.PACT(bits=4))
+        >>> layer.weight is linear.weight, layer.weight_quant is None
+        (True, True)
+        """
         kwargs = {"in_features": module.in_features, "out_features": module.out_features}
         return cls._from_float(module, kwargs, weight_quant, input_quant, output_quant)
 
@@ -127,12 +134,19 @@ class QuantConv2d(_QuantLayer, torch.nn.Conv2d):
     def from_float(cls, module: torch.nn.Conv2d, weight_quant=None, input_quant=None,
                    output_quant=None) -> QuantConv2d:
         """A QuantConv2d sharing ``module``'s weight and bias Parameters, with these
-        quantizers."""
-        return cls._from_float(module, cls.float_kwargs(module), weight_quant, input_quant,
+        quantizers.
+
+        >>> import torch, refquant_torch as rqt
+        >>> conv = torch.nn.Conv2d(1, 2, 3, stride=2)
+        >>> layer = rqt.nn.QuantConv2d.from_float(conv, weight_quant=rqt.nn.PACT(bits=4, signed=True))
+        >>> layer.stride, layer.bias is conv.bias
+        ((2, 2), True)
+        """
+        return cls._from_float(module, cls._float_kwargs(module), weight_quant, input_quant,
                                output_quant)
 
     @staticmethod
-    def float_kwargs(module) -> dict:
+    def _float_kwargs(module) -> dict:
         """The constructor arguments of a Conv2d (all but ``bias``, ``device``, ``dtype``)."""
         return {k: getattr(module, k) for k in (
             "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
