@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import conventions
-from ._kernels._jit import prange, sized_kernel
 from .affine import quantize
 
 __all__ = ["bounds", "masked_grad"]
@@ -155,14 +154,6 @@ def bounds(dtype, scale, zero_point, qmin: int, qmax: int, *, groups: int | None
     return a, b
 
 
-@sized_kernel
-def _masked_grad_kernel(x, grad, lo, hi, one, zero, out):
-    # one / zero have grad's dtype: the product is grad * 1 or grad * 0 in grad's precision
-    for i in prange(x.size):
-        v = x[i]
-        out[i] = grad[i] * (one if (v >= lo and v <= hi) else zero)
-
-
 def masked_grad(grad, x, a, b) -> np.ndarray:
     """``grad * (a <= x <= b)``: the straight-through gradient for the per-tensor bounds ``(a, b)``
     of :func:`bounds`, as ``grad * 1`` or ``grad * 0`` in grad's dtype (so a NaN or infinite
@@ -189,7 +180,9 @@ def masked_grad(grad, x, a, b) -> np.ndarray:
     xs, gs = np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(grad).reshape(-1)
     out = np.empty_like(gs)
     t = x.dtype.type
-    _masked_grad_kernel(xs.size, xs, gs, lo, hi, t(1), t(0), out)
+    from ._kernels._ste import masked_grad_kernel  # Numba loads on the first kernel call
+
+    masked_grad_kernel(xs.size, xs, gs, lo, hi, t(1), t(0), out)
     return out.reshape(x.shape)
 
 
