@@ -95,7 +95,7 @@ def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads:
     ``rq.lsq.fake_quantize_grad`` (ndarrays or numbers for the qparams; None without them).
     A learnable fake quant (``round_zero_point``) takes its x-gradient from the LSQ rule even
     while its qparams do not learn, as torch's module does."""
-    if not qparam_grads and not spec.round_zero_point:
+    if not qparam_grads and (not spec.round_zero_point or spec.block_size is not None):
         return _ste_grad(grad, x, s, spec.forward_zero_point(z), spec), None, None
     if spec.round_zero_point and spec.lsq_convention != "torch.learnable":
         z = spec.forward_zero_point(z)  # the LSQ terms of the rounded zero point (straight through)
