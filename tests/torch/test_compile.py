@@ -221,3 +221,21 @@ def test_exported_program_with_observers_off_runs_in_a_new_process(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == repr(expected)
+
+
+@pytest.mark.parametrize("cls", ["Quantize", "QuantizeDequantize"])
+def test_aimet_compute_encodings_after_compile(cls):
+    """AIMET's compute_encodings() (each call its own range, the union on exit) through a
+    compiled module: outputs and the resulting range equal eager's."""
+    module = getattr(rqt, cls)((), 8, False)
+    eager = copy.deepcopy(module)
+    compiled = torch.compile(module, fullgraph=True, backend=BACKEND)
+    x = _input("", 0)
+    with module.compute_encodings():
+        ys = [compiled(x), compiled(x * 2)]
+    with eager.compute_encodings():
+        ys_e = [eager(x), eager(x * 2)]
+    for y, y_e in zip(ys, ys_e, strict=True):
+        assert_same_bits(y, _plain(y_e))
+    assert torch.equal(module.min, eager.min) and torch.equal(module.max, eager.max)
+    assert_same_bits(compiled(x), _plain(eager(x)))
