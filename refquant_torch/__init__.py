@@ -1,8 +1,9 @@
 """refquant_torch: the torch adapter of refquant (differentiable ops, quantized tensors, modules).
 
 The math comes from :mod:`refquant`; this package converts tensors, registers custom ops
-(``torch.ops.refquant.*``) and autograd, and holds module state. Submodules ``nn``, ``pt2e`` and
-the tensor classes load on first access.
+(``torch.ops.refquant.*``) and autograd, and holds module state. ``prepare_qat(model, config)`` /
+``convert(model)`` put quantizers into a model and take them out for inference. Submodules ``nn``,
+``pt2e``, the QAT entry points and the tensor classes load on first access.
 """
 
 from __future__ import annotations
