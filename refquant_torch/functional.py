@@ -436,7 +436,7 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     [1.0, 1.0, 0.0]
     """
     x = check_float_tensor(x)
-    qmin, qmax = resolve_range(qmin, qmax, fmt)
+    qmin, qmax = _resolve_range(qmin, qmax, fmt)
     scale = _check_qparam(scale, "scale")
     zero_point = _check_qparam(zero_point, "zero_point")
     if axis is not None:
@@ -458,6 +458,25 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     return torch.ops.refquant.fake_quantize(
         x, scale_t, zp_t, qmin, qmax, axis, block, rounding, _convention_key(convention), seed,
         scale_weak, zp_weak, grad_factor, lsq_convention, round_zero_point)
+
+
+_RANGES: dict = {}
+
+
+def _resolve_range(qmin, qmax, fmt):
+    """``resolve_range``, remembered for hashable arguments (the types are part of the key, so
+    that a bool or float is still refused)."""
+    key = (type(qmin), qmin, type(qmax), qmax, fmt)
+    try:
+        return _RANGES[key]
+    except (KeyError, TypeError):
+        result = resolve_range(qmin, qmax, fmt)
+    try:
+        if len(_RANGES) < 1024:
+            _RANGES[key] = result
+    except TypeError:  # an unhashable fmt
+        pass
+    return result
 
 
 def _seed(rng) -> int | None:
