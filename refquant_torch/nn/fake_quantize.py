@@ -93,15 +93,23 @@ class _ObservedFakeQuantize(FakeQuantizeBase):
     def _sync_toggles(self) -> None:
         self._on = {name: bool(buf[0]) for name, buf in self.named_buffers(recurse=False)
                     if name.endswith("_enabled")}
+        self._read = {}
 
     def _set_toggle(self, name: str, enabled: bool) -> None:
         getattr(self, name)[0] = 1 if enabled else 0
         self._on[name] = bool(enabled)
 
     def _enabled(self, name: str) -> bool:
+        """The toggle ``name``: its Python mirror under compile; in eager mode the buffer's value,
+        read again only when the buffer was written since the last read (its version counter)."""
         if torch.compiler.is_compiling():
             return self._on[name]
-        return bool(getattr(self, name)[0] == 1)
+        buf = getattr(self, name)
+        stamp = (id(buf), buf._version)
+        if self._read.get(name) != stamp:
+            self._on[name] = bool(buf[0] == 1)
+            self._read[name] = stamp
+        return self._on[name]
 
     def enable_fake_quant(self, enabled: bool = True) -> None:
         """Fake quant on (off: forward returns x unchanged)."""

@@ -239,3 +239,18 @@ def test_aimet_compute_encodings_after_compile(cls):
         assert_same_bits(y, _plain(y_e))
     assert torch.equal(module.min, eager.min) and torch.equal(module.max, eager.max)
     assert_same_bits(compiled(x), _plain(eager(x)))
+
+
+def test_eager_reads_toggle_buffers_written_directly():
+    """Eager forward honours a write into the buffers themselves, as torch's modules do."""
+    fq = rqt.nn.FakeQuantize(quant_min=0, quant_max=255)
+    x = _input("", 0)
+    fq(x)
+    fq.fake_quant_enabled[0] = 0
+    assert torch.equal(fq(x), x)
+    fq.fake_quant_enabled[0] = 1
+    assert not torch.equal(fq(x), x)
+    fq.observer_enabled[0] = 0
+    scale = fq.scale.clone()
+    fq(x * 3)
+    assert torch.equal(fq.scale, scale)
