@@ -4,7 +4,10 @@ Prints the best-of-N wall time of forward + backward on a 4096x4096 float32 CPU 
 and for rqt.fake_quantize under the "torch.fake_quantize" and "exact" conventions, with the
 ratios, and the per-call time on a 64-element tensor (forward; forward with x requiring grad;
 forward + backward, next to torch's own), next to the core's own per-call time on the same data
-(the difference is the adapter's overhead), and rqt.pact's.
+(the difference is the adapter's overhead), and rqt.pact's. Then, with torch.ao as the peer:
+a QAT step (forward, backward, SGD) of a Conv-Conv-Linear model prepared by rqt.prepare_qat
+against the same model built with torch.ao's QAT modules and FakeQuantize, and the forward of
+rqt.nn.reference.Linear / Conv2d against torch.ao's reference modules.
 
     python benchmarks/bench_torch.py
 """
@@ -12,6 +15,7 @@ forward + backward, next to torch's own), next to the core's own per-call time o
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
 
@@ -27,6 +31,19 @@ def best(fn, repeat):
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def best_pair(fn_a, fn_b, repeat):
+    """Best-of-``repeat`` times of two functions run alternately (a loaded machine's swings hit
+    both alike)."""
+    fn_a(), fn_b()
+    times_a, times_b = [], []
+    for _ in range(repeat):
+        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return min(times_a), min(times_b)
 
 
 def fwd_bwd(op, x, g):
@@ -79,5 +96,66 @@ def main():
           f"{p_fb * 1e6:7.1f} us/call")
 
 
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, stride=2),
+        torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32 * 15 * 15, 10))
+
+
+def _torch_ao_qat(model):
+    import torch.ao.nn.qat as nnqat
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qconfig = torch.ao.quantization.get_default_qat_qconfig("x86", version=0)
+        for name, child in list(model.named_children()):
+            cls = {torch.nn.Linear: nnqat.Linear, torch.nn.Conv2d: nnqat.Conv2d}.get(type(child))
+            if cls is not None:
+                child.qconfig = qconfig
+                setattr(model, name, torch.nn.Sequential(cls.from_float(child), qconfig.activation()))
+    return model
+
+
+def qat_and_reference():
+    x = torch.randn(32, 3, 32, 32)
+    target = torch.randint(0, 10, (32,))
+
+    def step(model):
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+        def run():
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), target).backward()
+            opt.step()
+
+        return run
+
+    t_ao, t_rq = best_pair(step(_torch_ao_qat(_model())), step(rqt.prepare_qat(_model())), 10)
+    print(f"QAT step Conv-Conv-Linear batch 32: torch.ao FakeQuantize {t_ao * 1e3:7.2f} ms; "
+          f"rqt.prepare_qat {t_rq * 1e3:7.2f} ms   ratio {t_rq / t_ao:5.2f}x")
+
+    from torch.ao.nn.quantized import reference as R
+
+    cases = [
+        ("Linear 256->128 per-channel, batch 32", torch.nn.Linear(256, 128), torch.randn(32, 256)),
+        ("Conv2d 16->32 3x3 per-channel, 8x16x32x32", torch.nn.Conv2d(16, 32, 3),
+         torch.randn(8, 16, 32, 32)),
+    ]
+    for label, float_mod, inp in cases:
+        n = float_mod.weight.shape[0]
+        qparams = {"qscheme": torch.per_channel_affine, "dtype": torch.qint8, "axis": 0,
+                   "scale": torch.rand(n) * 0.01 + 0.001, "zero_point": torch.zeros(n, dtype=torch.int)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = getattr(R, type(float_mod).__name__).from_float(float_mod, qparams)
+            ours = getattr(rqt.nn.reference, type(float_mod).__name__).from_float(float_mod, qparams)
+            with torch.no_grad():
+                t_ao, t_rq = best_pair(lambda m=theirs, i=inp: m(i), lambda m=ours, i=inp: m(i), 20)
+        print(f"reference {label}: torch.ao {t_ao * 1e3:7.3f} ms; rqt {t_rq * 1e3:7.3f} ms   "
+              f"ratio {t_rq / t_ao:5.2f}x")
+
+
 if __name__ == "__main__":
     main()
+    qat_and_reference()

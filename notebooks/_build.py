@@ -324,11 +324,124 @@ print(res.mismatches, "of", res.total, "patterns differ from exact")
 print(res.diagnosis)""",
 ]
 
+EAGER_QAT = [
+    """#md # Eager QAT in one call: `rqt.prepare_qat`
+
+A small CNN on a synthetic 4-class image task. `rqt.prepare_qat(model, config)` swaps every
+`Linear` and `Conv2d` for `rqt.nn.QuantLinear` / `QuantConv2d` (same Parameters, quantizers built
+in); we train it with four configs, compare with the float model, check that the default config is
+torch.ao's x86 QAT bit for bit, then `rqt.convert` it to reference modules and compile it.""",
+    SETUP,
+    guard("torch", "refquant_torch:prepare_qat", "refquant_torch:convert",
+          "refquant_torch:QATConfig"),
+    """import copy, warnings
+import torch
+import refquant_torch as rqt
+
+torch.manual_seed(0)
+N = 96
+Y = torch.randint(0, 4, (N,))
+grid = torch.linspace(-1, 1, 8)
+pattern = torch.stack([grid.view(1, -1).expand(8, 8), grid.view(-1, 1).expand(8, 8),
+                       -grid.view(1, -1).expand(8, 8), -grid.view(-1, 1).expand(8, 8)])
+X = pattern[Y].unsqueeze(1) + 0.8 * torch.randn(N, 1, 8, 8)
+
+def float_model():
+    torch.manual_seed(1)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 4, 3, stride=2), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Linear(4 * 3 * 3, 4))
+
+def train(model, steps=30):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    accuracy = []
+    for step in range(steps):
+        opt.zero_grad()
+        logits = model(X)
+        torch.nn.functional.cross_entropy(logits, Y).backward()
+        opt.step()
+        accuracy.append((logits.argmax(1) == Y).float().mean().item())
+    return accuracy""",
+    """#md ## Four configs
+
+* the default: int8 per-channel symmetric weights, int8 per-tensor affine outputs, torch's fake
+  quant arithmetic (torch.ao's x86 QAT qconfig);
+* `QATConfig.affine(bits=4, convention="exact")`: 4 bits, exact arithmetic;
+* `QATConfig.lsq(bits=4)`: learned scales and zero points (LSQ; the first batch sets them);
+* `QATConfig.pact(bits=4)`: PACT on the outputs (learned clipping level), 4-bit weights;
+* `QATConfig.apot(bits=4, k=2)`: additive powers-of-two levels on weights and outputs.""",
+    """configs = {
+    "float": None,
+    "default (int8)": rqt.QATConfig(),
+    "affine 4-bit exact": rqt.QATConfig.affine(bits=4, convention="exact"),
+    "LSQ 4-bit": rqt.QATConfig.lsq(bits=4),
+    "PACT 4-bit": rqt.QATConfig.pact(bits=4),
+    "APoT 4-bit": rqt.QATConfig.apot(bits=4, k=2),
+}
+curves, models = {}, {}
+for name, config in configs.items():
+    model = float_model()
+    if config is not None:
+        model = rqt.prepare_qat(model, config)
+        if name.startswith("LSQ"):
+            model(X)  # the observers set the first scales, then learning takes over
+            for m in model.modules():
+                if isinstance(m, rqt.nn.LearnableFakeQuantize):
+                    m.enable_param_learning()
+    curves[name] = train(model)
+    models[name] = model
+    print(f"{name:20s} final training accuracy {curves[name][-1]:.3f}")""",
+    """fig, ax = plt.subplots(figsize=(7, 3.5))
+for name, acc in curves.items():
+    ax.plot(acc, label=name)
+ax.set_xlabel("step"); ax.set_ylabel("training accuracy"); ax.legend(fontsize=8)
+fig.tight_layout()""",
+    """#md ## The default config is torch.ao's x86 QAT, bit for bit
+
+The same float model, prepared by hand with torch.ao's QAT modules and the x86 qconfig (its
+`FakeQuantize` form), trained the same way: every output and every weight equal.""",
+    """import torch.ao.nn.qat as nnqat
+
+def torch_ao(model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qconfig = torch.ao.quantization.get_default_qat_qconfig("x86", version=0)
+        for name, child in list(model.named_children()):
+            cls = {torch.nn.Linear: nnqat.Linear, torch.nn.Conv2d: nnqat.Conv2d}.get(type(child))
+            if cls is not None:
+                child.qconfig = qconfig
+                setattr(model, name, torch.nn.Sequential(cls.from_float(child), qconfig.activation()))
+    return model
+
+ours, theirs = rqt.prepare_qat(float_model()), torch_ao(float_model())
+train(ours, 10), train(theirs, 10)
+same = all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
+print("weights after 10 steps equal:", same, "| outputs equal:", torch.equal(ours(X), theirs(X)))""",
+    """#md ## Convert, compile, export
+
+`rqt.convert` turns each layer into a reference module (`rqt.nn.reference.Linear` / `Conv2d`,
+the weight's learned qparams) between its frozen activation quantizers. Every module compiles
+with `fullgraph=True` and exports.""",
+    """model = models["default (int8)"].eval()
+converted = rqt.convert(copy.deepcopy(model))
+print(converted[0])
+with torch.no_grad():
+    agree = (converted(X).argmax(1) == model(X).argmax(1)).float().mean().item()
+print("converted model agrees with the QAT model on", agree)
+compiled = torch.compile(converted, fullgraph=True, backend="aot_eager")
+with torch.no_grad():
+    print("compiled == eager:", torch.equal(compiled(X), converted(X)))
+program = torch.export.export(converted, (X[:2],))
+print("exported graph nodes:", len(program.graph.nodes))""",
+]
+
 NOTEBOOKS = {
     "which_int8_formula.ipynb": WHICH_INT8,
     "uniform_vs_apot_vs_pact.ipynb": UNIFORM_APOT_PACT,
     "qat_with_refquant_torch.ipynb": QAT,
     "golden_check_float16.ipynb": GOLDEN_F16,
+    "eager_qat.ipynb": EAGER_QAT,
 }
 
 

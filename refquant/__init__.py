@@ -54,6 +54,7 @@ _LAZY = {
     "lsq": ("refquant.lsq", None),
     "nf4": ("refquant.nf4", None),
     "nvfp4": ("refquant.nvfp4", None),
+    "ste": ("refquant.ste", None),
     "observers": ("refquant.observers", None),
     "testing": ("refquant.testing", None),
     "golden": ("refquant.golden", None),

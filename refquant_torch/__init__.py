@@ -1,8 +1,9 @@
 """refquant_torch: the torch adapter of refquant (differentiable ops, quantized tensors, modules).
 
 The math comes from :mod:`refquant`; this package converts tensors, registers custom ops
-(``torch.ops.refquant.*``) and autograd, and holds module state. Submodules ``nn``, ``pt2e`` and
-the tensor classes load on first access.
+(``torch.ops.refquant.*``) and autograd, and holds module state. ``prepare_qat(model, config)`` /
+``convert(model)`` put quantizers into a model and take them out for inference. Submodules ``nn``,
+``pt2e``, the QAT entry points and the tensor classes load on first access.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ _LAZY = {
     "DequantizedTensor": ("refquant_torch.tensor", "DequantizedTensor"),
     "Quantize": ("refquant_torch.tensor", "Quantize"),
     "QuantizeDequantize": ("refquant_torch.tensor", "QuantizeDequantize"),
+    "QATConfig": ("refquant_torch.qat", "QATConfig"),
+    "prepare_qat": ("refquant_torch.qat", "prepare_qat"),
+    "convert": ("refquant_torch.qat", "convert"),
 }
 
 __all__ = ["fake_quantize", "pact", "apot_fake_quantize", *_LAZY]

@@ -32,8 +32,9 @@ def check_float_tensor(x, name: str = "x") -> torch.Tensor:
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
     """The values of ``t`` as a CPU ndarray with the same bits (a view where possible)."""
-    t = t.detach()
-    if t.device.type != "cpu":
+    if t.requires_grad:
+        t = t.detach()
+    if not t.is_cpu:
         t = t.cpu()
     if t.dtype == torch.bfloat16:
         bf16 = bfloat16()
@@ -55,9 +56,9 @@ def from_numpy(a: np.ndarray, device: torch.device | str = "cpu") -> torch.Tenso
         t = torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
     else:
         t = torch.from_numpy(a if a.flags.c_contiguous else np.ascontiguousarray(a))
-    if not isinstance(device, torch.device):
-        device = torch.device(device)
-    return t if device.type == "cpu" else t.to(device)
+    if device == "cpu" or (isinstance(device, torch.device) and device.type == "cpu"):
+        return t
+    return t.to(device)
 
 
 def scalar_or_array(t: torch.Tensor, weak: bool):

@@ -6,7 +6,7 @@ Each op runs the core on the input's bits (see :mod:`refquant_torch._bridge`) an
 ops as well, and their math is the core's:
 
 * ``fake_quantize``: ``grad_x = grad * m(x)`` with the straight-through mask ``m`` of
-  :mod:`refquant_torch._ste`; when ``scale`` or ``zero_point`` requires grad, all three gradients
+  :mod:`refquant.ste`; when ``scale`` or ``zero_point`` requires grad, all three gradients
   come from ``rq.lsq.fake_quantize_grad`` (LSQ, arXiv:1902.08153, or torch's learnable variant).
 * ``pact``: ``rq.pact.fake_quantize_grad`` (arXiv:1805.06085).
 * ``apot_fake_quantize``: ``rq.apot.fake_quantize_grad`` (arXiv:1909.13144).
@@ -25,9 +25,10 @@ import torch
 
 import refquant as rq
 from refquant._validation import check_axis, resolve_range
+from refquant.ste import bounds as ste_bounds
+from refquant.ste import masked_grad
 
 from ._bridge import check_float_tensor, from_numpy, scalar_or_array, to_numpy
-from ._ste import ste_bounds
 
 __all__ = ["fake_quantize", "pact", "apot_fake_quantize"]
 
@@ -91,11 +92,11 @@ def _forward(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
 
 def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads: bool):
     """(grad_x, grad_scale, grad_zero_point) from the core: the STE mask alone, or
-    ``rq.lsq.fake_quantize_grad`` (ndarrays or numbers for the qparams; None without them)."""
-    if not qparam_grads:
-        mask = ste_mask(x, s, spec.forward_zero_point(z), spec.qmin, spec.qmax,
-                        rounding=spec.rounding, convention=spec.convention, **spec.kwargs())
-        return grad * mask, None, None
+    ``rq.lsq.fake_quantize_grad`` (ndarrays or numbers for the qparams; None without them).
+    A learnable fake quant (``round_zero_point``) takes its x-gradient from the LSQ rule even
+    while its qparams do not learn, as torch's module does."""
+    if not qparam_grads and (not spec.round_zero_point or spec.block_size is not None):
+        return _ste_grad(grad, x, s, spec.forward_zero_point(z), spec), None, None
     if spec.round_zero_point and spec.lsq_convention != "torch.learnable":
         z = spec.forward_zero_point(z)  # the LSQ terms of the rounded zero point (straight through)
     if spec.block_size is not None:
@@ -105,7 +106,8 @@ def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads:
         to_numpy(x), s, z, to_numpy(grad), qmin=spec.qmin, qmax=spec.qmax, axis=spec.axis,
         grad_factor=spec.grad_factor, convention=spec.lsq_convention,
     )
-    return from_numpy(np.asarray(gx), x.device).to(grad.dtype).reshape(x.shape), gs, gz
+    gx = from_numpy(np.asarray(gx), x.device).to(grad.dtype).reshape(x.shape)
+    return (gx, gs, gz) if qparam_grads else (gx, None, None)
 
 
 def _spec_of(qmin, qmax, axis, block_size, rounding, convention, seed, grad_factor,
@@ -154,11 +156,11 @@ def _broadcast_bounds(bound: torch.Tensor, shape, axis, block_size) -> torch.Ten
 
 def ste_mask(x: torch.Tensor, scale, zero_point, qmin, qmax, axis=None, block_size=None,
              rounding=None, convention="exact") -> torch.Tensor:
-    """The straight-through mask of ``fake_quantize`` (bool, x's shape); see :mod:`._ste`.
+    """The straight-through mask of ``fake_quantize`` (bool, x's shape); see :mod:`refquant.ste`.
     ``scale``/``zero_point`` are what the core receives (numbers or arrays).
 
     Small tensors take one core call on x (:func:`_direct_mask`), unless per-tensor qparams
-    repeat: their bounds ``[a, b]`` (:func:`_ste.ste_bounds`, a pure function of the dtype,
+    repeat: their bounds ``[a, b]`` (:func:`refquant.ste.bounds`, a pure function of the dtype,
     qparams, range, rounding and convention) are memoized from the second call on, and the
     mask is ``a <= x <= b``. Large tensors always use the bounds."""
     per_group = axis is not None or block_size is not None
@@ -181,6 +183,29 @@ def ste_mask(x: torch.Tensor, scale, zero_point, qmin, qmax, axis=None, block_si
     lo_t = _broadcast_bounds(from_numpy(np.asarray(lo), x.device), x.shape, axis, block_size)
     hi_t = _broadcast_bounds(from_numpy(np.asarray(hi), x.device), x.shape, axis, block_size)
     return (x >= lo_t) & (x <= hi_t)
+
+
+def _ste_grad(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
+    """``grad * ste_mask(x, ...)``. A float32/float64 CPU x computes it on the arrays: with
+    per-tensor qparams whose bounds are memoized (or a large x) by ``rq.ste.masked_grad`` (one
+    pass), otherwise by one core call on x for the mask and NumPy's product."""
+    if not (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and grad.dtype == x.dtype and grad.shape == x.shape):
+        mask = ste_mask(x, s, z, spec.qmin, spec.qmax, rounding=spec.rounding,
+                        convention=spec.convention, **spec.kwargs())
+        return grad * mask
+    bounds = None
+    if spec.axis is None and spec.block_size is None:  # small and new: no bounds yet
+        bounds = _per_tensor_bounds(to_numpy(x).dtype, s, z, spec.qmin, spec.qmax, spec.rounding,
+                                    spec.convention, compute=x.numel() > _DIRECT_MASK_MAX)
+    if bounds is not None:
+        lo, hi = bounds[0].numpy(), bounds[1].numpy()
+        return from_numpy(np.asarray(masked_grad(to_numpy(grad), to_numpy(x), lo, hi)))
+    # per-group qparams (they move every step): one core call on x for the mask
+    mask = _direct_mask(x, s, z, spec.qmin, spec.qmax, spec.axis, spec.block_size, spec.rounding,
+                        spec.convention, numpy=True)
+    with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as torch's grad * mask
+        return from_numpy(np.asarray(to_numpy(grad) * mask))
 
 
 _BOUNDS: OrderedDict = OrderedDict()  # key -> (lo, hi) 0-d CPU tensors of x's dtype
@@ -232,9 +257,11 @@ def _per_tensor_bounds(dtype, scale, zero_point, qmin, qmax, rounding, conventio
 _DIRECT_MASK_MAX = 1 << 14  # below this one core call on x beats the bound search
 
 
-def _direct_mask(x, scale, zero_point, qmin, qmax, axis, block_size, rounding, convention):
+def _direct_mask(x, scale, zero_point, qmin, qmax, axis, block_size, rounding, convention, *,
+                 numpy=False):
     """The mask from one ``rq.quantize`` of x itself with the range widened by one code (NaN: 0),
-    under the convention resolved for the original range."""
+    under the convention resolved for the original range (a tensor on x's device, or with
+    ``numpy`` the ndarray)."""
     xa = to_numpy(x)
     nan = np.isnan(xa)
     conv = rq.conventions.get(_convention(convention)).resolve(
@@ -248,7 +275,7 @@ def _direct_mask(x, scale, zero_point, qmin, qmax, axis, block_size, rounding, c
                     block_size=block_size,
                     rounding="half_even" if rounding == "stochastic" else rounding, convention=conv)
     inside = (q >= qmin) & (q <= qmax) & ~nan
-    return from_numpy(inside, x.device)
+    return inside if numpy else from_numpy(inside, x.device)
 
 
 def _fake_quantize_backward_impl(
@@ -409,7 +436,7 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     [1.0, 1.0, 0.0]
     """
     x = check_float_tensor(x)
-    qmin, qmax = resolve_range(qmin, qmax, fmt)
+    qmin, qmax = _resolve_range(qmin, qmax, fmt)
     scale = _check_qparam(scale, "scale")
     zero_point = _check_qparam(zero_point, "zero_point")
     if axis is not None:
@@ -431,6 +458,25 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     return torch.ops.refquant.fake_quantize(
         x, scale_t, zp_t, qmin, qmax, axis, block, rounding, _convention_key(convention), seed,
         scale_weak, zp_weak, grad_factor, lsq_convention, round_zero_point)
+
+
+_RANGES: dict = {}
+
+
+def _resolve_range(qmin, qmax, fmt):
+    """``resolve_range``, remembered for hashable arguments (the types are part of the key, so
+    that a bool or float is still refused)."""
+    key = (type(qmin), qmin, type(qmax), qmax, fmt)
+    try:
+        return _RANGES[key]
+    except (KeyError, TypeError):
+        result = resolve_range(qmin, qmax, fmt)
+    try:
+        if len(_RANGES) < 1024:
+            _RANGES[key] = result
+    except TypeError:  # an unhashable fmt
+        pass
+    return result
 
 
 def _seed(rng) -> int | None:

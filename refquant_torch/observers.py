@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchao.quantization import pt2e as _ao
 
 import refquant as rq
 
 from ._bridge import check_float_tensor, to_numpy
+from ._torchao import quiet_import
+
+_ao = quiet_import("torchao.quantization.pt2e")
 
 __all__ = ["MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
            "MovingAveragePerChannelMinMaxObserver"]

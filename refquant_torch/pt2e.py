@@ -19,12 +19,8 @@ dequantize ops, whose arithmetic refquant names ``"torch.decomposed"``.
 from __future__ import annotations
 
 import torch
-from torchao.quantization.pt2e.quantizer import (
-    QuantizationAnnotation,
-    QuantizationSpec,
-    Quantizer,
-)
 
+from ._torchao import quiet_import
 from .nn.fake_quantize import FakeQuantize
 from .observers import (
     MinMaxObserver,
@@ -32,6 +28,11 @@ from .observers import (
     MovingAveragePerChannelMinMaxObserver,
     PerChannelMinMaxObserver,
 )
+
+_quantizer = quiet_import("torchao.quantization.pt2e.quantizer")
+QuantizationAnnotation = _quantizer.QuantizationAnnotation
+QuantizationSpec = _quantizer.QuantizationSpec
+Quantizer = _quantizer.Quantizer
 
 __all__ = ["RefQuantizer"]
 

@@ -37,7 +37,7 @@ import torch
 import refquant as rq
 
 from ._bridge import from_numpy, to_numpy
-from .functional import fake_quantize, ste_mask
+from .functional import _broadcast_bounds, fake_quantize, ste_mask
 
 __all__ = ["AffineEncoding", "QuantizedTensor", "DequantizedTensor", "Quantize",
            "QuantizeDequantize"]
@@ -88,9 +88,10 @@ class AffineEncoding:
     def dtype(self) -> torch.dtype:
         return _INT_DTYPES[rq.integer_dtype_for(self.qmin, self.qmax)]
 
-    def layout(self, shape) -> dict:
+    def layout(self, shape, *, tensors: bool = False) -> dict:
         """Core keyword arguments mapping ``scale`` onto a tensor of ``shape``: per-tensor,
-        ``axis`` or ``block_size``, with the qparams reshaped to match."""
+        ``axis`` or ``block_size``, with the qparams reshaped to match (ndarrays, or with
+        ``tensors`` the differentiable tensors)."""
         scale = self.scale.detach()
         ndim = len(shape)
         if scale.dim() > ndim:
@@ -100,7 +101,10 @@ class AffineEncoding:
             if g != 1 and n % g:
                 raise ValueError(f"encoding shape {tuple(scale.shape)} does not divide x's shape "
                                  f"{tuple(shape)} at dim {i}")
-        s, z = to_numpy(scale), to_numpy(self.zero_point.detach())
+        if tensors:
+            s, z = self.scale, self.zero_point
+        else:
+            s, z = to_numpy(scale), to_numpy(self.zero_point.detach())
         big = [i for i, g in enumerate(groups) if g != 1]
         if not big:
             return {"scale": s.reshape(()), "zero_point": z.reshape(()), "axis": None,
@@ -234,10 +238,8 @@ class _QuantizeCodes(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, scale, offset, encoding):
         codes = from_numpy(encoding.codes(x).astype(to_numpy(x).dtype), x.device)
-        if encoding.qmin < 0:
-            z = encoding.per_element(encoding.zero_point.detach(), x.shape)
-            codes = torch.where((codes == 0) & torch.signbit(x) & (z == 0),
-                                torch.full_like(codes, -0.0), codes)
+        z = encoding.per_element(encoding.zero_point.detach(), x.shape)
+        codes = _negative_zero_codes(codes, x, z, encoding.qmin)
         ctx.save_for_backward(x, scale, offset)
         ctx.encoding = encoding
         return codes
@@ -259,6 +261,76 @@ class _QuantizeCodes(torch.autograd.Function):
         if need[2]:
             g_offset = _reduce_to(-masked, offset.shape).to(offset.dtype)
         return g_x, g_scale, g_offset, None
+
+
+def _negative_zero_codes(codes: torch.Tensor, x: torch.Tensor, zero_point, qmin: int):
+    """AIMET's float arithmetic stores -0.0 for a negative x (or -0.0) whose code is 0 with a zero
+    zero point and ``qmin < 0``; ``zero_point`` is spread over x already."""
+    if qmin >= 0:
+        return codes
+    return torch.where((codes == 0) & torch.signbit(x) & (zero_point == 0),
+                       torch.full_like(codes, -0.0), codes)
+
+
+@torch.library.custom_op("refquant::quantize_codes", mutates_args=())
+def _quantize_codes_op(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
+                       qmax: int, axis: int | None, block_size: list[int] | None,
+                       convention: str) -> torch.Tensor:
+    """The codes ``rq.quantize(x, scale, zero_point, ...)`` in x's dtype (the traced form of
+    :class:`Quantize`; qparams in the core's per-tensor / ``axis`` / ``block_size`` layout)."""
+    codes = rq.quantize(to_numpy(x), to_numpy(scale), to_numpy(zero_point), qmin=qmin, qmax=qmax,
+                        axis=axis, block_size=block_size, convention=convention)
+    codes_t = from_numpy(codes.astype(to_numpy(x).dtype), x.device)
+    z = _broadcast_bounds(zero_point.detach(), x.shape, axis, block_size)
+    return _negative_zero_codes(codes_t, x, z, qmin)
+
+
+@_quantize_codes_op.register_fake
+def _(x, *args):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("refquant::ste_mask", mutates_args=())
+def _ste_mask_op(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
+                 qmax: int, axis: int | None, block_size: list[int] | None,
+                 convention: str) -> torch.Tensor:
+    """:func:`refquant_torch.functional.ste_mask` as an op (bool, x's shape)."""
+    return ste_mask(x, to_numpy(scale), to_numpy(zero_point), qmin, qmax, axis=axis,
+                    block_size=block_size, convention=convention).clone()
+
+
+@_ste_mask_op.register_fake
+def _(x, *args):
+    return torch.empty_like(x, dtype=torch.bool, memory_format=torch.contiguous_format)
+
+
+def _codes_setup(ctx, inputs, output):
+    x, scale, zero_point, *static = inputs
+    ctx.save_for_backward(x, scale, zero_point)
+    ctx.static = static
+
+
+def _codes_backward(ctx, grad):
+    """AIMET's gradients (as :class:`_QuantizeCodes`): ``grad * m / s`` to x,
+    ``-grad * m * x / s**2`` to the scale and ``grad * m`` to the zero point, summed per group."""
+    x, scale, zero_point = ctx.saved_tensors
+    qmin, qmax, axis, block, convention = ctx.static
+    mask = torch.ops.refquant.ste_mask(x, scale, zero_point, qmin, qmax, axis, block, convention)
+    masked = grad * mask.to(grad.dtype)
+    s = _broadcast_bounds(scale.detach(), x.shape, axis, block).to(grad.dtype)
+    groups = [1] * x.dim() if axis is None and block is None else (
+        [n // b for n, b in zip(x.shape, block, strict=True)] if block is not None
+        else [x.shape[d] if d == axis else 1 for d in range(x.dim())])
+    need = ctx.needs_input_grad
+    g_scale = g_zero_point = None
+    if need[1]:
+        g_scale = _reduce_to(-masked * x.detach() / s / s, groups).reshape(scale.shape).to(scale.dtype)
+    if need[2]:
+        g_zero_point = _reduce_to(masked, groups).reshape(zero_point.shape).to(zero_point.dtype)
+    return masked / s if need[0] else None, g_scale, g_zero_point, None, None, None, None, None
+
+
+_quantize_codes_op.register_autograd(_codes_backward, setup_context=_codes_setup)
 
 
 class QuantizedTensor(_EncodedTensor):
@@ -348,6 +420,7 @@ class _AffineQuantizerBase(torch.nn.Module):
         self.min = torch.nn.Parameter(torch.zeros(shape))
         self.max = torch.nn.Parameter(torch.zeros(shape))
         self.register_buffer("_initialized", torch.tensor(False))
+        self._has_range = False  # the buffer's value as a Python bool, read under torch.compile
         self._observing = False
         self._seen = None
 
@@ -361,6 +434,11 @@ class _AffineQuantizerBase(torch.nn.Module):
         self.min.data = torch.as_tensor(min, dtype=self.min.dtype).expand(self.shape).clone()
         self.max.data = torch.as_tensor(max, dtype=self.max.dtype).expand(self.shape).clone()
         self._initialized.fill_(True)
+        self._has_range = True
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._has_range = bool(self._initialized)
 
     def _scale_of(self, lo, hi) -> torch.Tensor:
         return (hi - lo) / (self.qmax - self.qmin)
@@ -381,7 +459,8 @@ class _AffineQuantizerBase(torch.nn.Module):
         return self._offset_of(self.min, self.max)
 
     def get_encoding(self) -> AffineEncoding:
-        if not self.is_initialized():
+        initialized = self._has_range if torch.compiler.is_compiling() else self.is_initialized()
+        if not initialized:
             raise RuntimeError(f"{type(self).__name__} has no encoding: call set_range() or run "
                                "it inside compute_encodings()")
         return AffineEncoding(self.get_scale(), self.get_offset(), self.qmin, self.qmax,
@@ -472,6 +551,11 @@ class Quantize(_AffineQuantizerBase):
 
     def forward(self, x: torch.Tensor) -> QuantizedTensor:
         enc = self._encoding_for(x)
+        if torch.compiler.is_compiling():
+            kw = enc.layout(x.shape, tensors=True)
+            return torch.ops.refquant.quantize_codes(
+                x, kw["scale"], kw["zero_point"], enc.qmin, enc.qmax, kw["axis"],
+                kw["block_size"], enc.convention)
         out = _QuantizeCodes.apply(x, enc.scale, enc.offset, enc)
         return _wrap(QuantizedTensor, out, enc)
 
@@ -498,14 +582,9 @@ class QuantizeDequantize(_AffineQuantizerBase):
 
     def forward(self, x: torch.Tensor) -> DequantizedTensor:
         enc = self._encoding_for(x)
-        kw = enc.layout(x.shape)
-        scale, zp = enc.scale, enc.zero_point
-        if kw["axis"] is None and kw["block_size"] is None:
-            scale, zp = scale.reshape(()), zp.reshape(())
-        elif kw["axis"] is not None:
-            scale, zp = scale.reshape(-1), zp.reshape(-1)
-        else:
-            scale, zp = scale.reshape(kw["scale"].shape), zp.reshape(kw["scale"].shape)
-        out = fake_quantize(x, scale, zp, qmin=enc.qmin, qmax=enc.qmax, axis=kw["axis"],
-                            block_size=kw["block_size"], convention=enc.convention)
+        kw = enc.layout(x.shape, tensors=True)
+        out = fake_quantize(x, kw.pop("scale"), kw.pop("zero_point"), qmin=enc.qmin,
+                            qmax=enc.qmax, convention=enc.convention, **kw)
+        if torch.compiler.is_compiling():
+            return out
         return _wrap(DequantizedTensor, out, enc)

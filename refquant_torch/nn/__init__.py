@@ -1,9 +1,11 @@
 """torch modules backed by refquant: fake quantizers (affine, LSQ, PACT, APoT), TorchApprox-style
-quantizers, and reference quantized Linear/Conv2d (``rqt.nn.reference``)."""
+quantizers, layers with built-in quantizers (``QuantLinear``, ``QuantConv2d``) and reference
+quantized Linear/Conv2d (``rqt.nn.reference``)."""
 
 from . import quantized, reference
 from .approx import MinMaxQuant, PACTQuant
 from .fake_quantize import FakeQuantize, LearnableFakeQuantize
+from .layers import QuantConv2d, QuantLinear
 from .learnable import PACT, APoTFakeQuantize
 
 __all__ = [
@@ -13,6 +15,8 @@ __all__ = [
     "APoTFakeQuantize",
     "MinMaxQuant",
     "PACTQuant",
+    "QuantLinear",
+    "QuantConv2d",
     "reference",
     "quantized",
 ]

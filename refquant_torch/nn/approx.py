@@ -88,7 +88,9 @@ class MinMaxQuant(torch.nn.Module):
         check_float_tensor(x)
         if self.training:
             self._update(x)
-        return fake_quantize(x, self._scale(), 0, qmin=-self.int_max, qmax=self.int_max)
+        # float64 minmax / int_max: the value of float(minmax) / int_max, as a tensor (traceable)
+        scale = self.minmax.detach().to(torch.float64) / self.int_max
+        return fake_quantize(x, scale, 0, qmin=-self.int_max, qmax=self.int_max)
 
     def quantize(self, x):
         """TorchApprox's ``quantize``: the integer codes ``clamp(round_half_even(x / s), -int_max,

@@ -2,27 +2,68 @@
 
 from __future__ import annotations
 
+import itertools
+import weakref
+
 import torch
 from torch.ao.quantization import FakeQuantizeBase, MovingAverageMinMaxObserver
 
+from .._torchao import register_fake_quantize
 from ..functional import fake_quantize
-
-try:  # torchao's PT2E flow recognizes only its own FakeQuantizeBase
-    from torchao.quantization.pt2e import FakeQuantizeBase as _AOFakeQuantizeBase
-
-    _BASES: tuple = (FakeQuantizeBase, _AOFakeQuantizeBase)
-except ImportError:  # pragma: no cover - torchao absent
-    _BASES = (FakeQuantizeBase,)
 
 _PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric,
                 torch.per_channel_affine_float_qparams)
 _SYMMETRIC = (torch.per_tensor_symmetric, torch.per_channel_symmetric)
 
 
-class _ObservedFakeQuantize(*_BASES):
-    """Observer plumbing shared by both fake quantizers (attributes torch.ao and PT2E read)."""
+_OBSERVERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_KEYS = itertools.count()
+
+
+@torch.library.custom_op("refquant::observe", mutates_args=("state",))
+def _observe_op(x: torch.Tensor, state: list[torch.Tensor], key: str, scale_like: torch.Tensor,
+                zero_point_like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One observer step as an opaque node for torch.compile / torch.export: the observer
+    registered under ``key`` takes its buffers from ``state``, sees ``x``, writes its buffers
+    back into ``state`` and returns ``calculate_qparams()`` in the dtype and shape of
+    ``scale_like`` / ``zero_point_like``."""
+    observer = _OBSERVERS.get(key)
+    if observer is None:
+        raise RuntimeError(f"no observer registered under {key!r}: a graph with the observer on "
+                           "runs only in the process that built the module")
+    buffers = list(observer.buffers())
+    with torch.no_grad():
+        for buf, value in zip(buffers, state, strict=True):
+            if buf is not value:
+                buf.copy_(value)
+        observer(x)
+        scale, zero_point = observer.calculate_qparams()
+        for buf, value in zip(buffers, state, strict=True):
+            if buf is not value:
+                value.copy_(buf)
+    if scale.numel() != scale_like.numel():
+        raise RuntimeError(f"the observer gave {scale.numel()} scales where the module holds "
+                           f"{scale_like.numel()}: run one batch eagerly before compiling")
+    return (scale.to(scale_like).reshape(scale_like.shape).clone(),
+            zero_point.to(zero_point_like).reshape(zero_point_like.shape).clone())
+
+
+@_observe_op.register_fake
+def _(x, state, key, scale_like, zero_point_like):
+    return torch.empty_like(scale_like), torch.empty_like(zero_point_like)
+
+
+class _ObservedFakeQuantize(FakeQuantizeBase):
+    """Observer plumbing shared by both fake quantizers (attributes torch.ao and PT2E read).
+
+    Toggles: in eager mode ``forward`` reads the ``*_enabled`` buffers, as torch's modules do.
+    Under ``torch.compile`` / ``torch.export`` it reads Python mirrors of them (``_on``), which
+    the toggle methods and ``load_state_dict`` keep equal to the buffers; a compiled module
+    recompiles when one changes. The observer step runs as one opaque op
+    (``torch.ops.refquant.observe``)."""
 
     def _init_observer(self, observer, quant_min, quant_max, is_dynamic, observer_kwargs):
+        register_fake_quantize(type(self))  # torchao's PT2E flow checks its own base class
         if quant_min is not None and quant_max is not None and quant_min > quant_max:
             raise ValueError(f"quant_min must be <= quant_max; got {quant_min}, {quant_max}")
         if quant_min is not None:
@@ -38,6 +79,65 @@ class _ObservedFakeQuantize(*_BASES):
         self.qscheme = app.qscheme
         self.ch_axis = getattr(app, "ch_axis", -1)
         self.is_per_channel = self.qscheme in _PER_CHANNEL
+        self._register_observer()
+
+    def _register_observer(self) -> None:
+        app = self.activation_post_process
+        self._observer_key = f"{type(app).__qualname__}-{next(_KEYS)}"
+        _OBSERVERS[self._observer_key] = app
+
+    def __setstate__(self, state):  # a copy (deepcopy, pickle) registers its own observer
+        super().__setstate__(state)
+        self._register_observer()
+
+    def _sync_toggles(self) -> None:
+        self._on = {name: bool(buf[0]) for name, buf in self.named_buffers(recurse=False)
+                    if name.endswith("_enabled")}
+        self._read = {}
+
+    def _set_toggle(self, name: str, enabled: bool) -> None:
+        getattr(self, name)[0] = 1 if enabled else 0
+        self._on[name] = bool(enabled)
+
+    def _enabled(self, name: str) -> bool:
+        """The toggle ``name``: its Python mirror under compile; in eager mode the buffer's value,
+        read again only when the buffer was written since the last read (its version counter)."""
+        if torch.compiler.is_compiling():
+            return self._on[name]
+        buf = getattr(self, name)
+        stamp = (id(buf), buf._version)
+        if self._read.get(name) != stamp:
+            self._on[name] = bool(buf[0] == 1)
+            self._read[name] = stamp
+        return self._on[name]
+
+    def enable_fake_quant(self, enabled: bool = True) -> None:
+        """Fake quant on (off: forward returns x unchanged)."""
+        self._set_toggle("fake_quant_enabled", enabled)
+
+    def _observe(self, X):
+        """The observer sees ``X``; returns its ``calculate_qparams()`` (on the module's
+        device)."""
+        app = self.activation_post_process
+        if torch.compiler.is_compiling():
+            if any(buf.numel() == 0 for buf in app.buffers()):
+                raise RuntimeError(f"{type(app).__name__} sizes its buffers on its first batch: "
+                                   "run one batch eagerly before torch.compile / torch.export")
+            return torch.ops.refquant.observe(X.detach(), list(app.buffers()), self._observer_key,
+                                              self.scale, self.zero_point)
+        app(X.detach())
+        scale, zero_point = app.calculate_qparams()
+        return scale.to(self.scale.device), zero_point.to(self.zero_point.device)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        for name in ("scale", "zero_point"):
+            key = prefix + name
+            if key in state_dict and name in self._buffers:
+                getattr(self, name).resize_(state_dict[key].shape)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self._sync_toggles()
 
     @torch.jit.export
     def calculate_qparams(self):
@@ -78,18 +178,21 @@ class FakeQuantize(_ObservedFakeQuantize):
         # torch's rule: float zero points for per_channel_affine_float_qparams
         zp_dtype = torch.float if self.qscheme == torch.per_channel_affine_float_qparams else torch.int
         self.register_buffer("zero_point", torch.tensor([0], dtype=zp_dtype))
+        self._sync_toggles()
+
+    def enable_observer(self, enabled: bool = True) -> None:
+        """Observer on: it sees x and its qparams replace ``scale`` / ``zero_point``."""
+        self._set_toggle("observer_enabled", enabled)
 
     def forward(self, X):
-        if self.observer_enabled[0] == 1:
-            self.activation_post_process(X.detach())
-            _scale, _zero_point = self.calculate_qparams()
-            _scale, _zero_point = _scale.to(self.scale.device), _zero_point.to(self.zero_point.device)
+        if self._enabled("observer_enabled"):
+            _scale, _zero_point = self._observe(X)
             if self.scale.shape != _scale.shape:
                 self.scale.resize_(_scale.shape)
                 self.zero_point.resize_(_zero_point.shape)
             self.scale.copy_(_scale)
             self.zero_point.copy_(_zero_point)
-        if self.fake_quant_enabled[0] == 1:
+        if self._enabled("fake_quant_enabled"):
             X = fake_quantize(X, self.scale, self.zero_point, qmin=self.quant_min,
                               qmax=self.quant_max, axis=self._axis(), convention=self.convention)
         return X
@@ -101,15 +204,6 @@ class FakeQuantize(_ObservedFakeQuantize):
             f"quant_min={self.quant_min}, quant_max={self.quant_max}, dtype={self.dtype}, "
             f"qscheme={self.qscheme}, ch_axis={self.ch_axis}, convention={self.convention!r}"
         )
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        for name in ("scale", "zero_point"):
-            key = prefix + name
-            if key in state_dict:
-                getattr(self, name).resize_(state_dict[key].shape)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
 
 
 class LearnableFakeQuantize(_ObservedFakeQuantize):
@@ -157,11 +251,12 @@ class LearnableFakeQuantize(_ObservedFakeQuantize):
         self.register_buffer("learning_enabled", torch.tensor([0], dtype=torch.uint8))
         self.register_buffer("eps", torch.tensor([torch.finfo(torch.float32).eps]))
         self.bitwidth = int(self.quant_max - self.quant_min + 1).bit_length() - 1
+        self._sync_toggles()
 
     def toggle_observer_update(self, enabled=True):
         """Set ``static_enabled`` (the observer sees x and its qparams overwrite ``scale`` /
         ``zero_point`` in forward); returns self (torch's name)."""
-        self.static_enabled[0] = int(enabled)
+        self._set_toggle("static_enabled", enabled)
         return self
 
     def enable_observer(self, enabled=True):
@@ -171,7 +266,7 @@ class LearnableFakeQuantize(_ObservedFakeQuantize):
     def toggle_qparam_learning(self, enabled=True):
         """Set ``learning_enabled`` and ``requires_grad`` of ``scale`` and ``zero_point``;
         returns self (torch's name)."""
-        self.learning_enabled[0] = int(enabled)
+        self._set_toggle("learning_enabled", enabled)
         self.scale.requires_grad = enabled
         self.zero_point.requires_grad = enabled
         return self
@@ -179,7 +274,7 @@ class LearnableFakeQuantize(_ObservedFakeQuantize):
     def toggle_fake_quant(self, enabled=True):
         """Set ``fake_quant_enabled`` (off: forward returns x unchanged); returns self (torch's
         name)."""
-        self.fake_quant_enabled[0] = int(enabled)
+        self._set_toggle("fake_quant_enabled", enabled)
         return self
 
     def enable_param_learning(self):
@@ -195,17 +290,21 @@ class LearnableFakeQuantize(_ObservedFakeQuantize):
         return self.toggle_qparam_learning(False).toggle_fake_quant(False).toggle_observer_update(True)
 
     def forward(self, X):
-        if self.static_enabled[0] == 1:
-            self.activation_post_process(X.detach())
-            _scale, _zero_point = self.activation_post_process.calculate_qparams()
-            self.scale.data.copy_(_scale.to(self.scale.device))
-            self.zero_point.data.copy_(_zero_point.to(self.zero_point.device))
-        else:
-            self.scale.data.clamp_(min=self.eps.item())
-        if self.fake_quant_enabled[0] != 1:
+        with torch.no_grad():
+            if self._enabled("static_enabled"):
+                _scale, _zero_point = self._observe(X)
+                if self.scale.shape != _scale.shape:  # channel_len=-1 per channel: first batch
+                    self.scale.data = self.scale.new_empty(_scale.shape)
+                    self.zero_point.data = self.zero_point.new_empty(_scale.shape)
+                self.scale.copy_(_scale)
+                self.zero_point.copy_(_zero_point)
+            else:
+                self.scale.clamp_(min=self.eps)
+        if not self._enabled("fake_quant_enabled"):
             return X
         if self.qscheme in _SYMMETRIC:
-            self.zero_point.data.zero_()
+            with torch.no_grad():
+                self.zero_point.zero_()
         grad_factor = 1.0
         if self.use_grad_scaling:
             grad_factor = 1.0 / (X.numel() * self.quant_max) ** 0.5

@@ -39,6 +39,24 @@ _QUANTIZED_SCHEMES = (torch.per_tensor_affine, torch.per_channel_affine,
                       torch.per_channel_affine_float_qparams)
 
 
+@torch.library.custom_op("refquant::quantize_dequantize", mutates_args=())
+def _quantize_dequantize(w: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
+                         qmax: int, axis: int | None, convention: str) -> torch.Tensor:
+    """``rq.dequantize(rq.quantize(w, scale, zero_point, ...), ...)`` on w's bits (per-tensor
+    when ``axis`` is None), in w's dtype; no gradient."""
+    s, z = to_numpy(scale), to_numpy(zero_point)
+    if axis is None:
+        s, z = s.reshape(()), z.reshape(())
+    codes = rq.quantize(to_numpy(w), s, z, qmin=qmin, qmax=qmax, axis=axis, convention=convention)
+    values = rq.dequantize(codes, s, z, axis=axis, convention=convention)
+    return from_numpy(values, w.device).to(w.dtype)
+
+
+@_quantize_dequantize.register_fake
+def _(w, *args):
+    return torch.empty_like(w, memory_format=torch.contiguous_format)
+
+
 class _RefQuantWeight:
     def _weight_range(self) -> tuple[int, int, str]:
         """(qmin, qmax, convention) of the weight's qparams, or torch's ValueError."""
@@ -88,14 +106,24 @@ class _RefQuantWeight:
     def get_weight(self):
         """``rq.dequantize`` of :meth:`get_quantized_weight`'s codes under the same convention
         (a float16 weight dtype: ``weight.to(float16).to(float32)``; an unquantized qscheme: the
-        weight itself), as torch's reference modules."""
+        weight itself), as torch's reference modules. Computed by the
+        ``refquant::quantize_dequantize`` op from the weight and its qparam buffers; eager calls
+        reuse the result until the weight or a qparam changes (their version counters)."""
         if self.weight_qscheme not in _QUANTIZED_SCHEMES:
             return self.weight
         if self.weight_dtype == torch.float16 and not self.is_decomposed:
             return self.weight.to(torch.float16).to(torch.float32)
-        codes, scale, zp, axis, convention = self._weight_codes()
-        w = rq.dequantize(codes, scale, zp, axis=axis, convention=convention)
-        return from_numpy(w, self.weight.device)
+        qmin, qmax, convention = self._weight_range()
+        axis = None if self.weight_qscheme == torch.per_tensor_affine else self.weight_axis_int
+        args = (self.weight.detach(), self.weight_scale, self.weight_zero_point, qmin, qmax, axis,
+                convention)
+        if torch.compiler.is_compiling():
+            return torch.ops.refquant.quantize_dequantize(*args)
+        key = tuple((id(t), t._version, t.data_ptr(), t.device) for t in args[:3]) + args[3:]
+        cached = getattr(self, "_weight_cache", None)
+        if cached is None or cached[0] != key:
+            cached = self._weight_cache = (key, _quantize_dequantize(*args))
+        return cached[1]
 
 
 class Linear(_RefQuantWeight, _torch_ref.Linear):

@@ -25,6 +25,7 @@ NEEDS = {
                                       "refquant_torch.nn:LearnableFakeQuantize",
                                       "refquant_torch.nn:APoTFakeQuantize"],
     "golden_check_float16.ipynb": ["refquant.affine:fake_quantize", "refquant.golden:sweep"],
+    "eager_qat.ipynb": ["torch", "refquant_torch:prepare_qat", "refquant_torch:convert"],
 }
 
 

@@ -214,7 +214,7 @@ def test_lsq_grads_equal_core_bitwise():
 @pytest.mark.parametrize("convention", ["exact", "torch.fake_quantize", "onnx"])
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_bound_search_mask_equals_direct_mask(dtype, convention, per_channel, monkeypatch):
-    """Large tensors take the bound search of _ste.py, small ones one core call on x: both agree."""
+    """Large tensors take the bound search of refquant.ste, small ones one core call on x: both agree."""
     from refquant_torch import functional
 
     rng = np.random.default_rng(7)

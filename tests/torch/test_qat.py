@@ -1,0 +1,179 @@
+"""rqt.prepare_qat / convert / QuantLinear / QuantConv2d: a small CNN and an MLP trained a few
+steps, bit for bit equal to the same models built by hand with torch.ao's QAT modules."""
+
+import copy
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.ao.nn.qat as nnqat  # noqa: E402
+from torch.ao.quantization import (  # noqa: E402
+    FakeQuantize,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    QConfig,
+)
+from torch.ao.quantization._learnable_fake_quantize import (  # noqa: E402
+    _LearnableFakeQuantize as TorchLearnable,
+)
+
+import refquant_torch as rqt  # noqa: E402
+
+from .test_functional import assert_same_bits  # noqa: E402
+
+
+def _mlp():
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+
+def _cnn():
+    torch.manual_seed(2)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, stride=2),
+        torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16, 5))
+
+
+MODELS = {"mlp": (_mlp, (8, 6)), "cnn": (_cnn, (4, 2, 6, 6))}
+
+
+def _x86_qconfig():
+    """torch.ao's x86 QAT default with its FakeQuantize modules (``version=0``; ``version=1``
+    swaps in the fused observer op, whose qparam arithmetic differs from FakeQuantize's)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qconfig = torch.ao.quantization.get_default_qat_qconfig("x86", version=0)
+    assert qconfig.activation.p.func is FakeQuantize and qconfig.weight.p.func is FakeQuantize
+    return qconfig
+
+
+def _by_hand(model, qconfig):
+    """Each Linear / Conv2d -> Sequential(torch.ao.nn.qat module, qconfig.activation())."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, child in list(model.named_children()):
+            qat_cls = {torch.nn.Linear: nnqat.Linear, torch.nn.Conv2d: nnqat.Conv2d}.get(type(child))
+            if qat_cls is None:
+                continue
+            child.qconfig = qconfig
+            qat = qat_cls.from_float(child)
+            if qconfig.weight.p.func is TorchLearnable:  # torch needs the channel count
+                qat.weight_fake_quant = qconfig.weight(channel_len=qat.weight.shape[0])
+            setattr(model, name, torch.nn.Sequential(qat, qconfig.activation()))
+    return model
+
+
+def _train(model, shape, steps=4, lr=0.05):
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(7)
+    outs, grads = [], []
+    for _ in range(steps):
+        x = torch.randn(shape, generator=gen).requires_grad_()
+        y = model(x)
+        opt.zero_grad()
+        (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+        opt.step()
+        outs.append(y.detach())
+        grads.append(x.grad)
+    return outs, grads
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_default_config_equals_torch_ao_x86_qat(name):
+    make, shape = MODELS[name]
+    ours = rqt.prepare_qat(make())
+    theirs = _by_hand(make(), _x86_qconfig())
+    for (a, ga), (b, gb) in zip(zip(*_train(ours, shape)), zip(*_train(theirs, shape)), strict=True):
+        assert_same_bits(a, b)
+        assert_same_bits(ga, gb)
+    ours_params = [p for n, p in ours.named_parameters()]
+    theirs_params = [p for n, p in theirs.named_parameters()]
+    for a, b in zip(ours_params, theirs_params, strict=True):
+        assert_same_bits(a.detach(), b.detach())
+
+
+def test_lsq_config_forward_and_x_gradient_equal_torch_learnable():
+    """LSQ under torch.learnable: outputs and input gradients bitwise on the first step
+    (the qparam gradients are summed in float64 by the core, in float32 by torch)."""
+    make, shape = MODELS["cnn"]
+    ours = rqt.prepare_qat(make(), rqt.QATConfig.lsq(lsq_convention="torch.learnable",
+                                                     use_grad_scaling=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qconfig = QConfig(
+            activation=TorchLearnable.with_args(observer=MovingAverageMinMaxObserver,
+                                                quant_min=0, quant_max=255,
+                                                use_grad_scaling=True),
+            weight=TorchLearnable.with_args(observer=MovingAveragePerChannelMinMaxObserver,
+                                            quant_min=-128, quant_max=127, dtype=torch.qint8,
+                                            qscheme=torch.per_channel_symmetric, ch_axis=0,
+                                            use_grad_scaling=True))
+    theirs = _by_hand(make(), qconfig)
+    (a,), (ga,) = _train(ours, shape, steps=1, lr=0.0)
+    (b,), (gb,) = _train(theirs, shape, steps=1, lr=0.0)
+    assert_same_bits(a, b)
+    assert_same_bits(ga, gb)
+
+
+@pytest.mark.parametrize("config", [
+    rqt.QATConfig.affine(bits=4, convention="exact"),
+    rqt.QATConfig.lsq(bits=4),
+    rqt.QATConfig.pact(bits=4),
+    rqt.QATConfig.apot(bits=4, k=2),
+], ids=["affine-exact", "lsq", "pact", "apot"])
+def test_every_method_trains_and_converts(config):
+    make, shape = MODELS["cnn"]
+    model = rqt.prepare_qat(make(), config)
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert {"QuantConv2d", "QuantLinear"} <= kinds and "Conv2d" not in kinds
+    _train(model, shape, steps=2)
+    x = torch.randn(shape)
+    model.eval()
+    converted = rqt.convert(copy.deepcopy(model))
+    assert not any(isinstance(m, (rqt.nn.QuantLinear, rqt.nn.QuantConv2d))
+                   for m in converted.modules())
+    with torch.no_grad():
+        y = converted(x)
+    assert y.shape == model(x).shape and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_convert_equals_torch_ao_reference_modules(name):
+    """convert() of the default config: reference modules with the weight's qparams,
+    bit-equal to torch.ao's reference modules built from the same fake quants."""
+    make, shape = MODELS[name]
+    model = rqt.prepare_qat(make())
+    _train(model, shape, steps=2)
+    qat_layers = [m for m in model.modules() if isinstance(m, (rqt.nn.QuantLinear,
+                                                                rqt.nn.QuantConv2d))]
+    converted = rqt.convert(model)
+    refs = [m for m in converted.modules() if type(m).__module__ == "refquant_torch.nn.reference"]
+    assert len(refs) == len(qat_layers)
+    from torch.ao.nn.quantized import reference as R
+    from torch.ao.quantization.utils import get_qparam_dict
+    for qat, ref in zip(qat_layers, refs, strict=True):
+        torch_ref = getattr(R, type(ref).__name__).from_float(ref, get_qparam_dict(qat.weight_quant))
+        assert_same_bits(ref.get_weight(), torch_ref.get_weight())
+
+
+def test_filter_fn_and_model_that_is_a_layer():
+    model = rqt.prepare_qat(_mlp(), filter_fn=lambda m, name: name != "2")
+    assert [type(m).__name__ for m in model] == ["QuantLinear", "ReLU", "Linear"]
+    assert type(rqt.prepare_qat(torch.nn.Linear(2, 2))).__name__ == "QuantLinear"
+    with pytest.raises(TypeError, match="config"):
+        rqt.prepare_qat(_mlp(), {"weight": None})
+
+
+def test_prepared_model_compiles_and_shares_parameters():
+    torch._dynamo.reset()
+    make, shape = MODELS["cnn"]
+    float_model = make()
+    params = list(float_model.parameters())
+    model = rqt.prepare_qat(float_model)
+    assert all(any(p is q for q in model.parameters()) for p in params)
+    x = torch.randn(shape)
+    eager = copy.deepcopy(model)
+    eager(x), model(x)  # per-channel observers size their buffers on the first batch
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    assert_same_bits(compiled(x * 2), eager(x * 2))
