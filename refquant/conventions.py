@@ -21,7 +21,10 @@ zero_point
     ``"after_round"`` ``rne(t) + z``; ``"before_round"`` ``rne(t + z)``; ``"none"`` ``rne(t)`` with
     ``z`` required to be 0 (the ``-0.0`` of ``rne(-0.3)`` then survives into fake_quantize).
 fma
-    with ``before_round`` and ``reciprocal``: ``rne(fma(x, inv, z))`` with one rounding.
+    with ``before_round`` and ``reciprocal``: ``rne(fma(x, inv, z))`` with one rounding. Rows whose
+    backend fuses on some CPUs only (torch's AVX2/AVX512 kernels, FBGEMM's 8-bit quantize) are
+    written with ``fma=True``, the variant those CPUs run; :func:`detect` measures the installed
+    backend's.
 zero_point_add
     for ``after_round``: ``"integer"`` (exact) or ``"compute"`` (a float add in the compute dtype).
 clamp
@@ -53,6 +56,10 @@ variants
     ``((condition, overrides), ...)``: knob changes that apply per-channel (``per_channel``), with a
     float-dtype zero point (``float_zero_point``) or with a range wider than 8 bits (``wide``).
 
+The rows never depend on the machine that imports them. A Convention's fields are plain values
+(strings, bools, a float, tuples), so ``Convention(**{f.name: getattr(c, f.name) for f in
+dataclasses.fields(c)})`` rebuilds ``c`` (lists from JSON are turned back into tuples).
+
 >>> import refquant as rq
 >>> rq.conventions.get("torch.fake_quantize").reciprocal
 'float32'
@@ -64,23 +71,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
-from ._platform import cpu_has_fma, torch_kernels_use_fma
-from .rounding import ROUNDING_MODES
+from . import _codes
 
-__all__ = ["Convention", "TABLE", "register", "names", "get"]
+__all__ = ["Convention", "TABLE", "register", "names", "get", "detect"]
 
-_CHOICES = {
-    "quotient": ("exact", "divide", "reciprocal"),
-    "reciprocal": ("float32", "float64", "scale_dtype"),
-    "compute": ("exact", "float32", "float64", "input64", "promote"),
-    "zero_point": ("after_round", "before_round", "none"),
-    "zero_point_add": ("integer", "compute"),
-    "rounding": ROUNDING_MODES,
-    "clamp": ("float", "cast_first", "cast_last"),
-    "nan": ("error", "qmin", "qmax", "zero", "cast"),
-    "fake_nan": ("propagate", "code"),
-    "dequant": ("exact", "float32", "float64", "mixed", "promote", "divide"),
-}
+_CHOICES = {knob: _codes.names(enum) for knob, enum in _codes.KNOBS.items()}
 _CONDITIONS = ("per_channel", "float_zero_point", "wide")
 ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -118,14 +113,21 @@ class Convention:
     float_zero_point: bool = False
     input_dtypes: tuple[str, ...] = ALL_DTYPES
     variants: tuple = field(default=(), repr=False, hash=False)
-    _resolved: dict = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self):
-        object.__setattr__(self, "_resolved", {})
+        object.__setattr__(self, "_resolved", {})  # resolve()'s memo, not a field
         for knob, allowed in _CHOICES.items():
             value = getattr(self, knob)
             if value not in allowed:
                 raise ValueError(f"{knob} must be one of {allowed}; got {value!r}")
+        for knob in ("fma", "zero_point_in_range", "float_zero_point"):
+            if not isinstance(getattr(self, knob), bool):
+                raise TypeError(f"{knob} must be True or False; got {getattr(self, knob)!r}")
+        if isinstance(self.tiny_amax, bool) or not isinstance(self.tiny_amax, (int, float)):
+            raise TypeError(f"tiny_amax must be a float; got {self.tiny_amax!r}")
+        object.__setattr__(self, "tiny_amax", float(self.tiny_amax))
+        object.__setattr__(self, "input_dtypes", tuple(self.input_dtypes))
+        object.__setattr__(self, "variants", tuple((dict(c), dict(o)) for c, o in self.variants))
         for dt in self.input_dtypes:
             if dt not in ALL_DTYPES:
                 raise ValueError(f"input_dtypes entries must be in {ALL_DTYPES}; got {dt!r}")
@@ -157,9 +159,6 @@ class Convention:
         return resolved
 
 
-_TORCH_FMA = torch_kernels_use_fma()
-_FBGEMM_FMA = cpu_has_fma()
-
 TABLE = (
     Convention(
         name="exact",
@@ -174,14 +173,14 @@ TABLE = (
         formula="inv = 1.0f / f32(s); q = clamp(f32(z) + rne(x * inv), qmin, qmax) with x * inv in "
         "float32 (float64 for float64 x); fake = f32((q - z) * f32(s)); NaN -> qmin, +inf -> qmax. "
         "Per-channel: cast to int64 before the clamp (NaN, +-inf, |q| >= 2**63 -> qmin), output "
-        "(q - z) * s in float64. Float zero point (per-channel): q = rne(fma(x, inv, z)) on "
-        "AVX2/AVX512 kernels",
+        "(q - z) * s in float64. Float zero point (per-channel): q = rne(fma(x, inv, z)) (torch's "
+        "AVX2/AVX512 kernels; fma=False: rne(f32(x * inv) + z), its DEFAULT kernels)",
         backend="torch 2.13 CPU fake_quantize_per_tensor_affine, fake_quantize_per_channel_affine",
         evidence="tests/cross/test_affine_torch.py",
         quotient="reciprocal",
         reciprocal="float32",
         compute="input64",
-        fma=_TORCH_FMA,
+        fma=True,
         zero_point_add="compute",
         nan="qmin",
         fake_nan="code",
@@ -196,8 +195,9 @@ TABLE = (
     ),
     Convention(
         name="torch.quantize",
-        formula="inv = 1.0f / f32(s); 8-bit per-tensor: q = rne(fma(x, inv, f32(z))) (FBGEMM AVX2, "
-        "z before rounding, one rounding; NaN -> qmax); wider or per-channel: "
+        formula="inv = 1.0f / f32(s); 8-bit per-tensor: q = rne(fma(x, inv, f32(z))) (FBGEMM on a CPU "
+        "with AVX2 and FMA; fma=False: rne(f32(f32(x * inv) + f32(z))); z before rounding; "
+        "NaN -> qmax); wider or per-channel: "
         "q = rne(f32(f32(x * inv) + f32(z))) (NaN -> qmin wide, 0 for 8-bit per-channel); "
         "dequantize per-tensor f32(f32(s) * f32(q - z)), per-channel (q - z) * s in float64",
         backend="torch 2.13 x86 (FBGEMM) quantize_per_tensor / quantize_per_channel / dequantize",
@@ -206,7 +206,7 @@ TABLE = (
         reciprocal="float32",
         compute="float32",
         zero_point="before_round",
-        fma=_FBGEMM_FMA,
+        fma=True,
         nan="qmax",
         fake_nan="code",
         dequant="float32",
@@ -321,6 +321,50 @@ def get(name) -> Convention:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         raise ValueError(f"convention must be one of {', '.join(_REGISTRY)}; got {name!r}") from None
+
+
+def _torch_fake_quantize_knobs():
+    from ._platform import torch_kernels_use_fma
+
+    return {"fma": torch_kernels_use_fma()}
+
+
+def _torch_quantize_knobs():
+    from ._platform import fbgemm_quantize_uses_fma
+
+    return {"fma": fbgemm_quantize_uses_fma()}
+
+
+# row name -> a probe of the installed backend returning the machine-dependent knobs it runs with
+_PROBES = {
+    "torch.fake_quantize": _torch_fake_quantize_knobs,
+    "torch.quantize": _torch_quantize_knobs,
+}
+
+
+def detect(name) -> Convention:
+    """The variant of a convention that the installed backend runs on this machine.
+
+    The backend is run on inputs whose results differ between the variants (computed by
+    refquant) and the variant that reproduces them is returned, e.g. ``torch.fake_quantize`` with
+    ``fma=False`` under ``ATEN_CPU_CAPABILITY=default``. Rows without a machine-dependent knob
+    (``exact``, ``onnx``, ...) come back unchanged. The result is usable wherever a name is.
+    An ImportError when the backend is not installed; a RuntimeError when it matches no variant.
+
+    >>> import refquant as rq
+    >>> rq.conventions.detect("exact") is rq.conventions.get("exact")
+    True
+    >>> rq.conventions.detect("torch.fake_quantize").fma in (True, False)   # measured on torch
+    True
+    """
+    conv = get(name)
+    probe = _PROBES.get(conv.name)
+    if probe is None:
+        return conv
+    knobs = probe()
+    if all(getattr(conv, knob) == value for knob, value in knobs.items()):
+        return conv
+    return conv.replace(**knobs)
 
 
 for _row in TABLE:
