@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import affine as _affine
 from .. import conventions as _conventions
 from .._validation import positive_finite, resolve_range
 
@@ -40,28 +41,40 @@ def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return eq | both_nan
 
 
-def _run(x, scale, zero_point, qmin, qmax, op, axis, convention, rounding):
-    import refquant as rq
+@dataclass(frozen=True)
+class _Case:
+    """The inputs, the kernel's outputs and the static arguments that :func:`identify` explains."""
 
-    fn = rq.quantize if op == "quantize" else rq.fake_quantize
-    return fn(x, scale, zero_point, qmin=qmin, qmax=qmax, axis=axis, convention=convention,
-              rounding=rounding)
+    x: np.ndarray
+    y: np.ndarray
+    scale: object
+    zero_point: object
+    qmin: int
+    qmax: int
+    op: str
+    axis: int | None
 
+    def run(self, convention, rounding=None, *, x=None, qmin=None, qmax=None, op=None):
+        """The op (or ``op``) under ``convention`` on ``x`` (default: the case's inputs)."""
+        lo, hi = (self.qmin, self.qmax) if qmin is None else (qmin, qmax)
+        spec = _affine.Spec.of(qmin=lo, qmax=hi, axis=self.axis, rounding=rounding,
+                               convention=convention)
+        return _affine.apply(spec, self.x if x is None else x, self.scale, self.zero_point,
+                             fake=(op or self.op) == "fake_quantize")
 
-def _no_code(x, op, convention) -> np.ndarray:
-    """Where ``convention`` has no output for ``x``: NaN under ``quantize`` when its NaN is an
-    error (such elements can never match, and are run as 0 so that the rest can be compared)."""
-    if op == "quantize" and _conventions.get(convention).nan == "error":
-        return np.isnan(x.astype(np.float64))
-    return np.zeros(x.shape, bool)
+    def no_code(self, convention) -> np.ndarray:
+        """Where ``convention`` has no output: NaN under ``quantize`` when its NaN is an error
+        (such elements can never match, and are run as 0 so that the rest can be compared)."""
+        if self.op == "quantize" and _conventions.get(convention).nan == "error":
+            return np.isnan(self.x.astype(np.float64))
+        return np.zeros(self.x.shape, bool)
 
-
-def _count(x, y, scale, zero_point, qmin, qmax, op, axis, convention, rounding) -> int:
-    """Elements of ``y`` that ``convention`` under ``rounding`` does not reproduce."""
-    missing = _no_code(x, op, convention)
-    xr = np.where(missing, np.zeros((), x.dtype), x) if missing.any() else x
-    out = _run(xr, scale, zero_point, qmin, qmax, op, axis, convention, rounding)
-    return int((~_same(out, y) | missing).sum())
+    def count(self, convention, rounding) -> int:
+        """Elements of ``y`` that ``convention`` under ``rounding`` does not reproduce."""
+        missing = self.no_code(convention)
+        xr = np.where(missing, np.zeros((), self.x.dtype), self.x) if missing.any() else None
+        out = self.run(convention, rounding, x=xr)
+        return int((~_same(out, self.y) | missing).sum())
 
 
 @dataclass
@@ -158,10 +171,11 @@ def identify(x, y, scale, zero_point=0, *, qmin, qmax, op="fake_quantize", axis=
         _conventions.get(name)  # an unknown name is a ValueError here, not a silent skip
     ref_name = None if reference is None else _conventions.get(reference).name
     result = Identification(op=op, size=int(x.size), reference=ref_name)
+    case = _Case(x, y, scale, zero_point, qmin, qmax, op, axis)
     for name in names:
         for rounding in ROUNDINGS:
             try:
-                n = _count(x, y, scale, zero_point, qmin, qmax, op, axis, name, rounding)
+                n = case.count(name, rounding)
             except (ValueError, TypeError, NotImplementedError) as exc:
                 result.skipped[_conventions.get(name).name] = str(exc)
                 break  # this convention cannot run these inputs (dtype, zero point, ...)
@@ -169,7 +183,7 @@ def identify(x, y, scale, zero_point=0, *, qmin, qmax, op="fake_quantize", axis=
             if n == 0:
                 result.matches.append((_conventions.get(name).name, rounding))
     if reference is not None:
-        _explain(result, x, y, scale, zero_point, qmin, qmax, op, axis, reference, n_examples)
+        _explain(result, case, reference, n_examples)
     return result
 
 
@@ -191,14 +205,14 @@ def _fault_models(ref):
     return models
 
 
-def _explain(result, x, y, scale, zero_point, qmin, qmax, op, axis, reference, n_examples):
+def _explain(result, case, reference, n_examples):
     ref = _conventions.get(reference)
-    unanswerable = np.zeros(x.shape, bool)
-    if op == "quantize" and ref.nan == "error":
-        unanswerable = np.isnan(x.astype(np.float64))  # the reference has no code for NaN
+    x, y, qmin, qmax = case.x, case.y, case.qmin, case.qmax
+    unanswerable = case.no_code(ref)  # the reference has no code for NaN
+    if unanswerable.any():
         x = np.where(unanswerable, np.zeros((), x.dtype), x)
     try:
-        expected = _run(x, scale, zero_point, qmin, qmax, op, axis, ref, None)
+        expected = case.run(ref, x=x)
     except (ValueError, TypeError) as exc:
         result.causes = {f"reference {ref.name!r} cannot run: {exc}": int(x.size)}
         return
@@ -209,15 +223,15 @@ def _explain(result, x, y, scale, zero_point, qmin, qmax, op, axis, reference, n
     with np.errstate(invalid="ignore"):
         xf = x.astype(np.float64)
     labels[differ & ~np.isfinite(xf)] = "nan/inf handling"
-    code = _codes(y, scale, zero_point, op, axis, x.shape)
+    code = _codes(case)
     outside = (code < qmin - 0.5) | (code > qmax + 0.5)
-    outside |= _saturated(x, scale, zero_point, qmin, qmax, axis, ref)
+    outside |= _saturated(case, x, ref)
     labels[differ & (labels == "") & outside] = "clamp/saturation"
     pending = differ & (labels == "")
     explained = []
     for cause, conv in _fault_models(ref):
         try:
-            alt = _run(x, scale, zero_point, qmin, qmax, op, axis, conv, None)
+            alt = case.run(conv, x=x)
         except (ValueError, TypeError, NotImplementedError):
             continue
         explained.append((cause, pending & _same(alt, y)))
@@ -236,7 +250,7 @@ def _explain(result, x, y, scale, zero_point, qmin, qmax, op, axis, reference, n
     result.examples = [(int(i), xs[i].item(), es[i].item(), ys[i].item(), flat[i]) for i in idx]
 
 
-def _saturated(x, scale, zero_point, qmin, qmax, axis, ref) -> np.ndarray:
+def _saturated(case, x, ref) -> np.ndarray:
     """Finite inputs whose reference code before the clamp, ``round(x / s) + z`` under ``ref``'s
     arithmetic, lies outside [qmin, qmax]: a difference there is a clamp/saturation fault (a
     kernel that wraps around, saturates to another range, or does not saturate)."""
@@ -244,21 +258,22 @@ def _saturated(x, scale, zero_point, qmin, qmax, axis, ref) -> np.ndarray:
     xr = np.where(finite, x, np.zeros((), x.dtype))
     wide = 2**62
     try:
-        q = _run(xr, scale, zero_point, -wide, wide, "quantize", axis, ref, None)
+        q = case.run(ref, x=xr, qmin=-wide, qmax=wide, op="quantize")
     except (ValueError, TypeError, NotImplementedError):
         return np.zeros(x.shape, bool)
-    return finite & ((q < qmin) | (q > qmax))
+    return finite & ((q < case.qmin) | (q > case.qmax))
 
 
-def _codes(y, scale, zero_point, op, axis, shape):
+def _codes(case):
     """The (real) code each element of ``y`` stands for: y itself for quantize, y / s + z else."""
-    yf = y.astype(np.float64)
-    if op == "quantize":
+    yf = case.y.astype(np.float64)
+    if case.op == "quantize":
         return yf
-    s = np.asarray(scale, np.float64)
-    z = np.asarray(zero_point, np.float64)
+    s = np.asarray(case.scale, np.float64)
+    z = np.asarray(case.zero_point, np.float64)
+    axis = case.axis
     if axis is not None and s.ndim == 1:
-        view = [1] * len(shape)
+        view = [1] * case.x.ndim
         view[axis] = -1
         s = s.reshape(view)
         z = z.reshape(view) if z.ndim == 1 else z
