@@ -173,8 +173,9 @@ TABLE = (
         formula="inv = 1.0f / f32(s); q = clamp(f32(z) + rne(x * inv), qmin, qmax) with x * inv in "
         "float32 (float64 for float64 x); fake = f32((q - z) * f32(s)); NaN -> qmin, +inf -> qmax. "
         "Per-channel: cast to int64 before the clamp (NaN, +-inf, |q| >= 2**63 -> qmin), output "
-        "(q - z) * s in float64. Float zero point (per-channel): q = rne(fma(x, inv, z)) (torch's "
-        "AVX2/AVX512 kernels; fma=False: rne(f32(x * inv) + z), its DEFAULT kernels)",
+        "(q - z) * s in float64 (float64 x: x * inv in float64 too). Float zero point "
+        "(per-channel): q = rne(fma(x, inv, z)) in float32 (torch's AVX2/AVX512 kernels; fma=False: "
+        "rne(f32(x * inv) + z), its DEFAULT kernels), an integer code (+0.0, never -0.0)",
         backend="torch 2.13 CPU fake_quantize_per_tensor_affine, fake_quantize_per_channel_affine",
         evidence="tests/cross/test_affine_torch.py",
         quotient="reciprocal",
@@ -186,10 +187,11 @@ TABLE = (
         fake_nan="code",
         dequant="float32",
         variants=(
-            ({"per_channel": True}, {"clamp": "cast_first", "dequant": "float64", "compute": "float32"}),
+            ({"per_channel": True}, {"clamp": "cast_first", "dequant": "float64", "compute": "input64"}),
             (
                 {"per_channel": True, "float_zero_point": True},
-                {"zero_point": "before_round", "float_zero_point": True, "zero_point_in_range": False},
+                {"zero_point": "before_round", "float_zero_point": True, "zero_point_in_range": False,
+                 "compute": "float32"},
             ),
         ),
     ),

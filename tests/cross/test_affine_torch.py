@@ -90,6 +90,25 @@ def test_fake_quantize_per_channel(lo, hi, dtype, float_zp):
     assert_bitwise_equal(actual, to_numpy(expected), f"{dtype} float_zp={float_zp}")
 
 
+@pytest.mark.parametrize("float_zp", [False, True])
+def test_fake_quantize_per_channel_float64_input(float_zp):
+    """torch multiplies float64 x by the float32 reciprocal in float64 per channel with integer
+    zero points (float zero points: in float32), and returns (q - z) * s in float64."""
+    x = np.array([[0.45000000000000007]])
+    s, z = np.float32([0.1]), np.int32([0])
+    y = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), torch.from_numpy(s),
+                                               torch.from_numpy(z), 1, 0, 255).numpy()
+    assert_bitwise_equal(rq.fake_quantize(x, s, z, qmin=0, qmax=255, axis=1, convention=FQ), y,
+                         "reproduction")
+    scales, zps = per_channel_params(8, 0, 255, seed=77, float_zp=float_zp)
+    x = per_channel_inputs(scales, zps, 0, 255, N // 16, np.float32, seed=9).astype(np.float64)
+    x += np.random.default_rng(3).integers(-3, 4, x.shape) * np.spacing(x)  # float64 ulps off ties
+    y = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), torch.from_numpy(scales),
+                                               torch.from_numpy(zps), 1, 0, 255).numpy()
+    ours = rq.fake_quantize(x, scales, zps, qmin=0, qmax=255, axis=1, convention=FQ)
+    assert_bitwise_equal(ours, y, f"float64 float_zp={float_zp}")
+
+
 QDTYPES = {"quint8": (torch.quint8, 0, 255), "qint8": (torch.qint8, -128, 127),
            "qint32": (torch.qint32, -(2**31), 2**31 - 1)}
 
