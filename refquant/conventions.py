@@ -29,7 +29,8 @@ zero_point_add
     for ``after_round``: ``"integer"`` (exact) or ``"compute"`` (a float add in the compute dtype).
 clamp
     ``"float"`` clamp the float value, then convert; ``"cast_first"`` convert to int64 first (x86:
-    NaN, +-inf and ``|q| >= 2**63`` become INT64_MIN, hence qmin), then clamp; ``"cast_last"``
+    NaN, +-inf and ``|q| >= 2**63`` become INT64_MIN, hence qmin; ``-0.0`` becomes ``+0``), then
+    clamp; ``"cast_last"``
     ``clamp(v, qmin, qmax)`` with the bounds rounded to the compute dtype (torch.clamp with integer
     bounds: bfloat16 makes 32767 into 32768), then x86's float-to-int32 conversion (NaN and
     ``|v| >= 2**31`` give INT32_MIN) truncated to the code dtype's width (32768 wraps to -32768 in

@@ -115,7 +115,8 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_mode, fma, zp_
     or not at all (``ZP_NONE``: ``q = round(t)``, whose ``-0.0`` survives into fake_quantize).
 
     ``clamp_mode``: clamp the float to ``[lo, hi]`` (``CLAMP_FLOAT``); convert to int64 first, so
-    that ``|q| >= 2**63`` gives ``lo`` (``CLAMP_CAST_FIRST``); or clamp, then convert with
+    that ``|q| >= 2**63`` gives ``lo`` and a code of ``-0.0`` becomes ``+0`` (``CLAMP_CAST_FIRST``);
+    or clamp, then convert with
     :func:`convert_to_int` (``CLAMP_CAST_LAST``).
     """
     zp_before = zp_mode == ZP_BEFORE
@@ -143,8 +144,8 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_mode, fma, zp_
         else:
             q = rnd(r + z_c, cfmt)
     c = min(max(q, lo), hi)
-    if clamp_mode == CLAMP_CAST_FIRST:
-        c = c if abs(q) < _INT64_LIMIT else lo
+    if clamp_mode == CLAMP_CAST_FIRST:  # an int64 has no -0: -0.0 + 0.0 is +0.0
+        c = c + 0.0 if abs(q) < _INT64_LIMIT else lo
     elif clamp_mode == CLAMP_CAST_LAST:
         c = convert_to_int(c, cast)
     return nan_q if q != q else c

@@ -109,6 +109,18 @@ def test_fake_quantize_per_channel_float64_input(float_zp):
     assert_bitwise_equal(ours, y, f"float64 float_zp={float_zp}")
 
 
+def test_fake_quantize_per_channel_float_zero_point_gives_positive_zero():
+    """torch's lrintf makes an integer code, so a code that rounds to -0.0 dequantizes to +0.0."""
+    x = np.float32([[-0.1], [-0.4], [0.1]])
+    for s, z, lo, hi in ((1.0, 0.0, -8, 7), (0.5, 0.0, 0, 255), (1.0, -0.0, -8, 7)):
+        s32, z32 = np.float32([s]), np.float32([z])
+        y = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), torch.from_numpy(s32),
+                                                   torch.from_numpy(z32), 1, lo, hi).numpy()
+        ours = rq.fake_quantize(x, s32, z32, qmin=lo, qmax=hi, axis=1, convention=FQ)
+        assert_bitwise_equal(ours, y, f"s={s} z={z} [{lo}, {hi}]")
+        assert not np.signbit(ours).any()
+
+
 QDTYPES = {"quint8": (torch.quint8, 0, 255), "qint8": (torch.qint8, -128, 127),
            "qint32": (torch.qint32, -(2**31), 2**31 - 1)}
 
