@@ -66,11 +66,13 @@ class Rounding(IntEnum):
 
 
 class Clamp(IntEnum):
-    """Clamp the float; convert to int64 first; clamp with rounded bounds, then convert."""
+    """Clamp the float; convert to int64 first; clamp with rounded bounds, then convert; convert
+    to int64 and wrap to int32 first."""
 
     FLOAT = 0
     CAST_FIRST = 1
     CAST_LAST = 2
+    WRAP32_FIRST = 3
 
 
 class Nan(IntEnum):

@@ -35,6 +35,9 @@ clamp
     bounds: bfloat16 makes 32767 into 32768), then x86's float-to-int32 conversion (NaN and
     ``|v| >= 2**31`` give INT32_MIN) truncated to the code dtype's width (32768 wraps to -32768 in
     int16; INT32_MIN becomes 0 in 8- and 16-bit codes). ``fake_quantize`` keeps the clamped float.
+    ``"wrap32_first"`` convert to int64 (NaN, +-inf and ``|q| >= 2**63`` give INT64_MIN), keep the
+    low 32 bits as a signed int32 (C's ``int q = lrintf(v)``: 3e9 becomes -1294967296), then
+    clamp.
 nan
     the code of NaN in ``quantize``: ``"error"``, ``"qmin"``, ``"qmax"``, ``"zero"``, ``"cast"``
     (what the ``cast_last`` conversion makes of NaN: 0 for 8- and 16-bit codes, INT32_MIN for
@@ -202,6 +205,7 @@ TABLE = (
         "with AVX2 and FMA; fma=False: rne(f32(f32(x * inv) + f32(z))); z before rounding; "
         "NaN -> qmax); wider or per-channel: "
         "q = rne(f32(f32(x * inv) + f32(z))) (NaN -> qmin wide, 0 for 8-bit per-channel); "
+        "per-channel float zero points: the int64 code wraps to int32 before the clamp; "
         "dequantize per-tensor f32(f32(s) * f32(q - z)), per-channel (q - z) * s in float64",
         backend="torch 2.13 x86 (FBGEMM) quantize_per_tensor / quantize_per_channel / dequantize",
         evidence="tests/cross/test_affine_torch.py",
@@ -220,7 +224,8 @@ TABLE = (
             ({"per_channel": True, "wide": True}, {"nan": "qmin"}),
             (
                 {"per_channel": True, "float_zero_point": True},
-                {"float_zero_point": True, "zero_point_in_range": False, "dequant": "float32"},
+                {"float_zero_point": True, "zero_point_in_range": False, "dequant": "float32",
+                 "clamp": "wrap32_first"},
             ),
         ),
     ),

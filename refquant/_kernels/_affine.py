@@ -36,12 +36,14 @@ from ._jit import (
 from ._round import HALF_EVEN, round_quotient, round_value, two_prod
 
 QUOTIENT_EXACT, QUOTIENT_DIVIDE, QUOTIENT_RECIPROCAL = map(int, Quotient)
-CLAMP_FLOAT, CLAMP_CAST_FIRST, CLAMP_CAST_LAST = map(int, Clamp)
+CLAMP_FLOAT, CLAMP_CAST_FIRST, CLAMP_CAST_LAST, CLAMP_WRAP32_FIRST = map(int, Clamp)
 ZP_AFTER, ZP_BEFORE, ZP_NONE = map(int, ZeroPoint)
 DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_MIXED, DEQUANT_PROMOTE, DEQUANT_DIVIDE = map(
     int, Dequant)
 _INT64_LIMIT = 9.223372036854775808e18  # 2**63
 NO_CAST = (_INT64_LIMIT, 0.0, 0.0, 0.0)  # convert_to_int arguments that never apply
+# lrintf's int64 (INT64_MIN for NaN, +-inf, |v| >= 2**63) assigned to a C int: its low 32 bits
+WRAP32 = (_INT64_LIMIT, 0.0, 4294967296.0, 2147483648.0)
 
 
 @kernel
@@ -117,7 +119,8 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_mode, fma, zp_
     ``clamp_mode``: clamp the float to ``[lo, hi]`` (``CLAMP_FLOAT``); convert to int64 first, so
     that ``|q| >= 2**63`` gives ``lo`` and a code of ``-0.0`` becomes ``+0`` (``CLAMP_CAST_FIRST``);
     or clamp, then convert with
-    :func:`convert_to_int` (``CLAMP_CAST_LAST``).
+    :func:`convert_to_int` (``CLAMP_CAST_LAST``); or convert to int64 and keep its low 32 bits as
+    a signed int32, then clamp (``CLAMP_WRAP32_FIRST``).
     """
     zp_before = zp_mode == ZP_BEFORE
     if qmode == QUOTIENT_EXACT:
@@ -148,6 +151,8 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_mode, fma, zp_
         c = c + 0.0 if abs(q) < _INT64_LIMIT else lo
     elif clamp_mode == CLAMP_CAST_LAST:
         c = convert_to_int(c, cast)
+    elif clamp_mode == CLAMP_WRAP32_FIRST:
+        c = min(max(convert_to_int(q, WRAP32), lo), hi)
     return nan_q if q != q else c
 
 

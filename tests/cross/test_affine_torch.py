@@ -298,3 +298,18 @@ def test_decomposed_wide_codes_convert_as_x86_does(qdtype, scale_dtype):
                                   1, lo, hi, tdt)
     q = rq.quantize(x2, scales, zps, qmin=lo, qmax=hi, axis=1, convention="torch.decomposed")
     assert_bitwise_equal(q.astype(np.int64), tq.numpy().astype(np.int64), "per-channel")
+
+
+def test_quantize_per_channel_float_zero_point_wraps_to_int32():
+    """torch assigns lrintf's int64 to a C int before the clamp: 3e9 wraps negative (code 0)."""
+    x = np.float32([[3e9], [-3e9], [5e9], [2.2e9], [-2.2e9], [4.2e9], [1e19], [np.inf], [np.nan],
+                    [7.3], [-1e30]])
+    for s, z in ((1.0, 0.5), (0.37, 3.25), (1e-3, 100.0)):
+        ref = torch.quantize_per_channel(torch.from_numpy(x), torch.tensor([s], dtype=torch.float64),
+                                         torch.tensor([z]), 1, torch.quint8)
+        ours = rq.quantize(x, np.float64([s]), np.float32([z]), qmin=0, qmax=255, axis=1,
+                           convention=Q)
+        assert ours.ravel().tolist() == ref.int_repr().numpy().ravel().tolist(), (s, z)
+        fake = rq.fake_quantize(x, np.float64([s]), np.float32([z]), qmin=0, qmax=255, axis=1,
+                                convention=Q)
+        assert_bitwise_equal(fake, ref.dequantize().numpy(), f"fake s={s} z={z}")
