@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 import refquant as rq
+from refquant._dtypes import bfloat16
 
 N = 2**24
 
@@ -63,7 +64,7 @@ def main(quick=False):
     scales = np.full(4096, 0.02)
     zps = np.zeros(4096, np.int64)
     x16 = x.astype(np.float16)
-    bf = rq._dtypes.bfloat16()
+    bf = bfloat16()
     xbf = x.astype(bf) if bf is not None else None
     for name in rq.conventions.names():
         conv = rq.conventions.get(name)

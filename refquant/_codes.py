@@ -101,6 +101,7 @@ class Dequant(IntEnum):
     MIXED = 3
     PROMOTE = 4
     DIVIDE = 5
+    INT32_FLOAT32 = 6
 
 
 class Format(IntEnum):

@@ -296,7 +296,7 @@ class _Plan:
     def dequant_params(self, out_fmt):
         """(mode, s_d, promote format) for the dequantization into ``out_fmt``."""
         conv = self.conv
-        if conv.dequant == "float32":
+        if conv.dequant in ("float32", "int32_float32"):
             s_d = self.s64.astype(np.float32).astype(np.float64)
         elif conv.dequant == "promote":
             s_d = _round_to(self.s64, self.s_fmt)

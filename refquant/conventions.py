@@ -47,10 +47,12 @@ fake_nan
 dequant
     ``"exact"`` ``(q - z) * s`` rounded once to the output dtype; ``"float32"``
     ``f32(f32(q - z) * f32(s))``; ``"float64"`` ``(q - z) * s`` in float64 with the float64 scale,
-    then float32; ``"mixed"`` ``f32(f32(q) - z)`` times the float64 scale in float64, then float32
-    (torch's per-channel dequantize); ``"promote"`` ``(q.to(out) - z.to(out)) * s`` in
-    ``promote(out, scale)``, each op rounded; ``"divide"`` ``f32(f32(q - z) / inv)``, a division by
-    the reciprocal the quotient multiplied with (ModelOpt).
+    then float32; ``"mixed"`` ``f32(f32(q) - f32(z))`` times the float64 scale in float64, then
+    float32 (torch's per-channel dequantize); ``"int32_float32"`` ``f32(f32(q - z) * f32(s))`` with
+    ``q - z`` in int32 arithmetic, wrapping (torch's per-tensor dequantize of qint32);
+    ``"promote"`` ``(q.to(out) - z.to(out)) * s`` in ``promote(out, scale)``, each op rounded;
+    ``"divide"`` ``f32(f32(q - z) / inv)``, a division by the reciprocal the quotient multiplied
+    with (ModelOpt).
 tiny_amax
     amax-based rows: where ``amax = s * qmax <= tiny_amax`` the multiplier is 0
     (codes ``rne(x * 0)``) and the ``divide`` divisor 1 (ModelOpt zeroes such tensors: 2**-24).
@@ -206,7 +208,8 @@ TABLE = (
         "NaN -> qmax); wider or per-channel: "
         "q = rne(f32(f32(x * inv) + f32(z))) (NaN -> qmin wide, 0 for 8-bit per-channel); "
         "per-channel float zero points: the int64 code wraps to int32 before the clamp; "
-        "dequantize per-tensor f32(f32(s) * f32(q - z)), per-channel (q - z) * s in float64",
+        "dequantize per-tensor f32(f32(s) * f32(q - z)) with q - z in int32 (wraps), per-channel "
+        "(f32(q) - f32(z)) * s in float64",
         backend="torch 2.13 x86 (FBGEMM) quantize_per_tensor / quantize_per_channel / dequantize",
         evidence="tests/cross/test_affine_torch.py",
         quotient="reciprocal",
@@ -216,7 +219,7 @@ TABLE = (
         fma=True,
         nan="qmax",
         fake_nan="code",
-        dequant="float32",
+        dequant="int32_float32",
         input_dtypes=("float32",),
         variants=(
             ({"wide": True}, {"fma": False, "nan": "qmin"}),

@@ -38,8 +38,8 @@ from ._round import HALF_EVEN, round_quotient, round_value, two_prod
 QUOTIENT_EXACT, QUOTIENT_DIVIDE, QUOTIENT_RECIPROCAL = map(int, Quotient)
 CLAMP_FLOAT, CLAMP_CAST_FIRST, CLAMP_CAST_LAST, CLAMP_WRAP32_FIRST = map(int, Clamp)
 ZP_AFTER, ZP_BEFORE, ZP_NONE = map(int, ZeroPoint)
-DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_MIXED, DEQUANT_PROMOTE, DEQUANT_DIVIDE = map(
-    int, Dequant)
+(DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_MIXED, DEQUANT_PROMOTE, DEQUANT_DIVIDE,
+ DEQUANT_INT32_FLOAT32) = map(int, Dequant)
 _INT64_LIMIT = 9.223372036854775808e18  # 2**63
 NO_CAST = (_INT64_LIMIT, 0.0, 0.0, 0.0)  # convert_to_int arguments that never apply
 # lrintf's int64 (INT64_MIN for NaN, +-inf, |v| >= 2**63) assigned to a C int: its low 32 bits
@@ -171,7 +171,11 @@ def dequantize_element(q, z, s_d, dmode, ofmt, pfmt, odd):
     if dmode == DEQUANT_FLOAT64:
         return (q - z) * s_d
     if dmode == DEQUANT_MIXED:
-        return rnd(rnd(q, 1) - z, 1) * s_d
+        return rnd(rnd(q, 1) - rnd(z, 1), 1) * s_d
+    if dmode == DEQUANT_INT32_FLOAT32:  # q - z in int32 arithmetic, which wraps
+        d = q - z
+        d -= 4294967296.0 * np.floor((d + 2147483648.0) / 4294967296.0)
+        return rnd(rnd(d, 1) * s_d, 1)
     if dmode == DEQUANT_DIVIDE:
         return rnd(rnd(q - z, 1) / s_d, 1)
     d = rnd(rnd(q, ofmt) - rnd(z, ofmt), ofmt)

@@ -313,3 +313,19 @@ def test_quantize_per_channel_float_zero_point_wraps_to_int32():
         fake = rq.fake_quantize(x, np.float64([s]), np.float32([z]), qmin=0, qmax=255, axis=1,
                                 convention=Q)
         assert_bitwise_equal(fake, ref.dequantize().numpy(), f"fake s={s} z={z}")
+
+
+def test_qint32_dequantize_wraps_and_rounds_the_zero_point():
+    """Per-tensor: torch subtracts q - z in int32 (wrapping); per-channel: f32(q) - f32(z)."""
+    x = np.float32([3e9, -3e9, 2.1e8, -7.0, 0.0])
+    for s, z in ((0.1, -1), (0.1, 1), (1e-3, -(2**31) + 5), (0.5, 2**31 - 1)):
+        tq = torch.quantize_per_tensor(torch.from_numpy(x), s, z, torch.qint32)
+        q = rq.quantize(x, s, z, qmin=-(2**31), qmax=2**31 - 1, convention=Q)
+        assert q.tolist() == tq.int_repr().numpy().tolist()
+        assert_bitwise_equal(rq.dequantize(q, s, z, convention=Q), tq.dequantize().numpy(), f"{s} {z}")
+    codes = np.int32([[2**31 - 1], [-(2**31)], [2**31 - 2], [12345]])
+    for s, z in ((0.5, 2**31 - 1), (0.1, -(2**31) + 1), (0.25, 2**30 + 1)):
+        tq = torch._make_per_channel_quantized_tensor(
+            torch.from_numpy(codes), torch.tensor([s], dtype=torch.float64), torch.tensor([z]), 1)
+        ours = rq.dequantize(codes, np.float64([s]), np.int64([z]), axis=1, convention=Q)
+        assert_bitwise_equal(ours, tq.dequantize().numpy(), f"per-channel {s} {z}")
