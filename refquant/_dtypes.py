@@ -6,6 +6,8 @@ import importlib.util
 
 import numpy as np
 
+from ._codes import Format
+
 _BF16 = None
 
 
@@ -30,13 +32,15 @@ def is_supported_float(dtype) -> bool:
     return dtype.kind == "f" and dtype.itemsize in (2, 4, 8) or is_bfloat16(dtype)
 
 
-_CODES = {np.dtype(np.float64): 0, np.dtype(np.float32): 1, np.dtype(np.float16): 2}
+_CODES = {np.dtype(np.float64): Format.FLOAT64, np.dtype(np.float32): Format.FLOAT32,
+          np.dtype(np.float16): Format.FLOAT16}
 
 
 def float_code(dtype) -> int:
-    """Kernel code of a float dtype: 0 float64, 1 float32, 2 float16, 3 bfloat16."""
+    """Kernel code of a float dtype (:class:`refquant._codes.Format`): 0 float64, 1 float32,
+    2 float16, 3 bfloat16."""
     code = _CODES.get(np.dtype(dtype))
-    return 3 if code is None and is_bfloat16(dtype) else code
+    return int(Format.BFLOAT16 if code is None and is_bfloat16(dtype) else code)
 
 
 def f32_of_fraction(r):

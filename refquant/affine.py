@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import conventions as _conventions
 from . import floatquant as _floatquant
+from ._codes import Format, code
 from ._dtypes import float_code, is_bfloat16
 from ._validation import check_axis, float_array, integer_array, positive_finite, resolve_range
 from .formats import integer_dtype_for
@@ -30,11 +32,7 @@ from .rounding import STOCHASTIC, rounding_code
 
 __all__ = ["quantize", "dequantize", "fake_quantize"]
 
-_QUOTIENT = {"exact": 0, "divide": 1, "reciprocal": 2}
-_DEQUANT = {"exact": 0, "float32": 1, "float64": 2, "mixed": 3, "promote": 4, "divide": 5}
-_ZERO_POINT = {"after_round": 0, "before_round": 1, "none": 2}
-_CLAMP = {"float": 0, "cast_first": 1, "cast_last": 2}
-_F64, _F32, _F16, _BF16 = 0, 1, 2, 3
+_F64, _F32, _F16, _BF16 = map(int, Format)
 _WIDTH = {_F16: 16, _BF16: 16, _F32: 32, _F64: 64}
 
 
@@ -66,6 +64,7 @@ class _Layout:
         self.scale = np.asarray(scale)
         self.zero_point = np.asarray(zero_point)
         self.per_channel = axis is not None or block_size is not None
+        self.block_size = block_size
         if axis is not None and block_size is not None:
             raise ValueError("give axis or block_size, not both")
         if axis is not None:
@@ -79,7 +78,8 @@ class _Layout:
                     f"got shape {self.scale.shape}"
                 )
             self.group_shape = ()
-            self.gidx = np.empty(0, np.intp)
+            self._gidx = np.empty(0, np.intp)
+            self.shape3 = (1, 1, int(np.prod(shape, dtype=np.int64)))
         n_groups = int(np.prod(self.group_shape, dtype=np.int64)) if self.group_shape else 1
         if self.zero_point.size != 1 and self.zero_point.shape != self.scale.shape:
             raise ValueError(
@@ -101,10 +101,9 @@ class _Layout:
                 f"per-channel {scale_name} must be 1-D of length {self.array_name}.shape[{ax}] = {channels}; "
                 f"got shape {self.scale.shape}"
             )
-        ids_shape = [1] * len(shape)
-        ids_shape[ax] = channels
-        ids = np.arange(channels, dtype=np.intp).reshape(ids_shape)
-        self.gidx = np.broadcast_to(ids, shape).ravel()
+        self._gidx = None  # built on demand: the kernels walk (outer, channels, inner)
+        self.shape3 = (int(np.prod(shape[:ax], dtype=np.int64)), channels,
+                       int(np.prod(shape[ax + 1:], dtype=np.int64)))
         return (channels,)
 
     def _per_block(self, shape, block_size, scale_name):
@@ -129,34 +128,120 @@ class _Layout:
         ids = np.arange(int(np.prod(groups, dtype=np.int64)), dtype=np.intp).reshape(groups)
         for i, b in enumerate(block):
             ids = np.repeat(ids, b, axis=i)
-        self.gidx = ids.ravel()
+        self._gidx = ids.ravel()
+        self.shape3 = (1, 1, self._gidx.size)
         return groups
 
+    @property
+    def gidx(self) -> np.ndarray:
+        """The group of every element in C order (empty for one group)."""
+        if self._gidx is None:
+            outer, channels, inner = self.shape3
+            ids = np.arange(channels, dtype=np.intp).reshape(1, channels, 1)
+            self._gidx = np.broadcast_to(ids, self.shape3).ravel()
+        return self._gidx
 
+    def grouping(self):
+        """(grouping code of :mod:`refquant._kernels._affine`, (outer, channels, inner))."""
+        from ._kernels import _affine as k
+
+        if not self.per_channel:
+            return k.GROUP_NONE, self.shape3
+        if self.block_size is not None:
+            return k.GROUP_INDEX, self.shape3
+        return (k.GROUP_ROWS if self.shape3[2] >= k.ROW_MIN else k.GROUP_OUTER), self.shape3
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The static arguments of an affine call: the code range, the granularity, the rounding and
+    the convention, validated once. ``Spec.of(...)`` takes the public keywords;
+    :func:`apply` runs it on data.
+
+    >>> import numpy as np, refquant as rq
+    >>> from refquant.affine import Spec, apply
+    >>> spec = Spec.of(fmt=rq.int8, convention="torch.fake_quantize")
+    >>> (spec.qmin, spec.qmax, spec.convention.name)
+    (-128, 127, 'torch.fake_quantize')
+    >>> apply(spec, np.float32([0.26, -9.0]), 0.1, 0, fake=False).tolist()
+    [3, -90]
+    """
+
+    qmin: int
+    qmax: int
+    axis: int | None = None
+    block_size: tuple | None = None
+    rounding: str | None = None
+    convention: _conventions.Convention = _conventions.get("exact")
+
+    @classmethod
+    def of(cls, *, qmin=None, qmax=None, fmt=None, axis=None, block_size=None, rounding=None,
+           convention="exact") -> Spec:
+        lo, hi = resolve_range(qmin, qmax, fmt)
+        if rounding is not None:
+            rounding_code(rounding)  # a ValueError names the known modes
+        if block_size is not None and np.iterable(block_size):
+            block_size = tuple(block_size)
+        return cls(lo, hi, axis, block_size, rounding, _conventions.get(convention))
+
+
+def apply(spec: Spec, x, scale, zero_point=0, *, fake: bool, rng=None) -> np.ndarray:
+    """:func:`quantize` (``fake=False``: ``clamp(round(x / s) + z, qmin, qmax)``) or
+    :func:`fake_quantize` (``(q - z) * s`` in x's dtype) of ``x`` under ``spec``'s range,
+    granularity, rounding and convention; the same as calling them with its keywords.
+
+    >>> import numpy as np
+    >>> from refquant.affine import Spec, apply
+    >>> spec = Spec.of(qmin=0, qmax=15)
+    >>> apply(spec, np.float32([0.125, 0.375, 9.0]), 0.25, 1, fake=True).tolist()
+    [0.0, 0.5, 3.5]
+    """
+    return _run(x, scale, zero_point, spec, rng, fake)
+
+
+@dataclass(frozen=True)
 class _Plan:
-    """Everything a kernel call needs: the resolved convention and per-group parameters."""
+    """Everything a kernel call needs: the resolved convention, the codes of its knobs and the
+    per-group parameters. Built by :meth:`build`."""
 
-    def __init__(self, x_dtype, shape, scale, zero_point, qmin, qmax, fmt, axis, block_size,
-                 rounding, convention, for_dequantize=False):
-        conv = _conventions.get(convention)
-        self.for_dequantize = for_dequantize
-        self.lo, self.hi = resolve_range(qmin, qmax, fmt) if not for_dequantize else (0, 0)
-        self.layout = layout = _Layout(shape, scale, zero_point, axis, block_size,
-                                       array_name="q" if for_dequantize else "x")
+    lo: int
+    hi: int
+    layout: _Layout
+    conv: _conventions.Convention  # resolved for this call's granularity and zero point
+    mode: int  # rounding code
+    x_fmt: int
+    s_fmt: int
+    c_fmt: int
+    s64: np.ndarray
+    z: np.ndarray
+    for_dequantize: bool
+
+    @classmethod
+    def build(cls, spec: Spec, x_dtype, shape, scale, zero_point, for_dequantize=False) -> _Plan:
+        lo, hi = (spec.qmin, spec.qmax) if not for_dequantize else (0, 0)
+        layout = _Layout(shape, scale, zero_point, spec.axis, spec.block_size,
+                         array_name="q" if for_dequantize else "x")
         float_zp = layout.zero_point.dtype.kind == "f"
-        wide = (self.hi - self.lo) >= 256
-        self.conv = conv = conv.resolve(
-            per_channel=layout.per_channel, float_zero_point=float_zp, wide=wide
-        )
-        self.mode = rounding_code(conv.rounding if rounding is None else rounding)
-        self.x_fmt = float_code(x_dtype)
-        self.s64 = positive_finite(layout.scales, "scale")
-        self.z = self._zero_points(layout.zero_points, conv, for_dequantize)
+        conv = spec.convention.resolve(per_channel=layout.per_channel, float_zero_point=float_zp,
+                                       wide=(hi - lo) >= 256)
+        x_fmt = float_code(x_dtype)
         weak = not isinstance(scale, (np.ndarray, np.generic)) or layout.scale.dtype.kind in "iub"
-        self.s_fmt = self.x_fmt if weak else float_code(layout.scale.dtype)
-        self.c_fmt = self._compute_format(conv)
+        s_fmt = x_fmt if weak else float_code(layout.scale.dtype)
+        c_fmt = {
+            "exact": _F64,
+            "float32": _F32,
+            "float64": _F64,
+            "input64": _F64 if x_fmt == _F64 else _F32,
+            "promote": _promote(x_fmt, s_fmt),
+        }[conv.compute]
+        return cls(lo, hi, layout, conv,
+                   rounding_code(conv.rounding if spec.rounding is None else spec.rounding),
+                   x_fmt, s_fmt, c_fmt, positive_finite(layout.scales, "scale"),
+                   cls._zero_points(layout.zero_points, conv, for_dequantize, lo, hi),
+                   for_dequantize)
 
-    def _zero_points(self, zps, conv, for_dequantize):
+    @staticmethod
+    def _zero_points(zps, conv, for_dequantize, lo, hi):
         if zps.dtype.kind not in "iuf" or zps.dtype == np.bool_:
             raise TypeError(f"zero_point must be integer or float; got dtype {zps.dtype}")
         z = zps.astype(np.float64)
@@ -172,21 +257,12 @@ class _Plan:
                 f"zero_point must be 0 under convention {conv.name!r} (it has none); got {z[z != 0][0]:g}"
             )
         if conv.zero_point_in_range and not for_dequantize:
-            outside = (z < self.lo) | (z > self.hi)
+            outside = (z < lo) | (z > hi)
             if outside.any():
                 raise ValueError(
-                    f"zero_point {z[outside][0]:g} is outside [qmin, qmax] = [{self.lo}, {self.hi}]"
+                    f"zero_point {z[outside][0]:g} is outside [qmin, qmax] = [{lo}, {hi}]"
                 )
         return z
-
-    def _compute_format(self, conv):
-        return {
-            "exact": _F64,
-            "float32": _F32,
-            "float64": _F64,
-            "input64": _F64 if self.x_fmt == _F64 else _F32,
-            "promote": _promote(self.x_fmt, self.s_fmt),
-        }[conv.compute]
 
     def quotient_params(self):
         """(s_q, inv, z_c) per group: the scale used by the quotient, the reciprocal, and the zero
@@ -221,7 +297,7 @@ class _Plan:
     def dequant_params(self, out_fmt):
         """(mode, s_d, promote format) for the dequantization into ``out_fmt``."""
         conv = self.conv
-        if conv.dequant == "float32":
+        if conv.dequant in ("float32", "int32_float32"):
             s_d = self.s64.astype(np.float32).astype(np.float64)
         elif conv.dequant == "promote":
             s_d = _round_to(self.s64, self.s_fmt)
@@ -229,7 +305,7 @@ class _Plan:
             s_d = np.where(self._zero_multiplier(), 1.0, self._reciprocal())
         else:
             s_d = self.s64
-        return _DEQUANT[conv.dequant], np.ascontiguousarray(s_d), _promote(out_fmt, self.s_fmt)
+        return code("dequant", conv.dequant), np.ascontiguousarray(s_d), _promote(out_fmt, self.s_fmt)
 
     def nan_code(self, fake: bool) -> float:
         conv = self.conv
@@ -247,11 +323,11 @@ class _Plan:
 
         lo, hi = float(self.lo), float(self.hi)
         if self.conv.clamp != "cast_last":
-            return _CLAMP[self.conv.clamp], lo, hi, NO_CAST
+            return code("clamp", self.conv.clamp), lo, hi, NO_CAST
         lo, hi = _round_to(np.float64([lo, hi]), self.c_fmt)
         if fake:
-            return _CLAMP["float"], lo, hi, NO_CAST
-        return _CLAMP["cast_last"], lo, hi, self.cast_params()
+            return code("clamp", "float"), lo, hi, NO_CAST
+        return code("clamp", "cast_last"), lo, hi, self.cast_params()
 
     def cast_params(self):
         """``(lim, overflow_q, mod, top)`` of x86's float-to-integer conversion into the code dtype:
@@ -300,12 +376,9 @@ def _check_input(x, conv, name="x"):
     return a
 
 
-def _run(x, scale, zero_point, qmin, qmax, fmt, axis, block_size, rounding, convention, rng,
-         fake):
-    conv0 = _conventions.get(convention)
-    x = _check_input(x, conv0)
-    plan = _Plan(x.dtype, x.shape, scale, zero_point, qmin, qmax, fmt, axis, block_size,
-                 rounding, conv0)
+def _run(x, scale, zero_point, spec: Spec, rng, fake):
+    x = _check_input(x, spec.convention)
+    plan = _Plan.build(spec, x.dtype, x.shape, scale, zero_point)
     conv = plan.conv
     if fake:
         out_dtype = x.dtype
@@ -350,12 +423,21 @@ def _compute(plan, xk, fake, out, u):
     s_q, inv, z_c = plan.quotient_params()
     dmode, s_d, p_fmt = plan.dequant_params(out_fmt)
     clamp_mode, lo, hi, cast = plan.clamp_params(fake)
-    k.affine_kernel(
-        xk.size, xk, plan.layout.gidx, u, s_q, inv, np.ascontiguousarray(plan.z), z_c, s_d, lo, hi,
-        _QUOTIENT[conv.quotient], plan.c_fmt, _ZERO_POINT[conv.zero_point], conv.fma,
-        conv.zero_point_add == "integer", plan.mode, clamp_mode, cast,
-        plan.nan_code(fake), fake, dmode, out_fmt, p_fmt, out_fmt in (_F16, _BF16), out,
+    grouping, shape3 = plan.layout.grouping()
+    exact = conv.quotient == "exact"
+    key = k.Key(
+        qmode=code("quotient", conv.quotient), cfmt=0 if exact else plan.c_fmt,
+        zp_mode=code("zero_point", conv.zero_point),
+        fma=conv.fma and conv.quotient == "reciprocal" and conv.zero_point == "before_round",
+        zp_add_int=conv.zero_point_add == "integer",
+        rmode=plan.mode if plan.mode == k.HALF_EVEN else k.RUNTIME_ROUNDING, clamp_mode=clamp_mode,
+        dequant=fake, dmode=dmode if fake else 0, ofmt=out_fmt if fake else 0,
+        pfmt=p_fmt if fake and conv.dequant == "promote" else 0, grouping=grouping,
+        drawn=u.size > 0,
     )
+    k.affine_kernel(key)(xk.size, xk, shape3, plan.layout.gidx, u, s_q, inv,
+                         np.ascontiguousarray(plan.z), z_c, s_d, lo, hi, cast, float(plan.nan_code(fake)),
+                         plan.mode, out)
 
 
 @functools.lru_cache(maxsize=256)
@@ -405,8 +487,9 @@ def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=Non
         return _floatquant.quantize(x, scale, zero_point, qmin=qmin, qmax=qmax, fmt=fmt, axis=axis,
                                     block_size=block_size, rounding=rounding, convention=convention,
                                     rng=rng, saturate=saturate)
-    return _run(x, scale, zero_point, qmin, qmax, fmt, axis, block_size, rounding, convention,
-                rng, fake=False)
+    spec = Spec.of(qmin=qmin, qmax=qmax, fmt=fmt, axis=axis, block_size=block_size,
+                   rounding=rounding, convention=convention)
+    return _run(x, scale, zero_point, spec, rng, fake=False)
 
 
 def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
@@ -428,8 +511,9 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
         return _floatquant.fake_quantize(x, scale, zero_point, qmin=qmin, qmax=qmax, fmt=fmt,
                                          axis=axis, block_size=block_size, rounding=rounding,
                                          convention=convention, rng=rng, saturate=saturate)
-    return _run(x, scale, zero_point, qmin, qmax, fmt, axis, block_size, rounding, convention,
-                rng, fake=True)
+    spec = Spec.of(qmin=qmin, qmax=qmax, fmt=fmt, axis=axis, block_size=block_size,
+                   rounding=rounding, convention=convention)
+    return _run(x, scale, zero_point, spec, rng, fake=True)
 
 
 def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention="exact",
@@ -452,8 +536,8 @@ def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention
 
     if not is_supported_float(out_dtype):
         raise TypeError(f"dtype must be float16, bfloat16, float32 or float64; got {out_dtype}")
-    plan = _Plan(out_dtype, q.shape, scale, zero_point, None, None, None, axis, block_size, None,
-                 convention, for_dequantize=True)
+    spec = Spec(0, 0, axis, block_size, None, _conventions.get(convention))
+    plan = _Plan.build(spec, out_dtype, q.shape, scale, zero_point, for_dequantize=True)
     out_fmt = float_code(out_dtype)
     dmode, s_d, p_fmt = plan.dequant_params(out_fmt)
     kernel_dtype = np.float64 if out_fmt == _F64 else np.float32

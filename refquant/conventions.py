@@ -21,16 +21,23 @@ zero_point
     ``"after_round"`` ``rne(t) + z``; ``"before_round"`` ``rne(t + z)``; ``"none"`` ``rne(t)`` with
     ``z`` required to be 0 (the ``-0.0`` of ``rne(-0.3)`` then survives into fake_quantize).
 fma
-    with ``before_round`` and ``reciprocal``: ``rne(fma(x, inv, z))`` with one rounding.
+    with ``before_round`` and ``reciprocal``: ``rne(fma(x, inv, z))`` with one rounding. Rows whose
+    backend fuses on some CPUs only (torch's AVX2/AVX512 kernels, FBGEMM's 8-bit quantize) are
+    written with ``fma=True``, the variant those CPUs run; :func:`detect` measures the installed
+    backend's.
 zero_point_add
     for ``after_round``: ``"integer"`` (exact) or ``"compute"`` (a float add in the compute dtype).
 clamp
     ``"float"`` clamp the float value, then convert; ``"cast_first"`` convert to int64 first (x86:
-    NaN, +-inf and ``|q| >= 2**63`` become INT64_MIN, hence qmin), then clamp; ``"cast_last"``
+    NaN, +-inf and ``|q| >= 2**63`` become INT64_MIN, hence qmin; ``-0.0`` becomes ``+0``), then
+    clamp; ``"cast_last"``
     ``clamp(v, qmin, qmax)`` with the bounds rounded to the compute dtype (torch.clamp with integer
     bounds: bfloat16 makes 32767 into 32768), then x86's float-to-int32 conversion (NaN and
     ``|v| >= 2**31`` give INT32_MIN) truncated to the code dtype's width (32768 wraps to -32768 in
     int16; INT32_MIN becomes 0 in 8- and 16-bit codes). ``fake_quantize`` keeps the clamped float.
+    ``"wrap32_first"`` convert to int64 (NaN, +-inf and ``|q| >= 2**63`` give INT64_MIN), keep the
+    low 32 bits as a signed int32 (C's ``int q = lrintf(v)``: 3e9 becomes -1294967296), then
+    clamp.
 nan
     the code of NaN in ``quantize``: ``"error"``, ``"qmin"``, ``"qmax"``, ``"zero"``, ``"cast"``
     (what the ``cast_last`` conversion makes of NaN: 0 for 8- and 16-bit codes, INT32_MIN for
@@ -40,10 +47,12 @@ fake_nan
 dequant
     ``"exact"`` ``(q - z) * s`` rounded once to the output dtype; ``"float32"``
     ``f32(f32(q - z) * f32(s))``; ``"float64"`` ``(q - z) * s`` in float64 with the float64 scale,
-    then float32; ``"mixed"`` ``f32(f32(q) - z)`` times the float64 scale in float64, then float32
-    (torch's per-channel dequantize); ``"promote"`` ``(q.to(out) - z.to(out)) * s`` in
-    ``promote(out, scale)``, each op rounded; ``"divide"`` ``f32(f32(q - z) / inv)``, a division by
-    the reciprocal the quotient multiplied with (ModelOpt).
+    then float32; ``"mixed"`` ``f32(f32(q) - f32(z))`` times the float64 scale in float64, then
+    float32 (torch's per-channel dequantize); ``"int32_float32"`` ``f32(f32(q - z) * f32(s))`` with
+    ``q - z`` in int32 arithmetic, wrapping (torch's per-tensor dequantize of qint32);
+    ``"promote"`` ``(q.to(out) - z.to(out)) * s`` in ``promote(out, scale)``, each op rounded;
+    ``"divide"`` ``f32(f32(q - z) / inv)``, a division by the reciprocal the quotient multiplied
+    with (ModelOpt).
 tiny_amax
     amax-based rows: where ``amax = s * qmax <= tiny_amax`` the multiplier is 0
     (codes ``rne(x * 0)``) and the ``divide`` divisor 1 (ModelOpt zeroes such tensors: 2**-24).
@@ -52,6 +61,10 @@ zero_point_in_range, float_zero_point
 variants
     ``((condition, overrides), ...)``: knob changes that apply per-channel (``per_channel``), with a
     float-dtype zero point (``float_zero_point``) or with a range wider than 8 bits (``wide``).
+
+The rows never depend on the machine that imports them. A Convention's fields are plain values
+(strings, bools, a float, tuples), so ``Convention(**{f.name: getattr(c, f.name) for f in
+dataclasses.fields(c)})`` rebuilds ``c`` (lists from JSON are turned back into tuples).
 
 >>> import refquant as rq
 >>> rq.conventions.get("torch.fake_quantize").reciprocal
@@ -64,23 +77,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
-from ._platform import cpu_has_fma, torch_kernels_use_fma
-from .rounding import ROUNDING_MODES
+from . import _codes
 
-__all__ = ["Convention", "TABLE", "register", "names", "get"]
+__all__ = ["Convention", "TABLE", "register", "names", "get", "detect"]
 
-_CHOICES = {
-    "quotient": ("exact", "divide", "reciprocal"),
-    "reciprocal": ("float32", "float64", "scale_dtype"),
-    "compute": ("exact", "float32", "float64", "input64", "promote"),
-    "zero_point": ("after_round", "before_round", "none"),
-    "zero_point_add": ("integer", "compute"),
-    "rounding": ROUNDING_MODES,
-    "clamp": ("float", "cast_first", "cast_last"),
-    "nan": ("error", "qmin", "qmax", "zero", "cast"),
-    "fake_nan": ("propagate", "code"),
-    "dequant": ("exact", "float32", "float64", "mixed", "promote", "divide"),
-}
+_CHOICES = {knob: _codes.names(enum) for knob, enum in _codes.KNOBS.items()}
 _CONDITIONS = ("per_channel", "float_zero_point", "wide")
 ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -118,14 +119,21 @@ class Convention:
     float_zero_point: bool = False
     input_dtypes: tuple[str, ...] = ALL_DTYPES
     variants: tuple = field(default=(), repr=False, hash=False)
-    _resolved: dict = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self):
-        object.__setattr__(self, "_resolved", {})
+        object.__setattr__(self, "_resolved", {})  # resolve()'s memo, not a field
         for knob, allowed in _CHOICES.items():
             value = getattr(self, knob)
             if value not in allowed:
                 raise ValueError(f"{knob} must be one of {allowed}; got {value!r}")
+        for knob in ("fma", "zero_point_in_range", "float_zero_point"):
+            if not isinstance(getattr(self, knob), bool):
+                raise TypeError(f"{knob} must be True or False; got {getattr(self, knob)!r}")
+        if isinstance(self.tiny_amax, bool) or not isinstance(self.tiny_amax, (int, float)):
+            raise TypeError(f"tiny_amax must be a float; got {self.tiny_amax!r}")
+        object.__setattr__(self, "tiny_amax", float(self.tiny_amax))
+        object.__setattr__(self, "input_dtypes", tuple(self.input_dtypes))
+        object.__setattr__(self, "variants", tuple((dict(c), dict(o)) for c, o in self.variants))
         for dt in self.input_dtypes:
             if dt not in ALL_DTYPES:
                 raise ValueError(f"input_dtypes entries must be in {ALL_DTYPES}; got {dt!r}")
@@ -157,9 +165,6 @@ class Convention:
         return resolved
 
 
-_TORCH_FMA = torch_kernels_use_fma()
-_FBGEMM_FMA = cpu_has_fma()
-
 TABLE = (
     Convention(
         name="exact",
@@ -174,42 +179,47 @@ TABLE = (
         formula="inv = 1.0f / f32(s); q = clamp(f32(z) + rne(x * inv), qmin, qmax) with x * inv in "
         "float32 (float64 for float64 x); fake = f32((q - z) * f32(s)); NaN -> qmin, +inf -> qmax. "
         "Per-channel: cast to int64 before the clamp (NaN, +-inf, |q| >= 2**63 -> qmin), output "
-        "(q - z) * s in float64. Float zero point (per-channel): q = rne(fma(x, inv, z)) on "
-        "AVX2/AVX512 kernels",
+        "(q - z) * s in float64 (float64 x: x * inv in float64 too). Float zero point "
+        "(per-channel): q = rne(fma(x, inv, z)) in float32 (torch's AVX2/AVX512 kernels; fma=False: "
+        "rne(f32(x * inv) + z), its DEFAULT kernels), an integer code (+0.0, never -0.0)",
         backend="torch 2.13 CPU fake_quantize_per_tensor_affine, fake_quantize_per_channel_affine",
         evidence="tests/cross/test_affine_torch.py",
         quotient="reciprocal",
         reciprocal="float32",
         compute="input64",
-        fma=_TORCH_FMA,
+        fma=True,
         zero_point_add="compute",
         nan="qmin",
         fake_nan="code",
         dequant="float32",
         variants=(
-            ({"per_channel": True}, {"clamp": "cast_first", "dequant": "float64", "compute": "float32"}),
+            ({"per_channel": True}, {"clamp": "cast_first", "dequant": "float64", "compute": "input64"}),
             (
                 {"per_channel": True, "float_zero_point": True},
-                {"zero_point": "before_round", "float_zero_point": True, "zero_point_in_range": False},
+                {"zero_point": "before_round", "float_zero_point": True, "zero_point_in_range": False,
+                 "compute": "float32"},
             ),
         ),
     ),
     Convention(
         name="torch.quantize",
-        formula="inv = 1.0f / f32(s); 8-bit per-tensor: q = rne(fma(x, inv, f32(z))) (FBGEMM AVX2, "
-        "z before rounding, one rounding; NaN -> qmax); wider or per-channel: "
+        formula="inv = 1.0f / f32(s); 8-bit per-tensor: q = rne(fma(x, inv, f32(z))) (FBGEMM on a CPU "
+        "with AVX2 and FMA; fma=False: rne(f32(f32(x * inv) + f32(z))); z before rounding; "
+        "NaN -> qmax); wider or per-channel: "
         "q = rne(f32(f32(x * inv) + f32(z))) (NaN -> qmin wide, 0 for 8-bit per-channel); "
-        "dequantize per-tensor f32(f32(s) * f32(q - z)), per-channel (q - z) * s in float64",
+        "per-channel float zero points: the int64 code wraps to int32 before the clamp; "
+        "dequantize per-tensor f32(f32(s) * f32(q - z)) with q - z in int32 (wraps), per-channel "
+        "(f32(q) - f32(z)) * s in float64",
         backend="torch 2.13 x86 (FBGEMM) quantize_per_tensor / quantize_per_channel / dequantize",
         evidence="tests/cross/test_affine_torch.py",
         quotient="reciprocal",
         reciprocal="float32",
         compute="float32",
         zero_point="before_round",
-        fma=_FBGEMM_FMA,
+        fma=True,
         nan="qmax",
         fake_nan="code",
-        dequant="float32",
+        dequant="int32_float32",
         input_dtypes=("float32",),
         variants=(
             ({"wide": True}, {"fma": False, "nan": "qmin"}),
@@ -217,7 +227,8 @@ TABLE = (
             ({"per_channel": True, "wide": True}, {"nan": "qmin"}),
             (
                 {"per_channel": True, "float_zero_point": True},
-                {"float_zero_point": True, "zero_point_in_range": False, "dequant": "float32"},
+                {"float_zero_point": True, "zero_point_in_range": False, "dequant": "float32",
+                 "clamp": "wrap32_first"},
             ),
         ),
     ),
@@ -321,6 +332,50 @@ def get(name) -> Convention:
         return _REGISTRY[name]
     except (KeyError, TypeError):
         raise ValueError(f"convention must be one of {', '.join(_REGISTRY)}; got {name!r}") from None
+
+
+def _torch_fake_quantize_knobs():
+    from ._platform import torch_kernels_use_fma
+
+    return {"fma": torch_kernels_use_fma()}
+
+
+def _torch_quantize_knobs():
+    from ._platform import fbgemm_quantize_uses_fma
+
+    return {"fma": fbgemm_quantize_uses_fma()}
+
+
+# row name -> a probe of the installed backend returning the machine-dependent knobs it runs with
+_PROBES = {
+    "torch.fake_quantize": _torch_fake_quantize_knobs,
+    "torch.quantize": _torch_quantize_knobs,
+}
+
+
+def detect(name) -> Convention:
+    """The variant of a convention that the installed backend runs on this machine.
+
+    The backend is run on inputs whose results differ between the variants (computed by
+    refquant) and the variant that reproduces them is returned, e.g. ``torch.fake_quantize`` with
+    ``fma=False`` under ``ATEN_CPU_CAPABILITY=default``. Rows without a machine-dependent knob
+    (``exact``, ``onnx``, ...) come back unchanged. The result is usable wherever a name is.
+    An ImportError when the backend is not installed; a RuntimeError when it matches no variant.
+
+    >>> import refquant as rq
+    >>> rq.conventions.detect("exact") is rq.conventions.get("exact")
+    True
+    >>> rq.conventions.detect("torch.fake_quantize").fma in (True, False)   # measured on torch
+    True
+    """
+    conv = get(name)
+    probe = _PROBES.get(conv.name)
+    if probe is None:
+        return conv
+    knobs = probe()
+    if all(getattr(conv, knob) == value for knob, value in knobs.items()):
+        return conv
+    return conv.replace(**knobs)
 
 
 for _row in TABLE:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._platform import torch_float_width
 from ._validation import check_axis, float_array, integer_scalar, resolve_range
 from .qparams import choose_qparams
 
@@ -309,7 +308,8 @@ class Histogram(_Observer):
     range to ``[min(min, x_min), max(max, x_max)]``, histogram ``x`` over it, and add the old
     histogram moved onto the new range (``upsample_rate`` sub-bins per bin; a single-valued old
     histogram is moved whole). ``histc`` and ``linspace`` are torch's CPU float32 arithmetic
-    (with its fused multiply-add), see :mod:`refquant._kernels._histogram`.
+    (``linspace_fma``: its fused multiply-add, as torch's AVX2/AVX512 kernels compute it; False
+    for its DEFAULT kernels), see :mod:`refquant._kernels._histogram`.
 
     ``qparams()``: the search of ``_non_linear_param_search`` (quantile steps of 1e-5, L2 error
     of quantizing the histogram onto ``2**dst_bits`` bins, stop when the error grows) gives a
@@ -319,7 +319,9 @@ class Histogram(_Observer):
     :func:`refquant.qparams.torch_dtype_bits`: 8 for qint8/quint8 and every custom range of
     them, 16 for int16/uint16, 32 for qint32) ignores a custom range, as torch does. The sums
     (``torch.sum`` of the histogram and of the per-bin errors) follow ATen's float32 cascade
-    order for this machine's vector width, so the search takes torch's steps bit for bit.
+    order for vectors of ``sum_lanes`` lanes (8 on x86 whatever its kernel set, 4 on NEON), so the
+    search takes torch's steps bit for bit. Both are arguments, never read from the machine:
+    ``refquant_torch.observers.histogram_arithmetic()`` measures the installed torch's.
 
     Per tensor only (``axis`` raises NotImplementedError, as in torch). Data are binned in float32:
     float64 input is rounded to float32 first, where torch's HistogramObserver (unlike its
@@ -333,8 +335,16 @@ class Histogram(_Observer):
 
     _fields = ("min_val", "max_val", "histogram")
 
-    def __init__(self, bins=2048, upsample_rate=16, dst_bits=None, **kw):
+    def __init__(self, bins=2048, upsample_rate=16, dst_bits=None, *, sum_lanes=8,
+                 linspace_fma=True, **kw):
         from .qparams import torch_dtype_bits
+
+        self.sum_lanes = integer_scalar(sum_lanes, "sum_lanes")
+        if self.sum_lanes not in (1, 2, 4, 8, 16, 32, 64):
+            raise ValueError(f"sum_lanes must be a power of two from 1 to 64; got {sum_lanes!r}")
+        if not isinstance(linspace_fma, (bool, np.bool_)):
+            raise TypeError(f"linspace_fma must be True or False; got {linspace_fma!r}")
+        self.linspace_fma = bool(linspace_fma)
 
         self.bins = integer_scalar(bins, "bins")
         self.upsample_rate = integer_scalar(upsample_rate, "upsample_rate")
@@ -354,7 +364,8 @@ class Histogram(_Observer):
 
     def _config(self):
         return {**super()._config(), "bins": self.bins, "upsample_rate": self.upsample_rate,
-                "dst_bits": self.dst_bits}
+                "dst_bits": self.dst_bits, "sum_lanes": self.sum_lanes,
+                "linspace_fma": self.linspace_fma}
 
     def reset(self):
         """Forget every update: an empty histogram and no range."""
@@ -381,20 +392,21 @@ class Histogram(_Observer):
         lo, hi = np.float32(lo), np.float32(hi)
         if self.min_val == np.inf or self.max_val == -np.inf:
             self.min_val, self.max_val = lo, hi
-            self.histogram = h.histc(a, self.bins, lo, hi).astype(np.float32)
+            self.histogram = h.histc(a, self.bins, lo, hi, self.linspace_fma).astype(np.float32)
             return self
         cur_min, cur_max = self.min_val, self.max_val
         new_min, new_max = min(cur_min, lo), max(cur_max, hi)
-        upd = h.histc(a, self.bins, new_min, new_max).astype(np.float32)
+        upd = h.histc(a, self.bins, new_min, new_max, self.linspace_fma).astype(np.float32)
         if new_min == cur_min and new_max == cur_max:
             self.histogram = self.histogram + upd
             return self
         if cur_min == cur_max:
-            one = h.histc(np.float32([cur_min]), self.bins, new_min, new_max).astype(np.float32)
-            moved = one * h.torch_sum32(self.histogram, torch_float_width())
+            one = h.histc(np.float32([cur_min]), self.bins, new_min, new_max,
+                          self.linspace_fma).astype(np.float32)
+            moved = one * h.torch_sum32(self.histogram, self.sum_lanes)
         else:
             moved = h.upscale(self.histogram, cur_min, cur_max, new_min, new_max,
-                              self.upsample_rate)
+                              self.upsample_rate, self.linspace_fma)
         self.histogram = upd + moved
         self.min_val, self.max_val = new_min, new_max
         return self
@@ -404,7 +416,7 @@ class Histogram(_Observer):
         from ._kernels import _histogram as h
 
         return h.param_search(self.histogram, self.min_val, self.max_val, 2**self.dst_bits,
-                              torch_float_width())
+                              self.sum_lanes)
 
     def qparams(self):
         """``choose_qparams`` on :meth:`clipped_range` (see the class docstring)."""

@@ -16,18 +16,11 @@ stochastic    ``f + (u < d)`` with ``u ~ U[0, 1)``: unbiased, ``E[q] = t``
 
 from __future__ import annotations
 
-ROUNDING_MODES = (
-    "half_even",
-    "half_away",
-    "half_up",
-    "half_down",
-    "floor",
-    "ceil",
-    "toward_zero",
-    "stochastic",
-)
+from ._codes import Rounding, names
+
+ROUNDING_MODES = names(Rounding)
 ROUNDING_CODES = {name: code for code, name in enumerate(ROUNDING_MODES)}
-STOCHASTIC = ROUNDING_CODES["stochastic"]
+STOCHASTIC = int(Rounding.STOCHASTIC)
 
 
 def rounding_code(name: str) -> int:

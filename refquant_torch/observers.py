@@ -23,7 +23,26 @@ from ._torchao import quiet_import
 _ao = quiet_import("torchao.quantization.pt2e")
 
 __all__ = ["MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObserver",
-           "MovingAveragePerChannelMinMaxObserver"]
+           "MovingAveragePerChannelMinMaxObserver", "histogram_arithmetic"]
+
+
+def histogram_arithmetic() -> dict:
+    """The ``rq.observers.Histogram`` arguments that reproduce the installed torch's
+    ``HistogramObserver`` on this machine, measured by running torch (never read from CPU
+    flags): ``sum_lanes``, the vector width whose cascade order ``torch.sum`` of float32 follows,
+    and ``linspace_fma``, whether ``torch.linspace`` fuses its multiply-add (AVX2/AVX512 kernels)
+    or not (``ATEN_CPU_CAPABILITY=default``).
+
+    >>> import refquant as rq, refquant_torch.observers as obs
+    >>> kw = obs.histogram_arithmetic()
+    >>> sorted(kw), kw["sum_lanes"] in (4, 8, 16)
+    (['linspace_fma', 'sum_lanes'], True)
+    >>> rq.observers.Histogram(fmt=rq.uint8, **kw).sum_lanes == kw["sum_lanes"]
+    True
+    """
+    from refquant._platform import torch_linspace_uses_fma, torch_sum_lanes
+
+    return {"sum_lanes": torch_sum_lanes(), "linspace_fma": torch_linspace_uses_fma()}
 
 
 def _name(value) -> str:

@@ -1,33 +1,49 @@
-"""Affine quantize / dequantize kernels, driven by a convention's knobs as integer codes.
+"""Affine quantize / dequantize kernels, specialized per resolved convention.
+
+A convention's knobs arrive as integer codes (:mod:`refquant._codes`). :func:`affine_kernel`
+compiles one loop per tuple of codes (:class:`Key`), in which every knob is a compile-time
+constant passed to the element functions (:func:`quantize_element`, :func:`dequantize_element`,
+compiled once); LLVM inlines them into the loop, folds each knob's branch away and vectorizes
+what is left, so no element pays for a knob. Each specialization has its own Numba cache file
+(the first call of a new knob tuple compiles for about a second).
 
 Float formats: 0 float64, 1 float32, 2 float16, 3 bfloat16. Every float32/float16/bfloat16 op is
 computed in float64 and rounded once to its format, which is the correctly rounded result for
 +, -, *, / (a float64 holds more than twice their precision plus two bits).
 """
 
+import functools
 import math
+import types as types_module
+from typing import NamedTuple
 
 import numpy as np
 
+from .._codes import Clamp, Dequant, Quotient, ZeroPoint
 from ._jit import (
+    Sized,
     bits_to_f32,
     bits_to_f64,
     f32_to_bits,
     f64_to_bits,
     fma32,
     fma64,
+    inline_kernel,
     kernel,
     prange,
     sized_kernel,
 )
-from ._round import round_quotient, round_value, two_prod
+from ._round import HALF_EVEN, round_quotient, round_value, two_prod
 
-QUOTIENT_EXACT, QUOTIENT_DIVIDE, QUOTIENT_RECIPROCAL = 0, 1, 2
-CLAMP_FLOAT, CLAMP_CAST_FIRST, CLAMP_CAST_LAST = 0, 1, 2
-ZP_AFTER, ZP_BEFORE, ZP_NONE = 0, 1, 2
-DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_MIXED, DEQUANT_PROMOTE, DEQUANT_DIVIDE = range(6)
+QUOTIENT_EXACT, QUOTIENT_DIVIDE, QUOTIENT_RECIPROCAL = map(int, Quotient)
+CLAMP_FLOAT, CLAMP_CAST_FIRST, CLAMP_CAST_LAST, CLAMP_WRAP32_FIRST = map(int, Clamp)
+ZP_AFTER, ZP_BEFORE, ZP_NONE = map(int, ZeroPoint)
+(DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_MIXED, DEQUANT_PROMOTE, DEQUANT_DIVIDE,
+ DEQUANT_INT32_FLOAT32) = map(int, Dequant)
 _INT64_LIMIT = 9.223372036854775808e18  # 2**63
 NO_CAST = (_INT64_LIMIT, 0.0, 0.0, 0.0)  # convert_to_int arguments that never apply
+# lrintf's int64 (INT64_MIN for NaN, +-inf, |v| >= 2**63) assigned to a C int: its low 32 bits
+WRAP32 = (_INT64_LIMIT, 0.0, 4294967296.0, 2147483648.0)
 
 
 @kernel
@@ -101,8 +117,10 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_mode, fma, zp_
     or not at all (``ZP_NONE``: ``q = round(t)``, whose ``-0.0`` survives into fake_quantize).
 
     ``clamp_mode``: clamp the float to ``[lo, hi]`` (``CLAMP_FLOAT``); convert to int64 first, so
-    that ``|q| >= 2**63`` gives ``lo`` (``CLAMP_CAST_FIRST``); or clamp, then convert with
-    :func:`convert_to_int` (``CLAMP_CAST_LAST``).
+    that ``|q| >= 2**63`` gives ``lo`` and a code of ``-0.0`` becomes ``+0`` (``CLAMP_CAST_FIRST``);
+    or clamp, then convert with
+    :func:`convert_to_int` (``CLAMP_CAST_LAST``); or convert to int64 and keep its low 32 bits as
+    a signed int32, then clamp (``CLAMP_WRAP32_FIRST``).
     """
     zp_before = zp_mode == ZP_BEFORE
     if qmode == QUOTIENT_EXACT:
@@ -121,21 +139,21 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_mode, fma, zp_
                 t = rnd(xv * inv, cfmt)
             if zp_before:
                 t = rnd(t + z_c, cfmt)
-        r = round_value(t, rmode, u)
+        r = np.rint(t) if rmode == HALF_EVEN else round_value(t, rmode, u)
         if zp_mode != ZP_AFTER:
             q = r
         elif zp_add_int:
             q = r + z
         else:
             q = rnd(r + z_c, cfmt)
-    if q != q:
-        return nan_q
-    if clamp_mode == CLAMP_CAST_FIRST and not abs(q) < _INT64_LIMIT:
-        return lo
-    q = min(max(q, lo), hi)
-    if clamp_mode == CLAMP_CAST_LAST:
-        return convert_to_int(q, cast)
-    return q
+    c = min(max(q, lo), hi)
+    if clamp_mode == CLAMP_CAST_FIRST:  # an int64 has no -0: -0.0 + 0.0 is +0.0
+        c = c + 0.0 if abs(q) < _INT64_LIMIT else lo
+    elif clamp_mode == CLAMP_CAST_LAST:
+        c = convert_to_int(c, cast)
+    elif clamp_mode == CLAMP_WRAP32_FIRST:
+        c = min(max(convert_to_int(q, WRAP32), lo), hi)
+    return nan_q if q != q else c
 
 
 @kernel
@@ -153,32 +171,134 @@ def dequantize_element(q, z, s_d, dmode, ofmt, pfmt, odd):
     if dmode == DEQUANT_FLOAT64:
         return (q - z) * s_d
     if dmode == DEQUANT_MIXED:
-        return rnd(rnd(q, 1) - z, 1) * s_d
+        return rnd(rnd(q, 1) - rnd(z, 1), 1) * s_d
+    if dmode == DEQUANT_INT32_FLOAT32:  # q - z in int32 arithmetic, which wraps
+        d = q - z
+        d -= 4294967296.0 * np.floor((d + 2147483648.0) / 4294967296.0)
+        return rnd(rnd(d, 1) * s_d, 1)
     if dmode == DEQUANT_DIVIDE:
         return rnd(rnd(q - z, 1) / s_d, 1)
     d = rnd(rnd(q, ofmt) - rnd(z, ofmt), ofmt)
     return rnd(d * s_d, pfmt)
 
 
-@sized_kernel
-def affine_kernel(x, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, qmode, cfmt, zp_mode, fma,
-                  zp_add_int, rmode, clamp_mode, cast, nan_q, dequant, dmode, ofmt, pfmt, odd, out):
-    """Quantize (``dequant=False``: integer ``out``) or fake-quantize every element of ``x``.
+class Key(NamedTuple):
+    """The knob codes one specialized :func:`affine_kernel` is compiled for."""
 
-    Per-group parameters are indexed by ``gidx[i]`` (empty ``gidx``: one group); ``u`` holds the
-    stochastic draws (empty otherwise).
-    """
-    grouped = gidx.size > 0
-    drawn = u.size > 0
+    qmode: int  # Quotient
+    cfmt: int  # compute Format
+    zp_mode: int  # ZeroPoint
+    fma: bool
+    zp_add_int: bool
+    rmode: int  # Rounding.HALF_EVEN, or RUNTIME_ROUNDING: the mode is an argument of the call
+    clamp_mode: int  # Clamp
+    dequant: bool  # fake_quantize (True) or quantize
+    dmode: int  # Dequant
+    ofmt: int  # output Format of fake_quantize
+    pfmt: int  # promote Format of Dequant.PROMOTE
+    grouping: int  # GROUP_NONE, GROUP_ROWS, GROUP_OUTER or GROUP_INDEX
+    drawn: bool  # stochastic draws in u
+
+
+# How groups of parameters map onto x: one group; x seen as (outer, channels, inner) with
+# channel g's parameters, walked by rows of ``inner`` elements (long rows) or by outer index
+# (short rows); or a group index per element.
+GROUP_NONE, GROUP_ROWS, GROUP_OUTER, GROUP_INDEX = 0, 1, 2, 3
+ROW_MIN = 64  # per-channel rows at least this long are the parallel unit
+# Rounding modes other than half to even share one specialization per knob tuple and pick their
+# mode per element (a well-predicted switch); compiling each of the seven separately for every
+# convention would multiply first-call compile times by seven in identify and sweeps.
+RUNTIME_ROUNDING = -1
+
+# The template's knobs (Key's fields, upper case) and inner functions: placeholders here, bound
+# to constants and compiled functions in each specialization's copy of the module namespace.
+QMODE = CFMT = ZP_MODE = FMA = ZP_ADD_INT = RMODE = CLAMP_MODE = DEQUANT = DMODE = OFMT = PFMT = 0
+GROUPING = DRAWN = 0
+_affine_element = _affine_run = None
+
+# The loops, one per grouping. Each quantizes (``DEQUANT`` false: integer ``out``) or
+# fake-quantizes every element of ``x``; ``u`` holds the stochastic draws (``DRAWN``). A group's
+# parameters are read once per run of elements that share them, so that the element loop has no
+# loads LLVM cannot hoist.
+
+
+def _loop_none(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, rmode, out):
+    chunks = (x.size + _CHUNK - 1) // _CHUNK
+    for c in prange(chunks):
+        _affine_run(x, u, c * _CHUNK, min(x.size, (c + 1) * _CHUNK), s_q[0], inv[0], z[0], z_c[0],
+                    s_d[0], lo, hi, cast, nan_q, rmode, out)
+
+
+def _loop_rows(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, rmode, out):
+    outer, channels, inner = shape3
+    for row in prange(outer * channels):
+        g = row % channels
+        _affine_run(x, u, row * inner, (row + 1) * inner, s_q[g], inv[g], z[g], z_c[g], s_d[g],
+                    lo, hi, cast, nan_q, rmode, out)
+
+
+def _loop_outer(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, rmode, out):
+    outer, channels, inner = shape3
+    for o in prange(outer):
+        for g in range(channels):
+            start = (o * channels + g) * inner
+            _affine_run(x, u, start, start + inner, s_q[g], inv[g], z[g], z_c[g], s_d[g], lo, hi,
+                        cast, nan_q, rmode, out)
+
+
+def _loop_index(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, rmode, out):
     for i in prange(x.size):
-        g = gidx[i] if grouped else 0
-        ui = u[i] if drawn else 0.0
-        q = quantize_element(np.float64(x[i]), s_q[g], inv[g], z[g], z_c[g], lo, hi, qmode, cfmt,
-                             zp_mode, fma, zp_add_int, rmode, ui, clamp_mode, cast, nan_q)
-        if dequant:
-            out[i] = dequantize_element(q, z[g], s_d[g], dmode, ofmt, pfmt, odd)
-        else:
-            out[i] = q
+        g = gidx[i]
+        out[i] = _affine_element(x[i], u[i] if DRAWN else 0.0, s_q[g], inv[g], z[g], z_c[g],
+                                 s_d[g], lo, hi, cast, nan_q, rmode)
+
+
+_LOOPS = (_loop_none, _loop_rows, _loop_outer, _loop_index)
+
+
+def _affine_run_py(x, u, start, stop, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, rmode, out):
+    # slices indexed from 0: LLVM then sees non-negative indices (contiguous vector loads)
+    xs, os = x[start:stop], out[start:stop]
+    us = u[start:stop] if DRAWN else u
+    for i in range(xs.size):
+        os[i] = _affine_element(xs[i], us[i] if DRAWN else 0.0, s_q, inv, z, z_c, s_d, lo, hi, cast,
+                                nan_q, rmode)
+
+
+def _affine_element_py(xi, ui, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, rmode):
+    q = quantize_element(np.float64(xi), s_q, inv, z, z_c, lo, hi, QMODE, CFMT, ZP_MODE, FMA,
+                         ZP_ADD_INT, rmode if RMODE == RUNTIME_ROUNDING else RMODE, ui, CLAMP_MODE,
+                         cast, nan_q)
+    if DEQUANT:
+        return dequantize_element(q, z, s_d, DMODE, OFMT, PFMT, OFMT == 2 or OFMT == 3)
+    return q
+
+
+_CHUNK = 1 << 14  # elements per parallel task of a per-tensor loop
+
+
+@functools.cache
+def affine_kernel(key: Key) -> Sized:
+    """The loop of ``key.grouping`` compiled for ``key``: a copy of the template with every knob a
+    constant, serial and parallel twins, each with its own cache file named after the key.
+    Called as ``affine_kernel(key)(n, x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast,
+    nan_q, rmode, out)`` with per-group float64 arrays ``s_q`` (scale of the quotient), ``inv``
+    (reciprocal), ``z`` (zero point), ``z_c`` (zero point in the compute format), ``s_d``
+    (scale of the dequantization)."""
+    namespace = {**globals(), **{name.upper(): int(value) for name, value in key._asdict().items()}}
+    suffix = "_".join(str(int(v)) for v in key)
+    namespace["_affine_element"] = inline_kernel(_copy(_affine_element_py, namespace,
+                                                       "affine_element_" + suffix))
+    namespace["_affine_run"] = inline_kernel(_copy(_affine_run_py, namespace, "affine_run_" + suffix))
+    return Sized(_copy(_LOOPS[key.grouping], namespace, "affine_" + suffix))
+
+
+def _copy(fn, namespace, name):
+    """``fn``'s code under another name (its own cache file), reading globals from ``namespace``."""
+    twin = types_module.FunctionType(fn.__code__, namespace, name)
+    twin.__qualname__ = name
+    twin.__doc__ = fn.__doc__
+    return twin
 
 
 @sized_kernel
@@ -229,12 +349,19 @@ def exact_half_even_fast(x, s, inv, z, lo, hi, dequant, check_product, out, unce
     ``uncertain[c]`` is nonzero where chunk c holds elements it could not certify."""
     n = x.size
     for c in prange(uncertain.size):
-        flags = 0
-        for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            v, bad = _fast_exact_element(np.float64(x[i]), s, inv, z, lo, hi, dequant, check_product)
-            out[i] = v
-            flags |= np.int32(bad)
-        uncertain[c] = flags
+        uncertain[c] = _fast_exact_chunk(x[c * CHUNK:min(n, (c + 1) * CHUNK)], s, inv, z, lo, hi,
+                                         dequant, check_product, out[c * CHUNK:min(n, (c + 1) * CHUNK)])
+
+
+@kernel
+def _fast_exact_chunk(x, s, inv, z, lo, hi, dequant, check_product, out):
+    """One chunk of :func:`exact_half_even_fast` (indices from 0, so that LLVM vectorizes it)."""
+    flags = 0
+    for i in range(x.size):
+        v, bad = _fast_exact_element(np.float64(x[i]), s, inv, z, lo, hi, dequant, check_product)
+        out[i] = v
+        flags |= np.int32(bad)
+    return flags
 
 
 @sized_kernel

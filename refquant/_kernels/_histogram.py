@@ -1,7 +1,9 @@
 """torch.ao HistogramObserver's arithmetic, op by op in float32.
 
 Every ``f32`` operation below takes float32 operands and rounds once, as torch's separate
-elementwise kernels do; ``fma32`` is used exactly where torch's CPU ``linspace`` contracts.
+elementwise kernels do; ``fma32`` is used exactly where torch's CPU ``linspace`` contracts (its
+AVX2/AVX512 kernels; the ``fma`` argument), and sums follow the cascade order of ``width``-lane
+vectors.
 """
 
 
@@ -13,10 +15,17 @@ f32 = np.float32
 
 
 @kernel
-def linspace32(start, end, steps):
-    """torch.linspace(start, end, steps) for float32 on an AVX2/AVX512 CPU:
-    ``step = f32(f32(end - start) / f32(steps - 1))``; ``fma(step, i, start)`` for the first
-    half, ``fma(-step, steps - 1 - i, end)`` for the second."""
+def _mul_add(a, b, c, fma):
+    """``fma(a, b, c)`` (one rounding) or ``f32(f32(a * b) + c)``."""
+    return fma32(a, b, c) if fma else f32(f32(a * b) + c)
+
+
+@kernel
+def linspace32(start, end, steps, fma):
+    """torch.linspace(start, end, steps) for float32 on a CPU:
+    ``step = f32(f32(end - start) / f32(steps - 1))``; ``step * i + start`` for the first
+    half, ``-step * (steps - 1 - i) + end`` for the second, each a fused multiply-add when
+    ``fma`` (torch's AVX2/AVX512 kernels), else a float32 product and sum (its DEFAULT kernels)."""
     out = np.empty(steps, np.float32)
     if steps == 1:
         out[0] = start
@@ -25,9 +34,9 @@ def linspace32(start, end, steps):
     half = steps // 2
     for i in range(steps):
         if i < half:
-            out[i] = fma32(step, f32(i), start)
+            out[i] = _mul_add(step, f32(i), start, fma)
         else:
-            out[i] = fma32(-step, f32(steps - 1 - i), end)
+            out[i] = _mul_add(-step, f32(steps - 1 - i), end, fma)
     return out
 
 
@@ -53,13 +62,13 @@ def _bin_of(v, left, fb, den, bins):
 
 
 @kernel
-def histc(x, bins, lo, hi):
+def histc(x, bins, lo, hi, fma):
     """torch.histc(x, bins, lo, hi) on float32 ``x``: int64 counts. The edges are the ends of
     ``linspace32`` over the (widened) range; NaN and values outside them are skipped; the bin is
     ``int(f32(f32(f32(x - left) * bins) / f32(right - left)))``, the last one including its
     right edge."""
     left, right = histc_edges(lo, hi)
-    edges = linspace32(left, right, bins + 1)
+    edges = linspace32(left, right, bins + 1, fma)
     left = edges[0]
     right = edges[bins]
     fb = f32(bins)
@@ -73,14 +82,14 @@ def histc(x, bins, lo, hi):
 
 
 @kernel
-def upscale(hist, omin, omax, nmin, nmax, rate):
+def upscale(hist, omin, omax, nmin, nmax, rate, fma):
     """HistogramObserver._upscale_histogram: the old histogram's mass moved to the new range."""
     bins = hist.shape[0]
     fine = bins * rate
     bin_size = f32(f32(omax - omin) / f32(fine))
     half = f32(f32(0.5) * bin_size)
-    mids = linspace32(omin, omax, fine + 1)
-    edges = linspace32(nmin, nmax, bins + 1)
+    mids = linspace32(omin, omax, fine + 1, fma)
+    edges = linspace32(nmin, nmax, bins + 1, fma)
     out = np.zeros(bins, np.float32)
     for j in range(fine):
         m = f32(mids[j] + half)

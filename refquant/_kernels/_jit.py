@@ -22,6 +22,12 @@ def kernel(fn):
     return numba.njit(**JIT_FLAGS)(fn)
 
 
+def inline_kernel(fn):
+    """Compile ``fn`` with the project's Numba flags, inlined into its callers at the Numba IR
+    level (a caller's constant arguments then reach its branches before LLVM optimizes)."""
+    return numba.njit(inline="always", **JIT_FLAGS)(fn)
+
+
 def parallel_kernel(fn):
     """Compile ``fn`` with the project's Numba flags and ``parallel=True`` (use ``numba.prange``)."""
     return numba.njit(parallel=True, **JIT_FLAGS)(fn)

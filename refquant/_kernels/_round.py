@@ -3,16 +3,17 @@
 ``round_value(t, mode, u)`` rounds a float64 value ``t`` (already exact: a float quotient the
 convention computed); ``round_quotient(x, s, mode, u)`` rounds the *real* quotient ``x / s`` of
 two float64 numbers exactly, with error-free transformations, so no intermediate rounding can
-move a tie. Mode codes are ``refquant.rounding.ROUNDING_CODES``.
+move a tie. Mode codes are ``refquant._codes.Rounding``.
 """
 
 import math
 
 import numpy as np
 
+from .._codes import Rounding
 from ._jit import kernel
 
-HALF_EVEN, HALF_AWAY, HALF_UP, HALF_DOWN, FLOOR, CEIL, TOWARD_ZERO, STOCHASTIC = range(8)
+HALF_EVEN, HALF_AWAY, HALF_UP, HALF_DOWN, FLOOR, CEIL, TOWARD_ZERO, STOCHASTIC = map(int, Rounding)
 
 
 @kernel

@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import math
 import warnings
+from dataclasses import fields
 from fractions import Fraction
 
 import numpy as np
@@ -27,8 +28,43 @@ def _has(module: str) -> bool:
 
 
 def _row(backend, op, convention, n_diff, n, note=""):
-    return {"backend": backend, "op": op, "convention": convention, "mismatches": int(n_diff),
-            "elements": int(n), "note": note}
+    return {"backend": backend, "op": op, "convention": _label(convention),
+            "mismatches": int(n_diff), "elements": int(n), "note": note}
+
+
+def _label(convention) -> str:
+    """A convention's name, with the knobs where it differs from the registered row of that name
+    (``torch.fake_quantize[fma=False]``)."""
+    import refquant as rq
+
+    if isinstance(convention, str):
+        return convention
+    row = rq.conventions.get(convention.name) if convention.name in rq.conventions.names() else None
+    if row is None or row == convention:
+        return convention.name
+    changed = [f"{f.name}={getattr(convention, f.name)}" for f in fields(convention)
+               if f.name not in _TEXT and getattr(convention, f.name) != getattr(row, f.name)]
+    return f"{convention.name}[{', '.join(changed)}]"
+
+
+_TEXT = ("name", "formula", "backend", "evidence")  # a Convention's fields that are not knobs
+
+
+def _detected_rows():
+    """One row per machine-dependent variant of torch's arithmetic, as measured here."""
+    import refquant as rq
+    from refquant import _platform
+
+    rows = []
+    for name, what in (("torch.fake_quantize", "float-zero-point fake quant kernels"),
+                       ("torch.quantize", "8-bit quantize_per_tensor (FBGEMM)")):
+        conv = rq.conventions.detect(name)
+        rows.append(_row("torch", f"detect: {what}", conv, 0, 0, f"fma={conv.fma} (measured)"))
+    rows.append(_row("torch", "detect: torch.sum float32 order", "-", 0, 0,
+                     f"sum_lanes={_platform.torch_sum_lanes()} (measured)"))
+    rows.append(_row("torch", "detect: torch.linspace float32", "-", 0, 0,
+                     f"linspace_fma={_platform.torch_linspace_uses_fma()} (measured)"))
+    return rows
 
 
 def _compare(backend, label, convention, run_backend, *, fake, dtype=np.float32, axis=None,
@@ -156,14 +192,15 @@ def _torch_checks():
         dt = torch.uint8 if lo >= 0 else torch.int8
         return torch.ops.quantized_decomposed.quantize_per_tensor(t(x), s, z, lo, hi, dt).numpy()
 
+    import refquant as rq
+
     eight_bit = [c for c in CONFIGS if (c[2], c[3]) in ((0, 255), (-128, 127))]
+    fq, q = rq.conventions.detect("torch.fake_quantize"), rq.conventions.detect("torch.quantize")
     return [
-        _compare("torch", "fake_quantize_per_tensor_affine", "torch.fake_quantize", fq_tensor,
-                 fake=True),
-        _compare("torch", "fake_quantize_per_channel_affine", "torch.fake_quantize", fq_channel,
-                 fake=True, axis=1),
-        _compare("torch", "quantize_per_tensor", "torch.quantize", q_tensor, fake=False,
-                 configs=eight_bit),
+        *_detected_rows(),
+        _compare("torch", "fake_quantize_per_tensor_affine", fq, fq_tensor, fake=True),
+        _compare("torch", "fake_quantize_per_channel_affine", fq, fq_channel, fake=True, axis=1),
+        _compare("torch", "quantize_per_tensor", q, q_tensor, fake=False, configs=eight_bit),
         _compare("torch", "quantized_decomposed.quantize_per_tensor", "torch.decomposed",
                  decomposed, fake=False),
     ]

@@ -83,14 +83,22 @@ def _histc_oracle(x, bins, lo, hi):
 
 def test_histc_and_linspace_oracles():
     x = RNG.uniform(-3, 7, 2000).astype(np.float32)
-    np.testing.assert_array_equal(h.histc(x, 64, np.float32(-3), np.float32(7)),
-                                  _histc_oracle(x, 64, np.float32(-3), np.float32(7)))
+    for fma in (True, False):
+        np.testing.assert_array_equal(h.histc(x, 64, np.float32(-3), np.float32(7), fma),
+                                      _histc_oracle(x, 64, np.float32(-3), np.float32(7)))
     a, b, n = np.float32(-1.3), np.float32(2.7), 33
     step = np.float32(np.float32(b - a) / np.float32(n - 1))
     ref = [np.float32(float(step) * i + float(a)) if i < n // 2 else
            np.float32(float(b) - float(step) * (n - 1 - i)) for i in range(n)]
     # float64 emulation of the fused multiply-add is exact here (24 x 6 bits)
-    np.testing.assert_array_equal(h.linspace32(a, b, n), np.float32(ref))
+    np.testing.assert_array_equal(h.linspace32(a, b, n, True), np.float32(ref))
+    f32 = np.float32
+    a, b, n = f32(-0.37), f32(5.3), 129
+    step = f32(f32(b - a) / f32(n - 1))
+    unfused = [f32(f32(step * f32(i)) + a) if i < n // 2 else f32(f32(-step * f32(n - 1 - i)) + b)
+               for i in range(n)]
+    np.testing.assert_array_equal(h.linspace32(a, b, n, False), np.float32(unfused))
+    assert (h.linspace32(a, b, n, True) != np.float32(unfused)).any()  # the variants differ here
 
 
 def test_histogram_search_stays_inside_range():

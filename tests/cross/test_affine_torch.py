@@ -12,6 +12,9 @@ torch = pytest.importorskip("torch")
 warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
 ml_dtypes = pytest.importorskip("ml_dtypes")
+# the variants the installed torch runs in this process (ATEN_CPU_CAPABILITY, the CPU), measured
+FQ = rq.conventions.detect("torch.fake_quantize")
+Q = rq.conventions.detect("torch.quantize")
 
 N = 1_000_000
 CONFIGS = [  # (scale, zero point, qmin, qmax)
@@ -53,7 +56,7 @@ def inputs(s, z, lo, hi, np_dtype, seed=0, n=N):
 def test_fake_quantize_per_tensor(s, z, lo, hi, dtype):
     x = inputs(s, z, lo, hi, TORCH_DTYPES[dtype][1])
     expected = torch.fake_quantize_per_tensor_affine(to_torch(x), s, z, lo, hi)
-    actual = rq.fake_quantize(x, s, z, qmin=lo, qmax=hi, convention="torch.fake_quantize")
+    actual = rq.fake_quantize(x, s, z, qmin=lo, qmax=hi, convention=FQ)
     assert_bitwise_equal(actual, to_numpy(expected), f"{dtype} {s} {z}")
 
 
@@ -83,8 +86,39 @@ def test_fake_quantize_per_channel(lo, hi, dtype, float_zp):
         to_torch(x), torch.from_numpy(scales), torch.from_numpy(zps), 1, lo, hi
     )
     actual = rq.fake_quantize(x, scales, zps, qmin=lo, qmax=hi, axis=1,
-                              convention="torch.fake_quantize")
+                              convention=FQ)
     assert_bitwise_equal(actual, to_numpy(expected), f"{dtype} float_zp={float_zp}")
+
+
+@pytest.mark.parametrize("float_zp", [False, True])
+def test_fake_quantize_per_channel_float64_input(float_zp):
+    """torch multiplies float64 x by the float32 reciprocal in float64 per channel with integer
+    zero points (float zero points: in float32), and returns (q - z) * s in float64."""
+    x = np.array([[0.45000000000000007]])
+    s, z = np.float32([0.1]), np.int32([0])
+    y = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), torch.from_numpy(s),
+                                               torch.from_numpy(z), 1, 0, 255).numpy()
+    assert_bitwise_equal(rq.fake_quantize(x, s, z, qmin=0, qmax=255, axis=1, convention=FQ), y,
+                         "reproduction")
+    scales, zps = per_channel_params(8, 0, 255, seed=77, float_zp=float_zp)
+    x = per_channel_inputs(scales, zps, 0, 255, N // 16, np.float32, seed=9).astype(np.float64)
+    x += np.random.default_rng(3).integers(-3, 4, x.shape) * np.spacing(x)  # float64 ulps off ties
+    y = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), torch.from_numpy(scales),
+                                               torch.from_numpy(zps), 1, 0, 255).numpy()
+    ours = rq.fake_quantize(x, scales, zps, qmin=0, qmax=255, axis=1, convention=FQ)
+    assert_bitwise_equal(ours, y, f"float64 float_zp={float_zp}")
+
+
+def test_fake_quantize_per_channel_float_zero_point_gives_positive_zero():
+    """torch's lrintf makes an integer code, so a code that rounds to -0.0 dequantizes to +0.0."""
+    x = np.float32([[-0.1], [-0.4], [0.1]])
+    for s, z, lo, hi in ((1.0, 0.0, -8, 7), (0.5, 0.0, 0, 255), (1.0, -0.0, -8, 7)):
+        s32, z32 = np.float32([s]), np.float32([z])
+        y = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), torch.from_numpy(s32),
+                                                   torch.from_numpy(z32), 1, lo, hi).numpy()
+        ours = rq.fake_quantize(x, s32, z32, qmin=lo, qmax=hi, axis=1, convention=FQ)
+        assert_bitwise_equal(ours, y, f"s={s} z={z} [{lo}, {hi}]")
+        assert not np.signbit(ours).any()
 
 
 QDTYPES = {"quint8": (torch.quint8, 0, 255), "qint8": (torch.qint8, -128, 127),
@@ -100,9 +134,9 @@ def test_quantize_per_tensor_and_dequantize(qdtype, s, z):
     tdtype, lo, hi = QDTYPES[qdtype]
     x = inputs(s, z, lo, hi, np.float32, seed=11)
     tq = torch.quantize_per_tensor(torch.from_numpy(x), s, z, tdtype)
-    q = rq.quantize(x, s, z, qmin=lo, qmax=hi, convention="torch.quantize")
+    q = rq.quantize(x, s, z, qmin=lo, qmax=hi, convention=Q)
     assert_bitwise_equal(q.astype(np.int64), tq.int_repr().numpy().astype(np.int64), qdtype)
-    dq = rq.dequantize(q, s, z, convention="torch.quantize")
+    dq = rq.dequantize(q, s, z, convention=Q)
     assert_bitwise_equal(dq, tq.dequantize().numpy(), f"dequantize {qdtype}")
 
 
@@ -114,9 +148,9 @@ def test_quantize_per_channel_and_dequantize(qdtype):
     x = per_channel_inputs(scales, zps, lo, hi, N // 8, np.float32, seed=21)
     tq = torch.quantize_per_channel(torch.from_numpy(x), torch.from_numpy(scales64),
                                     torch.from_numpy(zps.astype(np.int64)), 1, tdtype)
-    q = rq.quantize(x, scales64, zps, qmin=lo, qmax=hi, axis=1, convention="torch.quantize")
+    q = rq.quantize(x, scales64, zps, qmin=lo, qmax=hi, axis=1, convention=Q)
     assert_bitwise_equal(q.astype(np.int64), tq.int_repr().numpy().astype(np.int64), qdtype)
-    dq = rq.dequantize(q, scales64, zps, axis=1, convention="torch.quantize")
+    dq = rq.dequantize(q, scales64, zps, axis=1, convention=Q)
     assert_bitwise_equal(dq, tq.dequantize().numpy(), f"dequantize {qdtype}")
 
 
@@ -156,13 +190,13 @@ SPECIALS = np.float32([np.nan, np.inf, -np.inf, 1e30, -1e30, 3e9, -3e9, 0.0, -0.
 def test_special_values_fake_quantize():
     for z in (0, 3, 128):
         ref = torch.fake_quantize_per_tensor_affine(torch.from_numpy(SPECIALS), 0.1, z, 0, 255)
-        ours = rq.fake_quantize(SPECIALS, 0.1, z, qmin=0, qmax=255, convention="torch.fake_quantize")
+        ours = rq.fake_quantize(SPECIALS, 0.1, z, qmin=0, qmax=255, convention=FQ)
         assert_bitwise_equal(ours, ref.numpy(), f"per-tensor z={z}")
     x = np.stack([SPECIALS, SPECIALS], axis=1)
     s, zp = np.float32([0.1, 0.2]), np.int32([3, 0])
     ref = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), torch.from_numpy(s),
                                                  torch.from_numpy(zp), 1, 0, 255)
-    ours = rq.fake_quantize(x, s, zp, qmin=0, qmax=255, axis=1, convention="torch.fake_quantize")
+    ours = rq.fake_quantize(x, s, zp, qmin=0, qmax=255, axis=1, convention=FQ)
     assert_bitwise_equal(ours, ref.numpy(), "per-channel")
 
 
@@ -171,35 +205,56 @@ def test_special_values_quantize(qdtype):
     tdtype, lo, hi = QDTYPES[qdtype]
     z = 3 if lo == 0 else 0
     ref = torch.quantize_per_tensor(torch.from_numpy(SPECIALS), 0.1, z, tdtype).int_repr().numpy()
-    ours = rq.quantize(SPECIALS, 0.1, z, qmin=lo, qmax=hi, convention="torch.quantize")
+    ours = rq.quantize(SPECIALS, 0.1, z, qmin=lo, qmax=hi, convention=Q)
     assert ours.astype(np.int64).tolist() == ref.astype(np.int64).tolist()
     x = np.stack([SPECIALS, SPECIALS], axis=1)
     ref = torch.quantize_per_channel(torch.from_numpy(x), torch.tensor([0.1, 0.2], dtype=torch.float64),
                                      torch.tensor([z, 0]), 1, tdtype).int_repr().numpy()
     ours = rq.quantize(x, np.array([0.1, 0.2]), np.array([z, 0]), qmin=lo, qmax=hi, axis=1,
-                       convention="torch.quantize")
+                       convention=Q)
     assert ours.astype(np.int64).tolist() == ref.astype(np.int64).tolist()
 
 
 FMA_SCRIPT = """
-import sys, numpy as np, torch, refquant as rq
+import sys, warnings, numpy as np, torch, refquant as rq
 sys.path.insert(0, {root!r})
 from tests.references import tie_heavy, bits
+warnings.simplefilter("ignore")
 scales = np.float32([0.0123, 0.37, 0.0021])
 zps = np.float32([3.3, 100.7, 17.5])
 x = np.stack([tie_heavy(float(s), int(z), 0, 255, 50000, seed=i) for i, (s, z) in
               enumerate(zip(scales, zps))], axis=1)
 y = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), torch.from_numpy(scales),
                                            torch.from_numpy(zps), 1, 0, 255).numpy()
+x8 = tie_heavy(0.0123, 3, 0, 255, 200000, seed=5)
+y8 = torch.quantize_per_tensor(torch.from_numpy(x8), 0.0123, 3, torch.quint8).int_repr().numpy()
+print("detected", rq.conventions.detect("torch.fake_quantize").fma,
+      rq.conventions.detect("torch.quantize").fma, torch.backends.cpu.get_cpu_capability())
 for fma in (True, False):
     conv = rq.conventions.get("torch.fake_quantize").replace(fma=fma)
     ours = rq.fake_quantize(x, scales, zps, qmin=0, qmax=255, axis=1, convention=conv)
-    print(fma, int((bits(ours) != bits(y)).sum()))
+    q = rq.quantize(x8, 0.0123, 3, qmin=0, qmax=255,
+                    convention=rq.conventions.get("torch.quantize").replace(fma=fma))
+    print(fma, int((bits(ours) != bits(y)).sum()), int((q != y8).sum()))
 """
 
 
-@pytest.mark.parametrize("capability,matching", [("default", "False"), ("avx2", "True")])
-def test_fma_knob_follows_torch_cpu_capability(capability, matching):
+def _capabilities():
+    import subprocess
+    import sys
+
+    # what this CPU can run, from torch itself (the unset default is the best kernel set)
+    best = subprocess.run([sys.executable, "-c", "import torch; "
+                           "print(torch.backends.cpu.get_cpu_capability())"],
+                          capture_output=True, text=True, check=True).stdout.strip().lower()
+    return [c for c in ("default", "avx2", "avx512") if c == "default" or
+            (c == "avx2" and best in ("avx2", "avx512")) or c == best]
+
+
+@pytest.mark.parametrize("capability", _capabilities())
+def test_detect_picks_the_variant_each_kernel_set_runs(capability):
+    """Under each ATEN_CPU_CAPABILITY the probe's variant is the one with no mismatch on
+    tie-heavy data, and the data tells the variants apart."""
     import os
     import subprocess
     import sys
@@ -207,20 +262,14 @@ def test_fma_knob_follows_torch_cpu_capability(capability, matching):
 
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
-    out = subprocess.run([sys.executable, "-c", FMA_SCRIPT.format(root=root)], env=env,
-                         capture_output=True, text=True, check=True).stdout.split()
-    counts = dict(zip(out[0::2], map(int, out[1::2])))
-    assert counts[matching] == 0
-    assert counts["True" if matching == "False" else "False"] > 0  # the data does tell them apart
-
-
-def test_platform_default_follows_aten_cpu_capability(monkeypatch):
-    from refquant._platform import cpu_has_fma, torch_kernels_use_fma
-
-    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
-    assert torch_kernels_use_fma() is False
-    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
-    assert torch_kernels_use_fma() is cpu_has_fma()
+    lines = subprocess.run([sys.executable, "-c", FMA_SCRIPT.format(root=root)], env=env,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    _, fq_fma, q_fma, running = lines[0].split()
+    assert running.lower() == capability
+    counts = {fma: tuple(map(int, rest.split())) for fma, rest in (ln.split(" ", 1) for ln in lines[1:])}
+    assert fq_fma == str(capability != "default")  # DEFAULT kernels do not contract
+    assert counts[fq_fma][0] == 0 and counts[str(fq_fma != "True")][0] > 0
+    assert counts[q_fma][1] == 0 and counts[str(q_fma != "True")][1] > 0
 
 
 DECOMPOSED_WIDE = {"int16": (torch.int16, -32768, 32767), "uint16": (torch.uint16, 0, 65535),
@@ -249,3 +298,34 @@ def test_decomposed_wide_codes_convert_as_x86_does(qdtype, scale_dtype):
                                   1, lo, hi, tdt)
     q = rq.quantize(x2, scales, zps, qmin=lo, qmax=hi, axis=1, convention="torch.decomposed")
     assert_bitwise_equal(q.astype(np.int64), tq.numpy().astype(np.int64), "per-channel")
+
+
+def test_quantize_per_channel_float_zero_point_wraps_to_int32():
+    """torch assigns lrintf's int64 to a C int before the clamp: 3e9 wraps negative (code 0)."""
+    x = np.float32([[3e9], [-3e9], [5e9], [2.2e9], [-2.2e9], [4.2e9], [1e19], [np.inf], [np.nan],
+                    [7.3], [-1e30]])
+    for s, z in ((1.0, 0.5), (0.37, 3.25), (1e-3, 100.0)):
+        ref = torch.quantize_per_channel(torch.from_numpy(x), torch.tensor([s], dtype=torch.float64),
+                                         torch.tensor([z]), 1, torch.quint8)
+        ours = rq.quantize(x, np.float64([s]), np.float32([z]), qmin=0, qmax=255, axis=1,
+                           convention=Q)
+        assert ours.ravel().tolist() == ref.int_repr().numpy().ravel().tolist(), (s, z)
+        fake = rq.fake_quantize(x, np.float64([s]), np.float32([z]), qmin=0, qmax=255, axis=1,
+                                convention=Q)
+        assert_bitwise_equal(fake, ref.dequantize().numpy(), f"fake s={s} z={z}")
+
+
+def test_qint32_dequantize_wraps_and_rounds_the_zero_point():
+    """Per-tensor: torch subtracts q - z in int32 (wrapping); per-channel: f32(q) - f32(z)."""
+    x = np.float32([3e9, -3e9, 2.1e8, -7.0, 0.0])
+    for s, z in ((0.1, -1), (0.1, 1), (1e-3, -(2**31) + 5), (0.5, 2**31 - 1)):
+        tq = torch.quantize_per_tensor(torch.from_numpy(x), s, z, torch.qint32)
+        q = rq.quantize(x, s, z, qmin=-(2**31), qmax=2**31 - 1, convention=Q)
+        assert q.tolist() == tq.int_repr().numpy().tolist()
+        assert_bitwise_equal(rq.dequantize(q, s, z, convention=Q), tq.dequantize().numpy(), f"{s} {z}")
+    codes = np.int32([[2**31 - 1], [-(2**31)], [2**31 - 2], [12345]])
+    for s, z in ((0.5, 2**31 - 1), (0.1, -(2**31) + 1), (0.25, 2**30 + 1)):
+        tq = torch._make_per_channel_quantized_tensor(
+            torch.from_numpy(codes), torch.tensor([s], dtype=torch.float64), torch.tensor([z]), 1)
+        ours = rq.dequantize(codes, np.float64([s]), np.int64([z]), axis=1, convention=Q)
+        assert_bitwise_equal(ours, tq.dequantize().numpy(), f"per-channel {s} {z}")
