@@ -52,6 +52,8 @@ _LAZY = {
     "apot": ("refquant.apot", None),
     "pact": ("refquant.pact", None),
     "lsq": ("refquant.lsq", None),
+    "nf4": ("refquant.nf4", None),
+    "nvfp4": ("refquant.nvfp4", None),
     "observers": ("refquant.observers", None),
     "testing": ("refquant.testing", None),
     "golden": ("refquant.golden", None),

@@ -112,3 +112,15 @@ def assert_bitwise_equal(actual, expected, context=""):
             f"{n} of {diff.size} differ {context}: at {i.tolist()} actual "
             f"{actual.ravel()[i].tolist()} expected {expected.ravel()[i].tolist()}"
         )
+
+
+def nearest_level_code(x: float, absmax: float, levels_by_code) -> int:
+    """The code whose level is nearest to the real ``x / absmax`` (a tie: the lower level; a zero
+    level: the zero code carrying x's sign bit when the codebook has two). ``absmax == 0``: zero."""
+    levels = [Fraction(float(v)) for v in levels_by_code]
+    t = Fraction(0) if absmax == 0 else Fraction(x) / Fraction(absmax)
+    best = min(range(len(levels)), key=lambda k: (abs(levels[k] - t), levels[k]))
+    zeros = [k for k, v in enumerate(levels) if v == 0]
+    if levels[best] == 0 and len(zeros) == 2:
+        return max(zeros) if math.copysign(1.0, x) < 0 else min(zeros)
+    return best
