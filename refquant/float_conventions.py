@@ -19,17 +19,18 @@ inf_saturating
 nan_no_nan
     NaN into a format without NaN (fp6, fp4): ``"error"`` (ValueError); ``"zero_flip"`` a zero
     with the NaN's sign bit inverted (+NaN gives -0); ``"zero"`` +0; ``"max"`` +max whatever the
-    sign; ``"quiet_nan_bits"`` the float32 quiet NaN pattern pushed through the normal-range
-    round-to-nearest-even bit arithmetic (``(0x7FC00000 + ((bias - 127) << 23) + 2**(22 - M) - 1
-    + odd) >> (23 - M)``, low byte, with the NaN's sign: +-1.5 for fp4 and fp6); ``"nan"`` the
+    sign; ``"nan_bits"`` the NaN's own float32 pattern (sign cleared)
+    pushed through the normal-range round-to-nearest-even bit arithmetic, ``(b + ((bias - 127) <<
+    23) + 2**(22 - M) - 1 + odd) >> (23 - M)``, truncated to a byte, the sign or-ed back (payload
+    dependent: the float32 quiet NaN gives +-1.5 in fp4 and fp6); ``"nan"`` the
     value NaN, which no code holds (encode raises; fake_quantize returns NaN).
 nan_payload
     the NaN code of an IEEE format (e5m2): ``"quiet"`` the top mantissa bit (0x7E, as a float32
     quiet NaN truncates) or ``"all_ones"`` every mantissa bit (0x7F, torch).
 signed_zero
     ``"keep"`` -0.0 and negative values that round to zero give the -0 code; ``"drop"`` they give
-    +0 (fnuz formats always give +0, their only zero); ``"drop_no_nan"`` drop in formats without
-    NaN only.
+    +0; ``"drop_zero_input_no_nan"`` an input -0.0 gives +0 in formats without NaN (ONNX adds the
+    zero point as a float), rounded negatives keep -0. fnuz formats always give +0.
 band
     per-format ranges ``(format, lo, hi, result)`` of ``|x|`` whose non-saturating result is
     replaced by ``"max"`` or ``"nan"`` (onnxruntime's boundary behaviour).
@@ -54,8 +55,8 @@ __all__ = ["FloatConvention", "TABLE", "names", "get", "register"]
 
 _CHOICES = {
     "inf_saturating": ("max", "nan"),
-    "nan_no_nan": ("error", "zero_flip", "zero", "max", "quiet_nan_bits", "nan"),
-    "signed_zero": ("keep", "drop", "drop_no_nan"),
+    "nan_no_nan": ("error", "zero_flip", "zero", "max", "nan_bits", "nan"),
+    "signed_zero": ("keep", "drop", "drop_zero_input_no_nan"),
     "nan_payload": ("quiet", "all_ones"),
     "quotient": ("exact", "float32"),
     "rounding": ROUNDING_MODES,
@@ -142,17 +143,17 @@ TABLE = (
         saturate_formats=("float8_e4m3fn",),
         fixed_saturate=True,
         nan_payload="all_ones",
-        formats=_FP8 + ("float8_e8m0fnu",),
+        formats=_FP8,
     ),
     FloatConvention(
         name="onnx",
         formula="QuantizeLinear: t = fl32(x / s) (float32 x), then round-to-nearest-even with the "
         "saturate attribute (default 1; fnuz +-inf -> +-max when saturating); NaN -> NaN, "
-        "+NaN -> -0 in fp4/fp6; -0.0 -> +0 in fp4/fp6 (the zero point is added as a float)",
+        "+NaN -> -0 in fp4/fp6; an input -0.0 -> +0 in fp4/fp6 (the zero point is added as a float)",
         backend="onnx 1.23 onnx.reference QuantizeLinear (opset 21/23/25/28)",
         evidence="tests/cross/test_float_onnx.py",
         nan_no_nan="zero_flip",
-        signed_zero="drop_no_nan",
+        signed_zero="drop_zero_input_no_nan",
         quotient="float32",
     ),
     FloatConvention(
@@ -185,7 +186,7 @@ TABLE = (
         "f32_to_f6_e2m3_unpacked, f32_to_f6_e3m2_unpacked)",
         evidence="tests/cross/test_float_torchao.py",
         fixed_saturate=True,
-        nan_no_nan="quiet_nan_bits",
+        nan_no_nan="nan_bits",
         nan_payload="all_ones",
         formats=("float8_e4m3fn", "float8_e5m2") + _SUB_BYTE,
     ),

@@ -207,13 +207,15 @@ class FloatFormat:
             np.ldexp((m + (1 << M)).astype(np.float64), e - self.bias - M),
         )
         table = sign * mag
+        nan = np.zeros(codes.size, bool)
         if self.nan == "ieee":
             table[(e == top) & (m == 0)] = sign[(e == top) & (m == 0)] * np.inf
-            table[(e == top) & (m != 0)] = np.nan
+            nan = (e == top) & (m != 0)
         elif self.nan == "all_ones":
-            table[(e == top) & (m == (1 << M) - 1)] = np.nan
+            nan = (e == top) & (m == (1 << M) - 1)
         elif self.nan == "neg_zero":
-            table[self.sign_bit] = np.nan
+            nan = codes == self.sign_bit
+        table[nan] = np.copysign(np.nan, sign[nan])  # a NaN code's sign bit is its NaN's sign
         table.setflags(write=False)
         return table
 

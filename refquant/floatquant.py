@@ -92,12 +92,9 @@ class _Cast:
             return 0, 0
         if how == "max":
             return fmt.max_code, fmt.max_code
-        if how == "quiet_nan_bits":
-            M = fmt.mantissa_bits
-            odd = (0x7FC00000 >> (23 - M)) & 1
-            c = ((0x7FC00000 + ((fmt.bias - 127) << 23) + (1 << (22 - M)) - 1 + odd) >> (23 - M)) & 0xFF
-            c &= (1 << (fmt.bits - 1)) - 1
-            return self._signed_pair(c)
+        if how == "nan_bits":
+            c = int(self.nan_bits_codes(np.float32([np.nan]))[0])
+            return c, c | fmt.sign_bit
         return self.NO_CODE, self.NO_CODE
 
     def _specials(self):
@@ -124,17 +121,36 @@ class _Cast:
                    max_pair[1] if self.mode in (k.TOWARD_ZERO, k.CEIL) else ieee[1])
         sp[k.SP_INF_POS], sp[k.SP_INF_NEG] = inf
         sp[k.SP_OVF_POS], sp[k.SP_OVF_NEG] = ovf
-        drop = conv.signed_zero == "drop" or (conv.signed_zero == "drop_no_nan" and not fmt.has_nan)
-        neg_zero = fmt.sign_bit if fmt.has_negative_zero and not drop else 0
+        drop_input = conv.signed_zero == "drop" or (
+            conv.signed_zero == "drop_zero_input_no_nan" and not fmt.has_nan)
+        neg_zero = fmt.sign_bit if fmt.has_negative_zero else 0
         if fmt.has_zero:
-            sp[k.SP_ZERO_POS], sp[k.SP_ZERO_NEG] = 0, neg_zero
-            sp[k.SP_UNDER_POS], sp[k.SP_UNDER_NEG] = 0, neg_zero
+            sp[k.SP_ZERO_POS], sp[k.SP_ZERO_NEG] = 0, 0 if drop_input else neg_zero
+            sp[k.SP_UNDER_POS], sp[k.SP_UNDER_NEG] = 0, 0 if conv.signed_zero == "drop" else neg_zero
         else:  # e8m0: zero is not a value; tiny positives go to the smallest value, code 0
             sp[k.SP_ZERO_POS] = sp[k.SP_ZERO_NEG] = nan_pos
             sp[k.SP_UNDER_POS] = sp[k.SP_UNDER_NEG] = 0
         if not fmt.signed:  # negative values, -inf included, are not values of the format
             sp[k.SP_NEG] = sp[k.SP_INF_NEG] = sp[k.SP_OVF_NEG] = nan_pos
         return sp
+
+    def nan_bits_codes(self, nans: np.ndarray) -> np.ndarray:
+        """The ``nan_bits`` codes of float32 NaNs: their bit pattern, sign cleared, through the
+        normal-range round-to-nearest-even bit arithmetic, truncated to a byte, sign or-ed back."""
+        fmt = self.fmt
+        sh = 23 - fmt.mantissa_bits
+        b = nans.astype(np.float32).view(np.uint32).astype(np.int64)
+        mag = b & 0x7FFFFFFF
+        add = ((fmt.bias - 127) << 23) + (1 << (sh - 1)) - 1
+        c = ((mag + add + ((mag >> sh) & 1)) >> sh) & 0xFF
+        return (c | np.where(b >> 31, fmt.sign_bit, 0)).astype(np.uint8)
+
+    def apply_nan_bits(self, t: np.ndarray, codes: np.ndarray) -> None:
+        """The ``nan_bits`` rule on the NaNs of ``t`` (payload dependent), in place."""
+        if self.conv.nan_no_nan == "nan_bits" and not self.fmt.has_nan:
+            nan = np.isnan(t)
+            if nan.any():
+                codes[nan] = self.nan_bits_codes(t[nan])
 
     def check_codes_exist(self, x: np.ndarray, name: str) -> None:
         """A ValueError when x holds a value whose code the convention leaves undefined."""
@@ -214,6 +230,7 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
     else:
         k.encode_scaled_kernel(xk.size, t, gidx, scales, *cast.fp, cast.sp, cast.mode, u, out)
     cast.apply_band(t if scales is None else xk / (scales[gidx] if gidx.size else scales[0]), out)
+    cast.apply_nan_bits(t, out)
     return out
 
 

@@ -264,11 +264,12 @@ class _Plan:
                         "float32_reciprocal": k.ELEM_FP32_RCP, "microxcaling": k.ELEM_MICROXCALING}
             conv = self.conv
             M, emin, bias, max_mag, sign_bit = self.fp
+            fast = flat.dtype == np.float32 and not self.is_int and conv.scaling != "microxcaling"
             k.mx_kernel(flat.size, flat, b, rules[self.rule], sources[conv.shared_exponent],
                         scalings[conv.scaling], conv.exponent_overflow == "nan",
                         conv.nonfinite == "nan_block", self.emax, float(self.max_pos),
                         M, emin, bias, max_mag, sign_bit, self.sp, float(conv.mxint8_min), self.is_int,
-                        conv.microxcaling_round == "even", codes, scodes, vals)
+                        conv.microxcaling_round == "even", fast, codes, scodes, vals)
         shape_m = xm.shape
         out_codes = np.moveaxis(codes.reshape(shape_m), -1, ax)
         out_scales = np.moveaxis(scodes.reshape(shape_m[:-1] + (shape_m[-1] // b,)), -1, ax)

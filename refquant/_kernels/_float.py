@@ -157,38 +157,46 @@ def decode_kernel(codes, table, out):
         out[i] = table[codes[i]]
 
 
+@kernel
+def rne32_consts(M, emin, bias, max_mag, sign_bit, sp):
+    """The int32 constants of :func:`rne32_code` for one format and convention."""
+    sh = 23 - M
+    return (np.int32(sh), np.int32((127 - bias) << 23), np.int32((1 << (sh - 1)) - 1),
+            np.int32((emin + 127) << 23), np.int32((emin - M + 23 + 127) << 23), np.int32(max_mag),
+            np.int32(sign_bit), np.int32(sp[SP_OVF_POS]), np.int32(sp[SP_OVF_NEG]),
+            np.int32(sp[SP_UNDER_POS]), np.int32(sp[SP_UNDER_NEG]), np.int32(sp[SP_ZERO_POS]),
+            np.int32(sp[SP_ZERO_NEG]), np.int32(sp[SP_INF_POS]), np.int32(sp[SP_INF_NEG]),
+            np.int32(sp[SP_NAN_POS]), np.int32(sp[SP_NAN_NEG]))
+
+
+@kernel
+def rne32_code(b, c):
+    """The half-to-even code of the float32 whose bits are ``b`` (formats with subnormals):
+    integer round-to-nearest-even on the bits for target-normal values, and one float32 addition
+    of ``2**(emin - M + 23)`` (whose rounding is the single RNE onto the subnormal grid) below
+    ``2**emin``. Branch-free, so that loops over it vectorise."""
+    (sh, rebias, half_m1, min_normal_bits, magic_bits, mx, sb, ovf_p, ovf_n, und_p, und_n,
+     zero_p, zero_n, inf_p, inf_n, nan_p, nan_n) = c
+    a = b & np.int32(0x7FFFFFFF)
+    neg = b < 0
+    normal = (a - rebias + half_m1 + ((a >> sh) & np.int32(1))) >> sh
+    sub = f32_to_bits(bits_to_f32(a) + bits_to_f32(magic_bits)) - magic_bits
+    mag = normal if a >= min_normal_bits else sub
+    code = (mag | sb) if neg else mag
+    code = (ovf_n if neg else ovf_p) if mag > mx else code
+    code = (und_n if neg else und_p) if mag == 0 else code
+    code = (zero_n if neg else zero_p) if a == 0 else code
+    code = (inf_n if neg else inf_p) if a == np.int32(0x7F800000) else code
+    return (nan_n if neg else nan_p) if a > np.int32(0x7F800000) else code
+
+
 @sized_kernel
 def encode_f32_half_even_kernel(x, M, emin, bias, max_mag, sign_bit, sp, out):
     """The fast path of :func:`encode_kernel` for float32 input, half to even, formats with
-    subnormals: integer round-to-nearest-even on the float32 bits for target-normal values, and
-    one float32 addition of ``2**(emin - M + 23)`` (whose rounding is the single RNE onto the
-    subnormal grid) below ``2**emin``. Branch-free, so that the loop vectorises."""
-    sh = np.int32(23 - M)
-    rebias = np.int32((127 - bias) << 23)
-    half_m1 = np.int32((1 << (sh - 1)) - 1)
-    min_normal_bits = np.int32((emin + 127) << 23)
-    magic_bits = np.int32((emin - M + 23 + 127) << 23)
-    magic = bits_to_f32(magic_bits)
-    mx = np.int32(max_mag)
-    sb = np.int32(sign_bit)
-    ovf_p, ovf_n = np.int32(sp[SP_OVF_POS]), np.int32(sp[SP_OVF_NEG])
-    und_p, und_n = np.int32(sp[SP_UNDER_POS]), np.int32(sp[SP_UNDER_NEG])
-    inf_p, inf_n = np.int32(sp[SP_INF_POS]), np.int32(sp[SP_INF_NEG])
-    nan_p, nan_n = np.int32(sp[SP_NAN_POS]), np.int32(sp[SP_NAN_NEG])
-    one = np.int32(1)
+    subnormals (:func:`rne32_code`)."""
+    c = rne32_consts(M, emin, bias, max_mag, sign_bit, sp)
     for i in prange(x.size):
-        b = f32_to_bits(x[i])
-        a = b & np.int32(0x7FFFFFFF)
-        neg = b < 0
-        normal = (a - rebias + half_m1 + ((a >> sh) & one)) >> sh
-        sub = f32_to_bits(bits_to_f32(a) + magic) - magic_bits
-        mag = normal if a >= min_normal_bits else sub
-        code = (mag | sb) if neg else mag
-        code = (ovf_n if neg else ovf_p) if mag > mx else code
-        code = (und_n if neg else und_p) if mag == 0 else code
-        code = (inf_n if neg else inf_p) if a == np.int32(0x7F800000) else code
-        code = (nan_n if neg else nan_p) if a > np.int32(0x7F800000) else code
-        out[i] = np.uint8(code)
+        out[i] = np.uint8(rne32_code(f32_to_bits(x[i]), c))
 
 
 # ----------------------------------------------------------------------------- MX block scales
@@ -259,9 +267,16 @@ def microxcaling_element(v, M, emin, max_pos, even):
 
 @sized_kernel
 def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_pos, M, emin, bias,
-              max_mag, sign_bit, sp, int_lo, is_int, mxc_even, codes, scodes, vals):
+              max_mag, sign_bit, sp, int_lo, is_int, mxc_even, fast, codes, scodes, vals):
     """One MX block per iteration: the shared exponent, the e8m0 scale code, the element codes
-    (and, for the microxcaling element arithmetic, its float element values in ``vals``)."""
+    (and, for the microxcaling element arithmetic, its float element values in ``vals``).
+
+    ``fast`` (float32 x, float element formats, half to even, exact or float32 scaling): the
+    element ``x * 2**-E`` is a
+    float32 except where it leaves float32's normal range, far from any element rounding boundary
+    (an overflow saturates, a float32 subnormal rounds to zero either way), so the branch-free
+    float32 encoder gives the single rounding."""
+    c = rne32_consts(M, emin, bias, max_mag, sign_bit, sp)
     for b in prange(x.size // blk):
         base = b * blk
         amax = 0.0
@@ -301,6 +316,11 @@ def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_
         else:
             mult = math.ldexp(1.0, -e)
         scodes[b] = scode
+        if fast and not (scode == 255 and scaling == ELEM_EXACT):
+            for j in range(blk):  # v is a float32 (see mx_kernel's docstring)
+                v32 = np.float32(np.float64(x[base + j]) * mult)
+                codes[base + j] = np.uint8(rne32_code(f32_to_bits(v32), c))
+            continue
         for j in range(blk):
             xv = np.float64(x[base + j])
             if scode == 255 and scaling in (ELEM_EXACT, ELEM_MICROXCALING):

@@ -8,33 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import refquant as rq
-from tests.float_oracles import MODES, SPEC, ieee_overflows, positive_levels, round_code
+from tests.float_oracles import MODES, SPEC, ieee_overflows, positive_levels, probes, round_code
 
 NAMES = list(SPEC)
-
-
-def probes(name: str, seed: int = 0) -> np.ndarray:
-    """Every value, every midpoint and its float64 and float32 neighbours, overflow probes, tiny
-    values and random log-uniform values, both signs."""
-    vals = np.array([float(v) for v, _ in positive_levels(name)])
-    mids = (vals[:-1] + vals[1:]) / 2
-    top = vals[-1]
-    ulp_top = top - vals[-2]
-    over = np.array([top + ulp_top / 2, top + ulp_top, 2 * top, 1e30, 3.4028234663852886e38])
-    tiny = np.array([vals[vals > 0][0] / 2, 1e-40, 1.401298464324817e-45, 5e-324])
-    base = np.concatenate([vals, mids, over, tiny])
-    rng = np.random.default_rng(seed)
-    rand = np.exp2(rng.uniform(np.log2(tiny[0]) - 2, np.log2(top) + 2, 300))
-    f32 = base[base < 3e38].astype(np.float32).astype(np.float64)
-    near = np.concatenate([
-        np.nextafter(base, np.inf), np.nextafter(base, -np.inf),
-        np.nextafter(f32.astype(np.float32), np.float32(np.inf)).astype(np.float64),
-        np.nextafter(f32.astype(np.float32), np.float32(0)).astype(np.float64),
-    ])
-    with np.errstate(over="ignore"):
-        pos = np.concatenate([base, near, rand, rand.astype(np.float32).astype(np.float64)])
-    pos = pos[(pos > 0) & np.isfinite(pos)]
-    return np.concatenate([pos, -pos])
 
 
 @pytest.mark.parametrize("name", NAMES)

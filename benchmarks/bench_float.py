@@ -1,0 +1,49 @@
+"""Float element casts and MX quantization: refquant against ml_dtypes and torchao, in one run.
+
+- rq.encode to float8_e4m3fn vs ml_dtypes' astype of the same 2**24 float32 array;
+- rq.mx.quantize (MXFP8 e4m3, MXFP4) vs torchao's to_mx (FLOOR) on the same array.
+
+Ratios are taken within one run; on a shared machine they move with its load.
+Run: python benchmarks/bench_float.py
+"""
+
+import importlib.util
+import timeit
+
+import numpy as np
+
+import refquant as rq
+
+
+def best_of(fn, repeat=7):
+    """Fastest of ``repeat`` single runs after a warm-up call (which compiles the kernels)."""
+    fn()
+    return min(timeit.repeat(fn, number=1, repeat=repeat))
+
+
+def main():
+    n = 1 << 24
+    x = (np.random.default_rng(0).standard_normal(n) * 50).astype(np.float32)
+    print("N = 2**24 float32")
+    if importlib.util.find_spec("ml_dtypes"):
+        import ml_dtypes
+
+        peer = best_of(lambda: x.astype(ml_dtypes.float8_e4m3fn))
+        ours = best_of(lambda: rq.encode(x, rq.float8_e4m3fn))
+        print(f"encode float8_e4m3fn: refquant {ours * 1e3:7.1f} ms, ml_dtypes astype {peer * 1e3:7.1f} ms"
+              f" -> {peer / ours:.1f}x")
+    if importlib.util.find_spec("torchao"):
+        import torch
+        from torchao.prototype.mx_formats.mx_tensor import to_mx
+
+        xt = torch.from_numpy(x.reshape(-1, 1024))
+        x2 = x.reshape(-1, 1024)
+        for fmt, dt in ((rq.float8_e4m3fn, torch.float8_e4m3fn), (rq.float4_e2m1fn, torch.float4_e2m1fn_x2)):
+            peer = best_of(lambda dt=dt: to_mx(xt, dt, 32), repeat=3)
+            ours = best_of(lambda fmt=fmt: rq.mx.quantize(x2, fmt), repeat=3)
+            print(f"mx.quantize {fmt.name}: refquant {ours * 1e3:7.1f} ms, torchao to_mx {peer * 1e3:7.1f} ms"
+                  f" -> {peer / ours:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
