@@ -89,3 +89,12 @@ def check_axis(axis, ndim: int, name: str = "axis") -> int:
     if not -ndim <= a < ndim:
         raise ValueError(f"{name}={axis} is out of range for an array of {ndim} dimension(s)")
     return a % ndim
+
+
+def named_row(table: dict, convention, row_type):
+    """``convention`` itself when it is a ``row_type``, else its row in ``table`` by name."""
+    if isinstance(convention, row_type):
+        return convention
+    if convention not in table:
+        raise ValueError(f"convention must be one of {sorted(table)}; got {convention!r}")
+    return table[convention]

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._dtypes import bfloat16, float_code
-from ._validation import float_array, integer_array, integer_scalar
+from ._validation import float_array, integer_array, integer_scalar, named_row
 
 __all__ = ["Convention", "CONVENTIONS", "NF4State", "codebook", "detect", "dynamic_map", "quantize",
            "dequantize", "fake_quantize"]
@@ -131,11 +131,7 @@ _SELECT = {"float32_midpoints": 0, "argmin": 1, "exact": 2}
 
 
 def _convention(convention) -> Convention:
-    if isinstance(convention, Convention):
-        return convention
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {sorted(CONVENTIONS)}; got {convention!r}")
-    return CONVENTIONS[convention]
+    return named_row(CONVENTIONS, convention, Convention)
 
 
 def _check_codebook(name) -> str:

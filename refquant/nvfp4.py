@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._dtypes import float_code
-from ._validation import float_array, integer_array
+from ._validation import float_array, integer_array, named_row
 
 __all__ = ["Convention", "CONVENTIONS", "quantize", "dequantize", "fake_quantize", "BLOCK"]
 
@@ -64,7 +64,8 @@ class Convention:
     ``"divide"`` (``x / f32(s g)``). ``nan``: ``"error"``, ``"code"`` (``nan_code``) or
     ``"torchao_bits"`` (torchao's bit arithmetic applied to the NaN's bits: a NaN input keeps its
     payload, a NaN block scale gives 0x7ff00000). ``drop_negative_zero``: -0.0 (not a
-    negative value rounding to zero) takes code 0. ``dequant``: ``"exact"`` or ``"float32"``.
+    negative value rounding to zero) takes code 0. ``dequant``: ``"exact"`` or ``"float32"``;
+    ``dequant_negative_zero``: code 8 dequantizes to -0.0 (ModelOpt's table holds +0).
     """
 
     name: str
@@ -79,6 +80,7 @@ class Convention:
     dequant: str
     formula: str
     evidence: str = field(default="", compare=False)
+    dequant_negative_zero: bool = True
 
 
 CONVENTIONS = {
@@ -103,9 +105,10 @@ CONVENTIONS = {
     "modelopt": Convention(
         "modelopt", "decode", "divide_product", 2.0**-9, True, "divide", "code", 7, True, "float32",
         "s = e4m3(clamp_min(f32(a / f32(6 g)) or 1.0 if zero, 2**-9)); q = e2m1(f32(x / f32(s g))) by "
-        "searchsorted (NaN -> 6)",
-        "tests/cross/test_nvfp4_transcribed.py (transcription of ModelOpt's published "
-        "NVFP4QTensor; not installable here)"),
+        "searchsorted (NaN -> 6); code 8 dequantizes to +0",
+        dequant_negative_zero=False,
+        evidence="tests/cross/test_nvfp4_transcribed.py (transcription of ModelOpt's published "
+                 "NVFP4QTensor; not installable here)"),
     "onnx": Convention(
         "onnx", "decode", "divide_product", 2.0**-9, True, "divide", "code", 8, True, "float32",
         "scales as modelopt (its ONNX export); q = QuantizeLinear(x, f32(s g), float4e2m1): "
@@ -119,11 +122,7 @@ _NAN = {"error": 0, "code": 1, "torchao_bits": 2}
 
 
 def _convention(convention) -> Convention:
-    if isinstance(convention, Convention):
-        return convention
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {sorted(CONVENTIONS)}; got {convention!r}")
-    return CONVENTIONS[convention]
+    return named_row(CONVENTIONS, convention, Convention)
 
 
 def _global_scales(conv: Convention, amax: np.float32, global_scale, check=True):
@@ -236,7 +235,8 @@ def dequantize(codes, scale_codes, global_scale, *, convention="exact", dtype=np
     sk = np.ascontiguousarray(s, dtype=np.uint8).reshape(-1)
     out = np.empty(qk.size, np.float64)
     if qk.size:
-        nvfp4_dequantize(qk.size, qk, sk, float(g), conv.dequant == "exact", float_code(out_dt), out)
+        nvfp4_dequantize(qk.size, qk, sk, float(g), conv.dequant == "exact", conv.dequant_negative_zero,
+                         float_code(out_dt), out)
     return out.astype(out_dt).reshape(q.shape)
 
 

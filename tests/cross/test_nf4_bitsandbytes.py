@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import refquant as rq
+from tests.cross.test_affine_torch import to_numpy, to_torch
 from tests.nf4_cases import block_cases, pad_to, special_blocks
 from tests.references import assert_bitwise_equal
 
@@ -28,16 +29,6 @@ DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.
           "bfloat16": (ml_dtypes.bfloat16, torch.bfloat16)}
 
 
-def to_torch(x: np.ndarray, tdt):
-    if x.dtype == ml_dtypes.bfloat16:
-        return torch.from_numpy(x.view(np.int16).copy()).view(torch.bfloat16)
-    return torch.from_numpy(x.copy())
-
-
-def to_numpy(t):
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.numpy()
 
 
 def bnb_unpacked(packed, n):
@@ -47,7 +38,7 @@ def bnb_unpacked(packed, n):
 
 def run_bnb(x, quant_type, compress):
     npdt, tdt = DTYPES[np.dtype(x.dtype).name]
-    t = to_torch(x, tdt)
+    t = to_torch(x)
     packed, st = F.quantize_4bit(t, blocksize=64, compress_statistics=compress, quant_type=quant_type)
     deq = F.dequantize_4bit(packed, st, quant_type=quant_type)
     return packed, st, to_numpy(deq).reshape(x.shape)

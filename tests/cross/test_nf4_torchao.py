@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import refquant as rq
+from tests.cross.test_affine_torch import to_numpy, to_torch
 from tests.nf4_cases import block_cases, pad_to, special_blocks
 from tests.references import assert_bitwise_equal
 
@@ -21,16 +22,6 @@ with warnings.catch_warnings():
 DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 
 
-def to_torch(x):
-    if x.dtype == ml_dtypes.bfloat16:
-        return torch.from_numpy(x.view(np.int16).copy()).view(torch.bfloat16)
-    return torch.from_numpy(x.copy())
-
-
-def to_numpy(t):
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.numpy()
 
 
 def unpacked(packed, n):

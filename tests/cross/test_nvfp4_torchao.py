@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import refquant as rq
+from tests.cross.test_affine_torch import to_torch
 from tests.nvfp4_cases import blocks, special_rows
 from tests.references import assert_bitwise_equal
 
@@ -18,11 +19,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     nv = pytest.importorskip("torchao.prototype.mx_formats.nvfp4_tensor")
 
-
-def to_torch(x):
-    if x.dtype == ml_dtypes.bfloat16:
-        return torch.from_numpy(x.view(np.int16).copy()).view(torch.bfloat16)
-    return torch.from_numpy(x.copy())
 
 
 def torchao(x, g):
