@@ -37,8 +37,15 @@ band
 quotient
     scaled quantization: ``"exact"`` rounds the real ``x / s`` once; ``"float32"`` rounds
     ``fl32(x / s)`` (ONNX QuantizeLinear for float32 ``x``).
+arithmetic
+    ``"exact"`` (integer rounding on the bits) or ``"microxcaling"``: microxcaling's float32
+    element arithmetic (private exponent ``floor(log2_fp32 |x|)`` clipped at ``emin``,
+    ``floor(fl32(|t| + 0.5))``, clamp to +-max; inf passes through, as a value); ``"brevitas"``
+    brevitas FloatQuant's float32 arithmetic (see its row).
 formats
     the formats the backend implements (empty: all); others are a ValueError.
+missing
+    a row that is named but not implemented: using it raises NotImplementedError.
 
 >>> import refquant as rq
 >>> rq.float_conventions.get("torch").saturate_formats
@@ -59,6 +66,7 @@ _CHOICES = {
     "signed_zero": ("keep", "drop", "drop_zero_input_no_nan"),
     "nan_payload": ("quiet", "all_ones"),
     "quotient": ("exact", "float32"),
+    "arithmetic": ("exact", "microxcaling", "brevitas"),
     "rounding": ROUNDING_MODES,
 }
 
@@ -92,7 +100,9 @@ class FloatConvention:
     band: tuple = ()
     quotient: str = "exact"
     rounding: str = "half_even"
+    arithmetic: str = "exact"
     formats: tuple[str, ...] = ()
+    missing: str = ""
 
     def __post_init__(self):
         for knob, allowed in _CHOICES.items():
@@ -104,7 +114,12 @@ class FloatConvention:
         return replace(self, **knobs)
 
     def saturates(self, fmt) -> bool:
-        """The default overflow rule of this convention for ``fmt``."""
+        """The default overflow rule of this convention for ``fmt``.
+
+        >>> import refquant as rq
+        >>> rq.float_conventions.get("torch").saturates(rq.float8_e5m2)
+        False
+        """
         if self.saturate_formats:
             return fmt.name in self.saturate_formats
         return self.saturate
@@ -191,28 +206,59 @@ TABLE = (
         formats=("float8_e4m3fn", "float8_e5m2") + _SUB_BYTE,
     ),
     FloatConvention(
+        name="microxcaling",
+        formula="v = fl32(x / s); p = max(floor(log2_fp32 |v|), emin); t = fl32(|v| / 2**p * 2**M); "
+        "r = floor(fl32(t + 0.5)) (ties away; rounding='half_even' subtracts 1 when fl32(t - 0.5) "
+        "is even, microxcaling's round='even'); value sign(v) * r / 2**M * 2**p clamped to +-max "
+        "(saturate_normals); inf passes through (its code: inf, else NaN), NaN stays NaN, -0 -> +0",
+        backend="microsoft/microxcaling _quantize_elemwise_core (pure torch path); not on PyPI",
+        evidence="tests/cross/test_float_transcribed.py::test_microxcaling_elements (its published "
+        "torch algorithm, run on torch)",
+        fixed_saturate=True,
+        nan_no_nan="nan",
+        quotient="float32",
+        rounding="half_away",
+        arithmetic="microxcaling",
+        formats=_FP8[::2] + _SUB_BYTE,
+    ),
+    FloatConvention(
+        name="brevitas",
+        formula="FloatQuant (scale 1), float32 throughout: s = 2**max(floor(log2_fp32(fl32(|x| + "
+        "2**-126))) - M, emin - M); y = rne(x / s) * s; saturating (default): clamp to +-max; "
+        "else beyond max -> inf (formats with inf) or NaN; +-inf -> NaN in both modes (inf / inf); "
+        "-0.0 kept as a value (fnuz: fake_quantize returns -0.0, the code is 0)",
+        backend="brevitas 0.13 FloatQuant + FloatClamp (Fp8e4m3OCP*, Fp8e4m3FNUZ*, fp6/fp4 mixins); "
+        "does not install in this environment",
+        evidence="tests/cross/test_float_transcribed.py::test_brevitas_elements (its published "
+        "FloatQuant algorithm, re-typed in torch)",
+        nan_no_nan="nan",
+        quotient="float32",
+        arithmetic="brevitas",
+    ),
+    FloatConvention(
         name="transformer_engine",
-        formula="fp4 (cast_to_fp4x2, threshold table): round-to-nearest-even, saturating, "
-        "-0.0 -> +0, NaN -> code 0",
+        formula="fp4 (cast_to_fp4x2, a table of threshold ranges, ties to even): saturating; an "
+        "input -0.0 -> +0 (rounded negatives keep -0); NaN -> code 0",
         backend="TransformerEngine quantization_ref_nvfp4.py cast_to_fp4x2 (transcription: not "
         "installable here)",
         evidence="tests/cross/test_float_transcribed.py::test_transformer_engine_fp4 (the "
         "published threshold algorithm)",
         fixed_saturate=True,
         nan_no_nan="zero",
-        signed_zero="drop",
+        signed_zero="drop_zero_input_no_nan",
         formats=("float4_e2m1fn",),
     ),
     FloatConvention(
         name="modelopt",
-        formula="fp4 (_cast_fp4: searchsorted on the level midpoints with an odd-bound fix): "
-        "round-to-nearest-even, saturating, -0.0 -> +0, NaN -> +6 (code 7)",
+        formula="fp4 (_cast_fp4: searchsorted on the level midpoints, +1 on a midpoint of odd "
+        "index: ties to even): saturating; sign from x < 0, so an input -0.0 -> +0; NaN -> +6 "
+        "(code 7)",
         backend="ModelOpt nvfp4_tensor.py _cast_fp4 (transcription: not installable here)",
         evidence="tests/cross/test_float_transcribed.py::test_modelopt_fp4 (the published "
         "algorithm)",
         fixed_saturate=True,
         nan_no_nan="max",
-        signed_zero="drop",
+        signed_zero="drop_zero_input_no_nan",
         formats=("float4_e2m1fn",),
     ),
 )
@@ -221,7 +267,14 @@ _REGISTRY: dict[str, FloatConvention] = {}
 
 
 def register(convention: FloatConvention) -> FloatConvention:
-    """Add an element convention to the registry (its name must be new) and return it."""
+    """Add an element convention to the registry (its name must be new) and return it.
+
+    >>> import refquant as rq
+    >>> mine = rq.float_conventions.get("exact").replace(name="my.cast", saturate=False)
+    >>> rq.float_conventions.register(mine).name in rq.float_conventions.names()
+    True
+    >>> _ = rq.float_conventions._REGISTRY.pop("my.cast")  # keep the doctest side-effect free
+    """
     if not isinstance(convention, FloatConvention):
         raise TypeError(f"convention must be a FloatConvention; got {convention!r}")
     if convention.name in _REGISTRY:
@@ -241,7 +294,13 @@ def names() -> list[str]:
 
 
 def get(name) -> FloatConvention:
-    """The element convention called ``name`` (a FloatConvention passes through)."""
+    """The element convention called ``name`` (a FloatConvention passes through); else a
+    ValueError listing the names.
+
+    >>> import refquant as rq
+    >>> rq.float_conventions.get("ml_dtypes").nan_no_nan
+    'zero_flip'
+    """
     if isinstance(name, FloatConvention):
         return name
     try:

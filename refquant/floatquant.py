@@ -22,13 +22,23 @@ __all__ = ["encode", "decode", "quantize", "dequantize", "fake_quantize", "is_fl
 
 
 def is_float_format(fmt) -> bool:
-    """Whether ``fmt`` names a float format (a FloatFormat or a named float format's name)."""
+    """Whether ``fmt`` names a float format (a FloatFormat or a named float format's name).
+
+    >>> import refquant as rq
+    >>> is_float_format(rq.float8_e5m2), is_float_format("float4_e2m1fn"), is_float_format(rq.int8)
+    (True, True, False)
+    """
     return isinstance(fmt, FloatFormat) or (isinstance(fmt, str) and fmt in NAMED_FLOAT_FORMATS)
 
 
 def wants_float(fmt, saturate=None) -> bool:
     """Whether an ``rq.quantize``-family call goes to the float path; ``saturate`` with an integer
-    format is a ValueError."""
+    format is a ValueError.
+
+    >>> import refquant as rq
+    >>> wants_float(rq.float8_e4m3fn, True), wants_float(rq.int8)
+    (True, False)
+    """
     if is_float_format(fmt):
         return True
     if saturate is not None:
@@ -50,6 +60,8 @@ class _Cast:
     def __init__(self, fmt, convention, saturate, rounding):
         self.fmt = fmt = float_format(fmt)
         self.conv = conv = _fconv.get(convention)
+        if conv.missing:
+            raise NotImplementedError(f"float convention {conv.name!r}: {conv.missing}")
         if conv.formats and fmt.name not in conv.formats:
             raise ValueError(
                 f"convention {conv.name!r} implements {', '.join(conv.formats)}; got fmt={fmt.name}"
@@ -70,6 +82,9 @@ class _Cast:
         if not (fmt.has_inf or fmt.has_nan):
             self.saturate = True
         self.mode = rounding_code(conv.rounding if rounding is None else rounding)
+        if conv.arithmetic == "microxcaling" and rounding not in (None, "half_away", "half_even"):
+            raise ValueError(f"convention {conv.name!r} rounds half_away ('nearest') or half_even "
+                             f"('even'); got rounding={rounding!r}")
         self.sp = self._specials()
         self.fp = (fmt.mantissa_bits, fmt.emin, fmt.bias, fmt.max_code, fmt.sign_bit)
 
@@ -111,7 +126,12 @@ class _Cast:
             ieee = (nan_pos, nan_neg)
         else:
             ieee = max_pair
-        if self.saturate:
+        if conv.arithmetic == "microxcaling":  # inf passes through as a value
+            inf = ieee
+            ovf = max_pair
+        elif conv.arithmetic == "brevitas":  # values already clamped; an inf value is an overflow
+            inf = ovf = ieee
+        elif self.saturate:
             inf = max_pair if conv.inf_saturating == "max" else (nan_pos, nan_neg)
             ovf = max_pair
         else:
@@ -221,6 +241,8 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
         scales = None
     else:
         t = xk
+    if cast.conv.arithmetic != "exact":
+        t = _float32_values(cast, t if t.dtype == np.float32 else t.astype(np.float32))
     cast.check_codes_exist(t, "x")
     if scales is None or (gidx.size == 0 and scales[0] == 1.0):
         if t.dtype == np.float32 and cast.mode == 0 and cast.fmt.subnormals:
@@ -231,6 +253,20 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
         k.encode_scaled_kernel(xk.size, t, gidx, scales, *cast.fp, cast.sp, cast.mode, u, out)
     cast.apply_band(t if scales is None else xk / (scales[gidx] if gidx.size else scales[0]), out)
     cast.apply_nan_bits(t, out)
+    return out
+
+
+def _float32_values(cast: _Cast, t: np.ndarray) -> np.ndarray:
+    """The element values (float64 holding float32 results) of the float32 ``t`` under a
+    convention with its own float32 arithmetic (microxcaling, brevitas)."""
+    from ._kernels import _float as k
+
+    fmt = cast.fmt
+    out = np.empty(t.size, np.float64)
+    if t.size and cast.conv.arithmetic == "microxcaling":
+        k.microxcaling_kernel(t.size, t, fmt.mantissa_bits, fmt.emin, fmt.max, cast.mode == 0, out)
+    elif t.size:
+        k.brevitas_kernel(t.size, t, fmt.mantissa_bits, fmt.emin, fmt.max, cast.saturate, fmt.has_inf, out)
     return out
 
 
@@ -306,7 +342,7 @@ def _out_dtype(dtype) -> np.dtype:
 # ----------------------------------------------------------------------------- scaled quantization
 
 
-def group_index(shape, scale, axis, block_size, array_name="x"):
+def _group_index(shape, scale, axis, block_size, array_name="x"):
     """(per-group scales as float64, group index per element or empty for one group)."""
     s = np.asarray(scale)
     if axis is not None and block_size is not None:
@@ -364,7 +400,7 @@ def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=None, bl
     _no_range(qmin, qmax)
     cast = _Cast(fmt, convention, saturate, rounding)
     a = float_array(x, "x")
-    scales, gidx = group_index(a.shape, scale, axis, block_size)
+    scales, gidx = _group_index(a.shape, scale, axis, block_size)
     return _encode_flat(cast, _flat(a), scales, gidx, rng).reshape(a.shape)
 
 
@@ -400,7 +436,7 @@ def dequantize(q, scale, zero_point=0, *, fmt, axis=None, block_size=None, conve
     fmt = float_format(fmt)
     out_dtype = _out_dtype(dtype)
     v = decode(q, fmt, dtype=np.float64)
-    scales, gidx = group_index(v.shape, scale, axis, block_size, "q")
+    scales, gidx = _group_index(v.shape, scale, axis, block_size, "q")
     s = scales[gidx].reshape(v.shape) if gidx.size else scales[0]
     return _times_scale(v, np.broadcast_to(s, v.shape), out_dtype)
 
@@ -420,7 +456,12 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=Non
     cast = _Cast(fmt, convention, saturate, rounding)
     a = float_array(x, "x")
     xk = _flat(a)
-    scales, gidx = group_index(a.shape, scale, axis, block_size)
+    scales, gidx = _group_index(a.shape, scale, axis, block_size)
+    if cast.conv.arithmetic != "exact":
+        s32 = (scales[gidx] if gidx.size else np.broadcast_to(scales[0], xk.shape)).astype(np.float32)
+        v = _float32_values(cast, (xk.astype(np.float32) / s32).astype(np.float32))
+        with np.errstate(invalid="ignore", over="ignore"):
+            return (v.astype(np.float32) * s32).astype(a.dtype).reshape(a.shape)
     nan_value = cast.conv.nan_no_nan == "nan" and not cast.fmt.has_nan
     codes = _encode_flat(cast, np.where(np.isnan(xk), 0, xk) if nan_value else xk, scales, gidx, rng)
     v = cast.fmt.decode_table()[codes]

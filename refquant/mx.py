@@ -191,7 +191,12 @@ def names() -> list[str]:
 
 
 def get(name) -> MXConvention:
-    """The MX convention called ``name`` (an MXConvention passes through)."""
+    """The MX convention called ``name`` (an MXConvention passes through); else a ValueError.
+
+    >>> import refquant as rq
+    >>> rq.mx.get("torchao.rceil").scaling
+    'float32_reciprocal'
+    """
     if isinstance(name, MXConvention):
         return name
     try:

@@ -281,12 +281,19 @@ def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_
         base = b * blk
         amax = 0.0
         nan = False
-        for j in range(blk):
-            a = abs(np.float64(x[base + j]))
-            if a != a:
-                nan = True
-            elif a > amax:
-                amax = a
+        if fast:  # float32: the largest magnitude is the largest |bits| (NaN's bits exceed inf's)
+            top = np.int32(0)
+            for j in range(blk):
+                top = max(top, f32_to_bits(x[base + j]) & np.int32(0x7FFFFFFF))
+            nan = top > np.int32(0x7F800000)
+            amax = np.float64(bits_to_f32(top)) if not nan else 0.0
+        else:
+            for j in range(blk):
+                a = abs(np.float64(x[base + j]))
+                if a != a:
+                    nan = True
+                elif a > amax:
+                    amax = a
         scode = 0
         if nan or (math.isinf(amax) and nonfinite_nan):
             scode = 255
@@ -317,9 +324,9 @@ def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_
             mult = math.ldexp(1.0, -e)
         scodes[b] = scode
         if fast and not (scode == 255 and scaling == ELEM_EXACT):
-            for j in range(blk):  # v is a float32 (see mx_kernel's docstring)
-                v32 = np.float32(np.float64(x[base + j]) * mult)
-                codes[base + j] = np.uint8(rne32_code(f32_to_bits(v32), c))
+            m32 = np.float32(mult)  # a power of two (or 0, NaN): one float32 rounding per product
+            for j in range(blk):
+                codes[base + j] = np.uint8(rne32_code(f32_to_bits(x[base + j] * m32), c))
             continue
         for j in range(blk):
             xv = np.float64(x[base + j])
@@ -344,10 +351,48 @@ def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_
                 else:
                     q = min(max(np.rint(t), int_lo), 127.0)
                 codes[base + j] = np.int64(q)
-                vals[base + j] = q / 64.0
+                if mxc:
+                    vals[base + j] = q / 64.0
                 continue
             if mxc:
                 v = microxcaling_element(v, M, emin, max_pos, mxc_even)
                 vals[base + j] = v
             else:
                 codes[base + j] = encode_value(v, M, emin, bias, max_mag, sign_bit, sp, 0, 0.0)
+
+
+@sized_kernel
+def microxcaling_kernel(x, M, emin, max_pos, even, out):
+    """``out[i]`` = microxcaling's float32 element quantization of ``x[i]`` (saturating)."""
+    for i in prange(x.size):
+        out[i] = microxcaling_element(np.float64(x[i]), M, emin, max_pos, even)
+
+
+@kernel
+def brevitas_element(x, M, emin, max_pos, saturate, has_inf):
+    """brevitas FloatQuant of the float32 value ``x`` (scale 1): internal scale
+    ``2**max(floor(log2_fp32(fl32(|x| + 2**-126))) - M, emin - M)``, ``rne(x / s) * s`` in float32,
+    then the clamp: saturating to +-max, else values beyond max become inf (formats with inf) or
+    NaN. inf input gives NaN (inf / inf)."""
+    if math.isnan(x):
+        return x
+    a = to_f32(abs(x) + F32_MIN_NORMAL)
+    p = math.floor(log2_fp32(a)) if math.isfinite(a) else math.inf
+    if p - M < emin - M:
+        p = emin
+    s = to_f32(math.ldexp(1.0, int(p - M))) if p < 300 else math.inf
+    y = to_f32(np.rint(to_f32(x / s)) * s) if math.isfinite(s) else math.nan
+    if math.isnan(y):
+        return y
+    if abs(y) > max_pos:
+        if saturate:
+            return math.copysign(max_pos, y)
+        return math.copysign(math.inf, y) if has_inf else math.nan
+    return y
+
+
+@sized_kernel
+def brevitas_kernel(x, M, emin, max_pos, saturate, has_inf, out):
+    """``out[i]`` = brevitas FloatQuant of ``x[i]``."""
+    for i in prange(x.size):
+        out[i] = brevitas_element(np.float64(x[i]), M, emin, max_pos, saturate, has_inf)

@@ -129,3 +129,43 @@ def test_exact_property(v, name, mode):
     if v == 0 or (not fmt.signed and v < 0):
         return
     assert rq.encode(np.float64([v]), fmt, rounding=mode)[0] == round_code(v, name, mode)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [np.float16, "bfloat16", np.float64])
+def test_decode_dtypes_round_once(name, dtype):
+    fmt = getattr(rq, name)
+    codes = np.arange(1 << fmt.bits, dtype=np.uint8)
+    v64 = rq.decode(codes, fmt, dtype=np.float64)
+    got = rq.decode(codes, fmt, dtype=dtype)
+    if dtype == "bfloat16":
+        ml = pytest.importorskip("ml_dtypes")
+        want = v64.astype(ml.bfloat16)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+    else:
+        np.testing.assert_array_equal(got, v64.astype(dtype))
+        assert got.dtype == np.dtype(dtype)
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(NAMES))
+def test_float32_patterns_against_oracle(bits, name):
+    fmt = getattr(rq, name)
+    x = np.uint32([bits]).view(np.float32)
+    v = float(x[0])
+    got = int(rq.encode(x, fmt, saturate=True if fmt.has_nan or fmt.has_inf else None,
+                        convention="exact")[0]) if not np.isnan(v) or fmt.has_nan else None
+    if np.isnan(v):
+        if fmt.has_nan:
+            assert np.isnan(fmt.decode_table()[got])
+        return
+    sign = fmt.sign_bit if np.signbit(v) else 0
+    if np.isinf(v):
+        want = fmt.nan_code if (v < 0 and not fmt.signed) else fmt.max_code | sign
+    elif v == 0 or (v < 0 and not fmt.signed):
+        no_value = not fmt.has_zero or v < 0
+        want = fmt.nan_code if no_value else (sign if fmt.has_negative_zero else 0)
+    else:
+        want = round_code(v, name)
+    assert got == want, (v, got, want)

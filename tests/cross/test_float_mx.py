@@ -144,3 +144,54 @@ def test_gfloat_quantize_block_float32(fmt_name):
     assert same.all(), (x[~same][:3], got[~same][:3], want[~same][:3])
     ocp = rq.mx.fake_quantize(x.astype(np.float64), getattr(rq, fmt_name))
     assert not np.array_equal(ocp, want)  # the blocks with amax just below 2**k differ
+
+
+_MXC = {  # ebits, mbits (sign and implicit one included), emax, max_norm, as microxcaling lists them
+    "float8_e4m3fn": (4, 5, 8, 448.0), "float8_e5m2": (5, 4, 15, 57344.0),
+    "float6_e3m2fn": (3, 4, 4, 28.0), "float6_e2m3fn": (2, 5, 2, 7.5),
+    "float4_e2m1fn": (2, 3, 2, 6.0), "int8": (0, 8, 0, 1.984375),
+}
+
+
+def microxcaling_quantize_mx(A, ebits, mbits, emax, max_norm, rnd):
+    """microxcaling's _quantize_mx (pure torch path, block along the last axis, scale_bits 8),
+    re-typed from its published source: float32 torch ops throughout."""
+    torch = _torch()
+    blocks = A.reshape(-1, 32)
+    amax = blocks.abs().max(dim=1, keepdim=True).values
+    shared = torch.floor(torch.log2(amax + 2.0**-126 * (amax == 0).float())) - emax
+    shared[shared > 127] = float("nan")
+    shared[shared < -127] = -127
+    x = blocks / (2 ** shared)
+    if ebits != 0:
+        private = torch.floor(torch.log2(torch.abs(x) + (x == 0).float()))
+        private = private.clip(min=-(2 ** (ebits - 1)) + 2)
+        out = x / (2 ** private) * (2 ** (mbits - 2))
+    else:
+        private = None
+        out = x * (2 ** (mbits - 2))
+    if rnd == "nearest":
+        out = torch.sign(out) * torch.floor(torch.abs(out) + 0.5)
+    else:
+        absA = torch.abs(out)
+        mask = ((absA - 0.5) % 2 == torch.zeros_like(out)).float()
+        out = torch.sign(out) * (torch.floor(absA + 0.5) - mask)
+    out = out / (2 ** (mbits - 2)) if private is None else out / (2 ** (mbits - 2)) * (2 ** private)
+    out = torch.clamp(out, min=-max_norm, max=max_norm)
+    out[x == float("inf")] = float("inf")
+    out[x == -float("inf")] = -float("inf")
+    return (out * (2 ** shared)).reshape(A.shape)
+
+
+@pytest.mark.parametrize("rnd", ["nearest", "even"])
+@pytest.mark.parametrize("name", FORMATS + ["int8"])
+def test_microxcaling_transcription(name, rnd):
+    torch = _torch()
+    x = adversarial_blocks(name if name != "int8" else "float8_e4m3fn")
+    x = np.concatenate([x, nonfinite_blocks()])
+    want = microxcaling_quantize_mx(torch.from_numpy(x), *_MXC[name], rnd).numpy()
+    conv = rq.mx.get("microxcaling").replace(microxcaling_round=rnd)
+    got = rq.mx.fake_quantize(x, getattr(rq, name), convention=conv)
+    same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+    bad = np.argwhere(~same)
+    assert bad.size == 0, [(float(x[i, j]), float(got[i, j]), float(want[i, j])) for i, j in bad[:5]]
