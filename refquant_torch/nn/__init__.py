@@ -5,6 +5,7 @@ from . import reference
 from .approx import MinMaxQuant, PACTQuant
 from .fake_quantize import FakeQuantize, LearnableFakeQuantize
 from .learnable import PACT, APoTFakeQuantize
+from .lowp import FloatFakeQuantize, MXFakeQuantize, NF4FakeQuantize, NVFP4FakeQuantize
 
 __all__ = [
     "FakeQuantize",
@@ -15,3 +16,4 @@ __all__ = [
     "PACTQuant",
     "reference",
 ]
+__all__ += ["FloatFakeQuantize", "MXFakeQuantize", "NVFP4FakeQuantize", "NF4FakeQuantize"]
