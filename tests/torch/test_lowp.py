@@ -314,6 +314,26 @@ def test_nvfp4_gradients_equal_torchao_qat_backward(per_tensor_scale):
     assert_same_bits(w2.grad, gw)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nf4_linear_equals_torchao_linear_nf4(dtype):
+    """torchao's QLoRA linear on an NF4 weight (double quantized, blocks 64/256): output and input
+    gradient equal a Linear on rqt.nf4_fake_quantize's weight; torchao freezes the weight, refquant
+    passes its gradient straight through."""
+    nf4 = pytest.importorskip("torchao.quantization.quantize_.workflows.nf4.nf4_tensor")
+    torch.manual_seed(2)
+    w = torch.randn(128, 128, dtype=dtype)
+    x = torch.randn(4, 128, dtype=dtype, requires_grad=True)
+    y = nf4.linear_nf4(x, nf4.to_nf4(w, 64, 256))
+    g = torch.randn_like(y)
+    y.backward(g)
+    x2 = x.detach().clone().requires_grad_()
+    w_fq = rqt.nf4_fake_quantize(w, block=64, double_quant=True, convention="torchao")
+    y2 = torch.nn.functional.linear(x2, w_fq)
+    y2.backward(g)
+    assert_same_bits(y2, y.detach())
+    assert_same_bits(x2.grad, x.grad)
+
+
 # ----------------------------------------------------------------------------- compile and export
 def _modules():
     return {
