@@ -60,6 +60,7 @@ class MXConvention:
     exponent field, 128, is used as floor(log2 amax); NaN still gives the NaN scale).
     exponent_overflow: ``"clip"`` to 127 or ``"nan"`` (the NaN scale).
     mxint8_min: the smallest MXINT8 code.
+    even_mantissa_bits: the mantissa width the ``even`` rule rounds amax to (None: the element's).
     """
 
     name: str
@@ -74,6 +75,7 @@ class MXConvention:
     exponent_overflow: str = "clip"
     mxint8_min: int = -127
     microxcaling_round: str = "nearest"
+    even_mantissa_bits: int | None = None
     input_dtypes: tuple[str, ...] = _ALL_DTYPES
     formats: tuple[str, ...] = ()
     missing: str = ""
@@ -170,10 +172,17 @@ TABLE = (
     ),
     MXConvention(
         name="compressed_tensors",
-        formula="MXFP4 scale stored as 127 + floor(log2 s) - 2",
-        backend="compressed-tensors mxfp4-pack-quantized",
-        missing="not implemented: compressed-tensors is not installed here and its scale "
-        "derivation has no transcription in this project yet",
+        formula="generate_mx_scales: amax's float32 bits + 2**21, exponent field kept (amax rounded "
+        "to a 1-bit mantissa, half up, for MXFP4 and MXFP8 alike), E = floor(log2 of that) - emax; "
+        "elements rne_saturating(x / 2**E) exactly",
+        backend="compressed-tensors (main) quantization.utils.mxfp_utils.generate_mx_scales "
+        "(MXFP4, MXFP8); not installed here",
+        evidence="tests/cross/test_float_mx.py::test_compressed_tensors_scales (its published "
+        "generate_mx_scales, re-typed in torch; finite non-zero blocks)",
+        scale_rule="even",
+        even_mantissa_bits=1,
+        input_dtypes=("bfloat16", "float32"),
+        formats=("float4_e2m1fn", "float8_e4m3fn"),
     ),
 )
 
@@ -241,6 +250,8 @@ class _Plan:
             raise ValueError(f"convention {conv.name!r} fixes scale_rule={conv.scale_rule!r}; "
                              f"got scale_rule={scale_rule!r}")
         self.rule = conv.scale_rule or scale_rule
+        elem_m = 0 if self.is_int else fmt.mantissa_bits
+        self.even_m = elem_m if conv.even_mantissa_bits is None else conv.even_mantissa_bits
         if self.is_int:
             self.emax, self.max_pos, self.fp = 0, 127 / 64, (0, 0, 0, 0, 0)
             self.sp = np.zeros(11, np.int64)
@@ -250,7 +261,9 @@ class _Plan:
             saturate = None if conv.scaling != "microxcaling" else not (fmt.has_inf or fmt.has_nan)
             cast = _Cast(fmt, conv.element, saturate, None)
             self.fp, self.sp = cast.fp, cast.sp
-            self.sp[self.sp == _Cast.NO_CODE] = 0  # NaN in fp4/fp6: the block's scale is NaN anyway
+            # NaN in fp4/fp6 has no code: +-0 (the block's scale is NaN anyway)
+            no_code = self.sp == _Cast.NO_CODE
+            self.sp[no_code] = np.where(np.arange(self.sp.size) % 2, fmt.sign_bit, 0)[no_code]
 
     def run(self, x, axis, block):
         from ._kernels import _float as k
@@ -269,12 +282,19 @@ class _Plan:
                         "float32_reciprocal": k.ELEM_FP32_RCP, "microxcaling": k.ELEM_MICROXCALING}
             conv = self.conv
             M, emin, bias, max_mag, sign_bit = self.fp
-            fast = flat.dtype == np.float32 and not self.is_int and conv.scaling != "microxcaling"
-            k.mx_kernel(flat.size, flat, b, rules[self.rule], sources[conv.shared_exponent],
+            fast = (flat.dtype == np.float32 and not self.is_int and conv.scaling != "microxcaling"
+                    and k.symmetric_specials(self.sp, sign_bit))
+            mults = np.empty(scodes.size if fast else 0, np.float32)
+            # vectorised loops, memory bound: one thread (threads measured slower on a shared CPU)
+            k.mx_kernel.serial(flat, b, rules[self.rule], sources[conv.shared_exponent],
                         scalings[conv.scaling], conv.exponent_overflow == "nan",
                         conv.nonfinite == "nan_block", self.emax, float(self.max_pos),
                         M, emin, bias, max_mag, sign_bit, self.sp, float(conv.mxint8_min), self.is_int,
-                        conv.microxcaling_round == "even", fast, codes, scodes, vals)
+                        conv.microxcaling_round == "even", fast, self.even_m, codes, scodes, vals,
+                        mults)
+            if fast:
+                k.encode_blocks_f32.serial(flat, b, mults, self.sp, M, emin, bias, max_mag, sign_bit,
+                                           codes)
         shape_m = xm.shape
         out_codes = np.moveaxis(codes.reshape(shape_m), -1, ax)
         out_scales = np.moveaxis(scodes.reshape(shape_m[:-1] + (shape_m[-1] // b,)), -1, ax)

@@ -190,13 +190,44 @@ def rne32_code(b, c):
     return (nan_n if neg else nan_p) if a > np.int32(0x7F800000) else code
 
 
+@kernel
+def rne32_code_symmetric(b, c):
+    """:func:`rne32_code` for conventions whose negative special codes are the positive ones with
+    the sign bit set: the special cases are chosen on the magnitude, the sign or-ed in last."""
+    (sh, rebias, half_m1, min_normal_bits, magic_bits, mx, sb, ovf_p, ovf_n, und_p, und_n,
+     zero_p, zero_n, inf_p, inf_n, nan_p, nan_n) = c
+    a = b & np.int32(0x7FFFFFFF)
+    normal = (a - rebias + half_m1 + ((a >> sh) & np.int32(1))) >> sh
+    sub = f32_to_bits(bits_to_f32(a) + bits_to_f32(magic_bits)) - magic_bits
+    mag = normal if a >= min_normal_bits else sub
+    mag = ovf_p if mag > mx else mag
+    mag = inf_p if a == np.int32(0x7F800000) else mag
+    mag = nan_p if a > np.int32(0x7F800000) else mag
+    return mag | ((b >> np.int32(31)) & sb)
+
+
+@kernel
+def symmetric_specials(sp, sign_bit):
+    """Whether every negative special code is the positive one with the sign bit set (and zero
+    results are +0 and -0), so that :func:`rne32_code_symmetric` applies."""
+    ok = (sign_bit != 0 and sp[SP_UNDER_POS] == 0 and sp[SP_ZERO_POS] == 0
+          and sp[SP_UNDER_NEG] == sign_bit and sp[SP_ZERO_NEG] == sign_bit)
+    for pos, neg in ((SP_OVF_POS, SP_OVF_NEG), (SP_INF_POS, SP_INF_NEG), (SP_NAN_POS, SP_NAN_NEG)):
+        ok = ok and sp[neg] == (sp[pos] | sign_bit) and (sp[pos] & sign_bit) == 0
+    return ok
+
+
 @sized_kernel
 def encode_f32_half_even_kernel(x, M, emin, bias, max_mag, sign_bit, sp, out):
     """The fast path of :func:`encode_kernel` for float32 input, half to even, formats with
     subnormals (:func:`rne32_code`)."""
     c = rne32_consts(M, emin, bias, max_mag, sign_bit, sp)
-    for i in prange(x.size):
-        out[i] = np.uint8(rne32_code(f32_to_bits(x[i]), c))
+    if symmetric_specials(sp, sign_bit):
+        for i in prange(x.size):
+            out[i] = np.uint8(rne32_code_symmetric(f32_to_bits(x[i]), c))
+    else:
+        for i in prange(x.size):
+            out[i] = np.uint8(rne32_code(f32_to_bits(x[i]), c))
 
 
 # ----------------------------------------------------------------------------- MX block scales
@@ -221,7 +252,8 @@ def to_f32(v):
 
 @kernel
 def block_exponent(amax, rule, source, emax, max_pos, M):
-    """Shared exponent E (before clipping) of a block whose finite ``amax >= 0``."""
+    """Shared exponent E (before clipping) of a block whose finite ``amax >= 0`` (``M``: the
+    mantissa width the ``even`` rule rounds amax to)."""
     if rule == RULE_RCEIL:
         d = to_f32(amax / max_pos)
         return NO_EXP if d == 0.0 else int(math.ceil(log2_fp32(d)))
@@ -267,24 +299,26 @@ def microxcaling_element(v, M, emin, max_pos, even):
 
 @sized_kernel
 def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_pos, M, emin, bias,
-              max_mag, sign_bit, sp, int_lo, is_int, mxc_even, fast, codes, scodes, vals):
+              max_mag, sign_bit, sp, int_lo, is_int, mxc_even, fast, even_m, codes, scodes, vals, mults):
     """One MX block per iteration: the shared exponent, the e8m0 scale code, the element codes
     (and, for the microxcaling element arithmetic, its float element values in ``vals``).
 
-    ``fast`` (float32 x, float element formats, half to even, exact or float32 scaling): the
+    ``fast`` (float32 x, float element formats, half to even, exact or float32 scaling, symmetric
+    special codes): only the scale codes and each block's float32 multiplier ``mults`` are
+    written here; :func:`encode_blocks_f32` encodes the elements. There the
     element ``x * 2**-E`` is a
     float32 except where it leaves float32's normal range, far from any element rounding boundary
     (an overflow saturates, a float32 subnormal rounds to zero either way), so the branch-free
     float32 encoder gives the single rounding."""
-    c = rne32_consts(M, emin, bias, max_mag, sign_bit, sp)
     for b in prange(x.size // blk):
         base = b * blk
         amax = 0.0
         nan = False
         if fast:  # float32: the largest magnitude is the largest |bits| (NaN's bits exceed inf's)
             top = np.int32(0)
+            xs = x[base:base + blk]
             for j in range(blk):
-                top = max(top, f32_to_bits(x[base + j]) & np.int32(0x7FFFFFFF))
+                top = max(top, f32_to_bits(xs[j]) & np.int32(0x7FFFFFFF))
             nan = top > np.int32(0x7F800000)
             amax = np.float64(bits_to_f32(top)) if not nan else 0.0
         else:
@@ -300,7 +334,7 @@ def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_
         elif math.isinf(amax):  # torchao: the exponent field of inf reads 128
             scode = 254 if rule == RULE_RCEIL else min(max(128 - emax, -127), 128) + 127
         else:
-            e = block_exponent(amax, rule, source, emax, max_pos, M)
+            e = block_exponent(amax, rule, source, emax, max_pos, even_m)
             if e == NO_EXP:
                 e = -127
             if e > 127 and nan_over:
@@ -323,10 +357,8 @@ def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_
         else:
             mult = math.ldexp(1.0, -e)
         scodes[b] = scode
-        if fast and not (scode == 255 and scaling == ELEM_EXACT):
-            m32 = np.float32(mult)  # a power of two (or 0, NaN): one float32 rounding per product
-            for j in range(blk):
-                codes[base + j] = np.uint8(rne32_code(f32_to_bits(x[base + j] * m32), c))
+        if fast:  # elements: encode_blocks_f32 (a NaN block under exact scaling: codes of +-0)
+            mults[b] = np.float32(0.0 if scode == 255 and scaling == ELEM_EXACT else mult)
             continue
         for j in range(blk):
             xv = np.float64(x[base + j])
@@ -396,3 +428,16 @@ def brevitas_kernel(x, M, emin, max_pos, saturate, has_inf, out):
     """``out[i]`` = brevitas FloatQuant of ``x[i]``."""
     for i in prange(x.size):
         out[i] = brevitas_element(np.float64(x[i]), M, emin, max_pos, saturate, has_inf)
+
+
+@sized_kernel
+def encode_blocks_f32(x, blk, mults, sp, M, emin, bias, max_mag, sign_bit, codes):
+    """``codes[i]`` = half-to-even code of ``fl32(x[i] * mults[i // blk])`` (each multiplier a
+    power of two, 0 or NaN) under symmetric special codes (:func:`rne32_code_symmetric`)."""
+    c = rne32_consts(M, emin, bias, max_mag, sign_bit, sp)
+    for b in prange(x.size // blk):
+        m32 = mults[b]
+        xs = x[b * blk:(b + 1) * blk]  # slices: the inner loop then vectorises
+        cs = codes[b * blk:(b + 1) * blk]
+        for j in range(blk):
+            cs[j] = np.uint8(rne32_code_symmetric(f32_to_bits(xs[j] * m32), c))

@@ -6,6 +6,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import refquant as rq
 from tests.cross.test_float_mx import adversarial_blocks
@@ -102,3 +104,33 @@ def test_scale_rules_differ_from_floor(rule):
     assert s_floor[0, 0] == 126 and s_rule[0, 0] == 127
     y = np.float32([[3.0] + [0.1] * 31])  # 1.5 * 2: its 1-bit mantissa does not carry under even
     assert rq.mx.quantize(y, rq.float4_e2m1fn, scale_rule="even")[1][0, 0] == 126
+
+
+@settings(max_examples=60)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=8, max_size=8),
+       st.sampled_from(FORMATS + ["int8"]), st.sampled_from(["float16", "float32", "float64"]))
+def test_blocks_are_independent_and_dtype_exact(vals, name, dtype):
+    """Each block is quantized alone; float16/float64 inputs (the general path) agree with the
+    oracle as float32 inputs (the fast path) do; the input is not modified."""
+    fmt = getattr(rq, name)
+    x = np.array(vals + vals[::-1], dtype=np.float32).astype(dtype)
+    if not np.isfinite(x).all():
+        return
+    keep = x.copy()
+    codes, scales = rq.mx.quantize(x, fmt, block=8)
+    np.testing.assert_array_equal(x, keep)
+    for b in range(2):
+        c1, s1 = rq.mx.quantize(x[8 * b:8 * b + 8], fmt, block=8)
+        np.testing.assert_array_equal(c1, codes[8 * b:8 * b + 8])
+        assert s1[0] == scales[b]
+        E = oracle_exponent(x[8 * b:8 * b + 8], EMAX[name])
+        assert scales[b] == E + 127
+        for j, v in enumerate(x[8 * b:8 * b + 8]):
+            t = Fraction(float(v)) / Fraction(2) ** E
+            if name == "int8":
+                want = min(max(round_half_even(t * 64), -127), 127)
+            elif t == 0:
+                want = fmt.sign_bit if np.signbit(v) else 0
+            else:
+                want = round_code(t, name)
+            assert int(codes[8 * b + j]) == want

@@ -72,7 +72,11 @@ def _torchao_to_mx(x, fmt_name, rule):
     if isinstance(dt, str):
         dt = getattr(mxt, "DTYPE_FP6_E2M3" if dt == "fp6_e2m3" else "DTYPE_FP6_E3M2")
     mode = getattr(cfg.ScaleCalculationMode, rule.upper())
-    scale, data = mxt.to_mx(torch.from_numpy(x), dt, 32, mode)
+    if x.dtype == np.float32:
+        xt = torch.from_numpy(x)
+    else:  # bfloat16: the same bit patterns (torch's own cast would turn NaN into -NaN)
+        xt = torch.from_numpy(x.view(np.int16).copy()).view(torch.bfloat16)
+    scale, data = mxt.to_mx(xt, dt, 32, mode)
     scale = scale.view(torch.uint8).numpy().copy()
     data = data.view(torch.uint8).numpy().copy()
     if fmt_name == "float4_e2m1fn":
@@ -80,11 +84,15 @@ def _torchao_to_mx(x, fmt_name, rule):
     return data, scale
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("rule", ["floor", "ceil", "even", "rceil"])
 @pytest.mark.parametrize("fmt_name", FORMATS)
-def test_torchao_to_mx(fmt_name, rule):
+def test_torchao_to_mx(fmt_name, rule, dtype):
     x = adversarial_blocks(fmt_name)
     x = np.concatenate([x, nonfinite_blocks()])
+    if dtype == "bfloat16":
+        ml = pytest.importorskip("ml_dtypes")
+        x = x.astype(ml.bfloat16)
     want_codes, want_scales = _torchao_to_mx(x, fmt_name, rule)
     codes, scales = rq.mx.quantize(x, getattr(rq, fmt_name), convention=f"torchao.{rule}")
     np.testing.assert_array_equal(scales, want_scales)
@@ -195,3 +203,27 @@ def test_microxcaling_transcription(name, rnd):
     same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
     bad = np.argwhere(~same)
     assert bad.size == 0, [(float(x[i, j]), float(got[i, j]), float(want[i, j])) for i, j in bad[:5]]
+
+
+def compressed_tensors_scale_codes(amax):
+    """compressed-tensors' generate_mx_scales (round_to_power_2 on float32 bits, then
+    127 + floor(log2) - offset), re-typed in torch from its published source."""
+    torch = _torch()
+    x = amax.view(torch.int32)
+    rounded = torch.bitwise_and(x + (1 << (23 - 1 - 1)), ((1 << 9) - 1) << 23).view(torch.float32)
+    return rounded
+
+
+@pytest.mark.parametrize("name,offset", [("float4_e2m1fn", 2), ("float8_e4m3fn", 8)])
+def test_compressed_tensors_scales(name, offset):
+    torch = _torch()
+    x = adversarial_blocks(name)
+    amax = np.abs(x).max(axis=1)
+    keep = (amax > 2.0 ** (-126 + offset)) & (amax < 2.0**126)  # codes in [1, 254]: no clipping
+    x, amax = x[keep], amax[keep]
+    p2 = compressed_tensors_scale_codes(torch.from_numpy(amax))
+    want = (127 + torch.floor(torch.log2(p2)) - offset).numpy().astype(np.int64)
+    _, scales = rq.mx.quantize(x, getattr(rq, name), convention="compressed_tensors")
+    np.testing.assert_array_equal(scales[:, 0], want)
+    _, ocp = rq.mx.quantize(x, getattr(rq, name))
+    assert (ocp[:, 0] != want).any()  # amax with a mantissa >= 1.5 rounds up a binade
