@@ -37,3 +37,20 @@ def float_code(dtype) -> int:
     """Kernel code of a float dtype: 0 float64, 1 float32, 2 float16, 3 bfloat16."""
     code = _CODES.get(np.dtype(dtype))
     return 3 if code is None and is_bfloat16(dtype) else code
+
+
+def f32_of_fraction(r):
+    """The float32 nearest to the rational ``r`` (a ``fractions.Fraction``; ties to even), as
+    ``np.float32``: ``float(r)`` is correctly rounded to float64, and its float32 neighbours are
+    compared exactly (rounding twice can miss by one)."""
+    from fractions import Fraction
+
+    c = np.float32(float(r))
+    best = c
+    for n in (np.nextafter(c, np.float32(-np.inf)), np.nextafter(c, np.float32(np.inf))):
+        if not np.isfinite(n):
+            continue
+        dn, db = abs(Fraction(float(n)) - r), abs(Fraction(float(best)) - r)
+        if dn < db or (dn == db and int(n.view(np.uint32)) % 2 == 0):
+            best = n
+    return np.float32(best)

@@ -29,6 +29,10 @@ the convention's library does:
     ``mean`` in the dtype, ``d = absmax - mean``; per 256: ``factor = 256 / (2 max |d|)`` and
     ``q = clamp(round_half_even(d * factor), -128, 127)`` as int8 (each op rounded to the dtype);
     ``absmax = q / factor + mean``.
+``exact``
+    bitsandbytes' layout, each stored value rounded once from the real one: the mean, each
+    block's ``max |absmax - mean|``, the nearest dynamic-map level (ties to the lower) and
+    ``map[q] * nested_absmax + mean``.
 
 >>> import numpy as np, refquant as rq
 >>> x = np.float32([0.0, 0.1, -0.5, 1.0, 0.3, -0.2, 0.05, -1.0])
@@ -42,11 +46,12 @@ the convention's library does:
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
 
 import numpy as np
 
-from ._dtypes import bfloat16, float_code
+from ._dtypes import bfloat16, f32_of_fraction, float_code
 from ._validation import float_array, integer_array, integer_scalar, named_row
 
 __all__ = ["Convention", "CONVENTIONS", "NF4State", "codebook", "detect", "dynamic_map", "quantize",
@@ -73,12 +78,16 @@ class Convention:
     to the input dtype through float32). ``compute``: ``"float32"``, ``"input"`` (the input's dtype)
     or ``"exact"``. ``normalize`` / ``normalize_tail`` (a trailing partial block):
     ``"reciprocal"``, ``"divide"`` or ``"exact"``. ``select``: ``"float32_midpoints"``,
-    ``"argmin"`` or ``"exact"``. ``fp4_order``: the order of ``+0`` and ``-0`` among the sorted FP4
-    levels (``"plus_first"``: bitsandbytes' argsort). ``double_quant``: how the absmaxes are
-    stored. ``nan_absmax``: whether a NaN makes the block absmax NaN. ``full_blocks``: whether the
-    size must be a multiple of ``block``. ``dequant``: ``"exact"``, ``"float32"`` (the product in
+    ``"argmin"`` or ``"exact"``. ``fp4_order``: the order of FP4's two zero codes among the sorted
+    levels (``"plus_first"``: code 0 before the sign-bit code 8, bitsandbytes' argsort;
+    ``"minus_first"``: code 8 first, so that x's sign picks). ``double_quant``: how the absmaxes
+    are stored (``"bitsandbytes"``, ``"torchao"``, ``"exact"``; module docstring).
+    ``nan_absmax``: whether a NaN makes the block absmax NaN. ``full_blocks``: whether the size
+    must be a multiple of ``block``. ``dequant``: ``"exact"``, ``"float32"`` (the product in
     float32, then the output dtype) or ``"input"``. ``bf16_flush``: a float32 product below 2**-126
     becomes a signed zero before its bfloat16 rounding (the AVX512-BF16 conversion instruction).
+    ``sum_threads``: the threads torch splits a sum of more than 32768 absmaxes among (the double
+    quantization mean; :func:`detect` reads it from torch).
     """
 
     name: str
@@ -95,11 +104,12 @@ class Convention:
     formula: str
     evidence: str = field(default="", compare=False)
     bf16_flush: bool = False
+    sum_threads: int = 1
 
 
 CONVENTIONS = {
     "exact": Convention(
-        "exact", "float32", "exact", "exact", "exact", "exact", "minus_first", "none", True, False,
+        "exact", "float32", "exact", "exact", "exact", "exact", "minus_first", "exact", True, False,
         "exact",
         "code = nearest level to the real x / absmax (ties to the lower level, +-0 by x's sign); "
         "dequantize: c * absmax rounded once",
@@ -212,7 +222,7 @@ class NF4State:
     shape: tuple
     dtype: np.dtype
     codebook: str
-    convention: str
+    convention: Convention
     nested_codes: np.ndarray | None = None
     nested_scale: np.ndarray | None = None
     offset: np.ndarray | None = None
@@ -225,7 +235,7 @@ class NF4State:
     def __repr__(self):
         dq = f", double_quant (nested_block={self.nested_block})" if self.double_quant else ""
         return (f"NF4State({self.codebook}, block={self.block}, shape={self.shape}, dtype={self.dtype}, "
-                f"convention={self.convention!r}, {self.absmax.size} blocks{dq})")
+                f"convention={self.convention.name!r}, {self.absmax.size} blocks{dq})")
 
 
 def _compute_dtype(conv: Convention, dtype: np.dtype):
@@ -288,7 +298,7 @@ def quantize(x, *, block=64, double_quant=False, convention="bitsandbytes", code
         absmax = _absmax(xk, b, conv, x.dtype)
         codes = _select(xk, absmax, b, conv, name, x.dtype)
     state = NF4State(absmax=absmax, block=b, shape=x.shape, dtype=x.dtype, codebook=name,
-                     convention=conv.name)
+                     convention=conv)
     if double_quant:
         state = _double_quantize(state, conv, nested_block)
     return codes.reshape(x.shape), state
@@ -354,7 +364,7 @@ def dequantize(codes, state, *, dtype=None):
     from ._kernels._nf4 import dequantize_codes
 
     st = _state_of(state)
-    conv = CONVENTIONS[st.convention]
+    conv = st.convention
     q = integer_array(codes, "codes")
     if q.shape != tuple(st.shape):
         raise ValueError(f"codes must have the state's shape {tuple(st.shape)}; got {q.shape}")
@@ -398,9 +408,9 @@ def fake_quantize(x, *, block=64, double_quant=False, convention="bitsandbytes",
     bad_block = pad.reshape(nb, b).any(axis=1)
     mask = np.repeat(bad_block, b)[:flat.size]
     flat[mask] = 0
-    out = dequantize(*quantize(flat.reshape(xa.shape), **kw)).reshape(-1)
     if double_quant:
-        raise NotImplementedError("exact double quantization is not defined yet")
+        raise ValueError("x contains NaN or inf: the exact double quantization needs finite blocks")
+    out = dequantize(*quantize(flat.reshape(xa.shape), **kw)).reshape(-1)
     out[mask] = np.nan
     return out.reshape(xa.shape)
 
@@ -412,26 +422,41 @@ def _double_quantize(state: NF4State, conv: Convention, nested_block) -> NF4Stat
     nblk = integer_scalar(nested_block, "nested_block")
     if nblk <= 0:
         raise ValueError(f"nested_block must be a positive integer; got {nblk}")
-    if conv.double_quant == "bitsandbytes":
-        codes, scale, offset, absmax = _dq_bitsandbytes(state.absmax, nblk)
-    elif conv.double_quant == "torchao":
-        codes, scale, offset, absmax = _dq_torchao(state.absmax, nblk)
-    else:
-        raise NotImplementedError(f"double quantization under the {conv.name!r} convention is not "
-                                  "defined yet; use convention='bitsandbytes' or 'torchao'")
+    with np.errstate(all="ignore"):  # NaN and inf absmaxes poison the mean, as in the libraries
+        if conv.double_quant == "bitsandbytes":
+            codes, scale, offset, absmax = _dq_bitsandbytes(state.absmax, nblk, conv.sum_threads)
+        elif conv.double_quant == "torchao":
+            codes, scale, offset, absmax = _dq_torchao(state.absmax, nblk, conv.sum_threads)
+        else:
+            codes, scale, offset, absmax = _dq_exact(state.absmax, nblk)
     return NF4State(absmax=absmax, block=state.block, shape=state.shape, dtype=state.dtype,
                     codebook=state.codebook, convention=state.convention, nested_codes=codes,
                     nested_scale=scale, offset=offset, nested_block=nblk)
 
 
-def _torch_mean32(a: np.ndarray) -> np.float32:
-    """torch's float32 ``mean`` on CPU: its float32 cascade sum (8 lanes, as measured on torch 2.13
-    x86 builds), divided by n in float32. Sums of more than 32768 elements are split among threads
-    by torch, which is not modelled."""
+_TORCH_GRAIN = 32768
+
+
+def _torch_sum32(a: np.ndarray, lanes: int, threads: int) -> np.float32:
+    """torch's float32 ``sum`` of a 1-D array on CPU: its float32 cascade sum (``lanes`` wide) over
+    each of ``min(threads, ceil(n / 32768))`` equal chunks, the chunk sums then added in order
+    (torch's two-pass reduction; one chunk up to 32768 elements)."""
     from ._kernels._histogram import torch_sum32
 
     a = np.ascontiguousarray(a, np.float32)
-    return np.float32(np.float32(torch_sum32(a, 8)) / np.float32(a.size))
+    n = a.size
+    tasks = 1 if n <= _TORCH_GRAIN else min(max(int(threads), 1), -(-n // _TORCH_GRAIN))
+    size = -(-n // tasks)
+    total = np.float32(0.0)
+    for t in range(tasks):
+        total = np.float32(total + np.float32(torch_sum32(a[t * size:(t + 1) * size], lanes)))
+    return total
+
+
+def _torch_mean32(a: np.ndarray, threads: int) -> np.float32:
+    """torch's float32 ``mean`` on CPU: :func:`_torch_sum32` (8 lanes, as measured on torch 2.13
+    x86 builds), divided by n in float32."""
+    return np.float32(_torch_sum32(a, 8, threads) / np.float32(a.size))
 
 
 @functools.cache
@@ -475,11 +500,11 @@ def _dynamic_lut() -> np.ndarray:
     return out
 
 
-def _dq_bitsandbytes(absmax: np.ndarray, nblk: int):
+def _dq_bitsandbytes(absmax: np.ndarray, nblk: int, threads: int):
     from ._kernels._nf4 import block_absmax, lut_codes
 
     a = np.asarray(absmax, np.float32)
-    offset = _torch_mean32(a)
+    offset = _torch_mean32(a, threads)
     d = (a - offset).astype(np.float32)
     nb = -(-d.size // nblk)
     nested = np.empty(nb, np.float64)
@@ -497,7 +522,33 @@ def _dq_bitsandbytes_absmax(codes, nested, offset, nblk) -> np.ndarray:
     return ((m[codes] * scale).astype(np.float32) + np.float32(offset)).astype(np.float32)
 
 
-def _dq_torchao(absmax: np.ndarray, nblk: int):
+def _dq_exact(absmax: np.ndarray, nblk: int):
+    """Double quantization in bitsandbytes' layout with one rounding per stored value: the mean
+    of the absmaxes, each block's ``max |a - mean|``, the dynamic-map level nearest to the real
+    ``(a - mean) / M`` and the dequantized ``map[q] * M + mean``."""
+    from ._kernels._nf4 import exact_nested_absmax, exact_nested_codes
+
+    if absmax.dtype == np.float64:
+        raise TypeError("the exact double quantization stores float32 absmaxes: it takes float16, "
+                        "bfloat16 or float32 x; got float64")
+    a = np.asarray(absmax, np.float32)
+    if a.size and not np.isfinite(a).all():
+        raise ValueError("the exact double quantization needs finite block absmaxes (x holds NaN or inf)")
+    scaled = (a.astype(np.float64) * 2.0**149).tolist()  # float32 values are multiples of 2**-149
+    offset = f32_of_fraction(Fraction(sum(map(int, scaled)), max(a.size, 1) << 149))
+    m = dynamic_map().astype(np.float64)
+    mids = (m[:-1] + m[1:]) / 2  # exact: neighbouring float32 levels
+    nb = -(-a.size // nblk)
+    scale = np.empty(nb, np.float64)
+    codes = np.empty(a.size, np.uint8)
+    out = np.empty(a.size, np.float64)
+    if a.size:
+        exact_nested_codes(a.size, a, float(offset), nblk, mids, scale, codes)
+        exact_nested_absmax(a.size, codes, m, scale, float(offset), nblk, out)
+    return codes, scale.astype(np.float32), offset, out.astype(np.float32)
+
+
+def _dq_torchao(absmax: np.ndarray, nblk: int, threads: int):
     dt = absmax.dtype
     if absmax.size % nblk:
         raise ValueError(f"the torchao double quantization needs whole blocks of nested_block={nblk} "
@@ -506,12 +557,11 @@ def _dq_torchao(absmax: np.ndarray, nblk: int):
         raise TypeError("the torchao double quantization takes float16, bfloat16 or float32 x")
     a32 = absmax.astype(np.float32)
     if dt == np.float32:
-        mean = _torch_mean32(a32)
+        mean = _torch_mean32(a32, threads)
     else:
-        from ._kernels._histogram import torch_sum32
-
-        # torch's half-precision mean: float32 sum (its reduced-float path), / n, then the dtype
-        mean = np.float32(np.float32(torch_sum32(a32, 16)) / np.float32(a32.size))
+        # torch's half-precision mean: float32 sum (its reduced-float path, 16 lanes), / n, then
+        # the dtype
+        mean = np.float32(_torch_sum32(a32, 16, threads) / np.float32(a32.size))
     mean = np.asarray(mean).astype(dt)
     d = (a32 - mean.astype(np.float32)).astype(dt)
     blocks = d.astype(np.float64).reshape(-1, nblk)
@@ -532,30 +582,33 @@ def _dq_torchao_absmax(q, factor, mean, nblk) -> np.ndarray:
         return (s + np.float64(mean.astype(np.float64))).astype(dt)
 
 
-def detect(name="bitsandbytes") -> str:
-    """The row of ``name`` that the installed library runs on this machine, found by running it.
+def detect(name="bitsandbytes") -> Convention:
+    """The row of ``name`` as the installed library runs it on this machine, found by running it.
 
-    ``"bitsandbytes"``: dequantizes one block to bfloat16 with bitsandbytes (imports torch) and
-    returns ``"bitsandbytes.avx512_bf16"`` when a float32-subnormal product came back as zero,
-    else ``"bitsandbytes"``. Other names are returned unchanged.
+    ``"bitsandbytes"``: dequantizes one block to bfloat16 with bitsandbytes (imports torch): the
+    ``"bitsandbytes.avx512_bf16"`` row when a float32-subnormal product came back as zero, else
+    ``"bitsandbytes"``. ``"bitsandbytes"`` and ``"torchao"`` get ``sum_threads`` from
+    ``torch.get_num_threads()``. Other rows are returned as they are.
     """
-    if name != "bitsandbytes":
-        _convention(name)
-        return name
+    conv = _convention(name)
+    if conv.name not in ("bitsandbytes", "bitsandbytes.avx512_bf16", "torchao"):
+        return conv
     import logging
     import warnings
 
     import torch
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            import bitsandbytes.functional as bnbf
-        finally:
-            logging.disable(logging.NOTSET)
-    x = torch.zeros(64, dtype=torch.bfloat16)
-    x[0] = 2.0**-127  # a bfloat16 subnormal: absmax, and code 15 dequantizes to it
-    packed, st = bnbf.quantize_4bit(x, blocksize=64, quant_type="nf4")
-    y = bnbf.dequantize_4bit(packed, st, quant_type="nf4").float().reshape(-1)
-    return "bitsandbytes.avx512_bf16" if float(y[0]) == 0.0 else "bitsandbytes"
+    if conv.name != "torchao":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.disable(logging.WARNING)
+            try:
+                import bitsandbytes.functional as bnbf
+            finally:
+                logging.disable(logging.NOTSET)
+        x = torch.zeros(64, dtype=torch.bfloat16)
+        x[0] = 2.0**-127  # a bfloat16 subnormal: absmax, and code 15 dequantizes to it
+        packed, st = bnbf.quantize_4bit(x, blocksize=64, quant_type="nf4")
+        y = bnbf.dequantize_4bit(packed, st, quant_type="nf4").float().reshape(-1)
+        conv = CONVENTIONS["bitsandbytes.avx512_bf16" if float(y[0]) == 0.0 else "bitsandbytes"]
+    return replace(conv, sum_threads=torch.get_num_threads())

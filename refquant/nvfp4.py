@@ -38,11 +38,13 @@ in every library recipe. Dequantize (libraries): ``f32(q * f32(s * g))``, then t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
-from ._dtypes import float_code
+from ._dtypes import f32_of_fraction, float_code
 from ._validation import float_array, integer_array, named_row
 
 __all__ = ["Convention", "CONVENTIONS", "quantize", "dequantize", "fake_quantize", "BLOCK"]
@@ -125,7 +127,18 @@ def _convention(convention) -> Convention:
     return named_row(CONVENTIONS, convention, Convention)
 
 
-def _global_scales(conv: Convention, amax: np.float32, global_scale, check=True):
+@functools.cache
+def _tables():
+    """The e4m3fn and e2m1 decode tables and the float32 midpoints between e2m1 magnitudes."""
+    from .floatformats import float4_e2m1fn, float8_e4m3fn
+
+    e4m3 = float8_e4m3fn.decode_table()
+    e2m1 = float4_e2m1fn.decode_table()
+    mids = (e2m1[:7] + e2m1[1:8]) / 2
+    return e4m3, e2m1, mids.astype(np.float32)
+
+
+def _global_scales(conv: Convention, amax, global_scale, check=True):
     """(stored global scale, decode g, transformer_engine's decode and encode scales) as float32."""
     f32 = np.float32
     if global_scale is not None:
@@ -141,10 +154,10 @@ def _global_scales(conv: Convention, amax: np.float32, global_scale, check=True)
         stored = min(stored, f32(np.finfo(np.float32).max)) if stored == stored else stored
         if stored == 0:
             stored = f32(1.0)
+    elif conv.block_scale == "exact":
+        stored = f32_of_fraction(Fraction(float(amax)) / 2688) if amax > 0 else f32(1.0)
     else:
-        stored = f32(amax / f32(_E4M3_MAX_TIMES_E2M1_MAX))
-        if conv.block_scale == "exact" and stored == 0:
-            stored = f32(1.0)
+        stored = f32(f32(amax) / f32(_E4M3_MAX_TIMES_E2M1_MAX))
     if conv.global_storage == "encode":
         with np.errstate(divide="ignore"):
             dec = f32(f32(1.0) / stored)
@@ -153,10 +166,12 @@ def _global_scales(conv: Convention, amax: np.float32, global_scale, check=True)
 
 
 def _check_last_axis(shape, name="x"):
-    if len(shape) == 0 or shape[-1] % BLOCK:
-        last = shape[-1] if shape else "a 0-d array"
+    if len(shape) == 0:
+        raise ValueError(f"{name} needs a last axis that is a multiple of {BLOCK} (NVFP4 blocks); got a "
+                         "0-d array")
+    if shape[-1] % BLOCK:
         raise ValueError(f"{name} needs a last axis that is a multiple of {BLOCK} (NVFP4 blocks); got "
-                         f"shape {tuple(shape)} (last axis {last})")
+                         f"shape {tuple(shape)} (last axis {shape[-1]})")
 
 
 def quantize(x, *, global_scale=None, convention="exact"):
@@ -190,15 +205,16 @@ def quantize(x, *, global_scale=None, convention="exact"):
         bad = xk[~np.isfinite(xk)][0]
         raise ValueError(f"x contains {float(bad)}; the 'exact' convention has no code for NaN or inf "
                          "(fake_quantize returns NaN for such blocks)")
-    amax = np.float32(np.max(np.abs(xk)) if xk.size else 0.0)
+    amax = np.max(np.abs(xk)) if xk.size else np.float32(0.0)  # float64 for float64 x
     stored, g, g_dec, s_enc = _global_scales(conv, amax, global_scale)
     nb = xk.size // BLOCK
     codes = np.empty(xk.size, np.uint8)
     scales = np.empty(nb, np.uint8)
     if nb:
+        e4m3, e2m1, mids32 = _tables()
         nvfp4_quantize(xk.size, xk, nb, float(g), float(g_dec), float(s_enc), _BS[conv.block_scale],
                        conv.scale_min, conv.zero_scale_to_one, _EL[conv.element], _NAN[conv.nan],
-                       conv.nan_code, conv.drop_negative_zero, codes, scales)
+                       conv.nan_code, conv.drop_negative_zero, e4m3, e2m1, mids32, codes, scales)
     return codes.reshape(x.shape), scales.reshape(x.shape[:-1] + (x.shape[-1] // BLOCK,)), stored
 
 
@@ -235,8 +251,9 @@ def dequantize(codes, scale_codes, global_scale, *, convention="exact", dtype=np
     sk = np.ascontiguousarray(s, dtype=np.uint8).reshape(-1)
     out = np.empty(qk.size, np.float64)
     if qk.size:
+        e4m3, e2m1, _ = _tables()
         nvfp4_dequantize(qk.size, qk, sk, float(g), conv.dequant == "exact", conv.dequant_negative_zero,
-                         float_code(out_dt), out)
+                         e4m3, e2m1, float_code(out_dt), out)
     return out.astype(out_dt).reshape(q.shape)
 
 

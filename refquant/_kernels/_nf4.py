@@ -11,7 +11,7 @@ import numpy as np
 
 from ._affine import rnd, round_pair_to_f32
 from ._jit import fma32, kernel, prange, sized_kernel
-from ._round import cmp_x_vs_prod, two_prod
+from ._round import cmp_x_vs_prod, two_prod, two_sum
 
 NORM_RECIPROCAL, NORM_DIVIDE, NORM_EXACT = 0, 1, 2
 SELECT_THRESHOLDS, SELECT_ARGMIN, SELECT_EXACT = 0, 1, 2
@@ -225,3 +225,59 @@ def threshold_codes32(x, block, full_blocks, bounds, code_of, identity, absmax, 
         if not identity:
             for i in range(lo, hi):
                 out[i] = code_of[out[i]]
+
+
+@kernel
+def _cmp_x_vs_sum(x, s, e):
+    """Sign of ``x - (s + e)`` computed exactly for ``(s, e)`` from :func:`two_sum`."""
+    d = x - s  # exact whenever it is comparable with e (Sterbenz); otherwise |d| >> |e|
+    if d > e:
+        return 1
+    if d < e:
+        return -1
+    return 0
+
+
+@sized_kernel
+def exact_nested_codes(a, offset, nblk, mids, out_scale, out_codes):
+    """Exact double quantization of float32 absmaxes ``a`` about the float32 ``offset``: per block
+    of ``nblk``, ``M = f32(max |a - offset|)`` (real differences, one rounding) and the code of the
+    level nearest to the real ``(a - offset) / M`` (ties to the lower level): the number of
+    ``mids`` (ascending midpoints of the levels) with ``offset + mid * M < a``, found by exact
+    comparisons (each ``mid * M`` is exact in float64)."""
+    nb = out_scale.size
+    for b in prange(nb):
+        lo = b * nblk
+        hi = min(lo + nblk, a.size)
+        amin = np.float64(a[lo])
+        amax = amin
+        for i in range(lo, hi):
+            v = np.float64(a[i])
+            amin = min(amin, v)
+            amax = max(amax, v)
+        p, e = two_sum(amax, -offset)
+        up = round_pair_to_f32(p, e, False)
+        p, e = two_sum(offset, -amin)
+        down = round_pair_to_f32(p, e, False)
+        m = max(up, down)
+        out_scale[b] = m
+        for i in range(lo, hi):
+            v = np.float64(a[i])
+            k0, k1 = 0, mids.size
+            while k0 < k1:  # the first midpoint with a <= offset + mid * M
+                k = (k0 + k1) // 2
+                s, e = two_sum(offset, mids[k] * m)
+                if _cmp_x_vs_sum(v, s, e) > 0:
+                    k0 = k + 1
+                else:
+                    k1 = k
+            out_codes[i] = k0
+
+
+@sized_kernel
+def exact_nested_absmax(codes, levels, scale, offset, nblk, out):
+    """``out[i] = f32(levels[codes[i]] * scale[i // nblk] + offset)`` with one rounding."""
+    for i in prange(codes.size):
+        p = levels[codes[i]] * np.float64(scale[i // nblk])  # 24 x 24 bits: exact
+        s, e = two_sum(p, offset)
+        out[i] = round_pair_to_f32(s, e, False)

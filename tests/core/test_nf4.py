@@ -191,8 +191,10 @@ def test_bad_input():
         rq.nf4.dequantize(codes, state.absmax)
     with pytest.raises(ValueError, match="nested_block=256 absmaxes; x has 2 blocks"):
         rq.nf4.quantize(np.ones(128, np.float32), double_quant=True, convention="torchao")
-    with pytest.raises(NotImplementedError, match="exact"):
-        rq.nf4.quantize(np.ones(128, np.float32), double_quant=True, convention="exact")
+    with pytest.raises(TypeError, match="stores float32 absmaxes.*got float64"):
+        rq.nf4.quantize(np.ones(128), double_quant=True, convention="exact")
+    with pytest.raises(ValueError, match="nested_block must be a positive integer; got 0"):
+        rq.nf4.quantize(np.ones(128, np.float32), double_quant=True, nested_block=0)
 
 
 @pytest.mark.parametrize("dtname", ["float32", "float16", "bfloat16"])
@@ -202,3 +204,44 @@ def test_specials_do_not_warn(dtname, recwarn):
             rq.nf4.fake_quantize(x, convention=conv)
         rq.nf4.fake_quantize(x, convention="exact")
     assert not [w for w in recwarn if "refquant" in str(w.filename)]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_exact_double_quant_matches_fraction_oracle(seed):
+    rng = np.random.default_rng(seed)
+    nblocks = 256 * 2 + 37
+    spread = np.exp(2 * rng.standard_normal((nblocks, 1)))
+    x = (rng.standard_normal((nblocks, 64)) * spread).astype(np.float32)
+    x[5] = 0.0
+    x[9, :] = x[8, :]  # two equal absmaxes
+    _, plain = rq.nf4.quantize(x, convention="exact")
+    _, st_ = rq.nf4.quantize(x, double_quant=True, convention="exact")
+    a = [Fraction(float(v)) for v in plain.absmax]
+    offset = Fraction(round_to_format(sum(a) / len(a), "float32"))
+    assert float(st_.offset) == float(offset)
+    levels = rq.nf4.dynamic_map().astype(np.float64)
+    for j in range(0, len(a), 256):
+        d = [v - offset for v in a[j:j + 256]]
+        m = round_to_format(max(abs(v) for v in d), "float32")
+        assert float(st_.nested_scale[j // 256]) == m
+        for i, v in enumerate(d):
+            q = nearest_level_code(v, m, levels) if m else int(np.flatnonzero(levels == 0)[0])
+            assert st_.nested_codes[j + i] == q, (j + i, q, st_.nested_codes[j + i])
+            want = round_to_format(Fraction(float(levels[q])) * Fraction(m) + offset, "float32")
+            assert float(st_.absmax[j + i]) == want
+
+
+def test_q6_bitsandbytes_nested_codes_are_not_always_nearest():
+    """bitsandbytes' 8-bit lookup table (65536 bins over [-1, 1]) is coarser than the dynamic map
+    near zero: some nested codes are not the level nearest to v = f32(d * f32(1 / M)); the exact
+    row always picks the nearest (its oracle test)."""
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((256 * 8, 64)) * np.exp(rng.standard_normal((256 * 8, 1)))).astype(np.float32)
+    _, plain = rq.nf4.quantize(x)
+    _, st_ = rq.nf4.quantize(x, double_quant=True)
+    d = (plain.absmax - np.float32(st_.offset)).astype(np.float32)
+    inv = (np.float32(1) / st_.nested_scale).astype(np.float32)
+    v = (d * np.repeat(inv, 256)).astype(np.float32).astype(np.float64)
+    m = rq.nf4.dynamic_map().astype(np.float64)
+    nearest = np.searchsorted((m[:-1] + m[1:]) / 2, v, side="left")
+    assert (nearest != st_.nested_codes).sum() > 0

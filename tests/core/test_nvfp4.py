@@ -22,14 +22,14 @@ E4M3 = {code: v for v, code in positive_levels("float8_e4m3fn")}
 E2M1 = {code: v for v, code in positive_levels("float4_e2m1fn")}
 
 
-def oracle(x: np.ndarray, g: np.float32):
-    """Exact NVFP4 codes, scale codes and float32 dequantized values of float32 ``x`` (rows of
-    16-element blocks) for the decode global scale ``g``, from Fractions."""
+def oracle(x: np.ndarray, g: np.float32, out: str = "float32"):
+    """Exact NVFP4 codes, scale codes and dequantized values (rounded to ``out``) of ``x`` (rows
+    of 16-element blocks) for the decode global scale ``g``, from Fractions."""
     G = Fraction(float(g))
     flat = x.reshape(-1, 16)
     codes = np.zeros(flat.shape, np.uint8)
     scales = np.zeros(flat.shape[0], np.uint8)
-    deq = np.zeros(flat.shape, np.float32)
+    deq = np.zeros(flat.shape, np.float64)
     for b, blk in enumerate(flat):
         a = max(Fraction(float(v)) if v >= 0 else -Fraction(float(v)) for v in blk)
         sc = 0 if a == 0 else round_code(a / (6 * G), "float8_e4m3fn")
@@ -43,8 +43,9 @@ def oracle(x: np.ndarray, g: np.float32):
                 c = round_code(Fraction(float(v)) / (S * G), "float4_e2m1fn")
             codes[b, i] = c
             q = E2M1[c & 7] * (-1 if c & 8 else 1)
-            deq[b, i] = round_to_format(q * S * G, "float32") if q else (-0.0 if c & 8 else 0.0)
-    return codes.reshape(x.shape), scales.reshape(x.shape[:-1] + (x.shape[-1] // 16,)), deq.reshape(x.shape)
+            deq[b, i] = round_to_format(q * S * G, out) if q else (-0.0 if c & 8 else 0.0)
+    return (codes.reshape(x.shape), scales.reshape(x.shape[:-1] + (x.shape[-1] // 16,)),
+            deq.reshape(x.shape).astype(x.dtype))
 
 
 @pytest.mark.parametrize("g", [1.0, 2.0**-10, 0.0123, 3.5e-6, None])
@@ -193,3 +194,19 @@ def test_bad_input():
         rq.nvfp4.dequantize(q, s.astype(np.float32), g)
     with pytest.raises(ValueError, match=r"scale_codes must be in \[0, 255\]; got 256"):
         rq.nvfp4.dequantize(q, np.full(s.shape, 256), g)
+
+
+@pytest.mark.parametrize("dtname", ["float64", "float16", "bfloat16"])
+def test_exact_other_dtypes_match_fraction_oracle(dtname):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    dt = {"float64": np.float64, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}[dtname]
+    x = blocks(0.25, seed=5).astype(dt)
+    if dtname == "float64":
+        x = x * (1 + 2.0**-40)  # values between float32 numbers, and an amax that is not one
+    q, s, gs = rq.nvfp4.quantize(x)
+    amax = max(abs(Fraction(float(v))) for v in x.astype(np.float64).ravel())
+    assert float(gs) == round_to_format(amax / 2688, "float32")
+    codes, scales, deq = oracle(x, np.float32(gs), dtname)
+    assert_bitwise_equal(q, codes, "codes")
+    assert_bitwise_equal(s, scales, "scales")
+    assert_bitwise_equal(rq.nvfp4.fake_quantize(x), deq, "fake_quantize")

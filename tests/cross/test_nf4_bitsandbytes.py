@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import refquant as rq
 from tests.cross.test_affine_torch import to_numpy, to_torch
@@ -121,10 +123,35 @@ def test_bf16_subnormal_products():
     x[65:] = np.linspace(-(2.0**-120), 2.0**-120, 63)
     xb = x.astype(ml_dtypes.bfloat16)
     packed, st, deq = run_bnb(xb, "nf4", False)
-    other = "bitsandbytes" if ROW != "bitsandbytes" else "bitsandbytes.avx512_bf16"
+    other = "bitsandbytes" if ROW.name != "bitsandbytes" else "bitsandbytes.avx512_bf16"
     outs = {}
-    for row in (ROW, other):
+    for row in (ROW, rq.nf4.CONVENTIONS[other]):
         codes, state = rq.nf4.quantize(xb, convention=row)
-        outs[row] = rq.nf4.dequantize(codes, state)
-    assert_bitwise_equal(outs[ROW], deq, ROW)
+        outs[row.name] = rq.nf4.dequantize(codes, state)
+    assert_bitwise_equal(outs[ROW.name], deq, ROW.name)
     assert (outs[other].view(np.uint16) != deq.view(np.uint16)).any()
+
+
+def test_double_quant_mean_over_threads():
+    """More than 32768 blocks: torch splits the absmax mean among its threads."""
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((40000, 64)) * np.exp(rng.standard_normal((40000, 1)))).astype(np.float32)
+    packed, st, _ = run_bnb(x.reshape(-1), "nf4", True)
+    _, state = rq.nf4.quantize(x, double_quant=True, convention=ROW)
+    assert np.float32(state.offset) == np.float32(st.offset.item())
+    assert_bitwise_equal(state.nested_codes, st.absmax.numpy(), "nested codes")
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.integers(1, 6), st.sampled_from([32, 64, 128]), st.sampled_from(["nf4", "fp4"]),
+       st.sampled_from(list(DTYPES)), st.booleans(), st.integers(0, 2**32 - 1))
+def test_random_tensors_bitwise(rows, block, codebook, dtname, compress, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, 2 * block)) * np.exp(4 * rng.standard_normal((rows, 1))))
+    x = x.astype(np.float32).astype(DTYPES[dtname][0])
+    t = to_torch(x)
+    packed, st_ = F.quantize_4bit(t, blocksize=block, compress_statistics=compress, quant_type=codebook)
+    deq = to_numpy(F.dequantize_4bit(packed, st_, quant_type=codebook)).reshape(x.shape)
+    codes, state = rq.nf4.quantize(x, block=block, double_quant=compress, codebook=codebook, convention=ROW)
+    assert_bitwise_equal(codes.reshape(-1), bnb_unpacked(packed, x.size), "codes")
+    assert_bitwise_equal(rq.nf4.dequantize(codes, state), deq, "dequantize")

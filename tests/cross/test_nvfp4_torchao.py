@@ -7,6 +7,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import refquant as rq
 from tests.cross.test_affine_torch import to_torch
@@ -73,3 +75,21 @@ def test_single_level_is_global_scale_one():
 def test_nonfinite_blocks(k):
     x = special_rows()[k]
     check(x, np.float32(0.01))
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.integers(1, 5), st.integers(1, 4), st.sampled_from(["float32", "bfloat16"]),
+       st.sampled_from([None, 1.0, 0.013, 2.0**-30]), st.integers(0, 2**32 - 1))
+def test_random_tensors_bitwise(rows, nblocks, dtname, g, seed):
+    rng = np.random.default_rng(seed)
+    spread = np.exp(3 * rng.standard_normal((rows, nblocks))).repeat(16, 1)
+    x = rng.standard_normal((rows, 16 * nblocks)) * spread
+    x = x.astype(np.float32)
+    if dtname == "bfloat16":
+        x = x.astype(ml_dtypes.bfloat16)
+    if g is None:
+        g = np.float32(np.abs(x.astype(np.float32)).max()) / np.float32(2688)
+    codes, scales = torchao(x, np.float32(g))
+    q, s, _ = rq.nvfp4.quantize(x, global_scale=g, convention="torchao")
+    assert_bitwise_equal(q, codes, "codes")
+    assert_bitwise_equal(s, scales, "scales")
