@@ -48,8 +48,9 @@ _CUSTOM: dict[str, object] = {}
 
 
 def _format_key(fmt, *, allow_int8: bool = False) -> str:
-    """``fmt`` as a string for an op schema: a named format's name, else its fields as JSON (which
-    survives ``torch.export.save``/``load``). MX takes ``rq.int8`` as ``"int8"``."""
+    """``fmt`` as a string for an op schema: a named format's name, else ``FloatFormat:`` and its
+    fields, the name last (a string, so it survives ``torch.export.save``/``load``). MX takes
+    ``rq.int8`` as ``"int8"``."""
     if allow_int8 and isinstance(fmt, IntFormat):
         if fmt != rq.int8:
             raise ValueError(f"the MX integer element format is int8 (MXINT8); got {fmt}")
@@ -104,10 +105,6 @@ def _like_x(x, *args):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-def _no_grad_for_static(n: int):
-    return (None,) * n
-
-
 def _check_scale(scale, like: torch.Tensor) -> torch.Tensor:
     """The scale as a tensor for the op: a tensor as it is (no gradient), a Python or NumPy number
     or array as a float64 tensor holding the same values."""
@@ -130,19 +127,15 @@ def _check_scale(scale, like: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- element formats
-def _float_forward(x, scale, fmt, saturate, rounding, convention, axis, block_size, seed):
+@torch.library.custom_op("refquant::float_fake_quantize", mutates_args=())
+def _float_op(x: torch.Tensor, scale: torch.Tensor, fmt: str, saturate: bool | None,
+              rounding: str | None, convention: str, axis: int | None, block_size: list[int] | None,
+              seed: int | None, ste: str) -> torch.Tensor:
     block = None if block_size is None else tuple(block_size)
     out = rq.fake_quantize(to_numpy(x), to_numpy(scale), fmt=_format_of(fmt), saturate=saturate,
                            rounding=rounding, convention=_convention_of(convention), axis=axis,
                            block_size=block, rng=seed)
     return from_numpy(out, x.device)
-
-
-@torch.library.custom_op("refquant::float_fake_quantize", mutates_args=())
-def _float_op(x: torch.Tensor, scale: torch.Tensor, fmt: str, saturate: bool | None,
-              rounding: str | None, convention: str, axis: int | None, block_size: list[int] | None,
-              seed: int | None, ste: str) -> torch.Tensor:
-    return _float_forward(x, scale, fmt, saturate, rounding, convention, axis, block_size, seed)
 
 
 def _largest_at_most(m: float, s: np.ndarray) -> np.ndarray:
@@ -227,7 +220,7 @@ def _float_backward(ctx, grad):
     else:
         x, scale = ctx.saved_tensors
         gx = torch.ops.refquant.float_fake_quantize_backward(grad, x, scale, *ctx.static)
-    return (gx, *_no_grad_for_static(9))
+    return (gx, *(None,) * 9)
 
 
 _float_op.register_autograd(_float_backward, setup_context=_float_setup)
@@ -278,7 +271,7 @@ def float_fake_quantize(x, scale=1.0, *, fmt, saturate=None, rounding=None, conv
 # ----------------------------------------------------------------------------- block formats
 def _identity_backward(n_static: int):
     def backward(ctx, grad):
-        return (grad, *_no_grad_for_static(n_static))
+        return (grad, *(None,) * n_static)
     return backward
 
 
