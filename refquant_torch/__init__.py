@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 
 from .functional import apot_fake_quantize, fake_quantize, pact
+from .lowp import float_fake_quantize, mx_fake_quantize, nf4_fake_quantize, nvfp4_fake_quantize
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,7 @@ _LAZY = {
 }
 
 __all__ = ["fake_quantize", "pact", "apot_fake_quantize", *_LAZY]
+__all__ += ["float_fake_quantize", "mx_fake_quantize", "nvfp4_fake_quantize", "nf4_fake_quantize"]
 
 
 def __getattr__(name):

@@ -182,3 +182,12 @@ def nearest_level_code(x: float, absmax: float, levels_by_code) -> int:
     if levels[best] == 0 and len(zeros) == 2:
         return max(zeros) if math.copysign(1.0, x) < 0 else min(zeros)
     return best
+
+
+def clip_mask(x: float, scale: float, fmax: float, signed: bool = True) -> bool:
+    """Whether the real ``x / scale`` lies in ``[-fmax, fmax]`` (``[0, fmax]`` unsigned); NaN and
+    +-inf: False. The straight-through mask of a clipped float fake quantizer."""
+    if not math.isfinite(x):
+        return False
+    t = Fraction(x) / Fraction(scale)
+    return (-Fraction(fmax) if signed else Fraction(0)) <= t <= Fraction(fmax)

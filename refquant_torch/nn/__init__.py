@@ -7,6 +7,7 @@ from .approx import MinMaxQuant, PACTQuant
 from .fake_quantize import FakeQuantize, LearnableFakeQuantize
 from .layers import QuantConv2d, QuantLinear
 from .learnable import PACT, APoTFakeQuantize
+from .lowp import FloatFakeQuantize, MXFakeQuantize, NF4FakeQuantize, NVFP4FakeQuantize
 
 __all__ = [
     "FakeQuantize",
@@ -20,3 +21,4 @@ __all__ = [
     "reference",
     "quantized",
 ]
+__all__ += ["FloatFakeQuantize", "MXFakeQuantize", "NVFP4FakeQuantize", "NF4FakeQuantize"]
