@@ -364,7 +364,8 @@ def mx_kernel(x, blk, rule, source, scaling, nan_over, nonfinite_nan, emax, max_
             xv = np.float64(x[base + j])
             if scode == 255 and scaling in (ELEM_EXACT, ELEM_MICROXCALING):
                 codes[base + j] = 0
-                vals[base + j] = math.nan
+                if scaling == ELEM_MICROXCALING:  # only microxcaling has a value buffer
+                    vals[base + j] = math.nan
                 continue
             v = xv * mult  # exact: a power of two (or 0, inf, NaN) times a float
             if scaling != ELEM_EXACT:

@@ -134,3 +134,20 @@ def test_blocks_are_independent_and_dtype_exact(vals, name, dtype):
             else:
                 want = round_code(t, name)
             assert int(codes[8 * b + j]) == want
+
+
+@pytest.mark.parametrize("dtype,fmt", [("float64", "float8_e4m3fn"), ("float32", "int8"),
+                                       ("float64", "int8"), ("float64", "float4_e2m1fn")])
+def test_nonfinite_blocks_on_the_general_path(dtype, fmt):
+    """A NaN/inf block under exact scaling once wrote into a buffer only microxcaling allocates
+    (heap corruption, a later crash): run where a crash shows as a failed child process."""
+    import subprocess
+    import sys
+
+    code = (f"import numpy as np, refquant as rq, gc\n"
+            f"x = np.ones((64, 64), np.{dtype}); x[0, 5] = np.nan; x[1, 40] = -np.inf\n"
+            f"for _ in range(10):\n"
+            f"    y = rq.mx.fake_quantize(x, rq.{fmt}, convention='ocp'); gc.collect()\n"
+            f"assert np.isnan(y[0, :32]).all() and np.isnan(y[1, 32:]).all() and (y[2:] == 1).all()\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    assert run.returncode == 0, run.stderr.decode()[-500:]
