@@ -155,13 +155,13 @@ def _level_values(bits: int, k: int, signed: bool, alpha: float, fmt: str) -> np
     return vals
 
 
-def levels(bits, k, alpha=1.0, signed=False) -> np.ndarray:
+def levels(bits, k, *args, alpha=1.0, signed=False) -> np.ndarray:
     """The APoT level set, sorted ascending, float64 (each level rounded once from the real value).
 
     ``2**bits`` levels unsigned, ``2**bits - 1`` signed (sign and magnitude over ``bits - 1``
     bits). ``bits`` is at most 16; ``k`` must divide the magnitude width (signed also takes
-    ``k = 2`` with the authors' mixed terms). ``alpha`` and ``signed`` may be given by position
-    (the issue's signature) or by keyword (DESIGN.md's).
+    ``k = 2`` with the authors' mixed terms). ``alpha`` and ``signed`` are keywords, as everywhere
+    (given by position they still work, with a DeprecationWarning, for one release).
 
     >>> import refquant as rq
     >>> (rq.apot.levels(4, 2) * 48).astype(int).tolist()
@@ -169,6 +169,15 @@ def levels(bits, k, alpha=1.0, signed=False) -> np.ndarray:
     >>> rq.apot.levels(4, 2, alpha=3.0, signed=True).round(6).tolist()[7:]
     [0.0, 0.3, 0.6, 0.9, 1.2, 1.8, 2.4, 3.0]
     """
+    if args:
+        if len(args) > 2:
+            raise TypeError(f"levels takes bits, k and the keywords alpha, signed; got {len(args) + 2} "
+                            "positional arguments")
+        import warnings
+
+        warnings.warn("rq.apot.levels(bits, k, alpha, signed): pass alpha= and signed= by keyword",
+                      DeprecationWarning, stacklevel=2)
+        alpha, signed = (*args, signed)[:2] if len(args) == 1 else args
     bits, k = _check_bits_k(bits, k, bool(signed))
     vals = _level_values(bits, k, bool(signed), _alpha(alpha), "float64")
     if np.unique(vals).size != vals.size:

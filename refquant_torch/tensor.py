@@ -6,7 +6,7 @@
   ``quantized_repr()``); the round trips are lossless.
 * ``Quantize(shape, bitwidth, symmetric)`` and ``QuantizeDequantize(...)``: modules with learnable
   ``min`` / ``max`` parameters of ``shape``, ``set_range(min, max)`` and a
-  ``compute_encodings()`` context manager, with AIMET's meaning (seeds/003):
+  ``compute_encodings()`` context manager, with AIMET's meaning:
 
   - ``scale = (max - min) / (qmax - qmin)`` (float32 tensor arithmetic);
   - symmetric: signed codes ``[-2**(b-1), 2**(b-1) - 1]``, zero point 0; asymmetric: unsigned
@@ -531,7 +531,7 @@ class _AffineQuantizerBase(torch.nn.Module):
 
 class Quantize(_AffineQuantizerBase):
     """``Quantize(shape, bitwidth, symmetric)``: x to a :class:`QuantizedTensor` of codes
-    ``clamp(round(x / scale) - offset, qmin, qmax)`` (seeds/003's example):
+    ``clamp(round(x / scale) - offset, qmin, qmax)`` (AIMET's documented example):
 
     >>> import torch, refquant_torch as rqt
     >>> x = torch.tensor([[2.57, -2.312], [0.153, 0.205]])
@@ -562,7 +562,7 @@ class Quantize(_AffineQuantizerBase):
 
 class QuantizeDequantize(_AffineQuantizerBase):
     """``QuantizeDequantize(shape, bitwidth, symmetric)``: x to a :class:`DequantizedTensor`
-    ``rqt.fake_quantize(x, scale, -offset, ...)`` (seeds/003's example):
+    ``rqt.fake_quantize(x, scale, -offset, ...)`` (AIMET's documented example):
 
     >>> import torch, refquant_torch as rqt
     >>> x = torch.tensor([[0.39, 51.0], [3.521, 9.41]])

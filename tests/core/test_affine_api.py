@@ -1,4 +1,4 @@
-"""Affine API: validation, layouts, immutability, granularity and the DESIGN.md properties."""
+"""Affine API: validation, layouts, immutability, granularity and the algebraic properties."""
 
 import subprocess
 import sys

@@ -358,7 +358,11 @@ def test_extreme_alpha_projection_stays_exact(alpha, bits, k, signed):
 
 
 def test_levels_alpha_and_signed_by_position_or_keyword():
-    assert_bitwise_equal(rq.apot.levels(4, 2, 3.0, True), rq.apot.levels(4, 2, alpha=3.0, signed=True))
+    with pytest.warns(DeprecationWarning, match="by keyword"):
+        old = rq.apot.levels(4, 2, 3.0, True)
+    assert_bitwise_equal(old, rq.apot.levels(4, 2, alpha=3.0, signed=True))
+    with pytest.warns(DeprecationWarning):
+        assert_bitwise_equal(rq.apot.levels(4, 2, 3.0), rq.apot.levels(4, 2, alpha=3.0))
 
 
 def _threshold_oracle(xs, exact):

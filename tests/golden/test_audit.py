@@ -1,5 +1,6 @@
-"""Audit of issue 6: hostile files, manifests that restore their qparams exactly, edge coverage of
-the golden cases, identify on NaN / wrap-around data, sweep robustness, report wording."""
+"""Golden files and sweeps under attack: hostile files, manifests that restore their qparams
+exactly, edge coverage of the golden cases, identify on NaN / wrap-around data, sweep robustness,
+report wording."""
 
 import json
 import subprocess

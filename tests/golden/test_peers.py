@@ -1,5 +1,5 @@
-"""Peer conventions against their formulas (shared/research/peers.md section 3, golden-specs.md
-section 6), emulated with NumPy float32 operations: the packages need a CUDA torch to install."""
+"""Peer conventions against their formulas as read from the libraries' source, emulated with NumPy
+float32 operations: the packages need a CUDA torch to install."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""QuantizedTensor / DequantizedTensor and the AIMET-style quantizers (seeds/003)."""
+"""QuantizedTensor / DequantizedTensor and the AIMET-style quantizers."""
 
 import copy
 import pickle
