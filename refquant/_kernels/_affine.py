@@ -163,7 +163,7 @@ def dequantize_element(q, z, s_d, dmode, ofmt, pfmt, odd):
         return q
     if dmode == DEQUANT_EXACT:
         p, e = two_prod(q - z, s_d)
-        if ofmt == 0:
+        if ofmt == 0 or not math.isfinite(p):  # an overflowing product is +-inf (e is NaN)
             return p
         return round_pair_to_f32(p, e, odd)
     if dmode == DEQUANT_FLOAT32:
