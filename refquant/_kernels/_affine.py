@@ -48,22 +48,28 @@ WRAP32 = (_INT64_LIMIT, 0.0, 4294967296.0, 2147483648.0)
 
 @kernel
 def rnd(v, fmt):
-    """Round float64 ``v`` to format ``fmt`` (round half to even, overflow to +-inf)."""
+    """Round float64 ``v`` to format ``fmt`` (round half to even, overflow to +-inf).
+
+    float16 / bfloat16: normal values round on the float64 bit pattern (dropping the low
+    ``52 - (p - 1)`` fraction bits, half to even; a carry moves into the exponent, as it should);
+    values below the smallest normal round to a multiple of the subnormal quantum with ``rint``
+    (exact scalings by powers of two). Branch-free, so that loops over it vectorize.
+    """
     if fmt == 0:
         return v
     if fmt == 1:
         return np.float64(np.float32(v))
-    if not math.isfinite(v) or v == 0.0:
-        return v
     if fmt == 2:
-        p, emin, vmax = 11, -13, 65504.0
+        drop, tiny, quantum, vmax = 42, 6.103515625e-05, 5.960464477539063e-08, 65504.0
     else:
-        p, emin, vmax = 8, -125, 3.3895313892515355e38
-    e = max(math.frexp(v)[1], emin) - p
-    r = math.ldexp(np.rint(math.ldexp(v, -e)), e)
-    if abs(r) > vmax:
-        return math.copysign(math.inf, v)
-    return r
+        drop, tiny, quantum, vmax = 45, 1.1754943508222875e-38, 9.183549615799121e-41, 3.3895313892515355e38
+    b = f64_to_bits(v)
+    half = np.int64(1) << (drop - 1)
+    b = (b + (half - 1) + ((b >> drop) & 1)) & ~((np.int64(1) << drop) - 1)
+    r = bits_to_f64(b)
+    r = np.rint(v / quantum) * quantum if abs(v) < tiny else r
+    r = math.copysign(math.inf, v) if abs(r) > vmax else r
+    return v if v != v or v == 0.0 else r
 
 
 @kernel
@@ -157,15 +163,29 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_mode, fma, zp_
 
 
 @kernel
+def _dequantize_exact(q, z, s_d, ofmt, odd):
+    p, e = two_prod(q - z, s_d)
+    if ofmt == 0 or not math.isfinite(p):  # an overflowing product is +-inf (e is NaN)
+        return p
+    return round_pair_to_f32(p, e, odd)
+
+
+@kernel
+def _dequantize_promote(q, z, s_d, ofmt, pfmt):
+    d = rnd(rnd(q, ofmt) - rnd(z, ofmt), ofmt)
+    return rnd(d * s_d, pfmt)
+
+
+@kernel
 def dequantize_element(q, z, s_d, dmode, ofmt, pfmt, odd):
-    """``(q - z) * s`` under dequant mode ``dmode`` (see conventions), as float64."""
+    """``(q - z) * s`` under dequant mode ``dmode`` (see conventions), as float64.
+
+    Kept small (the larger modes are calls) so that LLVM inlines it into a specialized loop,
+    where ``dmode`` is a constant and only one mode's code remains."""
     if q != q:
         return q
     if dmode == DEQUANT_EXACT:
-        p, e = two_prod(q - z, s_d)
-        if ofmt == 0:
-            return p
-        return round_pair_to_f32(p, e, odd)
+        return _dequantize_exact(q, z, s_d, ofmt, odd)
     if dmode == DEQUANT_FLOAT32:
         return rnd(rnd(q - z, 1) * s_d, 1)
     if dmode == DEQUANT_FLOAT64:
@@ -178,8 +198,7 @@ def dequantize_element(q, z, s_d, dmode, ofmt, pfmt, odd):
         return rnd(rnd(d, 1) * s_d, 1)
     if dmode == DEQUANT_DIVIDE:
         return rnd(rnd(q - z, 1) / s_d, 1)
-    d = rnd(rnd(q, ofmt) - rnd(z, ofmt), ofmt)
-    return rnd(d * s_d, pfmt)
+    return _dequantize_promote(q, z, s_d, ofmt, pfmt)
 
 
 class Key(NamedTuple):

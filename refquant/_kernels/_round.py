@@ -155,8 +155,9 @@ def round_scaled_quotient(x, n, s, mode, u):
     if at >= 4.611686018427388e18:  # 2**62: far beyond any code range
         return math.copysign(math.inf, t)
     if at < 1.0842021724855044e-19:  # 2**-63: 0 < |t| < 1/2 certainly
-        f = -1.0 if t < 0.0 else 0.0
-        return round_from_parts(f, t > 0.0, False, t < 0.0, False, t < 0.0, mode, u, t - f)
+        neg = x < 0.0  # the sign of the real quotient (s > 0); t may have underflowed to -0.0
+        f = -1.0 if neg else 0.0
+        return round_from_parts(f, not neg, False, neg, False, neg, mode, u, t - f)
     f = np.floor(t)
     d = t - f
     margin = 4.440892098500626e-16 * max(at, 1.0)  # 2**-51 relative: several ulps of t

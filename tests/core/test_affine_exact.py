@@ -161,3 +161,33 @@ def test_scale_beyond_the_reciprocal_range():
     x = (np.arange(-8, 8) * 0.5 * s).astype(np.float64)
     x = np.concatenate([x, np.nextafter(x, np.inf), np.nextafter(x, -np.inf)])
     assert rq.quantize(x, s, 0, qmin=-5, qmax=5).tolist() == oracle_codes(x, s, 0, -5, 5)
+
+
+@pytest.mark.parametrize("rounding", ["floor", "ceil", "toward_zero", "half_even", "half_away"])
+def test_quotients_that_underflow_keep_their_sign(rounding):
+    """x / s below the smallest subnormal: the real quotient's sign still decides floor/ceil."""
+    x = np.float64([-5e-324, 5e-324, -1e-320, 1e-320])
+    s = 7.0
+    expected = [rq_oracle_round(Fraction(float(v)) / Fraction(s), rounding) for v in x]
+    got = rq.quantize(x, s, 0, qmin=-8, qmax=7, rounding=rounding)
+    assert got.tolist() == expected
+
+
+def rq_oracle_round(t, rounding):
+    f = t.numerator // t.denominator
+    d = t - f
+    half = Fraction(1, 2)
+    return {"floor": f, "ceil": f + (d > 0), "toward_zero": f + (t < 0 and d > 0),
+            "half_even": f + (d > half or (d == half and f % 2 == 1)),
+            "half_away": f + (d > half or (d == half and t > 0))}[rounding]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_dequantize_products_beyond_float64_are_infinite(dtype):
+    """(q - z) * s past the float64 range is +-inf in every output dtype, never NaN."""
+    s = 2.0**1021 * 1.7
+    out = rq.dequantize(np.int8([-128, 127, 0, 1]), s, 0, dtype=dtype)
+    assert np.isinf(out[:2]).all() and (np.sign(out[:2]) == [-1, 1]).all()
+    assert out[2] == 0 and (out[3] == s if dtype == np.float64 else np.isinf(out[3]))
+    fq = rq.fake_quantize(np.float64([-np.inf, np.inf]), s, 0, qmin=-128, qmax=127)  # saturated
+    assert np.isinf(fq).all() and (np.sign(fq) == [-1, 1]).all()
