@@ -176,9 +176,9 @@ def _fill(values: np.ndarray, n: int) -> np.ndarray:
     return np.resize(values, n)
 
 
-def cases(scale, zero_point=0, *, qmin, qmax, dtype=np.float32, op="fake_quantize",
+def cases(scale=None, zero_point=0, *, qmin=None, qmax=None, dtype=np.float32, op="fake_quantize",
           convention="exact", axis=None, block_size=None, rounding=None, n_random=1000,
-          seed=0) -> GoldenCases:
+          seed=0, fmt=None, saturate=None) -> GoldenCases:
     """Golden vectors: :func:`edge_inputs` and ``rq.quantize`` / ``rq.fake_quantize`` of them.
 
     ``outputs = rq.fake_quantize(inputs, scale, zero_point, qmin=qmin, qmax=qmax, axis=axis,
@@ -207,11 +207,33 @@ def cases(scale, zero_point=0, *, qmin, qmax, dtype=np.float32, op="fake_quantiz
     >>> g = rq.golden.cases(np.float32([[0.1, 0.2]]), 0, qmin=-8, qmax=7, block_size=(64, 32))
     >>> g.inputs.shape, g.manifest["block_size"]
     ((64, 64), [64, 32])
+
+    A float format as ``fmt`` (``rq.float8_e4m3fn``, ``"float4_e2m1fn"``, ...) builds float cases
+    instead (``scale`` default 1: the element cast; ``saturate`` and the float ``convention``
+    recorded): see :func:`refquant.golden._float.float_cases`.
     """
     import refquant as rq
 
     from .. import conventions as _conventions
     from ._files import knobs_of
+    from ._float import wants_float
+
+    if wants_float(fmt):
+        from ._float import float_cases
+
+        if qmin is not None or qmax is not None or axis is not None or block_size is not None:
+            raise ValueError("float cases are per tensor with no qmin/qmax: give fmt and scale only; "
+                             f"got qmin={qmin!r}, qmax={qmax!r}, axis={axis!r}, block_size={block_size!r}")
+        if not (isinstance(zero_point, (int, float)) and zero_point == 0):
+            raise ValueError(f"float formats have no zero point: zero_point must be 0; got {zero_point!r}")
+        return float_cases(fmt, 1.0 if scale is None else scale, dtype=dtype, op=op, convention=convention,
+                           saturate=saturate, rounding=rounding, n_random=n_random, seed=seed)
+    if saturate is not None:
+        raise ValueError(f"saturate applies to float formats only; got saturate={saturate!r}")
+    if scale is None:
+        raise TypeError("cases() needs a scale (and qmin/qmax, or fmt)")
+    if fmt is not None:
+        qmin, qmax = resolve_range(qmin, qmax, fmt)
 
     if op not in ("quantize", "fake_quantize"):
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")

@@ -204,6 +204,10 @@ def _numbers(v, what: str, *, positive: bool = False, depth: int = 0):
 def _check_manifest(manifest) -> dict:
     if not isinstance(manifest, dict):
         raise ValueError(f"manifest must be a JSON object; got {type(manifest).__name__}")
+    if "fmt" in manifest:  # a float format's golden file
+        from ._float import check_manifest
+
+        return check_manifest(manifest)
     missing = [k for k in _MANIFEST_KEYS if k not in manifest]
     if missing:
         raise ValueError(f"manifest lacks {missing}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._validation import resolve_range
 from ._candidates import CandidateError
 from ._cases import _dtype, edge_inputs
 
@@ -79,8 +80,9 @@ def _differing(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
     return idx
 
 
-def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantize",
-          convention="exact", rounding=None, chunk=2**24, progress=False, n_examples=5) -> SweepResult:
+def sweep(candidate, scale=None, zero_point=0, *, qmin=None, qmax=None, dtype, op="fake_quantize",
+          convention="exact", rounding=None, chunk=2**24, progress=False, n_examples=5, fmt=None,
+          saturate=None) -> SweepResult:
     """Run ``candidate(x)`` on every bit pattern of ``dtype`` (float16, bfloat16: 2**16; float32:
     all 2**32, in chunks of ``chunk``) and compare bit for bit with ``rq.quantize`` /
     ``rq.fake_quantize`` under ``convention`` (and ``rounding``, None: the convention's own) with
@@ -100,6 +102,9 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
     (float16, bfloat16); for float32, over at most 65536 of the differing patterns (spread over
     the whole sweep) together with the edge inputs of these qparams, as ``.diagnosis_scope`` says.
 
+    A float format as ``fmt`` sweeps casts to it instead (``scale`` default 1: the element cast;
+    ``op="quantize"`` compares the uint8 codes): :func:`refquant.golden._float.float_sweep`.
+
     >>> import numpy as np, refquant as rq
     >>> r = rq.golden.sweep("onnx", 0.1, 3, qmin=0, qmax=255, dtype=np.float16)
     >>> r.total, r.mismatches > 0, r.diagnosis.matches[0]
@@ -109,7 +114,24 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
 
     from .. import conventions as _conventions
     from ._candidates import CandidateError, as_kernel, call
+    from ._float import wants_float
 
+    if wants_float(fmt):  # a float format: refquant.golden._float.float_sweep
+        from ._float import float_sweep
+
+        if qmin is not None or qmax is not None or not (isinstance(zero_point, (int, float))
+                                                        and zero_point == 0):
+            raise ValueError(f"a float format has no qmin/qmax or zero point; got qmin={qmin!r}, "
+                             f"qmax={qmax!r}, zero_point={zero_point!r}")
+        return float_sweep(candidate, fmt, 1.0 if scale is None else scale, dtype=dtype, op=op,
+                           convention=convention, saturate=saturate, rounding=rounding, chunk=chunk,
+                           progress=progress, n_examples=n_examples)
+    if saturate is not None:
+        raise ValueError(f"saturate applies to float formats only; got saturate={saturate!r}")
+    if scale is None:
+        raise TypeError("sweep() needs a scale (and qmin/qmax, or fmt)")
+    if fmt is not None:
+        qmin, qmax = resolve_range(qmin, qmax, fmt)
     if op not in ("quantize", "fake_quantize"):
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
     dt = _dtype(dtype)

@@ -141,8 +141,9 @@ class Identification:
         return "\n".join(lines)
 
 
-def identify(x, y, scale, zero_point=0, *, qmin, qmax, op="fake_quantize", axis=None,
-             block_size=None, reference="exact", conventions=None, n_examples=3) -> Identification:
+def identify(x, y, scale=None, zero_point=0, *, qmin=None, qmax=None, op="fake_quantize", axis=None,
+             block_size=None, reference="exact", conventions=None, n_examples=3, fmt=None,
+             saturate=None) -> Identification:
     """Find the (convention, rounding) pairs that reproduce ``y`` from ``x``, and explain the rest.
 
     Each candidate is ``rq.quantize`` (``op="quantize"``; ``y`` holds integer codes) or
@@ -159,7 +160,27 @@ def identify(x, y, scale, zero_point=0, *, qmin, qmax, op="fake_quantize", axis=
     >>> r = rq.identify(x, y, 0.25, 0, qmin=-128, qmax=127)
     >>> ("exact", "half_away") in r.matches, r.cause
     (True, 'tie rounding')
+
+    A float format as ``fmt`` names the element convention instead (``scale`` default 1; the
+    float conventions, each under its rounding modes and overflow rules; ``saturate`` sets the
+    reference's): :func:`refquant.golden._float.float_identify`.
     """
+    from ._float import wants_float
+
+    if wants_float(fmt):
+        from ._float import float_identify
+
+        if qmin is not None or qmax is not None or axis is not None or block_size is not None:
+            raise ValueError("a float format is identified per tensor with no qmin/qmax; got "
+                             f"qmin={qmin!r}, qmax={qmax!r}, axis={axis!r}, block_size={block_size!r}")
+        return float_identify(x, y, fmt, 1.0 if scale is None else scale, op=op, reference=reference,
+                              saturate=saturate, conventions=conventions, n_examples=n_examples)
+    if saturate is not None:
+        raise ValueError(f"saturate applies to float formats only; got saturate={saturate!r}")
+    if scale is None:
+        raise TypeError("identify() needs a scale (and qmin/qmax, or fmt)")
+    if fmt is not None:
+        qmin, qmax = resolve_range(qmin, qmax, fmt)
     if op not in ("quantize", "fake_quantize"):
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
     x = np.asarray(x)
