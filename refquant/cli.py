@@ -235,60 +235,45 @@ def _integer_args(args):
                           f"of {', '.join(rq.conventions.names())}")
 
 
-def _cmd_golden_float(args) -> int:
-    from .golden import cases
-    from .golden._candidates import CandidateError, call
-    from .golden._float import as_float_kernel
-
-    fmt, scale, saturate = _float_args(args)
-    g = cases(scale, fmt=fmt, dtype=args.dtype, op=args.op, convention=args.convention,
-              saturate=saturate, rounding=args.rounding, n_random=args.n_random, seed=args.seed)
-    what = "reference outputs"
-    if args.candidate:
-        kernel, label = as_float_kernel(args.candidate, op=args.op, fmt=fmt, scale=scale)
-        y = call(kernel, g.inputs.copy(), label)
-        try:
-            g = g.with_outputs(y)
-        except (TypeError, ValueError) as exc:
-            raise CandidateError(f"candidate {label} returned unusable outputs: {exc}") from None
-        g.manifest["candidate"] = label
-        what = f"outputs of {label} beside the reference outputs"
-    path = g.save(args.output, format=args.format)
-    _emit(args, {"path": str(path), "cases": int(g.inputs.size), "manifest": g.manifest},
-          f"wrote {g.inputs.size} cases ({args.op}, {fmt.name}, {g.manifest['convention']}; {what}) "
-          f"to {path}")
-    return OK
-
-
 def _cmd_golden(args) -> int:
     from .golden import cases
-    from .golden._candidates import as_kernel, call
+    from .golden._candidates import CandidateError, as_kernel, call
 
     if args.fmt is not None:
-        return _cmd_golden_float(args)
-    _integer_args(args)
+        from .golden._float import as_float_kernel
 
-    scale, zp, axis, block = _granularity(args)
-    g = cases(scale, zp, qmin=args.qmin, qmax=args.qmax, dtype=args.dtype, op=args.op,
-              convention=args.convention, axis=axis, block_size=block, rounding=args.rounding,
-              n_random=args.n_random, seed=args.seed)
+        fmt, scale, saturate = _float_args(args)
+        g = cases(scale, fmt=fmt, dtype=args.dtype, op=args.op, convention=args.convention,
+                  saturate=saturate, rounding=args.rounding, n_random=args.n_random, seed=args.seed)
+        kind = f"{args.op}, {fmt.name}"
+
+        def kernel_of(spec):
+            return as_float_kernel(spec, op=args.op, fmt=fmt, scale=scale)
+    else:
+        _integer_args(args)
+        scale, zp, axis, block = _granularity(args)
+        g = cases(scale, zp, qmin=args.qmin, qmax=args.qmax, dtype=args.dtype, op=args.op,
+                  convention=args.convention, axis=axis, block_size=block, rounding=args.rounding,
+                  n_random=args.n_random, seed=args.seed)
+        kind = args.op
+
+        def kernel_of(spec):
+            return as_kernel(spec, op=args.op, scale=scale, zero_point=zp, qmin=args.qmin,
+                             qmax=args.qmax, axis=axis, block_size=block, rounding=args.rounding,
+                             dtype=args.dtype)
     what = "reference outputs"
     if args.candidate:
-        kernel, label = as_kernel(args.candidate, op=args.op, scale=scale, zero_point=zp,
-                                  qmin=args.qmin, qmax=args.qmax, axis=axis, block_size=block,
-                                  rounding=args.rounding, dtype=args.dtype)
+        kernel, label = kernel_of(args.candidate)
         y = call(kernel, g.inputs.copy(), label)
         try:
             g = g.with_outputs(y)
         except (TypeError, ValueError) as exc:
-            from .golden._candidates import CandidateError
-
             raise CandidateError(f"candidate {label} returned unusable outputs: {exc}") from None
         g.manifest["candidate"] = label
         what = f"outputs of {label} beside the reference outputs"
     path = g.save(args.output, format=args.format)
     _emit(args, {"path": str(path), "cases": int(g.inputs.size), "manifest": g.manifest},
-          f"wrote {g.inputs.size} cases ({args.op}, {g.manifest['convention']}; {what}) to {path}")
+          f"wrote {g.inputs.size} cases ({kind}, {g.manifest['convention']}; {what}) to {path}")
     return OK
 
 

@@ -623,11 +623,8 @@ def float_sweep(candidate, fmt, scale=1.0, *, dtype, op="quantize", convention="
     >>> r.total, r.mismatches, r.diagnosis.matches, r.diagnosis.causes
     (65536, 28960, [('torch', 'half_even')], {'clamp/saturation': 28706, 'nan/inf handling': 254})
     """
-    import time
-
-    from ._candidates import CandidateError, call
     from ._cases import _dtype
-    from ._sweep import _KEEP, _PATTERNS, SweepResult, _differing, _patterns, _stderr_progress
+    from ._sweep import _PATTERNS, SweepResult, _stderr_progress, run_patterns
 
     if op not in ("quantize", "fake_quantize"):
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
@@ -645,56 +642,18 @@ def float_sweep(candidate, fmt, scale=1.0, *, dtype, op="quantize", convention="
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
     report = progress if callable(progress) else (_stderr_progress(dt.name) if progress else None)
     result = SweepResult(dtype=dt.name, convention=f"{conv.name} to {f.name}", total=total)
-    bad_x, bad_y, all_y = [], [], []
-    t0 = time.perf_counter()
-    base = np.arange(min(chunk, total), dtype=f"u{dt.itemsize}")
-    for start in range(0, total, chunk):
-        stop = min(start + chunk, total)
-        x = _patterns(start, stop, dt, base)
+
+    def reference(x):
         missing = no_code(ref, x)
-        result.skipped += int(missing.sum())
         with np.errstate(all="ignore"):
-            expected = ref.run(np.where(missing, np.zeros((), dt), x) if missing.any() else x)
-        actual = call(kernel, x, label)
-        if actual.shape != x.shape:
-            raise CandidateError(f"candidate {label} returned shape {actual.shape} for input shape {x.shape}")
-        if op == "fake_quantize" and actual.dtype != expected.dtype:
-            raise CandidateError(f"candidate {label} returned {actual.dtype}; fake_quantize of "
-                                 f"{dt.name} must return {dt.name}")
-        if op == "quantize" and actual.dtype.kind not in "iu":
-            raise CandidateError(f"candidate {label} returned {actual.dtype}; quantize to a float "
-                                 "format must return the integer codes")
-        idx = _differing(actual, expected)
-        if idx.size:
-            idx = idx[~missing[idx]]
-        if dt.itemsize == 2:
-            all_y.append(actual)
-        if idx.size:
-            result.mismatches += int(idx.size)
-            inputs = _patterns(start, stop, dt, base)[idx]
-            for j, i in enumerate(idx[: max(0, n_examples - len(result.examples))]):
-                result.examples.append((start + int(i), inputs[j].item(), expected[i].item(),
-                                        actual[i].item()))
-            if dt.itemsize > 2:
-                share = max(1, _KEEP * (stop - start) // total)
-                pick = np.unique(np.linspace(0, idx.size - 1, min(share, idx.size)).astype(np.int64))
-                bad_x.append(inputs[pick])
-                bad_y.append(actual[idx[pick]])
-        if report is not None:
-            report(stop, total, result.mismatches)
-    result.seconds = time.perf_counter() - t0
-    if result.mismatches:
-        if dt.itemsize == 2:
-            xs = _patterns(0, total, dt, np.arange(total, dtype=f"u{dt.itemsize}"))
-            ys = np.concatenate(all_y)
-            result.diagnosis_scope = f"all {total} patterns"
-        else:
-            edge = float_inputs(f, scale, dtype=dt, n_random=0)
-            ye = call(kernel, edge.copy(), label)
-            xs = np.concatenate([edge, *bad_x])
-            ys = np.concatenate([ye.astype(bad_y[0].dtype), *bad_y])
-            result.diagnosis_scope = (f"{sum(map(len, bad_x))} differing patterns (spread over all of "
-                                      f"them) and {edge.size} edge inputs of {f.name}")
+            return ref.run(np.where(missing, np.zeros((), dt), x) if missing.any() else x), missing
+
+    def edge():
+        return float_inputs(f, scale, dtype=dt, n_random=0), f"edge inputs of {f.name}"
+
+    xs, ys = run_patterns(result, dt, chunk, reference, kernel, label, op=op, report=report,
+                          n_examples=n_examples, code_kinds="iu", edge=edge)
+    if xs is not None:
         result.diagnosis = float_identify(xs, ys, f, scale, op=op, reference=conv)
     return result
 

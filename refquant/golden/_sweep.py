@@ -113,7 +113,7 @@ def sweep(candidate, scale=None, zero_point=0, *, qmin=None, qmax=None, dtype, o
     import refquant as rq
 
     from .. import conventions as _conventions
-    from ._candidates import CandidateError, as_kernel, call
+    from ._candidates import as_kernel
     from ._float import wants_float
 
     if wants_float(fmt):  # a float format: refquant.golden._float.float_sweep
@@ -148,18 +148,47 @@ def sweep(candidate, scale=None, zero_point=0, *, qmin=None, qmax=None, dtype, o
     fn = rq.fake_quantize if op == "fake_quantize" else rq.quantize
     no_nan_code = op == "quantize" and conv.nan == "error"
     result = SweepResult(dtype=dt.name, convention=conv.name, total=total)
+
+    def reference(x):
+        missing = None
+        if no_nan_code:
+            missing = np.isnan(x.astype(np.float32) if dt.itemsize == 2 else x)
+            x = np.where(missing, np.zeros((), dt), x)
+        return fn(x, scale, zero_point, qmin=qmin, qmax=qmax, convention=conv, rounding=rounding), missing
+
+    def edge():
+        e = edge_inputs(scale, zero_point, qmin=qmin, qmax=qmax, dtype=dt, n_random=0)
+        return e, "edge inputs (codes, ties, neighbours, specials)"
+
+    xs, ys = run_patterns(result, dt, chunk, reference, kernel, label, op=op, report=report,
+                          n_examples=n_examples, code_kinds="iuf", edge=edge)
+    if xs is not None:
+        result.diagnosis = rq.identify(xs, ys, scale, zero_point, qmin=qmin, qmax=qmax, op=op,
+                                       reference=conv if rounding is None
+                                       else conv.replace(rounding=rounding))
+    return result
+
+
+def run_patterns(result, dt, chunk, reference, kernel, label, *, op, report, n_examples, code_kinds,
+                 edge):
+    """The chunk loop of the sweeps: every bit pattern of ``dt`` through ``reference(x) ->
+    (expected, missing)`` (``missing``: a mask of inputs with no reference output, or None) and
+    the candidate ``kernel``; fills ``result`` (mismatches, skipped, examples, seconds,
+    diagnosis_scope) and returns the (inputs, outputs) to diagnose, (None, None) when nothing
+    differs: every pattern for half formats, else up to 65536 differing patterns spread over the
+    sweep and ``edge() -> (inputs, description)``."""
+    from ._candidates import CandidateError, call
+
+    total = result.total
     bad_x, bad_y, all_y = [], [], []
     t0 = time.perf_counter()
     base = np.arange(min(chunk, total), dtype=f"u{dt.itemsize}")
     for start in range(0, total, chunk):
         stop = min(start + chunk, total)
         x = _patterns(start, stop, dt, base)
-        xr = x
-        if no_nan_code:
-            nan = np.isnan(x.astype(np.float32) if dt.itemsize == 2 else x)
-            result.skipped += int(nan.sum())
-            xr = np.where(nan, np.zeros((), dt), x)
-        expected = fn(xr, scale, zero_point, qmin=qmin, qmax=qmax, convention=conv, rounding=rounding)
+        expected, missing = reference(x)
+        if missing is not None:
+            result.skipped += int(missing.sum())
         actual = call(kernel, x, label)
         if actual.shape != x.shape:
             raise CandidateError(f"candidate {label} returned shape {actual.shape} for input "
@@ -167,12 +196,12 @@ def sweep(candidate, scale=None, zero_point=0, *, qmin=None, qmax=None, dtype, o
         if op == "fake_quantize" and actual.dtype != expected.dtype:
             raise CandidateError(f"candidate {label} returned {actual.dtype}; fake_quantize of "
                                  f"{dt.name} must return {dt.name}")
-        if op == "quantize" and actual.dtype.kind not in "iuf":
+        if op == "quantize" and actual.dtype.kind not in code_kinds:
             raise CandidateError(f"candidate {label} returned {actual.dtype}; quantize must "
                                  "return integer codes")
         idx = _differing(actual, expected)
-        if no_nan_code and idx.size:
-            idx = idx[~nan[idx]]
+        if missing is not None and idx.size:
+            idx = idx[~missing[idx]]
         if dt.itemsize == 2:
             all_y.append(actual)
         if idx.size:
@@ -189,23 +218,16 @@ def sweep(candidate, scale=None, zero_point=0, *, qmin=None, qmax=None, dtype, o
         if report is not None:
             report(stop, total, result.mismatches)
     result.seconds = time.perf_counter() - t0
-    if result.mismatches:
-        if dt.itemsize == 2:
-            xs = _patterns(0, total, dt, np.arange(total, dtype=f"u{dt.itemsize}"))
-            ys = np.concatenate(all_y)
-            result.diagnosis_scope = f"all {total} patterns"
-        else:
-            edge = edge_inputs(scale, zero_point, qmin=qmin, qmax=qmax, dtype=dt, n_random=0)
-            ye = call(kernel, edge.copy(), label)
-            xs = np.concatenate([edge, *bad_x])
-            ys = np.concatenate([ye.astype(bad_y[0].dtype), *bad_y])
-            result.diagnosis_scope = (f"{sum(map(len, bad_x))} differing patterns (spread over all "
-                                      f"of them) and {edge.size} edge inputs (codes, ties, "
-                                      "neighbours, specials)")
-        result.diagnosis = rq.identify(xs, ys, scale, zero_point, qmin=qmin, qmax=qmax, op=op,
-                                       reference=conv if rounding is None
-                                       else conv.replace(rounding=rounding))
-    return result
+    if not result.mismatches:
+        return None, None
+    if dt.itemsize == 2:
+        result.diagnosis_scope = f"all {total} patterns"
+        return _patterns(0, total, dt, np.arange(total, dtype=f"u{dt.itemsize}")), np.concatenate(all_y)
+    inputs, what = edge()
+    ye = call(kernel, inputs.copy(), label)
+    result.diagnosis_scope = (f"{sum(map(len, bad_x))} differing patterns (spread over all of them) "
+                              f"and {inputs.size} {what}")
+    return np.concatenate([inputs, *bad_x]), np.concatenate([ye.astype(bad_y[0].dtype), *bad_y])
 
 
 class _stderr_progress:
