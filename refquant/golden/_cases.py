@@ -216,24 +216,15 @@ def cases(scale=None, zero_point=0, *, qmin=None, qmax=None, dtype=np.float32, o
 
     from .. import conventions as _conventions
     from ._files import knobs_of
-    from ._float import wants_float
+    from ._float import route
 
-    if wants_float(fmt):
+    is_float, got = route("cases", fmt, scale, zero_point, qmin, qmax, saturate, axis, block_size)
+    if is_float:
         from ._float import float_cases
 
-        if qmin is not None or qmax is not None or axis is not None or block_size is not None:
-            raise ValueError("float cases are per tensor with no qmin/qmax: give fmt and scale only; "
-                             f"got qmin={qmin!r}, qmax={qmax!r}, axis={axis!r}, block_size={block_size!r}")
-        if not (isinstance(zero_point, (int, float)) and zero_point == 0):
-            raise ValueError(f"float formats have no zero point: zero_point must be 0; got {zero_point!r}")
-        return float_cases(fmt, 1.0 if scale is None else scale, dtype=dtype, op=op, convention=convention,
-                           saturate=saturate, rounding=rounding, n_random=n_random, seed=seed)
-    if saturate is not None:
-        raise ValueError(f"saturate applies to float formats only; got saturate={saturate!r}")
-    if scale is None:
-        raise TypeError("cases() needs a scale (and qmin/qmax, or fmt)")
-    if fmt is not None:
-        qmin, qmax = resolve_range(qmin, qmax, fmt)
+        return float_cases(fmt, got, dtype=dtype, op=op, convention=convention, saturate=saturate,
+                           rounding=rounding, n_random=n_random, seed=seed)
+    qmin, qmax = got
 
     if op not in ("quantize", "fake_quantize"):
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")

@@ -46,6 +46,28 @@ def wants_float(fmt) -> bool:
     return False
 
 
+def route(what, fmt, scale, zero_point, qmin, qmax, saturate, axis=None, block_size=None):
+    """``(True, scale)`` when ``fmt`` is a float format (scale default 1; an integer-only
+    argument is a ValueError), else ``(False, (qmin, qmax))`` resolved from ``fmt`` when given
+    (``saturate`` or a missing scale is an error): the entry of ``what`` (cases, sweep,
+    identify)."""
+    from .._validation import resolve_range
+
+    if wants_float(fmt):
+        extra = {"qmin": qmin, "qmax": qmax, "axis": axis, "block_size": block_size}
+        given = ", ".join(f"{k}={v!r}" for k, v in extra.items() if v is not None)
+        if given:
+            raise ValueError(f"{what} of a float format is per tensor with no qmin/qmax; got {given}")
+        if not (isinstance(zero_point, (int, float)) and zero_point == 0):
+            raise ValueError(f"float formats have no zero point: zero_point must be 0; got {zero_point!r}")
+        return True, 1.0 if scale is None else scale
+    if saturate is not None:
+        raise ValueError(f"saturate applies to float formats only; got saturate={saturate!r}")
+    if scale is None:
+        raise TypeError(f"{what}() needs a scale (and qmin/qmax, or fmt)")
+    return False, (resolve_range(qmin, qmax, fmt) if fmt is not None else (qmin, qmax))
+
+
 def resolve_format(fmt) -> FloatFormat:
     """A FloatFormat from itself or a named format's name (else a ValueError listing them)."""
     if isinstance(fmt, str) and fmt not in NAMED_FLOAT_FORMATS:
@@ -407,19 +429,13 @@ def float_cases(fmt, scale=1.0, *, dtype=np.float32, op="fake_quantize", convent
 
 def check_manifest(manifest: dict) -> dict:
     """Validate a float golden manifest (the ``fmt`` key marks one); ValueError naming the field."""
-    from ._files import _FLOATS, _QPARAM_DTYPES, _numbers
+    from ._files import check_common, check_shape_and_op
 
     need = ("op", "fmt", "convention", "scale", "input_dtype", "output_dtype", "shape")
     missing = [k for k in need if k not in manifest]
     if missing:
         raise ValueError(f"manifest lacks {missing}")
-    shape = manifest["shape"]
-    if not (isinstance(shape, list) and len(shape) <= 8 and all(
-            isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape)):
-        raise ValueError(f"manifest shape must be a list of non-negative integers; got {shape!r:.60}")
-    op = manifest["op"]
-    if op not in ("quantize", "fake_quantize"):
-        raise ValueError(f"manifest op must be 'quantize' or 'fake_quantize'; got {op!r:.40}")
+    check_shape_and_op(manifest)
     fields = manifest["fmt"]
     if not isinstance(fields, dict) or set(fields) != set(_FMT_FIELDS):
         raise ValueError(f"manifest fmt must be an object with the fields {list(_FMT_FIELDS)}; "
@@ -428,37 +444,12 @@ def check_manifest(manifest: dict) -> dict:
         FloatFormat(**fields)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"manifest fmt is invalid: {exc}") from None
-    if not isinstance(manifest["convention"], str):
-        raise ValueError(f"manifest convention must be a string; got {manifest['convention']!r:.40}")
-    if manifest["input_dtype"] not in _FLOATS:
-        raise ValueError(f"manifest input_dtype must be one of {_FLOATS}; got "
-                         f"{manifest['input_dtype']!r:.40}")
-    wanted = (manifest["input_dtype"],) if op == "fake_quantize" else ("uint8",)
-    if manifest["output_dtype"] not in wanted:
-        raise ValueError(f"manifest output_dtype {manifest['output_dtype']!r:.40} does not fit op "
-                         f"{op!r} of a float format (expected one of {wanted})")
-    _numbers(manifest["scale"], "scale", positive=True)
     if isinstance(manifest["scale"], list):
         raise ValueError("manifest scale of a float golden file must be one number")
-    if manifest.get("scale_dtype", "python") not in _QPARAM_DTYPES:
-        raise ValueError(f"manifest scale_dtype {manifest['scale_dtype']!r:.40} is not one of "
-                         f"{_QPARAM_DTYPES}")
-    for key in ("saturate",):
-        if manifest.get(key) not in (None, True, False):
-            raise ValueError(f"manifest {key} must be null, true or false; got {manifest[key]!r:.40}")
-    rounding = manifest.get("rounding")
-    if rounding is not None and not isinstance(rounding, str):
-        raise ValueError(f"manifest rounding must be null or a string; got {rounding!r:.40}")
-    if manifest.get("outputs", "reference") not in ("reference", "candidate"):
-        raise ValueError(f"manifest outputs must be 'reference' or 'candidate'; got "
-                         f"{manifest.get('outputs')!r:.40}")
-    if manifest.get("outputs") == "candidate" and manifest.get("reference_dtype") not in wanted:
-        raise ValueError(f"manifest reference_dtype must be one of {wanted}; got "
-                         f"{manifest.get('reference_dtype')!r:.40}")
-    knobs = manifest.get("convention_knobs")
-    if knobs is not None and not isinstance(knobs, dict):
-        raise ValueError(f"manifest convention_knobs must be a JSON object; got {knobs!r:.40}")
-    return manifest
+    if manifest.get("saturate") not in (None, True, False):
+        raise ValueError(f"manifest saturate must be null, true or false; got {manifest['saturate']!r:.40}")
+    wanted = (manifest["input_dtype"],) if manifest["op"] == "fake_quantize" else ("uint8",)
+    return check_common(manifest, wanted)
 
 
 def float_setting(manifest: dict, *, convention=None, rounding=None) -> Setting:

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validation import resolve_range
 from ._candidates import CandidateError
 from ._cases import _dtype, edge_inputs
 
@@ -114,24 +113,16 @@ def sweep(candidate, scale=None, zero_point=0, *, qmin=None, qmax=None, dtype, o
 
     from .. import conventions as _conventions
     from ._candidates import as_kernel
-    from ._float import wants_float
+    from ._float import route
 
-    if wants_float(fmt):  # a float format: refquant.golden._float.float_sweep
+    is_float, got = route("sweep", fmt, scale, zero_point, qmin, qmax, saturate)
+    if is_float:
         from ._float import float_sweep
 
-        if qmin is not None or qmax is not None or not (isinstance(zero_point, (int, float))
-                                                        and zero_point == 0):
-            raise ValueError(f"a float format has no qmin/qmax or zero point; got qmin={qmin!r}, "
-                             f"qmax={qmax!r}, zero_point={zero_point!r}")
-        return float_sweep(candidate, fmt, 1.0 if scale is None else scale, dtype=dtype, op=op,
-                           convention=convention, saturate=saturate, rounding=rounding, chunk=chunk,
-                           progress=progress, n_examples=n_examples)
-    if saturate is not None:
-        raise ValueError(f"saturate applies to float formats only; got saturate={saturate!r}")
-    if scale is None:
-        raise TypeError("sweep() needs a scale (and qmin/qmax, or fmt)")
-    if fmt is not None:
-        qmin, qmax = resolve_range(qmin, qmax, fmt)
+        return float_sweep(candidate, fmt, got, dtype=dtype, op=op, convention=convention,
+                           saturate=saturate, rounding=rounding, chunk=chunk, progress=progress,
+                           n_examples=n_examples)
+    qmin, qmax = got
     if op not in ("quantize", "fake_quantize"):
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
     dt = _dtype(dtype)

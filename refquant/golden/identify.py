@@ -165,22 +165,15 @@ def identify(x, y, scale=None, zero_point=0, *, qmin=None, qmax=None, op="fake_q
     float conventions, each under its rounding modes and overflow rules; ``saturate`` sets the
     reference's): :func:`refquant.golden._float.float_identify`.
     """
-    from ._float import wants_float
+    from ._float import route
 
-    if wants_float(fmt):
+    is_float, got = route("identify", fmt, scale, zero_point, qmin, qmax, saturate, axis, block_size)
+    if is_float:
         from ._float import float_identify
 
-        if qmin is not None or qmax is not None or axis is not None or block_size is not None:
-            raise ValueError("a float format is identified per tensor with no qmin/qmax; got "
-                             f"qmin={qmin!r}, qmax={qmax!r}, axis={axis!r}, block_size={block_size!r}")
-        return float_identify(x, y, fmt, 1.0 if scale is None else scale, op=op, reference=reference,
-                              saturate=saturate, conventions=conventions, n_examples=n_examples)
-    if saturate is not None:
-        raise ValueError(f"saturate applies to float formats only; got saturate={saturate!r}")
-    if scale is None:
-        raise TypeError("identify() needs a scale (and qmin/qmax, or fmt)")
-    if fmt is not None:
-        qmin, qmax = resolve_range(qmin, qmax, fmt)
+        return float_identify(x, y, fmt, got, op=op, reference=reference, saturate=saturate,
+                              conventions=conventions, n_examples=n_examples)
+    qmin, qmax = got
     if op not in ("quantize", "fake_quantize"):
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
     x = np.asarray(x)

@@ -98,6 +98,27 @@ def test_planted_fault_over_bfloat16_sweep():
     assert ("exact", "half_away") in r.diagnosis.matches
 
 
+def test_float32_sweep_in_chunks(monkeypatch):
+    """The float32 path (chunks, a spread of differing patterns and the edge inputs diagnosed),
+    cut to the 2**23 positive subnormal patterns; scale 2**-140 maps them over the whole of
+    e4m3fn (x / s exact), so ties, subnormals and overflow are all there."""
+    from refquant.golden import _sweep
+
+    monkeypatch.setitem(_sweep._PATTERNS, 4, 2**23)
+    s = 2.0**-140
+
+    def kernel(x):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _half_away(np.asarray(x).astype(np.float64) / s)
+
+    x = np.arange(2**23, dtype=np.uint32).view(np.float32)
+    differ = int((kernel(x) != table_codes(x.astype(np.float64) / s, ml_dtypes.float8_e4m3fn)).sum())
+    r = rq.golden.sweep(kernel, s, fmt=E4M3, dtype="float32", op="quantize", chunk=2**21)
+    assert r.total == 2**23 and r.mismatches == differ > 0
+    assert "edge inputs of float8_e4m3fn" in r.diagnosis_scope
+    assert list(r.diagnosis.causes) == ["tie rounding"]
+
+
 def test_reciprocal_kernel_classed_as_reciprocal():
     s = 0.1
     x = rq.golden.cases(s, fmt=E4M3, dtype="float32", n_random=2000).inputs
