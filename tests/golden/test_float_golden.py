@@ -68,8 +68,15 @@ def _truncate(x):
     return table_codes(x, ml_dtypes.float8_e4m3fn, "toward_zero")
 
 
+def _flush_subnormals(x):
+    y = table_codes(x, ml_dtypes.float8_e4m3fn)
+    sub = ((y & 0x78) == 0) & ((y & 0x07) != 0)
+    return np.where(sub, y & 0x80, y).astype(np.uint8)
+
+
 FAULTS = [
     (_ieee, "clamp/saturation", "saturate=False"),
+    (_flush_subnormals, "subnormals", "subnormal results flushed"),
     (_nan_to_max, "nan/inf handling", "NaN -> max"),
     (_neg_zero_flushed, "signed zero", "signed_zero='drop'"),
     (_half_away, "tie rounding", "rounding='half_away'"),
