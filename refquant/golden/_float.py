@@ -211,7 +211,7 @@ def _flush_post(s: Setting):
             sub = (mag >> fmt.mantissa_bits == 0) & (mag != 0)
             out[sub] = out[sub] & (fmt.sign_bit if fmt.signed else 0)
             return out
-        with np.errstate(invalid="ignore"):
+        with np.errstate(all="ignore"):
             v = out.astype(np.float64) / s.scale
             sub = (np.abs(v) < lowest) & (v != 0)
         out[sub] = np.copysign(np.zeros((), out.dtype), out[sub])
@@ -243,12 +243,12 @@ def _dequant32_post(s: Setting):
     import refquant as rq
 
     def post(x, out, y_dtype):
-        try:
-            codes = rq.quantize(np.asarray(x), s.scale, fmt=s.fmt, convention=s.conv)
-        except _CANNOT_RUN:
-            return out
-        v = rq.decode(codes, s.fmt, dtype=np.float32)
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(all="ignore"):
+            try:
+                codes = rq.quantize(np.asarray(x), s.scale, fmt=s.fmt, convention=s.conv)
+            except _CANNOT_RUN:
+                return out
+            v = rq.decode(codes, s.fmt, dtype=np.float32)
             return (v * np.float32(s.scale)).astype(out.dtype)
     post.__name__ = "dequantize_in_float32"
     return post

@@ -105,6 +105,27 @@ def test_planted_fault_over_bfloat16_sweep():
     assert ("exact", "half_away") in r.diagnosis.matches
 
 
+def test_scaled_fake_quantize_fault_over_float16_sweep():
+    """fake_quantize at scale 3/8: x * 8 / 3 in float64 lands on a midpoint only when x / s is
+    one, and code value * 3/8 is exact in float64, so the kernel rounds once, like the reference."""
+    s = 0.375
+    table = np.arange(256, dtype=np.uint8).view(ml_dtypes.float8_e4m3fn).astype(np.float64)
+
+    def kernel(x):
+        with np.errstate(over="ignore", invalid="ignore"):
+            codes = _half_away(np.asarray(x).astype(np.float64) / s)
+        return (table[codes] * s).astype(np.asarray(x).dtype)
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        codes = table_codes(F16.astype(np.float64) / s, ml_dtypes.float8_e4m3fn)
+    truth = (table[codes] * s).astype(np.float16)
+    got = kernel(F16)
+    differ = int((got.view(np.uint16) != truth.view(np.uint16)).sum())  # one NaN pattern each
+    r = rq.golden.sweep(kernel, s, fmt=E4M3, dtype="float16", op="fake_quantize")
+    assert r.mismatches == differ > 0
+    assert r.diagnosis.causes == {"tie rounding": differ}
+
+
 def test_float32_sweep_in_chunks(monkeypatch):
     """The float32 path (chunks, a spread of differing patterns and the edge inputs diagnosed),
     cut to the 2**23 positive subnormal patterns; scale 2**-140 maps them over the whole of
