@@ -553,7 +553,8 @@ def float_identify(x, y, fmt, scale=1.0, *, op="fake_quantize", reference="exact
     convs = [_fconv.get(n) for n in names]
     ref = None if reference is None else with_knobs(reference, f, saturate)
     result = Identification(op=op, size=int(x.size), reference=None if ref is None else ref.name,
-                            dtype=x.dtype.name)
+                            dtype=x.dtype.name, edge=f"edge input of {f.name} at this scale (every "
+                            "value, midpoint and neighbour, overflow probe and special)")
     tried = {}
     for conv in convs:
         if conv.missing or (conv.formats and f.name not in conv.formats):

@@ -44,7 +44,8 @@ class Identification:
     ``ambiguous``: (a, b, inputs) triples: matches these inputs do not separate, with inputs of
     x's dtype that would (empty when none exists near these qparams). ``nearest``: the pair with
     the fewest. ``diagnosis``: the engine's answer against ``reference``; ``causes`` and
-    ``examples`` are its counts and (index, input, reference, actual, cause) tuples.
+    ``examples`` are its counts and (index, input, reference, actual, cause) tuples. ``edge``:
+    which inputs the separating search covered (said when none separates two matches).
 
     >>> import numpy as np, refquant as rq
     >>> x = np.float32([0.125, 0.375, 0.625, -0.125])   # exact ties at scale 0.25
@@ -63,6 +64,8 @@ class Identification:
     ambiguous: list = field(default_factory=list)
     diagnosis: Diagnosis | None = None
     dtype: str = ""
+    edge: str = ("input near these qparams (every code, tie and neighbour), so no input can separate "
+                 "them at this scale")
 
     @property
     def causes(self) -> dict:
@@ -103,8 +106,7 @@ class Identification:
             others = ", ".join(f"{c} ({r})" for c, r in silent[:limit])
             more = f" and {len(silent) - limit} more" if len(silent) > limit else ""
             lines.append(f"equivalent here: {a[0]} ({a[1]}) and {others}{more} agree on every "
-                         f"{self.dtype} input near these qparams (every code, tie and neighbour), "
-                         "so no input can separate them at this scale")
+                         f"{self.dtype} {self.edge}")
         return lines
 
     def to_dict(self) -> dict:
