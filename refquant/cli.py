@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 equal, 1 mismatch, 2 usage or input error, 3 the candidate failed")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     conv_names = rq.conventions.names()
+    conv_names += [n for n in rq.float_conventions.names() if n not in conv_names]
 
     def add(name, help_text):
         return sub.add_parser(name, help=help_text, description=help_text, parents=[common],
@@ -85,13 +86,20 @@ def _parser() -> argparse.ArgumentParser:
                         help=_choices_help(what, ROUNDING_HELP, "the convention's own"))
 
     def qparams(sp, dtypes, default_dtype):
-        sp.add_argument("--scale", type=float, nargs="+", required=True, metavar="S",
+        sp.add_argument("--scale", type=float, nargs="+", metavar="S",
                         help="the scale: one value, one per channel with --axis, one per block "
-                        "with --block-size")
+                        "with --block-size (required for integer ranges; default 1 with --fmt)")
         sp.add_argument("--zero-point", type=_number, nargs="+", default=[0], metavar="Z",
                         help="the zero point: one value or one per channel/block. Default: 0")
-        sp.add_argument("--qmin", type=int, required=True, help="smallest code, e.g. -128")
-        sp.add_argument("--qmax", type=int, required=True, help="largest code, e.g. 127")
+        sp.add_argument("--qmin", type=int, help="smallest code, e.g. -128 (or give --fmt)")
+        sp.add_argument("--qmax", type=int, help="largest code, e.g. 127 (or give --fmt)")
+        sp.add_argument("--fmt", metavar="FORMAT",
+                        help="a float format instead of --qmin/--qmax: one of "
+                        f"{', '.join(rq.floatformats.NAMED_FLOAT_FORMATS)} (the element cast of x / s; "
+                        "--convention then names a float convention)")
+        sp.add_argument("--saturate", choices=["true", "false"],
+                        help="with --fmt: overflow to +-max (true) or IEEE inf/NaN (false). Default: "
+                        "the convention's own")
         sp.add_argument("--dtype", default=default_dtype, choices=dtypes, metavar="DTYPE",
                         help=f"input dtype, one of {', '.join(dtypes)}. Default: {default_dtype}")
         sp.add_argument("--op", default="fake_quantize", choices=list(OP_HELP), metavar="OP",
@@ -201,31 +209,76 @@ def _cmd_report(args) -> int:
     return MISMATCH if bad else OK
 
 
+def _float_args(args):
+    """(fmt, scale, saturate) for --fmt, after checking that no integer-only option is given."""
+    from .golden._float import resolve_format
+
+    fmt = resolve_format(args.fmt)
+    extra = [o for o, v in (("--qmin", args.qmin), ("--qmax", args.qmax),
+                            ("--axis", getattr(args, "axis", None)),
+                            ("--block-size", getattr(args, "block_size", None))) if v is not None]
+    if extra or args.zero_point != [0]:
+        raise _UsageError(f"--fmt {args.fmt} is per tensor with no qmin/qmax or zero point; got "
+                          f"{', '.join(extra + (['--zero-point'] if args.zero_point != [0] else []))}")
+    if args.scale is not None and len(args.scale) != 1:
+        raise _UsageError("--fmt takes one --scale")
+    scale = 1.0 if args.scale is None else args.scale[0]
+    return fmt, scale, None if args.saturate is None else args.saturate == "true"
+
+
+def _integer_args(args):
+    if args.saturate is not None:
+        raise _UsageError("--saturate goes with --fmt (a float format)")
+    missing = [o for o, v in (("--scale", args.scale), ("--qmin", args.qmin), ("--qmax", args.qmax))
+               if v is None]
+    if missing:
+        raise _UsageError(f"{', '.join(missing)} required (or --fmt FORMAT for a float format)")
+    import refquant as rq
+
+    if args.convention not in rq.conventions.names():
+        raise _UsageError(f"--convention {args.convention!r} is a float convention; give --fmt, or one "
+                          f"of {', '.join(rq.conventions.names())}")
+
+
 def _cmd_golden(args) -> int:
     from .golden import cases
-    from .golden._candidates import as_kernel, call
+    from .golden._candidates import CandidateError, as_kernel, call
 
-    scale, zp, axis, block = _granularity(args)
-    g = cases(scale, zp, qmin=args.qmin, qmax=args.qmax, dtype=args.dtype, op=args.op,
-              convention=args.convention, axis=axis, block_size=block, rounding=args.rounding,
-              n_random=args.n_random, seed=args.seed)
+    if args.fmt is not None:
+        from .golden._float import as_float_kernel
+
+        fmt, scale, saturate = _float_args(args)
+        g = cases(scale, fmt=fmt, dtype=args.dtype, op=args.op, convention=args.convention,
+                  saturate=saturate, rounding=args.rounding, n_random=args.n_random, seed=args.seed)
+        kind = f"{args.op}, {fmt.name}"
+
+        def kernel_of(spec):
+            return as_float_kernel(spec, op=args.op, fmt=fmt, scale=scale)
+    else:
+        _integer_args(args)
+        scale, zp, axis, block = _granularity(args)
+        g = cases(scale, zp, qmin=args.qmin, qmax=args.qmax, dtype=args.dtype, op=args.op,
+                  convention=args.convention, axis=axis, block_size=block, rounding=args.rounding,
+                  n_random=args.n_random, seed=args.seed)
+        kind = args.op
+
+        def kernel_of(spec):
+            return as_kernel(spec, op=args.op, scale=scale, zero_point=zp, qmin=args.qmin,
+                             qmax=args.qmax, axis=axis, block_size=block, rounding=args.rounding,
+                             dtype=args.dtype)
     what = "reference outputs"
     if args.candidate:
-        kernel, label = as_kernel(args.candidate, op=args.op, scale=scale, zero_point=zp,
-                                  qmin=args.qmin, qmax=args.qmax, axis=axis, block_size=block,
-                                  rounding=args.rounding, dtype=args.dtype)
+        kernel, label = kernel_of(args.candidate)
         y = call(kernel, g.inputs.copy(), label)
         try:
             g = g.with_outputs(y)
         except (TypeError, ValueError) as exc:
-            from .golden._candidates import CandidateError
-
             raise CandidateError(f"candidate {label} returned unusable outputs: {exc}") from None
         g.manifest["candidate"] = label
         what = f"outputs of {label} beside the reference outputs"
     path = g.save(args.output, format=args.format)
     _emit(args, {"path": str(path), "cases": int(g.inputs.size), "manifest": g.manifest},
-          f"wrote {g.inputs.size} cases ({args.op}, {g.manifest['convention']}; {what}) to {path}")
+          f"wrote {g.inputs.size} cases ({kind}, {g.manifest['convention']}; {what}) to {path}")
     return OK
 
 
@@ -233,7 +286,53 @@ def _load(path):
     from .golden._files import convention_of, load, qparams
 
     g = load(path)
+    if "fmt" in g.manifest:  # a float format's file: no integer convention or qparams
+        return g, None, None
     return g, convention_of(g.manifest), qparams(g.manifest)
+
+
+def _cmd_check_float(args, g) -> int:
+    from .golden._diagnose import diagnose, same
+    from .golden._float import float_setting, knob_differences
+
+    setting = float_setting(g.manifest, convention=args.convention, rounding=args.rounding)
+    conv = setting.conv
+    variant = knob_differences(conv)
+    label = f"{conv.name} to {setting.fmt.name}" + (f" ({', '.join(variant)})" if variant else "")
+    notes = []
+    missing = setting.no_code(g.inputs)
+    if g.reference is not None:
+        with np.errstate(all="ignore"):
+            stored = setting.run(np.where(missing, np.zeros((), g.inputs.dtype), g.inputs))
+        if not bool((same(stored, g.reference) | missing).all()):
+            notes.append("the file's stored reference outputs differ from this recomputation")
+    d = diagnose(g.inputs, g.outputs, setting, family="float")
+    if d.note:
+        raise ValueError(d.note)
+    source = "candidate outputs" if g.manifest.get("outputs") == "candidate" else "outputs"
+    doc = {"file": str(args.file), "fmt": setting.fmt.name, "convention": conv.name,
+           "knobs_differing_from_named_row": variant, "rounding": conv.rounding,
+           "equal": d.differing == 0, "elements": d.size, "differing": d.differing,
+           "causes": d.causes, "explained_by": d.explained_by, "ambiguous": d.ambiguous,
+           "examples": d.examples, "skipped": d.skipped, "notes": notes}
+    if d.differing == 0:
+        text = f"{args.file}: all {d.size - d.skipped} {source} match {label} bit for bit"
+    else:
+        text = "\n".join([f"{args.file}: {source} differ from {label}", *d.lines(conv.name)])
+    _emit(args, doc, "\n".join([text, *notes]))
+    return OK if d.differing == 0 and not notes else MISMATCH
+
+
+def _cmd_identify_float(args, g) -> int:
+    import refquant as rq
+
+    from .golden._float import float_setting
+
+    setting = float_setting(g.manifest, convention=args.reference, rounding=args.rounding)
+    r = rq.identify(g.inputs, g.outputs, setting.scale, fmt=setting.fmt, op=g.manifest["op"],
+                    reference=setting.conv)
+    _emit(args, r.to_dict(), str(r))
+    return OK if r.matches else MISMATCH
 
 
 def _cmd_check(args) -> int:
@@ -242,7 +341,10 @@ def _cmd_check(args) -> int:
     from .golden._diagnose import Setting, diagnose, same
     from .golden._files import knob_differences
 
-    g, conv, (scale, zp) = _load(args.file)
+    g, conv, qp = _load(args.file)
+    if conv is None:
+        return _cmd_check_float(args, g)
+    scale, zp = qp
     m = g.manifest
     if args.convention:
         conv = rq.conventions.get(args.convention)
@@ -275,7 +377,10 @@ def _cmd_check(args) -> int:
 def _cmd_identify(args) -> int:
     import refquant as rq
 
-    g, conv, (scale, zp) = _load(args.file)
+    g, conv, qp = _load(args.file)
+    if conv is None:
+        return _cmd_identify_float(args, g)
+    scale, zp = qp
     m = g.manifest
     ref = rq.conventions.get(args.reference) if args.reference else conv
     rounding = args.rounding or m.get("rounding")
@@ -291,17 +396,28 @@ def _cmd_identify(args) -> int:
 def _cmd_sweep(args) -> int:
     from .golden import sweep
 
-    scale, zp = args.scale, args.zero_point
-    if len(scale) != 1 or len(zp) != 1:
-        raise _UsageError("sweep is per-tensor: give one --scale and one --zero-point")
     client = None
     if args.scheduler:
         from .checkpoint._cli import connect
 
         client = connect(args.scheduler)
+    if args.fmt is not None:
+        fmt, scale, saturate = _float_args(args)
+        r = sweep(args.candidate, scale, fmt=fmt, dtype=args.dtype, op=args.op,
+                  convention=args.convention, saturate=saturate, rounding=args.rounding,
+                  progress=args.progress or args.dtype == "float32", client=client)
+        return _sweep_done(args, r)
+    _integer_args(args)
+    scale, zp = args.scale, args.zero_point
+    if len(scale) != 1 or len(zp) != 1:
+        raise _UsageError("sweep is per-tensor: give one --scale and one --zero-point")
     r = sweep(args.candidate, scale[0], zp[0], qmin=args.qmin, qmax=args.qmax, dtype=args.dtype,
               op=args.op, convention=args.convention, rounding=args.rounding,
               progress=args.progress or args.dtype == "float32", client=client)
+    return _sweep_done(args, r)
+
+
+def _sweep_done(args, r) -> int:
     doc = {"dtype": r.dtype, "convention": r.convention, "total": r.total, "mismatches": r.mismatches,
            "skipped": r.skipped, "seconds": r.seconds, "examples": r.examples,
            "diagnosis_scope": r.diagnosis_scope,

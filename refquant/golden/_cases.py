@@ -176,9 +176,9 @@ def _fill(values: np.ndarray, n: int) -> np.ndarray:
     return np.resize(values, n)
 
 
-def cases(scale, zero_point=0, *, qmin, qmax, dtype=np.float32, op="fake_quantize",
+def cases(scale=None, zero_point=0, *, qmin=None, qmax=None, dtype=np.float32, op="fake_quantize",
           convention="exact", axis=None, block_size=None, rounding=None, n_random=1000,
-          seed=0) -> GoldenCases:
+          seed=0, fmt=None, saturate=None) -> GoldenCases:
     """Golden vectors: :func:`edge_inputs` and ``rq.quantize`` / ``rq.fake_quantize`` of them.
 
     ``outputs = rq.fake_quantize(inputs, scale, zero_point, qmin=qmin, qmax=qmax, axis=axis,
@@ -207,11 +207,24 @@ def cases(scale, zero_point=0, *, qmin, qmax, dtype=np.float32, op="fake_quantiz
     >>> g = rq.golden.cases(np.float32([[0.1, 0.2]]), 0, qmin=-8, qmax=7, block_size=(64, 32))
     >>> g.inputs.shape, g.manifest["block_size"]
     ((64, 64), [64, 32])
+
+    A float format as ``fmt`` (``rq.float8_e4m3fn``, ``"float4_e2m1fn"``, ...) builds float cases
+    instead (``scale`` default 1: the element cast; ``saturate`` and the float ``convention``
+    recorded): see :func:`refquant.golden._float.float_cases`.
     """
     import refquant as rq
 
     from .. import conventions as _conventions
     from ._files import knobs_of
+    from ._float import route
+
+    is_float, got = route("cases", fmt, scale, zero_point, qmin, qmax, saturate, axis, block_size)
+    if is_float:
+        from ._float import float_cases
+
+        return float_cases(fmt, got, dtype=dtype, op=op, convention=convention, saturate=saturate,
+                           rounding=rounding, n_random=n_random, seed=seed)
+    qmin, qmax = got
 
     if op not in ("quantize", "fake_quantize"):
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")

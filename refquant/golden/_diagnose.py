@@ -79,9 +79,14 @@ class Setting:
     post: object = None
     pre: object = None
     runner: object = None
+    fmt: object = None  # a FloatFormat: the float family (convention: a FloatConvention)
 
     @property
     def conv(self):
+        if self.fmt is not None:
+            from .. import float_conventions
+
+            return float_conventions.get(self.convention)
         return _conventions.get(self.convention)
 
     def run(self, x, y_dtype=None) -> np.ndarray:
@@ -101,6 +106,10 @@ class Setting:
     def no_code(self, x) -> np.ndarray:
         """NaN inputs under ``quantize`` where the convention makes NaN an error: no output to
         compare (such elements are run as 0 and left out of the diagnosis)."""
+        if self.fmt is not None:
+            from ._float import no_code
+
+            return no_code(self, x)
         if self.op == "quantize" and self.conv.nan == "error":
             with np.errstate(invalid="ignore"):
                 return np.isnan(np.asarray(x).astype(np.float64))
@@ -296,6 +305,9 @@ class Diagnosis:
         if self.note:
             return [self.note]
         if not self.differing:
+            if self.skipped:
+                return [f"no differences from {reference!r} on the {self.size - self.skipped} inputs "
+                        f"it has an output for ({self.skipped} NaN/inf inputs have none)"]
             return [f"no differences from {reference!r}"]
         out = [f"{self.differing} of {self.size} elements differ from {reference!r}; by cause "
                "(recomputing under the change removes the difference):"]
@@ -423,6 +435,11 @@ def separating(dtype, a: Setting, b: Setting, limit=4) -> list:
     inputs of the first channel's qparams (every code, tie and their float neighbours), each
     with whether it is an exact rounding tie: [(value, is_tie), ...]."""
     from ._cases import edge_inputs
+
+    if a.fmt is not None:
+        from ._float import _separating
+
+        return _separating(dtype, a, b, limit)
 
     s = np.asarray(a.scale).ravel()[0]
     z = np.asarray(a.zero_point).ravel()[0]

@@ -204,37 +204,27 @@ def _numbers(v, what: str, *, positive: bool = False, depth: int = 0):
 def _check_manifest(manifest) -> dict:
     if not isinstance(manifest, dict):
         raise ValueError(f"manifest must be a JSON object; got {type(manifest).__name__}")
+    if "fmt" in manifest:  # a float format's golden file
+        from ._float import check_manifest
+
+        return check_manifest(manifest)
     missing = [k for k in _MANIFEST_KEYS if k not in manifest]
     if missing:
         raise ValueError(f"manifest lacks {missing}")
-    shape = manifest["shape"]
-    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool)
-                                            and 0 <= d < 2**40 for d in shape) and len(shape) <= 8):
-        raise ValueError(f"manifest shape must be a list of non-negative integers; got {shape!r:.60}")
+    check_shape_and_op(manifest)
     for key in ("qmin", "qmax"):
         v = manifest[key]
         if not isinstance(v, int) or isinstance(v, bool) or not -(2**63) <= v < 2**63:
             raise ValueError(f"manifest {key} must be an int64 integer; got {v!r:.40}")
     if manifest["qmin"] > manifest["qmax"]:
         raise ValueError(f"manifest qmin {manifest['qmin']} is above qmax {manifest['qmax']}")
-    if manifest["op"] not in ("quantize", "fake_quantize"):
-        raise ValueError(f"manifest op must be 'quantize' or 'fake_quantize'; got {manifest['op']!r:.40}")
-    if not isinstance(manifest["convention"], str):
-        raise ValueError(f"manifest convention must be a string; got {manifest['convention']!r:.40}")
     for key in ("input_dtype", "output_dtype"):
         if manifest[key] not in _FLOATS + _INTS:
             raise ValueError(f"manifest {key} {manifest[key]!r:.40} is not a supported dtype")
-    if manifest["input_dtype"] not in _FLOATS:
-        raise ValueError(f"manifest input_dtype must be one of {_FLOATS}; got {manifest['input_dtype']!r}")
-    wanted = (manifest["input_dtype"],) if manifest["op"] == "fake_quantize" else _INTS
-    if manifest["output_dtype"] not in wanted:
-        raise ValueError(f"manifest output_dtype {manifest['output_dtype']!r} does not fit op "
-                         f"{manifest['op']!r} (expected one of {wanted})")
-    _numbers(manifest["scale"], "scale", positive=True)
     _numbers(manifest["zero_point"], "zero_point")
-    for key in ("scale_dtype", "zero_point_dtype"):
-        if manifest.get(key, "python") not in _QPARAM_DTYPES:
-            raise ValueError(f"manifest {key} {manifest[key]!r:.40} is not one of {_QPARAM_DTYPES}")
+    if manifest.get("zero_point_dtype", "python") not in _QPARAM_DTYPES:
+        raise ValueError(f"manifest zero_point_dtype {manifest['zero_point_dtype']!r:.40} is not one of "
+                         f"{_QPARAM_DTYPES}")
     axis = manifest.get("axis")
     if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool)):
         raise ValueError(f"manifest axis must be null or an integer; got {axis!r:.40}")
@@ -243,6 +233,33 @@ def _check_manifest(manifest) -> dict:
             isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):
         raise ValueError(f"manifest block_size must be null or a list of positive integers; "
                          f"got {block!r:.40}")
+    return check_common(manifest, (manifest["input_dtype"],) if manifest["op"] == "fake_quantize" else _INTS)
+
+
+def check_shape_and_op(manifest) -> None:
+    """The ``shape`` and ``op`` entries of a manifest (integer or float)."""
+    shape = manifest["shape"]
+    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool)
+                                            and 0 <= d < 2**40 for d in shape) and len(shape) <= 8):
+        raise ValueError(f"manifest shape must be a list of non-negative integers; got {shape!r:.60}")
+    if manifest["op"] not in ("quantize", "fake_quantize"):
+        raise ValueError(f"manifest op must be 'quantize' or 'fake_quantize'; got {manifest['op']!r:.40}")
+
+
+def check_common(manifest, wanted) -> dict:
+    """The entries every manifest shares: convention, input and output dtypes (``wanted``: the
+    output dtypes the op allows), scale, rounding, outputs and the convention knobs."""
+    if not isinstance(manifest["convention"], str):
+        raise ValueError(f"manifest convention must be a string; got {manifest['convention']!r:.40}")
+    if manifest["input_dtype"] not in _FLOATS:
+        raise ValueError(f"manifest input_dtype must be one of {_FLOATS}; got {manifest['input_dtype']!r}")
+    if manifest["output_dtype"] not in wanted:
+        raise ValueError(f"manifest output_dtype {manifest['output_dtype']!r} does not fit op "
+                         f"{manifest['op']!r} (expected one of {wanted})")
+    _numbers(manifest["scale"], "scale", positive=True)
+    if manifest.get("scale_dtype", "python") not in _QPARAM_DTYPES:
+        raise ValueError(f"manifest scale_dtype {manifest['scale_dtype']!r:.40} is not one of "
+                         f"{_QPARAM_DTYPES}")
     rounding = manifest.get("rounding")
     if rounding is not None and not isinstance(rounding, str):
         raise ValueError(f"manifest rounding must be null or a string; got {rounding!r:.40}")
@@ -251,7 +268,6 @@ def _check_manifest(manifest) -> dict:
                          f"{manifest.get('outputs')!r:.40}")
     if manifest.get("outputs") == "candidate":
         ref_dt = manifest.get("reference_dtype")
-        wanted = (manifest["input_dtype"],) if manifest["op"] == "fake_quantize" else _INTS
         if ref_dt not in wanted:
             raise ValueError(f"manifest reference_dtype must be one of {wanted}; got {ref_dt!r:.40}")
     knobs = manifest.get("convention_knobs")

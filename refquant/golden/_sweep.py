@@ -79,9 +79,9 @@ def _differing(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
     return idx
 
 
-def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantize",
-          convention="exact", rounding=None, chunk=2**24, progress=False, n_examples=5,
-          client=None) -> SweepResult:
+def sweep(candidate, scale=None, zero_point=0, *, qmin=None, qmax=None, dtype, op="fake_quantize",
+          convention="exact", rounding=None, chunk=2**24, progress=False, n_examples=5, fmt=None,
+          saturate=None, client=None) -> SweepResult:
     """Run ``candidate(x)`` on every bit pattern of ``dtype`` (float16, bfloat16: 2**16; float32:
     all 2**32, in chunks of ``chunk``) and compare bit for bit with ``rq.quantize`` /
     ``rq.fake_quantize`` under ``convention`` (and ``rounding``, None: the convention's own) with
@@ -100,8 +100,9 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
     after each chunk. On a mismatch, ``.diagnosis`` is :func:`identify` over every pattern
     (float16, bfloat16); for float32, over at most 65536 of the differing patterns (spread over
     the whole sweep) together with the edge inputs of these qparams, as ``.diagnosis_scope`` says.
-    ``client`` (a ``dask.distributed.Client``) runs one task per chunk on its workers; the result
-    is the same.
+
+    A float format as ``fmt`` sweeps casts to it instead (``scale`` default 1: the element cast;
+    ``op="quantize"`` compares the uint8 codes): :func:`refquant.golden._float.float_sweep`.
 
     >>> import numpy as np, refquant as rq
     >>> r = rq.golden.sweep("onnx", 0.1, 3, qmin=0, qmax=255, dtype=np.float16)
@@ -111,8 +112,17 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
     import refquant as rq
 
     from .. import conventions as _conventions
-    from ._candidates import as_kernel, call
+    from ._candidates import as_kernel
+    from ._float import route
 
+    is_float, got = route("sweep", fmt, scale, zero_point, qmin, qmax, saturate)
+    if is_float:
+        from ._float import float_sweep
+
+        return float_sweep(candidate, fmt, got, dtype=dtype, op=op, convention=convention,
+                           saturate=saturate, rounding=rounding, chunk=chunk, progress=progress,
+                           n_examples=n_examples, client=client)
+    qmin, qmax = got
     if op not in ("quantize", "fake_quantize"):
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
     dt = _dtype(dtype)
@@ -126,10 +136,45 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
     if chunk < 1:
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
     report = progress if callable(progress) else (_stderr_progress(dt.name) if progress else None)
-    task = _Chunk(kernel, label, scale, zero_point, qmin, qmax, dt, op, conv, rounding, total,
-                  n_examples)
-    t0 = time.perf_counter()
+    fn = rq.fake_quantize if op == "fake_quantize" else rq.quantize
+    no_nan_code = op == "quantize" and conv.nan == "error"
+    result = SweepResult(dtype=dt.name, convention=conv.name, total=total)
+
+    def reference(x):
+        missing = None
+        if no_nan_code:
+            missing = np.isnan(x.astype(np.float32) if dt.itemsize == 2 else x)
+            x = np.where(missing, np.zeros((), dt), x)
+        return fn(x, scale, zero_point, qmin=qmin, qmax=qmax, convention=conv, rounding=rounding), missing
+
+    def edge():
+        e = edge_inputs(scale, zero_point, qmin=qmin, qmax=qmax, dtype=dt, n_random=0)
+        return e, "edge inputs (codes, ties, neighbours, specials)"
+
+    xs, ys = run_patterns(result, dt, chunk, reference, kernel, label, op=op, report=report,
+                          n_examples=n_examples, code_kinds="iuf", edge=edge, client=client)
+    if xs is not None:
+        result.diagnosis = rq.identify(xs, ys, scale, zero_point, qmin=qmin, qmax=qmax, op=op,
+                                       reference=conv if rounding is None
+                                       else conv.replace(rounding=rounding))
+    return result
+
+
+def run_patterns(result, dt, chunk, reference, kernel, label, *, op, report, n_examples, code_kinds,
+                 edge, client=None):
+    """The chunk loop of the sweeps: every bit pattern of ``dt`` through ``reference(x) ->
+    (expected, missing)`` (``missing``: a mask of inputs with no reference output, or None) and
+    the candidate ``kernel``; fills ``result`` (mismatches, skipped, examples, seconds,
+    diagnosis_scope) and returns the (inputs, outputs) to diagnose, (None, None) when nothing
+    differs: every pattern for half formats, else up to 65536 differing patterns spread over the
+    sweep and ``edge() -> (inputs, description)``. ``client`` (a ``dask.distributed.Client``)
+    runs one task per chunk on its workers, with the same result."""
+    from ._candidates import call
+
+    total = result.total
+    task = _Chunk(dt, reference, kernel, label, op, code_kinds, n_examples, total)
     starts = range(0, total, chunk)
+    t0 = time.perf_counter()
     if client is not None:
         from ._distributed import map_ranges
 
@@ -141,37 +186,30 @@ def sweep(candidate, scale, zero_point=0, *, qmin, qmax, dtype, op="fake_quantiz
             found += parts[-1].mismatches
             if report is not None:
                 report(min(start + chunk, total), total, found)
-    result = SweepResult(dtype=dt.name, convention=conv.name, total=total)
     for part in parts:
         result.mismatches += part.mismatches
         result.skipped += part.skipped
         result.examples += part.examples[: max(0, n_examples - len(result.examples))]
     result.seconds = time.perf_counter() - t0
-    if result.mismatches:
-        if dt.itemsize == 2:
-            xs = _patterns(0, total, dt, np.arange(total, dtype=f"u{dt.itemsize}"))
-            ys = np.concatenate([p.outputs for p in parts])
-            result.diagnosis_scope = f"all {total} patterns"
-        else:
-            bad_x = [p.kept_x for p in parts if len(p.kept_x)]
-            edge = edge_inputs(scale, zero_point, qmin=qmin, qmax=qmax, dtype=dt, n_random=0)
-            ye = call(kernel, edge.copy(), label)
-            xs = np.concatenate([edge, *bad_x])
-            ys = np.concatenate([ye.astype(parts[0].kept_y.dtype),
-                                 *(p.kept_y for p in parts if len(p.kept_x))])
-            result.diagnosis_scope = (f"{sum(map(len, bad_x))} differing patterns (spread over all "
-                                      f"of them) and {edge.size} edge inputs (codes, ties, "
-                                      "neighbours, specials)")
-        result.diagnosis = rq.identify(xs, ys, scale, zero_point, qmin=qmin, qmax=qmax, op=op,
-                                       reference=conv if rounding is None
-                                       else conv.replace(rounding=rounding))
-    return result
+    if not result.mismatches:
+        return None, None
+    if dt.itemsize == 2:
+        result.diagnosis_scope = f"all {total} patterns"
+        return (_patterns(0, total, dt, np.arange(total, dtype=f"u{dt.itemsize}")),
+                np.concatenate([p.outputs for p in parts]))
+    bad = [p for p in parts if len(p.kept_x)]
+    inputs, what = edge()
+    ye = call(kernel, inputs.copy(), label)
+    result.diagnosis_scope = (f"{sum(len(p.kept_x) for p in bad)} differing patterns (spread over all "
+                              f"of them) and {inputs.size} {what}")
+    return (np.concatenate([inputs, *(p.kept_x for p in bad)]),
+            np.concatenate([ye.astype(bad[0].kept_y.dtype), *(p.kept_y for p in bad)]))
 
 
 @dataclass
 class _Part:
     """One range of patterns: counts, the first examples, the differing inputs kept for the
-    diagnosis and their outputs (float32), or every output (16-bit formats)."""
+    diagnosis and their outputs (wider formats), or every output (16-bit formats)."""
 
     mismatches: int
     skipped: int
@@ -185,36 +223,22 @@ class _Part:
 class _Chunk:
     """The sweep of one range of patterns, the same on this machine or on a Dask worker."""
 
+    dt: np.dtype
+    reference: object
     kernel: object
     label: str
-    scale: object
-    zero_point: object
-    qmin: int
-    qmax: int
-    dt: np.dtype
     op: str
-    conv: object
-    rounding: object
-    total: int
+    code_kinds: str
     n_examples: int
+    total: int
 
     def __call__(self, start: int, stop: int) -> _Part:
-        import refquant as rq
-
-        from ._candidates import call
+        from ._candidates import CandidateError, call
 
         dt, op, label = self.dt, self.op, self.label
         base = np.arange(stop - start, dtype=f"u{dt.itemsize}")
         x = _patterns(start, stop, dt, base)
-        xr, skipped = x, 0
-        no_nan_code = op == "quantize" and self.conv.nan == "error"
-        if no_nan_code:
-            nan = np.isnan(x.astype(np.float32) if dt.itemsize == 2 else x)
-            skipped = int(nan.sum())
-            xr = np.where(nan, np.zeros((), dt), x)
-        fn = rq.fake_quantize if op == "fake_quantize" else rq.quantize
-        expected = fn(xr, self.scale, self.zero_point, qmin=self.qmin, qmax=self.qmax,
-                      convention=self.conv, rounding=self.rounding)
+        expected, missing = self.reference(x)
         actual = call(self.kernel, x, label)
         if actual.shape != x.shape:
             raise CandidateError(f"candidate {label} returned shape {actual.shape} for input "
@@ -222,12 +246,12 @@ class _Chunk:
         if op == "fake_quantize" and actual.dtype != expected.dtype:
             raise CandidateError(f"candidate {label} returned {actual.dtype}; fake_quantize of "
                                  f"{dt.name} must return {dt.name}")
-        if op == "quantize" and actual.dtype.kind not in "iuf":
+        if op == "quantize" and actual.dtype.kind not in self.code_kinds:
             raise CandidateError(f"candidate {label} returned {actual.dtype}; quantize must "
                                  "return integer codes")
         idx = _differing(actual, expected)
-        if no_nan_code and idx.size:
-            idx = idx[~nan[idx]]
+        if missing is not None and idx.size:
+            idx = idx[~missing[idx]]
         inputs = _patterns(start, stop, dt, base)[idx]  # rebuilt: the candidate may write into x
         examples = [(start + int(i), inputs[j].item(), expected[i].item(), actual[i].item())
                     for j, i in enumerate(idx[: self.n_examples])]
@@ -235,8 +259,8 @@ class _Chunk:
         if dt.itemsize > 2 and idx.size:  # keep a spread of them, every chunk its share
             share = max(1, _KEEP * (stop - start) // self.total)
             pick = np.unique(np.linspace(0, idx.size - 1, min(share, idx.size)).astype(np.int64))
-        return _Part(int(idx.size), skipped, examples, inputs[pick], actual[idx[pick]],
-                     actual if dt.itemsize == 2 else actual[:0])
+        return _Part(int(idx.size), 0 if missing is None else int(missing.sum()), examples,
+                     inputs[pick], actual[idx[pick]], actual if dt.itemsize == 2 else actual[:0])
 
 
 class _stderr_progress:

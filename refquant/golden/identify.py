@@ -44,7 +44,8 @@ class Identification:
     ``ambiguous``: (a, b, inputs) triples: matches these inputs do not separate, with inputs of
     x's dtype that would (empty when none exists near these qparams). ``nearest``: the pair with
     the fewest. ``diagnosis``: the engine's answer against ``reference``; ``causes`` and
-    ``examples`` are its counts and (index, input, reference, actual, cause) tuples.
+    ``examples`` are its counts and (index, input, reference, actual, cause) tuples. ``edge``:
+    which inputs the separating search covered (said when none separates two matches).
 
     >>> import numpy as np, refquant as rq
     >>> x = np.float32([0.125, 0.375, 0.625, -0.125])   # exact ties at scale 0.25
@@ -63,6 +64,8 @@ class Identification:
     ambiguous: list = field(default_factory=list)
     diagnosis: Diagnosis | None = None
     dtype: str = ""
+    edge: str = ("input near these qparams (every code, tie and neighbour), so no input can separate "
+                 "them at this scale")
 
     @property
     def causes(self) -> dict:
@@ -103,8 +106,7 @@ class Identification:
             others = ", ".join(f"{c} ({r})" for c, r in silent[:limit])
             more = f" and {len(silent) - limit} more" if len(silent) > limit else ""
             lines.append(f"equivalent here: {a[0]} ({a[1]}) and {others}{more} agree on every "
-                         f"{self.dtype} input near these qparams (every code, tie and neighbour), "
-                         "so no input can separate them at this scale")
+                         f"{self.dtype} {self.edge}")
         return lines
 
     def to_dict(self) -> dict:
@@ -141,8 +143,9 @@ class Identification:
         return "\n".join(lines)
 
 
-def identify(x, y, scale, zero_point=0, *, qmin, qmax, op="fake_quantize", axis=None,
-             block_size=None, reference="exact", conventions=None, n_examples=3) -> Identification:
+def identify(x, y, scale=None, zero_point=0, *, qmin=None, qmax=None, op="fake_quantize", axis=None,
+             block_size=None, reference="exact", conventions=None, n_examples=3, fmt=None,
+             saturate=None) -> Identification:
     """Find the (convention, rounding) pairs that reproduce ``y`` from ``x``, and explain the rest.
 
     Each candidate is ``rq.quantize`` (``op="quantize"``; ``y`` holds integer codes) or
@@ -159,7 +162,20 @@ def identify(x, y, scale, zero_point=0, *, qmin, qmax, op="fake_quantize", axis=
     >>> r = rq.identify(x, y, 0.25, 0, qmin=-128, qmax=127)
     >>> ("exact", "half_away") in r.matches, r.cause
     (True, 'tie rounding')
+
+    A float format as ``fmt`` names the element convention instead (``scale`` default 1; the
+    float conventions, each under its rounding modes and overflow rules; ``saturate`` sets the
+    reference's): :func:`refquant.golden._float.float_identify`.
     """
+    from ._float import route
+
+    is_float, got = route("identify", fmt, scale, zero_point, qmin, qmax, saturate, axis, block_size)
+    if is_float:
+        from ._float import float_identify
+
+        return float_identify(x, y, fmt, got, op=op, reference=reference, saturate=saturate,
+                              conventions=conventions, n_examples=n_examples)
+    qmin, qmax = got
     if op not in ("quantize", "fake_quantize"):
         raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
     x = np.asarray(x)
