@@ -135,9 +135,10 @@ def _round_ratio(num: int, den: int, fmt: str) -> float:
             v = float(np.nextafter(v, toward))
     if fmt == "float32":
         return float(np.float32(v))
+    from ._codes import Format
     from ._kernels._affine import rnd
 
-    return float(rnd(v, 2 if fmt == "float16" else 3))
+    return float(rnd(v, int(Format.FLOAT16 if fmt == "float16" else Format.BFLOAT16)))
 
 
 def _fmt(dtype) -> str:

@@ -3,9 +3,12 @@ once from the real value ``q * alpha / N``."""
 
 import numpy as np
 
+from .._codes import Format
 from ._affine import rnd, round_pair_to_f32
 from ._jit import fma64, kernel
 from ._round import round_scaled_quotient, two_prod
+
+F64, F32 = int(Format.FLOAT64), int(Format.FLOAT32)
 
 
 @kernel
@@ -18,10 +21,10 @@ def scaled_level(q, alpha, n, fmt):
     p, e = two_prod(q, alpha)
     hi = p / n
     lo = (fma64(-hi, n, p) + e) / n
-    if fmt == 0:
+    if fmt == F64:
         return hi + lo
-    f = round_pair_to_f32(hi + lo, (hi - (hi + lo)) + lo, fmt != 1)
-    return f if fmt == 1 else rnd(f, fmt)
+    f = round_pair_to_f32(hi + lo, (hi - (hi + lo)) + lo, fmt != F32)
+    return f if fmt == F32 else rnd(f, fmt)
 
 
 @kernel
