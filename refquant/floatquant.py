@@ -320,7 +320,8 @@ def decode(codes, fmt, *, dtype=np.float32):
         if lo < 0 or hi >= 1 << fmt.bits:
             bad = lo if lo < 0 else hi
             raise ValueError(f"codes must lie in [0, {(1 << fmt.bits) - 1}] for {fmt.name}; got {bad}")
-    table = fmt.decode_table().astype(out_dtype)
+    with np.errstate(over="ignore"):  # a value beyond the output dtype rounds to inf, as it should
+        table = fmt.decode_table().astype(out_dtype)
     return table[q]
 
 
@@ -433,7 +434,8 @@ def _times_scale(values: np.ndarray, s: np.ndarray, out_dtype: np.dtype) -> np.n
         even = (p.view(np.int64) & 1) == 0
         nudge = np.isfinite(p) & (e != 0) & even
         p = np.where(nudge, np.nextafter(p, np.where(e > 0, np.inf, -np.inf)), p)
-    return p.astype(out_dtype)
+    with np.errstate(over="ignore"):  # beyond the output dtype: inf, the correctly rounded result
+        return p.astype(out_dtype)
 
 
 def dequantize(q, scale, zero_point=0, *, fmt, axis=None, block_size=None, convention="exact",

@@ -14,7 +14,9 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-JIT_FLAGS = {"cache": True, "nogil": True, "fastmath": False}
+# error_model="numpy": a float division by zero gives IEEE's inf or NaN, as NumPy and every backend
+# do, instead of Numba's default ZeroDivisionError
+JIT_FLAGS = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
 
 
 def kernel(fn):
