@@ -57,7 +57,7 @@ def connect(address):
 
 
 def _error(text) -> int:
-    print(f"refquant checkpoint: error: {text}", file=sys.stderr)
+    sys.stderr.write(f"refquant checkpoint: error: {text}\n")
     return USAGE
 
 
@@ -76,17 +76,17 @@ def run(args) -> int:
                        client=client, workers=args.workers, progress=progress_line())
     except (ValueError, TypeError, KeyError, OSError) as exc:
         sys.stderr.write("\n")
-        print(f"refquant checkpoint: error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"refquant checkpoint: error: {exc}\n")
         return USAGE
     except Exception as exc:  # the run itself failed (a lost cluster, ...)
         sys.stderr.write("\n")
-        print(f"refquant checkpoint: failure: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.stderr.write(f"refquant checkpoint: failure: {type(exc).__name__}: {exc}\n")
         return FAILURE
     finally:
         if client is not None:
             client.close()
     sys.stderr.write("\n")
-    print(report.to_json() if args.json else report)
+    sys.stdout.write(f"{report.to_json() if args.json else report}\n")
     t = report.totals
     if t["mismatch"]:
         return MISMATCH
