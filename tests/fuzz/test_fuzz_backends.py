@@ -165,7 +165,7 @@ def _code_dtype(lo, hi):
     return None
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=False, reason=(  # the bounded CI profile may not reach it
                    "known open mismatch: code dtypes wider than the range (NaN and 0*inf to "
                    "INT32_MIN) and dequantize's out_dtype: no way to ask for the output dtype yet"))
 @given(per_tensor_cases(dtypes=("float32", "float16", "bfloat16")))
