@@ -395,7 +395,10 @@ def _run(x, scale, zero_point, spec: Spec, rng, fake):
     if xk.size:
         _compute(plan, xk, fake, out, _draws(plan.mode, xk.size, rng))
     result = out.reshape(x.shape)
-    return result.astype(out_dtype) if result.dtype != out_dtype else result
+    if result.dtype == out_dtype:
+        return result
+    with np.errstate(over="ignore"):  # float32 beyond float16's range rounds to inf, as it should
+        return result.astype(out_dtype)
 
 
 # scales whose float64 reciprocal is normal (relative error <= 2**-53): the fast exact pass

@@ -238,7 +238,8 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
     u = _draws(cast.mode, xk.size, rng)
     if cast.conv.quotient == "float32" and scales is not None:
         s32 = scales.astype(np.float32)
-        t = xk.astype(np.float32) / (s32[gidx] if gidx.size else s32[0])
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # IEEE float32 quotient
+            t = xk.astype(np.float32) / (s32[gidx] if gidx.size else s32[0])
         scales = None
     else:
         t = xk
@@ -253,7 +254,9 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
             k.encode_kernel(xk.size, t, *cast.fp, cast.sp, cast.mode, u, out)
     else:
         k.encode_scaled_kernel(xk.size, t, gidx, scales, *cast.fp, cast.sp, cast.mode, u, out)
-    cast.apply_band(t if scales is None else xk / (scales[gidx] if gidx.size else scales[0]), out)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # only compared with bands
+        band_t = t if scales is None else xk / (scales[gidx] if gidx.size else scales[0])
+    cast.apply_band(band_t, out)
     cast.apply_nan_bits(t, out)
     return out
 
@@ -474,8 +477,8 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=Non
     scales, gidx = _group_index(a.shape, scale, axis, block_size)
     if cast.conv.arithmetic != "exact":
         s32 = (scales[gidx] if gidx.size else np.broadcast_to(scales[0], xk.shape)).astype(np.float32)
-        v = _float32_values(cast, (xk.astype(np.float32) / s32).astype(np.float32))
-        with np.errstate(invalid="ignore", over="ignore"):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # float32 arithmetic: inf
+            v = _float32_values(cast, (xk.astype(np.float32) / s32).astype(np.float32))
             return (v.astype(np.float32) * s32).astype(a.dtype).reshape(a.shape)
     nan_value = cast.conv.nan_no_nan == "nan" and not cast.fmt.has_nan
     codes = _encode_flat(cast, np.where(np.isnan(xk), 0, xk) if nan_value else xk, scales, gidx, rng)
