@@ -71,6 +71,9 @@ def test_single_level_is_global_scale_one():
     assert_bitwise_equal(s, scale.view(torch.uint8).numpy(), "scales")
 
 
+@pytest.mark.xfail(torch.backends.cpu.get_cpu_capability() == "DEFAULT", strict=False,
+                   reason="torch's DEFAULT (non-vector) kernels give NaN blocks other codes; the "
+                   "torchao row models the AVX2/AVX512 kernels only")
 @pytest.mark.parametrize("k", range(4))
 def test_nonfinite_blocks(k):
     x = special_rows()[k]
