@@ -288,8 +288,8 @@ def _compressed_tensors(index, qc, metadata, format):
             parts.append(("global_scale", _part(index, gs)))
             rows, half = _shape(index, wp)
             yield QTensor(name=name, format="compressed-tensors", kind="nvfp4", parts=tuple(parts),
-                          shape=(rows, 2 * half), group=16, layout="nibbles", convention="exact",
-                          dtype=_FLOAT_DT.get(_dtype(index, sc), "bfloat16"), options=(("global", "encode"),))
+                          shape=(rows, 2 * half), group=16, layout="nibbles", convention="compressed_tensors",
+                          scale_rule="e4m3(G * amax/6 in x's dtype)", options=(("global", "encode"),))
             continue
         if _dtype(index, wp) == "U8":  # mxfp4-pack-quantized: e8m0 scale codes as uint8
             rows, half = _shape(index, wp)

@@ -179,5 +179,5 @@ def test_torchao_mx_fp8_clean_and_faults(tmp_path):
     r = rq.checkpoint.check(tmp_path / "model.safetensors", tmp_path / "source.safetensors")
     row = _row(r, "l.weight")
     assert row.status == "mismatch" and row.scale_mismatches == 1
-    assert row.causes["scale +1 ulp from the rq.mx torchao.floor rule"] == 1
+    assert row.causes["block scale code +1 ulp from the rq.mx torchao.floor rule"] == 1
     assert row.code_mismatches >= 1 and row.examples[0]["index"] == 1 * 64 + 7
