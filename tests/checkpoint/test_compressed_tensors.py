@@ -176,3 +176,66 @@ def test_fp4_planted_faults_named(tmp_path, kind):
         row = fault("m.a.weight_global_scale", lambda g: np.float32(1) / g)
         inverted = [c for c in row.causes if c.startswith("global scale stored inverted")]
         assert inverted and row.causes[inverted[0]] == 1, row.causes
+
+
+# ------------------------------------------------------------------------------------------------
+# pack-quantized int4/int8 and int-quantized int8, symmetric and asymmetric, through the library's
+# compressors
+
+
+def _write_int(folder, compressor, bits, symmetric, strategy, group=None):
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from compressed_tensors.quantization.utils.helpers import calculate_qparams
+
+    torch.manual_seed(bits + 2 * symmetric)
+    w = (torch.randn(32, 128) * torch.rand(32, 1) * 2 + (0 if symmetric else 0.3)).to(torch.bfloat16)
+    args = QuantizationArgs(num_bits=bits, type="int", symmetric=symmetric, strategy=strategy,
+                            group_size=group)
+    if strategy == "group":
+        mn, mx = w.reshape(32, -1, group).amin(2), w.reshape(32, -1, group).amax(2)
+    elif strategy == "channel":
+        mn, mx = w.amin(1, keepdim=True), w.amax(1, keepdim=True)
+    else:
+        mn, mx = w.amin(), w.amax()
+    s, z = calculate_qparams(mn, mx, args)
+    sd = {"weight": w, "weight_scale": s}
+    if not symmetric:
+        sd["weight_zero_point"] = z
+    out = compressor.compress(sd, QuantizationScheme(targets=["Linear"], weights=args))
+    folder.mkdir()
+    st.save_file({"l." + k: v.contiguous() for k, v in out.items()}, str(folder / "model.safetensors"))
+    st.save_file({"l.weight": w}, str(folder.parent / "source.safetensors"))
+    with open(folder / "config.json", "w") as fh:
+        json.dump({"quantization_config": {"quant_method": "compressed-tensors", "config_groups": {
+            "g": {"weights": {"num_bits": bits, "symmetric": symmetric}}}}}, fh)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_pack_quantized_int4_int8(tmp_path, bits, symmetric):
+    from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
+
+    _write_int(tmp_path / "m", PackedQuantizationCompressor, bits, symmetric, "group", 32)
+    r = rq.checkpoint.check(tmp_path / "m", tmp_path / "source.safetensors")
+    assert r.ok, str(r)
+    assert r.rows[0].codes_compared == 32 * 128 and r.not_quantized == []
+    assert r.rows[0].scales_compared == (32 * 4 if symmetric else 0)
+    r = _planted(tmp_path / "m", "l.weight_packed", lambda a: (a.view(np.uint32).__setitem__(
+        (1, 2), a.view(np.uint32)[1, 2] ^ np.uint32(1 << bits)), a)[1])
+    assert r.rows[0].code_mismatches == 1, str(r)
+
+
+@pytest.mark.parametrize("strategy", ["tensor", "channel", "group"])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_int_quantized_int8(tmp_path, strategy, symmetric):
+    from compressed_tensors.compressors.naive_quantized.base import NaiveQuantizationCompressor
+
+    group = 32 if strategy == "group" else None
+    _write_int(tmp_path / "m", NaiveQuantizationCompressor, 8, symmetric, strategy, group)
+    r = rq.checkpoint.check(tmp_path / "m", tmp_path / "source.safetensors")
+    assert r.ok and r.not_quantized == [], str(r)
+    row = r.rows[0]
+    assert (row.format, row.kind, row.codes_compared) == ("compressed-tensors", "int", 32 * 128)
+    assert row.scales_compared == {"tensor": 0, "channel": 32, "group": 128}[strategy] * symmetric
+    r = _planted(tmp_path / "m", "l.weight", lambda a: (a.__setitem__((4, 7), a[4, 7] ^ 4), a)[1])
+    assert r.rows[0].code_mismatches == 1 and r.rows[0].status == "mismatch", str(r)
