@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["run_float", "NEEDS", "row_multiple", "ct_nvfp4_quantize"]
+__all__ = ["run_float", "NEEDS", "row_multiple", "ct_nvfp4_quantize", "unswizzle"]
 
 NEEDS = {
     "fp8": ("quantize", "decode", "float8_e4m3fn"),
@@ -202,7 +202,10 @@ def _nvfp4(task, out):
         return
     for a, b in _sub_ranges(task.lo, task.hi, cols):
         codes = rq.unpack(_u8(f.rows(cname, a, b)), 4, (b - a) * cols, order="low_first").reshape(b - a, cols)
-        scodes = _u8(sf.rows(sname, a, b)).reshape(b - a, cols // 16)
+        if q.opt("swizzled"):
+            scodes = unswizzle(_u8(sf.get(sname)).reshape(-1), rows, cols // 16, a, b)
+        else:
+            scodes = _u8(sf.rows(sname, a, b)).reshape(b - a, cols // 16)
         out["elements"] += codes.size
         vals = rq.decode(scodes, rq.float8_e4m3fn)
         _count(dec, "block scale NaN", np.isnan(vals).sum())
@@ -261,6 +264,29 @@ def ct_nvfp4_quantize(x, g):
     codes = rq.encode(y.reshape(x.shape), rq.float4_e2m1fn)
     codes[xf == 0] = 0
     return codes, sc
+
+
+def unswizzle(flat, rows, cols, lo, hi):
+    """Rows ``lo:hi`` of a ``[rows, cols]`` block-scale matrix stored in the cuBLAS block-scaling
+    layout (torchao's ``is_swizzled_scales``): the matrix zero-padded to multiples of 128 rows and
+    4 columns, cut into 128 x 4 tiles stored tile after tile along the row band, each tile's
+    element ``(32 i + j, c)`` at ``16 j + 4 i + c``. Reads only the row bands it needs.
+
+    >>> m = np.arange(6 * 5, dtype=np.uint8).reshape(6, 5)
+    >>> tiles = np.zeros((128, 8), np.uint8); tiles[:6, :5] = m
+    >>> flat = tiles.reshape(128, 2, 4).transpose(1, 0, 2).reshape(2, 4, 32, 4).transpose(0, 2, 1, 3)
+    >>> bool((unswizzle(flat.reshape(-1), 6, 5, 2, 5) == m[2:5]).all())
+    True
+    """
+    ncb = -(-cols // 4)
+    band = ncb * 512
+    out = []
+    for rb in range(lo // 128, -(-hi // 128)):
+        tile = np.asarray(flat[rb * band:(rb + 1) * band]).reshape(ncb, 32, 4, 4)  # [cb, j, i, c]
+        m = tile.transpose(2, 1, 0, 3).reshape(128, ncb * 4)  # row 32 i + j
+        r0 = rb * 128
+        out.append(m[max(lo, r0) - r0:min(hi, r0 + 128) - r0, :cols])
+    return np.concatenate(out) if len(out) > 1 else out[0]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -202,8 +202,17 @@ def _torchao(index, qc, metadata, format):
                           convention="torchao", scale_rule="amax/fmax in x's dtype",
                           options=(("fmt", _FP8_OF.get(_dtype(index, parts["qdata"]), "?")),))
         elif kind == "NVFP4Tensor":
-            yield QTensor(**{**base, "shape": (shape[0], shape[1] * 2)}, kind="nvfp4", group=16,
-                          layout="nibbles", convention="torchao", options=(("global", "decode"),))
+            swizzled = bool(data.get("is_swizzled_scales"))
+            rows, cols = (shape[0], shape[1] * 2) if len(shape) == 2 else (0, 0)
+            want = (-(-rows // 128) * 128 * -(-(cols // 16) // 4) * 4) if swizzled else rows * (cols // 16)
+            got = int(np.prod(_shape(index, parts["scale"])))
+            bad = None if got == want and rows else \
+                f"torchao NVFP4 scale holds {got} codes; a {list(shape)} qdata needs {want}"
+            if "per_tensor_scale" not in parts:
+                bad = bad or "torchao NVFP4 without per_tensor_scale is not modelled"
+            yield QTensor(**{**base, "shape": (rows, cols)}, kind="nvfp4", group=16, layout="nibbles",
+                          convention="torchao", problem=bad,
+                          options=(("global", "decode"), ("swizzled", swizzled)))
         elif kind == "MXTensor":
             elem = (data.get("elem_dtype") or {}).get("_data", "?")
             packed = elem.startswith("float4")

@@ -151,6 +151,60 @@ def test_modelopt_nvfp4_flipped_code_and_block_scale(tmp_path):
     assert row.code_mismatches >= 1 and row.examples[0]["index"] in range(16 * 64)
 
 
+def test_unswizzle_inverts_torchaos_to_blocked():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchao")
+    from torchao.prototype.mx_formats.utils import to_blocked
+
+    from refquant.checkpoint._floats import unswizzle
+
+    g = torch.Generator().manual_seed(3)
+    for rows, cols in ((6, 5), (128, 4), (300, 37), (256, 8)):
+        m = torch.randint(0, 255, (rows, cols), dtype=torch.uint8, generator=g)
+        flat = to_blocked(m).numpy()
+        for lo, hi in ((0, rows), (rows // 3, rows - 1), (rows - 1, rows)):
+            assert (unswizzle(flat, rows, cols, lo, hi) == m.numpy()[lo:hi]).all(), (rows, cols, lo, hi)
+
+
+def test_torchao_nvfp4_swizzled_clean_and_faults(tmp_path):
+    """torchao's NVFP4WeightOnlyConfig (swizzled block scales, a dynamic per-tensor scale):
+    208 rows, so the scale tiles are padded."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchao")
+    st = pytest.importorskip("safetensors.torch")
+    from torchao.prototype.mx_formats import NVFP4WeightOnlyConfig
+    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+    from torchao.quantization import quantize_
+
+    torch.manual_seed(4)
+    m = torch.nn.Sequential(torch.nn.Linear(256, 208, bias=False)).to(torch.bfloat16)
+    source = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    st.save_file(source, str(tmp_path / "source.safetensors"))
+    quantize_(m, NVFP4WeightOnlyConfig())
+    tensors, meta = flatten_tensor_state_dict(m.state_dict())
+    assert json.loads(meta["0.weight"])["_data"]["is_swizzled_scales"]
+    st.save_file(tensors, str(tmp_path / "model.safetensors"), metadata=meta)
+    r = rq.checkpoint.check(tmp_path / "model.safetensors", tmp_path / "source.safetensors")
+    row = _row(r, "0.weight")
+    assert r.ok and (row.kind, row.format) == ("nvfp4", "torchao"), str(r)
+    assert row.codes_compared == 208 * 256 and row.scales_compared == 208 * 16 + 1
+    from torchao.prototype.mx_formats.utils import to_blocked
+
+    def edit(n, a):
+        if n == "0._weight_qdata":
+            a.view(np.uint8)[207, 7] ^= 0x10  # element 15 of row 207
+        if n == "0._weight_scale":  # block scale (row 130, block 3), found through the layout
+            where = to_blocked(torch.arange(208 * 16, dtype=torch.int32).reshape(208, 16)).numpy()
+            a.view(np.uint8).reshape(-1)[np.flatnonzero(where == 130 * 16 + 3)[0]] += 1
+        return a
+
+    _edit(tmp_path / "model.safetensors", edit)
+    r = rq.checkpoint.check(tmp_path / "model.safetensors", tmp_path / "source.safetensors")
+    row = _row(r, "0.weight")
+    assert row.code_mismatches == 1 and row.examples[0]["index"] == 207 * 256 + 15
+    assert row.causes["block scale code +1 ulp from the rq.nvfp4 torchao rule"] == 1
+
+
 def test_torchao_mx_fp8_clean_and_faults(tmp_path):
     torch = pytest.importorskip("torch")
     pytest.importorskip("torchao")
