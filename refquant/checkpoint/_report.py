@@ -72,7 +72,8 @@ class TensorReport:
 class Report:
     """What :func:`refquant.checkpoint.check` found: ``rows`` (one :class:`TensorReport` per
     quantized weight), ``not_quantized`` (stored tensors outside every quantized group),
-    ``totals``, ``ok`` and ``to_json()``.
+    ``unreadable`` (shards of a folder that could not be read: file -> why), ``totals``, ``ok``
+    and ``to_json()``.
 
     >>> r = Report(path="m.safetensors", source=None, rows=[])
     >>> r.ok, r.totals["tensors"]
@@ -86,6 +87,7 @@ class Report:
     bytes: int = 0
     seconds: float = 0.0
     workers: str = "local"
+    unreadable: dict = field(default_factory=dict)
 
     @property
     def totals(self) -> dict:
@@ -94,17 +96,18 @@ class Report:
                 "elements": sum(r.elements for r in self.rows),
                 "code_mismatches": sum(r.code_mismatches for r in self.rows),
                 "scale_mismatches": sum(r.scale_mismatches for r in self.rows),
-                "not_quantized": len(self.not_quantized)}
+                "not_quantized": len(self.not_quantized), "unreadable_files": len(self.unreadable)}
 
     @property
     def ok(self) -> bool:
-        """True when every quantized weight was checked and nothing differs."""
-        return all(r.status == "ok" for r in self.rows)
+        """True when every file was read, every quantized weight checked and nothing differs."""
+        return not self.unreadable and all(r.status == "ok" for r in self.rows)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "source": self.source, "ok": self.ok, "totals": self.totals,
                 "rows": [asdict(r) for r in self.rows], "not_quantized": list(self.not_quantized),
-                "bytes": self.bytes, "seconds": self.seconds, "workers": self.workers}
+                "bytes": self.bytes, "seconds": self.seconds, "workers": self.workers,
+                "unreadable": dict(self.unreadable)}
 
     def to_json(self, indent=2) -> str:
         return json.dumps(self.to_dict(), indent=indent, default=_plain)
@@ -112,6 +115,7 @@ class Report:
     def __str__(self):
         t = self.totals
         lines = [f"checkpoint {self.path}" + (f" against {self.source}" if self.source else " (decode only)")]
+        lines += [f"unreadable   {f}: {why}" for f, why in self.unreadable.items()]
         lines += [r.line() for r in self.rows]
         lines.append(f"{t['tensors']} quantized tensors: {t['ok']} ok, {t['mismatch']} mismatch, "
                      f"{t['cannot check']} cannot check; {t['code_mismatches']} codes and "
