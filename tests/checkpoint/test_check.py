@@ -61,6 +61,36 @@ def test_torchao_int8_clean(torchao_int8):
     assert r.totals["ok"] == 2
 
 
+@pytest.mark.parametrize("bits,group,asymmetric", [(4, 32, False), (8, None, False), (4, 32, True)])
+def test_torchao_intx_unpacked_clean_and_flipped(tmp_path, bits, group, asymmetric):
+    """IntxUnpackedToInt8Tensor (IntxWeightOnlyConfig): codes unpacked in int8, a zero point
+    stored also when symmetric; the codes are re-quantized (the scales are not recomputed)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchao")
+    st = pytest.importorskip("safetensors.torch")
+    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+    from torchao.quantization import IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerAxis, PerGroup
+    from torchao.quantization.quant_primitives import MappingType
+
+    torch.manual_seed(bits)
+    m = torch.nn.Sequential(torch.nn.Linear(128, 48, bias=False)).to(torch.bfloat16)
+    st.save_file({"0.weight": m[0].weight.detach().clone()}, str(tmp_path / "source.safetensors"))
+    quantize_(m, IntxWeightOnlyConfig(
+        weight_dtype=getattr(torch, f"int{bits}"), granularity=PerGroup(group) if group else PerAxis(0),
+        mapping_type=MappingType.ASYMMETRIC if asymmetric else MappingType.SYMMETRIC))
+    tensors, meta = flatten_tensor_state_dict(m.state_dict())
+    assert json.loads(meta["0.weight"])["_type"] == "IntxUnpackedToInt8Tensor"
+    st.save_file(tensors, str(tmp_path / "model.safetensors"), metadata=meta)
+    r = rq.checkpoint.check(tmp_path / "model.safetensors", tmp_path / "source.safetensors")
+    (row,) = r.rows
+    assert r.ok and row.codes_compared == 48 * 128 and row.checks == ["decode", "re-quantize"], str(r)
+    _rewrite(tmp_path / "model.safetensors", tmp_path / "bad.safetensors",
+             lambda n, a: (a.__setitem__((7, 9), a[7, 9] ^ 1), a)[1] if n == "0._weight_qdata" else a)
+    r = rq.checkpoint.check(tmp_path / "bad.safetensors", tmp_path / "source.safetensors")
+    assert r.rows[0].code_mismatches == 1 and r.rows[0].examples[0]["index"] == 7 * 128 + 9
+
+
 def test_torchao_int8_flipped_code_and_scale_ulp(torchao_int8, tmp_path):
     def edit(name, a):
         if name == "0._weight_qdata":
