@@ -296,35 +296,38 @@ def unswizzle(flat, rows, cols, lo, hi):
 def _nf4(task, out):
     import refquant as rq
 
-    from ._checks import compare_scales, source_rows
+    from ._checks import _sub_ranges, compare_scales, source_rows
 
     q = task.q
     rows, cols = q.shape
     block = q.group or 64
     f, cname = _part(q, "codes")
-    lo_el, hi_el = task.lo * cols, task.hi * cols
-    packed = _u8(f.get(cname)).reshape(-1)[lo_el // 2: (hi_el + 1) // 2]
+    flat = _u8(f.get(cname)).reshape(-1)
     order = "low_first" if q.order == ("low_first",) else "high_first"
-    codes = rq.unpack(packed, 4, hi_el - lo_el, order=order)
-    b0, b1 = lo_el // block, -(-hi_el // block)
-    absmax = _nf4_absmax(q, out["decode"])[b0:b1]
-    out["elements"] += codes.size
+    other = "low_first" if order == "high_first" else "high_first"
+    absmax_all = _nf4_absmax(q, out["decode"])
     dec = out["decode"]
-    with np.errstate(invalid="ignore"):
-        _count(dec, "absmax not finite or negative", (~(np.isfinite(absmax) & (absmax >= 0))).sum())
-    if task.source is None:
-        return
-    x = np.asarray(source_rows(task, task.lo, task.hi, q.shape)).reshape(-1)
-    ec, st = rq.nf4.quantize(x, block=block, convention=q.convention)
-    out["compared"] += codes.size
-    _code_mismatch(out, codes, ec, x, task.lo, cols, None)
-    if out["codes"]:
-        other = "low_first" if order == "high_first" else "high_first"
-        alt = rq.unpack(packed, 4, hi_el - lo_el, order=other)
-        out["alt_order"] = int((alt != ec).sum())
-    if q.part("nested_absmax") is None:  # absmax stored in float32: compare bits
-        compare_scales(np.ascontiguousarray(absmax.astype(np.float32)),
-                       np.asarray(st.absmax, np.float32), out)
+    for a, b in _sub_ranges(task.lo, task.hi, cols, row_multiple(q)):  # whole blocks: memory bounded
+        lo_el, hi_el = a * cols, b * cols
+        packed = flat[lo_el // 2: (hi_el + 1) // 2]
+        codes = rq.unpack(packed, 4, hi_el - lo_el, order=order)
+        absmax = absmax_all[lo_el // block: -(-hi_el // block)]
+        out["elements"] += codes.size
+        with np.errstate(invalid="ignore"):
+            _count(dec, "absmax not finite or negative", (~(np.isfinite(absmax) & (absmax >= 0))).sum())
+        if task.source is None:
+            continue
+        x = np.asarray(source_rows(task, a, b, q.shape)).reshape(-1)
+        ec, st = rq.nf4.quantize(x, block=block, convention=q.convention)
+        out["compared"] += codes.size
+        before = out["codes"]
+        _code_mismatch(out, codes, ec, x, a, cols, None)
+        if out["codes"] > before:
+            alt = rq.unpack(packed, 4, hi_el - lo_el, order=other)
+            out["alt_order"] = (out["alt_order"] or 0) + int((alt != ec).sum())
+        if q.part("nested_absmax") is None:  # absmax stored in float32: compare bits
+            compare_scales(np.ascontiguousarray(absmax.astype(np.float32)),
+                           np.asarray(st.absmax, np.float32), out)
 
 
 def _nf4_absmax(q, dec):

@@ -126,6 +126,30 @@ def test_bitsandbytes_nf4_clean_and_nibble_order(bnb_nf4, tmp_path):
     assert _row(r, "b.weight").status == "ok"
 
 
+def test_sub_chunks_do_not_change_the_float_reports(bnb_nf4, tmp_path, monkeypatch):
+    """NF4, NVFP4 and MX rows read in sub-chunks of a few rows give the same report as in one."""
+    from refquant.checkpoint import _checks
+
+    swapped = tmp_path / "swapped.safetensors"
+    swapped.write_bytes((bnb_nf4 / "model.safetensors").read_bytes())
+    _edit(swapped, lambda n, a: ((a >> 4) | (a << 4)).astype(np.uint8) if n == "a.weight" else a)
+    w = W.rng_weights((16, 64), 31).astype(np.float32)
+    save_file(tmp_path / "src.safetensors", {"l.weight": w})
+    codes, scodes, g = rq.nvfp4.quantize(w, convention="modelopt")
+    codes = codes.copy()
+    codes[9, 2] ^= 0x1
+    (tmp_path / "nv").mkdir()
+    save_file(tmp_path / "nv" / "model.safetensors", {
+        "l.weight": rq.pack(codes, 4).reshape(16, 32), "l.weight_scale": scodes.view(ml_dtypes.float8_e4m3fn),
+        "l.weight_scale_2": np.float32(g).reshape(())})
+    cases = [(bnb_nf4 / "model.safetensors", bnb_nf4 / "source.safetensors"),
+             (swapped, bnb_nf4 / "source.safetensors"), (tmp_path / "nv", tmp_path / "src.safetensors")]
+    whole = [rq.checkpoint.check(m, s).to_dict()["rows"] for m, s in cases]
+    monkeypatch.setattr(_checks, "SUB_CHUNK", 128)
+    assert [rq.checkpoint.check(m, s).to_dict()["rows"] for m, s in cases] == whole
+    assert whole[1][0]["status"] == "mismatch" and whole[2][0]["code_mismatches"] == 1
+
+
 def test_bitsandbytes_state_json_is_read(bnb_nf4):
     with SafetensorsFile(bnb_nf4 / "model.safetensors") as f:
         state = json.loads(bytes(f.get("b.weight.quant_state.bitsandbytes__nf4")).decode())
