@@ -2,8 +2,8 @@
 --scheduler ADDRESS] [--json]``.
 
 Exit codes: 0 every quantized weight checked and equal; 1 mismatches found; 2 bad usage or an
-unreadable input (a truncated file, a header that lies); 3 some weight could not be checked (the
-report says why) or the run failed.
+unreadable input (a truncated file, a header that lies); 3 some weight could not be checked or a
+shard of a folder could not be read (the report says why; the rest is checked) or the run failed.
 """
 
 from __future__ import annotations
@@ -90,4 +90,4 @@ def run(args) -> int:
     t = report.totals
     if t["mismatch"]:
         return MISMATCH
-    return FAILURE if t["cannot check"] else OK
+    return FAILURE if t["cannot check"] or t["unreadable_files"] else OK

@@ -4,7 +4,8 @@ low-precision float formats (``rq.decode``/``rq.quantize(fmt=...)``, ``rq.nvfp4`
 fp8 (ModelOpt, torchao Float8Tensor, compressed-tensors float-quantized): codes are e4m3/e5m2
 bit patterns, the scale per tensor or per row, ``s = fl32(amax / fmax)``. NVFP4: e2m1 codes two
 a byte (element 0 in the low nibble), e4m3 block scales per 16, a float32 global scale stored as
-``amax / 2688`` (ModelOpt, torchao) or ``2688 / amax`` (compressed-tensors). NF4
+``amax / 2688`` (ModelOpt, torchao: ``rq.nvfp4``) or ``2688 / amax`` (compressed-tensors, whose
+recipe :func:`ct_nvfp4_quantize` follows). NF4
 (bitsandbytes): codes two a byte, element 0 in the high nibble, absmax per block of 64 in float32
 or double-quantized. A build of refquant without a kind's pieces raises NotImplementedError
 naming them, and the report says so for that tensor only.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["run_float", "NEEDS", "row_multiple"]
+__all__ = ["run_float", "NEEDS", "row_multiple", "ct_nvfp4_quantize", "unswizzle"]
 
 NEEDS = {
     "fp8": ("quantize", "decode", "float8_e4m3fn"),
@@ -201,7 +202,10 @@ def _nvfp4(task, out):
         return
     for a, b in _sub_ranges(task.lo, task.hi, cols):
         codes = rq.unpack(_u8(f.rows(cname, a, b)), 4, (b - a) * cols, order="low_first").reshape(b - a, cols)
-        scodes = _u8(sf.rows(sname, a, b)).reshape(b - a, cols // 16)
+        if q.opt("swizzled"):
+            scodes = unswizzle(_u8(sf.get(sname)).reshape(-1), rows, cols // 16, a, b)
+        else:
+            scodes = _u8(sf.rows(sname, a, b)).reshape(b - a, cols // 16)
         out["elements"] += codes.size
         vals = rq.decode(scodes, rq.float8_e4m3fn)
         _count(dec, "block scale NaN", np.isnan(vals).sum())
@@ -210,8 +214,12 @@ def _nvfp4(task, out):
         x = source_rows(task, a, b, q.shape)
         out["global"] = {"amax": max(out.get("global", {}).get("amax", 0.0), _wide_abs_max(x)),
                          "stored": float(g), "rule": q.opt("global"), "divisor": NVFP4_GLOBAL,
-                         "dtype": "float32"}
-        eq, es, _ = rq.nvfp4.quantize(np.asarray(x), global_scale=g, convention=q.convention)
+                         "dtype": np.asarray(x).dtype.name if q.convention == "compressed_tensors"
+                         else "float32"}
+        if q.convention == "compressed_tensors":
+            eq, es = ct_nvfp4_quantize(np.asarray(x), g)
+        else:
+            eq, es, _ = rq.nvfp4.quantize(np.asarray(x), global_scale=g, convention=q.convention)
         out["compared"] += codes.size
         before = out["codes"]
         _code_mismatch(out, codes, eq, x, a, cols, None)
@@ -221,6 +229,66 @@ def _nvfp4(task, out):
         _scale_codes(out, scodes, es)
 
 
+def ct_nvfp4_quantize(x, g):
+    """compressed-tensors' NVFP4 recipe (``calculate_qparams`` and ``quantize`` of its
+    ``nvfp4-pack-quantized`` format): ``(codes, scale_codes)`` of ``x`` (float16, bfloat16 or
+    float32, last axis a multiple of 16) under the stored float32 encode scale ``G``.
+
+    * block scale: ``e4m3(f32(G * d(f32(a / 6))))`` with ``a`` the block's largest magnitude and
+      ``d`` x's dtype (torch divides a 16-bit tensor in float32 and rounds to its dtype), rounded
+      half to even and saturating at 448; a zero scale becomes 0.125 (e4m3's eps);
+    * element: ``e2m1(f32(x / f32(s / G)))``, half to even, saturating at 6; a negative value
+      rounding to zero keeps the sign (code 8), a zero (+0 or -0) gets code 0.
+
+    >>> import numpy as np
+    >>> codes, scales = ct_nvfp4_quantize(np.float32([0.5, -1.0, 6.0, -0.0] + [0.0] * 12), 448.0)
+    >>> codes.tolist()[:4], scales.tolist()
+    ([1, 10, 7, 0], [126])
+    """
+    import refquant as rq
+
+    x = np.asarray(x)
+    f32 = np.float32
+    xf = x.astype(f32)
+    blocks = xf.reshape(*xf.shape[:-1], -1, 16)
+    a = np.max(np.abs(blocks), axis=-1)
+    b = (a / f32(6)).astype(x.dtype).astype(f32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sc = rq.encode(f32(g) * b, rq.float8_e4m3fn)
+    sval = rq.decode(sc, rq.float8_e4m3fn).astype(f32)
+    eps = f32(0.125)
+    sc = np.where(sval == 0, rq.encode(eps, rq.float8_e4m3fn), sc)
+    sdec = np.where(sval == 0, eps, sval) / f32(g)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        y = blocks / sdec[..., None]
+    codes = rq.encode(y.reshape(x.shape), rq.float4_e2m1fn)
+    codes[xf == 0] = 0
+    return codes, sc
+
+
+def unswizzle(flat, rows, cols, lo, hi):
+    """Rows ``lo:hi`` of a ``[rows, cols]`` block-scale matrix stored in the cuBLAS block-scaling
+    layout (torchao's ``is_swizzled_scales``): the matrix zero-padded to multiples of 128 rows and
+    4 columns, cut into 128 x 4 tiles stored tile after tile along the row band, each tile's
+    element ``(32 i + j, c)`` at ``16 j + 4 i + c``. Reads only the row bands it needs.
+
+    >>> m = np.arange(6 * 5, dtype=np.uint8).reshape(6, 5)
+    >>> tiles = np.zeros((128, 8), np.uint8); tiles[:6, :5] = m
+    >>> flat = tiles.reshape(128, 2, 4).transpose(1, 0, 2).reshape(2, 4, 32, 4).transpose(0, 2, 1, 3)
+    >>> bool((unswizzle(flat.reshape(-1), 6, 5, 2, 5) == m[2:5]).all())
+    True
+    """
+    ncb = -(-cols // 4)
+    band = ncb * 512
+    out = []
+    for rb in range(lo // 128, -(-hi // 128)):
+        tile = np.asarray(flat[rb * band:(rb + 1) * band]).reshape(ncb, 32, 4, 4)  # [cb, j, i, c]
+        m = tile.transpose(2, 1, 0, 3).reshape(128, ncb * 4)  # row 32 i + j
+        r0 = rb * 128
+        out.append(m[max(lo, r0) - r0:min(hi, r0 + 128) - r0, :cols])
+    return np.concatenate(out) if len(out) > 1 else out[0]
+
+
 # ------------------------------------------------------------------------------------------------
 # NF4 (bitsandbytes)
 
@@ -228,35 +296,38 @@ def _nvfp4(task, out):
 def _nf4(task, out):
     import refquant as rq
 
-    from ._checks import compare_scales, source_rows
+    from ._checks import _sub_ranges, compare_scales, source_rows
 
     q = task.q
     rows, cols = q.shape
     block = q.group or 64
     f, cname = _part(q, "codes")
-    lo_el, hi_el = task.lo * cols, task.hi * cols
-    packed = _u8(f.get(cname)).reshape(-1)[lo_el // 2: (hi_el + 1) // 2]
+    flat = _u8(f.get(cname)).reshape(-1)
     order = "low_first" if q.order == ("low_first",) else "high_first"
-    codes = rq.unpack(packed, 4, hi_el - lo_el, order=order)
-    b0, b1 = lo_el // block, -(-hi_el // block)
-    absmax = _nf4_absmax(q, out["decode"])[b0:b1]
-    out["elements"] += codes.size
+    other = "low_first" if order == "high_first" else "high_first"
+    absmax_all = _nf4_absmax(q, out["decode"])
     dec = out["decode"]
-    with np.errstate(invalid="ignore"):
-        _count(dec, "absmax not finite or negative", (~(np.isfinite(absmax) & (absmax >= 0))).sum())
-    if task.source is None:
-        return
-    x = np.asarray(source_rows(task, task.lo, task.hi, q.shape)).reshape(-1)
-    ec, st = rq.nf4.quantize(x, block=block, convention=q.convention)
-    out["compared"] += codes.size
-    _code_mismatch(out, codes, ec, x, task.lo, cols, None)
-    if out["codes"]:
-        other = "low_first" if order == "high_first" else "high_first"
-        alt = rq.unpack(packed, 4, hi_el - lo_el, order=other)
-        out["alt_order"] = int((alt != ec).sum())
-    if q.part("nested_absmax") is None:  # absmax stored in float32: compare bits
-        compare_scales(np.ascontiguousarray(absmax.astype(np.float32)),
-                       np.asarray(st.absmax, np.float32), out)
+    for a, b in _sub_ranges(task.lo, task.hi, cols, row_multiple(q)):  # whole blocks: memory bounded
+        lo_el, hi_el = a * cols, b * cols
+        packed = flat[lo_el // 2: (hi_el + 1) // 2]
+        codes = rq.unpack(packed, 4, hi_el - lo_el, order=order)
+        absmax = absmax_all[lo_el // block: -(-hi_el // block)]
+        out["elements"] += codes.size
+        with np.errstate(invalid="ignore"):
+            _count(dec, "absmax not finite or negative", (~(np.isfinite(absmax) & (absmax >= 0))).sum())
+        if task.source is None:
+            continue
+        x = np.asarray(source_rows(task, a, b, q.shape)).reshape(-1)
+        ec, st = rq.nf4.quantize(x, block=block, convention=q.convention)
+        out["compared"] += codes.size
+        before = out["codes"]
+        _code_mismatch(out, codes, ec, x, a, cols, None)
+        if out["codes"] > before:
+            alt = rq.unpack(packed, 4, hi_el - lo_el, order=other)
+            out["alt_order"] = (out["alt_order"] or 0) + int((alt != ec).sum())
+        if q.part("nested_absmax") is None:  # absmax stored in float32: compare bits
+            compare_scales(np.ascontiguousarray(absmax.astype(np.float32)),
+                           np.asarray(st.absmax, np.float32), out)
 
 
 def _nf4_absmax(q, dec):
@@ -321,7 +392,24 @@ def _mx(task, out):
         if task.source is None:
             continue
         x = source_rows(task, a, b, q.shape)
-        ec, es = rq.mx.quantize(np.asarray(x), fmt, axis=-1, block=block, convention=q.convention)
+        ec, es = rq.mx.quantize(np.asarray(x), fmt, axis=-1, block=block, convention=_mx_convention(q))
         out["compared"] += codes.size
+        before = out["codes"]
         _code_mismatch(out, codes, ec, x, a, cols, None)
+        if out["codes"] > before and q.layout == "nibbles":
+            alt = rq.unpack(raw, 4, (b - a) * cols, order="high_first").reshape(ec.shape)
+            out["alt_order"] = (out["alt_order"] or 0) + int((alt != ec).sum())
         _scale_codes(out, scodes, es)
+
+
+def _mx_convention(q):
+    """The MX convention of ``q``. compressed-tensors' element cast (``cast_to_fp4`` on the CPU:
+    ``sign(x) * rounded |x|``) gives an input -0.0 the +0 code and a negative value rounding to
+    zero the -0 code: the element knob ``transformer_engine`` of the float conventions, applied
+    here on top of ``rq.mx``'s ``compressed_tensors`` row (whose element step is ``exact``)."""
+    import refquant as rq
+
+    conv = rq.mx.get(q.convention)
+    if conv.name == "compressed_tensors":
+        return conv.replace(element="transformer_engine")
+    return conv

@@ -202,8 +202,17 @@ def _torchao(index, qc, metadata, format):
                           convention="torchao", scale_rule="amax/fmax in x's dtype",
                           options=(("fmt", _FP8_OF.get(_dtype(index, parts["qdata"]), "?")),))
         elif kind == "NVFP4Tensor":
-            yield QTensor(**{**base, "shape": (shape[0], shape[1] * 2)}, kind="nvfp4", group=16,
-                          layout="nibbles", convention="torchao", options=(("global", "decode"),))
+            swizzled = bool(data.get("is_swizzled_scales"))
+            rows, cols = (shape[0], shape[1] * 2) if len(shape) == 2 else (0, 0)
+            want = (-(-rows // 128) * 128 * -(-(cols // 16) // 4) * 4) if swizzled else rows * (cols // 16)
+            got = int(np.prod(_shape(index, parts["scale"])))
+            bad = None if got == want and rows else \
+                f"torchao NVFP4 scale holds {got} codes; a {list(shape)} qdata needs {want}"
+            if "per_tensor_scale" not in parts:
+                bad = bad or "torchao NVFP4 without per_tensor_scale is not modelled"
+            yield QTensor(**{**base, "shape": (rows, cols)}, kind="nvfp4", group=16, layout="nibbles",
+                          convention="torchao", problem=bad,
+                          options=(("global", "decode"), ("swizzled", swizzled)))
         elif kind == "MXTensor":
             elem = (data.get("elem_dtype") or {}).get("_data", "?")
             packed = elem.startswith("float4")
@@ -288,8 +297,8 @@ def _compressed_tensors(index, qc, metadata, format):
             parts.append(("global_scale", _part(index, gs)))
             rows, half = _shape(index, wp)
             yield QTensor(name=name, format="compressed-tensors", kind="nvfp4", parts=tuple(parts),
-                          shape=(rows, 2 * half), group=16, layout="nibbles", convention="exact",
-                          dtype=_FLOAT_DT.get(_dtype(index, sc), "bfloat16"), options=(("global", "encode"),))
+                          shape=(rows, 2 * half), group=16, layout="nibbles", convention="compressed_tensors",
+                          scale_rule="e4m3(G * amax/6 in x's dtype)", options=(("global", "encode"),))
             continue
         if _dtype(index, wp) == "U8":  # mxfp4-pack-quantized: e8m0 scale codes as uint8
             rows, half = _shape(index, wp)
@@ -347,7 +356,8 @@ def _read_small(index, name):
 
 def _modelopt_fp8_and_nvfp4(index, qc, metadata, format):
     """ModelOpt (and compressed-tensors float-quantized) weights: ``weight`` F8_E4M3 or U8 packed fp4
-    next to ``weight_scale`` (and ``weight_scale_2`` for NVFP4)."""
+    next to ``weight_scale`` (and ``weight_scale_2`` for NVFP4); compressed-tensors int-quantized
+    ``weight`` int8 next to ``weight_scale``."""
     if not _want(format, "modelopt", "compressed-tensors"):
         return
     for sc in [n for n in index if n.endswith(".weight_scale")]:
@@ -363,6 +373,8 @@ def _modelopt_fp8_and_nvfp4(index, qc, metadata, format):
             yield QTensor(name=w, format=fmt_name, kind="fp8", parts=tuple(parts), shape=tuple(shape),
                           group=group, convention="modelopt", scale_rule="amax/fmax in float32",
                           options=(("fmt", _FP8_OF[_dtype(index, w)]),))
+        elif _dtype(index, w) in ("I8", "U8") and (mod + ".weight_scale_2") not in index:
+            yield _ct_int_quantized(index, w, sc, mod)
         elif _dtype(index, w) == "U8" and (mod + ".weight_scale_2") in index:
             parts.append(("global_scale", _part(index, mod + ".weight_scale_2")))
             if len(_shape(index, w)) != 2:
@@ -373,6 +385,27 @@ def _modelopt_fp8_and_nvfp4(index, qc, metadata, format):
             yield QTensor(name=w, format="modelopt", kind="nvfp4", parts=tuple(parts),
                           shape=(rows, 2 * half), group=int(qc.get("group_size", 16)), layout="nibbles",
                           convention="modelopt", options=(("global", "decode"),))
+
+
+def _ct_int_quantized(index, w, sc, mod):
+    """compressed-tensors int-quantized (naive): ``weight`` int8 (uint8) codes as stored, a
+    ``weight_scale`` per tensor, row or group, ``weight_zero_point`` when asymmetric."""
+    shape, sshape = _shape(index, w), _shape(index, sc)
+    signed = _dtype(index, w) == "I8"
+    parts = [("codes", _part(index, w)), ("scale", _part(index, sc))]
+    zp = mod + ".weight_zero_point"
+    if zp in index:
+        parts.append(("zero_point", _part(index, zp)))
+    base = dict(name=w, format="compressed-tensors", kind="int", parts=tuple(parts), shape=tuple(shape))
+    if len(shape) != 2 or len(sshape) not in (0, 1, 2) or (len(sshape) == 2 and (
+            sshape[0] != shape[0] or not sshape[1] or shape[1] % sshape[1])):
+        return QTensor(**base, problem=f"int-quantized weight {shape} and weight_scale {sshape} do not fit")
+    group = None if len(sshape) < 2 or int(np.prod(sshape)) == 1 else shape[1] // sshape[1]
+    sym = zp not in index
+    return QTensor(**base, qmin=-128 if signed else 0, qmax=127 if signed else 255, group=group,
+                   symmetric=sym, zero="none" if sym else "stored", convention=CT_CONVENTION,
+                   scale_rule="ct_symmetric" if sym and group else None,
+                   dtype=_FLOAT_DT.get(_dtype(index, sc), "bfloat16"))
 
 
 def _bitsandbytes(index, qc, metadata, format):

@@ -72,7 +72,8 @@ class TensorReport:
 class Report:
     """What :func:`refquant.checkpoint.check` found: ``rows`` (one :class:`TensorReport` per
     quantized weight), ``not_quantized`` (stored tensors outside every quantized group),
-    ``totals``, ``ok`` and ``to_json()``.
+    ``unreadable`` (shards of a folder that could not be read: file -> why), ``totals``, ``ok``
+    and ``to_json()``.
 
     >>> r = Report(path="m.safetensors", source=None, rows=[])
     >>> r.ok, r.totals["tensors"]
@@ -86,6 +87,7 @@ class Report:
     bytes: int = 0
     seconds: float = 0.0
     workers: str = "local"
+    unreadable: dict = field(default_factory=dict)
 
     @property
     def totals(self) -> dict:
@@ -94,17 +96,18 @@ class Report:
                 "elements": sum(r.elements for r in self.rows),
                 "code_mismatches": sum(r.code_mismatches for r in self.rows),
                 "scale_mismatches": sum(r.scale_mismatches for r in self.rows),
-                "not_quantized": len(self.not_quantized)}
+                "not_quantized": len(self.not_quantized), "unreadable_files": len(self.unreadable)}
 
     @property
     def ok(self) -> bool:
-        """True when every quantized weight was checked and nothing differs."""
-        return all(r.status == "ok" for r in self.rows)
+        """True when every file was read, every quantized weight checked and nothing differs."""
+        return not self.unreadable and all(r.status == "ok" for r in self.rows)
 
     def to_dict(self) -> dict:
         return {"path": self.path, "source": self.source, "ok": self.ok, "totals": self.totals,
                 "rows": [asdict(r) for r in self.rows], "not_quantized": list(self.not_quantized),
-                "bytes": self.bytes, "seconds": self.seconds, "workers": self.workers}
+                "bytes": self.bytes, "seconds": self.seconds, "workers": self.workers,
+                "unreadable": dict(self.unreadable)}
 
     def to_json(self, indent=2) -> str:
         return json.dumps(self.to_dict(), indent=indent, default=_plain)
@@ -112,6 +115,7 @@ class Report:
     def __str__(self):
         t = self.totals
         lines = [f"checkpoint {self.path}" + (f" against {self.source}" if self.source else " (decode only)")]
+        lines += [f"unreadable   {f}: {why}" for f, why in self.unreadable.items()]
         lines += [r.line() for r in self.rows]
         lines.append(f"{t['tensors']} quantized tensors: {t['ok']} ok, {t['mismatch']} mismatch, "
                      f"{t['cannot check']} cannot check; {t['code_mismatches']} codes and "
@@ -181,7 +185,7 @@ def _fill(row, q, parts, has_source):
             for k, n in p["scale_ulps"].items():
                 ulps[k] = ulps.get(k, 0) + n
         for k in sorted(ulps, key=int):
-            what = "block scale code" if q.kind == "nvfp4" else "scale"
+            what = "block scale code" if q.kind in ("nvfp4", "mx") else "scale"
             rule = q.scale_rule or f"rq.{q.kind} {q.convention}"
             row.causes[f"{what} {k} ulp from the {rule} rule"] = ulps[k]
     _global_scale(row, q, parts)
@@ -242,23 +246,42 @@ def _far(s, qmin, qmax) -> np.ndarray:
 
 def _global_scale(row, q, parts):
     """A scale over the whole tensor (fp8 per tensor, NVFP4's global) against its rule from the
-    tensor's amax: ``fl32(amax / d)`` stored as a decode scale, ``fl32(d / amax)`` as encode."""
+    tensor's amax: ``fl32(amax / d)`` stored as a decode scale, ``fl32(d / amax)`` as encode (an
+    encode scale computed in x's 16-bit dtype, as compressed-tensors does, also passes); one
+    that matches the other storage's rule is named as stored inverted."""
     gs = [p["global"] for p in parts if p.get("global")]
     if not gs:
         return
     amax = np.float32(max(g["amax"] for g in gs))
     g0 = gs[0]
     d = np.float32(g0["divisor"])
-    with np.errstate(divide="ignore"):
-        want = (d / amax) if g0["rule"] == "encode" else (amax / d)
-    want = np.float32(want)
+    encode = g0["rule"] == "encode"
+    with np.errstate(divide="ignore", over="ignore"):
+        enc, dec = np.float32(d / amax), np.float32(amax / d)
+    want = enc if encode else dec
+    accepted = {want.view(np.uint32)}
+    if encode and g0.get("dtype", "float32") != "float32":
+        accepted.add(_in_dtype(enc, g0["dtype"]).view(np.uint32))
     stored = np.float32(g0["stored"])
     row.scales_compared += 1
-    if want.view(np.uint32) != stored.view(np.uint32):
-        row.scale_mismatches += 1
-        ulps = int(stored.view(np.int32)) - int(want.view(np.int32))
-        name = f"{d:g}/amax" if g0["rule"] == "encode" else f"amax/{d:g}"
-        row.causes[f"global scale {ulps:+d} ulp from the {name} rule"] = 1
+    if stored.view(np.uint32) in accepted:
+        return
+    row.scale_mismatches += 1
+    name = f"{d:g}/amax" if encode else f"amax/{d:g}"
+    other = dec if encode else enc
+    if other > 0 and np.isfinite(other) and abs(float(stored) / float(other) - 1) < 2.0**-7:
+        row.causes[f"global scale stored inverted ({stored:g} is the "
+                   f"{'amax/' + f'{d:g}' if encode else f'{d:g}/amax'} rule; this format stores {name})"] = 1
+        return
+    ulps = int(stored.view(np.int32)) - int(want.view(np.int32))
+    row.causes[f"global scale {ulps:+d} ulp from the {name} rule"] = 1
+
+
+def _in_dtype(v, dtype):
+    """A float32 value rounded once to the 16-bit float ``dtype`` (bfloat16 through ml_dtypes)."""
+    from ._safetensors import numpy_dtype
+
+    return np.float32(np.asarray(v, np.float32).astype(numpy_dtype({"bfloat16": "BF16"}.get(dtype, "F16"))))
 
 
 def _float_causes(row, q, parts):
@@ -271,6 +294,8 @@ def _float_causes(row, q, parts):
     row.examples = [{"index": int(i), "x": float(np.float64(x)), "stored": int(c), "expected": int(e)}
                     for i, x, c, e in zip(s["index"][:5], s["x"][:5], s["code"][:5], s["expected"][:5])]
     label = f"code differs from rq.{q.kind} under {q.convention!r}"
+    if q.kind == "nvfp4" and q.convention == "compressed_tensors":
+        label = "code differs from compressed-tensors' NVFP4 recipe"
     if q.kind == "fp8" and s["scale"] is not None:
         fmt = getattr(rq, q.opt("fmt"))
         for name in rq.float_conventions.names():

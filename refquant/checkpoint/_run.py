@@ -31,12 +31,21 @@ def _files(path, what):
     return [p]
 
 
-def index_of(path, what="path"):
+def index_of(path, what="path", unreadable=None):
     """``(index, metadata)`` of a .safetensors file or a folder of shards: stored name ->
-    (file, TensorInfo), and the shards' ``__metadata__`` merged (a name in two shards is an error)."""
+    (file, TensorInfo), and the shards' ``__metadata__`` merged (a name in two shards is an error).
+    A single file that cannot be read is a ValueError; in a folder, given a dict ``unreadable``,
+    such a shard is recorded there (file -> why) and the other shards are indexed."""
     index, metadata = {}, {}
-    for f in _files(path, what):
-        st = open_file(f)
+    files = _files(path, what)
+    for f in files:
+        try:
+            st = open_file(f)
+        except (ValueError, OSError) as exc:
+            if unreadable is None or len(files) == 1:
+                raise
+            unreadable[f] = str(exc)
+            continue
         for name, info in st.tensors.items():
             if name in index:
                 raise ValueError(f"{what}: tensor {name!r} is stored in both {index[name][0]} and {f}")
@@ -56,9 +65,11 @@ def _plan(path, source, format, convention, task_rows):
         import refquant as rq
 
         convention = rq.conventions.get(convention).name
-    index, metadata = index_of(path)
+    unreadable, src_unreadable = {}, {}
+    index, metadata = index_of(path, unreadable=unreadable)
     qtensors, others = detect(index, path, format, metadata)
-    src_index = index_of(source, "source")[0] if source is not None else None
+    src_index = index_of(source, "source", src_unreadable)[0] if source is not None else None
+    unreadable.update({f: f"source shard: {why}" for f, why in src_unreadable.items()})
     problems, tasks = {}, []
     for i, q in enumerate(qtensors):
         if q.problem:
@@ -72,7 +83,9 @@ def _plan(path, source, format, convention, task_rows):
         if src_index is not None:
             hit = src_index.get(q.name)
             if hit is None:
-                problems[i] = f"the source has no tensor {q.name!r}"
+                problems[i] = f"the source has no tensor {q.name!r}" + (
+                    f" (unreadable source shards: {', '.join(map(os.path.basename, src_unreadable))})"
+                    if src_unreadable else "")
                 continue
             if tuple(hit[1].shape) != tuple(q.shape):
                 problems[i] = (f"source shape {tuple(hit[1].shape)} differs from the quantized "
@@ -93,7 +106,7 @@ def _plan(path, source, format, convention, task_rows):
             hi = min(rows, lo + step)
             nbytes = (stored + src_bytes) * (hi - lo) // max(rows, 1)
             tasks.append(Task(len(tasks), i, q, lo, hi, src, q.convention, nbytes))
-    return qtensors, others, problems, tasks
+    return qtensors, others, problems, tasks, unreadable
 
 
 def check(path, source=None, *, format="auto", convention=None, client=None, workers=None,
@@ -108,6 +121,10 @@ def check(path, source=None, *, format="auto", convention=None, client=None, wor
     differing codes are explained by :func:`refquant.identify`, differing scales by their ulp
     distance. Weights that are not round-to-nearest (GPTQ, AWQ) get the decode check only, and
     the report says so.
+
+    A shard of a folder that cannot be read (truncated, a header that lies) is listed in
+    ``Report.unreadable`` with why, and the other shards are still checked (a single file that
+    cannot be read is a ValueError).
 
     Runs in this process (Numba kernels on every core) by default; ``workers=N`` uses N processes;
     ``client`` (a ``dask.distributed.Client``) spreads (file, tensor, row range) tasks over its
@@ -131,7 +148,7 @@ def check(path, source=None, *, format="auto", convention=None, client=None, wor
     ('ok', 0, ['decode', 're-quantize'])
     """
     t0 = time.perf_counter()
-    qtensors, others, problems, tasks = _plan(path, source, format, convention, task_rows)
+    qtensors, others, problems, tasks, unreadable = _plan(path, source, format, convention, task_rows)
     total = sum(t.nbytes for t in tasks)
     remaining = {}
     for t in tasks:
@@ -154,7 +171,8 @@ def check(path, source=None, *, format="auto", convention=None, client=None, wor
         results, where = _local(tasks, done)
     rows = merge(qtensors, results, problems, source is not None)
     return Report(path=os.fspath(path), source=None if source is None else os.fspath(source), rows=rows,
-                  not_quantized=others, bytes=total, seconds=time.perf_counter() - t0, workers=where)
+                  not_quantized=others, bytes=total, seconds=time.perf_counter() - t0, workers=where,
+                  unreadable=unreadable)
 
 
 def _threadsafe_kernels() -> bool:

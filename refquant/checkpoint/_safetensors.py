@@ -92,7 +92,8 @@ class SafetensorsFile:
     >>> import numpy as np, os, tempfile, json, struct
     >>> h = json.dumps({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}).encode()
     >>> p = os.path.join(tempfile.mkdtemp(), "a.safetensors")
-    >>> _ = open(p, "wb").write(struct.pack("<Q", len(h)) + h + np.float32([1, 2, 3, 4]).tobytes())
+    >>> with open(p, "wb") as fh:
+    ...     _ = fh.write(struct.pack("<Q", len(h)) + h + np.float32([1, 2, 3, 4]).tobytes())
     >>> with SafetensorsFile(p) as f:
     ...     f.get("w").tolist(), f.rows("w", 1, 2).tolist()
     ([[1.0, 2.0], [3.0, 4.0]], [[3.0, 4.0]])

@@ -61,6 +61,36 @@ def test_torchao_int8_clean(torchao_int8):
     assert r.totals["ok"] == 2
 
 
+@pytest.mark.parametrize("bits,group,asymmetric", [(4, 32, False), (8, None, False), (4, 32, True)])
+def test_torchao_intx_unpacked_clean_and_flipped(tmp_path, bits, group, asymmetric):
+    """IntxUnpackedToInt8Tensor (IntxWeightOnlyConfig): codes unpacked in int8, a zero point
+    stored also when symmetric; the codes are re-quantized (the scales are not recomputed)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchao")
+    st = pytest.importorskip("safetensors.torch")
+    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+    from torchao.quantization import IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerAxis, PerGroup
+    from torchao.quantization.quant_primitives import MappingType
+
+    torch.manual_seed(bits)
+    m = torch.nn.Sequential(torch.nn.Linear(128, 48, bias=False)).to(torch.bfloat16)
+    st.save_file({"0.weight": m[0].weight.detach().clone()}, str(tmp_path / "source.safetensors"))
+    quantize_(m, IntxWeightOnlyConfig(
+        weight_dtype=getattr(torch, f"int{bits}"), granularity=PerGroup(group) if group else PerAxis(0),
+        mapping_type=MappingType.ASYMMETRIC if asymmetric else MappingType.SYMMETRIC))
+    tensors, meta = flatten_tensor_state_dict(m.state_dict())
+    assert json.loads(meta["0.weight"])["_type"] == "IntxUnpackedToInt8Tensor"
+    st.save_file(tensors, str(tmp_path / "model.safetensors"), metadata=meta)
+    r = rq.checkpoint.check(tmp_path / "model.safetensors", tmp_path / "source.safetensors")
+    (row,) = r.rows
+    assert r.ok and row.codes_compared == 48 * 128 and row.checks == ["decode", "re-quantize"], str(r)
+    _rewrite(tmp_path / "model.safetensors", tmp_path / "bad.safetensors",
+             lambda n, a: (a.__setitem__((7, 9), a[7, 9] ^ 1), a)[1] if n == "0._weight_qdata" else a)
+    r = rq.checkpoint.check(tmp_path / "bad.safetensors", tmp_path / "source.safetensors")
+    assert r.rows[0].code_mismatches == 1 and r.rows[0].examples[0]["index"] == 7 * 128 + 9
+
+
 def test_torchao_int8_flipped_code_and_scale_ulp(torchao_int8, tmp_path):
     def edit(name, a):
         if name == "0._weight_qdata":
@@ -237,6 +267,57 @@ def test_unknown_layout_rest_still_checked(ct_source, tmp_path):
     assert "unknown layout" in _row(r, "x.weight").note
     assert _row(r, "y.weight").status == "cannot check"
     assert _row(r, "m.a.weight").status == "ok" and _row(r, "m.b.weight").status == "ok"
+
+
+def _split_into_shards(folder):
+    """model.safetensors -> one shard per quantized weight (model-0000k-of-0000n.safetensors)."""
+    with SafetensorsFile(folder / "model.safetensors") as f:
+        tensors = {n: np.array(f.get(n)) for n in f.tensors}
+    os.remove(folder / "model.safetensors")
+    mods = sorted({n.rsplit(".", 1)[0] for n in tensors})
+    paths = []
+    for k, mod in enumerate(mods, 1):
+        paths.append(folder / f"model-{k:05d}-of-{len(mods):05d}.safetensors")
+        save_file(paths[-1], {n: a for n, a in tensors.items() if n.rsplit(".", 1)[0] == mod})
+    return paths
+
+
+@pytest.mark.parametrize("damage", ["truncated", "lying header"])
+def test_unreadable_shard_is_reported_and_the_rest_checked(ct_source, tmp_path, damage, capsys):
+    from refquant.cli import main
+
+    src, weights = ct_source
+    W.ct_int4(tmp_path, weights)
+    a, b = _split_into_shards(tmp_path)
+    data = b.read_bytes()
+    if damage == "truncated":
+        b.write_bytes(data[:-7])
+    else:  # the header length says more than the file holds
+        b.write_bytes((len(data) * 2).to_bytes(8, "little") + data[8:])
+    r = rq.checkpoint.check(tmp_path, src / "source.safetensors")
+    assert [row.name for row in r.rows] == ["m.a.weight"] and r.rows[0].status == "ok"
+    assert list(r.unreadable) == [str(b)] and not r.ok and r.totals["unreadable_files"] == 1
+    assert f"unreadable   {b}" in str(r) and json.loads(r.to_json())["unreadable"] == r.unreadable
+    assert main(["checkpoint", str(tmp_path), "--source", str(src / "source.safetensors")]) == 3
+    assert "unreadable" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=str(b)):  # a single file that cannot be read: an error
+        rq.checkpoint.check(b)
+
+
+def test_unreadable_source_shard_names_itself(ct_source, tmp_path):
+    src, weights = ct_source
+    W.ct_int4(tmp_path, weights)
+    sdir = tmp_path / "src"
+    sdir.mkdir()
+    for name, w in weights.items():
+        save_file(sdir / f"{name}.safetensors", {name: w})
+    bad = sdir / "m.b.weight.safetensors"
+    bad.write_bytes(bad.read_bytes()[:-3])
+    r = rq.checkpoint.check(tmp_path / "model.safetensors", sdir)
+    assert _row(r, "m.a.weight").status == "ok"
+    row = _row(r, "m.b.weight")
+    assert row.status == "cannot check" and "unreadable source shards: m.b.weight.safetensors" in row.note
+    assert r.unreadable[str(bad)].startswith("source shard: ")
 
 
 def test_zero_and_nan_scales_are_decode_faults(ct_source, tmp_path):

@@ -126,6 +126,30 @@ def test_bitsandbytes_nf4_clean_and_nibble_order(bnb_nf4, tmp_path):
     assert _row(r, "b.weight").status == "ok"
 
 
+def test_sub_chunks_do_not_change_the_float_reports(bnb_nf4, tmp_path, monkeypatch):
+    """NF4, NVFP4 and MX rows read in sub-chunks of a few rows give the same report as in one."""
+    from refquant.checkpoint import _checks
+
+    swapped = tmp_path / "swapped.safetensors"
+    swapped.write_bytes((bnb_nf4 / "model.safetensors").read_bytes())
+    _edit(swapped, lambda n, a: ((a >> 4) | (a << 4)).astype(np.uint8) if n == "a.weight" else a)
+    w = W.rng_weights((16, 64), 31).astype(np.float32)
+    save_file(tmp_path / "src.safetensors", {"l.weight": w})
+    codes, scodes, g = rq.nvfp4.quantize(w, convention="modelopt")
+    codes = codes.copy()
+    codes[9, 2] ^= 0x1
+    (tmp_path / "nv").mkdir()
+    save_file(tmp_path / "nv" / "model.safetensors", {
+        "l.weight": rq.pack(codes, 4).reshape(16, 32), "l.weight_scale": scodes.view(ml_dtypes.float8_e4m3fn),
+        "l.weight_scale_2": np.float32(g).reshape(())})
+    cases = [(bnb_nf4 / "model.safetensors", bnb_nf4 / "source.safetensors"),
+             (swapped, bnb_nf4 / "source.safetensors"), (tmp_path / "nv", tmp_path / "src.safetensors")]
+    whole = [rq.checkpoint.check(m, s).to_dict()["rows"] for m, s in cases]
+    monkeypatch.setattr(_checks, "SUB_CHUNK", 128)
+    assert [rq.checkpoint.check(m, s).to_dict()["rows"] for m, s in cases] == whole
+    assert whole[1][0]["status"] == "mismatch" and whole[2][0]["code_mismatches"] == 1
+
+
 def test_bitsandbytes_state_json_is_read(bnb_nf4):
     with SafetensorsFile(bnb_nf4 / "model.safetensors") as f:
         state = json.loads(bytes(f.get("b.weight.quant_state.bitsandbytes__nf4")).decode())
@@ -149,6 +173,60 @@ def test_modelopt_nvfp4_flipped_code_and_block_scale(tmp_path):
     assert row.scale_mismatches == 1
     assert row.causes["block scale code +1 ulp from the rq.nvfp4 modelopt rule"] == 1
     assert row.code_mismatches >= 1 and row.examples[0]["index"] in range(16 * 64)
+
+
+def test_unswizzle_inverts_torchaos_to_blocked():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchao")
+    from torchao.prototype.mx_formats.utils import to_blocked
+
+    from refquant.checkpoint._floats import unswizzle
+
+    g = torch.Generator().manual_seed(3)
+    for rows, cols in ((6, 5), (128, 4), (300, 37), (256, 8)):
+        m = torch.randint(0, 255, (rows, cols), dtype=torch.uint8, generator=g)
+        flat = to_blocked(m).numpy()
+        for lo, hi in ((0, rows), (rows // 3, rows - 1), (rows - 1, rows)):
+            assert (unswizzle(flat, rows, cols, lo, hi) == m.numpy()[lo:hi]).all(), (rows, cols, lo, hi)
+
+
+def test_torchao_nvfp4_swizzled_clean_and_faults(tmp_path):
+    """torchao's NVFP4WeightOnlyConfig (swizzled block scales, a dynamic per-tensor scale):
+    208 rows, so the scale tiles are padded."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchao")
+    st = pytest.importorskip("safetensors.torch")
+    from torchao.prototype.mx_formats import NVFP4WeightOnlyConfig
+    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+    from torchao.quantization import quantize_
+
+    torch.manual_seed(4)
+    m = torch.nn.Sequential(torch.nn.Linear(256, 208, bias=False)).to(torch.bfloat16)
+    source = {k: v.detach().clone() for k, v in m.state_dict().items()}
+    st.save_file(source, str(tmp_path / "source.safetensors"))
+    quantize_(m, NVFP4WeightOnlyConfig())
+    tensors, meta = flatten_tensor_state_dict(m.state_dict())
+    assert json.loads(meta["0.weight"])["_data"]["is_swizzled_scales"]
+    st.save_file(tensors, str(tmp_path / "model.safetensors"), metadata=meta)
+    r = rq.checkpoint.check(tmp_path / "model.safetensors", tmp_path / "source.safetensors")
+    row = _row(r, "0.weight")
+    assert r.ok and (row.kind, row.format) == ("nvfp4", "torchao"), str(r)
+    assert row.codes_compared == 208 * 256 and row.scales_compared == 208 * 16 + 1
+    from torchao.prototype.mx_formats.utils import to_blocked
+
+    def edit(n, a):
+        if n == "0._weight_qdata":
+            a.view(np.uint8)[207, 7] ^= 0x10  # element 15 of row 207
+        if n == "0._weight_scale":  # block scale (row 130, block 3), found through the layout
+            where = to_blocked(torch.arange(208 * 16, dtype=torch.int32).reshape(208, 16)).numpy()
+            a.view(np.uint8).reshape(-1)[np.flatnonzero(where == 130 * 16 + 3)[0]] += 1
+        return a
+
+    _edit(tmp_path / "model.safetensors", edit)
+    r = rq.checkpoint.check(tmp_path / "model.safetensors", tmp_path / "source.safetensors")
+    row = _row(r, "0.weight")
+    assert row.code_mismatches == 1 and row.examples[0]["index"] == 207 * 256 + 15
+    assert row.causes["block scale code +1 ulp from the rq.nvfp4 torchao rule"] == 1
 
 
 def test_torchao_mx_fp8_clean_and_faults(tmp_path):
@@ -179,5 +257,5 @@ def test_torchao_mx_fp8_clean_and_faults(tmp_path):
     r = rq.checkpoint.check(tmp_path / "model.safetensors", tmp_path / "source.safetensors")
     row = _row(r, "l.weight")
     assert row.status == "mismatch" and row.scale_mismatches == 1
-    assert row.causes["scale +1 ulp from the rq.mx torchao.floor rule"] == 1
+    assert row.causes["block scale code +1 ulp from the rq.mx torchao.floor rule"] == 1
     assert row.code_mismatches >= 1 and row.examples[0]["index"] == 1 * 64 + 7
