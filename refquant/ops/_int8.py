@@ -1,0 +1,167 @@
+"""Exact sums of 8-bit code products on integer SIMD (x86 AVX-512 VNNI), with zero points as rank-1 terms.
+
+For codes ``a`` (M, K) and ``b`` (K, N) of 8 bits and zero points ``za`` (per row) and ``zb``
+(per column):
+
+``sum_k (a[i,k] - za[i]) * (b[k,j] - zb[j]) = S[i,j] - zb[j]*R[i] - za[i]*C[j] + K*za[i]*zb[j]``
+
+with ``S = a @ b`` on the raw codes, ``R[i] = sum_k a[i,k]`` and ``C[j] = sum_k b[k,j]``; the
+identity holds in the integers, and every term on the right is formed in int64 (each magnitude is
+below K * 2**16, far from 2**63). ``vpdpbusd`` multiplies an unsigned byte by a signed byte, so
+int8 ``a`` is first moved to uint8 (``a + 128``, a flip of the top bit) and uint8 ``b`` to int8
+(``b - 128``), with the same shift applied to the zero point, which leaves every difference
+``a - za``, ``b - zb`` unchanged.
+
+``S`` is accumulated in int32 lanes: each ``vpdpbusd`` adds four products of magnitude at most
+255 * 128 = 32640 to a lane, without saturation, and the 16 lanes are added at the end. A chunk
+of at most 65792 = 1028 * 64 terms keeps every partial sum, in any order, below
+65792 * 32640 = 2147450880 < 2**31, so no int32 operation wraps and each chunk's sum is exact;
+longer rows are split into such chunks and the chunk sums added in int64. K is padded to a
+multiple of 64 with zeros on both sides (zero products) and the row counts to multiples of 4
+(rows that are sliced off).
+
+The path is taken only where Numba compiles for a CPU with AVX-512 VNNI; elsewhere the float GEMM
+of ``_accumulate`` computes the same integers. The result never depends on the path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._kernels import _ops as kernels
+
+_STEP = kernels.GEMM_STEP
+_ENABLED: bool | None = None  # decided on first use; tests set it to compare both paths
+
+
+def enabled() -> bool:
+    global _ENABLED
+    if _ENABLED is None:
+        _ENABLED = kernels.vnni_available()
+    return _ENABLED
+
+
+def applies(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether the 8-bit integer path takes a product of codes ``a`` (..., M, K) and ``b`` (..., K, N)."""
+    return a.dtype.itemsize == b.dtype.itemsize == 1 and min(a.shape[-2:] + b.shape[-1:]) > 0 and enabled()
+
+
+def applies_conv(x: np.ndarray, w: np.ndarray, group: int) -> bool:
+    """Whether the 8-bit integer path takes a 2-D convolution (not one of many small groups)."""
+    return (x.ndim == 4 and x.dtype.itemsize == w.dtype.itemsize == 1 and x.size > 0 and w.size > 0
+            and (group == 1 or w[0].size >= 32) and enabled())
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def packed(q: np.ndarray, to) -> np.ndarray:
+    """8-bit codes ``q`` (rows, K) as ``to`` (uint8: + 128 for int8; int8: - 128 for uint8), C-ordered,
+    rows padded to a multiple of 4 and K to a multiple of 64 with zeros."""
+    rows, k = q.shape
+    shape = (_round_up(rows, kernels.GEMM_ROWS), _round_up(k, _STEP))
+    if q.dtype == np.dtype(to) and shape == q.shape and q.flags.c_contiguous:
+        return q
+    out = np.zeros(shape, to)
+    if q.dtype == np.dtype(to):
+        out[:rows, :k] = q
+    else:
+        np.bitwise_xor(q.view(np.uint8), np.uint8(0x80), out=out[:rows, :k].view(np.uint8))
+    return out
+
+
+def shift(z: np.ndarray, dtype: np.dtype, to) -> np.ndarray:
+    """The zero point ``z`` (int64) of codes of ``dtype`` once the codes are moved to ``to``."""
+    if dtype == np.dtype(to):
+        return z
+    return z + 128 if np.dtype(to) == np.uint8 else z - 128
+
+
+def row_sums(p: np.ndarray) -> np.ndarray:
+    out = np.empty(p.shape[0], np.int64)
+    kernels.row_sums(p, out)
+    return out
+
+
+def raw_sums(u: np.ndarray, s: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``u @ s.T`` (packed uint8 and int8) into ``out`` (an int32 view), or a new int64 array when K
+    needs more than one chunk."""
+    steps = u.shape[1] // _STEP
+    if steps <= kernels.GEMM_MAX_STEPS:
+        kernels.gemm_u8s8(u, s, 0, steps, out)
+        return out
+    total = np.zeros(out.shape, np.int64)
+    for first in range(0, steps, kernels.GEMM_MAX_STEPS):
+        n = min(kernels.GEMM_MAX_STEPS, steps - first)
+        kernels.gemm_u8s8(u, s, first * _STEP, n, out)
+        total += out
+    return total
+
+
+def corrected(raw, ru, cs, zu, zs, k, out) -> None:
+    """``out = raw - zs*ru - zu*cs + k*zu*zs`` (the module's identity; zu, zs broadcast to length)."""
+    zu = np.ascontiguousarray(np.broadcast_to(zu, (out.shape[0],)), np.int64)
+    zs = np.ascontiguousarray(np.broadcast_to(zs, (out.shape[1],)), np.int64)
+    kernels.corrected(raw, ru, cs, zu, zs, k, out)
+
+
+def matmul(a: np.ndarray, b: np.ndarray, za: np.ndarray, zb: np.ndarray) -> np.ndarray:
+    """The exact int64 ``(a - za) @ (b - zb)`` of 8-bit codes (NumPy's matmul shapes, ``za`` scalar
+    or one per row of a, ``zb`` scalar or one per column of b)."""
+    if b.ndim == 2:  # stack a's batch into its rows
+        m = a.shape[-2]
+        rows = a.reshape(-1, a.shape[-1])
+        zrows = np.tile(np.broadcast_to(za, (m,)), rows.shape[0] // m)
+        return _matmul_2d(rows, b, zrows, zb).reshape(a.shape[:-1] + (b.shape[-1],))
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a_b = np.broadcast_to(a, batch + a.shape[-2:])
+    b_b = np.broadcast_to(b, batch + b.shape[-2:])
+    out = np.empty(batch + (a.shape[-2], b.shape[-1]), np.int64)
+    for idx in np.ndindex(*batch):
+        out[idx] = _matmul_2d(a_b[idx], b_b[idx], za, zb)
+    return out
+
+
+def _matmul_2d(a, b, za, zb):
+    m, k = a.shape
+    n = b.shape[1]
+    u, s = packed(a, np.uint8), packed(b.T, np.int8)
+    raw = raw_sums(u, s, np.empty((u.shape[0], s.shape[0]), np.int32))
+    out = np.empty((m, n), np.int64)
+    corrected(raw[:m, :n], row_sums(u)[:m], row_sums(s)[:n], shift(za, a.dtype, np.uint8),
+              shift(zb, b.dtype, np.int8), k, out)
+    return out
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, zx: np.ndarray, zw: np.ndarray, geo) -> np.ndarray:
+    """The exact int64 sums of a 2-D convolution of 8-bit codes (``x`` padded with ``zx``), shape
+    (N, M, OH, OW): im2col to (pixels, (kh, kw, C/G)) rows, then the GEMM of :func:`matmul`'s
+    identity against the weights reordered to (M, (kh, kw, C/G))."""
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    g, mg = geo.group, m // geo.group
+    oh, ow = geo.output_shape((h, wd), (kh, kw))
+    p, k = oh * ow, cg * kh * kw
+    zu = int(shift(zx, x.dtype, np.uint8).reshape(-1)[0])
+    zs = np.broadcast_to(shift(zw, w.dtype, np.int8), (m,))
+    p0, p1, p2, p3 = geo.pads
+    xp = np.full((n, h + p0 + p2, wd + p1 + p3, c), zu, np.uint8)
+    inner = xp[:, p0:p0 + h, p1:p1 + wd, :]
+    if x.dtype == np.uint8:
+        inner[...] = x.transpose(0, 2, 3, 1)
+    else:
+        np.bitwise_xor(x.view(np.uint8).transpose(0, 2, 3, 1), np.uint8(0x80), out=inner)
+    wt = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(m, k)
+    weights = [packed(wt[i * mg:(i + 1) * mg], np.int8) for i in range(g)]
+    cols = np.zeros((_round_up(p, kernels.GEMM_ROWS), _round_up(k, _STEP)), np.uint8)
+    out = np.empty((n, m, p), np.int64)
+    (sh, sw), (dh, dw) = geo.strides, geo.dilations
+    for b in range(n):
+        for i, s in enumerate(weights):
+            kernels.im2col_u8(xp[b, :, :, i * cg:(i + 1) * cg], kh, kw, sh, sw, dh, dw, oh, ow, cols)
+            raw = np.empty((s.shape[0], cols.shape[0]), np.int32)
+            sums = raw_sums(cols, s, raw.T)
+            corrected(sums[:p, :mg], row_sums(cols)[:p], row_sums(s)[:mg], zu, zs[i * mg:(i + 1) * mg], k,
+                      out[b, i * mg:(i + 1) * mg].T)
+    return out.reshape(n, m, oh, ow)
