@@ -140,56 +140,95 @@ _vnni_block = _make_block()
 _PANEL = 128  # rows of s per task: 128 rows of up to 4 KiB stay in the L2 cache
 
 
-@parallel_kernel
-def gemm_u8s8(u, s, k0, steps, out):
-    """``out[i, j] = sum_{k0 <= k < k0 + 64*steps} u[i, k] * s[j, k]`` in int32 (u uint8, s int8).
+@kernel
+def _block_sums(pu, su, ps, ss, steps, scratch, total):
+    """``total[4*r + c] = sum_k u[r, k] * s[c, k]`` (int64) for the 4 x 4 block at addresses ``pu``,
+    ``ps`` (row strides ``su``, ``ss``): int32 sums over chunks of at most GEMM_MAX_STEPS steps,
+    each exact (see gemm_u8s8), added in int64. ``scratch``: 16 int32 of the caller's."""
+    total[:] = 0
+    for first in range(0, steps, GEMM_MAX_STEPS):
+        offset = first * GEMM_STEP
+        _vnni_block(pu + offset, su, ps + offset, ss, min(GEMM_MAX_STEPS, steps - first), scratch.ctypes.data,
+                    4 * GEMM_COLS, 4)
+        for q in range(GEMM_ROWS * GEMM_COLS):
+            total[q] += scratch[q]
 
-    ``u`` (M, Kp) and ``s`` (N, Kp) have unit column strides, M and N multiples of 4,
-    1 <= steps <= GEMM_MAX_STEPS; ``out`` is an int32 (M, N) view with any strides. Each sum has
-    at most 65792 terms of magnitude <= 255 * 128, so every partial sum, in any order, is below
-    2**31: the int32 lanes never wrap and the result is exact.
+
+@kernel
+def _store_block(total, ru, cs, zu, zs, k, out):
+    """``out[r, c] = total[4*r + c] - zs[c]*ru[r] - zu[r]*cs[c] + k*zu[r]*zs[c]`` for the rows and
+    columns ``out`` has (at most 4 each): the zero-point identity, exact in int64."""
+    for r in range(min(GEMM_ROWS, out.shape[0])):
+        for c in range(min(GEMM_COLS, out.shape[1])):
+            out[r, c] = total[r * GEMM_COLS + c] - zs[c] * ru[r] - zu[r] * cs[c] + k * zu[r] * zs[c]
+
+
+@parallel_kernel
+def gemm_u8s8(u, s, steps, ru, cs, zu, zs, k, out):
+    """``out[i, j] = sum_k (u[i, k] - zu[i]) * (s[j, k] - zs[j])`` in int64, from raw u8 x s8 sums.
+
+    ``u`` (Mp, 64*steps) uint8 and ``s`` (Np, 64*steps) int8 have unit column strides and row counts
+    that are multiples of 4 (padding rows and columns hold zeros); ``ru``, ``cs`` are the int64 row
+    sums of u and s, ``zu``, ``zs`` the zero points (int64, one per output row / column), ``k`` the
+    unpadded length; ``out`` is an int64 (M, N) view with any strides. The raw sums are taken in
+    int32 over chunks of at most GEMM_MAX_STEPS * 64 = 65792 terms of magnitude <= 255 * 128, so
+    every int32 partial sum, in any order, stays below 2**31 (exact); the chunks are added in int64
+    and the zero points enter as ``raw - zs*ru - zu*cs + k*zu*zs``, exact in int64.
     """
-    m, n = u.shape[0], s.shape[0]
+    m, n = out.shape
     tasks_j = (n + _PANEL - 1) // _PANEL
     tasks_i = (m + 63) // 64
-    pu, ps, po = u.ctypes.data, s.ctypes.data, out.ctypes.data
-    su, ss = u.strides[0], s.strides[0]
-    o_row, o_col = out.strides[0], out.strides[1]
     for t in prange(tasks_j * tasks_i):
         tj, ti = t // tasks_i, t % tasks_i
+        scratch = np.empty(GEMM_ROWS * GEMM_COLS, np.int32)
+        total = np.empty(GEMM_ROWS * GEMM_COLS, np.int64)
         for i in range(ti * 64, min(m, ti * 64 + 64), GEMM_ROWS):
             for j in range(tj * _PANEL, min(n, tj * _PANEL + _PANEL), GEMM_COLS):
-                _vnni_block(pu + i * su + k0, su, ps + j * ss + k0, ss, steps,
-                            po + i * o_row + j * o_col, o_row, o_col)
+                _block_sums(u.ctypes.data + i * u.strides[0], u.strides[0], s.ctypes.data + j * s.strides[0],
+                            s.strides[0], steps, scratch, total)
+                _store_block(total, ru[i:], cs[j:], zu[i:], zs[j:], k, out[i:i + GEMM_ROWS, j:j + GEMM_COLS])
 
 
 @parallel_kernel
+def conv_u8s8(xp, kh, kw, sh, sw, dh, dw, ow, s, steps, cs, zu, zs, k, out):
+    """One image and group of a 2-D convolution: ``out[p, j] = sum_k (col[p, k] - zu) * (s[j, k] - zs[j])``.
+
+    ``col[p, (a*kw + b)*C + c] = xp[p // ow * sh + a*dh, p % ow * sw + b*dw, c]`` is built 64 pixels
+    at a time (``xp``: the padded input, (H, W, C) uint8), then summed as in gemm_u8s8 against the
+    packed weights ``s`` (row sums ``cs``); ``out`` is an int64 (pixels, M) view.
+    """
+    npix, m = out.shape
+    c = xp.shape[2]
+    for t in prange((npix + 63) // 64):
+        cols = np.zeros((64, steps * GEMM_STEP), np.uint8)
+        ru = np.zeros(64, np.int64)
+        zrows = np.full(64, zu, np.int64)
+        scratch = np.empty(GEMM_ROWS * GEMM_COLS, np.int32)
+        total = np.empty(GEMM_ROWS * GEMM_COLS, np.int64)
+        rows = min(64, npix - t * 64)
+        for r in range(rows):
+            p = t * 64 + r
+            y, x = p // ow * sh, p % ow * sw
+            for a in range(kh):
+                for b in range(kw):
+                    base = (a * kw + b) * c
+                    for q in range(c):
+                        v = xp[y + a * dh, x + b * dw, q]
+                        cols[r, base + q] = v
+                        ru[r] += v
+        for i in range(0, rows, GEMM_ROWS):
+            for j in range(0, m, GEMM_COLS):
+                _block_sums(cols.ctypes.data + i * cols.strides[0], cols.strides[0],
+                            s.ctypes.data + j * s.strides[0], s.strides[0], steps, scratch, total)
+                _store_block(total, ru[i:], cs[j:], zrows[i:], zs[j:], k,
+                             out[t * 64 + i:t * 64 + i + GEMM_ROWS, j:j + GEMM_COLS])
+
+
+@kernel
 def row_sums(a, out):
     """``out[i] = sum_k a[i, k]`` in int64."""
-    for i in prange(a.shape[0]):
+    for i in range(a.shape[0]):
         t = 0
-        for k in range(a.shape[1]):
-            t += np.int64(a[i, k])
+        for j in range(a.shape[1]):
+            t += np.int64(a[i, j])
         out[i] = t
-
-
-@parallel_kernel
-def corrected(raw, ru, cs, zu, zs, k, out):
-    """``out[i, j] = raw[i, j] - zs[j]*ru[i] - zu[i]*cs[j] + k*zu[i]*zs[j]`` in int64: the sum of
-    ``(u - zu[i]) * (s - zs[j])`` from the sum of ``u * s`` and the row sums ``ru`` of u, ``cs`` of s."""
-    for i in prange(raw.shape[0]):
-        for j in range(raw.shape[1]):
-            out[i, j] = (np.int64(raw[i, j]) - zs[j] * ru[i] - zu[i] * cs[j] + k * zu[i] * zs[j])
-
-
-@parallel_kernel
-def im2col_u8(xp, kh, kw, sh, sw, dh, dw, oh, ow, cols):
-    """``cols[p, (a*kw + b)*C + c] = xp[p // ow * sh + a*dh, p % ow * sw + b*dw, c]`` (xp: H, W, C)."""
-    c = xp.shape[2]
-    for p in prange(oh * ow):
-        y, x = p // ow * sh, p % ow * sw
-        for a in range(kh):
-            for b in range(kw):
-                base = (a * kw + b) * c
-                for t in range(c):
-                    cols[p, base + t] = xp[y + a * dh, x + b * dw, t]

@@ -84,26 +84,12 @@ def row_sums(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def raw_sums(u: np.ndarray, s: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``u @ s.T`` (packed uint8 and int8) into ``out`` (an int32 view), or a new int64 array when K
-    needs more than one chunk."""
-    steps = u.shape[1] // _STEP
-    if steps <= kernels.GEMM_MAX_STEPS:
-        kernels.gemm_u8s8(u, s, 0, steps, out)
-        return out
-    total = np.zeros(out.shape, np.int64)
-    for first in range(0, steps, kernels.GEMM_MAX_STEPS):
-        n = min(kernels.GEMM_MAX_STEPS, steps - first)
-        kernels.gemm_u8s8(u, s, first * _STEP, n, out)
-        total += out
-    return total
-
-
-def corrected(raw, ru, cs, zu, zs, k, out) -> None:
-    """``out = raw - zs*ru - zu*cs + k*zu*zs`` (the module's identity; zu, zs broadcast to length)."""
-    zu = np.ascontiguousarray(np.broadcast_to(zu, (out.shape[0],)), np.int64)
-    zs = np.ascontiguousarray(np.broadcast_to(zs, (out.shape[1],)), np.int64)
-    kernels.corrected(raw, ru, cs, zu, zs, k, out)
+def sums(u: np.ndarray, s: np.ndarray, zu, zs, k: int, out: np.ndarray) -> None:
+    """``out[i, j] = sum_k (u[i, k] - zu[i]) * (s[j, k] - zs[j])`` for packed ``u``, ``s`` (the
+    module's identity; ``zu``, ``zs`` scalars or one per row, ``out`` an int64 view)."""
+    zu = np.ascontiguousarray(np.broadcast_to(zu, out.shape[:1]), np.int64)
+    zs = np.ascontiguousarray(np.broadcast_to(zs, out.shape[1:]), np.int64)
+    kernels.gemm_u8s8(u, s, u.shape[1] // _STEP, row_sums(u), row_sums(s), zu, zs, k, out)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, za: np.ndarray, zb: np.ndarray) -> np.ndarray:
@@ -126,18 +112,17 @@ def matmul(a: np.ndarray, b: np.ndarray, za: np.ndarray, zb: np.ndarray) -> np.n
 def _matmul_2d(a, b, za, zb):
     m, k = a.shape
     n = b.shape[1]
-    u, s = packed(a, np.uint8), packed(b.T, np.int8)
-    raw = raw_sums(u, s, np.empty((u.shape[0], s.shape[0]), np.int32))
     out = np.empty((m, n), np.int64)
-    corrected(raw[:m, :n], row_sums(u)[:m], row_sums(s)[:n], shift(za, a.dtype, np.uint8),
-              shift(zb, b.dtype, np.int8), k, out)
+    u, s = packed(a, np.uint8), packed(b.T, np.int8)
+    sums(u, s, shift(za, a.dtype, np.uint8), shift(zb, b.dtype, np.int8), k, out)
     return out
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, zx: np.ndarray, zw: np.ndarray, geo) -> np.ndarray:
     """The exact int64 sums of a 2-D convolution of 8-bit codes (``x`` padded with ``zx``), shape
-    (N, M, OH, OW): im2col to (pixels, (kh, kw, C/G)) rows, then the GEMM of :func:`matmul`'s
-    identity against the weights reordered to (M, (kh, kw, C/G))."""
+    (N, M, OH, OW): the input as (H, W, C) rows, gathered 64 pixels at a time into (pixel, (kh, kw,
+    C/G)) rows and summed, with the module's identity, against the weights reordered to
+    (M, (kh, kw, C/G))."""
     n, c, h, wd = x.shape
     m, cg, kh, kw = w.shape
     g, mg = geo.group, m // geo.group
@@ -154,14 +139,12 @@ def conv2d(x: np.ndarray, w: np.ndarray, zx: np.ndarray, zw: np.ndarray, geo) ->
         np.bitwise_xor(x.view(np.uint8).transpose(0, 2, 3, 1), np.uint8(0x80), out=inner)
     wt = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(m, k)
     weights = [packed(wt[i * mg:(i + 1) * mg], np.int8) for i in range(g)]
-    cols = np.zeros((_round_up(p, kernels.GEMM_ROWS), _round_up(k, _STEP)), np.uint8)
     out = np.empty((n, m, p), np.int64)
     (sh, sw), (dh, dw) = geo.strides, geo.dilations
-    for b in range(n):
-        for i, s in enumerate(weights):
-            kernels.im2col_u8(xp[b, :, :, i * cg:(i + 1) * cg], kh, kw, sh, sw, dh, dw, oh, ow, cols)
-            raw = np.empty((s.shape[0], cols.shape[0]), np.int32)
-            sums = raw_sums(cols, s, raw.T)
-            corrected(sums[:p, :mg], row_sums(cols)[:p], row_sums(s)[:mg], zu, zs[i * mg:(i + 1) * mg], k,
-                      out[b, i * mg:(i + 1) * mg].T)
+    for i, s in enumerate(weights):
+        chans, outs = slice(i * cg, (i + 1) * cg), slice(i * mg, (i + 1) * mg)
+        zs_g, cs = np.ascontiguousarray(zs[outs], np.int64), row_sums(s)
+        for b in range(n):
+            kernels.conv_u8s8(xp[b, :, :, chans], kh, kw, sh, sw, dh, dw, ow, s, s.shape[1] // _STEP, cs,
+                              zu, zs_g, k, out[b, outs].T)
     return out.reshape(n, m, oh, ow)
