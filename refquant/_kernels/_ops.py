@@ -50,9 +50,9 @@ def requantize_f32(acc, mult, bterm, has_bias, zp, lo, hi, indefinite, out):
 # --------------------------------------------------------------------------------------------
 # u8 x s8 integer GEMM with exact int32 accumulation (x86 VNNI: vpdpbusd)
 
-GEMM_ROWS = GEMM_COLS = 4  # a 4 x 4 block of outputs per call of the block kernel
-GEMM_STEP = 64  # bytes of K per vpdpbusd (16 int32 lanes, four products each)
-GEMM_MAX_STEPS = 1028  # 1028 * 64 = 65792 terms of |u * s| <= 255 * 128 = 32640: every sum < 2**31
+GEMM_ROWS = 4  # rows of u per block
+GEMM_COLS = 64  # rows of s per block (four 16-lane vectors)
+GEMM_MAX_STEPS = 16448  # steps of 4 terms: 65792 terms of |u * s| <= 255 * 128 = 32640, every sum < 2**31
 
 
 def vnni_available() -> bool:
@@ -71,22 +71,23 @@ def vnni_available() -> bool:
 
 
 def _block_codegen(context, builder, signature, args):
-    """LLVM IR: out[r, c] = sum over ``steps`` * 64 bytes of u[r, k] * s[c, k] (u8 x s8, int32 lanes).
+    """LLVM IR: ``out[r, c] = sum_{k < 4*steps} u[r, k] * s[c, k]`` for 4 rows of u (uint8) and 64 of s
+    (int8), in int32 lanes.
 
-    The 16 accumulators are <16 x i32> vectors; ``vpdpbusd`` adds four u8 x s8 products to each
-    lane, without saturation; the lanes are added at the end. ``args``: addresses and byte strides
-    of u's and s's first rows, the number of steps (>= 1), the address of out[0, 0] and its row
-    and column strides in bytes."""
+    ``s`` comes packed: step ``t`` holds, for each of the 64 rows ``c``, the four bytes
+    ``s[c, 4t:4t+4]`` (256 bytes). Each step broadcasts ``u[r, 4t:4t+4]`` to the 16 lanes and
+    ``vpdpbusd`` adds the four u8 x s8 products of each lane to its int32 accumulator, without
+    saturation. ``args``: the address of u[0, 0] and u's row stride, the address of the packed s,
+    the number of steps (>= 1), and the address of out (4 x 64 int32, row-major)."""
     from llvmlite import ir
     from numba.core import cgutils
 
     i32, i64 = ir.IntType(32), ir.IntType(64)
     vec = ir.VectorType(i32, 16)
+    nvec = GEMM_COLS // 16
     dot = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
                                          "llvm.x86.avx512.vpdpbusd.512")
-    hsum = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [vec]),
-                                          "llvm.vector.reduce.add.v16i32")
-    u0, u_stride, s0, s_stride, steps, o0, o_row, o_col = args
+    u0, u_stride, s0, steps, o0 = args
     entry = builder.block
     loop = builder.function.append_basic_block("vnni_block_loop")
     done = builder.function.append_basic_block("vnni_block_done")
@@ -95,32 +96,32 @@ def _block_codegen(context, builder, signature, args):
     k = builder.phi(i64)
     k.add_incoming(ir.Constant(i64, 0), entry)
     acc = []
-    for _ in range(GEMM_ROWS * GEMM_COLS):
+    for _ in range(GEMM_ROWS * nvec):
         p = builder.phi(vec)
         p.add_incoming(ir.Constant(vec, None), entry)
         acc.append(p)
-    offset = builder.mul(k, ir.Constant(i64, GEMM_STEP))
 
-    def load(base, stride, row):
-        addr = builder.add(builder.add(base, builder.mul(stride, ir.Constant(i64, row))), offset)
-        return builder.load(builder.inttoptr(addr, vec.as_pointer()), align=1)
+    def at(base, offset, ty):
+        return builder.inttoptr(builder.add(base, offset), ty.as_pointer())
 
-    us = [load(u0, u_stride, r) for r in range(GEMM_ROWS)]
-    ss = [load(s0, s_stride, c) for c in range(GEMM_COLS)]
-    new = [builder.call(dot, [acc[r * GEMM_COLS + c], us[r], ss[c]])
-           for r in range(GEMM_ROWS) for c in range(GEMM_COLS)]
+    s_step = builder.add(s0, builder.mul(k, ir.Constant(i64, 4 * GEMM_COLS)))
+    ss = [builder.load(at(s_step, ir.Constant(i64, 64 * c), vec), align=1) for c in range(nvec)]
+    u_step = builder.add(u0, builder.mul(k, ir.Constant(i64, 4)))
+    splat = ir.Constant(vec, [0] * 16)
+    new = []
+    for r in range(GEMM_ROWS):
+        word = builder.load(at(u_step, builder.mul(u_stride, ir.Constant(i64, r)), i32), align=1)
+        lanes = builder.insert_element(ir.Constant(vec, ir.Undefined), word, ir.Constant(i32, 0))
+        broadcast = builder.shuffle_vector(lanes, ir.Constant(vec, ir.Undefined), splat)
+        new.extend(builder.call(dot, [acc[r * nvec + c], broadcast, ss[c]]) for c in range(nvec))
     k_next = builder.add(k, ir.Constant(i64, 1))
     k.add_incoming(k_next, loop)
     for p, v in zip(acc, new):
         p.add_incoming(v, loop)
     builder.cbranch(builder.icmp_signed("<", k_next, steps), loop, done)
     builder.position_at_end(done)
-    for r in range(GEMM_ROWS):
-        for c in range(GEMM_COLS):
-            addr = builder.add(o0, builder.add(builder.mul(o_row, ir.Constant(i64, r)),
-                                               builder.mul(o_col, ir.Constant(i64, c))))
-            total = builder.call(hsum, [new[r * GEMM_COLS + c]])
-            builder.store(total, builder.inttoptr(addr, i32.as_pointer()))
+    for q, v in enumerate(new):
+        builder.store(v, at(o0, ir.Constant(i64, 64 * q), vec), align=4)
     return context.get_dummy_value()
 
 
@@ -129,82 +130,99 @@ def _make_block():
     from numba.extending import intrinsic
 
     @intrinsic
-    def vnni_block(typingctx, u0, u_stride, s0, s_stride, steps, o0, o_row, o_col):
-        return types.void(*([types.intp] * 8)), _block_codegen
+    def vnni_block(typingctx, u0, u_stride, s0, steps, out):
+        return types.void(*([types.intp] * 5)), _block_codegen
 
     return vnni_block
 
 
 _vnni_block = _make_block()
 
-_PANEL = 128  # rows of s per task: 128 rows of up to 4 KiB stay in the L2 cache
-
 
 @kernel
-def _block_sums(pu, su, ps, ss, steps, scratch, total):
-    """``total[4*r + c] = sum_k u[r, k] * s[c, k]`` (int64) for the 4 x 4 block at addresses ``pu``,
-    ``ps`` (row strides ``su``, ``ss``): int32 sums over chunks of at most GEMM_MAX_STEPS steps,
-    each exact (see gemm_u8s8), added in int64. ``scratch``: 16 int32 of the caller's."""
+def _block_sums(pu, su, ps, steps, scratch, total):
+    """``total[r, c] = sum_k u[r, k] * s[c, k]`` (int64) for the block of 4 rows of u at address ``pu``
+    (row stride ``su``) and 64 packed rows of s at ``ps``: int32 sums over chunks of at most
+    GEMM_MAX_STEPS steps, each exact (see gemm_u8s8), added in int64. ``scratch``: (4, 64) int32."""
     total[:] = 0
     for first in range(0, steps, GEMM_MAX_STEPS):
-        offset = first * GEMM_STEP
-        _vnni_block(pu + offset, su, ps + offset, ss, min(GEMM_MAX_STEPS, steps - first), scratch.ctypes.data,
-                    4 * GEMM_COLS, 4)
-        for q in range(GEMM_ROWS * GEMM_COLS):
-            total[q] += scratch[q]
+        _vnni_block(pu + 4 * first, su, ps + 4 * GEMM_COLS * first, min(GEMM_MAX_STEPS, steps - first),
+                    scratch.ctypes.data)
+        total += scratch
 
 
 @kernel
 def _store_block(total, ru, cs, zu, zs, k, out):
-    """``out[r, c] = total[4*r + c] - zs[c]*ru[r] - zu[r]*cs[c] + k*zu[r]*zs[c]`` for the rows and
-    columns ``out`` has (at most 4 each): the zero-point identity, exact in int64."""
+    """``out[r, c] = total[r, c] - zs[c]*ru[r] - zu[r]*cs[c] + k*zu[r]*zs[c]`` for the rows and
+    columns ``out`` has: the zero-point identity, exact in int64."""
     for r in range(min(GEMM_ROWS, out.shape[0])):
         for c in range(min(GEMM_COLS, out.shape[1])):
-            out[r, c] = total[r * GEMM_COLS + c] - zs[c] * ru[r] - zu[r] * cs[c] + k * zu[r] * zs[c]
+            out[r, c] = total[r, c] - zs[c] * ru[r] - zu[r] * cs[c] + k * zu[r] * zs[c]
 
 
 @parallel_kernel
-def gemm_u8s8(u, s, steps, ru, cs, zu, zs, k, out):
+def pack_s8(q, offset, out, sums):
+    """``out[b, t, c, :] = q[64*b + c, 4t:4t+4] - offset`` as int8 (zero outside q), the layout the
+    block kernel reads; ``sums[j] = sum_k (q[j, k] - offset)`` in int64."""
+    n, k = q.shape
+    for b in prange(out.shape[0]):
+        for c in range(GEMM_COLS):
+            j = b * GEMM_COLS + c
+            total = 0
+            for t in range(out.shape[1]):
+                for e in range(4):
+                    v = np.int64(q[j, 4 * t + e]) - offset if j < n and 4 * t + e < k else 0
+                    out[b, t, c, e] = v
+                    total += v
+            if j < n:
+                sums[j] = total
+
+
+@parallel_kernel
+def gemm_u8s8(u, s, ru, cs, zu, zs, k, out):
     """``out[i, j] = sum_k (u[i, k] - zu[i]) * (s[j, k] - zs[j])`` in int64, from raw u8 x s8 sums.
 
-    ``u`` (Mp, 64*steps) uint8 and ``s`` (Np, 64*steps) int8 have unit column strides and row counts
-    that are multiples of 4 (padding rows and columns hold zeros); ``ru``, ``cs`` are the int64 row
-    sums of u and s, ``zu``, ``zs`` the zero points (int64, one per output row / column), ``k`` the
+    ``u`` (Mp, Kp) uint8 has unit column stride, Mp a multiple of 4 and Kp of 4 (padding holds
+    zeros); ``s`` is packed by pack_s8 (Np/64, Kp/4, 64, 4); ``ru``, ``cs`` are the int64 row sums
+    of u and s, ``zu``, ``zs`` the zero points (int64, one per output row / column), ``k`` the
     unpadded length; ``out`` is an int64 (M, N) view with any strides. The raw sums are taken in
-    int32 over chunks of at most GEMM_MAX_STEPS * 64 = 65792 terms of magnitude <= 255 * 128, so
+    int32 over chunks of at most 4 * GEMM_MAX_STEPS = 65792 terms of magnitude <= 255 * 128, so
     every int32 partial sum, in any order, stays below 2**31 (exact); the chunks are added in int64
     and the zero points enter as ``raw - zs*ru - zu*cs + k*zu*zs``, exact in int64.
     """
     m, n = out.shape
-    tasks_j = (n + _PANEL - 1) // _PANEL
+    steps = s.shape[1]
     tasks_i = (m + 63) // 64
-    for t in prange(tasks_j * tasks_i):
-        tj, ti = t // tasks_i, t % tasks_i
-        scratch = np.empty(GEMM_ROWS * GEMM_COLS, np.int32)
-        total = np.empty(GEMM_ROWS * GEMM_COLS, np.int64)
-        for i in range(ti * 64, min(m, ti * 64 + 64), GEMM_ROWS):
-            for j in range(tj * _PANEL, min(n, tj * _PANEL + _PANEL), GEMM_COLS):
-                _block_sums(u.ctypes.data + i * u.strides[0], u.strides[0], s.ctypes.data + j * s.strides[0],
-                            s.strides[0], steps, scratch, total)
+    groups = (s.shape[0] + 3) // 4  # four blocks of s (256 rows) per task
+    for t in prange(tasks_i * groups):
+        ti, tg = t // groups, t % groups
+        scratch = np.empty((GEMM_ROWS, GEMM_COLS), np.int32)
+        total = np.empty((GEMM_ROWS, GEMM_COLS), np.int64)
+        for b in range(4 * tg, min(s.shape[0], 4 * tg + 4)):
+            j = b * GEMM_COLS
+            for i in range(64 * ti, min(m, 64 * ti + 64), GEMM_ROWS):
+                _block_sums(u.ctypes.data + i * u.strides[0], u.strides[0], s.ctypes.data + b * s.strides[0],
+                            steps, scratch, total)
                 _store_block(total, ru[i:], cs[j:], zu[i:], zs[j:], k, out[i:i + GEMM_ROWS, j:j + GEMM_COLS])
 
 
 @parallel_kernel
-def conv_u8s8(xp, kh, kw, sh, sw, dh, dw, ow, s, steps, cs, zu, zs, k, out):
+def conv_u8s8(xp, kh, kw, sh, sw, dh, dw, ow, s, cs, zu, zs, k, out):
     """One image and group of a 2-D convolution: ``out[p, j] = sum_k (col[p, k] - zu) * (s[j, k] - zs[j])``.
 
-    ``col[p, (a*kw + b)*C + c] = xp[p // ow * sh + a*dh, p % ow * sw + b*dw, c]`` is built 64 pixels
-    at a time (``xp``: the padded input, (H, W, C) uint8), then summed as in gemm_u8s8 against the
-    packed weights ``s`` (row sums ``cs``); ``out`` is an int64 (pixels, M) view.
+    ``col[p, (a*kw + b)*C + c] = xp[p // ow * sh + a*dh, p % ow * sw + b*dw, c]`` is gathered 64
+    pixels at a time (``xp``: the padded input, (H, W, C) uint8), then summed as in gemm_u8s8
+    against the weights packed by pack_s8 (row sums ``cs``); ``out`` is an int64 (pixels, M) view.
     """
     npix, m = out.shape
     c = xp.shape[2]
+    steps = s.shape[1]
     for t in prange((npix + 63) // 64):
-        cols = np.zeros((64, steps * GEMM_STEP), np.uint8)
+        cols = np.zeros((64, 4 * steps), np.uint8)
         ru = np.zeros(64, np.int64)
         zrows = np.full(64, zu, np.int64)
-        scratch = np.empty(GEMM_ROWS * GEMM_COLS, np.int32)
-        total = np.empty(GEMM_ROWS * GEMM_COLS, np.int64)
+        scratch = np.empty((GEMM_ROWS, GEMM_COLS), np.int32)
+        total = np.empty((GEMM_ROWS, GEMM_COLS), np.int64)
         rows = min(64, npix - t * 64)
         for r in range(rows):
             p = t * 64 + r
@@ -216,10 +234,11 @@ def conv_u8s8(xp, kh, kw, sh, sw, dh, dw, ow, s, steps, cs, zu, zs, k, out):
                         v = xp[y + a * dh, x + b * dw, q]
                         cols[r, base + q] = v
                         ru[r] += v
-        for i in range(0, rows, GEMM_ROWS):
-            for j in range(0, m, GEMM_COLS):
+        for b in range(s.shape[0]):
+            j = b * GEMM_COLS
+            for i in range(0, rows, GEMM_ROWS):
                 _block_sums(cols.ctypes.data + i * cols.strides[0], cols.strides[0],
-                            s.ctypes.data + j * s.strides[0], s.strides[0], steps, scratch, total)
+                            s.ctypes.data + b * s.strides[0], steps, scratch, total)
                 _store_block(total, ru[i:], cs[j:], zrows[i:], zs[j:], k,
                              out[t * 64 + i:t * 64 + i + GEMM_ROWS, j:j + GEMM_COLS])
 

@@ -12,13 +12,12 @@ int8 ``a`` is first moved to uint8 (``a + 128``, a flip of the top bit) and uint
 (``b - 128``), with the same shift applied to the zero point, which leaves every difference
 ``a - za``, ``b - zb`` unchanged.
 
-``S`` is accumulated in int32 lanes: each ``vpdpbusd`` adds four products of magnitude at most
-255 * 128 = 32640 to a lane, without saturation, and the 16 lanes are added at the end. A chunk
-of at most 65792 = 1028 * 64 terms keeps every partial sum, in any order, below
-65792 * 32640 = 2147450880 < 2**31, so no int32 operation wraps and each chunk's sum is exact;
-longer rows are split into such chunks and the chunk sums added in int64. K is padded to a
-multiple of 64 with zeros on both sides (zero products) and the row counts to multiples of 4
-(rows that are sliced off).
+``S`` is accumulated in int32 lanes, one lane per output: each ``vpdpbusd`` adds four products
+of magnitude at most 255 * 128 = 32640 to a lane, without saturation. A chunk of at most
+65792 = 4 * 16448 terms keeps every partial sum, in any order, below 65792 * 32640 = 2147450880
+< 2**31, so no int32 operation wraps and each chunk's sum is exact; longer rows are split into
+such chunks and the chunk sums added in int64. K is padded to a multiple of 4 with zeros on both
+sides (zero products) and the row counts to multiples of 4 and 64 (rows that are never stored).
 
 The path is taken only where Numba compiles for a CPU with AVX-512 VNNI; elsewhere the float GEMM
 of ``_accumulate`` computes the same integers. The result never depends on the path.
@@ -30,7 +29,6 @@ import numpy as np
 
 from .._kernels import _ops as kernels
 
-_STEP = kernels.GEMM_STEP
 _ENABLED: bool | None = None  # decided on first use; tests set it to compare both paths
 
 
@@ -56,19 +54,29 @@ def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-def packed(q: np.ndarray, to) -> np.ndarray:
-    """8-bit codes ``q`` (rows, K) as ``to`` (uint8: + 128 for int8; int8: - 128 for uint8), C-ordered,
-    rows padded to a multiple of 4 and K to a multiple of 64 with zeros."""
+def unsigned(q: np.ndarray) -> np.ndarray:
+    """8-bit codes ``q`` (rows, K) as uint8 (int8 codes + 128: the top bit flipped), C-ordered, rows
+    padded to a multiple of 4 and K to a multiple of 4 with zeros."""
     rows, k = q.shape
-    shape = (_round_up(rows, kernels.GEMM_ROWS), _round_up(k, _STEP))
-    if q.dtype == np.dtype(to) and shape == q.shape and q.flags.c_contiguous:
+    shape = (_round_up(rows, kernels.GEMM_ROWS), _round_up(k, 4))
+    if q.dtype == np.uint8 and shape == q.shape and q.flags.c_contiguous:
         return q
-    out = np.zeros(shape, to)
-    if q.dtype == np.dtype(to):
+    out = np.zeros(shape, np.uint8)
+    if q.dtype == np.uint8:
         out[:rows, :k] = q
     else:
-        np.bitwise_xor(q.view(np.uint8), np.uint8(0x80), out=out[:rows, :k].view(np.uint8))
+        np.bitwise_xor(q.view(np.uint8), np.uint8(0x80), out=out[:rows, :k])
     return out
+
+
+def signed(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-bit codes ``q`` (N, K) as int8 (uint8 codes - 128) in the block kernel's layout, and their
+    int64 row sums."""
+    n, k = q.shape
+    out = np.empty((-(-n // kernels.GEMM_COLS), _round_up(k, 4) // 4, kernels.GEMM_COLS, 4), np.int8)
+    sums = np.empty(n, np.int64)
+    kernels.pack_s8(q, 128 if q.dtype == np.uint8 else 0, out, sums)
+    return out, sums
 
 
 def shift(z: np.ndarray, dtype: np.dtype, to) -> np.ndarray:
@@ -84,12 +92,8 @@ def row_sums(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def sums(u: np.ndarray, s: np.ndarray, zu, zs, k: int, out: np.ndarray) -> None:
-    """``out[i, j] = sum_k (u[i, k] - zu[i]) * (s[j, k] - zs[j])`` for packed ``u``, ``s`` (the
-    module's identity; ``zu``, ``zs`` scalars or one per row, ``out`` an int64 view)."""
-    zu = np.ascontiguousarray(np.broadcast_to(zu, out.shape[:1]), np.int64)
-    zs = np.ascontiguousarray(np.broadcast_to(zs, out.shape[1:]), np.int64)
-    kernels.gemm_u8s8(u, s, u.shape[1] // _STEP, row_sums(u), row_sums(s), zu, zs, k, out)
+def _per(z, n: int) -> np.ndarray:
+    return np.ascontiguousarray(np.broadcast_to(z, (n,)), np.int64)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, za: np.ndarray, zb: np.ndarray) -> np.ndarray:
@@ -113,8 +117,10 @@ def _matmul_2d(a, b, za, zb):
     m, k = a.shape
     n = b.shape[1]
     out = np.empty((m, n), np.int64)
-    u, s = packed(a, np.uint8), packed(b.T, np.int8)
-    sums(u, s, shift(za, a.dtype, np.uint8), shift(zb, b.dtype, np.int8), k, out)
+    u = unsigned(a)
+    s, cs = signed(b.T)
+    kernels.gemm_u8s8(u, s, row_sums(u), cs, _per(shift(za, a.dtype, np.uint8), m),
+                      _per(shift(zb, b.dtype, np.int8), n), k, out)
     return out
 
 
@@ -127,9 +133,8 @@ def conv2d(x: np.ndarray, w: np.ndarray, zx: np.ndarray, zw: np.ndarray, geo) ->
     m, cg, kh, kw = w.shape
     g, mg = geo.group, m // geo.group
     oh, ow = geo.output_shape((h, wd), (kh, kw))
-    p, k = oh * ow, cg * kh * kw
     zu = int(shift(zx, x.dtype, np.uint8).reshape(-1)[0])
-    zs = np.broadcast_to(shift(zw, w.dtype, np.int8), (m,))
+    zs = _per(shift(zw, w.dtype, np.int8), m)
     p0, p1, p2, p3 = geo.pads
     xp = np.full((n, h + p0 + p2, wd + p1 + p3, c), zu, np.uint8)
     inner = xp[:, p0:p0 + h, p1:p1 + wd, :]
@@ -137,14 +142,13 @@ def conv2d(x: np.ndarray, w: np.ndarray, zx: np.ndarray, zw: np.ndarray, geo) ->
         inner[...] = x.transpose(0, 2, 3, 1)
     else:
         np.bitwise_xor(x.view(np.uint8).transpose(0, 2, 3, 1), np.uint8(0x80), out=inner)
-    wt = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(m, k)
-    weights = [packed(wt[i * mg:(i + 1) * mg], np.int8) for i in range(g)]
-    out = np.empty((n, m, p), np.int64)
+    wt = w.transpose(0, 2, 3, 1).reshape(m, cg * kh * kw)
+    out = np.empty((n, m, oh * ow), np.int64)
     (sh, sw), (dh, dw) = geo.strides, geo.dilations
-    for i, s in enumerate(weights):
+    for i in range(g):
         chans, outs = slice(i * cg, (i + 1) * cg), slice(i * mg, (i + 1) * mg)
-        zs_g, cs = np.ascontiguousarray(zs[outs], np.int64), row_sums(s)
+        s, cs = signed(wt[outs])
         for b in range(n):
-            kernels.conv_u8s8(xp[b, :, :, chans], kh, kw, sh, sw, dh, dw, ow, s, s.shape[1] // _STEP, cs,
-                              zu, zs_g, k, out[b, outs].T)
+            kernels.conv_u8s8(xp[b, :, :, chans], kh, kw, sh, sw, dh, dw, ow, s, cs, zu, zs[outs],
+                              cg * kh * kw, out[b, outs].T)
     return out.reshape(n, m, oh, ow)
