@@ -52,6 +52,7 @@ def requantize_f32(acc, mult, bterm, has_bias, zp, lo, hi, indefinite, out):
 
 GEMM_ROWS = 4  # rows of u per block
 GEMM_COLS = 64  # rows of s per block (four 16-lane vectors)
+_I64_MAX = 2**63 - 1
 GEMM_MAX_STEPS = 16448  # steps of 4 terms: 65792 terms of |u * s| <= 255 * 128 = 32640, every sum < 2**31
 
 
@@ -152,12 +153,29 @@ def _block_sums(pu, su, ps, steps, scratch, total):
 
 
 @kernel
-def _store_block(total, ru, cs, zu, zs, k, out):
-    """``out[r, c] = total[r, c] - zs[c]*ru[r] - zu[r]*cs[c] + k*zu[r]*zs[c]`` for the rows and
-    columns ``out`` has: the zero-point identity, exact in int64."""
+def _store_block(total, ru, cs, zu, zs, k, epilogue, out, bounds):
+    """``a[r, c] = total[r, c] - zs[c]*ru[r] - zu[r]*cs[c] + k*zu[r]*zs[c] + bias[c]`` (the
+    zero-point identity, exact in int64) for the rows and columns ``out`` has, stored as is, or,
+    when ``epilogue`` says codes, requantized by ``_one`` (the float32 rows) with ``bounds``
+    keeping the least and largest ``a``. ``epilogue``: (codes?, int64 bias, float32 multiplier,
+    float32 bias term, has a float bias, zero point, qmin, qmax, int32-indefinite?)."""
+    codes, ibias, mult, bterm, has_bias, zp, lo, hi, indefinite = epilogue
     for r in range(min(GEMM_ROWS, out.shape[0])):
         for c in range(min(GEMM_COLS, out.shape[1])):
-            out[r, c] = total[r, c] - zs[c] * ru[r] - zu[r] * cs[c] + k * zu[r] * zs[c]
+            a = total[r, c] - zs[c] * ru[r] - zu[r] * cs[c] + k * zu[r] * zs[c] + ibias[c]
+            if codes:
+                bounds[0] = min(bounds[0], a)
+                bounds[1] = max(bounds[1], a)
+                out[r, c] = _one(a, mult[c], bterm[c], has_bias, zp, lo, hi, indefinite)
+            else:
+                out[r, c] = a
+
+
+@kernel
+def _from(epilogue, j):
+    """The epilogue's per-channel arrays from channel ``j`` on."""
+    codes, ibias, mult, bterm, has_bias, zp, lo, hi, indefinite = epilogue
+    return codes, ibias[j:], mult[j:], bterm[j:], has_bias, zp, lo, hi, indefinite
 
 
 @parallel_kernel
@@ -179,16 +197,18 @@ def pack_s8(q, offset, out, sums):
 
 
 @parallel_kernel
-def gemm_u8s8(u, s, ru, cs, zu, zs, k, out):
+def gemm_u8s8(u, s, ru, cs, zu, zs, k, epilogue, out, bounds):
     """``out[i, j] = sum_k (u[i, k] - zu[i]) * (s[j, k] - zs[j])`` in int64, from raw u8 x s8 sums.
 
     ``u`` (Mp, Kp) uint8 has unit column stride, Mp a multiple of 4 and Kp of 4 (padding holds
     zeros); ``s`` is packed by pack_s8 (Np/64, Kp/4, 64, 4); ``ru``, ``cs`` are the int64 row sums
     of u and s, ``zu``, ``zs`` the zero points (int64, one per output row / column), ``k`` the
-    unpadded length; ``out`` is an int64 (M, N) view with any strides. The raw sums are taken in
-    int32 over chunks of at most 4 * GEMM_MAX_STEPS = 65792 terms of magnitude <= 255 * 128, so
-    every int32 partial sum, in any order, stays below 2**31 (exact); the chunks are added in int64
-    and the zero points enter as ``raw - zs*ru - zu*cs + k*zu*zs``, exact in int64.
+    unpadded length; ``out`` is an (M, N) view with any strides: the int64 sums, or the codes of
+    the fused requantization (``epilogue``, see _store_block; ``bounds[t]`` gets each task's least
+    and largest sum). The raw sums are taken in int32 over chunks of at most
+    4 * GEMM_MAX_STEPS = 65792 terms of magnitude <= 255 * 128, so every int32 partial sum, in any
+    order, stays below 2**31 (exact); the chunks are added in int64 and the zero points enter as
+    ``raw - zs*ru - zu*cs + k*zu*zs``, exact in int64.
     """
     m, n = out.shape
     steps = s.shape[1]
@@ -198,21 +218,24 @@ def gemm_u8s8(u, s, ru, cs, zu, zs, k, out):
         ti, tg = t // groups, t % groups
         scratch = np.empty((GEMM_ROWS, GEMM_COLS), np.int32)
         total = np.empty((GEMM_ROWS, GEMM_COLS), np.int64)
+        bounds[t, 0], bounds[t, 1] = _I64_MAX, -_I64_MAX - 1
         for b in range(4 * tg, min(s.shape[0], 4 * tg + 4)):
             j = b * GEMM_COLS
             for i in range(64 * ti, min(m, 64 * ti + 64), GEMM_ROWS):
                 _block_sums(u.ctypes.data + i * u.strides[0], u.strides[0], s.ctypes.data + b * s.strides[0],
                             steps, scratch, total)
-                _store_block(total, ru[i:], cs[j:], zu[i:], zs[j:], k, out[i:i + GEMM_ROWS, j:j + GEMM_COLS])
+                _store_block(total, ru[i:], cs[j:], zu[i:], zs[j:], k, _from(epilogue, j),
+                             out[i:i + GEMM_ROWS, j:j + GEMM_COLS], bounds[t])
 
 
 @parallel_kernel
-def conv_u8s8(xp, kh, kw, sh, sw, dh, dw, ow, s, cs, zu, zs, k, out):
+def conv_u8s8(xp, kh, kw, sh, sw, dh, dw, ow, s, cs, zu, zs, k, epilogue, out, bounds):
     """One image and group of a 2-D convolution: ``out[p, j] = sum_k (col[p, k] - zu) * (s[j, k] - zs[j])``.
 
     ``col[p, (a*kw + b)*C + c] = xp[p // ow * sh + a*dh, p % ow * sw + b*dw, c]`` is gathered 64
     pixels at a time (``xp``: the padded input, (H, W, C) uint8), then summed as in gemm_u8s8
-    against the weights packed by pack_s8 (row sums ``cs``); ``out`` is an int64 (pixels, M) view.
+    against the weights packed by pack_s8 (row sums ``cs``); ``out`` is a (pixels, M) view of the
+    int64 sums or of the codes (``epilogue``, ``bounds``: as in gemm_u8s8).
     """
     npix, m = out.shape
     c = xp.shape[2]
@@ -223,6 +246,7 @@ def conv_u8s8(xp, kh, kw, sh, sw, dh, dw, ow, s, cs, zu, zs, k, out):
         zrows = np.full(64, zu, np.int64)
         scratch = np.empty((GEMM_ROWS, GEMM_COLS), np.int32)
         total = np.empty((GEMM_ROWS, GEMM_COLS), np.int64)
+        bounds[t, 0], bounds[t, 1] = _I64_MAX, -_I64_MAX - 1
         rows = min(64, npix - t * 64)
         for r in range(rows):
             p = t * 64 + r
@@ -239,8 +263,8 @@ def conv_u8s8(xp, kh, kw, sh, sw, dh, dw, ow, s, cs, zu, zs, k, out):
             for i in range(0, rows, GEMM_ROWS):
                 _block_sums(cols.ctypes.data + i * cols.strides[0], cols.strides[0],
                             s.ctypes.data + b * s.strides[0], steps, scratch, total)
-                _store_block(total, ru[i:], cs[j:], zrows[i:], zs[j:], k,
-                             out[t * 64 + i:t * 64 + i + GEMM_ROWS, j:j + GEMM_COLS])
+                _store_block(total, ru[i:], cs[j:], zrows[i:], zs[j:], k, _from(epilogue, j),
+                             out[t * 64 + i:t * 64 + i + GEMM_ROWS, j:j + GEMM_COLS], bounds[t])
 
 
 @kernel

@@ -96,39 +96,58 @@ def _per(z, n: int) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(z, (n,)), np.int64)
 
 
-def matmul(a: np.ndarray, b: np.ndarray, za: np.ndarray, zb: np.ndarray) -> np.ndarray:
+def _plain(channels: int) -> tuple:
+    """The block kernels' epilogue that stores the sums themselves."""
+    zeros = np.zeros(channels, np.float32)
+    return False, np.zeros(channels, np.int64), zeros, zeros, False, 0, 0, 0, False
+
+
+def _run(tasks: int, epilogue, dtype, shape, channels: int):
+    """(out, bounds, the kernel's epilogue): int64 sums, or codes of ``dtype`` when an epilogue
+    (:func:`refquant.ops._requantize.float32_epilogue` plus zero point, qmin, qmax, int32-indefinite)
+    is given."""
+    if epilogue is None:
+        return np.empty(shape, np.int64), np.empty((tasks, 2), np.int64), _plain(channels)
+    return np.empty(shape, dtype), np.empty((tasks, 2), np.int64), (True, *epilogue)
+
+
+def matmul(a: np.ndarray, b: np.ndarray, za: np.ndarray, zb: np.ndarray, epilogue=None, dtype=None):
     """The exact int64 ``(a - za) @ (b - zb)`` of 8-bit codes (NumPy's matmul shapes, ``za`` scalar
-    or one per row of a, ``zb`` scalar or one per column of b)."""
+    or one per row of a, ``zb`` scalar or one per column of b); with ``epilogue`` (2-D ``b`` only),
+    ``(codes of dtype, (least, largest) sum)`` of the fused float32 requantization instead."""
     if b.ndim == 2:  # stack a's batch into its rows
         m = a.shape[-2]
         rows = a.reshape(-1, a.shape[-1])
         zrows = np.tile(np.broadcast_to(za, (m,)), rows.shape[0] // m)
-        return _matmul_2d(rows, b, zrows, zb).reshape(a.shape[:-1] + (b.shape[-1],))
+        out, bounds = _matmul_2d(rows, b, zrows, zb, epilogue, dtype)
+        out = out.reshape(a.shape[:-1] + (b.shape[-1],))
+        return out if epilogue is None else (out, bounds)
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     a_b = np.broadcast_to(a, batch + a.shape[-2:])
     b_b = np.broadcast_to(b, batch + b.shape[-2:])
     out = np.empty(batch + (a.shape[-2], b.shape[-1]), np.int64)
     for idx in np.ndindex(*batch):
-        out[idx] = _matmul_2d(a_b[idx], b_b[idx], za, zb)
+        out[idx] = _matmul_2d(a_b[idx], b_b[idx], za, zb)[0]
     return out
 
 
-def _matmul_2d(a, b, za, zb):
+def _matmul_2d(a, b, za, zb, epilogue=None, dtype=None):
     m, k = a.shape
     n = b.shape[1]
-    out = np.empty((m, n), np.int64)
     u = unsigned(a)
     s, cs = signed(b.T)
+    tasks = -(-m // 64) * -(-s.shape[0] // 4)
+    out, bounds, form = _run(tasks, epilogue, dtype, (m, n), n)
     kernels.gemm_u8s8(u, s, row_sums(u), cs, _per(shift(za, a.dtype, np.uint8), m),
-                      _per(shift(zb, b.dtype, np.int8), n), k, out)
-    return out
+                      _per(shift(zb, b.dtype, np.int8), n), k, form, out, bounds)
+    return out, (int(bounds[:, 0].min()), int(bounds[:, 1].max()))
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, zx: np.ndarray, zw: np.ndarray, geo) -> np.ndarray:
+def conv2d(x: np.ndarray, w: np.ndarray, zx: np.ndarray, zw: np.ndarray, geo, epilogue=None, dtype=None):
     """The exact int64 sums of a 2-D convolution of 8-bit codes (``x`` padded with ``zx``), shape
     (N, M, OH, OW): the input as (H, W, C) rows, gathered 64 pixels at a time into (pixel, (kh, kw,
     C/G)) rows and summed, with the module's identity, against the weights reordered to
-    (M, (kh, kw, C/G))."""
+    (M, (kh, kw, C/G)). With ``epilogue``: ``(codes, (least, largest) sum)`` as :func:`matmul`."""
     n, c, h, wd = x.shape
     m, cg, kh, kw = w.shape
     g, mg = geo.group, m // geo.group
@@ -143,12 +162,16 @@ def conv2d(x: np.ndarray, w: np.ndarray, zx: np.ndarray, zw: np.ndarray, geo) ->
     else:
         np.bitwise_xor(x.view(np.uint8).transpose(0, 2, 3, 1), np.uint8(0x80), out=inner)
     wt = w.transpose(0, 2, 3, 1).reshape(m, cg * kh * kw)
-    out = np.empty((n, m, oh * ow), np.int64)
+    out, bounds, form = _run(-(-oh * ow // 64), epilogue, dtype, (n, m, oh * ow), m)
+    least, largest = 2**63 - 1, -(2**63)
     (sh, sw), (dh, dw) = geo.strides, geo.dilations
     for i in range(g):
         chans, outs = slice(i * cg, (i + 1) * cg), slice(i * mg, (i + 1) * mg)
         s, cs = signed(wt[outs])
+        part = (form[0],) + tuple(np.ascontiguousarray(v[outs]) for v in form[1:4]) + form[4:]
         for b in range(n):
             kernels.conv_u8s8(xp[b, :, :, chans], kh, kw, sh, sw, dh, dw, ow, s, cs, zu, zs[outs],
-                              cg * kh * kw, out[b, outs].T)
-    return out.reshape(n, m, oh, ow)
+                              cg * kh * kw, part, out[b, outs].T, bounds)
+            least, largest = min(least, int(bounds[:, 0].min())), max(largest, int(bounds[:, 1].max()))
+    out = out.reshape(n, m, oh, ow)
+    return out if epilogue is None else (out, (least, largest))

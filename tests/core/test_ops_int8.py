@@ -198,3 +198,64 @@ def test_linear_is_the_requantized_oracle_sum(path):
 
 def test_path_choice_follows_the_cpu():
     assert _int8.enabled() == kernels.vnni_available()
+
+
+def _both_paths(fn):
+    """fn() with the integer path (fused requantization where the row is a float32 row) and with the
+    float GEMM followed by the separate requantization."""
+    outs = []
+    for enabled in ([True, False] if kernels.vnni_available() else [False]):
+        _int8._ENABLED = enabled
+        try:
+            outs.append(fn())
+        finally:
+            _int8._ENABLED = None
+    return outs
+
+
+@pytest.mark.parametrize("convention", ["fbgemm", "onnxruntime", "xnnpack", "gemmlowp", "exact"])
+@pytest.mark.parametrize("bias_kind", [None, "float", "int"])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_operators_fused_requantization_equals_the_separate_one(convention, bias_kind, per_channel):
+    rng = np.random.default_rng([len(convention), per_channel, 0 if bias_kind is None else len(bias_kind)])
+    n, k = 70, 300
+    x = rng.integers(0, 256, (2, 3, k)).astype(np.uint8)
+    x[0, 0] = 255
+    w = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    ws = 2.0 ** rng.uniform(-10, -6, n) if per_channel else 2.0**-8
+    wz = rng.integers(-3, 4, n) if per_channel else 2
+    bias = {None: None, "float": rng.normal(0, 2, n).astype(np.float32),
+            "int": rng.integers(-5000, 5000, n).astype(np.int32)}[bias_kind]
+    if bias_kind == "float" and rq.ops.CONVENTIONS[convention].bias == "int32":
+        bias = None  # these rows take int32 codes only
+    axis = 0 if per_channel else None
+    ys = float(np.sqrt(k)) * 128 * 80 * 0.03 * float(np.max(ws)) / 100  # most outputs inside the range
+    for qmin in (0, 100):  # with and without a fused relu
+        kw = dict(axis=axis, qmin=qmin, qmax=255, convention=convention)
+        outs = _both_paths(lambda kw=kw: rq.ops.linear(x, 0.03, 100, w, ws, wz, bias, ys, 100, **kw))
+        assert all(o.dtype == np.uint8 and np.array_equal(o, outs[0]) for o in outs)
+        assert np.count_nonzero((outs[0] > qmin) & (outs[0] < 255)) > outs[0].size // 4
+    xc = rng.integers(-128, 128, (2, 16, 9, 7)).astype(np.int8)
+    wc = rng.integers(-128, 128, (n, 16, 3, 3)).astype(np.int8)
+    kw = dict(padding=(1, 2), stride=(2, 1), axis=axis, qmin=-128, qmax=127, convention=convention)
+    outs = _both_paths(lambda: rq.ops.conv2d(xc, 0.03, -5, wc, ws, wz, bias, ys / 2, 3, **kw))
+    assert all(o.dtype == np.int8 and np.array_equal(o, outs[0]) for o in outs)
+    assert np.count_nonzero((outs[0] > -128) & (outs[0] < 127)) > outs[0].size // 4
+
+
+def test_fused_requantization_reports_int32_overflow_like_the_separate_one():
+    x = np.full((1, 33026), 255, np.uint8)
+    w = np.full((2, 33026), 127, np.int8)
+    xc, wc = x.reshape(1, 33026, 1, 1), w.reshape(2, 33026, 1, 1)
+    for call in (lambda: rq.ops.linear(x, 1.0, 0, w, 1.0, -128, None, 1.0, 0),
+                 lambda: rq.ops.conv2d(xc, 1.0, 0, wc, 1.0, -128, None, 1.0, 0)):
+        messages = []
+        for enabled in ([True, False] if kernels.vnni_available() else [False]):
+            _int8._ENABLED = enabled
+            try:
+                with pytest.raises(ValueError, match="does not fit the int32 accumulator") as info:
+                    call()
+                messages.append(str(info.value))
+            finally:
+                _int8._ENABLED = None
+        assert len(set(messages)) == 1 and str(65025 * 33026) in messages[0]
