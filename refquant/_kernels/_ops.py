@@ -160,15 +160,19 @@ def _store_block(total, ru, cs, zu, zs, k, epilogue, out, bounds):
     keeping the least and largest ``a``. ``epilogue``: (codes?, int64 bias, float32 multiplier,
     float32 bias term, has a float bias, zero point, qmin, qmax, int32-indefinite?)."""
     codes, ibias, mult, bterm, has_bias, zp, lo, hi, indefinite = epilogue
-    for r in range(min(GEMM_ROWS, out.shape[0])):
-        for c in range(min(GEMM_COLS, out.shape[1])):
-            a = total[r, c] - zs[c] * ru[r] - zu[r] * cs[c] + k * zu[r] * zs[c] + ibias[c]
-            if codes:
-                bounds[0] = min(bounds[0], a)
-                bounds[1] = max(bounds[1], a)
+    rows, cols = min(GEMM_ROWS, out.shape[0]), min(GEMM_COLS, out.shape[1])
+    least, largest = bounds[0], bounds[1]
+    for r in range(rows):
+        row, ur, zr = total[r], ru[r], zu[r]
+        if codes:
+            for c in range(cols):
+                a = row[c] - zs[c] * ur - zr * cs[c] + k * zr * zs[c] + ibias[c]
+                least, largest = min(least, a), max(largest, a)
                 out[r, c] = _one(a, mult[c], bterm[c], has_bias, zp, lo, hi, indefinite)
-            else:
-                out[r, c] = a
+        else:
+            for c in range(cols):
+                out[r, c] = row[c] - zs[c] * ur - zr * cs[c] + k * zr * zs[c] + ibias[c]
+    bounds[0], bounds[1] = least, largest
 
 
 @kernel
@@ -253,11 +257,12 @@ def conv_u8s8(xp, kh, kw, sh, sw, dh, dw, ow, s, cs, zu, zs, k, epilogue, out, b
             y, x = p // ow * sh, p % ow * sw
             for a in range(kh):
                 for b in range(kw):
-                    base = (a * kw + b) * c
-                    for q in range(c):
-                        v = xp[y + a * dh, x + b * dw, q]
-                        cols[r, base + q] = v
-                        ru[r] += v
+                    cols[r, (a * kw + b) * c:(a * kw + b + 1) * c] = xp[y + a * dh, x + b * dw]
+            line = cols[r]
+            total_r = 0
+            for q in range(line.size):
+                total_r += np.int64(line[q])
+            ru[r] = total_r
         for b in range(s.shape[0]):
             j = b * GEMM_COLS
             for i in range(0, rows, GEMM_ROWS):
