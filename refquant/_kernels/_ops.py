@@ -1,4 +1,6 @@
-"""Requantization kernel of the float32 rows (fbgemm, onnxruntime, xnnpack): one pass, no temporaries."""
+"""Kernels of the integer operators: the float32 rows' requantization (fbgemm, onnxruntime, xnnpack)
+in one pass, and the exact u8 x s8 GEMM and convolution on AVX-512 VNNI, optionally with that
+requantization fused into their blocks."""
 
 import numpy as np
 
