@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._validation import integer_array, integer_scalar, positive_finite
+from . import _int8
 
 _F32_EXACT = 2.0**24
 _F64_EXACT = 2.0**53
@@ -193,9 +194,12 @@ def _matmul_acc(a, b, a_zero_point, b_zero_point, names=("a", "b")):
                          "do not broadcast") from None
     za = zero_point(a_zero_point, a.dtype, f"{names[0]}_zero_point", a2.shape[-2], " (one per row)")
     zb = zero_point(b_zero_point, b.dtype, f"{names[1]}_zero_point", b2.shape[-1], " (one per column)")
-    ac, amax = centered(a2, za, a2.ndim - 2)
-    bc, bmax = centered(b2, zb, b2.ndim - 1)
-    acc = exact_matmul(ac, bc, amax, bmax)
+    if _int8.applies(a2, b2):
+        acc = _int8.matmul(a2, b2, za, zb)
+    else:
+        ac, amax = centered(a2, za, a2.ndim - 2)
+        bc, bmax = centered(b2, zb, b2.ndim - 1)
+        acc = exact_matmul(ac, bc, amax, bmax)
     if a.ndim == 1:
         acc = acc[..., 0, :]
     if b.ndim == 1:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _int8
 from ._accumulate import accumulator_dtype, centered, codes, exact_matmul, fit, integer_tuple, zero_point
 
 _AUTO_PADS = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
@@ -77,12 +78,20 @@ def check_shapes(x: np.ndarray, w: np.ndarray, group: int, names=("x", "w")) -> 
                          f"with group={group}")
 
 
-def conv_acc(x, w, x_zero_point, w_zero_point, geo: ConvGeometry, names=("x", "w")) -> np.ndarray:
-    """The exact int64 sums of a convolution of (x - zx) with (w - zw), shape (N, M, out...)."""
+def conv_inputs(x, w, x_zero_point, w_zero_point, geo: ConvGeometry, names=("x", "w")):
+    """``x``, ``w`` as codes and their zero points (int64), checked against each other."""
     x, w = codes(x, names[0]), codes(w, names[1])
     check_shapes(x, w, geo.group, names)
     zx = zero_point(x_zero_point, x.dtype, f"{names[0]}_zero_point")
     zw = zero_point(w_zero_point, w.dtype, f"{names[1]}_zero_point", w.shape[0], " (one per output channel)")
+    return x, w, zx, zw
+
+
+def conv_acc(x, w, x_zero_point, w_zero_point, geo: ConvGeometry, names=("x", "w")) -> np.ndarray:
+    """The exact int64 sums of a convolution of (x - zx) with (w - zw), shape (N, M, out...)."""
+    x, w, zx, zw = conv_inputs(x, w, x_zero_point, w_zero_point, geo, names)
+    if _int8.applies_conv(x, w, geo.group):
+        return _int8.conv2d(x, w, zx, zw, geo)
     xc, xmax = centered(x, zx, 1)
     wc, wmax = centered(w, zw, 0)
     return _conv_centered(xc, wc, xmax, wmax, geo)

@@ -6,10 +6,11 @@ import numpy as np
 
 from .._validation import integer_scalar, resolve_range
 from ..formats import integer_dtype_for
+from . import _int8
 from ._accumulate import _matmul_acc, codes, integer_tuple, positive, zero_point
-from ._conv import conv_acc, geometry
+from ._conv import conv_acc, conv_inputs, geometry
 from ._pairs import depthwise_pair_acc, takes_depthwise_path
-from ._requantize import _zero_point_in, apply, row
+from ._requantize import _check_int32, _zero_point_in, apply, float32_epilogue, row
 
 
 def _scale(s, name, length=None, what="") -> np.ndarray:
@@ -79,6 +80,21 @@ def _channel_view(v, ndim, axis):
     return v.reshape(shape)
 
 
+def _fused(conv, sx, ws, sy, bias, zy, lo, hi, channels):
+    """The float32 rows' requantization as the integer GEMM's epilogue, or None (see _int8)."""
+    epi = float32_epilogue(conv, (sx, ws, sy), bias, channels)
+    if epi is None:
+        return None
+    return (*epi, zy, lo, hi, conv.out_of_range == "int32_indefinite")
+
+
+def _checked(result):
+    """The codes of a fused requantization, once its least and largest sums are known to fit int32."""
+    out, (least, largest) = result
+    _check_int32(np.array([least, largest], np.int64), "the accumulator")
+    return out
+
+
 def _finish(acc, conv, sx, ws, sy, bias, zy, lo, hi, channel_axis):
     nd = acc.ndim
     b = None if bias is None else _channel_view(bias, nd, channel_axis)
@@ -120,7 +136,12 @@ def linear(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias, y_scale, 
         raise ValueError(f"xq (..., K) and wq (N, K) do not match: shapes {x.shape} and {w.shape}")
     sx, ws, wz, sy, zy, b, lo, hi = _qparams(x, x_scale, w, w_scale, w_zero_point, axis, bias, y_scale,
                                              y_zero_point, qmin, qmax, fmt)
-    zero_point(x_zero_point, x.dtype, "x_zero_point")  # one per tensor
+    zx = zero_point(x_zero_point, x.dtype, "x_zero_point")  # one per tensor
+    epilogue = _fused(conv, sx, ws, sy, b, zy, lo, hi, w.shape[0])
+    rows = x.reshape(-1, x.shape[-1])
+    if epilogue is not None and _int8.applies(rows, w.T):
+        out = _checked(_int8.matmul(rows, w.T, zx, wz, epilogue, integer_dtype_for(lo, hi)))
+        return out.reshape(x.shape[:-1] + (w.shape[0],))
     acc = _matmul_acc(x, w.T, x_zero_point, wz, names=("x", "w"))
     return _finish(acc, conv, sx, ws, sy, b, zy, lo, hi, acc.ndim - 1)
 
@@ -157,6 +178,10 @@ def conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias, y_scale, 
     if conv.accumulate == "fbgemm_depthwise" and takes_depthwise_path(x, w, geo):
         acc = depthwise_pair_acc(x, w, x_zero_point, wz, geo, names=("x", "w"))
     else:
+        epilogue = _fused(conv, sx, ws, sy, b, zy, lo, hi, w.shape[0])
+        if epilogue is not None and _int8.applies_conv(x, w, geo.group):
+            x, w, zx, wz = conv_inputs(x, w, x_zero_point, wz, geo, names=("x", "w"))
+            return _checked(_int8.conv2d(x, w, zx, wz, geo, epilogue, integer_dtype_for(lo, hi)))
         acc = conv_acc(x, w, x_zero_point, wz, geo, names=("x", "w"))
     return _finish(acc, conv, sx, ws, sy, b, zy, lo, hi, 1)
 

@@ -223,12 +223,40 @@ def _channel_layout(shape, operands):
     return int(np.prod(shape[:ax])), shape[ax], int(np.prod(shape[ax + 1:]))
 
 
+def _bias_term(bias, unit) -> np.ndarray:
+    """``f32(f32(bias) / unit)`` (a float bias at the accumulator's scale), or a float32 zero."""
+    if bias is None:
+        return np.zeros(1, np.float32)
+    with np.errstate(all="ignore"):
+        return np.asarray(bias.astype(np.float32) / unit, np.float32)
+
+
+def float32_epilogue(conv: Requantization, scales, bias, channels: int):
+    """A float32 row's requantization as per-channel operands, for a kernel that fuses it with the
+    accumulation: ``(int64 bias codes, float32 multiplier, float32 bias term, has a float bias)``,
+    each array of length ``channels``, computed as :func:`apply` computes them; None for other rows
+    (and for a float bias under a row that takes int32 codes only, which :func:`apply` rejects).
+
+    ``scales`` is ``(s_x, s_w, s_y)`` with ``s_w`` a scalar or one per channel; ``bias`` None, float
+    or integer, one per channel."""
+    if conv.product != "float32" or conv.multiplier != "float32":
+        return None
+    codes, real = np.zeros(channels, np.int64), None
+    if bias is not None and bias.dtype.kind in "iu":
+        codes = bias.astype(np.int64).reshape(channels)
+    elif bias is not None:
+        if conv.bias == "int32":
+            return None
+        real = bias
+    m, unit = _multiplier(conv, None, scales)
+    m, term = (np.ascontiguousarray(np.broadcast_to(v, (channels,)), np.float32)
+               for v in (m, _bias_term(real, unit)))
+    return codes, m, term, real is not None
+
+
 def _float32_kernel(acc, m, unit, bias, conv, zero_point, qmin, qmax):
     """The float32 rows in one Numba pass, when the multiplier varies along one axis at most."""
-    bterm = np.zeros(1, np.float32)
-    if bias is not None:
-        with np.errstate(all="ignore"):
-            bterm = np.asarray(bias.astype(np.float32) / unit, np.float32)
+    bterm = _bias_term(bias, unit)
     m = np.asarray(m, np.float32)
     layout = _channel_layout(acc.shape, [m, bterm])
     if layout is None or acc.size == 0:

@@ -107,22 +107,26 @@ def test_qlinear_conv_reference(xdt, wdt, per_channel, with_bias):
         assert got.dtype == want.dtype and np.array_equal(got, want), attrs
 
 
-@pytest.mark.parametrize("adt,bdt", [(np.uint8, np.uint8), (np.uint8, np.int8), (np.int8, np.int8)])
-def test_matmul_integer_reference_and_ort(adt, bdt):
-    rng = np.random.default_rng(np.dtype(adt).num)
-    for m, k, n in [(1, 1, 1), (5, 9, 3), (8, 300, 8)]:
+@pytest.mark.parametrize("adt,bdt", [(np.uint8, np.uint8), (np.uint8, np.int8), (np.int8, np.int8),
+                                     (np.int8, np.uint8)])
+@pytest.mark.parametrize("per_column", [False, True])
+def test_matmul_integer_reference_and_ort(adt, bdt, per_column):
+    rng = np.random.default_rng([np.dtype(adt).num, np.dtype(bdt).num, per_column])
+    for m, k, n in [(1, 1, 1), (5, 9, 3), (8, 300, 8), (17, 4096, 9)]:
         a, b = codes(rng, adt, (m, k)), codes(rng, bdt, (k, n))
-        za, zb = codes(rng, adt, ()), codes(rng, bdt, ())
+        a[0], b[:, 0] = np.iinfo(adt).max, np.iinfo(bdt).min  # a row and a column at the range ends
+        za, zb = codes(rng, adt, ()), codes(rng, bdt, (n,) if per_column else ())
         got = rq.ops.matmul_integer(a, b, za, zb)
         assert got.dtype == np.int32
         assert np.array_equal(got, run_reference("MatMulInteger", [a, b, za, zb], out_dtype=np.int32))
         assert np.array_equal(got, run_ort("MatMulInteger", [a, b, za, zb], out_dtype=np.int32))
 
 
-@pytest.mark.parametrize("xdt,wdt", [(np.uint8, np.uint8), (np.uint8, np.int8)])
+@pytest.mark.parametrize("xdt,wdt", [(np.uint8, np.uint8), (np.uint8, np.int8), (np.int8, np.int8),
+                                     (np.int8, np.uint8)])
 def test_conv_integer_reference_and_ort(xdt, wdt):
-    rng = np.random.default_rng(3)
-    for c, o, hw, kk, attrs in [(2, 3, 6, 3, {"pads": [1, 1, 1, 1]}),
+    rng = np.random.default_rng([3, np.dtype(xdt).num, np.dtype(wdt).num])
+    for c, o, hw, kk, attrs in [(2, 3, 6, 3, {"pads": [1, 1, 1, 1]}), (64, 8, 10, 3, {"pads": [1, 1, 1, 1]}),
                                 (4, 4, 7, 2, {"group": 2, "strides": [2, 1]}),
                                 (1, 2, 5, 3, {"auto_pad": "SAME_LOWER", "strides": [2, 1]}),
                                 (1, 2, 7, 3, {"dilations": [1, 2], "pads": [2, 0, 1, 1]})]:
@@ -140,7 +144,7 @@ def test_conv_integer_reference_and_ort(xdt, wdt):
 def test_qlinear_matmul_onnxruntime(per_axis, dts):
     rng = np.random.default_rng([per_axis, np.dtype(dts[1]).num])
     mism = {"onnxruntime": 0, "onnx": 0}
-    for m, k, n in [(1, 1, 1), (4, 7, 3), (16, 64, 16), (33, 500, 17), (64, 8, 64)]:
+    for m, k, n in [(1, 1, 1), (4, 7, 3), (16, 64, 16), (33, 500, 17), (64, 8, 64), (9, 4096, 7)]:
         for _ in range(3):
             case = matmul_case(rng, *dts, m, k, n, per_axis)
             want = run_ort("QLinearMatMul", list(case), out_dtype=dts[2])
@@ -150,21 +154,25 @@ def test_qlinear_matmul_onnxruntime(per_axis, dts):
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
-def test_qlinear_conv_onnxruntime(per_channel):
-    rng = np.random.default_rng([5, per_channel])
+@pytest.mark.parametrize("xdt,wdt", [(np.uint8, np.int8), (np.uint8, np.uint8), (np.int8, np.int8)])
+def test_qlinear_conv_onnxruntime(per_channel, xdt, wdt):
+    """ORT's QLinearConv (u8 x s8, u8 x u8, s8 x s8; ORT has no s8 x u8 kernel), per-channel weights
+    with their own zero points."""
+    rng = np.random.default_rng([5, per_channel, np.dtype(xdt).num, np.dtype(wdt).num])
     for c, o, hw, kk, attrs in [(4, 6, 8, 3, {"pads": [1, 1, 1, 1]}), (16, 4, 6, 1, {}),
-                                (8, 8, 9, 3, {"group": 8, "pads": [1, 1, 1, 1]})]:
-        x = codes(rng, np.uint8, (1, c, hw, hw))
-        w = codes(rng, np.int8, (o, c // attrs.get("group", 1), kk, kk))
-        zx, zy = codes(rng, np.uint8, ()), codes(rng, np.uint8, ())
+                                (8, 8, 9, 3, {"group": 8, "pads": [1, 1, 1, 1]}),
+                                (64, 16, 12, 3, {"pads": [1, 1, 1, 1], "strides": [2, 2]})]:
+        x = codes(rng, xdt, (1, c, hw, hw))
+        w = codes(rng, wdt, (o, c // attrs.get("group", 1), kk, kk))
+        zx, zy = codes(rng, xdt, ()), codes(rng, xdt, ())
         sx = f32(2.0 ** rng.uniform(-8, -2))
         sw = f32(2.0 ** rng.uniform(-8, -2, o)) if per_channel else f32(2.0 ** rng.uniform(-8, -2))
-        zw = np.zeros(o, np.int8) if per_channel else np.int8(0)
+        zw = codes(rng, wdt, (o,)) if per_channel else codes(rng, wdt, ())
         sy = f32(float(np.sqrt(c * kk * kk)) * 100 * sx * float(np.max(sw)) / 50)
         bias = rng.integers(-5000, 5000, o).astype(np.int32)
         attrs = dict(attrs, kernel_shape=[kk, kk])
         got = rq.ops.qlinear_conv(x, sx, zx, w, sw, zw, sy, zy, bias, convention="onnxruntime", **attrs)
-        want = run_ort("QLinearConv", [x, sx, zx, w, sw, zw, sy, zy, bias], attrs)
+        want = run_ort("QLinearConv", [x, sx, zx, w, sw, zw, sy, zy, bias], attrs, out_dtype=xdt)
         assert np.array_equal(got, want), attrs
 
 

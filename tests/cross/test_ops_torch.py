@@ -119,17 +119,21 @@ def test_linear_random_shapes(per_channel, with_bias, relu, exact_gemm):
     assert total > 1500
 
 
-def tie_case(rng, m, k, n, bias_kind):
-    """Scales with s_x * s_w / s_y = 2**-e exactly: every odd multiple of 2**(e-1) in acc is a tie."""
+def tie_case(rng, m, k, n, bias_kind, per_channel=False):
+    """Scales with s_x * s_w / s_y = 2**-e exactly: every odd multiple of 2**(e-1) in acc is a tie
+    (per channel: one power of two per output channel, each channel its own e)."""
     xq = rng.integers(0, 256, (m, k), dtype=np.uint8)
     wq = rng.integers(-128, 128, (n, k), dtype=np.int8)
+    xs = 2.0 ** -int(rng.integers(1, 8))
+    ws = 2.0 ** -rng.integers(1, 8, n).astype(np.float64) if per_channel else 2.0 ** -int(rng.integers(1, 8))
     e = int(rng.integers(1, 4))
-    xs, ws = 2.0 ** -int(rng.integers(1, 8)), 2.0 ** -int(rng.integers(1, 8))
-    ys = xs * ws * 2.0**e
+    ys = xs * float(np.max(ws)) * 2.0**e
+    unit = xs * np.asarray(ws) * 2.0 ** (e - 1)
     # a bias that is a multiple of half a multiplier step keeps the ties
     steps = rng.integers(-50, 50, n)
-    bias = None if bias_kind is None else (xs * ws * steps * 2.0 ** (e - 1)).astype(np.float32)
-    return xq, xs, int(rng.integers(0, 256)), wq, ws, 0, bias, ys, int(rng.integers(0, 256))
+    bias = None if bias_kind is None else (unit * steps).astype(np.float32)
+    wz = np.zeros(n, np.int64) if per_channel else 0
+    return xq, xs, int(rng.integers(0, 256)), wq, ws, wz, bias, ys, int(rng.integers(0, 256))
 
 
 def test_pair_probe_runs():
@@ -137,19 +141,22 @@ def test_pair_probe_runs():
 
 
 @pytest.mark.parametrize("bias_kind", [None, "float"])
-def test_linear_ties(bias_kind, exact_gemm):
-    rng = np.random.default_rng(7)
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+def test_linear_ties(bias_kind, per_channel, relu, exact_gemm):
+    rng = np.random.default_rng([7, per_channel, relu])
     ties = total = 0
     for m, k, n in [(64, 3, 64), (32, 1, 8), (16, 100, 16)]:
         for _ in range(4):
-            case = tie_case(rng, m, k, n, bias_kind)
-            got = ours_linear(*case, False)
-            assert mismatches(got, torch_linear(*case, False)) == 0
-            exact = rq.ops.linear(*case, convention="exact", qmin=0, qmax=255)
+            case = tie_case(rng, m, k, n, bias_kind, per_channel)
+            got = ours_linear(*case, relu)
+            assert mismatches(got, torch_linear(*case, relu)) == 0
+            exact = rq.ops.linear(*case, convention="exact", qmin=case[-1] if relu else 0, qmax=255,
+                                  axis=0 if per_channel else None)
             assert np.array_equal(got, exact)  # power-of-two steps: fbgemm's float32 math rounds once here
             xq, xs, xz, wq, ws, _, bias, ys, _ = case
             acc = rq.ops.matmul_integer(xq, wq.T, xz).astype(np.float64)
-            twice = 2 * (acc * xs * ws + (0 if bias is None else bias)) / ys
+            twice = 2 * (acc * xs * np.asarray(ws) + (0 if bias is None else bias)) / ys
             ties += int(np.count_nonzero(twice % 2 == 1))
             total += got.size
     assert ties > total // 10
@@ -166,10 +173,32 @@ def test_linear_accumulator_near_int32_limits(exact_gemm):
     wq[2, ::2] = 127
     acc = rq.ops.matmul_integer(xq, wq.T)
     assert acc.min() == -(2**31) + 128
-    for ys, yz, ws in [(1e-3, 0, 1.0), (0.5, 128, 1e-3), (1.0, 255, 2.0 ** -20), (4.0, 7, 3.0)]:
+    for ys, yz, ws in [(1e-3, 0, 1.0), (0.5, 128, 1e-3), (1.0, 255, 2.0 ** -20), (4.0, 7, 3.0),
+                       (0.5, 100, 2.0 ** -np.arange(6.0))]:
         for bias in (None, np.float32([1e6, -3.5, 0.25, 7, -7, 1e-3])):
-            case = (xq, 1.0, 0, wq, ws, 0, bias, ys, yz)
-            assert mismatches(ours_linear(*case, False), torch_linear(*case, False)) == 0, (ys, yz, ws)
+            for relu in (False, True):
+                case = (xq, 1.0, 0, wq, ws, np.zeros(6, np.int64) if np.ndim(ws) else 0, bias, ys, yz)
+                assert mismatches(ours_linear(*case, relu), torch_linear(*case, relu)) == 0, (ys, ws, relu)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv2d_accumulator_near_int32_limits(relu, exact_gemm):
+    """A 3x3 convolution over 7310 channels (K = 65790 taps of 255 * (-128), -2**31 + 98048) and a
+    mixed one, per tensor and per channel."""
+    c = 7310
+    xq = np.full((1, c, 4, 3), 255, np.uint8)
+    xq[0, :, 3] = 0
+    wq = np.full((4, c, 3, 3), -128, np.int8)
+    wq[1] = 127
+    wq[2, ::2] = 127
+    acc = rq.ops.conv_integer(xq, wq)
+    assert acc.min() == -32640 * 65790
+    for ys, yz, ws in [(1e-3, 0, 1.0), (0.5, 128, 1e-3), (4.0, 7, 3.0), (0.5, 100, 2.0 ** -np.arange(4.0))]:
+        wz = np.zeros(4, np.int64) if np.ndim(ws) else 0
+        got = rq.ops.conv2d(xq, 1.0, 0, wq, ws, wz, None, ys, yz, axis=0 if np.ndim(ws) else None,
+                            qmin=yz if relu else 0, qmax=255)
+        want = torch_conv(xq, 1.0, 0, wq, ws, wz, None, ys, yz, relu, 1, 0, 1, 1)
+        assert mismatches(got, want) == 0, (ys, yz, ws)
 
 
 def test_linear_products_beyond_int32_become_int32_min():
@@ -195,6 +224,7 @@ def test_conv2d_random(per_channel, with_bias, relu, exact_gemm):
         (1, 1, 5, 1, 1, 0, 1, 1), (3, 8, 9, 3, 1, 1, 1, 1), (8, 8, 10, 3, 2, 1, 1, 8),
         (4, 6, 11, 3, 1, 2, 2, 2), (16, 4, 7, 5, 1, 2, 1, 1), (64, 16, 8, 3, 1, 1, 1, 1),
         (16, 16, 9, 3, 1, 1, 1, 16), (8, 16, 6, 3, 1, 1, 1, 2), (32, 32, 6, 3, 2, 1, 1, 8),
+        (448, 8, 5, 3, 1, 1, 1, 1), (455, 7, 4, 3, 2, 0, 1, 1),  # K = 4032 and 4095 taps
     ]:
         xq = rng.integers(0, 256, (2, c, hw, hw), dtype=np.uint8)
         wq = rng.integers(-128, 128, (o, c // groups, kk, kk), dtype=np.int8)
