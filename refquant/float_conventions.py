@@ -42,6 +42,13 @@ arithmetic
     element arithmetic (private exponent ``floor(log2_fp32 |x|)`` clipped at ``emin``,
     ``floor(fl32(|t| + 0.5))``, clamp to +-max; inf passes through, as a value); ``"brevitas"``
     brevitas FloatQuant's float32 arithmetic (see its row).
+e8m0
+    how a value becomes an e8m0 code: ``"value"`` the rounding of the value (as every other
+    format); ``"exponent_field"`` torch's bit rule on ``fl32(x)``: the float32 exponent field
+    ``e`` (the sign ignored), plus one when the mantissa's top bit is set and either a lower
+    mantissa bit is set or ``e > 0`` (the implied bit is the tie's "lsb"); ``e = 255`` (NaN,
+    +-inf) and a carry out of 254 give 255 (NaN). Zero and subnormals below ``2**-127`` give
+    code 0; negatives give the code of their magnitude.
 formats
     the formats the backend implements (empty: all); others are a ValueError.
 missing
@@ -67,6 +74,7 @@ _CHOICES = {
     "nan_payload": ("quiet", "all_ones"),
     "quotient": ("exact", "float32"),
     "arithmetic": ("exact", "microxcaling", "brevitas"),
+    "e8m0": ("value", "exponent_field"),
     "rounding": ROUNDING_MODES,
 }
 
@@ -101,6 +109,7 @@ class FloatConvention:
     quotient: str = "exact"
     rounding: str = "half_even"
     arithmetic: str = "exact"
+    e8m0: str = "value"
     formats: tuple[str, ...] = ()
     missing: str = ""
 
@@ -152,13 +161,18 @@ TABLE = (
     FloatConvention(
         name="torch",
         formula="round-to-nearest-even; float8_e4m3fn saturates (+-inf -> +-448), the other fp8 "
-        "formats are IEEE (e5m2 overflow -> +-inf, fnuz overflow -> NaN); e5m2 NaN is 0x7F",
-        backend="torch 2.13 CPU Tensor.to(float8_*)",
-        evidence="tests/cross/test_float_torch.py",
+        "formats are IEEE (e5m2 overflow -> +-inf, fnuz overflow -> NaN); e5m2 NaN is 0x7F; "
+        "float8_e8m0fnu by the float32 exponent field (e8m0='exponent_field': the sign ignored, "
+        "1.5 * 2**k and above -> 2**(k+1), zero and tiny -> code 0, NaN, inf and 1.5 * 2**127 "
+        "and above -> 255)",
+        backend="torch 2.13 CPU Tensor.to(float8_* and float8_e8m0fnu)",
+        evidence="tests/cross/test_float_elements.py::test_torch_to, test_torch_e8m0 (every "
+        "float32 exponent field with the mantissas around the guard bit, both signs, specials)",
         saturate_formats=("float8_e4m3fn",),
         fixed_saturate=True,
         nan_payload="all_ones",
-        formats=_FP8,
+        e8m0="exponent_field",
+        formats=(*_FP8, "float8_e8m0fnu"),
     ),
     FloatConvention(
         name="onnx",

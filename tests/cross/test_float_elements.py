@@ -85,6 +85,50 @@ def test_torch_saturates_e4m3fn_only():
     assert rq.encode(big, "float8_e5m2").tolist() == [123]
 
 
+def _e8m0_probes():
+    """Every float32 exponent field with mantissas around the guard, round and sticky bits, both
+    signs (NaN payloads and +-inf included)."""
+    e = np.arange(256, dtype=np.uint32)
+    mant = np.uint32([0, 1, 0x1FFFFF, 0x200000, 0x200001, 0x3FFFFF, 0x400000, 0x400001, 0x600000,
+                      0x7FFFFF])
+    b = ((e[:, None] << 23) | mant[None, :]).ravel()
+    return np.concatenate([b, b | 0x80000000]).view(np.float32)
+
+
+def test_torch_e8m0():
+    torch = pytest.importorskip("torch")
+    dt = torch.float8_e8m0fnu
+    x = _e8m0_probes()
+    for a in [x] + every_half_pattern():
+        a32 = a.astype(np.float32)
+        want = torch.from_numpy(a32).to(dt).view(torch.uint8).numpy()
+        _assert_codes(rq.encode(a, "float8_e8m0fnu", convention="torch"), want, a32)
+    x64 = np.nextafter(x[np.isfinite(x)].astype(np.float64), np.inf)
+    want = torch.from_numpy(x64).to(dt).view(torch.uint8).numpy()
+    _assert_codes(rq.encode(x64, "float8_e8m0fnu", convention="torch"), want, x64)
+    codes = np.arange(256, dtype=np.uint8)
+    got = rq.decode(codes, "float8_e8m0fnu")
+    want = torch.from_numpy(codes).view(dt).to(torch.float32).numpy()
+    same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+    assert same.all()  # code 255: NaN (torch's payload 0x7F800001)
+    s = np.float32(0.75)  # scaled: fl32(x / s), then the same rule
+    xs = x[np.isfinite(x)]
+    want = (torch.from_numpy(xs) / s).to(dt).view(torch.uint8).numpy()
+    _assert_codes(rq.quantize(xs, s, fmt="float8_e8m0fnu", convention="torch"), want, xs)
+
+
+def test_torch_e8m0_reads_the_exponent_field():
+    """torch's e8m0 ignores the sign, sends 0 to code 0 (2**-127) and 1.5 * 2**127 to NaN; the
+    value conventions give NaN, NaN and the largest code 254."""
+    torch = pytest.importorskip("torch")
+    x = np.float32([-4.0, 0.0, 1.5 * 2.0**127, 5.877473e-39])
+    want = torch.from_numpy(x).to(torch.float8_e8m0fnu).view(torch.uint8).numpy()
+    assert want.tolist() == [129, 0, 255, 1]
+    assert rq.encode(x, "float8_e8m0fnu", convention="torch").tolist() == want.tolist()
+    for conv in ("exact", "ml_dtypes", "gfloat", "onnx"):
+        assert rq.encode(x, "float8_e8m0fnu", convention=conv).tolist() != want.tolist(), conv
+
+
 # ------------------------------------------------------------------------------- onnx reference
 
 _ONNX_TYPES = {"float8_e4m3fn": "FLOAT8E4M3FN", "float8_e4m3fnuz": "FLOAT8E4M3FNUZ",
