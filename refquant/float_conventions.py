@@ -44,11 +44,12 @@ arithmetic
     brevitas FloatQuant's float32 arithmetic (see its row).
 e8m0
     how a value becomes an e8m0 code: ``"value"`` the rounding of the value (as every other
-    format); ``"exponent_field"`` torch's bit rule on ``fl32(x)``: the float32 exponent field
-    ``e`` (the sign ignored), plus one when the mantissa's top bit is set and either a lower
-    mantissa bit is set or ``e > 0`` (the implied bit is the tie's "lsb"); ``e = 255`` (NaN,
-    +-inf) and a carry out of 254 give 255 (NaN). Zero and subnormals below ``2**-127`` give
-    code 0; negatives give the code of their magnitude.
+    format); ``"exponent_field"`` a bit rule on ``fl32(x)``: the float32 exponent field ``e``
+    (the sign ignored), plus one, for ``half_even``, when the mantissa's top bit is set and
+    either a lower mantissa bit is set or ``e > 0`` (the implied bit is the tie's "lsb"); for
+    ``ceil`` when any mantissa bit is set; never for ``floor``. ``e = 255`` (NaN, +-inf) gives
+    255 (NaN); a carry out of 254 gives 255, or 254 when saturating. Zero gives code 0;
+    negatives give the code of their magnitude.
 formats
     the formats the backend implements (empty: all); others are a ValueError.
 missing
@@ -184,6 +185,19 @@ TABLE = (
         nan_no_nan="zero_flip",
         signed_zero="drop_zero_input_no_nan",
         quotient="float32",
+    ),
+    FloatConvention(
+        name="onnx.cast",
+        formula="Cast (no scale; scaled: fl32(x / s) first): round-to-nearest-even with the "
+        "saturate attribute (default 1; fnuz +-inf -> +-max when saturating); NaN -> NaN, +NaN -> "
+        "-0 in fp4/fp6, -0.0 kept; float8e8m0 from the float32 exponent field, the sign ignored "
+        "(e8m0='exponent_field'; round_mode 'nearest', 'up', 'down' are rounding 'half_even', "
+        "'ceil', 'floor': ONNX's default 'up' is rounding='ceil'), held at 254 when saturating",
+        backend="onnx 1.23 onnx.reference Cast (opset 23, 25, 28)",
+        evidence="tests/cross/test_float_elements.py::test_onnx_reference_cast",
+        nan_no_nan="zero_flip",
+        quotient="float32",
+        e8m0="exponent_field",
     ),
     FloatConvention(
         name="onnxruntime",
