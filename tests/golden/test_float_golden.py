@@ -269,3 +269,13 @@ def test_bad_input(tmp_path):
     assert bad.returncode == 2 and "float4_e2m1fn" in bad.stderr and "Traceback" not in bad.stderr
     assert _cli("golden", "--scale", "0.1", "--qmin", "0", "--qmax", "7", "--convention", "ml_dtypes",
                 "-o", str(tmp_path / "x.npz")).returncode == 2
+
+
+def test_e8m0_exponent_field_is_named():
+    """torch's e8m0 cast (the float32 exponent field, sign ignored, zero to code 0) against the
+    exact value rounding: identify names the row and the cause."""
+    x = np.float32([1.0, 3.0, -4.0, 0.0, 1e-39, 5.0, 0.75])
+    y = rq.encode(x, "float8_e8m0fnu", convention="torch")
+    r = rq.identify(x, y, fmt="float8_e8m0fnu", op="quantize")
+    assert ("torch", "half_even") in r.matches
+    assert r.causes == {"e8m0 exponent field": int((y != rq.encode(x, "float8_e8m0fnu")).sum())}
