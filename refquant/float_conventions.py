@@ -256,7 +256,8 @@ TABLE = (
         "else beyond max -> inf (formats with inf) or NaN; +-inf -> NaN in both modes (inf / inf); "
         "-0.0 kept as a value (fnuz: fake_quantize returns -0.0, the code is 0)",
         backend="brevitas 0.13 FloatQuant + FloatClamp (Fp8e4m3OCP*, Fp8e4m3FNUZ*, fp6/fp4 mixins); "
-        "does not install in this environment",
+        "not in the test environment (brevitas 0.13.4 pins setuptools < 81); the MX row built on "
+        "this FloatQuant matches brevitas itself where it imports (test_float_mx.py::test_brevitas_mx)",
         evidence="tests/cross/test_float_transcribed.py::test_brevitas_elements (its published "
         "FloatQuant algorithm, re-typed in torch)",
         nan_no_nan="nan",
