@@ -286,13 +286,28 @@ def _load(path):
     from .golden._files import convention_of, load, qparams
 
     g = load(path)
-    if "fmt" in g.manifest:  # a float format's file: no integer convention or qparams
+    if "fmt" in g.manifest or "block_format" in g.manifest:  # no integer convention or qparams
         return g, None, None
     return g, convention_of(g.manifest), qparams(g.manifest)
 
 
+def _cmd_check_block(args, g) -> int:
+    from .golden._block import check_outputs
+
+    doc = check_outputs(g, convention=args.convention)
+    lines = doc.pop("lines")
+    doc["file"] = str(args.file)
+    head = (f"{args.file}: all {doc['elements']} outputs match {doc['convention']} ({doc['fmt']}) bit for bit"
+            if doc["equal"] else f"{args.file}: outputs differ from {doc['convention']} ({doc['fmt']})")
+    _emit(args, doc, "\n".join([head, *([] if doc["equal"] else lines), *doc["notes"]]))
+    return OK if doc["equal"] and not doc["notes"] else MISMATCH
+
+
 def _cmd_check_float(args, g) -> int:
     from .golden._diagnose import diagnose, same
+
+    if "block_format" in g.manifest:
+        return _cmd_check_block(args, g)
     from .golden._float import float_setting, knob_differences
 
     setting = float_setting(g.manifest, convention=args.convention, rounding=args.rounding)
@@ -325,6 +340,14 @@ def _cmd_check_float(args, g) -> int:
 
 def _cmd_identify_float(args, g) -> int:
     import refquant as rq
+
+    if "block_format" in g.manifest:
+        from .golden._block import block_setting
+
+        fmt, conv, scale = block_setting(g.manifest, convention=args.reference)
+        r = rq.identify(g.inputs, g.outputs, scale, fmt=fmt, reference=conv)
+        _emit(args, r.to_dict(), str(r))
+        return OK if r.matches else MISMATCH
 
     from .golden._float import float_setting
 

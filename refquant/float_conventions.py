@@ -42,6 +42,14 @@ arithmetic
     element arithmetic (private exponent ``floor(log2_fp32 |x|)`` clipped at ``emin``,
     ``floor(fl32(|t| + 0.5))``, clamp to +-max; inf passes through, as a value); ``"brevitas"``
     brevitas FloatQuant's float32 arithmetic (see its row).
+e8m0
+    how a value becomes an e8m0 code: ``"value"`` the rounding of the value (as every other
+    format); ``"exponent_field"`` a bit rule on ``fl32(x)``: the float32 exponent field ``e``
+    (the sign ignored), plus one, for ``half_even``, when the mantissa's top bit is set and
+    either a lower mantissa bit is set or ``e > 0`` (the implied bit is the tie's "lsb"); for
+    ``ceil`` when any mantissa bit is set; never for ``floor``. ``e = 255`` (NaN, +-inf) gives
+    255 (NaN); a carry out of 254 gives 255, or 254 when saturating. Zero gives code 0;
+    negatives give the code of their magnitude.
 formats
     the formats the backend implements (empty: all); others are a ValueError.
 missing
@@ -67,6 +75,7 @@ _CHOICES = {
     "nan_payload": ("quiet", "all_ones"),
     "quotient": ("exact", "float32"),
     "arithmetic": ("exact", "microxcaling", "brevitas"),
+    "e8m0": ("value", "exponent_field"),
     "rounding": ROUNDING_MODES,
 }
 
@@ -101,6 +110,7 @@ class FloatConvention:
     quotient: str = "exact"
     rounding: str = "half_even"
     arithmetic: str = "exact"
+    e8m0: str = "value"
     formats: tuple[str, ...] = ()
     missing: str = ""
 
@@ -152,13 +162,18 @@ TABLE = (
     FloatConvention(
         name="torch",
         formula="round-to-nearest-even; float8_e4m3fn saturates (+-inf -> +-448), the other fp8 "
-        "formats are IEEE (e5m2 overflow -> +-inf, fnuz overflow -> NaN); e5m2 NaN is 0x7F",
-        backend="torch 2.13 CPU Tensor.to(float8_*)",
-        evidence="tests/cross/test_float_torch.py",
+        "formats are IEEE (e5m2 overflow -> +-inf, fnuz overflow -> NaN); e5m2 NaN is 0x7F; "
+        "float8_e8m0fnu by the float32 exponent field (e8m0='exponent_field': the sign ignored, "
+        "1.5 * 2**k and above -> 2**(k+1), zero and tiny -> code 0, NaN, inf and 1.5 * 2**127 "
+        "and above -> 255)",
+        backend="torch 2.13 CPU Tensor.to(float8_* and float8_e8m0fnu)",
+        evidence="tests/cross/test_float_elements.py::test_torch_to, test_torch_e8m0 (every "
+        "float32 exponent field with the mantissas around the guard bit, both signs, specials)",
         saturate_formats=("float8_e4m3fn",),
         fixed_saturate=True,
         nan_payload="all_ones",
-        formats=_FP8,
+        e8m0="exponent_field",
+        formats=(*_FP8, "float8_e8m0fnu"),
     ),
     FloatConvention(
         name="onnx",
@@ -170,6 +185,19 @@ TABLE = (
         nan_no_nan="zero_flip",
         signed_zero="drop_zero_input_no_nan",
         quotient="float32",
+    ),
+    FloatConvention(
+        name="onnx.cast",
+        formula="Cast (no scale; scaled: fl32(x / s) first): round-to-nearest-even with the "
+        "saturate attribute (default 1; fnuz +-inf -> +-max when saturating); NaN -> NaN, +NaN -> "
+        "-0 in fp4/fp6, -0.0 kept; float8e8m0 from the float32 exponent field, the sign ignored "
+        "(e8m0='exponent_field'; round_mode 'nearest', 'up', 'down' are rounding 'half_even', "
+        "'ceil', 'floor': ONNX's default 'up' is rounding='ceil'), held at 254 when saturating",
+        backend="onnx 1.23 onnx.reference Cast (opset 23, 25, 28)",
+        evidence="tests/cross/test_float_elements.py::test_onnx_reference_cast",
+        nan_no_nan="zero_flip",
+        quotient="float32",
+        e8m0="exponent_field",
     ),
     FloatConvention(
         name="onnxruntime",
@@ -228,7 +256,8 @@ TABLE = (
         "else beyond max -> inf (formats with inf) or NaN; +-inf -> NaN in both modes (inf / inf); "
         "-0.0 kept as a value (fnuz: fake_quantize returns -0.0, the code is 0)",
         backend="brevitas 0.13 FloatQuant + FloatClamp (Fp8e4m3OCP*, Fp8e4m3FNUZ*, fp6/fp4 mixins); "
-        "does not install in this environment",
+        "not in the test environment (brevitas 0.13.4 pins setuptools < 81); the MX row built on "
+        "this FloatQuant matches brevitas itself where it imports (test_float_mx.py::test_brevitas_mx)",
         evidence="tests/cross/test_float_transcribed.py::test_brevitas_elements (its published "
         "FloatQuant algorithm, re-typed in torch)",
         nan_no_nan="nan",

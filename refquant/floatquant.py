@@ -235,6 +235,8 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
     out = np.empty(xk.size, np.uint8)
     if not xk.size:
         return out
+    if cast.fmt.name == "float8_e8m0fnu" and cast.conv.e8m0 == "exponent_field":
+        return _e8m0_exponent_field(cast, xk, scales, gidx)
     u = _draws(cast.mode, xk.size, rng)
     if cast.conv.quotient == "float32" and scales is not None:
         s32 = scales.astype(np.float32)
@@ -259,6 +261,34 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
     cast.apply_band(band_t, out)
     cast.apply_nan_bits(t, out)
     return out
+
+
+def _e8m0_exponent_field(cast: _Cast, xk: np.ndarray, scales, gidx) -> np.ndarray:
+    """e8m0 codes read from the float32 bits of ``t = fl32(x)`` (``fl32(t / fl32(s))`` when
+    scaled), the sign ignored: the exponent field ``e``, plus one for ``half_even`` when the
+    guard bit is set and a lower bit is set or ``e > 0`` (torch, ONNX round_mode='nearest'), for
+    ``ceil`` when any mantissa bit is set (ONNX 'up'), never for ``floor`` (ONNX 'down'); NaN and
+    inf give 255; a carry out of 254 gives 255, or stays at 254 when saturating."""
+    from ._kernels import _float as k
+
+    rule = {k.HALF_EVEN: "nearest", k.CEIL: "up", k.FLOOR: "down"}.get(cast.mode)
+    if rule is None:
+        raise ValueError(f"convention {cast.conv.name!r} rounds e8m0 codes from the exponent field "
+                         "with rounding 'half_even', 'ceil' or 'floor' only")
+    t = xk.astype(np.float32)
+    if scales is not None:
+        s32 = scales.astype(np.float32)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            t = t / (s32[gidx] if gidx.size else s32[0])
+    b = t.view(np.uint32)
+    e = (b >> 23) & 0xFF
+    if rule == "nearest":
+        up = ((b & 0x400000) != 0) & (((b & 0x3FFFFF) != 0) | (e > 0))
+    else:
+        up = ((b & 0x7FFFFF) != 0) & (rule == "up")
+    if cast.saturate:
+        up &= e != 254
+    return np.where(e == 255, 255, e + up).astype(np.uint8)
 
 
 def _float32_values(cast: _Cast, t: np.ndarray) -> np.ndarray:

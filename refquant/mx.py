@@ -26,7 +26,7 @@ import numpy as np
 
 from ._validation import check_axis, float_array, integer_array, integer_scalar
 from .floatformats import float_format
-from .floatquant import _Cast, _out_dtype
+from .floatquant import _Cast, _out_dtype, encode
 from .formats import IntFormat
 
 __all__ = ["MXConvention", "TABLE", "names", "get", "quantize", "dequantize", "fake_quantize"]
@@ -35,7 +35,7 @@ SCALE_RULES = ("floor", "ceil", "even", "rceil")
 _CHOICES = {
     "scale_rule": (None, *SCALE_RULES),
     "shared_exponent": ("bits", "log2_fp32", "log2_fp32_min_normal"),
-    "scaling": ("exact", "float32_divide", "float32_reciprocal", "microxcaling"),
+    "scaling": ("exact", "float32_divide", "float32_reciprocal", "microxcaling", "brevitas"),
     "nonfinite": ("nan_block", "inf_exponent"),
     "exponent_overflow": ("clip", "nan"),
     "mxint8_min": (-127, -128),
@@ -54,7 +54,12 @@ class MXConvention:
     scaling: the element quotient: ``"exact"``; ``"float32_divide"`` ``fl32(x / max(X, 2**-126))``
     (the 2**-127 scale divides as 2**-126; the NaN scale divides as inf); ``"float32_reciprocal"``
     ``fl32(x * r)`` with ``r = 2**(127 - code)``, 1.0 for code 0 and 2**-127 for code 254;
-    ``"microxcaling"`` ``fl32(x / X)`` then microxcaling's float32 element rounding.
+    ``"microxcaling"`` ``fl32(x / X)`` then microxcaling's float32 element rounding;
+    ``"brevitas"`` brevitas's float32 pipeline: ``a = max(amax, scale_min)``, ``X = fl32(max(
+    2**floor(log2_fp32 a), scale_min) / 2**emax)`` (not a power of two when the floor binds), the
+    element ``fl32(x / X)`` quantized by the element convention's float32 arithmetic (MXINT8:
+    ``clip(rne(fl32(x / X)), mxint8_min, 127)``), the value ``fl32(element * X)``.
+    scale_min: the float32 floor of the ``"brevitas"`` scaling (0: none).
     element: the element convention (refquant.float_conventions) of the element cast.
     nonfinite: ``"nan_block"`` (NaN or inf makes the scale NaN) or ``"inf_exponent"`` (inf's
     exponent field, 128, is used as floor(log2 amax); NaN still gives the NaN scale).
@@ -76,6 +81,7 @@ class MXConvention:
     mxint8_min: int = -127
     microxcaling_round: str = "nearest"
     even_mantissa_bits: int | None = None
+    scale_min: float = 0.0
     input_dtypes: tuple[str, ...] = _ALL_DTYPES
     formats: tuple[str, ...] = ()
     missing: str = ""
@@ -163,12 +169,27 @@ TABLE = (
     ),
     MXConvention(
         name="brevitas",
-        formula="scale 2**FloorSte(log2_fp32(amax)) - emax with a 1e-10 floor on the scale before "
-        "the power-of-two restriction (not a power of two below ~1e-8); MXINT8 scale "
-        "2**floor(log2(amax / 127))",
-        backend="brevitas 0.13 MXFloat8e4m3Weight / MXInt8Weight",
-        missing="not implemented: brevitas is not installed here and its MX scale floor has no "
-        "transcription in this project yet",
+        formula="a = max(amax, fl32(1e-10)); X = fl32(max(2**floor(log2_fp32 a), fl32(1e-10)) / "
+        "2**emax) (emax 7 for MXINT8), so blocks with amax below 2**-33 get the scale "
+        "fl32(1e-10) / 2**emax, not a power of two (quantize raises there; fake_quantize returns "
+        "brevitas's values); elements: FloatQuant of fl32(x / X) in float32 (the brevitas element "
+        "convention, saturating), MXINT8 clip(rne(fl32(x / X) + 0), -128, 127), then fl32(q * X); "
+        "NaN or inf in a block (or amax whose float32 log2 rounds to 128): the whole block NaN",
+        backend="brevitas 0.13 MXFloat8e4m3Weight / MXInt8Weight (StatsFromParameterScaling with "
+        "PowerOfTwoRestrictValue + FloorSte, scaling_min_val=1e-10); MX e5m2, fp6 and fp4 are "
+        "the same quantizer with the element widths changed",
+        evidence="tests/cross/test_float_mx.py::test_brevitas_mx (brevitas itself where it imports; "
+        "otherwise its published scaling and FloatQuant algorithm re-typed in torch: "
+        "test_brevitas_mx_transcription)",
+        scale_rule="floor",
+        shared_exponent="log2_fp32",
+        scaling="brevitas",
+        element="brevitas",
+        nonfinite="nan_block",
+        exponent_overflow="nan",
+        mxint8_min=-128,
+        scale_min=float(np.float32(1e-10)),
+        input_dtypes=("float32",),
     ),
     MXConvention(
         name="compressed_tensors",
@@ -274,7 +295,9 @@ class _Plan:
         codes = np.empty(flat.size, np.int8 if self.is_int else np.uint8)
         scodes = np.empty(flat.size // b, np.uint8)
         vals = np.empty(flat.size if self.conv.scaling == "microxcaling" else 0, np.float64)
-        if flat.size:
+        if self.conv.scaling == "brevitas":
+            codes, scodes, vals = self._brevitas(flat.reshape(-1, b))
+        elif flat.size:
             rules = dict(zip(SCALE_RULES, (k.RULE_FLOOR, k.RULE_CEIL, k.RULE_EVEN, k.RULE_RCEIL)))
             sources = {"bits": k.SRC_BITS, "log2_fp32": k.SRC_LOG2_FP32,
                        "log2_fp32_min_normal": k.SRC_LOG2_FP32_MIN_NORMAL}
@@ -296,9 +319,43 @@ class _Plan:
                 k.encode_blocks_f32.serial(flat, b, mults, self.sp, M, emin, bias, max_mag, sign_bit,
                                            codes)
         shape_m = xm.shape
+        codes, scodes = codes.reshape(-1), scodes.reshape(-1)
         out_codes = np.moveaxis(codes.reshape(shape_m), -1, ax)
         out_scales = np.moveaxis(scodes.reshape(shape_m[:-1] + (shape_m[-1] // b,)), -1, ax)
         return out_codes, out_scales, vals.reshape(shape_m) if vals.size else None, ax, b
+
+
+    def _brevitas(self, x):
+        """brevitas's MX weight quantizer on float32 blocks (rows of ``x``): element codes, scale
+        codes (-1 where the scale is not a power of two) and the float32 values."""
+        from ._kernels import _float as k
+
+        fmt, sp = self.fmt, self.sp
+        floor = np.float32(self.conv.scale_min)
+        emax = 7 if self.is_int else self.emax  # log2 of brevitas's threshold: 128, or 2**emax
+        with np.errstate(all="ignore"):
+            a = np.maximum(np.abs(x).max(axis=1, initial=0.0), floor)  # NaN propagates
+            p = np.floor(np.log2(a.astype(np.float64)).astype(np.float32))
+            pow2 = np.exp2(p.astype(np.float64)).astype(np.float32)  # 2**128 -> inf
+            scale = np.maximum(pow2, floor) / np.float32(2.0**emax)
+            t = x / scale[:, None]
+            if self.is_int:
+                q = np.clip(np.rint(t + np.float32(0.0)), self.conv.mxint8_min, 127)
+                codes = np.nan_to_num(q).astype(np.int8)
+            else:
+                q = np.empty(t.size, np.float64)
+                k.brevitas_kernel(t.size, t.reshape(-1), fmt.mantissa_bits, fmt.emin, fmt.max, True,
+                                  fmt.has_inf, q)
+                q = q.astype(np.float32).reshape(t.shape)
+                nan = np.isnan(q)
+                codes = encode(np.where(nan, np.float32(0.0), q), fmt)
+                neg = np.signbit(q)
+                codes[nan & ~neg] = sp[k.SP_NAN_POS]
+                codes[nan & neg] = sp[k.SP_NAN_NEG]
+            vals = (q.astype(np.float32) * scale[:, None]).astype(np.float64)
+            m, e = np.frexp(scale.astype(np.float64))
+            scodes = np.where(np.isfinite(scale), np.where(m == 0.5, e + 126, -1), 255)
+        return codes, scodes, vals
 
 
 def _x(x):
@@ -323,6 +380,15 @@ def quantize(x, fmt, *, axis=-1, block=32, scale_rule="floor", convention="ocp")
     a, name = _x(x)
     plan = _Plan(fmt, convention, scale_rule, name)
     codes, scales, _, _, _ = plan.run(a, axis, block)
+    if scales.dtype != np.uint8:
+        off = np.argwhere(scales < 0)
+        if off.size:
+            where = tuple(off[0].tolist())
+            raise ValueError(f"convention {plan.conv.name!r}: the block at scale index {where} has"
+                             f" a scale that is not a power of two (its floor {plan.conv.scale_min!r} "
+                             "binds: amax below 2**-33), so it has no e8m0 code; fake_quantize returns "
+                             "its values")
+        scales = scales.astype(np.uint8)
     return codes, scales
 
 
@@ -365,7 +431,7 @@ def dequantize(codes, scale_codes, fmt, *, axis=-1, block=32, dtype=np.float32):
 
 def fake_quantize(x, fmt, *, axis=-1, block=32, scale_rule="floor", convention="ocp"):
     """``dequantize(*quantize(x, ...))`` in x's dtype (microxcaling: its own float32 values,
-    which keep +-inf).
+    which keep +-inf; brevitas: its float32 values, also where its scale floor binds).
 
     >>> import numpy as np, refquant as rq
     >>> rq.mx.fake_quantize(np.float32([0.3, -3.3, 1.2, 7.0]), rq.float4_e2m1fn, block=4)
@@ -376,6 +442,8 @@ def fake_quantize(x, fmt, *, axis=-1, block=32, scale_rule="floor", convention="
     codes, scales, vals, ax, b = plan.run(a, axis, block)
     if vals is None:
         return dequantize(codes, scales, plan.fmt, axis=ax, block=b, dtype=a.dtype)
+    if plan.conv.scaling == "brevitas":  # its own float32 values
+        return np.moveaxis(vals, -1, ax).astype(np.float32)
     s = np.where(scales == 255, np.nan, np.ldexp(1.0, scales.astype(np.int64) - 127))
     with np.errstate(invalid="ignore", over="ignore"):
         v = np.moveaxis(vals, -1, ax) * np.repeat(s, b, axis=ax)

@@ -38,6 +38,7 @@ in every library recipe. Dequantize (libraries): ``f32(q * f32(s * g))``, then t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -47,7 +48,7 @@ import numpy as np
 from ._dtypes import f32_of_fraction, float_code
 from ._validation import float_array, integer_array, named_row
 
-__all__ = ["Convention", "CONVENTIONS", "quantize", "dequantize", "fake_quantize", "BLOCK"]
+__all__ = ["Convention", "CONVENTIONS", "quantize", "dequantize", "fake_quantize", "detect", "BLOCK"]
 
 BLOCK = 16
 _E4M3_MAX_TIMES_E2M1_MAX = 2688.0
@@ -65,7 +66,12 @@ class Convention:
     ``"reciprocal"`` (``f32(f32(1/g) / s)``), ``"reciprocal_product"`` (``f32(1 / f32(s g))``) or
     ``"divide"`` (``x / f32(s g)``). ``nan``: ``"error"``, ``"code"`` (``nan_code``) or
     ``"torchao_bits"`` (torchao's bit arithmetic applied to the NaN's bits: a NaN input keeps its
-    payload, a NaN block scale gives 0x7ff00000). ``drop_negative_zero``: -0.0 (not a
+    payload, a NaN block scale gives 0x7ff00000). ``nan_multiplier_lanes``: under
+    ``torchao_bits``, the float32 product ``x * m`` with both NaN (a NaN element in a NaN-scale
+    block) keeps the multiplier's NaN in the first ``nan_multiplier_lanes`` positions of each
+    block and the input's after them: 16 under torch's AVX2/AVX512 kernels, 3 under its DEFAULT
+    kernels (which operand a compiled multiply returns; :func:`detect` measures it on the
+    installed torch). ``drop_negative_zero``: -0.0 (not a
     negative value rounding to zero) takes code 0. ``dequant``: ``"exact"`` or ``"float32"``;
     ``dequant_negative_zero``: code 8 dequantizes to -0.0 (ModelOpt's table holds +0).
     """
@@ -83,6 +89,11 @@ class Convention:
     formula: str
     evidence: str = field(default="", compare=False)
     dequant_negative_zero: bool = True
+    nan_multiplier_lanes: int = BLOCK
+
+    def replace(self, **knobs) -> Convention:
+        """A copy with some knobs changed."""
+        return dataclasses.replace(self, **knobs)
 
 
 CONVENTIONS = {
@@ -125,6 +136,40 @@ _NAN = {"error": 0, "code": 1, "torchao_bits": 2}
 
 def _convention(convention) -> Convention:
     return named_row(CONVENTIONS, convention, Convention)
+
+
+def detect(convention) -> Convention:
+    """The variant of an NVFP4 convention that the installed backend runs on this machine.
+
+    ``torchao``: torchao's ``nvfp4_quantize`` is run on one block of float32 quiet NaNs
+    (``0x7fc00000``); the NaN scale makes each element ``NaN * NaN``, whose kept NaN gives code 4
+    (the multiplier's ``0x7ff00000``) or 3 (the input's). The leading run of 4s sets
+    ``nan_multiplier_lanes``. Other rows come back unchanged. An ImportError without
+    torch/torchao; a RuntimeError when the codes are not such a run.
+
+    >>> import refquant as rq
+    >>> rq.nvfp4.detect("exact") is rq.nvfp4.CONVENTIONS["exact"]
+    True
+    """
+    conv = _convention(convention)
+    if conv.nan != "torchao_bits":
+        return conv
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torchao.prototype.mx_formats.nvfp4_tensor import nvfp4_quantize
+
+    x = torch.full((1, BLOCK), float("nan"), dtype=torch.float32)
+    _, packed = nvfp4_quantize(x, block_size=BLOCK, per_tensor_scale=torch.tensor(0.01))
+    p = packed.view(torch.uint8).numpy().reshape(-1)
+    codes = np.stack([p & 15, p >> 4], axis=-1).reshape(-1).tolist()
+    lanes = next((i for i, c in enumerate(codes) if c != 4), BLOCK)
+    if codes != [4] * lanes + [3] * (BLOCK - lanes):
+        raise RuntimeError(f"torchao gave codes {codes} for a block of NaNs; no nan_multiplier_lanes fits")
+    return conv if lanes == conv.nan_multiplier_lanes else conv.replace(nan_multiplier_lanes=lanes)
 
 
 @functools.cache
@@ -214,7 +259,8 @@ def quantize(x, *, global_scale=None, convention="exact"):
         e4m3, e2m1, mids32 = _tables()
         nvfp4_quantize(xk.size, xk, nb, float(g), float(g_dec), float(s_enc), _BS[conv.block_scale],
                        conv.scale_min, conv.zero_scale_to_one, _EL[conv.element], _NAN[conv.nan],
-                       conv.nan_code, conv.drop_negative_zero, e4m3, e2m1, mids32, codes, scales)
+                       conv.nan_code, int(conv.nan_multiplier_lanes), conv.drop_negative_zero, e4m3, e2m1,
+                       mids32, codes, scales)
     return codes.reshape(x.shape), scales.reshape(x.shape[:-1] + (x.shape[-1] // BLOCK,)), stored
 
 

@@ -95,13 +95,15 @@ def element_multiplier(s, g, g_dec, el_rule):
 
 @sized_kernel
 def nvfp4_quantize(x, nb, g, g_dec, s_enc, bs_rule, scale_min, zero_to_one, el_rule, nan_rule,
-                   nan_code, drop_neg_zero, e4m3, e2m1, mids32, codes, scales):
+                   nan_code, nan_lanes, drop_neg_zero, e4m3, e2m1, mids32, codes, scales):
     """Per block of 16: the e4m3 scale code and 16 e2m1 codes (``refquant.nvfp4`` for the rules).
 
     ``g``: the decode global scale (float32 value); ``g_dec``/``s_enc``: transformer_engine's
-    decode and encode scales. ``x`` is float32 (float64 for the exact rules). ``e4m3``/``e2m1``
-    are the decode tables; the float32 rules round ``|v|`` as the branch-free count of the seven
-    e2m1 midpoints ``mids32`` below it (a tie goes to the even code).
+    decode and encode scales. ``nan_lanes``: under NAN_BITS, the leading positions of a block
+    where ``NaN * NaN`` keeps the multiplier's NaN (the input's after them). ``x`` is float32
+    (float64 for the exact rules). ``e4m3``/``e2m1`` are the decode tables; the float32 rules
+    round ``|v|`` as the branch-free count of the seven e2m1 midpoints ``mids32`` below it (a tie
+    goes to the even code).
     """
     top = 0x7E  # 448
     for b in prange(nb):
@@ -143,8 +145,10 @@ def nvfp4_quantize(x, nb, g, g_dec, s_enc, bs_rule, scale_min, zero_to_one, el_r
                 v = div32(x[i], m) if el_rule == EL_DIVIDE else np.float32(x[i] * m)
                 if v != v:
                     if nan_rule == NAN_BITS:
-                        # x86 returns the NaN multiplier (a NaN scale, decoded as 0x7ff00000) first
-                        bits = 0x7FF00000 if m != m else f32_to_bits(x[i]) | 0x400000
+                        # x * m with both NaN keeps one operand's NaN: the multiplier's (a NaN
+                        # scale, decoded as 0x7ff00000) in the first nan_lanes positions
+                        keep_x = x[i] != x[i] and (m == m or i - lo >= nan_lanes)
+                        bits = f32_to_bits(x[i]) | 0x400000 if keep_x else 0x7FF00000
                         codes[i] = nan_bits_code(bits)
                     else:
                         codes[i] = nan_code

@@ -210,13 +210,22 @@ def cases(scale=None, zero_point=0, *, qmin=None, qmax=None, dtype=np.float32, o
 
     A float format as ``fmt`` (``rq.float8_e4m3fn``, ``"float4_e2m1fn"``, ...) builds float cases
     instead (``scale`` default 1: the element cast; ``saturate`` and the float ``convention``
-    recorded): see :func:`refquant.golden._float.float_cases`.
+    recorded): see :func:`refquant.golden._float.float_cases`. A block format's name as ``fmt``
+    (``"mxfp4"``, ``"nvfp4"``, ``"nf4"``, ...) builds block cases: see
+    :func:`refquant.golden._block.block_cases`.
     """
     import refquant as rq
 
     from .. import conventions as _conventions
+    from ._block import is_block_format
     from ._files import knobs_of
     from ._float import route
+
+    if is_block_format(fmt):
+        from ._block import block_cases
+
+        return block_cases(fmt, scale, dtype=dtype, op=op, n_random=n_random, seed=seed,
+                           convention=None if convention == "exact" else convention)
 
     is_float, got = route("cases", fmt, scale, zero_point, qmin, qmax, saturate, axis, block_size)
     if is_float:

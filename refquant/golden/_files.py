@@ -204,6 +204,10 @@ def _numbers(v, what: str, *, positive: bool = False, depth: int = 0):
 def _check_manifest(manifest) -> dict:
     if not isinstance(manifest, dict):
         raise ValueError(f"manifest must be a JSON object; got {type(manifest).__name__}")
+    if "block_format" in manifest:  # an MX, NVFP4 or NF4 golden file
+        from ._block import check_manifest as check_block
+
+        return check_block(manifest)
     if "fmt" in manifest:  # a float format's golden file
         from ._float import check_manifest
 

@@ -28,7 +28,7 @@ __all__ = ["float_inputs", "float_cases", "float_identify", "float_sweep", "floa
            "check_manifest", "resolve_format", "with_knobs", "make_setting", "no_code",
            "knob_differences", "FLOAT_CAUSES"]
 
-FLOAT_CAUSES = ("subnormals",)  # causes of this family beyond the engine's CAUSES
+FLOAT_CAUSES = ("subnormals", "e8m0 exponent field")  # causes of this family beyond CAUSES
 _FMT_FIELDS = tuple(f.name for f in dataclasses.fields(FloatFormat))
 
 
@@ -295,6 +295,9 @@ def _float_changes(s: Setting) -> list:
                                   pre=_reciprocal_pre(width)))
     if s.op == "fake_quantize":
         changes.append(Change("dequantization arithmetic", "dequantize in float32", post=_dequant32_post(s)))
+    if fmt.name == "float8_e8m0fnu":  # torch and ONNX Cast read the float32 exponent field
+        changes.append(_knob("e8m0 exponent field", e8m0="value" if c.e8m0 == "exponent_field"
+                             else "exponent_field"))
     if exact_arith and fmt.mantissa_bits and fmt.subnormals:
         changes.append(Change("subnormals", "subnormal results flushed to zero", post=_flush_post(s)))
         changes.append(Change("subnormals", "tiny inputs flushed to zero", pre=_daz_pre(s)))

@@ -165,10 +165,18 @@ def identify(x, y, scale=None, zero_point=0, *, qmin=None, qmax=None, op="fake_q
 
     A float format as ``fmt`` names the element convention instead (``scale`` default 1; the
     float conventions, each under its rounding modes and overflow rules; ``saturate`` sets the
-    reference's): :func:`refquant.golden._float.float_identify`.
+    reference's): :func:`refquant.golden._float.float_identify`. A block format's name as
+    ``fmt`` (``"mxfp4"``, ``"nvfp4"``, ``"nf4"``, ...; ``y`` the fake-quantized values, ``scale``
+    NVFP4's global scale) names the block convention: :func:`refquant.golden._block.block_identify`.
     """
+    from ._block import is_block_format
     from ._float import route
 
+    if is_block_format(fmt):
+        from ._block import block_identify
+
+        return block_identify(x, y, fmt, scale, reference=None if reference == "exact" else reference,
+                              conventions=conventions, n_examples=n_examples)
     is_float, got = route("identify", fmt, scale, zero_point, qmin, qmax, saturate, axis, block_size)
     if is_float:
         from ._float import float_identify

@@ -81,8 +81,10 @@ def test_bad_input():
         rq.mx.quantize(x, rq.float8_e4m3fn)
     with pytest.raises(ValueError, match="ocp"):
         rq.mx.quantize(x, rq.float8_e4m3fn, block=10, convention="nope")
-    with pytest.raises(NotImplementedError, match="brevitas"):
-        rq.mx.quantize(x, rq.float8_e4m3fn, block=10, convention="brevitas")
+    with pytest.raises(TypeError, match="brevitas"):
+        rq.mx.quantize(x.astype(np.float64), rq.float8_e4m3fn, block=10, convention="brevitas")
+    with pytest.raises(ValueError, match="not a power of two"):
+        rq.mx.quantize(np.zeros((1, 32), np.float32), rq.float8_e4m3fn, convention="brevitas")
     with pytest.raises(ValueError, match="fixes scale_rule"):
         rq.mx.quantize(x, rq.float8_e4m3fn, block=10, scale_rule="ceil", convention="torchao.rceil")
     with pytest.raises(ValueError, match="int8"):

@@ -85,6 +85,50 @@ def test_torch_saturates_e4m3fn_only():
     assert rq.encode(big, "float8_e5m2").tolist() == [123]
 
 
+def _e8m0_probes():
+    """Every float32 exponent field with mantissas around the guard, round and sticky bits, both
+    signs (NaN payloads and +-inf included)."""
+    e = np.arange(256, dtype=np.uint32)
+    mant = np.uint32([0, 1, 0x1FFFFF, 0x200000, 0x200001, 0x3FFFFF, 0x400000, 0x400001, 0x600000,
+                      0x7FFFFF])
+    b = ((e[:, None] << 23) | mant[None, :]).ravel()
+    return np.concatenate([b, b | 0x80000000]).view(np.float32)
+
+
+def test_torch_e8m0():
+    torch = pytest.importorskip("torch")
+    dt = torch.float8_e8m0fnu
+    x = _e8m0_probes()
+    for a in [x] + every_half_pattern():
+        a32 = a.astype(np.float32)
+        want = torch.from_numpy(a32).to(dt).view(torch.uint8).numpy()
+        _assert_codes(rq.encode(a, "float8_e8m0fnu", convention="torch"), want, a32)
+    x64 = np.nextafter(x[np.isfinite(x)].astype(np.float64), np.inf)
+    want = torch.from_numpy(x64).to(dt).view(torch.uint8).numpy()
+    _assert_codes(rq.encode(x64, "float8_e8m0fnu", convention="torch"), want, x64)
+    codes = np.arange(256, dtype=np.uint8)
+    got = rq.decode(codes, "float8_e8m0fnu")
+    want = torch.from_numpy(codes).view(dt).to(torch.float32).numpy()
+    same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+    assert same.all()  # code 255: NaN (torch's payload 0x7F800001)
+    s = np.float32(0.75)  # scaled: fl32(x / s), then the same rule
+    xs = x[np.isfinite(x)]
+    want = (torch.from_numpy(xs) / s).to(dt).view(torch.uint8).numpy()
+    _assert_codes(rq.quantize(xs, s, fmt="float8_e8m0fnu", convention="torch"), want, xs)
+
+
+def test_torch_e8m0_reads_the_exponent_field():
+    """torch's e8m0 ignores the sign, sends 0 to code 0 (2**-127) and 1.5 * 2**127 to NaN; the
+    value conventions give NaN, NaN and the largest code 254."""
+    torch = pytest.importorskip("torch")
+    x = np.float32([-4.0, 0.0, 1.5 * 2.0**127, 5.877473e-39])
+    want = torch.from_numpy(x).to(torch.float8_e8m0fnu).view(torch.uint8).numpy()
+    assert want.tolist() == [129, 0, 255, 1]
+    assert rq.encode(x, "float8_e8m0fnu", convention="torch").tolist() == want.tolist()
+    for conv in ("exact", "ml_dtypes", "gfloat", "onnx"):
+        assert rq.encode(x, "float8_e8m0fnu", convention=conv).tolist() != want.tolist(), conv
+
+
 # ------------------------------------------------------------------------------- onnx reference
 
 _ONNX_TYPES = {"float8_e4m3fn": "FLOAT8E4M3FN", "float8_e4m3fnuz": "FLOAT8E4M3FNUZ",
@@ -130,6 +174,74 @@ def test_onnx_reference_quantize_linear(name, saturate):
         got = rq.quantize(x, scale, fmt=name, convention="onnx",
                           saturate=None if name in SUB_BYTE else bool(saturate))
         _assert_codes(got, want, x)
+
+
+def _cast_model(to, saturate, opset, round_mode=None, back=False):
+    from onnx import TensorProto, helper
+
+    attrs = {"saturate": saturate} if round_mode is None else {"saturate": saturate, "round_mode": round_mode}
+    nodes = [helper.make_node("Cast", ["x"], ["q" if back else "y"], to=to, **attrs)]
+    if back:  # float output: onnxruntime returns no numpy array for most float8 types
+        nodes.append(helper.make_node("Cast", ["q"], ["y"], to=TensorProto.FLOAT))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT if back else to, [None])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("saturate", [1, 0])
+@pytest.mark.parametrize("name", FP8 + SUB_BYTE)
+def test_onnx_reference_cast(name, saturate):
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    to = getattr(onnx.TensorProto, _ONNX_TYPES[name], None)
+    if to is None:
+        pytest.skip(f"this onnx has no {name}")
+    opset = 28 if name.startswith("float6") else 23
+    x = probes32(name)
+    want = np.asarray(ReferenceEvaluator(_cast_model(to, saturate, opset)).run(None, {"x": x})[0])
+    want = want.view(np.uint8)
+    sat = None if name in SUB_BYTE else bool(saturate)
+    _assert_codes(rq.encode(x, name, convention="onnx.cast", saturate=sat), want, x)
+
+
+@pytest.mark.parametrize("saturate", [1, 0])
+@pytest.mark.parametrize("round_mode,rounding", [("up", "ceil"), ("nearest", "half_even"), ("down", "floor")])
+def test_onnx_reference_cast_e8m0(round_mode, rounding, saturate):
+    onnx = pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    to = getattr(onnx.TensorProto, "FLOAT8E8M0", None)
+    if to is None:
+        pytest.skip("this onnx has no float8e8m0")
+    x = np.concatenate([_e8m0_probes(), probes32("float8_e8m0fnu")])
+    model = _cast_model(to, saturate, 25, round_mode)
+    want = np.asarray(ReferenceEvaluator(model).run(None, {"x": x})[0]).view(np.uint8)
+    got = rq.encode(x, "float8_e8m0fnu", convention="onnx.cast", saturate=bool(saturate), rounding=rounding)
+    _assert_codes(got, want, x)
+
+
+def test_onnx_cast_keeps_negative_zero_quantize_linear_drops_it():
+    """E4: Cast keeps an input -0.0 in fp4 (code 8); QuantizeLinear adds its zero point as a float."""
+    x = np.float32([-0.0, -0.1])
+    assert rq.encode(x, "float4_e2m1fn", convention="onnx.cast").tolist() == [8, 8]
+    assert rq.quantize(x, 1.0, fmt="float4_e2m1fn", convention="onnx").tolist() == [0, 8]
+
+
+@pytest.mark.parametrize("saturate", [1, 0])
+@pytest.mark.parametrize("name", FP8)
+def test_onnxruntime_fp8_cast(name, saturate):
+    """Cast to float8 and back in onnxruntime, compared value for value (NaN = NaN)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    model = _cast_model(getattr(onnx.TensorProto, _ONNX_TYPES[name]), saturate, 21, back=True)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    band = np.float32([480, 488, 495.9, 61440, 63000, 65535, 65536])
+    x = np.concatenate([probes32(name), band, -band])
+    want = np.asarray(sess.run(None, {"x": x})[0])
+    got = rq.decode(rq.encode(x, name, convention="onnxruntime", saturate=bool(saturate)), name)
+    same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+    assert same.all(), (x[~same][:6], got[~same][:6], want[~same][:6])
 
 
 def test_onnx_drops_negative_zero_in_fp4():

@@ -31,15 +31,15 @@ def torchao(x, g):
     return codes, scale.view(torch.uint8).numpy()
 
 
-def check(x, g):
+def check(x, g, convention="torchao"):
     codes, scales = torchao(x, g)
-    q, s, gs = rq.nvfp4.quantize(x, global_scale=g, convention="torchao")
+    q, s, gs = rq.nvfp4.quantize(x, global_scale=g, convention=convention)
     assert_bitwise_equal(q, codes, "codes")
     assert_bitwise_equal(s, scales, "scales")
     # dequantize as NVFP4Tensor does: f32(q * f32(g * s)), then the dtype
     t = nv.NVFP4Tensor.to_nvfp4(to_torch(x), per_tensor_scale=torch.tensor(g, dtype=torch.float32))
     ref = t.dequantize(torch.float32).numpy()
-    assert_bitwise_equal(rq.nvfp4.dequantize(q, s, gs, convention="torchao"), ref, "dequantize")
+    assert_bitwise_equal(rq.nvfp4.dequantize(q, s, gs, convention=convention), ref, "dequantize")
 
 
 @pytest.mark.parametrize("g", [1.0, 2.0**-10, 0.0123, 3.5e-6])
@@ -71,13 +71,50 @@ def test_single_level_is_global_scale_one():
     assert_bitwise_equal(s, scale.view(torch.uint8).numpy(), "scales")
 
 
-@pytest.mark.xfail(torch.backends.cpu.get_cpu_capability() == "DEFAULT", strict=False,
-                   reason="torch's DEFAULT (non-vector) kernels give NaN blocks other codes; the "
-                   "torchao row models the AVX2/AVX512 kernels only")
 @pytest.mark.parametrize("k", range(4))
 def test_nonfinite_blocks(k):
-    x = special_rows()[k]
-    check(x, np.float32(0.01))
+    """NaN and inf blocks under the variant measured on this torch (``detect``)."""
+    check(special_rows()[k], np.float32(0.01), rq.nvfp4.detect("torchao"))
+
+
+def test_nan_times_nan_lanes_differ():
+    """In a NaN-scale block, a NaN element is NaN * NaN: the vector kernels keep the scale's NaN
+    (code 4) in all 16 positions, torch's DEFAULT kernels in the first 3 only (code 3 after)."""
+    x = np.full((1, 16), np.nan, np.float32)
+    vec, _, _ = rq.nvfp4.quantize(x, global_scale=0.01, convention="torchao")
+    default = rq.nvfp4.CONVENTIONS["torchao"].replace(nan_multiplier_lanes=3)
+    dft, _, _ = rq.nvfp4.quantize(x, global_scale=0.01, convention=default)
+    assert vec.tolist() == [[4] * 16] and dft.tolist() == [[4] * 3 + [3] * 13]
+
+
+_CHILD = """
+import numpy as np, refquant as rq
+from tests.cross.test_nvfp4_torchao import check, special_rows
+conv = rq.nvfp4.detect("torchao")
+for k in range(4):
+    check(special_rows()[k], np.float32(0.01), conv)
+print(conv.nan_multiplier_lanes)
+"""
+
+
+@pytest.mark.parametrize("capability", ["default", None])
+def test_nonfinite_blocks_under_each_kernel_set(capability):
+    """In a child process per ATEN_CPU_CAPABILITY: detect's variant reproduces torchao."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    if capability:
+        env["ATEN_CPU_CAPABILITY"] = capability
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, cwd=root,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lanes = int(r.stdout.split()[-1])
+    assert lanes == 3 if capability == "default" else lanes in (3, 16)
 
 
 @settings(deadline=None, max_examples=40)

@@ -161,7 +161,9 @@ def test_reciprocal_kernel_classed_as_reciprocal():
 def test_ml_dtypes_identified_as_its_row():
     y = F16.astype(ml_dtypes.float4_e2m1fn).view(np.uint8)
     r = rq.identify(F16, y, fmt=rq.float4_e2m1fn, op="quantize")
-    assert r.matches == [("ml_dtypes", "half_even")]
+    # ONNX Cast to float4e2m1 is the same cast (its reference implementation calls ml_dtypes)
+    assert r.matches == [("ml_dtypes", "half_even"), ("onnx.cast", "half_even")]
+    assert "equivalent here" in str(r)
     y = BF16.astype(ml_dtypes.float8_e5m2).view(np.uint8)
     r = rq.identify(BF16, y, fmt=rq.float8_e5m2, op="quantize")
     assert ("ml_dtypes", "half_even") in r.matches and ("exact", "half_even") not in r.matches
@@ -269,3 +271,13 @@ def test_bad_input(tmp_path):
     assert bad.returncode == 2 and "float4_e2m1fn" in bad.stderr and "Traceback" not in bad.stderr
     assert _cli("golden", "--scale", "0.1", "--qmin", "0", "--qmax", "7", "--convention", "ml_dtypes",
                 "-o", str(tmp_path / "x.npz")).returncode == 2
+
+
+def test_e8m0_exponent_field_is_named():
+    """torch's e8m0 cast (the float32 exponent field, sign ignored, zero to code 0) against the
+    exact value rounding: identify names the row and the cause."""
+    x = np.float32([1.0, 3.0, -4.0, 0.0, 1e-39, 5.0, 0.75])
+    y = rq.encode(x, "float8_e8m0fnu", convention="torch")
+    r = rq.identify(x, y, fmt="float8_e8m0fnu", op="quantize")
+    assert ("torch", "half_even") in r.matches
+    assert r.causes == {"e8m0 exponent field": int((y != rq.encode(x, "float8_e8m0fnu")).sum())}
