@@ -17,6 +17,7 @@ value, rounded once by ``Tensor.to``).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -348,18 +349,33 @@ class _EagerFakeQuantize(torch.autograd.Function):
     """The custom op's forward and backward without its dispatch cost: used in eager mode on plain
     tensors, with Python-number or NumPy qparams handed to the core as they are; compile,
     export and tensor subclasses take the op. Tensor qparams are saved with their version
-    counters, so an in-place change before backward raises as for any torch op."""
+    counters, so an in-place change before backward raises as for any torch op.
+
+    When only x needs a gradient and it is the straight-through one, the forward also takes the
+    mask (:func:`ste_mask`) and saves it instead of x; the backward is then ``grad * mask``."""
 
     @staticmethod
     def forward(ctx, x, scale, zero_point, spec):
+        s, z = _core_qparam(scale), _core_qparam(zero_point)
+        out = _forward(x, s, z, spec)
+        need = ctx.needs_input_grad
+        if not (need[1] or need[2]) and (not spec.round_zero_point or spec.block_size is not None):
+            ctx.mask = True
+            ctx.save_for_backward(ste_mask(x, s, spec.forward_zero_point(z), spec.qmin, spec.qmax,
+                                           rounding=spec.rounding, convention=spec.convention,
+                                           **spec.kwargs()))
+            return out
         is_tensor = (isinstance(scale, torch.Tensor), isinstance(zero_point, torch.Tensor))
         ctx.save_for_backward(x, *(t for t in (scale, zero_point) if isinstance(t, torch.Tensor)))
-        ctx.is_tensor, ctx.spec = is_tensor, spec
+        ctx.is_tensor, ctx.spec, ctx.mask = is_tensor, spec, False
         ctx.numbers = (None if is_tensor[0] else scale, None if is_tensor[1] else zero_point)
-        return _forward(x, _core_qparam(scale), _core_qparam(zero_point), spec)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
+        if ctx.mask:
+            (mask,) = ctx.saved_tensors
+            return grad * mask, None, None, None
         x, *saved = ctx.saved_tensors
         qparams = [saved.pop(0) if is_t else num for is_t, num in zip(ctx.is_tensor, ctx.numbers)]
         need = ctx.needs_input_grad
@@ -436,28 +452,60 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     [1.0, 1.0, 0.0]
     """
     x = check_float_tensor(x)
-    qmin, qmax = _resolve_range(qmin, qmax, fmt)
     scale = _check_qparam(scale, "scale")
     zero_point = _check_qparam(zero_point, "zero_point")
+    if _eager(x, scale, zero_point):
+        spec = _eager_spec(x.dim(), qmin, qmax, fmt, axis, block_size, rounding, convention, rng,
+                           grad_factor, lsq_convention, round_zero_point)
+        if not _needs_grad(x, scale, zero_point):
+            return _forward(x, _core_qparam(scale), _core_qparam(zero_point), spec)
+        return _EagerFakeQuantize.apply(x, scale, zero_point, spec)
+    qmin, qmax = _resolve_range(qmin, qmax, fmt)
     if axis is not None:
         axis = check_axis(axis, x.dim())
     block = None if block_size is None else [int(b) for b in block_size]
     seed = _seed(rng)
     grad_factor, lsq_convention = float(grad_factor), str(lsq_convention)
     round_zero_point = bool(round_zero_point)
-    if _eager(x, scale, zero_point):
-        if isinstance(convention, str):
-            rq.conventions.get(convention)  # a ValueError that lists the known names
-        spec = _spec_of(qmin, qmax, axis, block, rounding, convention, seed, grad_factor,
-                        lsq_convention, round_zero_point)
-        if not _needs_grad(x, scale, zero_point):
-            return _forward(x, _core_qparam(scale), _core_qparam(zero_point), spec)
-        return _EagerFakeQuantize.apply(x, scale, zero_point, spec)
     scale_t, scale_weak = _op_qparam(scale, x)
     zp_t, zp_weak = _op_qparam(zero_point, x)
     return torch.ops.refquant.fake_quantize(
         x, scale_t, zp_t, qmin, qmax, axis, block, rounding, _convention_key(convention), seed,
         scale_weak, zp_weak, grad_factor, lsq_convention, round_zero_point)
+
+
+_EAGER_SPECS: dict = {}
+_SIMPLE = (type(None), bool, int, float, str, rq.IntFormat)
+
+
+def _eager_spec(ndim, qmin, qmax, fmt, axis, block_size, rounding, convention, rng, grad_factor,
+                lsq_convention, round_zero_point) -> _Spec:
+    """The validated static arguments of an eager call, remembered (with each argument's type, so
+    that a refused type is refused again) when they are plain values and ``rng`` is None."""
+    args = (qmin, qmax, fmt, axis, rounding, convention, grad_factor, lsq_convention,
+            round_zero_point)
+    key = None
+    if rng is None and all(type(a) in _SIMPLE for a in args) and (
+            block_size is None or type(block_size) in (tuple, list)):
+        sign = math.copysign(1.0, grad_factor) if type(grad_factor) is float else 0.0
+        key = (ndim, tuple(map(type, args)), args, sign,
+               None if block_size is None else tuple((type(b), b) for b in block_size))
+        spec = _EAGER_SPECS.get(key)
+        if spec is not None:
+            return spec
+    qmin, qmax = resolve_range(qmin, qmax, fmt)
+    if axis is not None:
+        axis = check_axis(axis, ndim)
+    if isinstance(convention, str):
+        rq.conventions.get(convention)  # a ValueError that lists the known names
+    spec = _spec_of(qmin, qmax, axis, None if block_size is None else [int(b) for b in block_size],
+                    rounding, convention, _seed(rng), float(grad_factor), str(lsq_convention),
+                    bool(round_zero_point))
+    if key is not None:
+        if len(_EAGER_SPECS) >= 1024:
+            _EAGER_SPECS.clear()
+        _EAGER_SPECS[key] = spec
+    return spec
 
 
 _RANGES: dict = {}
