@@ -26,6 +26,7 @@ import torch
 
 import refquant as rq
 from refquant._validation import check_axis, resolve_range
+from refquant.affine import Spec, apply
 from refquant.ste import bounds as ste_bounds
 from refquant.ste import masked_grad
 
@@ -70,6 +71,7 @@ class _Spec(NamedTuple):
     grad_factor: float
     lsq_convention: str
     round_zero_point: bool = False
+    core: object = None  # the core's validated rq.affine.Spec of the same arguments
 
     def kwargs(self) -> dict:
         return {"axis": self.axis, "block_size": self.block_size}
@@ -85,9 +87,7 @@ class _Spec(NamedTuple):
 
 def _forward(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
     """``rq.fake_quantize`` on x's bits with core qparams ``s`` / ``z``, on x's device."""
-    out = rq.fake_quantize(to_numpy(x), s, spec.forward_zero_point(z), qmin=spec.qmin,
-                           qmax=spec.qmax, axis=spec.axis, block_size=spec.block_size, rounding=spec.rounding,
-                           convention=spec.convention, rng=spec.seed)
+    out = apply(spec.core, to_numpy(x), s, spec.forward_zero_point(z), fake=True, rng=spec.seed)
     return from_numpy(out, x.device)
 
 
@@ -114,8 +114,11 @@ def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads:
 def _spec_of(qmin, qmax, axis, block_size, rounding, convention, seed, grad_factor,
              lsq_convention, round_zero_point) -> _Spec:
     block = None if block_size is None else tuple(block_size)
-    return _Spec(qmin, qmax, axis, block, rounding, _convention(convention), seed, grad_factor,
-                 lsq_convention, round_zero_point)
+    conv = _convention(convention)
+    core = Spec.of(qmin=qmin, qmax=qmax, axis=axis, block_size=block, rounding=rounding,
+                   convention=conv)
+    return _Spec(qmin, qmax, axis, block, rounding, conv, seed, grad_factor, lsq_convention,
+                 round_zero_point, core)
 
 
 def _fake_quantize_impl(
@@ -351,15 +354,17 @@ class _EagerFakeQuantize(torch.autograd.Function):
     export and tensor subclasses take the op. Tensor qparams are saved with their version
     counters, so an in-place change before backward raises as for any torch op.
 
-    When only x needs a gradient and it is the straight-through one, the forward also takes the
-    mask (:func:`ste_mask`) and saves it instead of x; the backward is then ``grad * mask``."""
+    When only x needs a gradient, it is the straight-through one and x is small (where the cost
+    is per call, not per element), the forward also takes the mask (:func:`ste_mask`) and saves
+    it instead of x; the backward is then ``grad * mask``."""
 
     @staticmethod
     def forward(ctx, x, scale, zero_point, spec):
         s, z = _core_qparam(scale), _core_qparam(zero_point)
         out = _forward(x, s, z, spec)
         need = ctx.needs_input_grad
-        if not (need[1] or need[2]) and (not spec.round_zero_point or spec.block_size is not None):
+        if (x.numel() <= _DIRECT_MASK_MAX and not (need[1] or need[2])
+                and (not spec.round_zero_point or spec.block_size is not None)):
             ctx.mask = True
             ctx.save_for_backward(ste_mask(x, s, spec.forward_zero_point(z), spec.qmin, spec.qmax,
                                            rounding=spec.rounding, convention=spec.convention,
@@ -413,9 +418,12 @@ def _op_qparam(value, like: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return torch.as_tensor(np.asarray(value), device=like.device), False
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # tensor subclasses other than Parameter take the op
+
+
 def _eager(x, scale, zero_point) -> bool:
-    return (type(x) is torch.Tensor and not torch.compiler.is_compiling()
-            and all(type(t) is torch.Tensor for t in (scale, zero_point)
+    return (type(x) in _PLAIN and not torch.compiler.is_compiling()
+            and all(type(t) in _PLAIN for t in (scale, zero_point)
                     if isinstance(t, torch.Tensor)))
 
 

@@ -238,3 +238,19 @@ def test_cuda_gives_the_cpu_bits_for_every_op_and_gradient(dtype):
         outs[device] = [t.detach().cpu() for t in (y, x.grad, s.grad, a.grad)]
     for cpu, gpu in zip(outs["cpu"], outs["cuda"], strict=True):
         assert_same_bits(cpu, gpu)
+
+
+@pytest.mark.parametrize("n", [64, 40000], ids=["mask-taken-in-forward", "mask-in-backward"])
+def test_grad_of_inf_nan_and_negative_grads_equals_torch(n):
+    """Both eager backward routes (a small x saves its mask in the forward; a large x saves x and
+    masks in the backward) give torch's ``grad * mask``: inf * 0 is NaN, -g * 0 is -0.0."""
+    rng = np.random.default_rng(5)
+    x = torch.tensor(rng.standard_normal(n) * 20, dtype=torch.float32)
+    x[:8] = torch.tensor([1e3, -1e3, 1e3, -1e3, 0.5, 1e3, -1e3, 0.25])
+    g = torch.tensor(rng.standard_normal(n), dtype=torch.float32)
+    g[:8] = torch.tensor([float("inf"), float("-inf"), float("nan"), -0.0, float("inf"), -2.0,
+                          -3.0, -0.0])
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    rqt.fake_quantize(ours, 0.1, 3, qmin=0, qmax=255, convention="torch.fake_quantize").backward(g)
+    torch.fake_quantize_per_tensor_affine(theirs, 0.1, 3, 0, 255).backward(g)
+    assert_same_bits(ours.grad, theirs.grad)
