@@ -366,9 +366,7 @@ class _EagerFakeQuantize(torch.autograd.Function):
         if (x.numel() <= _DIRECT_MASK_MAX and not (need[1] or need[2])
                 and (not spec.round_zero_point or spec.block_size is not None)):
             ctx.mask = True
-            ctx.save_for_backward(ste_mask(x, s, spec.forward_zero_point(z), spec.qmin, spec.qmax,
-                                           rounding=spec.rounding, convention=spec.convention,
-                                           **spec.kwargs()))
+            ctx.save_for_backward(_small_mask(x, s, spec.forward_zero_point(z), spec))
             return out
         is_tensor = (isinstance(scale, torch.Tensor), isinstance(zero_point, torch.Tensor))
         ctx.save_for_backward(x, *(t for t in (scale, zero_point) if isinstance(t, torch.Tensor)))
@@ -391,6 +389,20 @@ class _EagerFakeQuantize(torch.autograd.Function):
                 _as_like(gs, qparams[0]) if need[1] else None,
                 _as_like(gz, qparams[1]) if need[2] else None,
                 None)
+
+
+def _small_mask(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
+    """:func:`ste_mask` of a small x; per-tensor on the CPU in float32/float64 with memoized
+    bounds ``[a, b]``, ``a <= x <= b`` on x's array (NumPy costs less per call than torch)."""
+    if (spec.axis is None and spec.block_size is None and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)):
+        xa = to_numpy(x)
+        bounds = _per_tensor_bounds(xa.dtype, s, z, spec.qmin, spec.qmax, spec.rounding,
+                                    spec.convention, compute=False)
+        if bounds is not None:
+            return from_numpy((xa >= bounds[0].numpy()) & (xa <= bounds[1].numpy()))
+    return ste_mask(x, s, z, spec.qmin, spec.qmax, rounding=spec.rounding,
+                    convention=spec.convention, **spec.kwargs())
 
 
 def _check_qparam(value, name: str):
