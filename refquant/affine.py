@@ -204,10 +204,12 @@ class Spec:
 # them. Keys hold each argument's type next to its value (a bool, an np.float32 or a float64
 # array stay apart from an int or a float), floats with their sign (so -0.0 is not 0.0), and
 # arrays by their bytes; an argument that is not hashable, or an array above _MEMO_ARRAY
-# elements, is not memoized. Failed validations raise and are never stored.
+# elements, is not memoized, nor a per-channel or per-block plan of an x above _MEMO_GROUPED
+# elements (its layout holds a group index per element). Failed validations raise and are never
+# stored.
 _SPECS: dict = {}
 _PLANS: dict = {}
-_MEMO_MAX, _MEMO_ARRAY = 512, 4096
+_MEMO_MAX, _MEMO_ARRAY, _MEMO_GROUPED = 256, 4096, 1 << 14
 
 
 def _memo_get(memo: dict, key):
@@ -244,8 +246,9 @@ def _value_key(v):
 
 def _plan_for(spec: Spec, x_dtype, shape, scale, zero_point) -> _Plan:
     """``_Plan.build(spec, x_dtype, shape, scale, zero_point)``, memoized (a plan is read only)."""
+    grouped = spec.axis is not None or spec.block_size is not None
     ks, kz = _value_key(scale), _value_key(zero_point)
-    if ks is None or kz is None:
+    if ks is None or kz is None or (grouped and math.prod(shape) > _MEMO_GROUPED):
         return _Plan.build(spec, x_dtype, shape, scale, zero_point)
     key = (id(spec), x_dtype, shape, ks, kz)
     entry = _PLANS.get(key)
