@@ -352,33 +352,18 @@ class _EagerFakeQuantize(torch.autograd.Function):
     """The custom op's forward and backward without its dispatch cost: used in eager mode on plain
     tensors, with Python-number or NumPy qparams handed to the core as they are; compile,
     export and tensor subclasses take the op. Tensor qparams are saved with their version
-    counters, so an in-place change before backward raises as for any torch op.
-
-    When only x needs a gradient, it is the straight-through one and x is small (where the cost
-    is per call, not per element), the forward also takes the mask (:func:`ste_mask`) and saves
-    it instead of x; the backward is then ``grad * mask``."""
+    counters, so an in-place change before backward raises as for any torch op."""
 
     @staticmethod
     def forward(ctx, x, scale, zero_point, spec):
-        s, z = _core_qparam(scale), _core_qparam(zero_point)
-        out = _forward(x, s, z, spec)
-        need = ctx.needs_input_grad
-        if (x.numel() <= _DIRECT_MASK_MAX and not (need[1] or need[2])
-                and (not spec.round_zero_point or spec.block_size is not None)):
-            ctx.mask = True
-            ctx.save_for_backward(_small_mask(x, s, spec.forward_zero_point(z), spec))
-            return out
         is_tensor = (isinstance(scale, torch.Tensor), isinstance(zero_point, torch.Tensor))
         ctx.save_for_backward(x, *(t for t in (scale, zero_point) if isinstance(t, torch.Tensor)))
-        ctx.is_tensor, ctx.spec, ctx.mask = is_tensor, spec, False
+        ctx.is_tensor, ctx.spec = is_tensor, spec
         ctx.numbers = (None if is_tensor[0] else scale, None if is_tensor[1] else zero_point)
-        return out
+        return _forward(x, _core_qparam(scale), _core_qparam(zero_point), spec)
 
     @staticmethod
     def backward(ctx, grad):
-        if ctx.mask:
-            (mask,) = ctx.saved_tensors
-            return grad * mask, None, None, None
         x, *saved = ctx.saved_tensors
         qparams = [saved.pop(0) if is_t else num for is_t, num in zip(ctx.is_tensor, ctx.numbers)]
         need = ctx.needs_input_grad
@@ -389,6 +374,25 @@ class _EagerFakeQuantize(torch.autograd.Function):
                 _as_like(gs, qparams[0]) if need[1] else None,
                 _as_like(gz, qparams[1]) if need[2] else None,
                 None)
+
+
+def _straight_through_only(x, scale, zero_point, spec: _Spec) -> bool:
+    """Whether only x takes a gradient, the straight-through one, and x is small (the cost there
+    is per call, not per element)."""
+    return (x.numel() <= _DIRECT_MASK_MAX
+            and not any(isinstance(t, torch.Tensor) and t.requires_grad for t in (scale, zero_point))
+            and (not spec.round_zero_point or spec.block_size is not None))
+
+
+def _masked_forward(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
+    """The core's forward with the straight-through gradient of a small x, without a Python
+    autograd node: ``y = x * mask`` records torch's own product node (its backward is
+    ``grad * mask``, torch's rule), then y's values are replaced by the core's output (the node
+    saves the mask only, never y)."""
+    out = _forward(x, s, z, spec)
+    y = x * _small_mask(x, s, spec.forward_zero_point(z), spec)
+    y.detach().copy_(out)
+    return y
 
 
 def _small_mask(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
@@ -479,6 +483,8 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
                            grad_factor, lsq_convention, round_zero_point)
         if not _needs_grad(x, scale, zero_point):
             return _forward(x, _core_qparam(scale), _core_qparam(zero_point), spec)
+        if _straight_through_only(x, scale, zero_point, spec):
+            return _masked_forward(x, _core_qparam(scale), _core_qparam(zero_point), spec)
         return _EagerFakeQuantize.apply(x, scale, zero_point, spec)
     qmin, qmax = _resolve_range(qmin, qmax, fmt)
     if axis is not None:

@@ -254,3 +254,23 @@ def test_grad_of_inf_nan_and_negative_grads_equals_torch(n):
     rqt.fake_quantize(ours, 0.1, 3, qmin=0, qmax=255, convention="torch.fake_quantize").backward(g)
     torch.fake_quantize_per_tensor_affine(theirs, 0.1, 3, 0, 255).backward(g)
     assert_same_bits(ours.grad, theirs.grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_straight_through_route_on_a_transposed_x(dtype):
+    """The small-x route (torch's product node carrying the mask, values from the core) on a
+    non-contiguous x: the core's values, torch's gradient, x untouched."""
+    rng = np.random.default_rng(8)
+    base = tie_heavy(rng, 59, 0.1, torch.float32)[:64].reshape(8, 8).to(dtype)
+    x = base.t().requires_grad_()
+    before = x.detach().clone()
+    y = rqt.fake_quantize(x, 0.1, 3, qmin=0, qmax=255, convention="torch.fake_quantize")
+    core = rq.fake_quantize(to_numpy(x.detach().contiguous()), 0.1, 3, qmin=0, qmax=255,
+                            convention="torch.fake_quantize")
+    assert_same_bits(y.contiguous(), from_numpy(core))
+    g = torch.tensor(rng.standard_normal((8, 8)), dtype=dtype)
+    y.backward(g)
+    xt = before.clone().requires_grad_()
+    torch.fake_quantize_per_tensor_affine(xt, 0.1, 3, 0, 255).backward(g)
+    assert_same_bits(x.grad, xt.grad)
+    assert_same_bits(x.detach(), before)
