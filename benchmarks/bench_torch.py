@@ -46,6 +46,21 @@ def best_pair(fn_a, fn_b, repeat):
     return min(times_a), min(times_b)
 
 
+def best_rounds(fns: dict, rounds: int, calls: int) -> dict:
+    """Best per-call time of each function over ``rounds`` rounds of ``calls`` calls, the
+    functions taking turns within each round (a loaded machine's swings hit all alike)."""
+    times = dict.fromkeys(fns, float("inf"))
+    for fn in fns.values():
+        fn()
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[name] = min(times[name], (time.perf_counter() - t0) / calls)
+    return times
+
+
 def fwd_bwd(op, x, g):
     def run():
         xr = x.detach().requires_grad_()
@@ -70,24 +85,26 @@ def main():
 
     small = torch.randn(64)
     small_np = small.numpy()
-    n = 2000
-    core = best(lambda: [rq.fake_quantize(small_np, scale, zp, qmin=0, qmax=255)
-                         for _ in range(n)], 3) / n
-    fwd = best(lambda: [rqt.fake_quantize(small, scale, zp, qmin=0, qmax=255)
-                        for _ in range(n)], 3) / n
     small_req = small.clone().requires_grad_()
-    fwd_req = best(lambda: [rqt.fake_quantize(small_req, scale, zp, qmin=0, qmax=255)
-                            for _ in range(n)], 3) / n
     sg = torch.ones(64)
-    fb = best(lambda: [fwd_bwd(lambda t: rqt.fake_quantize(t, scale, zp, qmin=0, qmax=255),
-                               small, sg)() for _ in range(200)], 3) / 200
-    t_fb = best(lambda: [fwd_bwd(lambda t: torch.fake_quantize_per_tensor_affine(t, scale, zp, 0, 255),
-                                 small, sg)() for _ in range(200)], 3) / 200
-    print(f"64 elements: core rq.fake_quantize {core * 1e6:7.1f} us/call; rqt forward "
-          f"{fwd * 1e6:7.1f} us/call (adapter overhead {(fwd - core) * 1e6:6.1f} us); "
-          f"forward with x requiring grad {fwd_req * 1e6:7.1f} us/call")
-    print(f"64 elements forward+backward: rqt {fb * 1e6:7.1f} us/call; "
-          f"torch.fake_quantize_per_tensor_affine {t_fb * 1e6:7.1f} us/call")
+    calls = {  # per-call times on 64 elements, measured in alternation (best of many rounds)
+        "core": lambda: rq.fake_quantize(small_np, scale, zp, qmin=0, qmax=255),
+        "fwd": lambda: rqt.fake_quantize(small, scale, zp, qmin=0, qmax=255),
+        "fwd_req": lambda: rqt.fake_quantize(small_req, scale, zp, qmin=0, qmax=255),
+        "fb": fwd_bwd(lambda t: rqt.fake_quantize(t, scale, zp, qmin=0, qmax=255), small, sg),
+        "torch_fwd": lambda: torch.fake_quantize_per_tensor_affine(small, scale, zp, 0, 255),
+        "torch_fb": fwd_bwd(lambda t: torch.fake_quantize_per_tensor_affine(t, scale, zp, 0, 255),
+                            small, sg),
+    }
+    t = best_rounds(calls, rounds=200, calls=10)
+    print(f"64 elements: core rq.fake_quantize {t['core'] * 1e6:7.1f} us/call; rqt forward "
+          f"{t['fwd'] * 1e6:7.1f} us/call (adapter overhead {(t['fwd'] - t['core']) * 1e6:6.1f} us); "
+          f"forward with x requiring grad {t['fwd_req'] * 1e6:7.1f} us/call; "
+          f"torch.fake_quantize_per_tensor_affine {t['torch_fwd'] * 1e6:7.1f} us/call")
+    print(f"64 elements forward+backward: rqt {t['fb'] * 1e6:7.1f} us/call; "
+          f"torch.fake_quantize_per_tensor_affine {t['torch_fb'] * 1e6:7.1f} us/call   "
+          f"ratio {t['fb'] / t['torch_fb']:5.2f}x")
+    n = 2000
     alpha = torch.tensor([1.0], requires_grad=True)
     p_fwd = best(lambda: [rqt.pact(small, 1.0, bits=4) for _ in range(n)], 3) / n
     p_fb = best(lambda: [fwd_bwd(lambda t: rqt.pact(t, alpha, bits=4), small, sg)()

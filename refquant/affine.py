@@ -177,12 +177,90 @@ class Spec:
     @classmethod
     def of(cls, *, qmin=None, qmax=None, fmt=None, axis=None, block_size=None, rounding=None,
            convention="exact") -> Spec:
+        conv = _conventions.get(convention)
+        block_key = (tuple((type(b), b) for b in block_size)
+                     if isinstance(block_size, (tuple, list)) else (type(block_size), block_size))
+        key = (type(qmin), qmin, type(qmax), qmax, type(fmt), fmt, type(axis), axis, block_key,
+               type(rounding), rounding, id(conv))
+        spec = _memo_get(_SPECS, key)
+        if spec is not None and spec.convention is conv:
+            return spec
+        spec = cls._validated(qmin, qmax, fmt, axis, block_size, rounding, conv)
+        _memo_put(_SPECS, key, spec)
+        return spec
+
+    @classmethod
+    def _validated(cls, qmin, qmax, fmt, axis, block_size, rounding, conv) -> Spec:
         lo, hi = resolve_range(qmin, qmax, fmt)
         if rounding is not None:
             rounding_code(rounding)  # a ValueError names the known modes
         if block_size is not None and np.iterable(block_size):
             block_size = tuple(block_size)
-        return cls(lo, hi, axis, block_size, rounding, _conventions.get(convention))
+        return cls(lo, hi, axis, block_size, rounding, conv)
+
+
+# Per-call overhead cache: a Spec (validated keywords) and a _Plan (validated, resolved qparams)
+# depend only on their arguments' types and values, so repeated calls with the same ones reuse
+# them. Keys hold each argument's type next to its value (a bool, an np.float32 or a float64
+# array stay apart from an int or a float), floats with their sign (so -0.0 is not 0.0), and
+# arrays by their bytes; an argument that is not hashable, or an array above _MEMO_ARRAY
+# elements, is not memoized, nor a per-channel or per-block plan of an x above _MEMO_GROUPED
+# elements (its layout holds a group index per element). Failed validations raise and are never
+# stored.
+_SPECS: dict = {}
+_PLANS: dict = {}
+_MEMO_MAX, _MEMO_ARRAY, _MEMO_GROUPED = 256, 4096, 1 << 14
+
+
+def _memo_get(memo: dict, key):
+    try:
+        return memo.get(key)
+    except TypeError:  # an unhashable argument
+        return None
+
+
+def _memo_put(memo: dict, key, value) -> None:
+    try:
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[key] = value
+    except TypeError:
+        pass
+
+
+def _value_key(v):
+    """A hashable key that tells apart the type, dtype, shape and bits of a qparam; None when it
+    should not be memoized."""
+    t = type(v)
+    if t is int:
+        return (t, v)
+    if t is float:
+        return (t, v, math.copysign(1.0, v))
+    if t is np.ndarray or isinstance(v, np.generic):
+        a = np.asarray(v)
+        if a.size > _MEMO_ARRAY or a.dtype.kind not in "iuf" or not a.dtype.isnative:
+            return None
+        return (t, a.dtype.str, a.shape, a.tobytes())
+    return None
+
+
+def _plan_for(spec: Spec, x_dtype, shape, scale, zero_point) -> _Plan:
+    """``_Plan.build(spec, x_dtype, shape, scale, zero_point)``, memoized (a plan is read only)."""
+    grouped = spec.axis is not None or spec.block_size is not None
+    ks, kz = _value_key(scale), _value_key(zero_point)
+    if ks is None or kz is None or (grouped and math.prod(shape) > _MEMO_GROUPED):
+        return _Plan.build(spec, x_dtype, shape, scale, zero_point)
+    key = (id(spec), x_dtype, shape, ks, kz)
+    entry = _PLANS.get(key)
+    if entry is not None and entry[0] is spec:
+        return entry[1]
+    if type(scale) is np.ndarray:  # copies: a stored plan never sees the caller's later writes
+        scale = scale.copy()
+    if type(zero_point) is np.ndarray:
+        zero_point = zero_point.copy()
+    plan = _Plan.build(spec, x_dtype, shape, scale, zero_point)
+    _memo_put(_PLANS, key, (spec, plan))
+    return plan
 
 
 def apply(spec: Spec, x, scale, zero_point=0, *, fake: bool, rng=None) -> np.ndarray:
@@ -378,7 +456,7 @@ def _check_input(x, conv, name="x"):
 
 def _run(x, scale, zero_point, spec: Spec, rng, fake):
     x = _check_input(x, spec.convention)
-    plan = _Plan.build(spec, x.dtype, x.shape, scale, zero_point)
+    plan = _plan_for(spec, x.dtype, x.shape, scale, zero_point)
     conv = plan.conv
     if fake:
         out_dtype = x.dtype

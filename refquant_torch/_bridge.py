@@ -68,3 +68,16 @@ def scalar_or_array(t: torch.Tensor, weak: bool):
     if weak:
         return a.item()
     return a
+
+
+def make_quantized(codes: torch.Tensor, scale, zero_point, axis: int | None = None) -> torch.Tensor:
+    """A torch quantized tensor from integer ``codes`` of its dtype and its qparams (per tensor:
+    numbers; per channel along ``axis``: float64 scales and int64 zero points), without
+    torch's deprecation warning about building quantized tensors."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*deprecated", category=UserWarning)
+        if axis is None:
+            return torch._make_per_tensor_quantized_tensor(codes, scale, zero_point)
+        return torch._make_per_channel_quantized_tensor(codes, scale, zero_point, axis)

@@ -17,6 +17,7 @@ value, rounded once by ``Tensor.to``).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -25,6 +26,7 @@ import torch
 
 import refquant as rq
 from refquant._validation import check_axis, resolve_range
+from refquant.affine import Spec, apply
 from refquant.ste import bounds as ste_bounds
 from refquant.ste import masked_grad
 
@@ -69,6 +71,7 @@ class _Spec(NamedTuple):
     grad_factor: float
     lsq_convention: str
     round_zero_point: bool = False
+    core: object = None  # the core's validated rq.affine.Spec of the same arguments
 
     def kwargs(self) -> dict:
         return {"axis": self.axis, "block_size": self.block_size}
@@ -84,9 +87,7 @@ class _Spec(NamedTuple):
 
 def _forward(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
     """``rq.fake_quantize`` on x's bits with core qparams ``s`` / ``z``, on x's device."""
-    out = rq.fake_quantize(to_numpy(x), s, spec.forward_zero_point(z), qmin=spec.qmin,
-                           qmax=spec.qmax, axis=spec.axis, block_size=spec.block_size, rounding=spec.rounding,
-                           convention=spec.convention, rng=spec.seed)
+    out = apply(spec.core, to_numpy(x), s, spec.forward_zero_point(z), fake=True, rng=spec.seed)
     return from_numpy(out, x.device)
 
 
@@ -113,8 +114,11 @@ def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads:
 def _spec_of(qmin, qmax, axis, block_size, rounding, convention, seed, grad_factor,
              lsq_convention, round_zero_point) -> _Spec:
     block = None if block_size is None else tuple(block_size)
-    return _Spec(qmin, qmax, axis, block, rounding, _convention(convention), seed, grad_factor,
-                 lsq_convention, round_zero_point)
+    conv = _convention(convention)
+    core = Spec.of(qmin=qmin, qmax=qmax, axis=axis, block_size=block, rounding=rounding,
+                   convention=conv)
+    return _Spec(qmin, qmax, axis, block, rounding, conv, seed, grad_factor, lsq_convention,
+                 round_zero_point, core)
 
 
 def _fake_quantize_impl(
@@ -372,6 +376,39 @@ class _EagerFakeQuantize(torch.autograd.Function):
                 None)
 
 
+def _straight_through_only(x, scale, zero_point, spec: _Spec) -> bool:
+    """Whether only x takes a gradient, the straight-through one, and x is small (the cost there
+    is per call, not per element)."""
+    return (x.numel() <= _DIRECT_MASK_MAX
+            and not any(isinstance(t, torch.Tensor) and t.requires_grad for t in (scale, zero_point))
+            and (not spec.round_zero_point or spec.block_size is not None))
+
+
+def _masked_forward(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
+    """The core's forward with the straight-through gradient of a small x, without a Python
+    autograd node: ``y = x * mask`` records torch's own product node (its backward is
+    ``grad * mask``, torch's rule), then y's values are replaced by the core's output (the node
+    saves the mask only, never y)."""
+    out = _forward(x, s, z, spec)
+    y = x * _small_mask(x, s, spec.forward_zero_point(z), spec)
+    y.detach().copy_(out)
+    return y
+
+
+def _small_mask(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
+    """:func:`ste_mask` of a small x; per-tensor on the CPU in float32/float64 with memoized
+    bounds ``[a, b]``, ``a <= x <= b`` on x's array (NumPy costs less per call than torch)."""
+    if (spec.axis is None and spec.block_size is None and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)):
+        xa = to_numpy(x)
+        bounds = _per_tensor_bounds(xa.dtype, s, z, spec.qmin, spec.qmax, spec.rounding,
+                                    spec.convention, compute=False)
+        if bounds is not None:
+            return from_numpy((xa >= bounds[0].numpy()) & (xa <= bounds[1].numpy()))
+    return ste_mask(x, s, z, spec.qmin, spec.qmax, rounding=spec.rounding,
+                    convention=spec.convention, **spec.kwargs())
+
+
 def _check_qparam(value, name: str):
     """``value`` if it is a number, a NumPy number or array of numbers, or a tensor."""
     if isinstance(value, (bool, np.bool_)):
@@ -397,9 +434,12 @@ def _op_qparam(value, like: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return torch.as_tensor(np.asarray(value), device=like.device), False
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # tensor subclasses other than Parameter take the op
+
+
 def _eager(x, scale, zero_point) -> bool:
-    return (type(x) is torch.Tensor and not torch.compiler.is_compiling()
-            and all(type(t) is torch.Tensor for t in (scale, zero_point)
+    return (type(x) in _PLAIN and not torch.compiler.is_compiling()
+            and all(type(t) in _PLAIN for t in (scale, zero_point)
                     if isinstance(t, torch.Tensor)))
 
 
@@ -436,28 +476,62 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     [1.0, 1.0, 0.0]
     """
     x = check_float_tensor(x)
-    qmin, qmax = _resolve_range(qmin, qmax, fmt)
     scale = _check_qparam(scale, "scale")
     zero_point = _check_qparam(zero_point, "zero_point")
+    if _eager(x, scale, zero_point):
+        spec = _eager_spec(x.dim(), qmin, qmax, fmt, axis, block_size, rounding, convention, rng,
+                           grad_factor, lsq_convention, round_zero_point)
+        if not _needs_grad(x, scale, zero_point):
+            return _forward(x, _core_qparam(scale), _core_qparam(zero_point), spec)
+        if _straight_through_only(x, scale, zero_point, spec):
+            return _masked_forward(x, _core_qparam(scale), _core_qparam(zero_point), spec)
+        return _EagerFakeQuantize.apply(x, scale, zero_point, spec)
+    qmin, qmax = _resolve_range(qmin, qmax, fmt)
     if axis is not None:
         axis = check_axis(axis, x.dim())
     block = None if block_size is None else [int(b) for b in block_size]
     seed = _seed(rng)
     grad_factor, lsq_convention = float(grad_factor), str(lsq_convention)
     round_zero_point = bool(round_zero_point)
-    if _eager(x, scale, zero_point):
-        if isinstance(convention, str):
-            rq.conventions.get(convention)  # a ValueError that lists the known names
-        spec = _spec_of(qmin, qmax, axis, block, rounding, convention, seed, grad_factor,
-                        lsq_convention, round_zero_point)
-        if not _needs_grad(x, scale, zero_point):
-            return _forward(x, _core_qparam(scale), _core_qparam(zero_point), spec)
-        return _EagerFakeQuantize.apply(x, scale, zero_point, spec)
     scale_t, scale_weak = _op_qparam(scale, x)
     zp_t, zp_weak = _op_qparam(zero_point, x)
     return torch.ops.refquant.fake_quantize(
         x, scale_t, zp_t, qmin, qmax, axis, block, rounding, _convention_key(convention), seed,
         scale_weak, zp_weak, grad_factor, lsq_convention, round_zero_point)
+
+
+_EAGER_SPECS: dict = {}
+_SIMPLE = (type(None), bool, int, float, str, rq.IntFormat)
+
+
+def _eager_spec(ndim, qmin, qmax, fmt, axis, block_size, rounding, convention, rng, grad_factor,
+                lsq_convention, round_zero_point) -> _Spec:
+    """The validated static arguments of an eager call, remembered (with each argument's type, so
+    that a refused type is refused again) when they are plain values and ``rng`` is None."""
+    args = (qmin, qmax, fmt, axis, rounding, convention, grad_factor, lsq_convention,
+            round_zero_point)
+    key = None
+    if rng is None and all(type(a) in _SIMPLE for a in args) and (
+            block_size is None or type(block_size) in (tuple, list)):
+        sign = math.copysign(1.0, grad_factor) if type(grad_factor) is float else 0.0
+        key = (ndim, tuple(map(type, args)), args, sign,
+               None if block_size is None else tuple((type(b), b) for b in block_size))
+        spec = _EAGER_SPECS.get(key)
+        if spec is not None:
+            return spec
+    qmin, qmax = resolve_range(qmin, qmax, fmt)
+    if axis is not None:
+        axis = check_axis(axis, ndim)
+    if isinstance(convention, str):
+        rq.conventions.get(convention)  # a ValueError that lists the known names
+    spec = _spec_of(qmin, qmax, axis, None if block_size is None else [int(b) for b in block_size],
+                    rounding, convention, _seed(rng), float(grad_factor), str(lsq_convention),
+                    bool(round_zero_point))
+    if key is not None:
+        if len(_EAGER_SPECS) >= 1024:
+            _EAGER_SPECS.clear()
+        _EAGER_SPECS[key] = spec
+    return spec
 
 
 _RANGES: dict = {}

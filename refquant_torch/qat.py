@@ -11,11 +11,13 @@ activation quantizers frozen around it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch.ao.quantization import (
+    FakeQuantizeBase,
     MovingAverageMinMaxObserver,
     MovingAveragePerChannelMinMaxObserver,
 )
@@ -240,9 +242,96 @@ def _to_reference(layer):
     return inner if len(parts) == 1 else torch.nn.Sequential(*parts)
 
 
-def convert(model: torch.nn.Module) -> torch.nn.Module:
+def _affine_quantizer(quantizer, role: str, layer):
+    if not isinstance(quantizer, FakeQuantizeBase):
+        raise ValueError(f"convert(to='quantized') needs an affine fake quant (FakeQuantize, "
+                         f"LearnableFakeQuantize, torch.ao's) as the {role} quantizer of "
+                         f"{type(layer).__name__}; "
+                         f"got {type(quantizer).__name__ if quantizer is not None else None}")
+    return quantizer
+
+
+def _quantized_weight(weight: torch.Tensor, quantizer) -> torch.Tensor:
+    """``weight`` as a qint8 tensor in the quantizer's range with its ``calculate_qparams()``:
+    codes ``rq.quantize(weight, scale, zero_point, qmin, qmax, axis, convention="torch.quantize")``
+    (torch's ``quantize_per_tensor`` / ``quantize_per_channel``, float64 scales)."""
+    import numpy as np
+
+    import refquant as rq
+
+    from ._bridge import make_quantized, to_numpy
+
+    if quantizer.dtype != torch.qint8:
+        raise ValueError(f"convert(to='quantized') needs qint8 weights; got {quantizer.dtype}")
+    scale, zero_point = quantizer.calculate_qparams()
+    w = to_numpy(weight.detach().float())
+    kw = {"qmin": int(quantizer.quant_min), "qmax": int(quantizer.quant_max),
+          "convention": "torch.quantize"}
+    if quantizer.qscheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        s, z = float(scale), int(zero_point)
+        codes = rq.quantize(w, s, z, **kw).astype(np.int8)
+        return make_quantized(torch.from_numpy(codes), s, z)
+    if quantizer.qscheme not in (torch.per_channel_affine, torch.per_channel_symmetric):
+        raise ValueError(f"convert(to='quantized') takes affine weight qschemes; got "
+                         f"{quantizer.qscheme}")
+    axis = int(quantizer.ch_axis)
+    s = scale.detach().to(torch.float64).reshape(-1)
+    z = zero_point.detach().to(torch.int64).reshape(-1)
+    codes = rq.quantize(w, to_numpy(s), to_numpy(z), axis=axis, **kw).astype(np.int8)
+    return make_quantized(torch.from_numpy(codes), s, z, axis)
+
+
+def _to_quantized(layer):
+    """torch.ao.nn.quantized's module for ``layer``, as torch.ao's ``convert`` builds it from a QAT
+    module: the weight quantizer sees the weight once more, the weight is quantized with its
+    qparams, the output scale and zero point are the output quantizer's; an input quantizer
+    becomes a ``Quantize`` module in front."""
+    with warnings.catch_warnings():  # torch deprecates building quantized tensors; these are ones
+        warnings.filterwarnings("ignore", message=".*deprecated", category=UserWarning)
+        return _build_quantized(layer)
+
+
+def _build_quantized(layer):
+    import torch.ao.nn.quantized as nnq
+
+    weight_quant = _affine_quantizer(layer.weight_quant, "weight", layer)
+    output_quant = _affine_quantizer(layer.output_quant, "output", layer)
+    with torch.no_grad():
+        weight_quant(layer.weight)
+    qweight = _quantized_weight(layer.weight, weight_quant)
+    bias = None if layer.bias is None else layer.bias.detach()
+    if isinstance(layer, QuantLinear):
+        out = nnq.Linear(layer.in_features, layer.out_features, dtype=torch.qint8)
+    else:
+        kw = QuantConv2d._float_kwargs(layer)
+        out = nnq.Conv2d(**kw, bias=bias is not None)
+    out.set_weight_bias(qweight, bias)
+    scale, zero_point = output_quant.calculate_qparams()
+    out.scale, out.zero_point = float(scale), int(zero_point)
+    if layer.input_quant is None:
+        return out
+    input_quant = _affine_quantizer(layer.input_quant, "input", layer)
+    scale, zero_point = input_quant.calculate_qparams()
+    return torch.nn.Sequential(nnq.Quantize(float(scale), int(zero_point), input_quant.dtype), out)
+
+
+def convert(model: torch.nn.Module, *, to: str = "reference") -> torch.nn.Module:
     """Replace, in place, every QuantLinear / QuantConv2d of ``model`` by its inference form
-    and return the model (in eval mode):
+    and return the model (in eval mode).
+
+    ``to="quantized"``: torch.ao.nn.quantized's ``Linear`` / ``Conv2d`` (quint8 in, quint8 out,
+    int8 weights), equal to what torch.ao's ``convert`` makes of the same QAT model: the weight
+    quantizer sees the weight once more (its observer updates, as in torch.ao), the weight's
+    codes are ``rq.quantize`` under ``"torch.quantize"`` with its ``calculate_qparams()``, and
+    the output quantizer's qparams become the module's ``scale`` / ``zero_point``; an input
+    quantizer becomes a ``torch.ao.nn.quantized.Quantize`` in front. The weight, input and output
+    quantizers must be affine (:class:`~refquant_torch.nn.FakeQuantize` or
+    :class:`~refquant_torch.nn.LearnableFakeQuantize`, qint8 weights). As with torch.ao, a
+    layer without an input quantizer takes quantized tensors
+    (``torch.ao.quantization.QuantStub`` / ``DeQuantStub`` or ``torch.quantize_per_tensor``
+    around the model).
+
+    ``to="reference"`` (the default):
 
     * an affine weight quantizer (FakeQuantize, LearnableFakeQuantize) becomes a reference
       module (``rqt.nn.reference.Linear`` / ``Conv2d``) with its ``calculate_qparams()`` as
@@ -261,8 +350,19 @@ def convert(model: torch.nn.Module) -> torch.nn.Module:
     ['Linear', 'FakeQuantize']
     >>> type(model[0][0]).__module__
     'refquant_torch.nn.reference'
+    >>> model = rqt.prepare_qat(torch.nn.Sequential(torch.nn.Linear(4, 3)))
+    >>> _ = model(torch.randn(8, 4))
+    >>> qmodel = rqt.convert(model, to="quantized")
+    >>> type(qmodel[0]).__name__, qmodel[0].weight().dtype
+    ('Linear', torch.qint8)
+    >>> qmodel(torch.quantize_per_tensor(torch.randn(2, 4), 0.05, 64, torch.quint8)).dtype
+    torch.quint8
     """
+    builders = {"reference": _to_reference, "quantized": _to_quantized}
+    if to not in builders:
+        raise ValueError(f"to must be 'reference' or 'quantized'; got {to!r}")
+
     def swap(module, name):
-        return _to_reference(module) if type(module) in _REFERENCE else None
+        return builders[to](module) if type(module) in _REFERENCE else None
 
     return _replace(model, swap).eval()

@@ -36,7 +36,7 @@ def _observe_op(x: torch.Tensor, state: list[torch.Tensor], key: str, scale_like
         for buf, value in zip(buffers, state, strict=True):
             if buf is not value:
                 buf.copy_(value)
-        observer(x)
+        _observe_into(observer, x)
         scale, zero_point = observer.calculate_qparams()
         for buf, value in zip(buffers, state, strict=True):
             if buf is not value:
@@ -51,6 +51,32 @@ def _observe_op(x: torch.Tensor, state: list[torch.Tensor], key: str, scale_like
 @_observe_op.register_fake
 def _(x, state, key, scale_like, zero_point_like):
     return torch.empty_like(scale_like), torch.empty_like(zero_point_like)
+
+
+def _unseen(observer) -> bool:
+    """Whether a per-channel ``observer`` is sized but has seen nothing: ``min_val`` all +inf and
+    ``max_val`` all -inf (a state no batch leaves behind; see
+    :meth:`_ObservedFakeQuantize.size_channels`)."""
+    mn, mx = observer.min_val, observer.max_val
+    return (mn.dim() == 1 and mn.numel() > 0 and bool(torch.isposinf(mn).all())
+            and bool(torch.isneginf(mx).all()))
+
+
+def _observe_into(observer, x) -> None:
+    """``observer(x)``; a per-channel observer that is sized but unseen sees ``x`` from the empty
+    buffers torch's per-channel observers start from (their first-batch path), and the result is
+    copied into its sized buffers."""
+    if not _unseen(observer):
+        observer(x)
+        return
+    kept = observer.min_val, observer.max_val
+    observer.min_val, observer.max_val = kept[0].new_empty(0), kept[1].new_empty(0)
+    try:
+        observer(x)
+        kept[0].resize_(observer.min_val.shape).copy_(observer.min_val)
+        kept[1].resize_(observer.max_val.shape).copy_(observer.max_val)
+    finally:
+        observer.min_val, observer.max_val = kept
 
 
 class _ObservedFakeQuantize(FakeQuantizeBase):
@@ -125,9 +151,38 @@ class _ObservedFakeQuantize(FakeQuantizeBase):
                                    "run one batch eagerly before torch.compile / torch.export")
             return torch.ops.refquant.observe(X.detach(), list(app.buffers()), self._observer_key,
                                               self.scale, self.zero_point)
-        app(X.detach())
+        _observe_into(app, X.detach())
         scale, zero_point = app.calculate_qparams()
         return scale.to(self.scale.device), zero_point.to(self.zero_point.device)
+
+    def size_channels(self, channels: int) -> None:
+        """Size a per-channel quantizer for ``channels`` channels before its first batch, so that
+        ``torch.compile(fullgraph=True)`` and ``torch.export`` take it without an eager batch:
+        ``scale`` / ``zero_point`` get ``channels`` entries (their current first value) and the
+        observer's ``min_val`` / ``max_val`` +inf / -inf, read as "nothing seen" (its first batch
+        takes torch's first-batch path, so the statistics are the same). A per-tensor quantizer,
+        or an observer that has seen data, is left as it is.
+
+        >>> import torch, refquant_torch as rqt
+        >>> fq = rqt.nn.FakeQuantize(observer=torch.ao.quantization.PerChannelMinMaxObserver,
+        ...                          quant_min=-128, quant_max=127, dtype=torch.qint8,
+        ...                          qscheme=torch.per_channel_symmetric)
+        >>> fq.size_channels(3); fq.scale.shape, fq.activation_post_process.min_val.tolist()
+        (torch.Size([3]), [inf, inf, inf])
+        """
+        channels = int(channels)
+        if channels < 1:
+            raise ValueError(f"channels must be positive; got {channels}")
+        app = self.activation_post_process
+        if not self.is_per_channel or (app.min_val.numel() and not _unseen(app)):
+            return
+        with torch.no_grad():
+            app.min_val.resize_(channels).fill_(float("inf"))
+            app.max_val.resize_(channels).fill_(float("-inf"))
+            for name in ("scale", "zero_point"):
+                param = getattr(self, name)
+                if param.numel() != channels:
+                    param.data = param.detach().reshape(-1)[:1].repeat(channels)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -251,6 +306,8 @@ class LearnableFakeQuantize(_ObservedFakeQuantize):
         self.register_buffer("learning_enabled", torch.tensor([0], dtype=torch.uint8))
         self.register_buffer("eps", torch.tensor([torch.finfo(torch.float32).eps]))
         self.bitwidth = int(self.quant_max - self.quant_min + 1).bit_length() - 1
+        if channel_len != -1:
+            self.size_channels(n)
         self._sync_toggles()
 
     def toggle_observer_update(self, enabled=True):

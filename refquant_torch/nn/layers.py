@@ -39,6 +39,8 @@ class _QuantLayer:
             setattr(self, name, q)
         if weight_quant is not None:
             weight_quant.to(self.weight.device)
+        if getattr(weight_quant, "is_per_channel", False) and hasattr(weight_quant, "size_channels"):
+            weight_quant.size_channels(self.weight.shape[weight_quant.ch_axis])  # compiles at once
 
     def _quantized(self, x):
         if self.input_quant is not None:

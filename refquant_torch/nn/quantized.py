@@ -16,12 +16,12 @@ GEMMs do the same on CPUs without AVX512-VNNI, which is not reproduced (refquant
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 
 import refquant as rq
+
+from .._bridge import make_quantized
 
 __all__ = ["Linear", "Conv2d"]
 
@@ -56,10 +56,7 @@ class _Quantized(torch.nn.Module):
                 self.weight_scale, self.weight_zero_point, self.bias, self.scale, self.zero_point)
 
     def _out(self, codes: np.ndarray) -> torch.Tensor:
-        with warnings.catch_warnings():  # torch deprecates building quantized tensors; the output is one
-            warnings.simplefilter("ignore", UserWarning)
-            return torch._make_per_tensor_quantized_tensor(torch.from_numpy(codes), self.scale,
-                                                           self.zero_point)
+        return make_quantized(torch.from_numpy(codes), self.scale, self.zero_point)
 
     def _range(self):
         return {"qmin": self.zero_point if self.relu else 0, "qmax": 255}

@@ -28,7 +28,7 @@ from torch.ao.nn.quantized import reference as _torch_ref
 
 import refquant as rq
 
-from .._bridge import from_numpy, to_numpy
+from .._bridge import from_numpy, make_quantized, to_numpy
 
 __all__ = ["Linear", "Conv2d"]
 
@@ -98,10 +98,8 @@ class _RefQuantWeight:
                                       "of a quint4x2 tensor from its codes (get_weight works)")
         q = q.to(_INT_REPR[self.weight_dtype])
         if axis is None:
-            return torch._make_per_tensor_quantized_tensor(
-                q, float(self.weight_scale), int(self.weight_zero_point))
-        return torch._make_per_channel_quantized_tensor(
-            q, self.weight_scale.to(torch.float64), self.weight_zero_point, axis)
+            return make_quantized(q, float(self.weight_scale), int(self.weight_zero_point))
+        return make_quantized(q, self.weight_scale.to(torch.float64), self.weight_zero_point, axis)
 
     def get_weight(self):
         """``rq.dequantize`` of :meth:`get_quantized_weight`'s codes under the same convention

@@ -44,6 +44,11 @@ def _aimet(cls, shape):
     return m
 
 
+def _sized(fake_quant):
+    fake_quant.size_channels(3)
+    return fake_quant
+
+
 torch.manual_seed(0)
 _LINEAR, _CONV = torch.nn.Linear(3, 4), torch.nn.Conv2d(3, 4, 1)
 
@@ -52,6 +57,14 @@ MODULES = {
     "FakeQuantize-per-channel": lambda: rqt.nn.FakeQuantize(
         observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127,
         dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=1),
+    "FakeQuantize-per-channel-sized": lambda: _sized(rqt.nn.FakeQuantize(
+        observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127,
+        dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=1)),
+    "LearnableFakeQuantize-per-channel": lambda: rqt.nn.LearnableFakeQuantize(
+        observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127,
+        dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=1, channel_len=3),
+    "QuantLinear": lambda: rqt.nn.QuantLinear(3, 4, output_quant=rqt.QATConfig().activation()),
+    "QuantConv2d": lambda: rqt.nn.QuantConv2d(3, 4, 1, output_quant=rqt.QATConfig().activation()),
     "FakeQuantize-exact": lambda: rqt.nn.FakeQuantize(quant_min=0, quant_max=15, convention="exact"),
     "LearnableFakeQuantize-static": lambda: rqt.nn.LearnableFakeQuantize(quant_min=0, quant_max=255),
     "LearnableFakeQuantize-learning": lambda: rqt.nn.LearnableFakeQuantize(
@@ -130,6 +143,28 @@ def test_export_runs_after_save_and_load(name, train):
         x = _input(name, seed)
         with torch.no_grad():
             assert_same_bits(loaded(x), _plain(reference(x)))
+
+
+@pytest.mark.parametrize("observer", ["MovingAveragePerChannelMinMaxObserver",
+                                      "PerChannelMinMaxObserver"])
+def test_sized_per_channel_fake_quantize_equals_torch_ao_from_the_first_batch(observer):
+    """size_channels() before any batch, then compiled: outputs, qparams and statistics equal
+    torch.ao's FakeQuantize (which sizes its observer on the first batch) batch after batch."""
+    kwargs = {"observer": getattr(torch.ao.quantization, observer), "quant_min": -128,
+              "quant_max": 127, "dtype": torch.qint8, "qscheme": torch.per_channel_symmetric,
+              "ch_axis": 1}
+    theirs = torch.ao.quantization.FakeQuantize(**kwargs)
+    ours = rqt.nn.FakeQuantize(**kwargs)
+    ours.size_channels(3)
+    compiled = torch.compile(ours, fullgraph=True, backend=BACKEND)
+    for seed in range(3):
+        x = _input("", seed) * (seed + 1)
+        assert_same_bits(compiled(x), theirs(x))
+        assert_same_bits(ours.scale, theirs.scale)
+        assert torch.equal(ours.zero_point, theirs.zero_point)
+        for name in ("min_val", "max_val"):
+            assert_same_bits(getattr(ours.activation_post_process, name),
+                             getattr(theirs.activation_post_process, name))
 
 
 def test_per_channel_observer_asks_for_one_eager_batch():

@@ -238,3 +238,39 @@ def test_cuda_gives_the_cpu_bits_for_every_op_and_gradient(dtype):
         outs[device] = [t.detach().cpu() for t in (y, x.grad, s.grad, a.grad)]
     for cpu, gpu in zip(outs["cpu"], outs["cuda"], strict=True):
         assert_same_bits(cpu, gpu)
+
+
+@pytest.mark.parametrize("n", [64, 40000], ids=["mask-taken-in-forward", "mask-in-backward"])
+def test_grad_of_inf_nan_and_negative_grads_equals_torch(n):
+    """Both eager backward routes (a small x saves its mask in the forward; a large x saves x and
+    masks in the backward) give torch's ``grad * mask``: inf * 0 is NaN, -g * 0 is -0.0."""
+    rng = np.random.default_rng(5)
+    x = torch.tensor(rng.standard_normal(n) * 20, dtype=torch.float32)
+    x[:8] = torch.tensor([1e3, -1e3, 1e3, -1e3, 0.5, 1e3, -1e3, 0.25])
+    g = torch.tensor(rng.standard_normal(n), dtype=torch.float32)
+    g[:8] = torch.tensor([float("inf"), float("-inf"), float("nan"), -0.0, float("inf"), -2.0,
+                          -3.0, -0.0])
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    rqt.fake_quantize(ours, 0.1, 3, qmin=0, qmax=255, convention="torch.fake_quantize").backward(g)
+    torch.fake_quantize_per_tensor_affine(theirs, 0.1, 3, 0, 255).backward(g)
+    assert_same_bits(ours.grad, theirs.grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_straight_through_route_on_a_transposed_x(dtype):
+    """The small-x route (torch's product node carrying the mask, values from the core) on a
+    non-contiguous x: the core's values, torch's gradient, x untouched."""
+    rng = np.random.default_rng(8)
+    base = tie_heavy(rng, 59, 0.1, torch.float32)[:64].reshape(8, 8).to(dtype)
+    x = base.t().requires_grad_()
+    before = x.detach().clone()
+    y = rqt.fake_quantize(x, 0.1, 3, qmin=0, qmax=255, convention="torch.fake_quantize")
+    core = rq.fake_quantize(to_numpy(x.detach().contiguous()), 0.1, 3, qmin=0, qmax=255,
+                            convention="torch.fake_quantize")
+    assert_same_bits(y.contiguous(), from_numpy(core))
+    g = torch.tensor(rng.standard_normal((8, 8)), dtype=dtype)
+    y.backward(g)
+    xt = before.clone().requires_grad_()
+    torch.fake_quantize_per_tensor_affine(xt, 0.1, 3, 0, 255).backward(g)
+    assert_same_bits(x.grad, xt.grad)
+    assert_same_bits(x.detach(), before)

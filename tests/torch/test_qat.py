@@ -36,6 +36,7 @@ def _cnn():
 
 
 MODELS = {"mlp": (_mlp, (8, 6)), "cnn": (_cnn, (4, 2, 6, 6))}
+MODELS_LAYERS = {"mlp": ("Linear", "Linear"), "cnn": ("Conv2d", "Conv2d", "Linear")}
 
 
 def _x86_qconfig():
@@ -155,6 +156,91 @@ def test_convert_equals_torch_ao_reference_modules(name):
     for qat, ref in zip(qat_layers, refs, strict=True):
         torch_ref = getattr(R, type(ref).__name__).from_float(ref, get_qparam_dict(qat.weight_quant))
         assert_same_bits(ref.get_weight(), torch_ref.get_weight())
+
+
+class _Stubbed(torch.nn.Module):
+    """torch.ao's eager layout: QuantStub, the model, DeQuantStub."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.quant = torch.ao.quantization.QuantStub()
+        self.body = body
+        self.dequant = torch.ao.quantization.DeQuantStub()
+
+    def forward(self, x):
+        return self.dequant(self.body(self.quant(x)))
+
+
+def _torch_ao_prepared(body, qconfig):
+    model = _Stubbed(body)
+    model.quant.qconfig = model.dequant.qconfig = qconfig
+    for child in body.children():
+        if type(child) in (torch.nn.Linear, torch.nn.Conv2d):
+            child.qconfig = qconfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.prepare_qat(model.train())
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_convert_to_quantized_equals_torch_ao_convert(name):
+    """convert(to="quantized") after QAT: the same torch.ao.nn.quantized modules (weight codes,
+    per-channel scales, output qparams) as torch.ao's prepare_qat + convert of the same model
+    with QuantStub / DeQuantStub, and bit-equal outputs on new data."""
+    make, shape = MODELS[name]
+    qconfig = _x86_qconfig()
+    ours = rqt.prepare_qat(make())
+    ours[0].input_quant = rqt.QATConfig().activation()  # what torch.ao's QuantStub observes
+    theirs = _torch_ao_prepared(make(), qconfig)
+    for (a, _), (b, _) in zip(zip(*_train(ours, shape)), zip(*_train(theirs, shape)), strict=True):
+        assert_same_bits(a, b)
+    ours = rqt.convert(ours, to="quantized")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = torch.ao.quantization.convert(theirs.eval())
+    nnq = torch.ao.nn.quantized
+    kinds = (nnq.Quantize, nnq.Linear, nnq.Conv2d)
+    ours_q = [m for m in ours.modules() if isinstance(m, kinds)]
+    theirs_q = [m for m in theirs.modules() if isinstance(m, kinds)]
+    assert len(ours_q) == 1 + len(MODELS_LAYERS[name])
+    assert [type(m) for m in ours_q] == [type(m) for m in theirs_q]
+    for a, b in zip(ours_q, theirs_q, strict=True):
+        if isinstance(a, torch.ao.nn.quantized.Quantize):
+            assert (a.scale.item(), a.zero_point.item()) == (b.scale.item(), b.zero_point.item())
+            continue
+        wa, wb = a.weight(), b.weight()
+        assert torch.equal(wa.int_repr(), wb.int_repr())
+        assert torch.equal(wa.q_per_channel_scales(), wb.q_per_channel_scales())
+        assert torch.equal(wa.q_per_channel_zero_points(), wb.q_per_channel_zero_points())
+        assert_same_bits(a.bias(), b.bias())
+        assert (a.scale, a.zero_point) == (b.scale, b.zero_point)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(3)) * 2
+    with torch.no_grad():
+        assert_same_bits(ours(x).dequantize(), theirs(x))
+
+
+def test_convert_to_quantized_per_tensor_weights_and_refusals():
+    """Per-tensor affine weights under torch.ao's FakeQuantize defaults; a PACT weight or an
+    unknown target is refused with the layer named."""
+    weight = rqt.nn.FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=-128,
+                                           quant_max=127, dtype=torch.qint8,
+                                           qscheme=torch.per_tensor_symmetric)
+    config = rqt.QATConfig(weight=weight, activation=rqt.QATConfig().activation)
+    model = rqt.prepare_qat(_mlp(), config)
+    _train(model, (8, 6), steps=2)
+    layer = model[0]
+    converted = rqt.convert(copy.deepcopy(model), to="quantized")
+    with torch.no_grad():
+        layer.weight_quant(layer.weight)  # torch.ao's convert lets the observer see it once more
+    s, z = layer.weight_quant.calculate_qparams()
+    expected = torch.quantize_per_tensor(layer.weight.detach(), float(s), int(z), torch.qint8)
+    assert torch.equal(converted[0].weight().int_repr(), expected.int_repr())
+    assert converted[0].weight().q_scale() == expected.q_scale()
+    with pytest.raises(ValueError, match="to must be"):
+        rqt.convert(copy.deepcopy(model), to="fbgemm")
+    pact = rqt.prepare_qat(_mlp(), rqt.QATConfig.pact(bits=4))
+    with pytest.raises(ValueError, match="output quantizer of QuantLinear; got PACT"):
+        rqt.convert(pact, to="quantized")
 
 
 def test_filter_fn_and_model_that_is_a_layer():
