@@ -78,8 +78,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 
 from . import _codes
+from ._registry import Registry
 
-__all__ = ["Convention", "TABLE", "register", "names", "get", "detect"]
+__all__ = ["Convention", "TABLE", "register", "unregister", "names", "get", "detect"]
 
 _CHOICES = {knob: _codes.names(enum) for knob, enum in _codes.KNOBS.items()}
 _CONDITIONS = ("per_channel", "float_zero_point", "wide")
@@ -286,52 +287,8 @@ TABLE = (
     ),
 )
 
-_REGISTRY: dict[str, Convention] = {}
-
-
-def register(convention: Convention) -> Convention:
-    """Add a convention to the registry (its name must be new) and return it.
-
-    >>> import refquant as rq
-    >>> mine = rq.conventions.get("torch.fake_quantize").replace(name="my.kernel", fma=False)
-    >>> rq.conventions.register(mine).name in rq.conventions.names()
-    True
-    >>> _ = rq.conventions._REGISTRY.pop("my.kernel")  # keep the doctest side-effect free
-    """
-    if not isinstance(convention, Convention):
-        raise TypeError(f"convention must be a Convention; got {convention!r}")
-    if convention.name in _REGISTRY:
-        raise ValueError(f"a convention named {convention.name!r} is already registered")
-    _REGISTRY[convention.name] = convention
-    return convention
-
-
-def names() -> list[str]:
-    """The registered convention names, in table order.
-
-    >>> import refquant as rq
-    >>> rq.conventions.names()[:3]
-    ['exact', 'torch.fake_quantize', 'torch.quantize']
-    """
-    return list(_REGISTRY)
-
-
-def get(name) -> Convention:
-    """The convention called ``name`` (a :class:`Convention` passes through); else a ValueError.
-
-    >>> import refquant as rq
-    >>> c = rq.conventions.get("onnx")
-    >>> c.quotient, c.rounding, c.nan
-    ('divide', 'half_even', 'qmin')
-    >>> rq.conventions.get(c) is c
-    True
-    """
-    if isinstance(name, Convention):
-        return name
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"convention must be one of {', '.join(_REGISTRY)}; got {name!r}") from None
+_REGISTRY = Registry("affine", TABLE, row_type=Convention)
+register, unregister, names, get = _REGISTRY.register, _REGISTRY.unregister, _REGISTRY.names, _REGISTRY.get
 
 
 def _torch_fake_quantize_knobs():
@@ -377,8 +334,5 @@ def detect(name) -> Convention:
         return conv
     return conv.replace(**knobs)
 
-
-for _row in TABLE:
-    register(_row)
 
 from . import _peer_conventions  # noqa: E402,F401  (registers the peer rows: aimet, tflite, ...)

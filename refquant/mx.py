@@ -24,12 +24,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ._registry import Registry
 from ._validation import check_axis, float_array, integer_array, integer_scalar
 from .floatformats import float_format
 from .floatquant import _Cast, _out_dtype
 from .formats import IntFormat
+from .lazy import module_attributes
 
-__all__ = ["MXConvention", "TABLE", "names", "get", "quantize", "dequantize", "fake_quantize"]
+__all__ = ["MXConvention", "TABLE", "conventions", "quantize", "dequantize", "fake_quantize"]
 
 SCALE_RULES = ("floor", "ceil", "even", "rceil")
 _CHOICES = {
@@ -186,32 +188,12 @@ TABLE = (
     ),
 )
 
-_REGISTRY = {row.name: row for row in TABLE}
+conventions = Registry("mx", TABLE, row_type=MXConvention)
 
-
-def names() -> list[str]:
-    """The MX convention names.
-
-    >>> import refquant as rq
-    >>> rq.mx.names()[:3]
-    ['ocp', 'torchao.floor', 'torchao.ceil']
-    """
-    return list(_REGISTRY)
-
-
-def get(name) -> MXConvention:
-    """The MX convention called ``name`` (an MXConvention passes through); else a ValueError.
-
-    >>> import refquant as rq
-    >>> rq.mx.get("torchao.rceil").scaling
-    'float32_reciprocal'
-    """
-    if isinstance(name, MXConvention):
-        return name
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"convention must be one of {', '.join(_REGISTRY)}; got {name!r}") from None
+# the registry's methods, before ``conventions`` existed
+__getattr__ = module_attributes(globals(), deprecated={
+    "names": ("conventions.names", lambda: conventions.names),
+    "get": ("conventions.get", lambda: conventions.get)})[0]
 
 
 def _element_format(fmt):
@@ -234,7 +216,7 @@ def _blocks(shape, axis, block):
 
 class _Plan:
     def __init__(self, fmt, convention, scale_rule, x_dtype_name):
-        self.conv = conv = get(convention)
+        self.conv = conv = conventions.get(convention)
         if conv.missing:
             raise NotImplementedError(f"MX convention {conv.name!r}: {conv.missing}")
         self.fmt = fmt = _element_format(fmt)
@@ -312,7 +294,7 @@ def quantize(x, fmt, *, axis=-1, block=32, scale_rule="floor", convention="ocp")
 
     Element codes have x's shape (uint8 bit patterns; int8 for MXINT8); scale codes have x's
     shape with ``x.shape[axis] // block`` along ``axis``. The formula is the module's; the
-    convention's knobs (``rq.mx.names()``) reproduce a library.
+    convention's knobs (``rq.mx.conventions.names()``) reproduce a library.
 
     >>> import numpy as np, refquant as rq
     >>> x = np.float32([0.5, -3.0, 1.25, 7.0])

@@ -9,7 +9,7 @@ of a block, ``exact`` computes, each with one rounding half to even:
 * the element code ``q = e2m1(x / (s g))``, saturating at +-6, keeping the sign of -0.0;
 * dequantize: ``q * s * g`` rounded once to the output dtype.
 
-The libraries differ in every step; each recipe is a named convention (:data:`CONVENTIONS`),
+The libraries differ in every step; each recipe is a named convention (``rq.nvfp4.conventions``),
 listed as stored global / block scale / element scaling / e2m1 of NaN and of -0.0:
 
 * ``exact``: decode; ``e4m3(a / (6 g))``; ``x / (s g)``; an error / kept.
@@ -45,9 +45,11 @@ from fractions import Fraction
 import numpy as np
 
 from ._dtypes import f32_of_fraction, float_code
-from ._validation import float_array, integer_array, named_row
+from ._registry import Registry
+from ._validation import float_array, integer_array
+from .lazy import module_attributes
 
-__all__ = ["Convention", "CONVENTIONS", "quantize", "dequantize", "fake_quantize", "BLOCK"]
+__all__ = ["Convention", "conventions", "quantize", "dequantize", "fake_quantize", "BLOCK"]
 
 BLOCK = 16
 _E4M3_MAX_TIMES_E2M1_MAX = 2688.0
@@ -85,7 +87,7 @@ class Convention:
     dequant_negative_zero: bool = True
 
 
-CONVENTIONS = {
+_ROWS = {
     "exact": Convention(
         "exact", "decode", "exact", 0.0, False, "exact", "error", 0, False, "exact",
         "s = e4m3(a / (6 g)); q = e2m1(x / (s g)); one rounding each",
@@ -123,8 +125,12 @@ _EL = {"exact": 0, "reciprocal": 1, "reciprocal_product": 2, "divide": 3}
 _NAN = {"error": 0, "code": 1, "torchao_bits": 2}
 
 
-def _convention(convention) -> Convention:
-    return named_row(CONVENTIONS, convention, Convention)
+conventions = Registry("nvfp4", _ROWS.values(), row_type=Convention)
+_convention = conventions.get
+
+# the rows as a dict, before ``conventions`` existed
+__getattr__ = module_attributes(globals(), deprecated={"CONVENTIONS": (
+    "conventions", lambda: {name: conventions.get(name) for name in conventions})})[0]
 
 
 @functools.cache

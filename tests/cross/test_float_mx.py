@@ -198,7 +198,7 @@ def test_microxcaling_transcription(name, rnd):
     x = adversarial_blocks(name if name != "int8" else "float8_e4m3fn")
     x = np.concatenate([x, nonfinite_blocks()])
     want = microxcaling_quantize_mx(torch.from_numpy(x), *_MXC[name], rnd).numpy()
-    conv = rq.mx.get("microxcaling").replace(microxcaling_round=rnd)
+    conv = rq.mx.conventions.get("microxcaling").replace(microxcaling_round=rnd)
     got = rq.mx.fake_quantize(x, getattr(rq, name), convention=conv)
     same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
     bad = np.argwhere(~same)
