@@ -32,6 +32,16 @@ def is_supported_float(dtype) -> bool:
     return dtype.kind == "f" and dtype.itemsize in (2, 4, 8) or is_bfloat16(dtype)
 
 
+def finfo(dtype):
+    """``np.finfo`` of a float dtype, bfloat16 included (ml_dtypes' finfo)."""
+    dtype = np.dtype(dtype)
+    if is_bfloat16(dtype):
+        import ml_dtypes
+
+        return ml_dtypes.finfo(dtype)
+    return np.finfo(dtype)
+
+
 _CODES = {np.dtype(np.float64): Format.FLOAT64, np.dtype(np.float32): Format.FLOAT32,
           np.dtype(np.float16): Format.FLOAT16}
 

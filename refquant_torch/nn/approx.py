@@ -156,10 +156,9 @@ class PACTQuant(torch.nn.Module):
 
     def quantize(self, x):
         """TorchApprox's ``quantize``: the integer codes ``round_half_even(clip(x, lo, alpha) * n /
-        alpha)`` of :meth:`forward` (``lo = -alpha`` signed, else 0; ``n = int_max``), recovered
-        from ``rq.pact.fake_quantize`` on a float32 (float64 for float64 x) copy, as a float tensor
-        of x's dtype. Gradient ``grad * scale_factor`` (``n / alpha``, float64) to x, none to
-        ``alpha``.
+        alpha)`` of :meth:`forward` (``lo = -alpha`` signed, else 0; ``n = int_max``):
+        ``rq.pact.quantize`` (NaN gives NaN), as a float tensor of x's dtype. Gradient ``grad *
+        scale_factor`` (``n / alpha``, float64) to x, none to ``alpha``.
 
         >>> import torch, refquant_torch as rqt
         >>> q = rqt.nn.PACTQuant(4, alpha=1.75)
@@ -170,12 +169,11 @@ class PACTQuant(torch.nn.Module):
         ([4.0, 4.0, 4.0], None)
         """
         check_float_tensor(x)
-        alpha = self.alpha.detach()
-        # the core's PACT on a float32/float64 copy: its output q * alpha / n is close enough to
-        # recover q exactly (|q| <= n < 2**22), which a half-precision output is not
-        wide = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-        fake = rq.pact.fake_quantize(to_numpy(wide), float(alpha.to(torch.float64)),
-                                     bits=self._bitwidth, signed=self.signed)
-        codes = np.rint(fake.astype(np.float64) * self.int_max / float(alpha.to(torch.float64)))
+        xs = to_numpy(x)
+        nan = np.isnan(xs)  # NaN has no PACT level: its code is NaN
+        codes = rq.pact.quantize(np.where(nan, np.zeros_like(xs), xs) if nan.any() else xs,
+                                 float(self.alpha.detach().to(torch.float64)), bits=self._bitwidth,
+                                 signed=self.signed)
+        codes = np.where(nan, np.nan, codes)
         codes_t = from_numpy(codes, x.device).to(x.dtype)
         return _Codes.apply(x, codes_t, self.scale_factor)
