@@ -61,6 +61,7 @@ _LAZY = {
     "identify": ("refquant.golden.identify", "identify"),
     "ops": ("refquant.ops", None),
     "aimet": ("refquant.aimet", None),
+    "interop": ("refquant.interop", None),
     "encode": ("refquant.floatquant", "encode"),
     "decode": ("refquant.floatquant", "decode"),
     "float_conventions": ("refquant.float_conventions", None),

@@ -12,7 +12,12 @@ _BF16 = None
 
 
 def bfloat16() -> np.dtype | None:
-    """ml_dtypes' bfloat16 dtype, or None when ml_dtypes is not installed (imported on demand)."""
+    """ml_dtypes' bfloat16 dtype, or None when ml_dtypes is not installed (imported on demand).
+
+    >>> from refquant.interop import bfloat16
+    >>> bfloat16() is None or bfloat16().name == "bfloat16"
+    True
+    """
     global _BF16
     if _BF16 is None and importlib.util.find_spec("ml_dtypes") is not None:
         import ml_dtypes

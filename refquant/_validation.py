@@ -36,7 +36,13 @@ def integer_array(q, name: str = "q") -> np.ndarray:
 
 
 def resolve_range(qmin, qmax, fmt) -> tuple[int, int]:
-    """The integer range from ``qmin``/``qmax`` or ``fmt`` (exactly one of the two)."""
+    """The integer range ``(qmin, qmax)`` from ``qmin``/``qmax`` or ``fmt`` (an IntFormat or its
+    name; exactly one of the two), else a ValueError/TypeError naming the argument.
+
+    >>> from refquant.interop import resolve_range
+    >>> resolve_range(-8, 7, None), resolve_range(None, None, "uint4")
+    ((-8, 7), (0, 15))
+    """
     given_pair = qmin is not None or qmax is not None
     if fmt is not None and given_pair:
         raise ValueError(
@@ -85,6 +91,13 @@ def positive_finite(values, name: str) -> np.ndarray:
 
 
 def check_axis(axis, ndim: int, name: str = "axis") -> int:
+    """``axis`` as an index in ``[0, ndim)`` (negative counts from the end), else a ValueError or
+    TypeError naming it.
+
+    >>> from refquant.interop import check_axis
+    >>> check_axis(-1, 4), check_axis(1, 2)
+    (3, 1)
+    """
     a = integer_scalar(axis, name)
     if not -ndim <= a < ndim:
         raise ValueError(f"{name}={axis} is out of range for an array of {ndim} dimension(s)")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import refquant as rq
-from refquant._validation import check_axis, resolve_range
+from refquant.interop import check_axis, resolve_range
 from refquant.ste import bounds as ste_bounds
 from refquant.ste import masked_grad
 
