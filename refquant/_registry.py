@@ -6,9 +6,40 @@ each row with the formula it computes and the test that proves it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
-__all__ = ["MethodConvention", "Registry"]
+__all__ = ["MethodConvention", "Registry", "Row"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """The fields every row of a knob table starts with: ``name``, the ``formula`` it computes,
+    the ``backend`` it reproduces and the ``evidence`` (the test that proves it). A subclass adds
+    its knobs as fields and lists the allowed values of the string ones in ``_choices``.
+
+    >>> import refquant as rq
+    >>> row = rq.float_conventions.get("exact").replace(name="mine", saturate=False)
+    >>> row.name, row.saturate, row.evidence == rq.float_conventions.get("exact").evidence
+    ('mine', False, True)
+    """
+
+    name: str
+    formula: str
+    backend: str = ""
+    evidence: str = ""
+
+    _choices: ClassVar[dict] = {}
+
+    def __post_init__(self):
+        for knob, allowed in self._choices.items():
+            value = getattr(self, knob)
+            if value not in allowed:
+                raise ValueError(f"{knob} must be one of {allowed}; got {value!r}")
+
+    def replace(self, **knobs):
+        """A copy with some knobs changed."""
+        return replace(self, **knobs)
 
 
 @dataclass(frozen=True)
@@ -124,3 +155,12 @@ class Registry:
     def __repr__(self) -> str:
         return f"Registry({self.method!r}, {self.names()})"
 
+
+
+def table_getattr(namespace: dict, registry: Registry):
+    """A module ``__getattr__`` keeping the old ``CONVENTIONS`` dict (name -> row) of a method for
+    one release, with a DeprecationWarning pointing at ``conventions``."""
+    from .lazy import module_attributes
+
+    rows = ("conventions", lambda: {name: registry.get(name) for name in registry})
+    return module_attributes(namespace, deprecated={"CONVENTIONS": rows})[0]

@@ -76,9 +76,10 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from typing import ClassVar
 
 from . import _codes
-from ._registry import Registry
+from ._registry import Registry, Row
 
 __all__ = ["Convention", "TABLE", "register", "unregister", "names", "get", "detect"]
 
@@ -88,11 +89,12 @@ ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 @dataclass(frozen=True)
-class Convention:
+class Convention(Row):
     """One backend's arithmetic, as knobs (see the module docstring for their meaning).
 
     ``rq.conventions.get(name).replace(fma=False)`` gives a variant, e.g. torch on a CPU whose
-    kernels do not contract multiply-add.
+    kernels do not contract multiply-add. A variant that sets the same knob still wins where its
+    condition holds (e.g. torch.quantize never fuses per-channel, whatever ``fma`` says).
 
     >>> import refquant as rq
     >>> c = rq.conventions.get("torch.quantize").replace(fma=False)
@@ -100,10 +102,6 @@ class Convention:
     (False, 'before_round')
     """
 
-    name: str
-    formula: str
-    backend: str = ""
-    evidence: str = ""
     quotient: str = "exact"
     reciprocal: str = "float32"
     compute: str = "exact"
@@ -121,12 +119,11 @@ class Convention:
     input_dtypes: tuple[str, ...] = ALL_DTYPES
     variants: tuple = field(default=(), repr=False, hash=False)
 
+    _choices: ClassVar[dict] = _CHOICES
+
     def __post_init__(self):
         object.__setattr__(self, "_resolved", {})  # resolve()'s memo, not a field
-        for knob, allowed in _CHOICES.items():
-            value = getattr(self, knob)
-            if value not in allowed:
-                raise ValueError(f"{knob} must be one of {allowed}; got {value!r}")
+        super().__post_init__()
         for knob in ("fma", "zero_point_in_range", "float_zero_point"):
             if not isinstance(getattr(self, knob), bool):
                 raise TypeError(f"{knob} must be True or False; got {getattr(self, knob)!r}")
@@ -146,11 +143,6 @@ class Convention:
                 raise ValueError(f"variant overrides must be knobs; got {sorted(overrides)}")
         if self.quotient == "exact" and self.compute != "exact":
             raise ValueError("quotient='exact' needs compute='exact'")
-
-    def replace(self, **knobs) -> Convention:
-        """A copy with some knobs changed. A variant that sets the same knob still wins where its
-        condition holds (e.g. torch.quantize never fuses per-channel, whatever ``fma`` says)."""
-        return replace(self, **knobs)
 
     def resolve(self, *, per_channel: bool, float_zero_point: bool, wide: bool) -> Convention:
         """The knobs in force for one call: the variants whose conditions all hold, applied in order."""

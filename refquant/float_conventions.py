@@ -54,9 +54,10 @@ missing
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import ClassVar
 
-from ._registry import Registry
+from ._registry import Registry, Row
 from .rounding import ROUNDING_MODES
 
 __all__ = ["FloatConvention", "TABLE", "names", "get", "register", "unregister"]
@@ -78,7 +79,7 @@ _SUB_BYTE = ("float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn")
 
 
 @dataclass(frozen=True)
-class FloatConvention:
+class FloatConvention(Row):
     """One library's element cast, as knobs (see the module docstring).
 
     >>> import refquant as rq
@@ -87,10 +88,6 @@ class FloatConvention:
     (False, 'half_even')
     """
 
-    name: str
-    formula: str
-    backend: str = ""
-    evidence: str = ""
     saturate: bool = True
     saturate_formats: tuple[str, ...] = ()
     fixed_saturate: bool = False
@@ -105,14 +102,7 @@ class FloatConvention:
     formats: tuple[str, ...] = ()
     missing: str = ""
 
-    def __post_init__(self):
-        for knob, allowed in _CHOICES.items():
-            if getattr(self, knob) not in allowed:
-                raise ValueError(f"{knob} must be one of {allowed}; got {getattr(self, knob)!r}")
-
-    def replace(self, **knobs) -> FloatConvention:
-        """A copy with some knobs changed."""
-        return replace(self, **knobs)
+    _choices: ClassVar[dict] = _CHOICES
 
     def saturates(self, fmt) -> bool:
         """The default overflow rule of this convention for ``fmt``.

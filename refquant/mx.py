@@ -20,11 +20,12 @@ library's arithmetic, including its float32 ``log2`` where it uses one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from ._registry import Registry
+from ._registry import Registry, Row
 from ._validation import check_axis, float_array, integer_array, integer_scalar
 from .floatformats import float_format
 from .floatquant import _Cast, _out_dtype
@@ -47,7 +48,7 @@ _ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 @dataclass(frozen=True)
-class MXConvention:
+class MXConvention(Row):
     """One library's MX arithmetic as knobs.
 
     scale_rule: the rule the library fixes (None: the ``scale_rule`` argument).
@@ -65,10 +66,6 @@ class MXConvention:
     even_mantissa_bits: the mantissa width the ``even`` rule rounds amax to (None: the element's).
     """
 
-    name: str
-    formula: str
-    backend: str = ""
-    evidence: str = ""
     scale_rule: str | None = None
     shared_exponent: str = "bits"
     scaling: str = "exact"
@@ -82,14 +79,7 @@ class MXConvention:
     formats: tuple[str, ...] = ()
     missing: str = ""
 
-    def __post_init__(self):
-        for knob, allowed in _CHOICES.items():
-            if getattr(self, knob) not in allowed:
-                raise ValueError(f"{knob} must be one of {allowed}; got {getattr(self, knob)!r}")
-
-    def replace(self, **knobs) -> MXConvention:
-        """A copy with some knobs changed."""
-        return replace(self, **knobs)
+    _choices: ClassVar[dict] = _CHOICES
 
 
 _TORCHAO_FORMATS = ("float8_e4m3fn", "float8_e5m2", "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn")

@@ -52,9 +52,8 @@ from fractions import Fraction
 import numpy as np
 
 from ._dtypes import bfloat16, f32_of_fraction, float_code
-from ._registry import Registry
+from ._registry import Registry, table_getattr
 from ._validation import float_array, integer_array, integer_scalar
-from .lazy import module_attributes
 
 __all__ = ["Convention", "conventions", "NF4State", "codebook", "detect", "dynamic_map", "quantize",
            "dequantize", "fake_quantize"]
@@ -144,10 +143,7 @@ _SELECT = {"float32_midpoints": 0, "argmin": 1, "exact": 2}
 
 conventions = Registry("nf4", _ROWS.values(), row_type=Convention)
 _convention = conventions.get
-
-# the rows as a dict, before ``conventions`` existed
-__getattr__ = module_attributes(globals(), deprecated={"CONVENTIONS": (
-    "conventions", lambda: {name: conventions.get(name) for name in conventions})})[0]
+__getattr__ = table_getattr(globals(), conventions)  # the old CONVENTIONS dict, deprecated
 
 
 def _check_codebook(name) -> str:

@@ -45,9 +45,8 @@ from fractions import Fraction
 import numpy as np
 
 from ._dtypes import f32_of_fraction, float_code
-from ._registry import Registry
+from ._registry import Registry, table_getattr
 from ._validation import float_array, integer_array
-from .lazy import module_attributes
 
 __all__ = ["Convention", "conventions", "quantize", "dequantize", "fake_quantize", "BLOCK"]
 
@@ -127,10 +126,7 @@ _NAN = {"error": 0, "code": 1, "torchao_bits": 2}
 
 conventions = Registry("nvfp4", _ROWS.values(), row_type=Convention)
 _convention = conventions.get
-
-# the rows as a dict, before ``conventions`` existed
-__getattr__ = module_attributes(globals(), deprecated={"CONVENTIONS": (
-    "conventions", lambda: {name: conventions.get(name) for name in conventions})})[0]
+__getattr__ = table_getattr(globals(), conventions)  # the old CONVENTIONS dict, deprecated
 
 
 @functools.cache

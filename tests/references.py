@@ -217,3 +217,13 @@ def aimet_range(x_min: float, x_max: float, n: int, symmetric: bool, fmt: str = 
         d = max(r(hi / pos), r(-lo / neg))
         lo, hi = r(-neg * d), r(pos * d)
     return float(max(lo, Fraction(-vmax))), float(min(hi, Fraction(vmax)))
+
+
+def float_dtype(name: str) -> np.dtype:
+    """The NumPy dtype of a float format name; bfloat16 (ml_dtypes) skips the calling test when
+    ml_dtypes is not installed."""
+    if name == "bfloat16":
+        import pytest
+
+        return np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    return np.dtype(name)

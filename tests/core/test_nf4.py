@@ -13,11 +13,9 @@ from hypothesis.extra import numpy as hnp
 
 import refquant as rq
 from tests.nf4_cases import block_cases, special_blocks
-from tests.references import assert_bitwise_equal, nearest_level_code, round_to_format
+from tests.references import assert_bitwise_equal, float_dtype, nearest_level_code, round_to_format
 
-ml_dtypes = pytest.importorskip("ml_dtypes")
-DTYPES = {"float64": np.float64, "float32": np.float32, "float16": np.float16,
-          "bfloat16": ml_dtypes.bfloat16}
+DTYPES = ["float64", "float32", "float16", "bfloat16"]
 
 
 def oracle_codes(x: np.ndarray, block: int, codebook: str) -> np.ndarray:
@@ -32,10 +30,10 @@ def oracle_codes(x: np.ndarray, block: int, codebook: str) -> np.ndarray:
     return out.reshape(x.shape)
 
 
-@pytest.mark.parametrize("dtname", list(DTYPES))
+@pytest.mark.parametrize("dtname", DTYPES)
 @pytest.mark.parametrize("codebook", ["nf4", "fp4"])
 def test_exact_matches_fraction_oracle(dtname, codebook):
-    dt = DTYPES[dtname]
+    dt = float_dtype(dtname)
     x = block_cases(rq.nf4.codebook(codebook), dt)
     codes, state = rq.nf4.quantize(x, convention="exact", codebook=codebook)
     assert_bitwise_equal(codes, oracle_codes(x, 64, codebook), "codes")
@@ -91,7 +89,7 @@ def test_q2_reciprocal_differs_from_division():
 def test_q3_torchao_codebook_is_four_decimals_in_the_dtype():
     bnb = rq.nf4.codebook("nf4")
     tao32 = rq.nf4.codebook("nf4", convention="torchao", dtype=np.float32)
-    tao16 = rq.nf4.codebook("nf4", convention="torchao", dtype=ml_dtypes.bfloat16)
+    tao16 = rq.nf4.codebook("nf4", convention="torchao", dtype=float_dtype("bfloat16"))
     assert np.abs(bnb - tao32).max() < 5.1e-5 and (bnb != tao32).sum() == 13
     assert tao16[1] == -0.6953125
     # an input between the two codebooks' midpoints: torchao and bitsandbytes part ways
@@ -199,7 +197,7 @@ def test_bad_input():
 
 @pytest.mark.parametrize("dtname", ["float32", "float16", "bfloat16"])
 def test_specials_do_not_warn(dtname, recwarn):
-    for x in special_blocks(DTYPES[dtname]):
+    for x in special_blocks(float_dtype(dtname)):
         for conv in ("bitsandbytes", "torchao"):
             rq.nf4.fake_quantize(x, convention=conv)
         rq.nf4.fake_quantize(x, convention="exact")
