@@ -40,7 +40,27 @@ def _int_max(bitwidth: int) -> int:
     return 2 ** (int(bitwidth) - 1) - 1
 
 
-class MinMaxQuant(torch.nn.Module):
+class _ApproxQuant(torch.nn.Module):
+    """TorchApprox's ``bitwidth`` and ``int_max`` (``2**(bitwidth - 1) - 1`` signed, else
+    ``2**bitwidth - 1``)."""
+
+    signed = True
+
+    def __init__(self, bitwidth: int):
+        super().__init__()
+        self._bitwidth = int(bitwidth)
+        _int_max(self._bitwidth)
+
+    @property
+    def bitwidth(self) -> int:
+        return self._bitwidth
+
+    @property
+    def int_max(self) -> int:
+        return _int_max(self._bitwidth) if self.signed else 2**self._bitwidth - 1
+
+
+class MinMaxQuant(_ApproxQuant):
     """Symmetric min-max quantizer with TorchApprox's ``MinMaxQuant(bitwidth=8)`` interface.
 
     ``quantize(x)``: the range is ``max|x|`` of this x (TorchApprox's stateless rule; it is kept in
@@ -58,18 +78,8 @@ class MinMaxQuant(torch.nn.Module):
     """
 
     def __init__(self, bitwidth: int = 8):
-        super().__init__()
-        self._bitwidth = int(bitwidth)
-        _int_max(self._bitwidth)
+        super().__init__(bitwidth)
         self.register_buffer("minmax", torch.tensor(1.0))
-
-    @property
-    def bitwidth(self) -> int:
-        return self._bitwidth
-
-    @property
-    def int_max(self) -> int:
-        return _int_max(self._bitwidth)
 
     @property
     def scale_factor(self) -> float:
@@ -115,7 +125,7 @@ class MinMaxQuant(torch.nn.Module):
         return _Codes.apply(x, codes_t, self.scale_factor)
 
 
-class PACTQuant(torch.nn.Module):
+class PACTQuant(_ApproxQuant):
     """PACT quantizer with a learnable ``alpha`` and TorchApprox's ``PACTQuant(bitwidth=8)``
     interface (symmetric around zero, ``alpha`` initially 2.2, as TorchApprox's).
 
@@ -132,19 +142,9 @@ class PACTQuant(torch.nn.Module):
     """
 
     def __init__(self, bitwidth: int = 8, alpha: float = 2.2, signed: bool = True):
-        super().__init__()
-        self._bitwidth = int(bitwidth)
-        _int_max(self._bitwidth)
+        super().__init__(bitwidth)
         self.signed = bool(signed)
         self.alpha = torch.nn.Parameter(torch.tensor([float(alpha)]))
-
-    @property
-    def bitwidth(self) -> int:
-        return self._bitwidth
-
-    @property
-    def int_max(self) -> int:
-        return _int_max(self._bitwidth) if self.signed else 2**self._bitwidth - 1
 
     @property
     def scale_factor(self) -> float:
