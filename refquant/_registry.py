@@ -112,7 +112,7 @@ class Registry:
         'paper'
         """
         if not isinstance(name, str) or name not in self._rows:
-            raise ValueError(f"convention must be one of {self.names()} for {self.method}; "
+            raise ValueError(f"convention must be one of {', '.join(self._rows)} for {self.method}; "
                              f"got {name!r}")
         return name
 

@@ -132,6 +132,22 @@ def generator(rng) -> np.random.Generator:
     return np.random.default_rng(int(rng))
 
 
+def uniforms(mode: int, rng, n: int) -> np.ndarray:
+    """The ``n`` uniform draws in [0, 1) that stochastic rounding (``mode``) consumes, from
+    :func:`generator`; an empty float64 array for every other mode (``rng`` unused)."""
+    from .rounding import STOCHASTIC
+
+    return generator(rng).random(n) if mode == STOCHASTIC else np.empty(0, np.float64)
+
+
+def flat_float(x: np.ndarray) -> np.ndarray:
+    """``x`` as a contiguous 1-D float32 or float64 array for a kernel: float16 and bfloat16
+    widened exactly to float32, float32/float64 as they are (a view where possible)."""
+    if x.dtype.itemsize == 2:
+        return np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    return np.ascontiguousarray(x).reshape(-1)
+
+
 def channel_index(shape, axis) -> np.ndarray:
     """The channel of every element of a C-ordered array of ``shape`` along ``axis``, flattened:
     the group index a per-channel kernel reads its qparams with."""

@@ -15,9 +15,9 @@ import numpy as np
 from . import _validation
 from . import float_conventions as _fconv
 from ._dtypes import is_supported_float
-from ._validation import check_axis, float_array, integer_array
+from ._validation import check_axis, flat_float, float_array, integer_array, uniforms
 from .floatformats import NAMED_FLOAT_FORMATS, FloatFormat, check_against_ml_dtypes, float_format
-from .rounding import STOCHASTIC, rounding_code
+from .rounding import rounding_code
 
 __all__ = ["encode", "decode", "quantize", "dequantize", "fake_quantize", "is_float_format"]
 
@@ -208,25 +208,6 @@ class _Cast:
                 codes[hit] = np.where(neg[hit], code | self.fmt.sign_bit, code)
 
 
-def _draws(mode: int, n: int, rng) -> np.ndarray:
-    if mode != STOCHASTIC:
-        return np.empty(0, np.float64)
-    if rng is None:
-        rng = np.random.default_rng()
-    elif not isinstance(rng, np.random.Generator):
-        if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
-            raise TypeError(f"rng must be a numpy Generator or an int seed; got {rng!r}")
-        rng = np.random.default_rng(int(rng))
-    return rng.random(n)
-
-
-def _flat(x: np.ndarray) -> np.ndarray:
-    """x as a contiguous 1-D float32/float64 array (half formats widened exactly)."""
-    if x.dtype.itemsize == 2:
-        return np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
-    return np.ascontiguousarray(x).reshape(-1)
-
-
 def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
     """Codes of the flat array ``xk`` (divided by ``scales[gidx]`` when scales is given)."""
     from ._kernels import _float as k
@@ -235,7 +216,7 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
     out = np.empty(xk.size, np.uint8)
     if not xk.size:
         return out
-    u = _draws(cast.mode, xk.size, rng)
+    u = uniforms(cast.mode, rng, xk.size)
     if cast.conv.quotient == "float32" and scales is not None:
         s32 = scales.astype(np.float32)
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # IEEE float32 quotient
@@ -300,7 +281,7 @@ def encode(x, fmt, *, saturate=None, rounding=None, convention="exact", rng=None
     """
     cast = _Cast(fmt, convention, saturate, rounding)
     a = float_array(x, "x")
-    return _encode_flat(cast, _flat(a), None, None, rng).reshape(a.shape)
+    return _encode_flat(cast, flat_float(a), None, None, rng).reshape(a.shape)
 
 
 def decode(codes, fmt, *, dtype=np.float32):
@@ -418,7 +399,7 @@ def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=None, bl
     cast = _Cast(fmt, convention, saturate, rounding)
     a = float_array(x, "x")
     scales, gidx = _group_index(a.shape, scale, axis, block_size)
-    return _encode_flat(cast, _flat(a), scales, gidx, rng).reshape(a.shape)
+    return _encode_flat(cast, flat_float(a), scales, gidx, rng).reshape(a.shape)
 
 
 def _times_scale(values: np.ndarray, s: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
@@ -473,7 +454,7 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=Non
     _no_range(qmin, qmax)
     cast = _Cast(fmt, convention, saturate, rounding)
     a = float_array(x, "x")
-    xk = _flat(a)
+    xk = flat_float(a)
     scales, gidx = _group_index(a.shape, scale, axis, block_size)
     if cast.conv.arithmetic != "exact":
         s32 = (scales[gidx] if gidx.size else np.broadcast_to(scales[0], xk.shape)).astype(np.float32)

@@ -53,7 +53,7 @@ import numpy as np
 
 from ._dtypes import bfloat16, f32_of_fraction, float_code
 from ._registry import Registry, table_getattr
-from ._validation import float_array, integer_array, integer_scalar
+from ._validation import flat_float, float_array, integer_array, integer_scalar
 
 __all__ = ["Convention", "conventions", "NF4State", "codebook", "detect", "dynamic_map", "quantize",
            "dequantize", "fake_quantize"]
@@ -258,12 +258,6 @@ def _check_block(block, n: int, conv: Convention, name="block") -> int:
     return b
 
 
-def _flat_kernel_input(x: np.ndarray) -> np.ndarray:
-    if x.dtype == np.float64:
-        return np.ascontiguousarray(x).reshape(-1)
-    return np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
-
-
 def quantize(x, *, block=64, double_quant=False, convention="bitsandbytes", codebook="nf4",
              nested_block=256):
     """4-bit codes (uint8, one per element, x's shape) and the :class:`NF4State` of ``x``.
@@ -289,7 +283,7 @@ def quantize(x, *, block=64, double_quant=False, convention="bitsandbytes", code
     b = _check_block(block, x.size, conv)
     if not isinstance(double_quant, (bool, np.bool_)):
         raise TypeError(f"double_quant must be True or False; got {double_quant!r}")
-    xk = _flat_kernel_input(x)
+    xk = flat_float(x)
     if conv.select == "exact" and xk.size and not np.isfinite(xk).all():
         bad = xk[~np.isfinite(xk)][0]
         raise ValueError(f"x contains {float(bad)}; the 'exact' convention has no code for NaN or inf "

@@ -32,13 +32,14 @@ from ._registry import MethodConvention, Registry
 from ._validation import (
     channel_index,
     check_axis,
+    flat_float,
     float_array,
     float_dtype,
-    generator,
     integer_scalar,
     positive_finite,
+    uniforms,
 )
-from .rounding import STOCHASTIC, rounding_code
+from .rounding import rounding_code
 
 __all__ = ["conventions", "quantize", "dequantize", "fake_quantize", "fake_quantize_grad"]
 
@@ -74,16 +75,6 @@ def _alpha_groups(alpha, shape, axis):
     return np.ascontiguousarray(a), channel_index(shape, ax)
 
 
-def _flat(a: np.ndarray) -> np.ndarray:
-    if a.dtype.itemsize == 2:
-        return np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
-    return np.ascontiguousarray(a).reshape(-1)
-
-
-def _uniforms(mode, rng, size):
-    return generator(rng).random(size) if mode == STOCHASTIC else np.empty(0)
-
-
 def quantize(x, alpha, *, bits, signed=False, axis=None, rounding="half_even", convention="paper",
              rng=None):
     """PACT's integer levels ``q = round(clip(x) * N / alpha)`` (module docstring) as int32.
@@ -103,14 +94,14 @@ def quantize(x, alpha, *, bits, signed=False, axis=None, rounding="half_even", c
     n = _levels_n(bits, bool(signed))
     mode = rounding_code(rounding)
     a, gidx = _alpha_groups(alpha, x.shape, axis)
-    xk = _flat(x)
+    xk = flat_float(x)
     if np.isnan(xk).any():
         raise ValueError("x holds NaN, which has no PACT level")
     out = np.empty(xk.size, np.int32)
     if xk.size:
         from ._kernels._pact import pact_codes
 
-        pact_codes(xk, a, gidx, float(n), bool(signed), mode, _uniforms(mode, rng, xk.size), out)
+        pact_codes(xk, a, gidx, float(n), bool(signed), mode, uniforms(mode, rng, xk.size), out)
     return out.reshape(x.shape)
 
 
@@ -162,13 +153,13 @@ def fake_quantize(x, alpha, *, bits, signed=False, axis=None, rounding="half_eve
     n = _levels_n(bits, bool(signed))
     mode = rounding_code(rounding)
     a, gidx = _alpha_groups(alpha, x.shape, axis)
-    xk = _flat(x)
+    xk = flat_float(x)
     kdt = np.float64 if x.dtype == np.float64 else np.float32
     out = np.empty(xk.size, kdt)
     if xk.size:
         from ._kernels._pact import pact_fake
 
-        pact_fake(xk, a, gidx, float(n), bool(signed), mode, _uniforms(mode, rng, xk.size),
+        pact_fake(xk, a, gidx, float(n), bool(signed), mode, uniforms(mode, rng, xk.size),
                   float_code(x.dtype), out)
     out = out.reshape(x.shape)
     return out if out.dtype == x.dtype else out.astype(x.dtype)
@@ -199,7 +190,7 @@ def fake_quantize_grad(x, alpha, grad_output, *, bits, signed=False, axis=None, 
                          f"got shape {g.shape}, dtype {g.dtype}")
     _levels_n(bits, bool(signed))
     a, gidx = _alpha_groups(alpha, x.shape, axis)
-    xk, gk = _flat(x), _flat(g)
+    xk, gk = flat_float(x), flat_float(g)
     gx = np.empty(xk.size, np.float64)
     ga = np.empty(xk.size, np.float64)
     if xk.size:

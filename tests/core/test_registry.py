@@ -27,7 +27,7 @@ def test_each_method_has_a_registry(reg, default):
         if row.evidence:  # a row that is named but not implemented has none
             assert (ROOT / row.evidence.split(" ")[0].split("::")[0]).is_file(), row.evidence
         assert reg.get(row) is row  # a row passes through
-    with pytest.raises(ValueError, match=r"convention must be one of \[.*\] for"):
+    with pytest.raises(ValueError, match=r"convention must be one of \w.* for \w.*; got 'nope'"):
         reg.get("nope")
 
 
