@@ -11,25 +11,13 @@ Both sides are checked equal before timing. Each figure is the best of several r
 sides alternating, after a warm-up call; torch uses its default thread count, refquant its BLAS threads.
 """
 
-import time
 import warnings
 
 import numpy as np
 import torch
+from _common import best_pair
 
 import refquant as rq
-
-
-def best_pair(ours, theirs, reps):
-    """Best times of two functions, run alternately (a load that comes and goes hits both)."""
-    ours(), theirs()
-    t_ours, t_theirs = [], []
-    for _ in range(reps):
-        for fn, times in ((ours, t_ours), (theirs, t_theirs)):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-    return min(t_ours), min(t_theirs)
 
 
 def main():
