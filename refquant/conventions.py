@@ -314,7 +314,7 @@ def detect(name) -> Convention:
     >>> import refquant as rq
     >>> rq.conventions.detect("exact") is rq.conventions.get("exact")
     True
-    >>> rq.conventions.detect("torch.fake_quantize").fma in (True, False)   # measured on torch
+    >>> rq.conventions.detect("torch.fake_quantize").fma in (True, False)  # doctest: +NEEDS_TORCH
     True
     """
     conv = get(name)

@@ -122,8 +122,8 @@ def fake_quantize_grad(x, scale, zero_point, grad_output, *, qmin=None, qmax=Non
     >>> g = np.ones_like(x)
     >>> rq.lsq.fake_quantize_grad(x, 0.1, 0.0, g, qmin=-8, qmax=7, reduce=False)[1].round(4).tolist()
     [-8.0, -8.0, 0.5, -0.5, 7.0, 7.0]
-    >>> rq.lsq.fake_quantize_grad(x, 0.1, 0.0, g, qmin=-8, qmax=7, reduce=False,
-    ...                           convention="torch.learnable")[1].round(4).tolist()
+    >>> rq.lsq.fake_quantize_grad(x, 0.1, 0.0, g, qmin=-8, qmax=7,  # doctest: +NEEDS_TORCH
+    ...                           reduce=False, convention="torch.learnable")[1].round(4).tolist()
     [-8.0, 0.5, -0.5, 0.5, -0.4, 7.0]
     """
     conventions.check(convention)

@@ -466,7 +466,7 @@ def dynamic_map() -> np.ndarray:
     ``f32(f32(b[j] + b[j+1]) / 2)`` times ``f32(10**(i - 6))`` with both signs, then 0 and 1.
 
     >>> import refquant as rq
-    >>> m = rq.nf4.dynamic_map()
+    >>> m = rq.nf4.dynamic_map()  # doctest: +NEEDS_TORCH
     >>> m.size, float(m[0]), float(m[-1])
     (256, -0.992968738079071, 1.0)
     """
