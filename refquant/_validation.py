@@ -115,7 +115,7 @@ def float_dtype(dtype, name: str = "dtype") -> np.dtype:
     try:
         dt = np.dtype(dtype)
     except TypeError:
-        raise TypeError(f"{name} must be a float dtype; got {dtype!r}") from None
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {dtype!r}") from None
     if not is_supported_float(dt):
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {dt}")
     return dt
@@ -130,6 +130,15 @@ def generator(rng) -> np.random.Generator:
     if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
         raise TypeError(f"rng must be a numpy Generator or an int seed; got {rng!r}")
     return np.random.default_rng(int(rng))
+
+
+def grad_like(grad_output, x: np.ndarray) -> np.ndarray:
+    """``grad_output`` as a float array of x's shape and dtype, else a ValueError naming it."""
+    g = float_array(grad_output, "grad_output")
+    if g.shape != x.shape or g.dtype != x.dtype:
+        raise ValueError(f"grad_output must match x (shape {x.shape}, dtype {x.dtype}); "
+                         f"got shape {g.shape}, dtype {g.dtype}")
+    return g
 
 
 def uniforms(mode: int, rng, n: int) -> np.ndarray:

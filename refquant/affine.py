@@ -30,6 +30,7 @@ from ._validation import (
     check_axis,
     flat_float,
     float_array,
+    float_dtype,
     integer_array,
     positive_finite,
     resolve_range,
@@ -523,11 +524,7 @@ def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention
         return _floatquant.dequantize(q, scale, zero_point, fmt=fmt, axis=axis, block_size=block_size,
                                       convention=convention, dtype=dtype)
     q = integer_array(q, "q")
-    out_dtype = np.dtype(dtype) if not isinstance(dtype, str) else _dtype_by_name(dtype)
-    from ._dtypes import is_supported_float
-
-    if not is_supported_float(out_dtype):
-        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64; got {out_dtype}")
+    out_dtype = float_dtype(dtype)
     spec = Spec(0, 0, axis, block_size, None, _conventions.get(convention))
     plan = _Plan.build(spec, out_dtype, q.shape, scale, zero_point, for_dequantize=True)
     out_fmt = float_code(out_dtype)
@@ -542,14 +539,3 @@ def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention
                           p_fmt, out_fmt in (_F16, _BF16), out)
     result = out.reshape(q.shape)
     return result.astype(out_dtype) if result.dtype != out_dtype else result
-
-
-def _dtype_by_name(name: str) -> np.dtype:
-    if name == "bfloat16":
-        from ._dtypes import bfloat16
-
-        bf = bfloat16()
-        if bf is None:
-            raise TypeError("dtype 'bfloat16' needs ml_dtypes (pip install ml_dtypes)")
-        return bf
-    return np.dtype(name)

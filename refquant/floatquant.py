@@ -14,8 +14,7 @@ import numpy as np
 
 from . import _validation
 from . import float_conventions as _fconv
-from ._dtypes import is_supported_float
-from ._validation import check_axis, flat_float, float_array, integer_array, uniforms
+from ._validation import check_axis, flat_float, float_array, float_dtype, integer_array, uniforms
 from .floatformats import NAMED_FLOAT_FORMATS, FloatFormat, check_against_ml_dtypes, float_format
 from .rounding import rounding_code
 
@@ -297,7 +296,7 @@ def decode(codes, fmt, *, dtype=np.float32):
     """
     fmt = float_format(fmt)
     q = integer_array(codes, "codes")
-    out_dtype = _out_dtype(dtype)
+    out_dtype = float_dtype(dtype)
     check_against_ml_dtypes()
     if q.size:
         lo, hi = int(q.min()), int(q.max())
@@ -307,26 +306,6 @@ def decode(codes, fmt, *, dtype=np.float32):
     with np.errstate(over="ignore"):  # a value beyond the output dtype rounds to inf, as it should
         table = fmt.decode_table().astype(out_dtype)
     return table[q]
-
-
-def _out_dtype(dtype) -> np.dtype:
-    if isinstance(dtype, str) and dtype == "bfloat16":
-        from ._dtypes import bfloat16
-
-        bf = bfloat16()
-        if bf is None:
-            raise TypeError("dtype 'bfloat16' needs ml_dtypes (pip install ml_dtypes)")
-        return bf
-    try:
-        out = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64; got {dtype!r}") from None
-    if not is_supported_float(out):
-        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64; got {out}")
-    return out
-
-
-# ----------------------------------------------------------------------------- scaled quantization
 
 
 def positive_finite(values, name: str) -> np.ndarray:
@@ -433,7 +412,7 @@ def dequantize(q, scale, zero_point=0, *, fmt, axis=None, block_size=None, conve
     _no_zero_point(zero_point)
     _fconv.get(convention)  # decoding is the same under every convention; the name is checked
     fmt = float_format(fmt)
-    out_dtype = _out_dtype(dtype)
+    out_dtype = float_dtype(dtype)
     v = decode(q, fmt, dtype=np.float64)
     scales, gidx = _group_index(v.shape, scale, axis, block_size, "q")
     s = scales[gidx].reshape(v.shape) if gidx.size else scales[0]

@@ -37,6 +37,7 @@ from ._validation import (
     channel_index,
     check_axis,
     float_array,
+    grad_like,
     integer_scalar,
     positive_finite,
     resolve_range,
@@ -128,10 +129,7 @@ def fake_quantize_grad(x, scale, zero_point, grad_output, *, qmin=None, qmax=Non
     """
     conventions.check(convention)
     x = float_array(x)
-    g = float_array(grad_output, "grad_output")
-    if g.shape != x.shape or g.dtype != x.dtype:
-        raise ValueError(f"grad_output must match x (shape {x.shape}, dtype {x.dtype}); "
-                         f"got shape {g.shape}, dtype {g.dtype}")
+    g = grad_like(grad_output, x)
     lo, hi = resolve_range(qmin, qmax, fmt)
     gf = float(grad_factor)
     if not np.isfinite(gf):

@@ -26,9 +26,9 @@ from typing import ClassVar
 import numpy as np
 
 from ._registry import Registry, Row
-from ._validation import check_axis, float_array, integer_array, integer_scalar
+from ._validation import check_axis, float_array, float_dtype, integer_array, integer_scalar
 from .floatformats import float_format
-from .floatquant import _Cast, _out_dtype
+from .floatquant import _Cast
 from .formats import IntFormat
 from .lazy import module_attributes
 
@@ -317,7 +317,7 @@ def dequantize(codes, scale_codes, fmt, *, axis=-1, block=32, dtype=np.float32):
     """
     fmt = _element_format(fmt)
     q = integer_array(codes, "codes")
-    out_dtype = _out_dtype(dtype)
+    out_dtype = float_dtype(dtype)
     ax, b = _blocks(q.shape, axis, block)
     want = q.shape[:ax] + (q.shape[ax] // b,) + q.shape[ax + 1:]
     if np.shape(scale_codes) != want:

@@ -35,6 +35,7 @@ from ._validation import (
     flat_float,
     float_array,
     float_dtype,
+    grad_like,
     integer_scalar,
     positive_finite,
     uniforms,
@@ -184,10 +185,7 @@ def fake_quantize_grad(x, alpha, grad_output, *, bits, signed=False, axis=None, 
     """
     conventions.check(convention)
     x = float_array(x)
-    g = float_array(grad_output, "grad_output")
-    if g.shape != x.shape or g.dtype != x.dtype:
-        raise ValueError(f"grad_output must match x (shape {x.shape}, dtype {x.dtype}); "
-                         f"got shape {g.shape}, dtype {g.dtype}")
+    g = grad_like(grad_output, x)
     _levels_n(bits, bool(signed))
     a, gidx = _alpha_groups(alpha, x.shape, axis)
     xk, gk = flat_float(x), flat_float(g)
