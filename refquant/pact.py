@@ -76,6 +76,18 @@ def _alpha_groups(alpha, shape, axis):
     return np.ascontiguousarray(a), channel_index(shape, ax)
 
 
+def _prepare(x, alpha, bits, signed, axis, rounding, convention, rng):
+    """The checked arguments of quantize / fake_quantize: (x, its flat kernel input, N, rounding
+    code, alpha per group, group index, stochastic draws)."""
+    conventions.check(convention)
+    x = float_array(x)
+    n = _levels_n(bits, bool(signed))
+    mode = rounding_code(rounding)
+    a, gidx = _alpha_groups(alpha, x.shape, axis)
+    xk = flat_float(x)
+    return x, xk, n, mode, a, gidx, uniforms(mode, rng, xk.size)
+
+
 def quantize(x, alpha, *, bits, signed=False, axis=None, rounding="half_even", convention="paper",
              rng=None):
     """PACT's integer levels ``q = round(clip(x) * N / alpha)`` (module docstring) as int32.
@@ -90,19 +102,14 @@ def quantize(x, alpha, *, bits, signed=False, axis=None, rounding="half_even", c
     >>> rq.pact.quantize(x, 2.2, bits=4, signed=True).tolist()
     [-7, -3, 0, 1, 3, 7, 7]
     """
-    conventions.check(convention)
-    x = float_array(x)
-    n = _levels_n(bits, bool(signed))
-    mode = rounding_code(rounding)
-    a, gidx = _alpha_groups(alpha, x.shape, axis)
-    xk = flat_float(x)
+    x, xk, n, mode, a, gidx, u = _prepare(x, alpha, bits, signed, axis, rounding, convention, rng)
     if np.isnan(xk).any():
         raise ValueError("x holds NaN, which has no PACT level")
     out = np.empty(xk.size, np.int32)
     if xk.size:
         from ._kernels._pact import pact_codes
 
-        pact_codes(xk, a, gidx, float(n), bool(signed), mode, uniforms(mode, rng, xk.size), out)
+        pact_codes(xk, a, gidx, float(n), bool(signed), mode, u, out)
     return out.reshape(x.shape)
 
 
@@ -149,19 +156,13 @@ def fake_quantize(x, alpha, *, bits, signed=False, axis=None, rounding="half_eve
     >>> rq.pact.fake_quantize(x, 2.2, bits=4, signed=True).round(5).tolist()[:4]
     [-2.2, -2.2, -0.94286, 0.0]
     """
-    conventions.check(convention)
-    x = float_array(x)
-    n = _levels_n(bits, bool(signed))
-    mode = rounding_code(rounding)
-    a, gidx = _alpha_groups(alpha, x.shape, axis)
-    xk = flat_float(x)
+    x, xk, n, mode, a, gidx, u = _prepare(x, alpha, bits, signed, axis, rounding, convention, rng)
     kdt = np.float64 if x.dtype == np.float64 else np.float32
     out = np.empty(xk.size, kdt)
     if xk.size:
         from ._kernels._pact import pact_fake
 
-        pact_fake(xk, a, gidx, float(n), bool(signed), mode, uniforms(mode, rng, xk.size),
-                  float_code(x.dtype), out)
+        pact_fake(xk, a, gidx, float(n), bool(signed), mode, u, float_code(x.dtype), out)
     out = out.reshape(x.shape)
     return out if out.dtype == x.dtype else out.astype(x.dtype)
 
