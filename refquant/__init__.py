@@ -35,7 +35,7 @@ from .formats import (
     uint8,
     uint16,
 )
-from .lazy import module_attributes
+from .lazy import module_attributes as _module_attributes
 from .rounding import ROUNDING_MODES
 
 __version__ = "0.1.0"
@@ -96,4 +96,4 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = module_attributes(globals(), lazy=_LAZY)
+__getattr__, __dir__ = _module_attributes(globals(), lazy=_LAZY)

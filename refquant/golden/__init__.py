@@ -8,7 +8,7 @@ kernel's output follows. Submodules load on first use.
 
 from __future__ import annotations
 
-from ..lazy import module_attributes
+from ..lazy import module_attributes as _module_attributes
 from .identify import identify
 
 __all__ = ["cases", "load", "sweep", "identify", "GoldenCases", "SweepResult", "CandidateError"]
@@ -22,4 +22,4 @@ _LAZY = {
     "CandidateError": ("refquant.golden._candidates", "CandidateError"),
 }
 
-__getattr__, __dir__ = module_attributes(globals(), lazy=_LAZY)
+__getattr__, __dir__ = _module_attributes(globals(), lazy=_LAZY)
