@@ -20,24 +20,18 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
+from _common import best
 
 import refquant as rq
-from refquant._dtypes import bfloat16
+from refquant.interop import bfloat16
 
 N = 2**24
 
 
 def best_ms(fn, repeat=7):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times) * 1e3
+    return best(fn, repeat) * 1e3
 
 
 FIRST_CALL = ("import time; t = time.perf_counter(); import numpy as np, refquant as rq; "

@@ -6,19 +6,13 @@ taken from an earlier measurement of its published code: 94 us per element at b=
 """
 
 import importlib.util
-import timeit
 
 import numpy as np
+from _common import best as best_of
 
 import refquant as rq
 
 TORCH_EXPERIMENTAL_US_PER_ELEMENT = {(4, 2): 94.0, (8, 2): 1300.0}
-
-
-def best_of(fn, repeat=15):
-    """Fastest of ``repeat`` single runs after a warm-up call (which compiles the kernels)."""
-    fn()
-    return min(timeit.repeat(fn, number=1, repeat=repeat))
 
 
 def main():

@@ -8,17 +8,11 @@ Run: python benchmarks/bench_float.py
 """
 
 import importlib.util
-import timeit
 
 import numpy as np
+from _common import best as best_of
 
 import refquant as rq
-
-
-def best_of(fn, repeat=7):
-    """Fastest of ``repeat`` single runs after a warm-up call (which compiles the kernels)."""
-    fn()
-    return min(timeit.repeat(fn, number=1, repeat=repeat))
 
 
 def main():

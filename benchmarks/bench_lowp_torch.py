@@ -15,30 +15,11 @@ and the per-call time on a 64-element tensor (the adapter's overhead next to the
 
 from __future__ import annotations
 
-import time
-
 import torch
+from _common import best, fwd_bwd
 
 import refquant as rq
 import refquant_torch as rqt
-
-
-def best(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def fwd_bwd(op, x, g):
-    def run():
-        xr = x.detach().requires_grad_()
-        op(xr).backward(g)
-
-    return run
 
 
 def main():

@@ -9,22 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 import warnings
 
 import numpy as np
+from _common import best
 
 import refquant as rq
-
-
-def best(fn, repeat):
-    fn()  # compile / warm up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def peers_nf4(x):

@@ -10,24 +10,14 @@
 Each figure is the best of several repetitions after a warm-up call (Numba compiled).
 """
 
-import time
 import warnings
 
 import numpy as np
 import torch
+from _common import best
 from torch.ao.quantization import HistogramObserver, PerChannelMinMaxObserver
 
 import refquant as rq
-
-
-def best(fn, reps):
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def histogram(reps=5):

@@ -14,25 +14,13 @@ path where Numba targets such a CPU, else NumPy's float GEMM). On a shared machi
 several times.
 """
 
-import time
 import warnings
 
 import numpy as np
 import torch
+from _common import best_median_pair
 
 import refquant as rq
-
-
-def best_pair(ours, theirs, reps):
-    """(best, median) times of two functions, run alternately (a load that comes and goes hits both)."""
-    ours(), theirs()
-    t_ours, t_theirs = [], []
-    for _ in range(reps):
-        for fn, times in ((ours, t_ours), (theirs, t_theirs)):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-    return [(min(t), float(np.median(t))) for t in (t_ours, t_theirs)]
 
 
 def report(name, ours, theirs):
@@ -56,7 +44,7 @@ def main():
     ours = lambda: rq.ops.linear(x, xs, xz, w, ws, 0, b, ys, yz)  # noqa: E731
     theirs = lambda: torch.ops.quantized.linear(tx, packed, ys, yz)  # noqa: E731
     assert np.array_equal(ours(), theirs().int_repr().numpy())
-    report("linear 1024^3", *best_pair(ours, theirs, 10))
+    report("linear 1024^3", *best_median_pair(ours, theirs, 10))
 
     x = rng.integers(0, 256, (1, 64, 56, 56), dtype=np.uint8)
     w = rng.integers(-128, 128, (64, 64, 3, 3), dtype=np.int8)
@@ -68,7 +56,7 @@ def main():
     ours = lambda: rq.ops.conv2d(x, xs, xz, w, ws, 0, b, ys, yz, padding=1)  # noqa: E731
     theirs = lambda: torch.ops.quantized.conv2d(tx, packed, ys, yz)  # noqa: E731
     assert np.array_equal(ours(), theirs().int_repr().numpy())
-    report("conv2d 64->64 3x3 on 1x64x56x56", *best_pair(ours, theirs, 20))
+    report("conv2d 64->64 3x3 on 1x64x56x56", *best_median_pair(ours, theirs, 20))
 
 
 if __name__ == "__main__":

@@ -14,59 +14,13 @@ rqt.nn.reference.Linear / Conv2d against torch.ao's reference modules.
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import torch
+from _common import best, best_pair, best_rounds, fwd_bwd
 
 import refquant as rq
 import refquant_torch as rqt
-
-
-def best(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def best_pair(fn_a, fn_b, repeat):
-    """Best-of-``repeat`` times of two functions run alternately (a loaded machine's swings hit
-    both alike)."""
-    fn_a(), fn_b()
-    times_a, times_b = [], []
-    for _ in range(repeat):
-        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return min(times_a), min(times_b)
-
-
-def best_rounds(fns: dict, rounds: int, calls: int) -> dict:
-    """Best per-call time of each function over ``rounds`` rounds of ``calls`` calls, the
-    functions taking turns within each round (a loaded machine's swings hit all alike)."""
-    times = dict.fromkeys(fns, float("inf"))
-    for fn in fns.values():
-        fn()
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            times[name] = min(times[name], (time.perf_counter() - t0) / calls)
-    return times
-
-
-def fwd_bwd(op, x, g):
-    def run():
-        xr = x.detach().requires_grad_()
-        op(xr).backward(g)
-
-    return run
 
 
 def main():

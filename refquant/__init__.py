@@ -11,8 +11,6 @@ only: ``import refquant`` never imports torch, and Numba itself loads on the fir
 
 from __future__ import annotations
 
-import importlib
-
 from .floatformats import (
     FloatFormat,
     float4_e2m1fn,
@@ -37,6 +35,7 @@ from .formats import (
     uint8,
     uint16,
 )
+from .lazy import module_attributes as _module_attributes
 from .rounding import ROUNDING_MODES
 
 __version__ = "0.1.0"
@@ -61,6 +60,8 @@ _LAZY = {
     "checkpoint": ("refquant.checkpoint", None),
     "identify": ("refquant.golden.identify", "identify"),
     "ops": ("refquant.ops", None),
+    "aimet": ("refquant.aimet", None),
+    "interop": ("refquant.interop", None),
     "encode": ("refquant.floatquant", "encode"),
     "decode": ("refquant.floatquant", "decode"),
     "float_conventions": ("refquant.float_conventions", None),
@@ -95,16 +96,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    try:
-        module_name, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'refquant' has no attribute {name!r}") from None
-    module = importlib.import_module(module_name)
-    value = module if attr is None else getattr(module, attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _module_attributes(globals(), lazy=_LAZY)

@@ -12,7 +12,12 @@ _BF16 = None
 
 
 def bfloat16() -> np.dtype | None:
-    """ml_dtypes' bfloat16 dtype, or None when ml_dtypes is not installed (imported on demand)."""
+    """ml_dtypes' bfloat16 dtype, or None when ml_dtypes is not installed (imported on demand).
+
+    >>> from refquant.interop import bfloat16
+    >>> bfloat16() is None or bfloat16().name == "bfloat16"
+    True
+    """
     global _BF16
     if _BF16 is None and importlib.util.find_spec("ml_dtypes") is not None:
         import ml_dtypes
@@ -30,6 +35,16 @@ def is_supported_float(dtype) -> bool:
     """float16, bfloat16, float32 or float64."""
     dtype = np.dtype(dtype)
     return dtype.kind == "f" and dtype.itemsize in (2, 4, 8) or is_bfloat16(dtype)
+
+
+def finfo(dtype):
+    """``np.finfo`` of a float dtype, bfloat16 included (ml_dtypes' finfo)."""
+    dtype = np.dtype(dtype)
+    if is_bfloat16(dtype):
+        import ml_dtypes
+
+        return ml_dtypes.finfo(dtype)
+    return np.finfo(dtype)
 
 
 _CODES = {np.dtype(np.float64): Format.FLOAT64, np.dtype(np.float32): Format.FLOAT32,

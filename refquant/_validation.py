@@ -36,7 +36,13 @@ def integer_array(q, name: str = "q") -> np.ndarray:
 
 
 def resolve_range(qmin, qmax, fmt) -> tuple[int, int]:
-    """The integer range from ``qmin``/``qmax`` or ``fmt`` (exactly one of the two)."""
+    """The integer range ``(qmin, qmax)`` from ``qmin``/``qmax`` or ``fmt`` (an IntFormat or its
+    name; exactly one of the two), else a ValueError/TypeError naming the argument.
+
+    >>> from refquant.interop import resolve_range
+    >>> resolve_range(-8, 7, None), resolve_range(None, None, "uint4")
+    ((-8, 7), (0, 15))
+    """
     given_pair = qmin is not None or qmax is not None
     if fmt is not None and given_pair:
         raise ValueError(
@@ -85,6 +91,13 @@ def positive_finite(values, name: str) -> np.ndarray:
 
 
 def check_axis(axis, ndim: int, name: str = "axis") -> int:
+    """``axis`` as an index in ``[0, ndim)`` (negative counts from the end), else a ValueError or
+    TypeError naming it.
+
+    >>> from refquant.interop import check_axis
+    >>> check_axis(-1, 4), check_axis(1, 2)
+    (3, 1)
+    """
     a = integer_scalar(axis, name)
     if not -ndim <= a < ndim:
         raise ValueError(f"{name}={axis} is out of range for an array of {ndim} dimension(s)")
@@ -102,7 +115,7 @@ def float_dtype(dtype, name: str = "dtype") -> np.dtype:
     try:
         dt = np.dtype(dtype)
     except TypeError:
-        raise TypeError(f"{name} must be a float dtype; got {dtype!r}") from None
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {dtype!r}") from None
     if not is_supported_float(dt):
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {dt}")
     return dt
@@ -117,6 +130,31 @@ def generator(rng) -> np.random.Generator:
     if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
         raise TypeError(f"rng must be a numpy Generator or an int seed; got {rng!r}")
     return np.random.default_rng(int(rng))
+
+
+def grad_like(grad_output, x: np.ndarray) -> np.ndarray:
+    """``grad_output`` as a float array of x's shape and dtype, else a ValueError naming it."""
+    g = float_array(grad_output, "grad_output")
+    if g.shape != x.shape or g.dtype != x.dtype:
+        raise ValueError(f"grad_output must match x (shape {x.shape}, dtype {x.dtype}); "
+                         f"got shape {g.shape}, dtype {g.dtype}")
+    return g
+
+
+def uniforms(mode: int, rng, n: int) -> np.ndarray:
+    """The ``n`` uniform draws in [0, 1) that stochastic rounding (``mode``) consumes, from
+    :func:`generator`; an empty float64 array for every other mode (``rng`` unused)."""
+    from .rounding import STOCHASTIC
+
+    return generator(rng).random(n) if mode == STOCHASTIC else np.empty(0, np.float64)
+
+
+def flat_float(x: np.ndarray) -> np.ndarray:
+    """``x`` as a contiguous 1-D float32 or float64 array for a kernel: float16 and bfloat16
+    widened exactly to float32, float32/float64 as they are (a view where possible)."""
+    if x.dtype.itemsize == 2:
+        return np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    return np.ascontiguousarray(x).reshape(-1)
 
 
 def channel_index(shape, axis) -> np.ndarray:

@@ -26,9 +26,18 @@ from . import conventions as _conventions
 from . import floatquant as _floatquant
 from ._codes import Format, code
 from ._dtypes import float_code, is_bfloat16
-from ._validation import check_axis, float_array, integer_array, positive_finite, resolve_range
+from ._validation import (
+    check_axis,
+    flat_float,
+    float_array,
+    float_dtype,
+    integer_array,
+    positive_finite,
+    resolve_range,
+    uniforms,
+)
 from .formats import integer_dtype_for
-from .rounding import STOCHASTIC, rounding_code
+from .rounding import rounding_code
 
 __all__ = ["quantize", "dequantize", "fake_quantize"]
 
@@ -421,25 +430,6 @@ class _Plan:
         return lim, overflow, mod, top
 
 
-def _kernel_input(x: np.ndarray) -> np.ndarray:
-    """x as a contiguous 1-D float32/float64 array (half formats widened exactly)."""
-    if x.dtype.itemsize == 2:
-        return np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
-    return np.ascontiguousarray(x).reshape(-1)
-
-
-def _draws(mode: int, n: int, rng) -> np.ndarray:
-    if mode != STOCHASTIC:
-        return np.empty(0, np.float64)
-    if rng is None:
-        rng = np.random.default_rng()
-    elif not isinstance(rng, np.random.Generator):
-        if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
-            raise TypeError(f"rng must be a numpy Generator or an int seed; got {rng!r}")
-        rng = np.random.default_rng(int(rng))
-    return rng.random(n)
-
-
 _FLOAT_NAMES = {np.dtype(t): np.dtype(t).name for t in (np.float16, np.float32, np.float64)}
 
 
@@ -463,7 +453,7 @@ def _run(x, scale, zero_point, spec: Spec, rng, fake):
         kernel_dtype = np.float64 if x.dtype == np.float64 else np.float32
     else:
         out_dtype = kernel_dtype = integer_dtype_for(plan.lo, plan.hi)
-    xk = _kernel_input(x)
+    xk = flat_float(x)
     if conv.nan == "error" and not fake and np.isnan(xk).any():
         i = int(np.flatnonzero(np.isnan(xk))[0])
         raise ValueError(
@@ -471,7 +461,7 @@ def _run(x, scale, zero_point, spec: Spec, rng, fake):
         )
     out = np.empty(xk.size, dtype=kernel_dtype)
     if xk.size:
-        _compute(plan, xk, fake, out, _draws(plan.mode, xk.size, rng))
+        _compute(plan, xk, fake, out, uniforms(plan.mode, rng, xk.size))
     result = out.reshape(x.shape)
     if result.dtype == out_dtype:
         return result
@@ -612,11 +602,7 @@ def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention
         return _floatquant.dequantize(q, scale, zero_point, fmt=fmt, axis=axis, block_size=block_size,
                                       convention=convention, dtype=dtype)
     q = integer_array(q, "q")
-    out_dtype = np.dtype(dtype) if not isinstance(dtype, str) else _dtype_by_name(dtype)
-    from ._dtypes import is_supported_float
-
-    if not is_supported_float(out_dtype):
-        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64; got {out_dtype}")
+    out_dtype = float_dtype(dtype)
     spec = Spec(0, 0, axis, block_size, None, _conventions.get(convention))
     plan = _Plan.build(spec, out_dtype, q.shape, scale, zero_point, for_dequantize=True)
     out_fmt = float_code(out_dtype)
@@ -631,14 +617,3 @@ def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention
                           p_fmt, out_fmt in (_F16, _BF16), out)
     result = out.reshape(q.shape)
     return result.astype(out_dtype) if result.dtype != out_dtype else result
-
-
-def _dtype_by_name(name: str) -> np.dtype:
-    if name == "bfloat16":
-        from ._dtypes import bfloat16
-
-        bf = bfloat16()
-        if bf is None:
-            raise TypeError("dtype 'bfloat16' needs ml_dtypes (pip install ml_dtypes)")
-        return bf
-    return np.dtype(name)

@@ -76,10 +76,12 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from typing import ClassVar
 
 from . import _codes
+from ._registry import Registry, Row
 
-__all__ = ["Convention", "TABLE", "register", "names", "get", "detect"]
+__all__ = ["Convention", "TABLE", "register", "unregister", "names", "get", "detect"]
 
 _CHOICES = {knob: _codes.names(enum) for knob, enum in _codes.KNOBS.items()}
 _CONDITIONS = ("per_channel", "float_zero_point", "wide")
@@ -87,11 +89,12 @@ ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 @dataclass(frozen=True)
-class Convention:
+class Convention(Row):
     """One backend's arithmetic, as knobs (see the module docstring for their meaning).
 
     ``rq.conventions.get(name).replace(fma=False)`` gives a variant, e.g. torch on a CPU whose
-    kernels do not contract multiply-add.
+    kernels do not contract multiply-add. A variant that sets the same knob still wins where its
+    condition holds (e.g. torch.quantize never fuses per-channel, whatever ``fma`` says).
 
     >>> import refquant as rq
     >>> c = rq.conventions.get("torch.quantize").replace(fma=False)
@@ -99,10 +102,6 @@ class Convention:
     (False, 'before_round')
     """
 
-    name: str
-    formula: str
-    backend: str = ""
-    evidence: str = ""
     quotient: str = "exact"
     reciprocal: str = "float32"
     compute: str = "exact"
@@ -120,12 +119,11 @@ class Convention:
     input_dtypes: tuple[str, ...] = ALL_DTYPES
     variants: tuple = field(default=(), repr=False, hash=False)
 
+    _choices: ClassVar[dict] = _CHOICES
+
     def __post_init__(self):
         object.__setattr__(self, "_resolved", {})  # resolve()'s memo, not a field
-        for knob, allowed in _CHOICES.items():
-            value = getattr(self, knob)
-            if value not in allowed:
-                raise ValueError(f"{knob} must be one of {allowed}; got {value!r}")
+        super().__post_init__()
         for knob in ("fma", "zero_point_in_range", "float_zero_point"):
             if not isinstance(getattr(self, knob), bool):
                 raise TypeError(f"{knob} must be True or False; got {getattr(self, knob)!r}")
@@ -145,11 +143,6 @@ class Convention:
                 raise ValueError(f"variant overrides must be knobs; got {sorted(overrides)}")
         if self.quotient == "exact" and self.compute != "exact":
             raise ValueError("quotient='exact' needs compute='exact'")
-
-    def replace(self, **knobs) -> Convention:
-        """A copy with some knobs changed. A variant that sets the same knob still wins where its
-        condition holds (e.g. torch.quantize never fuses per-channel, whatever ``fma`` says)."""
-        return replace(self, **knobs)
 
     def resolve(self, *, per_channel: bool, float_zero_point: bool, wide: bool) -> Convention:
         """The knobs in force for one call: the variants whose conditions all hold, applied in order."""
@@ -286,52 +279,8 @@ TABLE = (
     ),
 )
 
-_REGISTRY: dict[str, Convention] = {}
-
-
-def register(convention: Convention) -> Convention:
-    """Add a convention to the registry (its name must be new) and return it.
-
-    >>> import refquant as rq
-    >>> mine = rq.conventions.get("torch.fake_quantize").replace(name="my.kernel", fma=False)
-    >>> rq.conventions.register(mine).name in rq.conventions.names()
-    True
-    >>> _ = rq.conventions._REGISTRY.pop("my.kernel")  # keep the doctest side-effect free
-    """
-    if not isinstance(convention, Convention):
-        raise TypeError(f"convention must be a Convention; got {convention!r}")
-    if convention.name in _REGISTRY:
-        raise ValueError(f"a convention named {convention.name!r} is already registered")
-    _REGISTRY[convention.name] = convention
-    return convention
-
-
-def names() -> list[str]:
-    """The registered convention names, in table order.
-
-    >>> import refquant as rq
-    >>> rq.conventions.names()[:3]
-    ['exact', 'torch.fake_quantize', 'torch.quantize']
-    """
-    return list(_REGISTRY)
-
-
-def get(name) -> Convention:
-    """The convention called ``name`` (a :class:`Convention` passes through); else a ValueError.
-
-    >>> import refquant as rq
-    >>> c = rq.conventions.get("onnx")
-    >>> c.quotient, c.rounding, c.nan
-    ('divide', 'half_even', 'qmin')
-    >>> rq.conventions.get(c) is c
-    True
-    """
-    if isinstance(name, Convention):
-        return name
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"convention must be one of {', '.join(_REGISTRY)}; got {name!r}") from None
+_REGISTRY = Registry("affine", TABLE, row_type=Convention)
+register, unregister, names, get = _REGISTRY.register, _REGISTRY.unregister, _REGISTRY.names, _REGISTRY.get
 
 
 def _torch_fake_quantize_knobs():
@@ -365,7 +314,7 @@ def detect(name) -> Convention:
     >>> import refquant as rq
     >>> rq.conventions.detect("exact") is rq.conventions.get("exact")
     True
-    >>> rq.conventions.detect("torch.fake_quantize").fma in (True, False)   # measured on torch
+    >>> rq.conventions.detect("torch.fake_quantize").fma in (True, False)  # doctest: +NEEDS_TORCH
     True
     """
     conv = get(name)
@@ -377,8 +326,5 @@ def detect(name) -> Convention:
         return conv
     return conv.replace(**knobs)
 
-
-for _row in TABLE:
-    register(_row)
 
 from . import _peer_conventions  # noqa: E402,F401  (registers the peer rows: aimet, tflite, ...)

@@ -62,11 +62,13 @@ missing
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import ClassVar
 
+from ._registry import Registry, Row
 from .rounding import ROUNDING_MODES
 
-__all__ = ["FloatConvention", "TABLE", "names", "get", "register"]
+__all__ = ["FloatConvention", "TABLE", "names", "get", "register", "unregister"]
 
 _CHOICES = {
     "inf_saturating": ("max", "nan"),
@@ -86,7 +88,7 @@ _SUB_BYTE = ("float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn")
 
 
 @dataclass(frozen=True)
-class FloatConvention:
+class FloatConvention(Row):
     """One library's element cast, as knobs (see the module docstring).
 
     >>> import refquant as rq
@@ -95,10 +97,6 @@ class FloatConvention:
     (False, 'half_even')
     """
 
-    name: str
-    formula: str
-    backend: str = ""
-    evidence: str = ""
     saturate: bool = True
     saturate_formats: tuple[str, ...] = ()
     fixed_saturate: bool = False
@@ -114,14 +112,7 @@ class FloatConvention:
     formats: tuple[str, ...] = ()
     missing: str = ""
 
-    def __post_init__(self):
-        for knob, allowed in _CHOICES.items():
-            if getattr(self, knob) not in allowed:
-                raise ValueError(f"{knob} must be one of {allowed}; got {getattr(self, knob)!r}")
-
-    def replace(self, **knobs) -> FloatConvention:
-        """A copy with some knobs changed."""
-        return replace(self, **knobs)
+    _choices: ClassVar[dict] = _CHOICES
 
     def saturates(self, fmt) -> bool:
         """The default overflow rule of this convention for ``fmt``.
@@ -153,8 +144,8 @@ TABLE = (
         "NaN for e4m3fn and fnuz, NaN for e8m0), saturating for fp6/fp4 (no NaN there); "
         "+NaN -> -0 and -NaN -> +0 in fp6/fp4",
         backend="ml_dtypes 0.7 astype",
-        evidence="tests/cross/test_float_ml_dtypes.py (every float16 and bfloat16 pattern, every "
-        "format)",
+        evidence="tests/cross/test_float_elements.py::test_ml_dtypes_every_half_pattern (every float16 "
+        "and bfloat16 pattern, every format)",
         saturate=False,
         fixed_saturate=True,
         nan_no_nan="zero_flip",
@@ -181,7 +172,7 @@ TABLE = (
         "saturate attribute (default 1; fnuz +-inf -> +-max when saturating); NaN -> NaN, "
         "+NaN -> -0 in fp4/fp6; an input -0.0 -> +0 in fp4/fp6 (the zero point is added as a float)",
         backend="onnx 1.23 onnx.reference QuantizeLinear (opset 21/23/25/28)",
-        evidence="tests/cross/test_float_onnx.py",
+        evidence="tests/cross/test_float_elements.py::test_onnx_reference_quantize_linear",
         nan_no_nan="zero_flip",
         signed_zero="drop_zero_input_no_nan",
         quotient="float32",
@@ -204,7 +195,7 @@ TABLE = (
         formula="as onnx for fp8; with saturate=0, |t| in [480, 496) gives +-448 in e4m3fn and "
         "|t| in [61440, 65536) gives NaN in e5m2 (boundary bands)",
         backend="onnxruntime 1.32 CPU QuantizeLinear / Cast to float8",
-        evidence="tests/cross/test_float_onnx.py::test_onnxruntime_fp8",
+        evidence="tests/cross/test_float_elements.py::test_onnxruntime_fp8",
         nan_no_nan="zero_flip",
         quotient="float32",
         band=(("float8_e4m3fn", 480.0, 496.0, "max"), ("float8_e5m2", 61440.0, 65536.0, "nan")),
@@ -215,7 +206,7 @@ TABLE = (
         formula="exact round-to-nearest-even of the float64 input; sat switch (default False); "
         "NaN -> NaN, also for formats without NaN (no code: encode raises)",
         backend="gfloat 0.5 round_ndarray / encode_ndarray (float64 input)",
-        evidence="tests/cross/test_float_gfloat.py",
+        evidence="tests/cross/test_float_elements.py::test_gfloat_float64",
         saturate=False,
         nan_no_nan="nan",
         formats=_OCP,
@@ -227,7 +218,7 @@ TABLE = (
         "NaN -> the quiet NaN bits rounded as a normal number (+-1.5)",
         backend="torchao 0.18 prototype.mx_formats (to_mx element step, f32_to_f4_unpacked, "
         "f32_to_f6_e2m3_unpacked, f32_to_f6_e3m2_unpacked)",
-        evidence="tests/cross/test_float_torchao.py",
+        evidence="tests/cross/test_float_elements.py::test_torchao_sub_byte_casts",
         fixed_saturate=True,
         nan_no_nan="nan_bits",
         nan_payload="all_ones",
@@ -292,53 +283,5 @@ TABLE = (
     ),
 )
 
-_REGISTRY: dict[str, FloatConvention] = {}
-
-
-def register(convention: FloatConvention) -> FloatConvention:
-    """Add an element convention to the registry (its name must be new) and return it.
-
-    >>> import refquant as rq
-    >>> mine = rq.float_conventions.get("exact").replace(name="my.cast", saturate=False)
-    >>> rq.float_conventions.register(mine).name in rq.float_conventions.names()
-    True
-    >>> _ = rq.float_conventions._REGISTRY.pop("my.cast")  # keep the doctest side-effect free
-    """
-    if not isinstance(convention, FloatConvention):
-        raise TypeError(f"convention must be a FloatConvention; got {convention!r}")
-    if convention.name in _REGISTRY:
-        raise ValueError(f"a float convention named {convention.name!r} is already registered")
-    _REGISTRY[convention.name] = convention
-    return convention
-
-
-def names() -> list[str]:
-    """The registered element convention names, in table order.
-
-    >>> import refquant as rq
-    >>> rq.float_conventions.names()[:3]
-    ['exact', 'ml_dtypes', 'torch']
-    """
-    return list(_REGISTRY)
-
-
-def get(name) -> FloatConvention:
-    """The element convention called ``name`` (a FloatConvention passes through); else a
-    ValueError listing the names.
-
-    >>> import refquant as rq
-    >>> rq.float_conventions.get("ml_dtypes").nan_no_nan
-    'zero_flip'
-    """
-    if isinstance(name, FloatConvention):
-        return name
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"convention must be one of {', '.join(_REGISTRY)} for a float format; got {name!r}"
-        ) from None
-
-
-for _row in TABLE:
-    register(_row)
+_REGISTRY = Registry("float formats", TABLE, row_type=FloatConvention)
+register, unregister, names, get = _REGISTRY.register, _REGISTRY.unregister, _REGISTRY.names, _REGISTRY.get

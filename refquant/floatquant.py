@@ -14,10 +14,9 @@ import numpy as np
 
 from . import _validation
 from . import float_conventions as _fconv
-from ._dtypes import is_supported_float
-from ._validation import check_axis, float_array, integer_array
+from ._validation import check_axis, flat_float, float_array, float_dtype, integer_array, uniforms
 from .floatformats import NAMED_FLOAT_FORMATS, FloatFormat, check_against_ml_dtypes, float_format
-from .rounding import STOCHASTIC, rounding_code
+from .rounding import rounding_code
 
 __all__ = ["encode", "decode", "quantize", "dequantize", "fake_quantize", "is_float_format"]
 
@@ -208,25 +207,6 @@ class _Cast:
                 codes[hit] = np.where(neg[hit], code | self.fmt.sign_bit, code)
 
 
-def _draws(mode: int, n: int, rng) -> np.ndarray:
-    if mode != STOCHASTIC:
-        return np.empty(0, np.float64)
-    if rng is None:
-        rng = np.random.default_rng()
-    elif not isinstance(rng, np.random.Generator):
-        if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
-            raise TypeError(f"rng must be a numpy Generator or an int seed; got {rng!r}")
-        rng = np.random.default_rng(int(rng))
-    return rng.random(n)
-
-
-def _flat(x: np.ndarray) -> np.ndarray:
-    """x as a contiguous 1-D float32/float64 array (half formats widened exactly)."""
-    if x.dtype.itemsize == 2:
-        return np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
-    return np.ascontiguousarray(x).reshape(-1)
-
-
 def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
     """Codes of the flat array ``xk`` (divided by ``scales[gidx]`` when scales is given)."""
     from ._kernels import _float as k
@@ -237,7 +217,7 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
         return out
     if cast.fmt.name == "float8_e8m0fnu" and cast.conv.e8m0 == "exponent_field":
         return _e8m0_exponent_field(cast, xk, scales, gidx)
-    u = _draws(cast.mode, xk.size, rng)
+    u = uniforms(cast.mode, rng, xk.size)
     if cast.conv.quotient == "float32" and scales is not None:
         s32 = scales.astype(np.float32)
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # IEEE float32 quotient
@@ -330,7 +310,7 @@ def encode(x, fmt, *, saturate=None, rounding=None, convention="exact", rng=None
     """
     cast = _Cast(fmt, convention, saturate, rounding)
     a = float_array(x, "x")
-    return _encode_flat(cast, _flat(a), None, None, rng).reshape(a.shape)
+    return _encode_flat(cast, flat_float(a), None, None, rng).reshape(a.shape)
 
 
 def decode(codes, fmt, *, dtype=np.float32):
@@ -346,7 +326,7 @@ def decode(codes, fmt, *, dtype=np.float32):
     """
     fmt = float_format(fmt)
     q = integer_array(codes, "codes")
-    out_dtype = _out_dtype(dtype)
+    out_dtype = float_dtype(dtype)
     check_against_ml_dtypes()
     if q.size:
         lo, hi = int(q.min()), int(q.max())
@@ -356,26 +336,6 @@ def decode(codes, fmt, *, dtype=np.float32):
     with np.errstate(over="ignore"):  # a value beyond the output dtype rounds to inf, as it should
         table = fmt.decode_table().astype(out_dtype)
     return table[q]
-
-
-def _out_dtype(dtype) -> np.dtype:
-    if isinstance(dtype, str) and dtype == "bfloat16":
-        from ._dtypes import bfloat16
-
-        bf = bfloat16()
-        if bf is None:
-            raise TypeError("dtype 'bfloat16' needs ml_dtypes (pip install ml_dtypes)")
-        return bf
-    try:
-        out = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64; got {dtype!r}") from None
-    if not is_supported_float(out):
-        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64; got {out}")
-    return out
-
-
-# ----------------------------------------------------------------------------- scaled quantization
 
 
 def positive_finite(values, name: str) -> np.ndarray:
@@ -448,7 +408,7 @@ def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=None, bl
     cast = _Cast(fmt, convention, saturate, rounding)
     a = float_array(x, "x")
     scales, gidx = _group_index(a.shape, scale, axis, block_size)
-    return _encode_flat(cast, _flat(a), scales, gidx, rng).reshape(a.shape)
+    return _encode_flat(cast, flat_float(a), scales, gidx, rng).reshape(a.shape)
 
 
 def _times_scale(values: np.ndarray, s: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
@@ -482,7 +442,7 @@ def dequantize(q, scale, zero_point=0, *, fmt, axis=None, block_size=None, conve
     _no_zero_point(zero_point)
     _fconv.get(convention)  # decoding is the same under every convention; the name is checked
     fmt = float_format(fmt)
-    out_dtype = _out_dtype(dtype)
+    out_dtype = float_dtype(dtype)
     v = decode(q, fmt, dtype=np.float64)
     scales, gidx = _group_index(v.shape, scale, axis, block_size, "q")
     s = scales[gidx].reshape(v.shape) if gidx.size else scales[0]
@@ -503,7 +463,7 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=Non
     _no_range(qmin, qmax)
     cast = _Cast(fmt, convention, saturate, rounding)
     a = float_array(x, "x")
-    xk = _flat(a)
+    xk = flat_float(a)
     scales, gidx = _group_index(a.shape, scale, axis, block_size)
     if cast.conv.arithmetic != "exact":
         s32 = (scales[gidx] if gidx.size else np.broadcast_to(scales[0], xk.shape)).astype(np.float32)

@@ -20,16 +20,19 @@ library's arithmetic, including its float32 ``log2`` where it uses one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from ._validation import check_axis, float_array, integer_array, integer_scalar
+from ._registry import Registry, Row
+from ._validation import check_axis, float_array, float_dtype, integer_array, integer_scalar
 from .floatformats import float_format
-from .floatquant import _Cast, _out_dtype, encode
+from .floatquant import _Cast, encode
 from .formats import IntFormat
+from .lazy import module_attributes
 
-__all__ = ["MXConvention", "TABLE", "names", "get", "quantize", "dequantize", "fake_quantize"]
+__all__ = ["MXConvention", "TABLE", "conventions", "quantize", "dequantize", "fake_quantize"]
 
 SCALE_RULES = ("floor", "ceil", "even", "rceil")
 _CHOICES = {
@@ -45,7 +48,7 @@ _ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 @dataclass(frozen=True)
-class MXConvention:
+class MXConvention(Row):
     """One library's MX arithmetic as knobs.
 
     scale_rule: the rule the library fixes (None: the ``scale_rule`` argument).
@@ -68,10 +71,6 @@ class MXConvention:
     even_mantissa_bits: the mantissa width the ``even`` rule rounds amax to (None: the element's).
     """
 
-    name: str
-    formula: str
-    backend: str = ""
-    evidence: str = ""
     scale_rule: str | None = None
     shared_exponent: str = "bits"
     scaling: str = "exact"
@@ -86,14 +85,7 @@ class MXConvention:
     formats: tuple[str, ...] = ()
     missing: str = ""
 
-    def __post_init__(self):
-        for knob, allowed in _CHOICES.items():
-            if getattr(self, knob) not in allowed:
-                raise ValueError(f"{knob} must be one of {allowed}; got {getattr(self, knob)!r}")
-
-    def replace(self, **knobs) -> MXConvention:
-        """A copy with some knobs changed."""
-        return replace(self, **knobs)
+    _choices: ClassVar[dict] = _CHOICES
 
 
 _TORCHAO_FORMATS = ("float8_e4m3fn", "float8_e5m2", "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn")
@@ -207,32 +199,12 @@ TABLE = (
     ),
 )
 
-_REGISTRY = {row.name: row for row in TABLE}
+conventions = Registry("mx", TABLE, row_type=MXConvention)
 
-
-def names() -> list[str]:
-    """The MX convention names.
-
-    >>> import refquant as rq
-    >>> rq.mx.names()[:3]
-    ['ocp', 'torchao.floor', 'torchao.ceil']
-    """
-    return list(_REGISTRY)
-
-
-def get(name) -> MXConvention:
-    """The MX convention called ``name`` (an MXConvention passes through); else a ValueError.
-
-    >>> import refquant as rq
-    >>> rq.mx.get("torchao.rceil").scaling
-    'float32_reciprocal'
-    """
-    if isinstance(name, MXConvention):
-        return name
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"convention must be one of {', '.join(_REGISTRY)}; got {name!r}") from None
+# the registry's methods, before ``conventions`` existed
+__getattr__ = module_attributes(globals(), deprecated={
+    "names": ("conventions.names", lambda: conventions.names),
+    "get": ("conventions.get", lambda: conventions.get)})[0]
 
 
 def _element_format(fmt):
@@ -255,7 +227,7 @@ def _blocks(shape, axis, block):
 
 class _Plan:
     def __init__(self, fmt, convention, scale_rule, x_dtype_name):
-        self.conv = conv = get(convention)
+        self.conv = conv = conventions.get(convention)
         if conv.missing:
             raise NotImplementedError(f"MX convention {conv.name!r}: {conv.missing}")
         self.fmt = fmt = _element_format(fmt)
@@ -369,7 +341,7 @@ def quantize(x, fmt, *, axis=-1, block=32, scale_rule="floor", convention="ocp")
 
     Element codes have x's shape (uint8 bit patterns; int8 for MXINT8); scale codes have x's
     shape with ``x.shape[axis] // block`` along ``axis``. The formula is the module's; the
-    convention's knobs (``rq.mx.names()``) reproduce a library.
+    convention's knobs (``rq.mx.conventions.names()``) reproduce a library.
 
     >>> import numpy as np, refquant as rq
     >>> x = np.float32([0.5, -3.0, 1.25, 7.0])
@@ -411,7 +383,7 @@ def dequantize(codes, scale_codes, fmt, *, axis=-1, block=32, dtype=np.float32):
     """
     fmt = _element_format(fmt)
     q = integer_array(codes, "codes")
-    out_dtype = _out_dtype(dtype)
+    out_dtype = float_dtype(dtype)
     ax, b = _blocks(q.shape, axis, block)
     want = q.shape[:ax] + (q.shape[ax] // b,) + q.shape[ax + 1:]
     if np.shape(scale_codes) != want:

@@ -4,7 +4,7 @@ A block of ``block`` consecutive elements (of ``x`` flattened in C order) shares
 ``absmax = max |x|``. Each element is stored as the 4-bit code of one codebook level ``c``
 (16 levels in [-1, 1]) and dequantizes to ``c[code] * absmax``. ``exact`` picks the level nearest
 to the real ``x / absmax`` (a tie goes to the lower level; ``+-0`` by the sign of x); the libraries
-decide differently, and each way is a named convention (:data:`CONVENTIONS`):
+decide differently, and each way is a named convention (``rq.nf4.conventions``):
 
 ``bitsandbytes``
     ``v = f32(x * f32(1 / max(absmax, 1e-38)))`` (a trailing partial block divides instead),
@@ -52,9 +52,10 @@ from fractions import Fraction
 import numpy as np
 
 from ._dtypes import bfloat16, f32_of_fraction, float_code
-from ._validation import float_array, integer_array, integer_scalar, named_row
+from ._registry import Registry, table_getattr
+from ._validation import flat_float, float_array, integer_array, integer_scalar
 
-__all__ = ["Convention", "CONVENTIONS", "NF4State", "codebook", "detect", "dynamic_map", "quantize",
+__all__ = ["Convention", "conventions", "NF4State", "codebook", "detect", "dynamic_map", "quantize",
            "dequantize", "fake_quantize"]
 
 # The NF4 levels as bitsandbytes stores them (float32): quantiles of N(0, 1) scaled to [-1, 1]
@@ -107,7 +108,7 @@ class Convention:
     sum_threads: int = 1
 
 
-CONVENTIONS = {
+_ROWS = {
     "exact": Convention(
         "exact", "float32", "exact", "exact", "exact", "exact", "minus_first", "exact", True, False,
         "exact",
@@ -140,8 +141,9 @@ _NORM = {"reciprocal": 0, "divide": 1, "exact": 2}
 _SELECT = {"float32_midpoints": 0, "argmin": 1, "exact": 2}
 
 
-def _convention(convention) -> Convention:
-    return named_row(CONVENTIONS, convention, Convention)
+conventions = Registry("nf4", _ROWS.values(), row_type=Convention)
+_convention = conventions.get
+__getattr__ = table_getattr(globals(), conventions)  # the old CONVENTIONS dict, deprecated
 
 
 def _check_codebook(name) -> str:
@@ -189,7 +191,7 @@ def _tables(name: str, conv: Convention, dtype):
 @functools.cache
 def _tables_cached(name: str, conv_name: str, fmt: int):
     """(sorted levels, thresholds, code of each sorted position, sorted index of -0, of +0)."""
-    conv = CONVENTIONS[conv_name]
+    conv = conventions.get(conv_name)
     levels = codebook(name, convention=conv, dtype=_FMT_DTYPES[fmt]())
     order = np.argsort(levels, kind="stable")  # -0 and +0 compare equal: code 0 (+0) first
     if name == "fp4" and conv.fp4_order == "minus_first":
@@ -256,12 +258,6 @@ def _check_block(block, n: int, conv: Convention, name="block") -> int:
     return b
 
 
-def _flat_kernel_input(x: np.ndarray) -> np.ndarray:
-    if x.dtype == np.float64:
-        return np.ascontiguousarray(x).reshape(-1)
-    return np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
-
-
 def quantize(x, *, block=64, double_quant=False, convention="bitsandbytes", codebook="nf4",
              nested_block=256):
     """4-bit codes (uint8, one per element, x's shape) and the :class:`NF4State` of ``x``.
@@ -287,7 +283,7 @@ def quantize(x, *, block=64, double_quant=False, convention="bitsandbytes", code
     b = _check_block(block, x.size, conv)
     if not isinstance(double_quant, (bool, np.bool_)):
         raise TypeError(f"double_quant must be True or False; got {double_quant!r}")
-    xk = _flat_kernel_input(x)
+    xk = flat_float(x)
     if conv.select == "exact" and xk.size and not np.isfinite(xk).all():
         bad = xk[~np.isfinite(xk)][0]
         raise ValueError(f"x contains {float(bad)}; the 'exact' convention has no code for NaN or inf "
@@ -470,7 +466,7 @@ def dynamic_map() -> np.ndarray:
     ``f32(f32(b[j] + b[j+1]) / 2)`` times ``f32(10**(i - 6))`` with both signs, then 0 and 1.
 
     >>> import refquant as rq
-    >>> m = rq.nf4.dynamic_map()
+    >>> m = rq.nf4.dynamic_map()  # doctest: +NEEDS_TORCH
     >>> m.size, float(m[0]), float(m[-1])
     (256, -0.992968738079071, 1.0)
     """
@@ -610,5 +606,5 @@ def detect(name="bitsandbytes") -> Convention:
         x[0] = 2.0**-127  # a bfloat16 subnormal: absmax, and code 15 dequantizes to it
         packed, st = bnbf.quantize_4bit(x, blocksize=64, quant_type="nf4")
         y = bnbf.dequantize_4bit(packed, st, quant_type="nf4").float().reshape(-1)
-        conv = CONVENTIONS["bitsandbytes.avx512_bf16" if float(y[0]) == 0.0 else "bitsandbytes"]
+        conv = conventions.get("bitsandbytes.avx512_bf16" if float(y[0]) == 0.0 else "bitsandbytes")
     return replace(conv, sum_threads=torch.get_num_threads())

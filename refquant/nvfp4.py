@@ -9,7 +9,7 @@ of a block, ``exact`` computes, each with one rounding half to even:
 * the element code ``q = e2m1(x / (s g))``, saturating at +-6, keeping the sign of -0.0;
 * dequantize: ``q * s * g`` rounded once to the output dtype.
 
-The libraries differ in every step; each recipe is a named convention (:data:`CONVENTIONS`),
+The libraries differ in every step; each recipe is a named convention (``rq.nvfp4.conventions``),
 listed as stored global / block scale / element scaling / e2m1 of NaN and of -0.0:
 
 * ``exact``: decode; ``e4m3(a / (6 g))``; ``x / (s g)``; an error / kept.
@@ -46,9 +46,10 @@ from fractions import Fraction
 import numpy as np
 
 from ._dtypes import f32_of_fraction, float_code
-from ._validation import float_array, integer_array, named_row
+from ._registry import Registry, table_getattr
+from ._validation import float_array, integer_array
 
-__all__ = ["Convention", "CONVENTIONS", "quantize", "dequantize", "fake_quantize", "detect", "BLOCK"]
+__all__ = ["Convention", "conventions", "quantize", "dequantize", "fake_quantize", "detect", "BLOCK"]
 
 BLOCK = 16
 _E4M3_MAX_TIMES_E2M1_MAX = 2688.0
@@ -96,7 +97,7 @@ class Convention:
         return dataclasses.replace(self, **knobs)
 
 
-CONVENTIONS = {
+_ROWS = {
     "exact": Convention(
         "exact", "decode", "exact", 0.0, False, "exact", "error", 0, False, "exact",
         "s = e4m3(a / (6 g)); q = e2m1(x / (s g)); one rounding each",
@@ -134,8 +135,9 @@ _EL = {"exact": 0, "reciprocal": 1, "reciprocal_product": 2, "divide": 3}
 _NAN = {"error": 0, "code": 1, "torchao_bits": 2}
 
 
-def _convention(convention) -> Convention:
-    return named_row(CONVENTIONS, convention, Convention)
+conventions = Registry("nvfp4", _ROWS.values(), row_type=Convention)
+_convention = conventions.get
+__getattr__ = table_getattr(globals(), conventions)  # the old CONVENTIONS dict, deprecated
 
 
 def detect(convention) -> Convention:
@@ -148,7 +150,7 @@ def detect(convention) -> Convention:
     torch/torchao; a RuntimeError when the codes are not such a run.
 
     >>> import refquant as rq
-    >>> rq.nvfp4.detect("exact") is rq.nvfp4.CONVENTIONS["exact"]
+    >>> rq.nvfp4.detect("exact") is rq.nvfp4.conventions.get("exact")
     True
     """
     conv = _convention(convention)

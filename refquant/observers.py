@@ -84,8 +84,12 @@ class _Observer:
         self.axis = None if axis is None else integer_scalar(axis, "axis")
         self.method = method
         self.options = dict(options)
-        choose_qparams(np.float32(0), np.float32(1), **self._range_kw())  # validate now
+        self._validate()
         self.reset()
+
+    def _validate(self):
+        """Refuse a bad configuration now rather than at the first ``qparams()``."""
+        choose_qparams(np.float32(0), np.float32(1), **self._range_kw())
 
     def _range_kw(self):
         kw = {"qmin": self.qmin, "qmax": self.qmax, "symmetric": self.symmetric,
@@ -426,9 +430,6 @@ class Histogram(_Observer):
             raise ValueError("the observer has seen no data")
         return self._choose(*self.clipped_range())
 
-    def _dtype_of(self, field):
-        return np.float32
-
 
 class Percentile(Histogram):
     """Clip at percentiles of the running histogram (same histogram as :class:`Histogram`).
@@ -587,8 +588,6 @@ class APoT(_Observer):
     _fields = ("alpha",)
 
     def __init__(self, bits=4, k=2, signed=False, *, axis=None, **kw):
-        import refquant as rq
-
         if kw:
             raise TypeError(f"APoT takes bits, k, signed and axis=None (its levels are its range);"
                             f" got {sorted(kw)}")
@@ -597,13 +596,12 @@ class APoT(_Observer):
         self.bits = integer_scalar(bits, "bits")
         self.k = integer_scalar(k, "k")
         self.signed = bool(signed)
-        rq.apot.levels(self.bits, self.k, signed=self.signed)  # validate bits and k now
-        self.qmin = self.qmax = self.fmt = None
-        self.symmetric = True
-        self.axis = None
-        self.method = "apot"
-        self.options = {}
-        self.reset()
+        super().__init__(symmetric=True, method="apot")
+
+    def _validate(self):
+        import refquant as rq
+
+        rq.apot.levels(self.bits, self.k, signed=self.signed)
 
     def _config(self):
         return {"bits": self.bits, "k": self.k, "signed": self.signed}

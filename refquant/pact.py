@@ -32,13 +32,15 @@ from ._registry import MethodConvention, Registry
 from ._validation import (
     channel_index,
     check_axis,
+    flat_float,
     float_array,
     float_dtype,
-    generator,
+    grad_like,
     integer_scalar,
     positive_finite,
+    uniforms,
 )
-from .rounding import STOCHASTIC, rounding_code
+from .rounding import rounding_code
 
 __all__ = ["conventions", "quantize", "dequantize", "fake_quantize", "fake_quantize_grad"]
 
@@ -74,14 +76,16 @@ def _alpha_groups(alpha, shape, axis):
     return np.ascontiguousarray(a), channel_index(shape, ax)
 
 
-def _flat(a: np.ndarray) -> np.ndarray:
-    if a.dtype.itemsize == 2:
-        return np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
-    return np.ascontiguousarray(a).reshape(-1)
-
-
-def _uniforms(mode, rng, size):
-    return generator(rng).random(size) if mode == STOCHASTIC else np.empty(0)
+def _prepare(x, alpha, bits, signed, axis, rounding, convention, rng):
+    """The checked arguments of quantize / fake_quantize: (x, its flat kernel input, N, rounding
+    code, alpha per group, group index, stochastic draws)."""
+    conventions.check(convention)
+    x = float_array(x)
+    n = _levels_n(bits, bool(signed))
+    mode = rounding_code(rounding)
+    a, gidx = _alpha_groups(alpha, x.shape, axis)
+    xk = flat_float(x)
+    return x, xk, n, mode, a, gidx, uniforms(mode, rng, xk.size)
 
 
 def quantize(x, alpha, *, bits, signed=False, axis=None, rounding="half_even", convention="paper",
@@ -98,19 +102,14 @@ def quantize(x, alpha, *, bits, signed=False, axis=None, rounding="half_even", c
     >>> rq.pact.quantize(x, 2.2, bits=4, signed=True).tolist()
     [-7, -3, 0, 1, 3, 7, 7]
     """
-    conventions.check(convention)
-    x = float_array(x)
-    n = _levels_n(bits, bool(signed))
-    mode = rounding_code(rounding)
-    a, gidx = _alpha_groups(alpha, x.shape, axis)
-    xk = _flat(x)
+    x, xk, n, mode, a, gidx, u = _prepare(x, alpha, bits, signed, axis, rounding, convention, rng)
     if np.isnan(xk).any():
         raise ValueError("x holds NaN, which has no PACT level")
     out = np.empty(xk.size, np.int32)
     if xk.size:
         from ._kernels._pact import pact_codes
 
-        pact_codes(xk, a, gidx, float(n), bool(signed), mode, _uniforms(mode, rng, xk.size), out)
+        pact_codes(xk, a, gidx, float(n), bool(signed), mode, u, out)
     return out.reshape(x.shape)
 
 
@@ -157,19 +156,13 @@ def fake_quantize(x, alpha, *, bits, signed=False, axis=None, rounding="half_eve
     >>> rq.pact.fake_quantize(x, 2.2, bits=4, signed=True).round(5).tolist()[:4]
     [-2.2, -2.2, -0.94286, 0.0]
     """
-    conventions.check(convention)
-    x = float_array(x)
-    n = _levels_n(bits, bool(signed))
-    mode = rounding_code(rounding)
-    a, gidx = _alpha_groups(alpha, x.shape, axis)
-    xk = _flat(x)
+    x, xk, n, mode, a, gidx, u = _prepare(x, alpha, bits, signed, axis, rounding, convention, rng)
     kdt = np.float64 if x.dtype == np.float64 else np.float32
     out = np.empty(xk.size, kdt)
     if xk.size:
         from ._kernels._pact import pact_fake
 
-        pact_fake(xk, a, gidx, float(n), bool(signed), mode, _uniforms(mode, rng, xk.size),
-                  float_code(x.dtype), out)
+        pact_fake(xk, a, gidx, float(n), bool(signed), mode, u, float_code(x.dtype), out)
     out = out.reshape(x.shape)
     return out if out.dtype == x.dtype else out.astype(x.dtype)
 
@@ -193,13 +186,10 @@ def fake_quantize_grad(x, alpha, grad_output, *, bits, signed=False, axis=None, 
     """
     conventions.check(convention)
     x = float_array(x)
-    g = float_array(grad_output, "grad_output")
-    if g.shape != x.shape or g.dtype != x.dtype:
-        raise ValueError(f"grad_output must match x (shape {x.shape}, dtype {x.dtype}); "
-                         f"got shape {g.shape}, dtype {g.dtype}")
+    g = grad_like(grad_output, x)
     _levels_n(bits, bool(signed))
     a, gidx = _alpha_groups(alpha, x.shape, axis)
-    xk, gk = _flat(x), _flat(g)
+    xk, gk = flat_float(x), flat_float(g)
     gx = np.empty(xk.size, np.float64)
     ga = np.empty(xk.size, np.float64)
     if xk.size:

@@ -8,7 +8,7 @@ The math comes from :mod:`refquant`; this package converts tensors, registers cu
 
 from __future__ import annotations
 
-import importlib
+from refquant.lazy import module_attributes as _module_attributes
 
 from .functional import apot_fake_quantize, fake_quantize, pact
 from .lowp import float_fake_quantize, mx_fake_quantize, nf4_fake_quantize, nvfp4_fake_quantize
@@ -31,16 +31,4 @@ __all__ = ["fake_quantize", "pact", "apot_fake_quantize", *_LAZY]
 __all__ += ["float_fake_quantize", "mx_fake_quantize", "nvfp4_fake_quantize", "nf4_fake_quantize"]
 
 
-def __getattr__(name):
-    try:
-        module_name, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'refquant_torch' has no attribute {name!r}") from None
-    module = importlib.import_module(module_name)
-    value = module if attr is None else getattr(module, attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _module_attributes(globals(), lazy=_LAZY)

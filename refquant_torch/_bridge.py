@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from refquant._dtypes import bfloat16
+from refquant.interop import bfloat16
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

@@ -25,37 +25,16 @@ import numpy as np
 import torch
 
 import refquant as rq
-from refquant._validation import check_axis, resolve_range
 from refquant.affine import Spec, apply
+from refquant.interop import check_axis, resolve_range
 from refquant.ste import bounds as ste_bounds
 from refquant.ste import masked_grad
 
 from ._bridge import check_float_tensor, from_numpy, scalar_or_array, to_numpy
+from ._conventions import convention_key
+from ._conventions import convention_of as _convention
 
 __all__ = ["fake_quantize", "pact", "apot_fake_quantize"]
-
-_CUSTOM_CONVENTIONS: dict[str, object] = {}
-
-
-def _convention_key(convention) -> str:
-    """A string that names ``convention`` inside an op schema (an unregistered Convention object
-    is kept in a private table under a generated key)."""
-    if isinstance(convention, str):
-        rq.conventions.get(convention)  # a ValueError lists the known names
-        return convention
-    if isinstance(convention, rq.Convention):
-        registered = convention.name in rq.conventions.names()
-        if registered and rq.conventions.get(convention.name) == convention:
-            return convention.name
-        key = f"<custom {convention.name} {id(convention)}>"
-        _CUSTOM_CONVENTIONS[key] = convention
-        return key
-    raise TypeError(f"convention must be a name or an rq.Convention; got {convention!r}")
-
-
-def _convention(key: str):
-    return _CUSTOM_CONVENTIONS.get(key, key)
-
 
 # ----------------------------------------------------------------------------- affine
 class _Spec(NamedTuple):
@@ -496,8 +475,9 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     scale_t, scale_weak = _op_qparam(scale, x)
     zp_t, zp_weak = _op_qparam(zero_point, x)
     return torch.ops.refquant.fake_quantize(
-        x, scale_t, zp_t, qmin, qmax, axis, block, rounding, _convention_key(convention), seed,
-        scale_weak, zp_weak, grad_factor, lsq_convention, round_zero_point)
+        x, scale_t, zp_t, qmin, qmax, axis, block, rounding,
+        convention_key(convention, rq.conventions, "affine"), seed, scale_weak, zp_weak, grad_factor,
+        lsq_convention, round_zero_point)
 
 
 _EAGER_SPECS: dict = {}

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 import refquant as rq
-from refquant._validation import named_row
 from refquant.floatformats import NAMED_FLOAT_FORMATS, FloatFormat, float_format
 from refquant.formats import IntFormat
 
 from ._bridge import check_float_tensor, from_numpy, to_numpy
+from ._conventions import convention_key, convention_of
 from .functional import _seed
 
 __all__ = ["float_fake_quantize", "mx_fake_quantize", "nvfp4_fake_quantize", "nf4_fake_quantize"]
@@ -44,7 +44,6 @@ __all__ = ["float_fake_quantize", "mx_fake_quantize", "nvfp4_fake_quantize", "nf
 STE_RULES = ("clipped", "identity")
 
 # ----------------------------------------------------------------------------- op arguments
-_CUSTOM: dict[str, object] = {}
 
 
 def _format_key(fmt, *, allow_int8: bool = False) -> str:
@@ -70,35 +69,6 @@ def _format_of(key: str):
         return FloatFormat(int(e), int(m), int(bias), has_inf == "1", nan, signed == "1",
                            subnormals == "1", name)
     return float_format(key)
-
-
-def _convention_key(convention, lookup, kind: str) -> str:
-    """``convention`` as a string for an op schema. A name is checked by the core's ``lookup``
-    (its ValueError lists the known names); an object equal to its registered row is that name;
-    any other object is kept in a private table under a generated key (valid in this process)."""
-    row = lookup(convention)
-    if isinstance(convention, str):
-        return convention
-    try:
-        if lookup(row.name) == row:
-            return row.name
-    except ValueError:
-        pass
-    key = f"<custom {kind} {row.name} {id(row)}>"
-    _CUSTOM[key] = row
-    return key
-
-
-def _convention_of(key: str):
-    return _CUSTOM.get(key, key)
-
-
-def _nvfp4_lookup(convention):
-    return named_row(rq.nvfp4.CONVENTIONS, convention, rq.nvfp4.Convention)
-
-
-def _nf4_lookup(convention):
-    return named_row(rq.nf4.CONVENTIONS, convention, rq.nf4.Convention)
 
 
 def _like_x(x, *args):
@@ -133,7 +103,7 @@ def _float_op(x: torch.Tensor, scale: torch.Tensor, fmt: str, saturate: bool | N
               seed: int | None, ste: str) -> torch.Tensor:
     block = None if block_size is None else tuple(block_size)
     out = rq.fake_quantize(to_numpy(x), to_numpy(scale), fmt=_format_of(fmt), saturate=saturate,
-                           rounding=rounding, convention=_convention_of(convention), axis=axis,
+                           rounding=rounding, convention=convention_of(convention), axis=axis,
                            block_size=block, rng=seed)
     return from_numpy(out, x.device)
 
@@ -196,7 +166,7 @@ def _float_backward_op(grad: torch.Tensor, x: torch.Tensor, scale: torch.Tensor,
                        convention: str, axis: int | None,
                        block_size: list[int] | None) -> torch.Tensor:
     block = None if block_size is None else tuple(block_size)
-    mask = _clip_mask(to_numpy(x), to_numpy(scale), _format_of(fmt), _convention_of(convention), axis,
+    mask = _clip_mask(to_numpy(x), to_numpy(scale), _format_of(fmt), convention_of(convention), axis,
                       block)
     zero = torch.zeros((), dtype=grad.dtype, device=grad.device)
     return torch.where(from_numpy(mask, grad.device), grad, zero)
@@ -249,7 +219,7 @@ def float_fake_quantize(x, scale=1.0, *, fmt, saturate=None, rounding=None, conv
     """
     x = check_float_tensor(x)
     fmt_key = _format_key(fmt)
-    conv_key = _convention_key(convention, rq.float_conventions.get, "float")
+    conv_key = convention_key(convention, rq.float_conventions, "float")
     if saturate is not None and not isinstance(saturate, (bool, np.bool_)):
         raise TypeError(f"saturate must be True, False or None; got {saturate!r}")
     if rounding is not None and rounding not in rq.ROUNDING_MODES:
@@ -283,14 +253,14 @@ def _no_setup(ctx, inputs, output):
 def _mx_op(x: torch.Tensor, fmt: str, axis: int, block: int, scale_rule: str,
            convention: str) -> torch.Tensor:
     out = rq.mx.fake_quantize(to_numpy(x), _format_of(fmt), axis=axis, block=block,
-                              scale_rule=scale_rule, convention=_convention_of(convention))
+                              scale_rule=scale_rule, convention=convention_of(convention))
     return from_numpy(out, x.device)
 
 
 @torch.library.custom_op("refquant::nvfp4_fake_quantize", mutates_args=())
 def _nvfp4_op(x: torch.Tensor, global_scale: torch.Tensor | None, convention: str) -> torch.Tensor:
     g = None if global_scale is None else to_numpy(global_scale).reshape(()).item()
-    out = rq.nvfp4.fake_quantize(to_numpy(x), global_scale=g, convention=_convention_of(convention))
+    out = rq.nvfp4.fake_quantize(to_numpy(x), global_scale=g, convention=convention_of(convention))
     return from_numpy(out, x.device)
 
 
@@ -298,7 +268,7 @@ def _nvfp4_op(x: torch.Tensor, global_scale: torch.Tensor | None, convention: st
 def _nf4_op(x: torch.Tensor, block: int, double_quant: bool, convention: str, codebook: str,
             nested_block: int) -> torch.Tensor:
     out = rq.nf4.fake_quantize(to_numpy(x), block=block, double_quant=double_quant,
-                               convention=_convention_of(convention), codebook=codebook,
+                               convention=convention_of(convention), codebook=codebook,
                                nested_block=nested_block)
     return from_numpy(np.asarray(out), x.device)
 
@@ -318,7 +288,7 @@ def mx_fake_quantize(x, fmt, *, axis=-1, block=32, scale_rule="floor", conventio
     """Differentiable ``rq.mx.fake_quantize``: OCP MX blocks of ``block`` elements along ``axis``
     sharing an e8m0 scale ``X = 2**E``, ``E = floor(log2(amax)) - emax_elem`` under the OCP
     ``floor`` rule, elements the value of ``fmt`` nearest ``x / X`` (MXINT8 with ``rq.int8``),
-    dequantized in x's dtype; ``scale_rule`` and ``convention`` (``rq.mx.names()``) as the core.
+    dequantized in x's dtype; ``scale_rule`` and ``convention`` (``rq.mx.conventions.names()``) as the core.
     Backward: ``grad`` everywhere (straight through, as torchao's MX QAT).
 
     >>> import torch, refquant as rq, refquant_torch as rqt
@@ -331,7 +301,7 @@ def mx_fake_quantize(x, fmt, *, axis=-1, block=32, scale_rule="floor", conventio
     """
     x = check_float_tensor(x)
     fmt_key = _format_key(fmt, allow_int8=True)
-    conv_key = _convention_key(convention, rq.mx.get, "mx")
+    conv_key = convention_key(convention, rq.mx.conventions, "mx")
     axis, block = _check_int(axis, "axis"), _check_int(block, "block")
     if x.dim() == 0:
         raise ValueError("MX needs x with at least one dimension; got a 0-d tensor")
@@ -361,7 +331,7 @@ def nvfp4_fake_quantize(x, *, global_scale=None, convention="exact"):
     [1.0, 1.0, 1.0, 1.0]
     """
     x = check_float_tensor(x)
-    conv_key = _convention_key(convention, _nvfp4_lookup, "nvfp4")
+    conv_key = convention_key(convention, rq.nvfp4.conventions, "nvfp4")
     if x.dim() == 0 or x.shape[-1] % rq.nvfp4.BLOCK:
         raise ValueError(f"x needs a last axis that is a multiple of {rq.nvfp4.BLOCK} (NVFP4 "
                          f"blocks); got shape {tuple(x.shape)}")
@@ -395,7 +365,7 @@ def nf4_fake_quantize(x, *, block=64, double_quant=False, convention="bitsandbyt
     [1.0, 1.0, 1.0, 1.0]
     """
     x = check_float_tensor(x)
-    conv_key = _convention_key(convention, _nf4_lookup, "nf4")
+    conv_key = convention_key(convention, rq.nf4.conventions, "nf4")
     block, nested_block = _check_int(block, "block"), _check_int(nested_block, "nested_block")
     if not isinstance(double_quant, (bool, np.bool_)):
         raise TypeError(f"double_quant must be True or False; got {double_quant!r}")

@@ -28,10 +28,8 @@ __all__ = ["MinMaxObserver", "MovingAverageMinMaxObserver", "PerChannelMinMaxObs
 
 def histogram_arithmetic() -> dict:
     """The ``rq.observers.Histogram`` arguments that reproduce the installed torch's
-    ``HistogramObserver`` on this machine, measured by running torch (never read from CPU
-    flags): ``sum_lanes``, the vector width whose cascade order ``torch.sum`` of float32 follows,
-    and ``linspace_fma``, whether ``torch.linspace`` fuses its multiply-add (AVX2/AVX512 kernels)
-    or not (``ATEN_CPU_CAPABILITY=default``).
+    ``HistogramObserver`` on this machine: ``rq.interop.torch_histogram_arithmetic()``
+    (``sum_lanes`` and ``linspace_fma``, measured by running torch).
 
     >>> import refquant as rq, refquant_torch.observers as obs
     >>> kw = obs.histogram_arithmetic()
@@ -40,9 +38,7 @@ def histogram_arithmetic() -> dict:
     >>> rq.observers.Histogram(fmt=rq.uint8, **kw).sum_lanes == kw["sum_lanes"]
     True
     """
-    from refquant._platform import torch_linspace_uses_fma, torch_sum_lanes
-
-    return {"sum_lanes": torch_sum_lanes(), "linspace_fma": torch_linspace_uses_fma()}
+    return rq.interop.torch_histogram_arithmetic()
 
 
 def _name(value) -> str:

@@ -6,29 +6,27 @@
   ``quantized_repr()``); the round trips are lossless.
 * ``Quantize(shape, bitwidth, symmetric)`` and ``QuantizeDequantize(...)``: modules with learnable
   ``min`` / ``max`` parameters of ``shape``, ``set_range(min, max)`` and a
-  ``compute_encodings()`` context manager, with AIMET's meaning:
+  ``compute_encodings()`` context manager, with AIMET's meaning (the formulas are
+  :mod:`refquant.aimet`'s):
 
-  - ``scale = (max - min) / (qmax - qmin)`` (float32 tensor arithmetic);
+  - ``scale = rq.aimet.scale(min, max, ...)``, ``offset = rq.aimet.offset(min, max, ...)``
+    (0 when symmetric; the rounding straight-through), in the parameters' tensor arithmetic;
   - symmetric: signed codes ``[-2**(b-1), 2**(b-1) - 1]``, zero point 0; asymmetric: unsigned
-    codes ``[0, 2**b - 1]``, ``offset = round(min / scale) - qmin``, zero point ``-offset``;
+    codes ``[0, 2**b - 1]`` (``rq.IntFormat(b, signed=symmetric)``), zero point ``-offset``;
   - codes ``rq.quantize(x, scale, -offset, ...)`` and values ``rq.fake_quantize`` under
     ``convention`` (default ``"exact"``);
   - ``compute_encodings()``: each call inside quantizes with the range of its own input (per
-    ``shape`` group, AIMET's ``MinMaxEncodingAnalyzer``: ``[min(x_min, 0), max(x_max, 0)]``,
-    symmetric ``delta = max(max / 127, -min / 128)`` at 8 bits; see
-    ``_AffineQuantizerBase.encoding_range``), and on exit the same rule on the union of every
-    input seen sets ``min`` / ``max``.
+    ``shape`` group, ``rq.aimet.encoding_range`` of its extremes), and on exit the same rule on
+    the union of every input seen sets ``min`` / ``max``.
 
 Gradients: ``QuantizeDequantize`` is ``rqt.fake_quantize`` (straight-through for x, LSQ for the
-range); ``Quantize`` passes ``grad * m(x) / scale`` to x, ``-grad * m(x) * x / scale**2`` to the
-scale and ``-grad * m(x)`` to the offset; ``dequantize()`` passes ``grad * scale`` to the codes,
-``grad * (q + offset)`` to the scale and ``grad * scale`` to the offset (AIMET's formulas).
+range); ``Quantize`` and ``dequantize()`` take theirs from ``rq.aimet.quantize_grad`` and
+``rq.aimet.dequantize_grad``, summed over the elements of each qparam group.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -217,15 +215,12 @@ class _Dequantize(torch.autograd.Function):
         codes, scale, offset = ctx.saved_tensors
         enc, shape = ctx.encoding, codes.shape
         s = enc.per_element(scale, shape).to(grad.dtype)
+        o = enc.per_element(offset, shape).to(grad.dtype)
+        g_codes, g_scale, g_offset = rq.aimet.dequantize_grad(codes, s, o, grad)
         need = ctx.needs_input_grad
-        g_codes = grad * s if need[0] else None
-        g_scale = g_offset = None
-        if need[1]:
-            o = enc.per_element(offset, shape).to(grad.dtype)
-            g_scale = _reduce_to(grad * (codes + o), scale.shape).to(scale.dtype)
-        if need[2]:
-            g_offset = _reduce_to(grad * s, offset.shape).to(offset.dtype)
-        return g_codes, g_scale, g_offset, None
+        return (g_codes if need[0] else None,
+                _reduce_to(g_scale, scale.shape).to(scale.dtype) if need[1] else None,
+                _reduce_to(g_offset, offset.shape).to(offset.dtype) if need[2] else None, None)
 
 
 class _QuantizeCodes(torch.autograd.Function):
@@ -251,16 +246,12 @@ class _QuantizeCodes(torch.autograd.Function):
         kw = enc.layout(x.shape)
         mask = ste_mask(x, kw.pop("scale"), kw.pop("zero_point"), enc.qmin, enc.qmax,
                         convention=enc.convention, **kw)
-        masked = grad * mask.to(grad.dtype)
         s = enc.per_element(scale.detach(), x.shape).to(grad.dtype)
+        g_x, g_scale, g_offset = rq.aimet.quantize_grad(x.detach(), s, grad, mask.to(grad.dtype))
         need = ctx.needs_input_grad
-        g_x = masked / s if need[0] else None
-        g_scale = g_offset = None
-        if need[1]:
-            g_scale = _reduce_to(-masked * x.detach() / s / s, scale.shape).to(scale.dtype)
-        if need[2]:
-            g_offset = _reduce_to(-masked, offset.shape).to(offset.dtype)
-        return g_x, g_scale, g_offset, None
+        return (g_x if need[0] else None,
+                _reduce_to(g_scale, scale.shape).to(scale.dtype) if need[1] else None,
+                _reduce_to(g_offset, offset.shape).to(offset.dtype) if need[2] else None, None)
 
 
 def _negative_zero_codes(codes: torch.Tensor, x: torch.Tensor, zero_point, qmin: int):
@@ -316,18 +307,18 @@ def _codes_backward(ctx, grad):
     x, scale, zero_point = ctx.saved_tensors
     qmin, qmax, axis, block, convention = ctx.static
     mask = torch.ops.refquant.ste_mask(x, scale, zero_point, qmin, qmax, axis, block, convention)
-    masked = grad * mask.to(grad.dtype)
     s = _broadcast_bounds(scale.detach(), x.shape, axis, block).to(grad.dtype)
+    g_x, g_scale, g_offset = rq.aimet.quantize_grad(x.detach(), s, grad, mask.to(grad.dtype))
     groups = [1] * x.dim() if axis is None and block is None else (
         [n // b for n, b in zip(x.shape, block, strict=True)] if block is not None
         else [x.shape[d] if d == axis else 1 for d in range(x.dim())])
     need = ctx.needs_input_grad
-    g_scale = g_zero_point = None
     if need[1]:
-        g_scale = _reduce_to(-masked * x.detach() / s / s, groups).reshape(scale.shape).to(scale.dtype)
+        g_scale = _reduce_to(g_scale, groups).reshape(scale.shape).to(scale.dtype)
+    g_zero_point = None  # zero_point = -offset
     if need[2]:
-        g_zero_point = _reduce_to(masked, groups).reshape(zero_point.shape).to(zero_point.dtype)
-    return masked / s if need[0] else None, g_scale, g_zero_point, None, None, None, None, None
+        g_zero_point = _reduce_to(-g_offset, groups).reshape(zero_point.shape).to(zero_point.dtype)
+    return g_x if need[0] else None, g_scale if need[1] else None, g_zero_point, *(None,) * 5
 
 
 _quantize_codes_op.register_autograd(_codes_backward, setup_context=_codes_setup)
@@ -404,6 +395,25 @@ class DequantizedTensor(_EncodedTensor):
         return self.quantize().quantized_repr()
 
 
+def _ste_round(r: torch.Tensor) -> torch.Tensor:
+    """``round_half_even(r)`` with the identity's gradient."""
+    return r + (r.detach().round() - r.detach())
+
+
+@torch.library.custom_op("refquant::aimet_encoding_range", mutates_args=())
+def _encoding_range_op(x_min: torch.Tensor, x_max: torch.Tensor, qmin: int, qmax: int,
+                       symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rq.aimet.encoding_range`` as an op (no gradient)."""
+    lo, hi = rq.aimet.encoding_range(to_numpy(x_min), to_numpy(x_max), qmin=qmin, qmax=qmax,
+                                     symmetric=symmetric)
+    return from_numpy(np.array(lo), x_min.device), from_numpy(np.array(hi), x_max.device)
+
+
+@_encoding_range_op.register_fake
+def _(x_min, x_max, *args):
+    return torch.empty_like(x_min), torch.empty_like(x_max)
+
+
 class _AffineQuantizerBase(torch.nn.Module):
     def __init__(self, shape, bitwidth: int, symmetric: bool, convention: str = "exact"):
         super().__init__()
@@ -413,10 +423,8 @@ class _AffineQuantizerBase(torch.nn.Module):
             raise ValueError(f"bitwidth must be in 1..32; got {bitwidth}")
         self.shape, self.bitwidth, self.symmetric = shape, bitwidth, bool(symmetric)
         self.convention = convention
-        if self.symmetric:
-            self.qmin, self.qmax = -(2 ** (bitwidth - 1)), 2 ** (bitwidth - 1) - 1
-        else:
-            self.qmin, self.qmax = 0, 2**bitwidth - 1
+        fmt = rq.IntFormat(bitwidth, signed=self.symmetric)
+        self.qmin, self.qmax = fmt.qmin, fmt.qmax
         self.min = torch.nn.Parameter(torch.zeros(shape))
         self.max = torch.nn.Parameter(torch.zeros(shape))
         self.register_buffer("_initialized", torch.tensor(False))
@@ -441,21 +449,21 @@ class _AffineQuantizerBase(torch.nn.Module):
         self._has_range = bool(self._initialized)
 
     def _scale_of(self, lo, hi) -> torch.Tensor:
-        return (hi - lo) / (self.qmax - self.qmin)
+        return rq.aimet.scale(lo, hi, qmin=self.qmin, qmax=self.qmax)
 
     def _offset_of(self, lo, hi) -> torch.Tensor:
         if self.symmetric:
             return torch.zeros_like(lo)
-        raw = lo / self._scale_of(lo, hi)
-        return raw + (raw.detach().round() - raw.detach()) - self.qmin
+        return rq.aimet.offset(lo, hi, qmin=self.qmin, qmax=self.qmax, rint=_ste_round)
 
     def get_scale(self) -> torch.Tensor:
-        """``(max - min) / (qmax - qmin)`` in float32 (differentiable in ``min`` and ``max``)."""
+        """``rq.aimet.scale(min, max)``: ``(max - min) / (qmax - qmin)`` in the parameters' dtype
+        (differentiable in ``min`` and ``max``)."""
         return self._scale_of(self.min, self.max)
 
     def get_offset(self) -> torch.Tensor:
-        """0 when symmetric, else ``round(min / scale) - qmin`` (round half to even, straight
-        through for the gradient)."""
+        """0 when symmetric, else ``rq.aimet.offset(min, max)``: ``round(min / scale) - qmin``
+        (round half to even, straight through for the gradient)."""
         return self._offset_of(self.min, self.max)
 
     def get_encoding(self) -> AffineEncoding:
@@ -481,22 +489,10 @@ class _AffineQuantizerBase(torch.nn.Module):
             self.set_range(*self.encoding_range(*seen))
 
     def encoding_range(self, x_min: torch.Tensor, x_max: torch.Tensor):
-        """``(min, max)`` from observed extremes, AIMET's ``MinMaxEncodingAnalyzer`` rule in
-        float32: ``lo = min(x_min, 0)``, ``hi = max(x_max, 0)``; when ``(hi - lo) / n`` (``n =
-        qmax - qmin``) is below the smallest normal ``tiny``, ``hi += floor(n / 2) * tiny`` and
-        ``lo -= ceil(n / 2) * tiny``; symmetric: ``d = max(hi / floor(n / 2), -lo / ceil(n / 2))``,
-        ``(lo, hi) = (-ceil(n / 2) * d, floor(n / 2) * d)``; both clamped to the finite range."""
-        lo, hi = torch.clamp(x_min, max=0), torch.clamp(x_max, min=0)
-        n = self.qmax - self.qmin
-        finfo = torch.finfo(lo.dtype)
-        adjust = finfo.tiny * ((hi - lo) / n < finfo.tiny)
-        hi = hi + math.floor(n / 2) * adjust
-        lo = lo - math.ceil(n / 2) * adjust
-        if self.symmetric:
-            pos, neg = math.floor(n / 2), math.ceil(n / 2)
-            delta = torch.maximum(hi / pos, -lo / neg)
-            lo, hi = -neg * delta, pos * delta
-        return torch.clamp(lo, min=finfo.min), torch.clamp(hi, max=finfo.max)
+        """``(min, max)`` from observed extremes: ``rq.aimet.encoding_range`` (AIMET's min-max
+        analyzer) in the extremes' dtype."""
+        return torch.ops.refquant.aimet_encoding_range(x_min, x_max, self.qmin, self.qmax,
+                                                       self.symmetric)
 
     def _group_reduce(self, x: torch.Tensor, fn) -> torch.Tensor:
         shape = [1] * (x.dim() - len(self.shape)) + list(self.shape)

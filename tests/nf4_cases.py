@@ -25,8 +25,6 @@ def _neighbours(v: np.ndarray, dtype, steps: int = 2) -> np.ndarray:
 
 def block_cases(levels, dtype=np.float32, *, block=64, seed=0) -> np.ndarray:
     """Finite adversarial blocks (1-D, a multiple of ``block``) for sorted float64 ``levels``."""
-    import ml_dtypes  # noqa: F401  (bfloat16 nextafter goes through float32 below)
-
     dtype = np.dtype(dtype)
     lv = np.sort(np.asarray(levels, np.float64))
     true_mid = (lv[:-1] + lv[1:]) / 2

@@ -191,3 +191,39 @@ def clip_mask(x: float, scale: float, fmax: float, signed: bool = True) -> bool:
         return False
     t = Fraction(x) / Fraction(scale)
     return (-Fraction(fmax) if signed else Fraction(0)) <= t <= Fraction(fmax)
+
+
+def aimet_range(x_min: float, x_max: float, n: int, symmetric: bool, fmt: str = "float32"):
+    """AIMET's min-max encoding range from observed extremes, each op rounded to ``fmt``
+    (Fractions; ``n = qmax - qmin``; the integers are rounded to ``fmt`` first):
+    lo, hi = min(x_min, 0), max(x_max, 0); a range under ``n * tiny`` widened by floor(n / 2)
+    tiny up and ceil(n / 2) tiny down; symmetric
+    d = max(hi / floor(n / 2), -lo / ceil(n / 2)), (lo, hi) = (-ceil(n / 2) d, floor(n / 2) d);
+    both clamped to the finite range."""
+    p, emin, vmax = FORMATS[fmt]
+
+    def r(v):  # one rounding; an overflow is +-inf (a float), which stays so
+        if isinstance(v, float):
+            return v
+        out = round_to_format(v, fmt)
+        return out if math.isinf(out) else Fraction(out)
+
+    tiny = Fraction(2) ** emin
+    pos, neg, nf = r(Fraction(n // 2)), r(Fraction(n - n // 2)), r(Fraction(n))  # ints meet the dtype
+    lo, hi = min(Fraction(x_min), Fraction(0)), max(Fraction(x_max), Fraction(0))
+    if r(r(hi - lo) / nf) < tiny:
+        hi, lo = r(hi + r(pos * tiny)), r(lo - r(neg * tiny))
+    if symmetric:
+        d = max(r(hi / pos), r(-lo / neg))
+        lo, hi = r(-neg * d), r(pos * d)
+    return float(max(lo, Fraction(-vmax))), float(min(hi, Fraction(vmax)))
+
+
+def float_dtype(name: str) -> np.dtype:
+    """The NumPy dtype of a float format name; bfloat16 (ml_dtypes) skips the calling test when
+    ml_dtypes is not installed."""
+    if name == "bfloat16":
+        import pytest
+
+        return np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    return np.dtype(name)

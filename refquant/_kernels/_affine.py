@@ -37,9 +37,10 @@ from ._round import HALF_EVEN, round_quotient, round_value, two_prod
 
 QUOTIENT_EXACT, QUOTIENT_DIVIDE, QUOTIENT_RECIPROCAL = map(int, Quotient)
 CLAMP_FLOAT, CLAMP_CAST_FIRST, CLAMP_CAST_LAST, CLAMP_WRAP32_FIRST = map(int, Clamp)
-ZP_AFTER, ZP_BEFORE, ZP_NONE = map(int, ZeroPoint)
-(DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_MIXED, DEQUANT_PROMOTE, DEQUANT_DIVIDE,
- DEQUANT_INT32_FLOAT32) = map(int, Dequant)
+ZP_AFTER, ZP_BEFORE = int(ZeroPoint.AFTER_ROUND), int(ZeroPoint.BEFORE_ROUND)  # NONE: neither
+DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_MIXED = (int(Dequant.EXACT), int(Dequant.FLOAT32),
+                                                                  int(Dequant.FLOAT64), int(Dequant.MIXED))
+DEQUANT_DIVIDE, DEQUANT_INT32_FLOAT32 = int(Dequant.DIVIDE), int(Dequant.INT32_FLOAT32)  # PROMOTE: NumPy
 _INT64_LIMIT = 9.223372036854775808e18  # 2**63
 NO_CAST = (_INT64_LIMIT, 0.0, 0.0, 0.0)  # convert_to_int arguments that never apply
 # lrintf's int64 (INT64_MIN for NaN, +-inf, |v| >= 2**63) assigned to a C int: its low 32 bits
@@ -120,7 +121,8 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_mode, fma, zp_
     """One element's integer code (an integer-valued float64), or ``nan_q`` for NaN input.
 
     ``zp_mode``: the zero point is added after rounding (``ZP_AFTER``), before it (``ZP_BEFORE``),
-    or not at all (``ZP_NONE``: ``q = round(t)``, whose ``-0.0`` survives into fake_quantize).
+    or not at all (any other value, ``ZeroPoint.NONE``: ``q = round(t)``, whose ``-0.0`` survives
+    into fake_quantize).
 
     ``clamp_mode``: clamp the float to ``[lo, hi]`` (``CLAMP_FLOAT``); convert to int64 first, so
     that ``|q| >= 2**63`` gives ``lo`` and a code of ``-0.0`` becomes ``+0`` (``CLAMP_CAST_FIRST``);

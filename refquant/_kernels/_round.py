@@ -17,7 +17,7 @@ HALF_EVEN, HALF_AWAY, HALF_UP, HALF_DOWN, FLOOR, CEIL, TOWARD_ZERO, STOCHASTIC =
 
 
 @kernel
-def round_from_parts(f, below, tie, above, frac_zero, negative, mode, u, d):
+def round_from_parts(f, tie, above, frac_zero, negative, mode, u, d):
     """Round given ``f = floor(t)`` and how ``d = t - f`` compares with 1/2 (exact flags).
 
     ``negative`` is ``t < 0``; ``d`` is a float64 approximation of the fraction used only by the
@@ -57,7 +57,7 @@ def round_value(t, mode, u):
         return np.rint(t)
     f = np.floor(t)
     d = t - f  # exact: t and floor(t) share the binade or f == 0
-    r = round_from_parts(f, d < 0.5, d == 0.5, d > 0.5, d == 0.0, t < 0.0, mode, u, d)
+    r = round_from_parts(f, d == 0.5, d > 0.5, d == 0.0, t < 0.0, mode, u, d)
     return r + 0.0 if r == 0.0 and t >= 0.0 else r
 
 
@@ -157,12 +157,12 @@ def round_scaled_quotient(x, n, s, mode, u):
     if at < 1.0842021724855044e-19:  # 2**-63: 0 < |t| < 1/2 certainly
         neg = x < 0.0  # the sign of the real quotient (s > 0); t may have underflowed to -0.0
         f = -1.0 if neg else 0.0
-        return round_from_parts(f, not neg, False, neg, False, neg, mode, u, t - f)
+        return round_from_parts(f, False, neg, False, neg, mode, u, t - f)
     f = np.floor(t)
     d = t - f
     margin = 4.440892098500626e-16 * max(at, 1.0)  # 2**-51 relative: several ulps of t
     if margin < d < 0.5 - margin or 0.5 + margin < d < 1.0 - margin:
-        return round_from_parts(f, d < 0.5, False, d > 0.5, False, t < 0.0, mode, u, d)
+        return round_from_parts(f, False, d > 0.5, False, t < 0.0, mode, u, d)
     # slow path: exact residuals. Scale s into [1, 2) and x by the same power of two (exact).
     m, e = math.frexp(s)
     sn = m * 2.0
@@ -173,4 +173,4 @@ def round_scaled_quotient(x, n, s, mode, u):
         f += 1.0
     c = _cmp_scaled(xn, n, f + 0.5, sn)
     frac_zero = _cmp_scaled(xn, n, f, sn) == 0
-    return round_from_parts(f, c < 0, c == 0, c > 0, frac_zero, t < 0.0, mode, u, t - f)
+    return round_from_parts(f, c == 0, c > 0, frac_zero, t < 0.0, mode, u, t - f)

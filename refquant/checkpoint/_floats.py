@@ -409,7 +409,7 @@ def _mx_convention(q):
     here on top of ``rq.mx``'s ``compressed_tensors`` row (whose element step is ``exact``)."""
     import refquant as rq
 
-    conv = rq.mx.get(q.convention)
+    conv = rq.mx.conventions.get(q.convention)
     if conv.name == "compressed_tensors":
         return conv.replace(element="transformer_engine")
     return conv

@@ -42,7 +42,7 @@ def numpy_dtype(name: str) -> np.dtype:
     """The NumPy dtype of one element of the safetensors dtype ``name`` (ml_dtypes for BF16 and
     the float8/6/4 types; a TypeError when ml_dtypes is not installed).
 
-    >>> numpy_dtype("F32"), numpy_dtype("BF16").name
+    >>> numpy_dtype("F32"), numpy_dtype("BF16").name  # doctest: +NEEDS_ML_DTYPES
     (dtype('float32'), 'bfloat16')
     """
     if name not in DTYPES:

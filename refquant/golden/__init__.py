@@ -8,29 +8,18 @@ kernel's output follows. Submodules load on first use.
 
 from __future__ import annotations
 
-import importlib
-
+from ..lazy import module_attributes as _module_attributes
 from .identify import identify
 
 __all__ = ["cases", "load", "sweep", "identify", "GoldenCases", "SweepResult", "CandidateError"]
 
 _LAZY = {
-    "cases": "refquant.golden._cases",
-    "GoldenCases": "refquant.golden._cases",
-    "load": "refquant.golden._files",
-    "sweep": "refquant.golden._sweep",
-    "SweepResult": "refquant.golden._sweep",
-    "CandidateError": "refquant.golden._candidates",
+    "cases": ("refquant.golden._cases", "cases"),
+    "GoldenCases": ("refquant.golden._cases", "GoldenCases"),
+    "load": ("refquant.golden._files", "load"),
+    "sweep": ("refquant.golden._sweep", "sweep"),
+    "SweepResult": ("refquant.golden._sweep", "SweepResult"),
+    "CandidateError": ("refquant.golden._candidates", "CandidateError"),
 }
 
-
-def __getattr__(name):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'refquant.golden' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _module_attributes(globals(), lazy=_LAZY)

@@ -66,9 +66,8 @@ def is_block_format(fmt) -> bool:
 def _table(family):
     import refquant as rq
 
-    if family == "mx":
-        return {n: rq.mx.get(n) for n in rq.mx.names()}
-    return dict((rq.nvfp4 if family == "nvfp4" else rq.nf4).CONVENTIONS)
+    registry = {"mx": rq.mx, "nvfp4": rq.nvfp4, "nf4": rq.nf4}[family].conventions
+    return {n: registry.get(n) for n in registry.names()}
 
 
 def _row(family, convention):

@@ -614,7 +614,8 @@ def float_sweep(candidate, fmt, scale=1.0, *, dtype, op="quantize", convention="
     differing patterns and the edge inputs (float32).
 
     >>> import numpy as np, refquant as rq
-    >>> r = rq.golden.sweep("torch", fmt=rq.float8_e5m2, dtype="bfloat16", op="quantize")
+    >>> r = rq.golden.sweep("torch", fmt=rq.float8_e5m2, dtype="bfloat16",  # doctest: +NEEDS_TORCH
+    ...                     op="quantize")
     >>> r.total, r.mismatches, r.diagnosis.matches, r.diagnosis.causes
     (65536, 28960, [('torch', 'half_even')], {'clamp/saturation': 28706, 'nan/inf handling': 254})
     """

@@ -78,7 +78,7 @@ def _compare(backend, label, convention, run_backend, *, fake, dtype=np.float32,
     total = n = excluded = 0
     note = ""
     for s, z, lo, hi in configs:
-        x, scale, zp = _inputs(s, z, lo, hi, dtype, axis, drop_nan=False)
+        x, scale, zp = _inputs(s, z, lo, hi, dtype, axis)
         if exclude is not None:
             drop = exclude(x, scale)
             excluded += int(drop.sum())
@@ -98,7 +98,7 @@ def _compare(backend, label, convention, run_backend, *, fake, dtype=np.float32,
     return _row(backend, label, convention, total, n, note)
 
 
-def _inputs(s, z, lo, hi, dtype, axis, drop_nan):
+def _inputs(s, z, lo, hi, dtype, axis):
     if axis is None:
         x = edge_inputs(s, z, qmin=lo, qmax=hi, dtype=dtype, n_random=2000)
         scale, zp = s, z
@@ -109,8 +109,6 @@ def _inputs(s, z, lo, hi, dtype, axis, drop_nan):
                 for i, (si, zi) in enumerate(zip(scale, zp))]
         n = min(map(len, cols))
         x = np.stack([c[:n] for c in cols], axis=1)
-    if drop_nan:
-        x = x[~np.isnan(x.astype(np.float64))] if x.ndim == 1 else x
     return x, scale, zp
 
 

@@ -40,7 +40,27 @@ def _int_max(bitwidth: int) -> int:
     return 2 ** (int(bitwidth) - 1) - 1
 
 
-class MinMaxQuant(torch.nn.Module):
+class _ApproxQuant(torch.nn.Module):
+    """TorchApprox's ``bitwidth`` and ``int_max`` (``2**(bitwidth - 1) - 1`` signed, else
+    ``2**bitwidth - 1``)."""
+
+    signed = True
+
+    def __init__(self, bitwidth: int):
+        super().__init__()
+        self._bitwidth = int(bitwidth)
+        _int_max(self._bitwidth)
+
+    @property
+    def bitwidth(self) -> int:
+        return self._bitwidth
+
+    @property
+    def int_max(self) -> int:
+        return _int_max(self._bitwidth) if self.signed else 2**self._bitwidth - 1
+
+
+class MinMaxQuant(_ApproxQuant):
     """Symmetric min-max quantizer with TorchApprox's ``MinMaxQuant(bitwidth=8)`` interface.
 
     ``quantize(x)``: the range is ``max|x|`` of this x (TorchApprox's stateless rule; it is kept in
@@ -58,18 +78,8 @@ class MinMaxQuant(torch.nn.Module):
     """
 
     def __init__(self, bitwidth: int = 8):
-        super().__init__()
-        self._bitwidth = int(bitwidth)
-        _int_max(self._bitwidth)
+        super().__init__(bitwidth)
         self.register_buffer("minmax", torch.tensor(1.0))
-
-    @property
-    def bitwidth(self) -> int:
-        return self._bitwidth
-
-    @property
-    def int_max(self) -> int:
-        return _int_max(self._bitwidth)
 
     @property
     def scale_factor(self) -> float:
@@ -115,7 +125,7 @@ class MinMaxQuant(torch.nn.Module):
         return _Codes.apply(x, codes_t, self.scale_factor)
 
 
-class PACTQuant(torch.nn.Module):
+class PACTQuant(_ApproxQuant):
     """PACT quantizer with a learnable ``alpha`` and TorchApprox's ``PACTQuant(bitwidth=8)``
     interface (symmetric around zero, ``alpha`` initially 2.2, as TorchApprox's).
 
@@ -132,19 +142,9 @@ class PACTQuant(torch.nn.Module):
     """
 
     def __init__(self, bitwidth: int = 8, alpha: float = 2.2, signed: bool = True):
-        super().__init__()
-        self._bitwidth = int(bitwidth)
-        _int_max(self._bitwidth)
+        super().__init__(bitwidth)
         self.signed = bool(signed)
         self.alpha = torch.nn.Parameter(torch.tensor([float(alpha)]))
-
-    @property
-    def bitwidth(self) -> int:
-        return self._bitwidth
-
-    @property
-    def int_max(self) -> int:
-        return _int_max(self._bitwidth) if self.signed else 2**self._bitwidth - 1
 
     @property
     def scale_factor(self) -> float:
@@ -156,10 +156,9 @@ class PACTQuant(torch.nn.Module):
 
     def quantize(self, x):
         """TorchApprox's ``quantize``: the integer codes ``round_half_even(clip(x, lo, alpha) * n /
-        alpha)`` of :meth:`forward` (``lo = -alpha`` signed, else 0; ``n = int_max``), recovered
-        from ``rq.pact.fake_quantize`` on a float32 (float64 for float64 x) copy, as a float tensor
-        of x's dtype. Gradient ``grad * scale_factor`` (``n / alpha``, float64) to x, none to
-        ``alpha``.
+        alpha)`` of :meth:`forward` (``lo = -alpha`` signed, else 0; ``n = int_max``):
+        ``rq.pact.quantize`` (NaN gives NaN), as a float tensor of x's dtype. Gradient ``grad *
+        scale_factor`` (``n / alpha``, float64) to x, none to ``alpha``.
 
         >>> import torch, refquant_torch as rqt
         >>> q = rqt.nn.PACTQuant(4, alpha=1.75)
@@ -170,12 +169,11 @@ class PACTQuant(torch.nn.Module):
         ([4.0, 4.0, 4.0], None)
         """
         check_float_tensor(x)
-        alpha = self.alpha.detach()
-        # the core's PACT on a float32/float64 copy: its output q * alpha / n is close enough to
-        # recover q exactly (|q| <= n < 2**22), which a half-precision output is not
-        wide = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-        fake = rq.pact.fake_quantize(to_numpy(wide), float(alpha.to(torch.float64)),
-                                     bits=self._bitwidth, signed=self.signed)
-        codes = np.rint(fake.astype(np.float64) * self.int_max / float(alpha.to(torch.float64)))
+        xs = to_numpy(x)
+        nan = np.isnan(xs)  # NaN has no PACT level: its code is NaN
+        codes = rq.pact.quantize(np.where(nan, np.zeros_like(xs), xs) if nan.any() else xs,
+                                 float(self.alpha.detach().to(torch.float64)), bits=self._bitwidth,
+                                 signed=self.signed)
+        codes = np.where(nan, np.nan, codes)
         codes_t = from_numpy(codes, x.device).to(x.dtype)
         return _Codes.apply(x, codes_t, self.scale_factor)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+import refquant as rq
+
 from .. import lowp
 
 __all__ = ["FloatFakeQuantize", "MXFakeQuantize", "NVFP4FakeQuantize", "NF4FakeQuantize"]
@@ -86,7 +88,7 @@ class NVFP4FakeQuantize(torch.nn.Module):
 
     def __init__(self, *, global_scale=None, convention="exact"):
         super().__init__()
-        lowp._convention_key(convention, lowp._nvfp4_lookup, "nvfp4")
+        rq.nvfp4.conventions.get(convention)  # a ValueError names the known conventions
         self.convention = convention
         g = None if global_scale is None else torch.as_tensor(global_scale, dtype=torch.float32).reshape(())
         self.register_buffer("global_scale", g)
@@ -110,7 +112,7 @@ class NF4FakeQuantize(torch.nn.Module):
     def __init__(self, *, block=64, double_quant=False, convention="bitsandbytes", codebook="nf4",
                  nested_block=256):
         super().__init__()
-        lowp._convention_key(convention, lowp._nf4_lookup, "nf4")
+        rq.nf4.conventions.get(convention)
         self.block, self.double_quant, self.convention = block, double_quant, convention
         self.codebook, self.nested_block = codebook, nested_block
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 
-import ml_dtypes
 import numpy as np
+import pytest
 
 from refquant.checkpoint import save_file
+
+ml_dtypes = pytest.importorskip("ml_dtypes")  # the layouts hold bfloat16 weights
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 

@@ -11,11 +11,10 @@ from tests.references import (
     assert_bitwise_equal,
     exact_code,
     exact_fake,
+    float_dtype,
     round_to_format,
     tie_heavy,
 )
-
-ml_dtypes = pytest.importorskip("ml_dtypes")
 
 CONFIGS = [  # (scale, zero point, qmin, qmax)
     (0.1, 0, -128, 127),
@@ -65,7 +64,7 @@ def every_pattern(dtype):
 @pytest.mark.parametrize("s,z,lo,hi", [(0.01, 0, -128, 127), (1 / 3, 7, 0, 15), (1e-6, -3, -8, 7)])
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_every_half_precision_pattern(dtype_name, s, z, lo, hi):
-    dtype = np.dtype(np.float16) if dtype_name == "float16" else np.dtype(ml_dtypes.bfloat16)
+    dtype = float_dtype(dtype_name)
     x = every_pattern(dtype)
     finite_or_inf = ~np.isnan(x.astype(np.float32))
     values = x.astype(np.float32).astype(np.float64)[finite_or_inf]
@@ -125,7 +124,7 @@ def midpoint_products(dtype_name):
 @pytest.mark.parametrize("dtype_name", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("n", [3, 70_000])  # the serial and the parallel kernels
 def test_products_on_a_midpoint_round_once(dtype_name, n):
-    dtype = np.dtype(ml_dtypes.bfloat16) if dtype_name == "bfloat16" else np.dtype(dtype_name)
+    dtype = float_dtype(dtype_name)
     pairs = midpoint_products(dtype_name)
     assert len(pairs) > 20
     for q, s in pairs:

@@ -57,17 +57,18 @@ def test_per_channel_equals_slices():
     s = np.float32([0.1, 0.05, 0.2, 0.3])
     z = np.float32([0, 1, -2, 3])
     for conv in ("lsq", "torch.learnable"):
+        fma = {"fma": True} if conv == "torch.learnable" else {}  # the variant, not the probe
         gx, gs, gz = rq.lsq.fake_quantize_grad(x.T, s, z, g.T, qmin=-8, qmax=7, axis=1,
-                                               convention=conv, reduce=False)
+                                               convention=conv, reduce=False, **fma)
         for c in range(4):
-            kw = {"qmin": -8, "qmax": 7, "convention": conv, "reduce": False, "axis": 0}
+            kw = {"qmin": -8, "qmax": 7, "convention": conv, "reduce": False, "axis": 0, **fma}
             ex, es, ez = rq.lsq.fake_quantize_grad(x[c:c + 1], s[c:c + 1], z[c:c + 1],
                                                    g[c:c + 1], **kw)
             assert_bitwise_equal(gx.T[c], ex[0])
             assert_bitwise_equal(gs.T[c], es[0])
             assert_bitwise_equal(gz.T[c], ez[0])
         _, rs, rz = rq.lsq.fake_quantize_grad(x.T, s, z, g.T, qmin=-8, qmax=7, axis=1,
-                                              convention=conv)
+                                              convention=conv, **fma)
         assert rs.shape == rz.shape == (4,) and rs.dtype == np.float32
         want = gs.astype(np.float64).sum(axis=0).astype(np.float32)
         if conv == "torch.learnable":  # float32 terms summed in float64
@@ -81,7 +82,7 @@ def test_torch_learnable_zero_point_rules_and_fma_switch():
     x = np.float32([1.25])
     g = np.float32([1.0])
     gx, gs, gz = rq.lsq.fake_quantize_grad(x, 0.1, 2.5, g, qmin=0, qmax=15,
-                                           convention="torch.learnable")
+                                           convention="torch.learnable", fma=True)
     assert gx.tolist() == [0.0] and float(gs) == 12.0 and float(gz) == np.float32(-0.1)
     # the lsq convention decides on x / s before rounding: inside
     gx, _, _ = rq.lsq.fake_quantize_grad(x, 0.1, 2, g, qmin=0, qmax=15)
@@ -100,7 +101,7 @@ def test_errors_and_no_mutation():
     x = np.float32([0.1, 0.2])
     g = np.float32([1.0, 1.0])
     x0, g0 = x.copy(), g.copy()
-    rq.lsq.fake_quantize_grad(x, 0.1, 0, g, qmin=-8, qmax=7, convention="torch.learnable")
+    rq.lsq.fake_quantize_grad(x, 0.1, 0, g, qmin=-8, qmax=7, convention="torch.learnable", fma=False)
     assert_bitwise_equal(x, x0)
     assert_bitwise_equal(g, g0)
     with pytest.raises(ValueError, match="convention"):

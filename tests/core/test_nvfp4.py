@@ -68,7 +68,7 @@ def test_codes_are_the_formats_bit_patterns(convention):
     q, s, g = rq.nvfp4.quantize(x, global_scale=0.01, convention=convention)
     deq = rq.nvfp4.dequantize(q, s, g, convention=convention, dtype=np.float64)
     dec = rq.decode(q, rq.float4_e2m1fn, dtype=np.float64)
-    if not rq.nvfp4.CONVENTIONS[convention].dequant_negative_zero:
+    if not rq.nvfp4.conventions.get(convention).dequant_negative_zero:
         dec = np.where(dec == 0, 0.0, dec)
     sdec = np.repeat(rq.decode(s, rq.float8_e4m3fn, dtype=np.float64), 16, axis=-1)
     gdec = np.float64(np.float32(1) / np.float32(g)) if convention == "transformer_engine" else float(g)

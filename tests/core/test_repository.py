@@ -45,3 +45,12 @@ def test_no_text_points_outside_the_repository():
                 hits += [f"{p.relative_to(ROOT)}:{i + 1}"
                          for i, line in enumerate(p.read_text().splitlines()) if pattern.search(line)]
     assert hits == []
+
+
+def test_the_adapter_uses_only_public_core_names():
+    """refquant_torch reaches the core through its public modules (``refquant.interop`` holds what
+    an adapter needs beyond the API), never a private ``refquant._*`` module."""
+    private = re.compile(r"\brefquant\._[a-z]")
+    offenders = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "refquant_torch").rglob("*.py"))
+                 if private.search(p.read_text())]
+    assert offenders == []

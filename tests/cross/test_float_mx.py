@@ -198,7 +198,7 @@ def test_microxcaling_transcription(name, rnd):
     x = adversarial_blocks(name if name != "int8" else "float8_e4m3fn")
     x = np.concatenate([x, nonfinite_blocks()])
     want = microxcaling_quantize_mx(torch.from_numpy(x), *_MXC[name], rnd).numpy()
-    conv = rq.mx.get("microxcaling").replace(microxcaling_round=rnd)
+    conv = rq.mx.conventions.get("microxcaling").replace(microxcaling_round=rnd)
     got = rq.mx.fake_quantize(x, getattr(rq, name), convention=conv)
     same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
     bad = np.argwhere(~same)
@@ -300,7 +300,7 @@ def test_brevitas_mx(name):
 
 def _other_mx(x, fmt):
     """fake_quantize under every MX convention but brevitas that implements fmt for x."""
-    for conv in rq.mx.names():
+    for conv in rq.mx.conventions.names():
         if conv == "brevitas":
             continue
         try:
@@ -378,7 +378,7 @@ def test_onnx_blocked_quantize_linear_e8m0(name):
     code is 0): the last assert turns red when that is fixed, so that dequantize gets compared."""
     fmt = getattr(rq, name)
     x = adversarial_blocks(name if name != "int8" else "float8_e4m3fn").reshape(-1, 64)
-    conv = rq.mx.get("ocp").replace(mxint8_min=-128) if name == "int8" else "ocp"
+    conv = rq.mx.conventions.get("ocp").replace(mxint8_min=-128) if name == "int8" else "ocp"
     codes, scales = rq.mx.quantize(x, fmt, convention=conv)
     onnx_scales = (scales.astype(np.int64) - (6 if name == "int8" else 0)).clip(0, 254).astype(np.uint8)
     keep = (scales >= 6).all(axis=1)  # MXINT8's 2**(E - 6) needs E - 6 >= -127

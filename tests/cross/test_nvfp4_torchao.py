@@ -82,7 +82,7 @@ def test_nan_times_nan_lanes_differ():
     (code 4) in all 16 positions, torch's DEFAULT kernels in the first 3 only (code 3 after)."""
     x = np.full((1, 16), np.nan, np.float32)
     vec, _, _ = rq.nvfp4.quantize(x, global_scale=0.01, convention="torchao")
-    default = rq.nvfp4.CONVENTIONS["torchao"].replace(nan_multiplier_lanes=3)
+    default = rq.nvfp4.conventions.get("torchao").replace(nan_multiplier_lanes=3)
     dft, _, _ = rq.nvfp4.quantize(x, global_scale=0.01, convention=default)
     assert vec.tolist() == [[4] * 16] and dft.tolist() == [[4] * 3 + [3] * 13]
 

@@ -45,7 +45,8 @@ def test_exact_fake_quantize_matches_the_oracle(case):
     x = case.x
     y = ours_or_reject(lambda: rq.fake_quantize(x, case.scale, case.zero_point, qmin=case.qmin,
                                                 qmax=case.qmax))
-    fmt = FMT[x.dtype.name if x.dtype != BF16 else "bfloat16"]
+    # (np.dtype compares equal to None as float64: test BF16 first)
+    fmt = "bfloat16" if BF16 is not None and x.dtype == BF16 else FMT[x.dtype.name]
     want = np.array([exact_fake(float(v), case.scale, case.zero_point, case.qmin, case.qmax, fmt)
                      for v in x.astype(np.float64).ravel(order="C")]).astype(x.dtype.newbyteorder("="))
     assert_bitwise_equal(np.ascontiguousarray(y).astype(want.dtype).ravel(), want, repr(case))

@@ -1,6 +1,7 @@
 """The refquant command's contract: one meaning per exit code, foreign files refused cleanly,
 candidate kernels from files, manifests that carry their convention's knobs, no warnings."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -175,11 +176,13 @@ def test_no_warning_escapes_any_command(tmp_path, kern):
         ["report", "--only", "refquant", "--json"],
         ["golden", "--scale", "0", "--qmin", "0", "--qmax", "7", "-o", str(tmp_path / "z.npz")],
     ]
+    if importlib.util.find_spec("ml_dtypes") is None:  # bfloat16 inputs need ml_dtypes
+        commands = [c for c in commands if "bfloat16" not in c and str(bf) not in c]
     for args in commands:   # --debug prints every warning recorded while the command ran
         code, out, err = cli(*args, "--debug")
         assert "warning" not in err.lower(), (args, err)
         assert code in (0, 1, 2), (args, code, err)
-    for args in commands[3:5]:  # and in a fresh process with warnings as errors
+    for args in (["check", str(f)], ["identify", str(f)]):  # a fresh process, warnings as errors
         p = run(*args)
         assert p.returncode == 0 and not p.stderr, (args, p.stderr)
     p = run("sweep", *QP, "--op", "quantize", "--candidate", "tflite", "--dtype", "float16")

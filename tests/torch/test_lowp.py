@@ -133,7 +133,7 @@ def test_mx_equals_core(dtype, fmt, convention):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("convention", list(rq.nvfp4.CONVENTIONS))
+@pytest.mark.parametrize("convention", rq.nvfp4.conventions.names())
 def test_nvfp4_equals_core(dtype, convention):
     rng = np.random.default_rng(2)
     x = torch.tensor(rng.standard_normal((2, 32)) * 3, dtype=torch.float64).to(dtype)

@@ -6,21 +6,13 @@ import pytest
 torch = pytest.importorskip("torch")
 import refquant_torch as rqt  # noqa: E402
 
+from .. import references  # noqa: E402
 from .test_functional import assert_same_bits  # noqa: E402
 
 
 def aimet_range(x_min, x_max, bits, symmetric):
-    """MinMaxEncodingAnalyzer.compute_encodings_from_stats written out in NumPy float32."""
-    f32 = np.float32
-    n = 2**bits - 1
-    tiny, big = np.finfo(f32).tiny, np.finfo(f32).max
-    lo, hi = np.minimum(f32(x_min), f32(0)), np.maximum(f32(x_max), f32(0))
-    adj = f32(tiny) * f32((hi - lo) / f32(n) < tiny)
-    hi, lo = f32(hi + f32(n // 2) * adj), f32(lo - f32(-(-n // 2)) * adj)
-    if symmetric:
-        d = np.maximum(f32(hi / f32(n // 2)), f32(-lo / f32(-(-n // 2))))
-        lo, hi = f32(-(-n // 2)) * -d, f32(n // 2) * d
-    return np.clip(lo, -big, None), np.clip(hi, None, big)
+    lo, hi = references.aimet_range(x_min, x_max, 2**bits - 1, symmetric)
+    return np.float32(lo), np.float32(hi)
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
