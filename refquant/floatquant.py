@@ -257,9 +257,10 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
         k.encode_scaled_certified_kernel(xk.size, t, gidx, scales, *cast.fp, cast.sp, cast.mode, rne, out)
     else:
         k.encode_scaled_kernel(xk.size, t, gidx, scales, *cast.fp, cast.sp, cast.mode, u, out)
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # only compared with bands
-        band_t = t if scales is None else xk / (scales[gidx] if gidx.size else scales[0])
-    cast.apply_band(band_t, out)
+    if cast.conv.band and not cast.saturate:
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # only compared with bands
+            band_t = t if scales is None else xk / (scales[gidx] if gidx.size else scales[0])
+        cast.apply_band(band_t, out)
     cast.apply_nan_bits(t, out)
     return out
 

@@ -166,7 +166,7 @@ def quotient_needs_exact(b, M, emin, nearest):
     sh = sh if sh < 62 else 62  # m < 2**53: nothing changes beyond
     rem = m & ((1 << sh) - 1)
     hit = (rem == (1 << (sh - 1))) if nearest else (rem == 0)
-    return hit or ef == 0 or ef == 0x7FF
+    return hit | (ef == 0) | (ef == 0x7FF)
 
 
 @kernel
@@ -186,13 +186,16 @@ def rne64_code(b, c):
     addition of ``2**(emin - M + 52)`` is one RNE onto the subnormal grid below ``2**emin``."""
     sh, rebias, half_m1, min_normal_bits, magic_bits, mx, sb, ovf_p, ovf_n, und_p, und_n = c
     a = b & _ABS64
-    neg = b < 0
     normal = (a - rebias + half_m1 + ((a >> sh) & 1)) >> sh
     sub = f64_to_bits(bits_to_f64(a) + bits_to_f64(magic_bits)) - magic_bits
     mag = normal if a >= min_normal_bits else sub
-    code = (mag | sb) if neg else mag
-    code = (ovf_n if neg else ovf_p) if mag > mx else code
-    return (und_n if neg else und_p) if mag == 0 else code
+    m = np.int32(mag if mag <= mx else mx + 1)  # int32 lanes from here: selects that vectorise
+    neg = np.int32(b >> 63)  # 0 or -1: sign masks instead of branches on the sign
+    code = m | (np.int32(sb) & neg)
+    ovf = (np.int32(ovf_n) & neg) | (np.int32(ovf_p) & ~neg)
+    und = (np.int32(und_n) & neg) | (np.int32(und_p) & ~neg)
+    code = ovf if m > np.int32(mx) else code
+    return und if m == 0 else code
 
 
 @sized_kernel
@@ -212,6 +215,18 @@ def encode_scaled_certified_kernel(x, gidx, scales, M, emin, bias, max_mag, sign
     per_group = gidx.size > 0
     nearest = mode <= HALF_DOWN
     c = rne64_consts(M, emin, bias, max_mag, sign_bit, sp)
+    if rne:  # branch-free first pass (it vectorises), the rare boundary cases after it
+        fix = np.empty(x.size, np.bool_)
+        for i in prange(x.size):
+            b = f64_to_bits(np.float64(x[i]) / (scales[gidx[i]] if per_group else scales[0]))
+            fix[i] = quotient_needs_exact(b, M, emin, True)
+            out[i] = rne64_code(b, c)
+        for i in prange(x.size):
+            if fix[i]:
+                s = scales[gidx[i]] if per_group else scales[0]
+                out[i] = encode_quotient(np.float64(x[i]), s, M, emin, bias, max_mag, sign_bit, sp,
+                                         mode, 0.0)
+        return
     for i in prange(x.size):
         xi = np.float64(x[i])
         s = scales[gidx[i]] if per_group else scales[0]
@@ -219,8 +234,6 @@ def encode_scaled_certified_kernel(x, gidx, scales, M, emin, bias, max_mag, sign
         b = f64_to_bits(t)
         if quotient_needs_exact(b, M, emin, nearest):
             out[i] = encode_quotient(xi, s, M, emin, bias, max_mag, sign_bit, sp, mode, 0.0)
-        elif rne:
-            out[i] = rne64_code(b, c)
         else:
             out[i] = encode_value(t, M, emin, bias, max_mag, sign_bit, sp, mode, 0.0)
 
