@@ -253,7 +253,7 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
         else:
             k.encode_kernel(xk.size, t, *cast.fp, cast.sp, cast.mode, u, out)
     elif cast.mode != STOCHASTIC:
-        rne = cast.mode == 0 and cast.fmt.subnormals and cast.sp[k.SP_NEG] < 0
+        rne = cast.mode <= k.HALF_DOWN and cast.fmt.subnormals and cast.sp[k.SP_NEG] < 0
         k.encode_scaled_certified_kernel(xk.size, t, gidx, scales, *cast.fp, cast.sp, cast.mode, rne, out)
     else:
         k.encode_scaled_kernel(xk.size, t, gidx, scales, *cast.fp, cast.sp, cast.mode, u, out)

@@ -210,8 +210,9 @@ def encode_scaled_certified_kernel(x, gidx, scales, M, emin, bias, max_mag, sign
     float64 for any 8-bit format. Rounding to float64 is monotone and fixes float64s,
     so ``r`` and ``t`` lie on the same side of every boundary unless ``t`` is one; then the codes
     of ``t`` and ``r`` agree. Where :func:`quotient_needs_exact` says ``t`` is a boundary (or 0,
-    a float64 subnormal, inf or NaN), the exact :func:`encode_quotient` decides. ``rne``: half to
-    even on a format with subnormals and no negative-code special (:func:`rne64_code`)."""
+    a float64 subnormal, inf or NaN), the exact :func:`encode_quotient` decides. ``rne``: a
+    nearest mode on a format with subnormals and no negative-code special; the nearest modes
+    differ only at midpoints, which go to the exact path, so :func:`rne64_code` serves them all."""
     per_group = gidx.size > 0
     nearest = mode <= HALF_DOWN
     c = rne64_consts(M, emin, bias, max_mag, sign_bit, sp)
