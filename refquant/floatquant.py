@@ -234,11 +234,15 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
             k.encode_f32_half_even_kernel.serial(t, *cast.fp, cast.sp, out)
         else:
             k.encode_kernel(xk.size, t, *cast.fp, cast.sp, cast.mode, u, out)
+    elif cast.mode != STOCHASTIC:
+        rne = cast.mode <= k.HALF_DOWN and cast.fmt.subnormals and cast.sp[k.SP_NEG] < 0
+        k.encode_scaled_certified_kernel(xk.size, t, gidx, scales, *cast.fp, cast.sp, cast.mode, rne, out)
     else:
         k.encode_scaled_kernel(xk.size, t, gidx, scales, *cast.fp, cast.sp, cast.mode, u, out)
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # only compared with bands
-        band_t = t if scales is None else xk / (scales[gidx] if gidx.size else scales[0])
-    cast.apply_band(band_t, out)
+    if cast.conv.band and not cast.saturate:
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # only compared with bands
+            band_t = t if scales is None else xk / (scales[gidx] if gidx.size else scales[0])
+        cast.apply_band(band_t, out)
     cast.apply_nan_bits(t, out)
     return out
 

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ._jit import bits_to_f32, f32_to_bits, f64_to_bits, kernel, prange, sized_kernel
+from ._jit import bits_to_f32, bits_to_f64, f32_to_bits, f64_to_bits, kernel, prange, sized_kernel
 from ._round import round_quotient
 
 HALF_EVEN, HALF_AWAY, HALF_UP, HALF_DOWN, FLOOR, CEIL, TOWARD_ZERO, STOCHASTIC = range(8)
@@ -148,6 +148,95 @@ def encode_scaled_kernel(x, gidx, scales, M, emin, bias, max_mag, sign_bit, sp, 
         s = scales[gidx[i]] if per_group else scales[0]
         out[i] = encode_quotient(np.float64(x[i]), s, M, emin, bias, max_mag, sign_bit, sp, mode,
                                  u[i] if stochastic else 0.0)
+
+
+@kernel
+def quotient_needs_exact(b, M, emin, nearest):
+    """Whether the float64 quotient ``t`` (bits ``b``) may round differently from the real quotient
+    it approximates: ``t`` is 0, a float64 subnormal, inf or NaN, or ``t`` lies exactly on one of
+    the format's rounding boundaries (nearest modes: a midpoint ``(n + 1/2) * 2**q`` between
+    neighbours on the grid of ``t``'s binade, the overflow and underflow thresholds included;
+    directed modes: a grid point ``n * 2**q``). Branch-free."""
+    a = b & _ABS64
+    ef = a >> 52
+    m = (a & _MANT64) | (1 << 52)
+    k = ef - 1023
+    q = (k if k > emin else emin) - M
+    sh = q - (ef - 1075)  # >= 52 - M: the bits of m below the quantum 2**q
+    sh = sh if sh < 62 else 62  # m < 2**53: nothing changes beyond
+    rem = m & ((1 << sh) - 1)
+    hit = (rem == (1 << (sh - 1))) if nearest else (rem == 0)
+    return hit | (ef == 0) | (ef == 0x7FF)
+
+
+@kernel
+def rne64_consts(M, emin, bias, max_mag, sign_bit, sp):
+    """The int64 constants of :func:`rne64_code` for one format and convention."""
+    sh = 52 - M
+    return (np.int64(sh), np.int64((1023 - bias) << 52), np.int64((1 << (sh - 1)) - 1),
+            np.int64((emin + 1023) << 52), np.int64((emin - M + 52 + 1023) << 52), np.int64(max_mag),
+            np.int64(sign_bit), np.int64(sp[SP_OVF_POS]), np.int64(sp[SP_OVF_NEG]),
+            np.int64(sp[SP_UNDER_POS]), np.int64(sp[SP_UNDER_NEG]))
+
+
+@kernel
+def rne64_code(b, c):
+    """The half-to-even code of the finite, nonzero, float64-normal ``t`` whose bits are ``b``
+    (formats with subnormals and signed values): :func:`rne32_code` on float64 bits. The float64
+    addition of ``2**(emin - M + 52)`` is one RNE onto the subnormal grid below ``2**emin``."""
+    sh, rebias, half_m1, min_normal_bits, magic_bits, mx, sb, ovf_p, ovf_n, und_p, und_n = c
+    a = b & _ABS64
+    normal = (a - rebias + half_m1 + ((a >> sh) & 1)) >> sh
+    sub = f64_to_bits(bits_to_f64(a) + bits_to_f64(magic_bits)) - magic_bits
+    mag = normal if a >= min_normal_bits else sub
+    m = np.int32(mag if mag <= mx else mx + 1)  # int32 lanes from here: selects that vectorise
+    neg = np.int32(b >> 63)  # 0 or -1: sign masks instead of branches on the sign
+    code = m | (np.int32(sb) & neg)
+    ovf = (np.int32(ovf_n) & neg) | (np.int32(ovf_p) & ~neg)
+    und = (np.int32(und_n) & neg) | (np.int32(und_p) & ~neg)
+    code = ovf if m > np.int32(mx) else code
+    return und if m == 0 else code
+
+
+@sized_kernel
+def encode_scaled_certified_kernel(x, gidx, scales, M, emin, bias, max_mag, sign_bit, sp, mode, rne, out):
+    """:func:`encode_scaled_kernel` for the deterministic modes, certified by one float64 division.
+
+    ``t = float64(x) / s`` is the real quotient ``r`` correctly rounded. Every rounding boundary
+    of every supported format is a float64: the midpoints ``(2n + 1) * 2**(q - 1)`` (nearest modes)
+    and grid points ``n * 2**q`` (directed modes) have at most ``M + 2`` significant bits and
+    exponents in ``[emin - M - 1, emax + 1]``: at most 5 bits and exponents in ``[-128, 128]``
+    for the named formats (e4m3fn, e4m3fnuz, e5m2, e5m2fnuz, e8m0, e2m3, e3m2, e2m1), and a
+    float64 for any 8-bit format. Rounding to float64 is monotone and fixes float64s,
+    so ``r`` and ``t`` lie on the same side of every boundary unless ``t`` is one; then the codes
+    of ``t`` and ``r`` agree. Where :func:`quotient_needs_exact` says ``t`` is a boundary (or 0,
+    a float64 subnormal, inf or NaN), the exact :func:`encode_quotient` decides. ``rne``: a
+    nearest mode on a format with subnormals and no negative-code special; the nearest modes
+    differ only at midpoints, which go to the exact path, so :func:`rne64_code` serves them all."""
+    per_group = gidx.size > 0
+    nearest = mode <= HALF_DOWN
+    c = rne64_consts(M, emin, bias, max_mag, sign_bit, sp)
+    if rne:  # branch-free first pass (it vectorises), the rare boundary cases after it
+        fix = np.empty(x.size, np.bool_)
+        for i in prange(x.size):
+            b = f64_to_bits(np.float64(x[i]) / (scales[gidx[i]] if per_group else scales[0]))
+            fix[i] = quotient_needs_exact(b, M, emin, True)
+            out[i] = rne64_code(b, c)
+        for i in prange(x.size):
+            if fix[i]:
+                s = scales[gidx[i]] if per_group else scales[0]
+                out[i] = encode_quotient(np.float64(x[i]), s, M, emin, bias, max_mag, sign_bit, sp,
+                                         mode, 0.0)
+        return
+    for i in prange(x.size):
+        xi = np.float64(x[i])
+        s = scales[gidx[i]] if per_group else scales[0]
+        t = xi / s
+        b = f64_to_bits(t)
+        if quotient_needs_exact(b, M, emin, nearest):
+            out[i] = encode_quotient(xi, s, M, emin, bias, max_mag, sign_bit, sp, mode, 0.0)
+        else:
+            out[i] = encode_value(t, M, emin, bias, max_mag, sign_bit, sp, mode, 0.0)
 
 
 @sized_kernel
