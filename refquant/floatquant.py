@@ -234,7 +234,7 @@ def _encode_flat(cast: _Cast, xk: np.ndarray, scales, gidx, rng) -> np.ndarray:
             k.encode_f32_half_even_kernel.serial(t, *cast.fp, cast.sp, out)
         else:
             k.encode_kernel(xk.size, t, *cast.fp, cast.sp, cast.mode, u, out)
-    elif cast.mode != STOCHASTIC:
+    elif cast.mode != k.STOCHASTIC:
         rne = cast.mode <= k.HALF_DOWN and cast.fmt.subnormals and cast.sp[k.SP_NEG] < 0
         k.encode_scaled_certified_kernel(xk.size, t, gidx, scales, *cast.fp, cast.sp, cast.mode, rne, out)
     else:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,7 +14,10 @@ from hypothesis import strategies as st
 import refquant as rq
 from refquant import floatquant as fq
 from refquant._kernels import _float as k
+from refquant._validation import flat_float
 from tests.float_oracles import MODES, SPEC, positive_levels, round_code
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
 
 NAMES = list(SPEC)
 F32_TINY = float(np.float32(1.4e-45))  # float32 subnormal scales
@@ -26,7 +28,7 @@ SCALES = [1.0, 0.1, 3.0, 1.0 / 3.0, 2.0**-20, 7.0e12, 1e-300, 1e300, 1e-30, F32_
 def slow_codes(x, scales, gidx, name, mode, saturate=None):
     """The codes of the exact quotient path (encode_quotient on every element)."""
     cast = fq._Cast(getattr(rq, name), "exact", saturate, mode)
-    xk = fq._flat(x)
+    xk = flat_float(x)
     out = np.empty(xk.size, np.uint8)
     k.encode_scaled_kernel.serial(xk, gidx, scales, *cast.fp, cast.sp, cast.mode, np.empty(0), out)
     return out.reshape(x.shape)
