@@ -49,11 +49,13 @@ class ZeroPoint(IntEnum):
 
 class ZeroPointAdd(IntEnum):
     """The add of an after-rounding zero point: exact integer, a float add in the compute dtype, or
-    a float add in the promotion of the compute dtype and the zero point's dtype."""
+    a float add in the promotion of the compute dtype and the zero point's dtype; or (before or
+    after rounding) a float add in the compute dtype whose sum is rounded to float32 again."""
 
     INTEGER = 0
     COMPUTE = 1
     PROMOTE = 2
+    FLOAT32 = 3
 
 
 class Rounding(IntEnum):

@@ -228,7 +228,7 @@ class _Plan:
                                  "float64, which holds every integer only up to 2**53")
         layout = _Layout(shape, scale, zero_point, spec.axis, spec.block_size,
                          array_name="q" if for_dequantize else "x")
-        float_zp = layout.zero_point.dtype.kind == "f"
+        float_zp = layout.zero_point.dtype.kind == "f" or is_bfloat16(layout.zero_point.dtype)
         conv = spec.convention.resolve(per_channel=layout.per_channel, float_zero_point=float_zp,
                                        wide=(hi - lo) >= 256)
         x_fmt = float_code(x_dtype)
@@ -243,7 +243,7 @@ class _Plan:
             "float16": _F16,
             "bfloat16": _BF16,
         }[conv.compute]
-        a_fmt = c_fmt
+        a_fmt = _F32 if conv.zero_point_add == "float32" else c_fmt
         if conv.zero_point_add == "promote" and float_zp and isinstance(zero_point, (np.ndarray, np.generic)):
             a_fmt = _promote(c_fmt, float_code(layout.zero_point.dtype))
         return cls(lo, hi, layout, conv,
@@ -254,7 +254,7 @@ class _Plan:
 
     @staticmethod
     def _zero_points(zps, conv, for_dequantize, lo, hi):
-        if zps.dtype.kind not in "iuf" or zps.dtype == np.bool_:
+        if (zps.dtype.kind not in "iuf" or zps.dtype == np.bool_) and not is_bfloat16(zps.dtype):
             raise TypeError(f"zero_point must be integer or float; got dtype {zps.dtype}")
         if zps.dtype.kind in "iu" and zps.dtype.itemsize == 8:
             _check_exact_integers(zps, "zero_point")

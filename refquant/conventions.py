@@ -30,7 +30,9 @@ zero_point_add
     for ``after_round``: ``"integer"`` (exact), ``"compute"`` (a float add in the compute dtype) or
     ``"promote"`` (a float add in the promotion of the compute dtype and a float zero point's dtype,
     the ``cast_last`` clamp bounds rounded to it too: torch adds a float32 zero-point tensor to
-    bfloat16 codes in float32; integer zero points and Python floats leave the compute dtype).
+    bfloat16 codes in float32; integer zero points and Python floats leave the compute dtype) or
+    ``"float32"`` (before or after rounding: the sum in the compute dtype, then rounded to
+    float32: C's ``lrintf(z + x * inv)`` with double ``x``).
 clamp
     ``"float"`` clamp the float value, then convert; ``"cast_first"`` convert to int64 first (x86:
     NaN, +-inf and ``|q| >= 2**63`` become INT64_MIN, hence qmin; ``-0.0`` becomes ``+0``), then
@@ -193,7 +195,8 @@ TABLE = (
         "Per-channel: cast to int64 before the clamp (NaN, +-inf, |q| >= 2**63 -> qmin), output "
         "(q - z) * s in float64 (float64 x: x * inv in float64 too). Float zero point "
         "(per-channel): q = rne(fma(x, inv, z)) in float32 (torch's AVX2/AVX512 kernels; fma=False: "
-        "rne(f32(x * inv) + z), its DEFAULT kernels), an integer code (+0.0, never -0.0)",
+        "rne(f32(x * inv) + z), its DEFAULT kernels), an integer code (+0.0, never -0.0); float64 x: "
+        "q = rne(f32(fma(x, inv, z))) with the fma in float64 (lrintf of a double sum)",
         backend="torch 2.13 CPU fake_quantize_per_tensor_affine, fake_quantize_per_channel_affine",
         evidence="tests/cross/test_affine_torch.py",
         quotient="reciprocal",
@@ -209,7 +212,7 @@ TABLE = (
             (
                 {"per_channel": True, "float_zero_point": True},
                 {"zero_point": "before_round", "float_zero_point": True, "zero_point_in_range": False,
-                 "compute": "float32"},
+                 "compute": "input64", "zero_point_add": "float32"},
             ),
         ),
     ),

@@ -154,6 +154,8 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, afmt, zp_mode, fm
                 t = rnd(xv * inv, cfmt)
             if zp_before:
                 t = rnd(t + z_c, cfmt)
+        if zp_before and afmt != cfmt:  # a float64 sum rounded to float32 (C's lrintf(double))
+            t = rnd(t, afmt)
         r = np.rint(t) if rmode == HALF_EVEN else round_value(t, rmode, u)
         if zp_mode != ZP_AFTER:
             q = r
