@@ -27,6 +27,11 @@ pytestmark = [pytest.mark.fuzz,
               pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning",
                                          "ignore::DeprecationWarning")]
 
+# the variants the installed torch runs on this machine (ATEN_CPU_CAPABILITY, FBGEMM's CPU checks)
+FQ = rq.conventions.detect("torch.fake_quantize")
+TQ = rq.conventions.detect("torch.quantize")
+
+
 def ours_or_reject(fn):
     """refquant's answer; a ValueError is a documented refusal, so the case is discarded."""
     try:
@@ -75,7 +80,7 @@ def test_torch_fake_quantize_per_tensor(case):
     t = backend(lambda: torch.fake_quantize_per_tensor_affine(
         to_torch(case.x), case.scale, case.zero_point, case.qmin, case.qmax))
     y = ours_or_reject(lambda: rq.fake_quantize(case.x, case.scale, case.zero_point, qmin=case.qmin,
-                                                qmax=case.qmax, convention="torch.fake_quantize"))
+                                                qmax=case.qmax, convention=FQ))
     same(y, to_numpy(t), case)
 
 
@@ -87,7 +92,7 @@ def test_torch_fake_quantize_per_channel(case, float_zp):
         case.qmax))
     y = ours_or_reject(lambda: rq.fake_quantize(case.x, case.scale, z, qmin=case.qmin,
                                                 qmax=case.qmax, axis=case.axis,
-                                                convention="torch.fake_quantize"))
+                                                convention=FQ))
     same(y, to_numpy(t), case)
 
 
@@ -98,7 +103,7 @@ def test_torch_fake_quantize_per_channel_float_zero_point(case):
         case.axis, case.qmin, case.qmax))
     y = ours_or_reject(lambda: rq.fake_quantize(case.x, case.scale, case.zero_point, qmin=case.qmin,
                                                 qmax=case.qmax, axis=case.axis,
-                                                convention="torch.fake_quantize"))
+                                                convention=FQ))
     same(y, to_numpy(t), case)
 
 
@@ -112,9 +117,9 @@ def test_torch_quantize_per_tensor_and_dequantize(case, qdtype):
     tq = backend(lambda: torch.quantize_per_tensor(to_torch(case.x), case.scale, z,
                                                    getattr(torch, qdtype)))
     q = ours_or_reject(lambda: rq.quantize(case.x, case.scale, z, qmin=lo, qmax=hi,
-                                           convention="torch.quantize"))
+                                           convention=TQ))
     same(q, tq.int_repr().numpy(), case)
-    same(rq.dequantize(q, case.scale, z, convention="torch.quantize"), tq.dequantize().numpy(), case)
+    same(rq.dequantize(q, case.scale, z, convention=TQ), tq.dequantize().numpy(), case)
 
 
 @given(per_channel_cases(dtypes=("float32",), scale_dtype=np.float64), st.sampled_from(sorted(QDTYPES)))
@@ -125,9 +130,9 @@ def test_torch_quantize_per_channel_and_dequantize(case, qdtype):
         to_torch(case.x), torch.from_numpy(case.scale), torch.from_numpy(z), case.axis,
         getattr(torch, qdtype)))
     q = ours_or_reject(lambda: rq.quantize(case.x, case.scale, z, qmin=lo, qmax=hi, axis=case.axis,
-                                           convention="torch.quantize"))
+                                           convention=TQ))
     same(q, tq.int_repr().numpy(), case)
-    same(rq.dequantize(q, case.scale, z, axis=case.axis, convention="torch.quantize"),
+    same(rq.dequantize(q, case.scale, z, axis=case.axis, convention=TQ),
          tq.dequantize().numpy(), case)
 
 
@@ -141,7 +146,7 @@ def test_torch_quantize_per_channel_float_zero_point(drawn):
         to_torch(case.x), torch.from_numpy(case.scale), torch.from_numpy(case.zero_point),
         case.axis, getattr(torch, qdtype)))
     q = ours_or_reject(lambda: rq.quantize(case.x, case.scale, case.zero_point, qmin=lo, qmax=hi,
-                                           axis=case.axis, convention="torch.quantize"))
+                                           axis=case.axis, convention=TQ))
     same(q, tq.int_repr().numpy(), case)
 
 
@@ -260,5 +265,5 @@ def test_torch_fake_quantize_per_channel_float64(case):
         case.qmax))
     y = ours_or_reject(lambda: rq.fake_quantize(case.x, case.scale, z, qmin=case.qmin,
                                                 qmax=case.qmax, axis=case.axis,
-                                                convention="torch.fake_quantize"))
+                                                convention=FQ))
     same(y, to_numpy(t), case)
