@@ -35,6 +35,8 @@ class Compute(IntEnum):
     FLOAT64 = 2
     INPUT64 = 3
     PROMOTE = 4
+    FLOAT16 = 5
+    BFLOAT16 = 6
 
 
 class ZeroPoint(IntEnum):
@@ -46,10 +48,14 @@ class ZeroPoint(IntEnum):
 
 
 class ZeroPointAdd(IntEnum):
-    """The add of an after-rounding zero point: exact integer, or a float add in the compute dtype."""
+    """The add of an after-rounding zero point: exact integer, a float add in the compute dtype, or
+    a float add in the promotion of the compute dtype and the zero point's dtype; or (before or
+    after rounding) a float add in the compute dtype whose sum is rounded to float32 again."""
 
     INTEGER = 0
     COMPUTE = 1
+    PROMOTE = 2
+    FLOAT32 = 3
 
 
 class Rounding(IntEnum):
@@ -67,12 +73,14 @@ class Rounding(IntEnum):
 
 class Clamp(IntEnum):
     """Clamp the float; convert to int64 first; clamp with rounded bounds, then convert; convert
-    to int64 and wrap to int32 first."""
+    to int64 and wrap to int32 first; convert the rounded quotient to int32 and add the zero point
+    in int32 first."""
 
     FLOAT = 0
     CAST_FIRST = 1
     CAST_LAST = 2
     WRAP32_FIRST = 3
+    INT32_FIRST = 4
 
 
 class Nan(IntEnum):
@@ -102,6 +110,7 @@ class Dequant(IntEnum):
     PROMOTE = 4
     DIVIDE = 5
     INT32_FLOAT32 = 6
+    SCALAR = 7
 
 
 class Format(IntEnum):

@@ -253,13 +253,14 @@ def _value_key(v):
     return None
 
 
-def _plan_for(spec: Spec, x_dtype, shape, scale, zero_point) -> _Plan:
-    """``_Plan.build(spec, x_dtype, shape, scale, zero_point)``, memoized (a plan is read only)."""
+def _plan_for(spec: Spec, x_dtype, shape, scale, zero_point, code_dtype=None) -> _Plan:
+    """``_Plan.build(spec, x_dtype, shape, scale, zero_point, code_dtype=code_dtype)``, memoized (a
+    plan is read only)."""
     grouped = spec.axis is not None or spec.block_size is not None
     ks, kz = _value_key(scale), _value_key(zero_point)
     if ks is None or kz is None or (grouped and math.prod(shape) > _MEMO_GROUPED):
-        return _Plan.build(spec, x_dtype, shape, scale, zero_point)
-    key = (id(spec), x_dtype, shape, ks, kz)
+        return _Plan.build(spec, x_dtype, shape, scale, zero_point, code_dtype=code_dtype)
+    key = (id(spec), x_dtype, shape, ks, kz, code_dtype)
     entry = _PLANS.get(key)
     if entry is not None and entry[0] is spec:
         return entry[1]
@@ -267,7 +268,7 @@ def _plan_for(spec: Spec, x_dtype, shape, scale, zero_point) -> _Plan:
         scale = scale.copy()
     if type(zero_point) is np.ndarray:
         zero_point = zero_point.copy()
-    plan = _Plan.build(spec, x_dtype, shape, scale, zero_point)
+    plan = _Plan.build(spec, x_dtype, shape, scale, zero_point, code_dtype=code_dtype)
     _memo_put(_PLANS, key, (spec, plan))
     return plan
 
@@ -299,16 +300,23 @@ class _Plan:
     x_fmt: int
     s_fmt: int
     c_fmt: int
+    a_fmt: int  # format of a float zero-point add (and of cast_last's clamp bounds)
     s64: np.ndarray
     z: np.ndarray
     for_dequantize: bool
+    code_dtype: np.dtype | None = None  # quantize's output dtype (None: the smallest for the range)
 
     @classmethod
-    def build(cls, spec: Spec, x_dtype, shape, scale, zero_point, for_dequantize=False) -> _Plan:
+    def build(cls, spec: Spec, x_dtype, shape, scale, zero_point, for_dequantize=False,
+              code_dtype=None) -> _Plan:
         lo, hi = (spec.qmin, spec.qmax) if not for_dequantize else (0, 0)
+        for name, end in (("qmin", lo), ("qmax", hi)):
+            if abs(end) > _EXACT_INTEGERS:
+                raise ValueError(f"{name}={end} is past 2**53 in magnitude: refquant computes codes in "
+                                 "float64, which holds every integer only up to 2**53")
         layout = _Layout(shape, scale, zero_point, spec.axis, spec.block_size,
                          array_name="q" if for_dequantize else "x")
-        float_zp = layout.zero_point.dtype.kind == "f"
+        float_zp = layout.zero_point.dtype.kind == "f" or is_bfloat16(layout.zero_point.dtype)
         conv = spec.convention.resolve(per_channel=layout.per_channel, float_zero_point=float_zp,
                                        wide=(hi - lo) >= 256)
         x_fmt = float_code(x_dtype)
@@ -320,17 +328,24 @@ class _Plan:
             "float64": _F64,
             "input64": _F64 if x_fmt == _F64 else _F32,
             "promote": _promote(x_fmt, s_fmt),
+            "float16": _F16,
+            "bfloat16": _BF16,
         }[conv.compute]
+        a_fmt = _F32 if conv.zero_point_add == "float32" else c_fmt
+        if conv.zero_point_add == "promote" and float_zp and isinstance(zero_point, (np.ndarray, np.generic)):
+            a_fmt = _promote(c_fmt, float_code(layout.zero_point.dtype))
         return cls(lo, hi, layout, conv,
                    rounding_code(conv.rounding if spec.rounding is None else spec.rounding),
-                   x_fmt, s_fmt, c_fmt, positive_finite(layout.scales, "scale"),
+                   x_fmt, s_fmt, c_fmt, a_fmt, positive_finite(layout.scales, "scale"),
                    cls._zero_points(layout.zero_points, conv, for_dequantize, lo, hi),
-                   for_dequantize)
+                   for_dequantize, code_dtype)
 
     @staticmethod
     def _zero_points(zps, conv, for_dequantize, lo, hi):
-        if zps.dtype.kind not in "iuf" or zps.dtype == np.bool_:
+        if (zps.dtype.kind not in "iuf" or zps.dtype == np.bool_) and not is_bfloat16(zps.dtype):
             raise TypeError(f"zero_point must be integer or float; got dtype {zps.dtype}")
+        if zps.dtype.kind in "iu" and zps.dtype.itemsize == 8:
+            _check_exact_integers(zps, "zero_point")
         z = zps.astype(np.float64)
         if not np.isfinite(z).all():
             raise ValueError(f"zero_point must be finite; got {zps[~np.isfinite(z)][0]!r}")
@@ -352,24 +367,25 @@ class _Plan:
         return z
 
     def quotient_params(self):
-        """(s_q, inv, z_c) per group: the scale used by the quotient, the reciprocal, and the zero
-        point rounded to the compute format."""
+        """(s_q, inv, z_c) per group: the scale used by the quotient (in its dtype, then in the
+        compute dtype), the reciprocal, and the zero point rounded to the format of its add."""
         if self.conv.quotient == "exact":
             s_q, inv = self.s64, np.ones_like(self.s64)
         else:
-            s_q = _round_to(self.s64, self.s_fmt)
+            s_q = _round_to(_round_to(self.s64, self.s_fmt), self.c_fmt)
             inv = np.where(self._zero_multiplier(), 0.0, self._reciprocal())
-        z_c = _round_to(self.z, self.c_fmt)
+        z_c = _round_to(self.z, self.a_fmt)
         return np.ascontiguousarray(s_q), np.ascontiguousarray(inv), z_c
 
     def _reciprocal(self):
         """The reciprocal of the scale, as the convention's ``reciprocal`` knob forms it."""
         how = self.conv.reciprocal
-        if how == "float32":
-            return (np.float32(1.0) / self.s64.astype(np.float32)).astype(np.float64)
-        if how == "float64":
-            return (1.0 / self.s64).astype(np.float32).astype(np.float64)
-        return _round_to(1.0 / _round_to(self.s64, self.s_fmt), self.s_fmt)
+        with np.errstate(over="ignore", divide="ignore"):  # a subnormal scale's reciprocal is inf
+            if how == "float32":
+                return (np.float32(1.0) / self.s64.astype(np.float32)).astype(np.float64)
+            if how == "float64":
+                return (1.0 / self.s64).astype(np.float32).astype(np.float64)
+            return _round_to(1.0 / _round_to(self.s64, self.s_fmt), self.s_fmt)
 
     def _zero_multiplier(self):
         """Groups whose ``amax = s * qmax`` is at most ``tiny_amax``: their multiplier is 0 (codes
@@ -386,8 +402,12 @@ class _Plan:
         conv = self.conv
         if conv.dequant in ("float32", "int32_float32"):
             s_d = self.s64.astype(np.float32).astype(np.float64)
-        elif conv.dequant == "promote":
-            s_d = _round_to(self.s64, self.s_fmt)
+        elif conv.dequant in ("promote", "scalar"):
+            # "scalar": a Python float scale multiplies in the output's opmath (float32 for halves)
+            s_fmt = self.s_fmt if conv.dequant == "promote" else (_F64 if out_fmt == _F64 else _F32)
+            # a float64 scale reaches a half format through float32
+            s_d = _round_to(_round_to(self.s64, _F32 if s_fmt in (_F16, _BF16) else _F64), s_fmt)
+            return code("dequant", "promote"), np.ascontiguousarray(s_d), _promote(out_fmt, s_fmt)
         elif conv.dequant == "divide":
             s_d = np.where(self._zero_multiplier(), 1.0, self._reciprocal())
         else:
@@ -404,14 +424,19 @@ class _Plan:
 
     def clamp_params(self, fake: bool):
         """(clamp mode, lo, hi, cast) for the kernel. Under ``cast_last`` the bounds are rounded
-        to the compute dtype (as torch.clamp does with integer bounds) and, for integer output,
-        the clamped value goes through the float-to-integer conversion."""
+        to the format of the zero-point add (as torch.clamp does with integer bounds) and, for
+        integer output, the clamped value goes through the float-to-integer conversion. Under
+        ``int32_first`` the rounded quotient goes through NumPy's conversion to int32 (NaN, +-inf
+        and ``|v| >= 2**31`` give INT32_MIN; ml_dtypes' from bfloat16 gives 0)."""
         from ._kernels._affine import NO_CAST
 
         lo, hi = float(self.lo), float(self.hi)
+        if self.conv.clamp == "int32_first":
+            return code("clamp", "int32_first"), lo, hi, (2.0**31, 0.0 if self.c_fmt == _BF16 else -(2.0**31),
+                                                          0.0, 0.0)
         if self.conv.clamp != "cast_last":
             return code("clamp", self.conv.clamp), lo, hi, NO_CAST
-        lo, hi = _round_to(np.float64([lo, hi]), self.c_fmt)
+        lo, hi = _round_to(np.float64([lo, hi]), self.a_fmt)
         if fake:
             return code("clamp", "float"), lo, hi, NO_CAST
         return code("clamp", "cast_last"), lo, hi, self.cast_params()
@@ -420,7 +445,7 @@ class _Plan:
         """``(lim, overflow_q, mod, top)`` of x86's float-to-integer conversion into the code dtype:
         a 32-bit conversion (64-bit for int64 and uint32 codes) whose out-of-range and NaN result,
         INT_MIN, is wrapped to the dtype's width (0 for 8- and 16-bit codes)."""
-        dt = integer_dtype_for(self.lo, self.hi)
+        dt = self.code_dtype if self.code_dtype is not None else integer_dtype_for(self.lo, self.hi)
         width = dt.itemsize * 8
         conv_width = 32 if width < 32 or dt == np.int32 else 64
         lim = 2.0 ** (conv_width - 1)
@@ -428,6 +453,40 @@ class _Plan:
         top = 2.0 ** (width - 1) if dt.kind == "i" else 2.0**width
         overflow = 0.0 if mod else -lim
         return lim, overflow, mod, top
+
+
+_EXACT_INTEGERS = 2**53  # float64 holds every integer up to this magnitude
+
+
+def _check_exact_integers(values: np.ndarray, name: str) -> None:
+    """A ValueError naming ``name`` where a 64-bit integer array holds a value past 2**53."""
+    big = values > _EXACT_INTEGERS
+    if values.dtype.kind == "i":
+        big |= values < -_EXACT_INTEGERS
+    if big.any():
+        raise ValueError(f"{name} holds {int(values[big].flat[0])}, past 2**53 in magnitude: refquant "
+                         "computes in float64, which holds every integer only up to 2**53")
+
+
+def _code_dtype(dtype, lo: int, hi: int) -> np.dtype:
+    """quantize's output dtype: ``dtype`` (an integer dtype holding ``[lo, hi]``), else the smallest."""
+    if dtype is None:
+        return integer_dtype_for(lo, hi)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in _CODE_DTYPES:
+        raise TypeError(f"dtype must be an integer dtype among {', '.join(d.name for d in _CODE_DTYPES)}; "
+                        f"got {dtype!r}")
+    info = np.iinfo(dt)
+    if not (info.min <= lo and hi <= info.max):
+        raise ValueError(f"dtype {dt.name} cannot hold the range [qmin, qmax] = [{lo}, {hi}]")
+    return dt
+
+
+_CODE_DTYPES = tuple(np.dtype(t) for t in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32,
+                                           np.int64))
 
 
 _FLOAT_NAMES = {np.dtype(t): np.dtype(t).name for t in (np.float16, np.float32, np.float64)}
@@ -444,15 +503,16 @@ def _check_input(x, conv, name="x"):
     return a
 
 
-def _run(x, scale, zero_point, spec: Spec, rng, fake):
+def _run(x, scale, zero_point, spec: Spec, rng, fake, dtype=None):
     x = _check_input(x, spec.convention)
-    plan = _plan_for(spec, x.dtype, x.shape, scale, zero_point)
+    code_dtype = None if fake else _code_dtype(dtype, spec.qmin, spec.qmax)
+    plan = _plan_for(spec, x.dtype, x.shape, scale, zero_point, code_dtype)
     conv = plan.conv
     if fake:
         out_dtype = x.dtype
         kernel_dtype = np.float64 if x.dtype == np.float64 else np.float32
     else:
-        out_dtype = kernel_dtype = integer_dtype_for(plan.lo, plan.hi)
+        out_dtype = kernel_dtype = code_dtype
     xk = flat_float(x)
     if conv.nan == "error" and not fake and np.isnan(xk).any():
         i = int(np.flatnonzero(np.isnan(xk))[0])
@@ -498,12 +558,13 @@ def _compute(plan, xk, fake, out, u):
     exact = conv.quotient == "exact"
     key = k.Key(
         qmode=code("quotient", conv.quotient), cfmt=0 if exact else plan.c_fmt,
+        afmt=0 if exact else plan.a_fmt,
         zp_mode=code("zero_point", conv.zero_point),
         fma=conv.fma and conv.quotient == "reciprocal" and conv.zero_point == "before_round",
         zp_add_int=conv.zero_point_add == "integer",
         rmode=plan.mode if plan.mode == k.HALF_EVEN else k.RUNTIME_ROUNDING, clamp_mode=clamp_mode,
         dequant=fake, dmode=dmode if fake else 0, ofmt=out_fmt if fake else 0,
-        pfmt=p_fmt if fake and conv.dequant == "promote" else 0, grouping=grouping,
+        pfmt=p_fmt if fake and conv.dequant in ("promote", "scalar") else 0, grouping=grouping,
         drawn=u.size > 0,
     )
     k.affine_kernel(key)(xk.size, xk, shape3, plan.layout.gidx, u, s_q, inv,
@@ -528,7 +589,7 @@ def _products_round_once_to_f32(s: float, lo: float, hi: float, z: float) -> boo
 
 
 def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
-             block_size=None, rounding=None, convention="exact", rng=None, saturate=None):
+             block_size=None, rounding=None, convention="exact", rng=None, saturate=None, dtype=None):
     """Integer codes ``q = clamp(round(x / s) + z, qmin, qmax)``.
 
     Under ``convention="exact"`` the quotient ``x / s`` is the real number (no intermediate
@@ -540,10 +601,15 @@ def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=Non
         x: float16, bfloat16, float32 or float64 array (never modified).
         scale: positive finite scalar, 1-D array (``axis``) or block array (``block_size``).
         zero_point: scalar or shaped like ``scale``; integer unless the convention allows floats.
-        qmin, qmax / fmt: the code range (exactly one of the two).
+        qmin, qmax / fmt: the code range (exactly one of the two); integer ranges end within
+            ``+-2**53`` (codes are computed in float64), else a ValueError.
+        dtype: the integer dtype of the codes (int8 ... int64, uint8 ... uint32) holding
+            ``[qmin, qmax]``; None (default) picks the smallest. Conventions whose backend
+            converts through the code dtype (``cast`` NaN codes: torch.decomposed, torchao) give
+            NaN and overflowing values the code that conversion gives in that dtype.
 
     Returns:
-        An array of x's shape in the smallest integer dtype that holds ``[qmin, qmax]``.
+        An array of x's shape in ``dtype`` (the smallest integer dtype holding ``[qmin, qmax]``).
 
     >>> import numpy as np, refquant as rq
     >>> x = np.float32([0.125, 0.375, 0.625, -0.125, 100.0])
@@ -553,14 +619,19 @@ def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=Non
     [1, 2, 3, -1, 127]
     >>> rq.quantize(np.float32([0.05]), 0.1, 0, fmt=rq.int8).tolist()  # f32(0.05) > 0.05
     [1]
+    >>> rq.quantize(np.float32([np.nan]), 1.0, 0, qmin=-8, qmax=7, convention="torchao",
+    ...             dtype=np.int32).tolist()   # NaN.to(int32) is INT32_MIN, clamped before
+    [-2147483648]
     """
     if _floatquant.wants_float(fmt, saturate):  # float formats: refquant.floatquant
+        if dtype is not None:
+            raise TypeError(f"dtype is for integer codes; float formats give uint8 codes (got {dtype!r})")
         return _floatquant.quantize(x, scale, zero_point, qmin=qmin, qmax=qmax, fmt=fmt, axis=axis,
                                     block_size=block_size, rounding=rounding, convention=convention,
                                     rng=rng, saturate=saturate)
     spec = Spec.of(qmin=qmin, qmax=qmax, fmt=fmt, axis=axis, block_size=block_size,
                    rounding=rounding, convention=convention)
-    return _run(x, scale, zero_point, spec, rng, fake=False)
+    return _run(x, scale, zero_point, spec, rng, fake=False, dtype=dtype)
 
 
 def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
@@ -602,6 +673,8 @@ def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention
         return _floatquant.dequantize(q, scale, zero_point, fmt=fmt, axis=axis, block_size=block_size,
                                       convention=convention, dtype=dtype)
     q = integer_array(q, "q")
+    if q.dtype.itemsize == 8:
+        _check_exact_integers(q, "q")
     out_dtype = float_dtype(dtype)
     spec = Spec(0, 0, axis, block_size, None, _conventions.get(convention))
     plan = _Plan.build(spec, out_dtype, q.shape, scale, zero_point, for_dequantize=True)
@@ -616,4 +689,8 @@ def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention
         dequantize_kernel(qk.size, qk, plan.layout.gidx, np.ascontiguousarray(plan.z), s_d, dmode, out_fmt,
                           p_fmt, out_fmt in (_F16, _BF16), out)
     result = out.reshape(q.shape)
-    return result.astype(out_dtype) if result.dtype != out_dtype else result
+    if result.dtype == out_dtype:
+        return result
+    with np.errstate(over="ignore"):  # float32 beyond float16's range rounds to inf, as it should
+        return result.astype(out_dtype)
+

@@ -16,7 +16,8 @@ compute
     dtype of the quotient arithmetic: ``"exact"``; ``"float32"``; ``"float64"``; ``"input64"``
     (float64 for float64 input, else float32); ``"promote"`` (NumPy/torch promotion of the input
     and scale dtypes, every op rounded to it, bfloat16 and float16 included; a Python float scale
-    takes the input's dtype).
+    takes the input's dtype); ``"float16"``, ``"bfloat16"`` (x and s rounded to it first, as
+    ONNX's ``precision`` attribute does).
 zero_point
     ``"after_round"`` ``rne(t) + z``; ``"before_round"`` ``rne(t + z)``; ``"none"`` ``rne(t)`` with
     ``z`` required to be 0 (the ``-0.0`` of ``rne(-0.3)`` then survives into fake_quantize).
@@ -26,7 +27,12 @@ fma
     written with ``fma=True``, the variant those CPUs run; :func:`detect` measures the installed
     backend's.
 zero_point_add
-    for ``after_round``: ``"integer"`` (exact) or ``"compute"`` (a float add in the compute dtype).
+    for ``after_round``: ``"integer"`` (exact), ``"compute"`` (a float add in the compute dtype) or
+    ``"promote"`` (a float add in the promotion of the compute dtype and a float zero point's dtype,
+    the ``cast_last`` clamp bounds rounded to it too: torch adds a float32 zero-point tensor to
+    bfloat16 codes in float32; integer zero points and Python floats leave the compute dtype) or
+    ``"float32"`` (before or after rounding: the sum in the compute dtype, then rounded to
+    float32: C's ``lrintf(z + x * inv)`` with double ``x``).
 clamp
     ``"float"`` clamp the float value, then convert; ``"cast_first"`` convert to int64 first (x86:
     NaN, +-inf and ``|q| >= 2**63`` become INT64_MIN, hence qmin; ``-0.0`` becomes ``+0``), then
@@ -37,7 +43,9 @@ clamp
     int16; INT32_MIN becomes 0 in 8- and 16-bit codes). ``fake_quantize`` keeps the clamped float.
     ``"wrap32_first"`` convert to int64 (NaN, +-inf and ``|q| >= 2**63`` give INT64_MIN), keep the
     low 32 bits as a signed int32 (C's ``int q = lrintf(v)``: 3e9 becomes -1294967296), then
-    clamp.
+    clamp. ``"int32_first"`` (with an ``integer`` zero-point add) convert ``rne(t)`` to int32 as
+    NumPy does (NaN, +-inf and ``|t| >= 2**31`` give INT32_MIN; ml_dtypes' conversion from bfloat16
+    gives 0), add ``z`` in int32 arithmetic (wrapping), then clamp; NaN takes the same path.
 nan
     the code of NaN in ``quantize``: ``"error"``, ``"qmin"``, ``"qmax"``, ``"zero"``, ``"cast"``
     (what the ``cast_last`` conversion makes of NaN: 0 for 8- and 16-bit codes, INT32_MIN for
@@ -50,9 +58,15 @@ dequant
     then float32; ``"mixed"`` ``f32(f32(q) - f32(z))`` times the float64 scale in float64, then
     float32 (torch's per-channel dequantize); ``"int32_float32"`` ``f32(f32(q - z) * f32(s))`` with
     ``q - z`` in int32 arithmetic, wrapping (torch's per-tensor dequantize of qint32);
-    ``"promote"`` ``(q.to(out) - z.to(out)) * s`` in ``promote(out, scale)``, each op rounded;
+    ``"promote"`` ``(q.to(out) - z.to(out)) * s`` in ``promote(out, scale)``, each op rounded
+    (torch converts integers and float64 to float16/bfloat16 through float32, rounding twice, and
+    so is a float64 scale that meets a half-precision output);
     ``"divide"`` ``f32(f32(q - z) / inv)``, a division by the reciprocal the quotient multiplied
     with (ModelOpt).
+    ``"scalar"`` ``(q.to(out) - z) * s`` with Python scalars: ``z`` converted to ``out``, each op
+    rounded to ``out``, except that ``s`` multiplies in ``out``'s opmath (float32 for float16 and
+    bfloat16 outputs, so the product rounds to float32, then to ``out``): torch's arithmetic of a
+    tensor with Python numbers.
 tiny_amax
     amax-based rows: where ``amax = s * qmax <= tiny_amax`` the multiplier is 0
     (codes ``rne(x * 0)``) and the ``divide`` divisor 1 (ModelOpt zeroes such tensors: 2**-24).
@@ -174,7 +188,8 @@ TABLE = (
         "Per-channel: cast to int64 before the clamp (NaN, +-inf, |q| >= 2**63 -> qmin), output "
         "(q - z) * s in float64 (float64 x: x * inv in float64 too). Float zero point "
         "(per-channel): q = rne(fma(x, inv, z)) in float32 (torch's AVX2/AVX512 kernels; fma=False: "
-        "rne(f32(x * inv) + z), its DEFAULT kernels), an integer code (+0.0, never -0.0)",
+        "rne(f32(x * inv) + z), its DEFAULT kernels), an integer code (+0.0, never -0.0); float64 x: "
+        "q = rne(f32(fma(x, inv, z))) with the fma in float64 (lrintf of a double sum)",
         backend="torch 2.13 CPU fake_quantize_per_tensor_affine, fake_quantize_per_channel_affine",
         evidence="tests/cross/test_affine_torch.py",
         quotient="reciprocal",
@@ -190,7 +205,7 @@ TABLE = (
             (
                 {"per_channel": True, "float_zero_point": True},
                 {"zero_point": "before_round", "float_zero_point": True, "zero_point_in_range": False,
-                 "compute": "float32"},
+                 "compute": "input64", "zero_point_add": "float32"},
             ),
         ),
     ),
@@ -229,11 +244,15 @@ TABLE = (
         name="torch.decomposed",
         formula="inv = f32(1.0 / s) (double reciprocal); q = clamp(rne(f32(x * inv)) + z, qmin, qmax) "
         "in float32, then .to(dtype) (x86 conversion: NaN and values >= 2**31 give INT32_MIN, "
-        "truncated to the code width: 0 for 8/16-bit codes); half/bfloat16 x upcast to float32; "
-        "dequantize f32(f32(q) - z) * f32(s). Per-channel: 1 / s and x * inv in the scales' dtype "
-        "(float64 scales: float64)",
+        "truncated to the code width: 0 for 8/16-bit codes; ask for the code dtype with quantize's "
+        "dtype=, e.g. int32 codes of a [-8, 7] range give NaN INT32_MIN); half/bfloat16 x upcast to "
+        "float32; dequantize (q.to(out) - z.to(out)) * s, each op rounded to out (float32 by "
+        "default) except that the Python float s multiplies in float32 for float16/bfloat16 out "
+        "(two roundings); integers reach float16/bfloat16 through float32. Per-channel: 1 / s "
+        "and x * inv in the scales' dtype (float64 scales: float64); dequantize "
+        "f32(f32(q - z) * f32(s)), then out",
         backend="torch 2.13 quantized_decomposed.quantize_per_tensor / _per_channel / dequantize",
-        evidence="tests/cross/test_affine_torch.py",
+        evidence="tests/cross/test_affine_torch.py, tests/cross/test_adversarial_affine.py",
         quotient="reciprocal",
         reciprocal="float64",
         compute="float32",
@@ -241,22 +260,26 @@ TABLE = (
         clamp="cast_last",
         nan="cast",
         fake_nan="code",
-        dequant="float32",
+        dequant="scalar",
         input_dtypes=("float16", "bfloat16", "float32"),
-        variants=(({"per_channel": True}, {"reciprocal": "scale_dtype", "compute": "promote"}),),
+        variants=(({"per_channel": True}, {"reciprocal": "scale_dtype", "compute": "promote",
+                                           "dequant": "float32"}),),
     ),
     Convention(
         name="torchao",
         formula="inv = 1 / s in the scale's dtype; q = clamp(rne(x * inv) + z, qmin, qmax) with every "
-        "op in promote(x, s) (bfloat16 rounds after each op, the clamp bounds too: 32767 -> 32768), "
-        "then .to(dtype) (x86: NaN and values >= 2**31 give INT32_MIN, truncated to the code "
-        "width); NaN in fake; dequantize (q.to(out) - z.to(out)) * s in promote(out, s), then out",
+        "op in promote(x, s) (bfloat16 rounds after each op, the clamp bounds too: 32767 -> 32768); "
+        "a float zero-point array promotes the add and the clamp (bfloat16 x and s with a float32 "
+        "zero point: float32); then .to(dtype) (x86: NaN and values >= 2**31 give INT32_MIN, "
+        "truncated to the code width; quantize's dtype= names the code dtype); NaN in fake; "
+        "dequantize (q.to(out) - z.to(out)) * s in promote(out, s), then out, with integers and "
+        "float64 reaching float16/bfloat16 through float32 (two roundings)",
         backend="torchao 0.18 quantize_affine / dequantize_affine / _fake_quantize_affine",
-        evidence="tests/cross/test_affine_torchao.py",
+        evidence="tests/cross/test_affine_torchao.py, tests/cross/test_adversarial_affine.py",
         quotient="reciprocal",
         reciprocal="scale_dtype",
         compute="promote",
-        zero_point_add="compute",
+        zero_point_add="promote",
         clamp="cast_last",
         nan="cast",
         fake_nan="propagate",
@@ -274,6 +297,24 @@ TABLE = (
         quotient="divide",
         compute="promote",
         nan="qmin",
+        fake_nan="code",
+        dequant="float32",
+    ),
+    Convention(
+        name="onnx.reference",
+        formula="onnx.reference's QuantizeLinear, where it departs from the spec (the onnx row): "
+        "t = x / s in promote(x, s) (NumPy; the opset-23 precision attribute is "
+        ".replace(compute='float32' / 'float16' / 'bfloat16')); rne(t).astype(int32) (NaN, +-inf "
+        "and |t| >= 2**31 give INT32_MIN; from bfloat16, ml_dtypes gives 0); + z in int32, "
+        "wrapping (NaN with z = -3 gives INT32_MAX - 2, hence qmax); clip to [qmin, qmax]. "
+        "DequantizeLinear f32(f32(q) - z) * f32(s) in float32 (8- and 16-bit codes), then the "
+        "output dtype",
+        backend="onnx.reference 1.23 QuantizeLinear / DequantizeLinear (NumPy 2.4, ml_dtypes 0.7)",
+        evidence="tests/cross/test_affine_onnx_reference.py",
+        quotient="divide",
+        compute="promote",
+        clamp="int32_first",
+        nan="cast",
         fake_nan="code",
         dequant="float32",
     ),

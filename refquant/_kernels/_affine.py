@@ -36,7 +36,7 @@ from ._jit import (
 from ._round import HALF_EVEN, round_quotient, round_value, two_prod
 
 QUOTIENT_EXACT, QUOTIENT_DIVIDE, QUOTIENT_RECIPROCAL = map(int, Quotient)
-CLAMP_FLOAT, CLAMP_CAST_FIRST, CLAMP_CAST_LAST, CLAMP_WRAP32_FIRST = map(int, Clamp)
+CLAMP_FLOAT, CLAMP_CAST_FIRST, CLAMP_CAST_LAST, CLAMP_WRAP32_FIRST, CLAMP_INT32_FIRST = map(int, Clamp)
 ZP_AFTER, ZP_BEFORE = int(ZeroPoint.AFTER_ROUND), int(ZeroPoint.BEFORE_ROUND)  # NONE: neither
 DEQUANT_EXACT, DEQUANT_FLOAT32, DEQUANT_FLOAT64, DEQUANT_MIXED = (int(Dequant.EXACT), int(Dequant.FLOAT32),
                                                                   int(Dequant.FLOAT64), int(Dequant.MIXED))
@@ -116,19 +116,28 @@ def convert_to_int(v, cast):
 
 
 @kernel
-def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_mode, fma, zp_add_int,
+def _wrap32(v):
+    """The integer-valued ``v`` modulo 2**32, in ``[-2**31, 2**31)`` (int32 arithmetic)."""
+    return v - 4294967296.0 * np.floor((v + 2147483648.0) / 4294967296.0)
+
+
+@kernel
+def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, afmt, zp_mode, fma, zp_add_int,
                      rmode, u, clamp_mode, cast, nan_q):
     """One element's integer code (an integer-valued float64), or ``nan_q`` for NaN input.
 
     ``zp_mode``: the zero point is added after rounding (``ZP_AFTER``), before it (``ZP_BEFORE``),
     or not at all (any other value, ``ZeroPoint.NONE``: ``q = round(t)``, whose ``-0.0`` survives
     into fake_quantize).
+    A float add of an after-rounding zero point is rounded to ``afmt`` (``z_c`` is ``z`` in it).
 
     ``clamp_mode``: clamp the float to ``[lo, hi]`` (``CLAMP_FLOAT``); convert to int64 first, so
     that ``|q| >= 2**63`` gives ``lo`` and a code of ``-0.0`` becomes ``+0`` (``CLAMP_CAST_FIRST``);
     or clamp, then convert with
     :func:`convert_to_int` (``CLAMP_CAST_LAST``); or convert to int64 and keep its low 32 bits as
-    a signed int32, then clamp (``CLAMP_WRAP32_FIRST``).
+    a signed int32, then clamp (``CLAMP_WRAP32_FIRST``); or convert ``round(t)`` with ``cast``
+    (NaN included), add ``z`` in int32 arithmetic, then clamp (``CLAMP_INT32_FIRST``, with an
+    exact integer add: ``q - z`` is then ``round(t)`` wherever the conversion keeps it).
     """
     zp_before = zp_mode == ZP_BEFORE
     if qmode == QUOTIENT_EXACT:
@@ -147,13 +156,15 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_mode, fma, zp_
                 t = rnd(xv * inv, cfmt)
             if zp_before:
                 t = rnd(t + z_c, cfmt)
+        if zp_before and afmt != cfmt:  # a float64 sum rounded to float32 (C's lrintf(double))
+            t = rnd(t, afmt)
         r = np.rint(t) if rmode == HALF_EVEN else round_value(t, rmode, u)
         if zp_mode != ZP_AFTER:
             q = r
         elif zp_add_int:
             q = r + z
         else:
-            q = rnd(r + z_c, cfmt)
+            q = rnd(r + z_c, afmt)
     c = min(max(q, lo), hi)
     if clamp_mode == CLAMP_CAST_FIRST:  # an int64 has no -0: -0.0 + 0.0 is +0.0
         c = c + 0.0 if abs(q) < _INT64_LIMIT else lo
@@ -161,6 +172,8 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, zp_mode, fma, zp_
         c = convert_to_int(c, cast)
     elif clamp_mode == CLAMP_WRAP32_FIRST:
         c = min(max(convert_to_int(q, WRAP32), lo), hi)
+    elif clamp_mode == CLAMP_INT32_FIRST:
+        return min(max(_wrap32(convert_to_int(q - z, cast) + z), lo), hi)
     return nan_q if q != q else c
 
 
@@ -173,8 +186,15 @@ def _dequantize_exact(q, z, s_d, ofmt, odd):
 
 
 @kernel
+def to_format(v, fmt):
+    """torch's conversion of a float64 or integer ``v`` to ``fmt``: float16 and bfloat16 go through
+    float32 (two roundings)."""
+    return rnd(rnd(v, 1), fmt) if fmt >= 2 else rnd(v, fmt)
+
+
+@kernel
 def _dequantize_promote(q, z, s_d, ofmt, pfmt):
-    d = rnd(rnd(q, ofmt) - rnd(z, ofmt), ofmt)
+    d = rnd(to_format(q, ofmt) - to_format(z, ofmt), ofmt)
     return rnd(d * s_d, pfmt)
 
 
@@ -195,9 +215,7 @@ def dequantize_element(q, z, s_d, dmode, ofmt, pfmt, odd):
     if dmode == DEQUANT_MIXED:
         return rnd(rnd(q, 1) - rnd(z, 1), 1) * s_d
     if dmode == DEQUANT_INT32_FLOAT32:  # q - z in int32 arithmetic, which wraps
-        d = q - z
-        d -= 4294967296.0 * np.floor((d + 2147483648.0) / 4294967296.0)
-        return rnd(rnd(d, 1) * s_d, 1)
+        return rnd(rnd(_wrap32(q - z), 1) * s_d, 1)
     if dmode == DEQUANT_DIVIDE:
         return rnd(rnd(q - z, 1) / s_d, 1)
     return _dequantize_promote(q, z, s_d, ofmt, pfmt)
@@ -208,6 +226,7 @@ class Key(NamedTuple):
 
     qmode: int  # Quotient
     cfmt: int  # compute Format
+    afmt: int  # Format of a float zero-point add (cfmt, or its promotion with the zero point's)
     zp_mode: int  # ZeroPoint
     fma: bool
     zp_add_int: bool
@@ -233,7 +252,7 @@ RUNTIME_ROUNDING = -1
 
 # The template's knobs (Key's fields, upper case) and inner functions: placeholders here, bound
 # to constants and compiled functions in each specialization's copy of the module namespace.
-QMODE = CFMT = ZP_MODE = FMA = ZP_ADD_INT = RMODE = CLAMP_MODE = DEQUANT = DMODE = OFMT = PFMT = 0
+QMODE = CFMT = AFMT = ZP_MODE = FMA = ZP_ADD_INT = RMODE = CLAMP_MODE = DEQUANT = DMODE = OFMT = PFMT = 0
 GROUPING = DRAWN = 0
 _affine_element = _affine_run = None
 
@@ -287,7 +306,7 @@ def _affine_run_py(x, u, start, stop, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q
 
 
 def _affine_element_py(xi, ui, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, rmode):
-    q = quantize_element(np.float64(xi), s_q, inv, z, z_c, lo, hi, QMODE, CFMT, ZP_MODE, FMA,
+    q = quantize_element(np.float64(xi), s_q, inv, z, z_c, lo, hi, QMODE, CFMT, AFMT, ZP_MODE, FMA,
                          ZP_ADD_INT, rmode if RMODE == RUNTIME_ROUNDING else RMODE, ui, CLAMP_MODE,
                          cast, nan_q)
     if DEQUANT:
@@ -397,7 +416,7 @@ def exact_half_even_fixup(x, s, inv, z, lo, hi, dequant, check_product, ofmt, ou
             xi = np.float64(x[i])
             v, bad = _fast_exact_element(xi, s, inv, z, lo, hi, dequant, check_product)
             if bad:
-                q = quantize_element(xi, s, 1.0, z, z, lo, hi, QUOTIENT_EXACT, 0, ZP_AFTER, False,
+                q = quantize_element(xi, s, 1.0, z, z, lo, hi, QUOTIENT_EXACT, 0, 0, ZP_AFTER, False,
                                      True, 0, 0.0, CLAMP_FLOAT, NO_CAST, np.nan)
                 if dequant:
                     out[i] = dequantize_element(q, z, s, DEQUANT_EXACT, ofmt, ofmt, False)

@@ -42,9 +42,13 @@ def linspace32(start, end, steps, fma):
 
 @kernel
 def histc_edges(lo, hi):
-    """torch.histc's outer edges: (lo, hi), widened to f32(lo - 1), f32(hi + 1) when equal."""
+    """torch.histc's outer edges: (lo, hi); when equal, widened in float64 to the farther of
+    ``lo - 1`` and lo's float32 neighbour below (``hi + 1`` and hi's neighbour above; at +-FLT_MAX
+    the neighbour is itself), then rounded to float32."""
     if lo == hi:
-        return f32(np.float64(lo) - 1.0), f32(np.float64(hi) + 1.0)
+        below = np.float64(np.nextafter(f32(lo), f32(-3.4028234663852886e38)))
+        above = np.float64(np.nextafter(f32(hi), f32(3.4028234663852886e38)))
+        return f32(min(below, np.float64(lo) - 1.0)), f32(max(above, np.float64(hi) + 1.0))
     return lo, hi
 
 

@@ -249,7 +249,7 @@ def _affine_changes(s: Setting) -> list:
                    (s.qmin - 1, s.qmax), (s.qmin + 1, s.qmax - 1)):
         if lo <= hi:
             changes.append(Change("clamp/saturation", f"qmin={lo}, qmax={hi}", qrange=(lo, hi)))
-    wide = (-(2**62), 2**62)
+    wide = (-(2**53), 2**53)  # the widest range quantize accepts (codes are float64)
     changes.append(Change("clamp/saturation", "no clamp", qrange=wide))
     if s.op == "quantize":
         changes.append(Change("clamp/saturation", "no clamp, codes wrap around", qrange=wide,

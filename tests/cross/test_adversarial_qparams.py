@@ -25,6 +25,8 @@ def _bits32(a):
     [2.4648543e37, 9.913112e36, -3.9094717e37],
     [1e-45, 3e38, 2e38],
     [-1.5e38, 0.0, 1.7e38, 1.1e38],
+    # one value: the range widens to its float32 neighbours (+-FLT_MAX: to one side only)
+    [3.4028235e38], [-3.4028235e38], [2.0**127], [-(2.0**127)], [2.0**126], [3.3e38], [1.0], [0.0],
 ])
 def test_histogram_counts_where_the_bin_product_overflows(batch):
     from torch.ao.quantization import HistogramObserver

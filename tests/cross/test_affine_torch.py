@@ -92,18 +92,15 @@ def test_fake_quantize_per_channel(lo, hi, dtype, float_zp):
 
 @pytest.mark.parametrize("float_zp", [False, True])
 def test_fake_quantize_per_channel_float64_input(float_zp):
-    """torch multiplies float64 x by the float32 reciprocal in float64 per channel with integer
-    zero points (float zero points: in float32), and returns (q - z) * s in float64."""
+    """torch multiplies float64 x by the float32 reciprocal in float64 per channel and returns
+    (q - z) * s in float64; with float zero points it rounds z + x * inv, a float64 sum, to float32
+    (lrintf), under every ATEN_CPU_CAPABILITY."""
     x = np.array([[0.45000000000000007]])
     s, z = np.float32([0.1]), np.int32([0])
     y = torch.fake_quantize_per_channel_affine(torch.from_numpy(x), torch.from_numpy(s),
                                                torch.from_numpy(z), 1, 0, 255).numpy()
     assert_bitwise_equal(rq.fake_quantize(x, s, z, qmin=0, qmax=255, axis=1, convention=FQ), y,
                          "reproduction")
-    if float_zp and not FQ.fma:
-        pytest.xfail("open: torch's DEFAULT kernels still fuse z + x * inv for float64 x with float "
-                     "zero points (the fused float32 model matches there; the row's fma knob has no "
-                     "condition on the input dtype yet)")
     scales, zps = per_channel_params(8, 0, 255, seed=77, float_zp=float_zp)
     x = per_channel_inputs(scales, zps, 0, 255, N // 16, np.float32, seed=9).astype(np.float64)
     x += np.random.default_rng(3).integers(-3, 4, x.shape) * np.spacing(x)  # float64 ulps off ties

@@ -134,9 +134,9 @@ def per_tensor_cases(draw, dtypes=FLOAT_DTYPES, max_bits=32, scale_strategy=scal
 
 @st.composite
 def per_channel_cases(draw, dtypes=FLOAT_DTYPES, max_bits=32, float_zero_point=False,
-                      scale_dtype=np.float32, max_channels=5, rows=16):
+                      scale_dtype=np.float32, max_channels=5, rows=16, range_strategy=None):
     dtype = np_dtype(draw(st.sampled_from(dtypes)))
-    lo, hi = draw(ranges(max_bits))
+    lo, hi = draw(range_strategy if range_strategy is not None else ranges(max_bits))
     c = draw(st.integers(1, max_channels))
     axis = draw(st.integers(0, 1))
     strat = scales32 if scale_dtype == np.float32 else scales64

@@ -27,6 +27,11 @@ pytestmark = [pytest.mark.fuzz,
               pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning",
                                          "ignore::DeprecationWarning")]
 
+# the variants the installed torch runs on this machine (ATEN_CPU_CAPABILITY, FBGEMM's CPU checks)
+FQ = rq.conventions.detect("torch.fake_quantize")
+TQ = rq.conventions.detect("torch.quantize")
+
+
 def ours_or_reject(fn):
     """refquant's answer; a ValueError is a documented refusal, so the case is discarded."""
     try:
@@ -75,13 +80,10 @@ def test_torch_fake_quantize_per_tensor(case):
     t = backend(lambda: torch.fake_quantize_per_tensor_affine(
         to_torch(case.x), case.scale, case.zero_point, case.qmin, case.qmax))
     y = ours_or_reject(lambda: rq.fake_quantize(case.x, case.scale, case.zero_point, qmin=case.qmin,
-                                                qmax=case.qmax, convention="torch.fake_quantize"))
+                                                qmax=case.qmax, convention=FQ))
     same(y, to_numpy(t), case)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-                   "known open mismatch: float64 input past 2**31 after scaling: torch's float64 "
-                   "per-channel product and cast are not modelled there yet"))
 @given(per_channel_cases(), st.booleans())
 def test_torch_fake_quantize_per_channel(case, float_zp):
     z = case.zero_point.astype(np.float32 if float_zp else np.int32)
@@ -90,13 +92,10 @@ def test_torch_fake_quantize_per_channel(case, float_zp):
         case.qmax))
     y = ours_or_reject(lambda: rq.fake_quantize(case.x, case.scale, z, qmin=case.qmin,
                                                 qmax=case.qmax, axis=case.axis,
-                                                convention="torch.fake_quantize"))
+                                                convention=FQ))
     same(y, to_numpy(t), case)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-                   "known open mismatch: float64 input with float zero points past 2**31 after "
-                   "scaling: not modelled yet"))
 @given(per_channel_cases(float_zero_point=True, max_bits=8))
 def test_torch_fake_quantize_per_channel_float_zero_point(case):
     t = backend(lambda: torch.fake_quantize_per_channel_affine(
@@ -104,7 +103,7 @@ def test_torch_fake_quantize_per_channel_float_zero_point(case):
         case.axis, case.qmin, case.qmax))
     y = ours_or_reject(lambda: rq.fake_quantize(case.x, case.scale, case.zero_point, qmin=case.qmin,
                                                 qmax=case.qmax, axis=case.axis,
-                                                convention="torch.fake_quantize"))
+                                                convention=FQ))
     same(y, to_numpy(t), case)
 
 
@@ -118,9 +117,9 @@ def test_torch_quantize_per_tensor_and_dequantize(case, qdtype):
     tq = backend(lambda: torch.quantize_per_tensor(to_torch(case.x), case.scale, z,
                                                    getattr(torch, qdtype)))
     q = ours_or_reject(lambda: rq.quantize(case.x, case.scale, z, qmin=lo, qmax=hi,
-                                           convention="torch.quantize"))
+                                           convention=TQ))
     same(q, tq.int_repr().numpy(), case)
-    same(rq.dequantize(q, case.scale, z, convention="torch.quantize"), tq.dequantize().numpy(), case)
+    same(rq.dequantize(q, case.scale, z, convention=TQ), tq.dequantize().numpy(), case)
 
 
 @given(per_channel_cases(dtypes=("float32",), scale_dtype=np.float64), st.sampled_from(sorted(QDTYPES)))
@@ -131,109 +130,127 @@ def test_torch_quantize_per_channel_and_dequantize(case, qdtype):
         to_torch(case.x), torch.from_numpy(case.scale), torch.from_numpy(z), case.axis,
         getattr(torch, qdtype)))
     q = ours_or_reject(lambda: rq.quantize(case.x, case.scale, z, qmin=lo, qmax=hi, axis=case.axis,
-                                           convention="torch.quantize"))
+                                           convention=TQ))
     same(q, tq.int_repr().numpy(), case)
-    same(rq.dequantize(q, case.scale, z, axis=case.axis, convention="torch.quantize"),
+    same(rq.dequantize(q, case.scale, z, axis=case.axis, convention=TQ),
          tq.dequantize().numpy(), case)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-                   "known open mismatch: float zero points with |x/s| past 2**31 on some layouts: "
-                   "not modelled yet"))
-@given(per_channel_cases(dtypes=("float32",), float_zero_point=True, max_bits=8),
-       st.sampled_from(["quint8", "qint8"]))
-def test_torch_quantize_per_channel_float_zero_point(case, qdtype):
+@given(st.sampled_from(["quint8", "qint8"]).flatmap(lambda name: st.tuples(
+    st.just(name), per_channel_cases(dtypes=("float32",), float_zero_point=True,
+                                     range_strategy=st.just(QDTYPES[name])))))
+def test_torch_quantize_per_channel_float_zero_point(drawn):
+    qdtype, case = drawn
     lo, hi = QDTYPES[qdtype]
-    assume((case.qmin, case.qmax) == (lo, hi))
     tq = backend(lambda: torch.quantize_per_channel(
         to_torch(case.x), torch.from_numpy(case.scale), torch.from_numpy(case.zero_point),
         case.axis, getattr(torch, qdtype)))
     q = ours_or_reject(lambda: rq.quantize(case.x, case.scale, case.zero_point, qmin=lo, qmax=hi,
-                                           axis=case.axis, convention="torch.quantize"))
+                                           axis=case.axis, convention=TQ))
     same(q, tq.int_repr().numpy(), case)
 
 
-DECOMPOSED_DTYPES = {8: ("uint8", "int8"), 16: ("uint16", "int16"), 32: (None, "int32")}
+CODE_DTYPES = ("uint8", "int8", "uint16", "int16", "int32")
+OUT_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+              "bfloat16": torch.bfloat16}
 
 
-def _code_dtype(lo, hi):
-    for bits, (u, s) in DECOMPOSED_DTYPES.items():
-        if lo >= 0 and u and hi < 2**bits:
-            return u
-        if -(2 ** (bits - 1)) <= lo and hi < 2 ** (bits - 1):
-            return s
-    return None
+@st.composite
+def code_dtypes(draw, lo, hi):
+    """A torch code dtype holding [lo, hi]: the smallest, or a wider one (NaN and overflowing
+    values convert differently in each)."""
+    fits = [n for n in CODE_DTYPES if np.iinfo(n).min <= lo and hi <= np.iinfo(n).max]
+    assume(fits)
+    return draw(st.sampled_from(fits))
 
 
-@pytest.mark.xfail(strict=False, reason=(  # the bounded CI profile may not reach it
-                   "known open mismatch: code dtypes wider than the range (NaN and 0*inf to "
-                   "INT32_MIN) and dequantize's out_dtype: no way to ask for the output dtype yet"))
-@given(per_tensor_cases(dtypes=("float32", "float16", "bfloat16")))
-def test_torch_decomposed_per_tensor(case):
+def np_of(name):
+    return BF16 if name == "bfloat16" else np.dtype(name)
+
+
+@given(per_tensor_cases(dtypes=("float32", "float16", "bfloat16")), st.data(),
+       st.sampled_from(sorted(OUT_DTYPES)))
+def test_torch_decomposed_per_tensor(case, data, out):
     from torch.ao.quantization.fx import _decomposed  # noqa: F401  (registers the ops)
 
     ops = torch.ops.quantized_decomposed
-    name = _code_dtype(case.qmin, case.qmax)
-    assume(name is not None)
+    name = data.draw(code_dtypes(case.qmin, case.qmax))
     tq = backend(lambda: ops.quantize_per_tensor(to_torch(case.x), case.scale, case.zero_point,
                                                  case.qmin, case.qmax, getattr(torch, name)))
     q = ours_or_reject(lambda: rq.quantize(case.x, case.scale, case.zero_point, qmin=case.qmin,
-                                           qmax=case.qmax, convention="torch.decomposed"))
+                                           qmax=case.qmax, convention="torch.decomposed", dtype=name))
     same(q, tq.numpy(), case)
     tdq = backend(lambda: ops.dequantize_per_tensor(tq, case.scale, case.zero_point, case.qmin,
-                                                    case.qmax, getattr(torch, name)))
-    same(rq.dequantize(q, case.scale, case.zero_point, convention="torch.decomposed"),
-         tdq.numpy(), case)
+                                                    case.qmax, getattr(torch, name),
+                                                    out_dtype=OUT_DTYPES[out]))
+    same(rq.dequantize(q, case.scale, case.zero_point, convention="torch.decomposed", dtype=np_of(out)),
+         to_numpy(tdq), case)
 
 
-@given(per_tensor_cases(dtypes=("float32", "float16", "bfloat16"), max_bits=16),
-       st.sampled_from(["int32", "float32"]))
-def test_torchao_per_tensor(case, zp_dtype):
-    from torchao.quantization.quant_primitives import dequantize_affine, quantize_affine
+@given(per_tensor_cases(dtypes=("float32", "float16", "bfloat16"), max_bits=32), st.data(),
+       st.sampled_from(["int32", "int64", "float32", "float16", "bfloat16", "float64"]),
+       st.sampled_from(["float32", "float16", "bfloat16", "float64", "x"]),
+       st.sampled_from(["float32", "float16", "bfloat16"]))
+def test_torchao_per_tensor(case, data, zp_dtype, scale_dtype, out):
+    from torchao.quantization.quant_primitives import (
+        _fake_quantize_affine,
+        dequantize_affine,
+        quantize_affine,
+    )
 
-    name = _code_dtype(case.qmin, case.qmax)
-    assume(name is not None)
+    name = data.draw(code_dtypes(case.qmin, case.qmax))
     x = to_torch(case.x)
-    s = torch.tensor([case.scale], dtype=torch.float32)
-    z = torch.tensor([case.zero_point], dtype=getattr(torch, zp_dtype))
-    zp = np.array([case.zero_point], zp_dtype)
+    with np.errstate(over="ignore"):
+        s_np = np.array([case.scale], np_of(case.x.dtype.name if scale_dtype == "x" else scale_dtype))
+        zp = np.array([case.zero_point], np_of(zp_dtype))
+    assume(np.isfinite(s_np.astype(np.float64)).all() and float(s_np[0]) > 0)
+    s, z = to_torch(s_np), to_torch(zp)
     tq = backend(lambda: quantize_affine(x, list(x.shape), s, z, getattr(torch, name), case.qmin,
                                          case.qmax))
-    q = ours_or_reject(lambda: rq.quantize(case.x, np.float32(case.scale), zp[0], qmin=case.qmin,
-                                           qmax=case.qmax, convention="torchao"))
+    q = ours_or_reject(lambda: rq.quantize(case.x, s_np.reshape(()), zp.reshape(()), qmin=case.qmin,
+                                           qmax=case.qmax, convention="torchao", dtype=name))
     same(q, tq.numpy(), case)
     tdq = backend(lambda: dequantize_affine(tq, list(x.shape), s, z, getattr(torch, name),
-                                            case.qmin, case.qmax, output_dtype=x.dtype))
-    out = case.x.dtype.newbyteorder("=")
-    same(rq.dequantize(q, np.float32(case.scale), zp[0], convention="torchao", dtype=out),
+                                            case.qmin, case.qmax, output_dtype=OUT_DTYPES[out]))
+    same(rq.dequantize(q, s_np.reshape(()), zp.reshape(()), convention="torchao", dtype=np_of(out)),
          to_numpy(tdq), case)
+    tf = backend(lambda: _fake_quantize_affine(x, list(x.shape), s, z, getattr(torch, name), case.qmin,
+                                               case.qmax))
+    y = ours_or_reject(lambda: rq.fake_quantize(case.x, s_np.reshape(()), zp.reshape(()), qmin=case.qmin,
+                                                qmax=case.qmax, convention="torchao"))
+    same(y, to_numpy(tf), case)
 
 
 # ---------------------------------------------------------------------------------------------
 # onnx.reference
 
 ONNX_ZP = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535), "int16": (-32768, 32767)}
+PRECISION = {None: None, "float32": 1, "float16": 10, "bfloat16": 16}  # onnx TensorProto codes
 
 
-@pytest.mark.xfail(strict=True, reason=(
-                   "known open mismatch: onnx.reference's own departures from the spec (int32 wrap "
-                   "of NaN and of the zero-point add, precision attribute) need a row of their own"))
-@given(per_tensor_cases(dtypes=("float32", "float16")), st.sampled_from(sorted(ONNX_ZP)))
-def test_onnx_quantize_linear(case, zp_name):
+@given(per_tensor_cases(dtypes=("float32", "float16", "bfloat16")), st.sampled_from(sorted(ONNX_ZP)),
+       st.sampled_from([None, "float32", "float16", "bfloat16"]))
+def test_onnx_reference_quantize_linear(case, zp_name, precision):
     pytest.importorskip("onnx")
     from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_21
-    from onnx.reference.ops.op_quantize_linear import QuantizeLinear_21
+    from onnx.reference.ops.op_quantize_linear import QuantizeLinear_21, QuantizeLinear_23
 
     lo, hi = ONNX_ZP[zp_name]
     z = np.array(np.clip(case.zero_point, lo, hi), zp_name)
     x = np.ascontiguousarray(case.x).astype(case.x.dtype.newbyteorder("="))
-    s = np.array(case.scale, x.dtype)
-    assume(np.isfinite(s) and s > 0)
-    tq = backend(lambda: QuantizeLinear_21.eval(x, s, z))
-    q = ours_or_reject(lambda: rq.quantize(x, s, int(z), qmin=lo, qmax=hi, convention="onnx"))
+    with np.errstate(over="ignore"):
+        s = np.array(case.scale, x.dtype)
+    assume(np.isfinite(s.astype(np.float64)) and s.astype(np.float64) > 0)
+    conv = rq.conventions.get("onnx.reference")
+    if precision is None:
+        tq = backend(lambda: QuantizeLinear_21.eval(x, s, z))
+    else:
+        tq = backend(lambda: QuantizeLinear_23.eval(x, s, z, precision=PRECISION[precision]))
+        conv = conv.replace(compute=precision)
+    q = ours_or_reject(lambda: rq.quantize(x, s, int(z), qmin=lo, qmax=hi, convention=conv))
     same(q, tq, case)
     tdq = backend(lambda: DequantizeLinear_21.eval(tq, s, z))
-    same(rq.dequantize(q, s, int(z), convention="onnx", dtype=x.dtype), tdq, case)
+    same(rq.dequantize(q, s, int(z), convention=conv, dtype=x.dtype), tdq, case)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,5 +265,5 @@ def test_torch_fake_quantize_per_channel_float64(case):
         case.qmax))
     y = ours_or_reject(lambda: rq.fake_quantize(case.x, case.scale, z, qmin=case.qmin,
                                                 qmax=case.qmax, axis=case.axis,
-                                                convention="torch.fake_quantize"))
+                                                convention=FQ))
     same(y, to_numpy(t), case)
