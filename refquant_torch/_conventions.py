@@ -19,8 +19,10 @@ def convention_key(convention, registry, kind: str) -> str:
     'onnx'
     >>> mine = rq.conventions.get("onnx").replace(rounding="half_away")
     >>> key = convention_key(mine, rq.conventions, "affine")
-    >>> key, convention_of(key) == mine, convention_key(mine.replace(), rq.conventions, "affine") == key
-    ('<custom affine onnx #0>', True, True)
+    >>> key.startswith("<custom affine onnx #"), convention_of(key) == mine
+    (True, True)
+    >>> convention_key(mine.replace(), rq.conventions, "affine") == key
+    True
     """
     row = registry.get(convention)
     if isinstance(convention, str):
