@@ -21,14 +21,8 @@ def best(fn, repeat=7):
 def best_pair(fn_a, fn_b, repeat):
     """Best-of-``repeat`` times of two functions run alternately (a load that comes and goes hits
     both alike), in seconds."""
-    fn_a(), fn_b()
-    times_a, times_b = [], []
-    for _ in range(repeat):
-        for fn, times in ((fn_a, times_a), (fn_b, times_b)):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return min(times_a), min(times_b)
+    (best_a, _), (best_b, _) = best_median_pair(fn_a, fn_b, repeat)
+    return best_a, best_b
 
 
 def fwd_bwd(op, x, g):
