@@ -97,12 +97,13 @@ def upscale(hist, omin, omax, nmin, nmax, rate, fma):
     out = np.zeros(bins, np.float32)
     for j in range(fine):
         m = f32(mids[j] + half)
-        # bucketize(right=True) - 1 = (number of edges <= m) - 1, clipped to [0, bins - 1]
+        # bucketize(right=True) - 1, clipped to [0, bins - 1]: ATen's upper-bound search, which
+        # steps right unless edge > m, so a NaN edge or midpoint (an overflowed range) steps right
         lo = 0
         hi = bins + 1
         while lo < hi:
-            mid = (lo + hi) // 2
-            if edges[mid] <= m:
+            mid = lo + ((hi - lo) >> 1)
+            if not edges[mid] > m:
                 lo = mid + 1
             else:
                 hi = mid

@@ -54,6 +54,25 @@ def test_histogram_of_a_range_wider_than_float32_is_empty_and_refused():
         ours.qparams()
 
 
+@pytest.mark.parametrize("batches", [
+    [[0.0, 255.0], [3.4028235e38, -3.3e38], [-3.4028235e38]],
+    [[1.0, 2.0], [-3.4028235e38, 3.4028235e38]],
+    [[-1.0, 1.0], [3.4e38], [-3.4e38]],
+])
+def test_histogram_moved_onto_a_range_wider_than_float32(batches):
+    """The old histogram moved onto a new range whose width overflows float32: the midpoints and
+    edges are inf or NaN, and ATen's bucketize steps right past a NaN comparison."""
+    from torch.ao.quantization import HistogramObserver
+
+    theirs = HistogramObserver(dtype=torch.quint8)
+    ours = rq.observers.Histogram(dtype="quint8")
+    for b in batches:
+        x = np.float32(b)
+        theirs(torch.from_numpy(x))
+        ours.update(x)
+        assert ours.histogram.astype(np.float32).tolist() == theirs.histogram.tolist()
+
+
 def test_histogram_kernel_stays_in_bounds_for_every_overflowing_value():
     from refquant._kernels._histogram import histc
 
