@@ -84,9 +84,9 @@ def test_torch_fake_quantize_per_tensor(case):
     same(y, to_numpy(t), case)
 
 
-@given(per_channel_cases(), st.booleans())
-def test_torch_fake_quantize_per_channel(case, float_zp):
-    z = case.zero_point.astype(np.float32 if float_zp else np.int32)
+def _same_per_channel(case, z):
+    """torch's per-channel fake quantize and the ``torch.fake_quantize`` variant agree on ``case``
+    with zero points ``z``."""
     t = backend(lambda: torch.fake_quantize_per_channel_affine(
         to_torch(case.x), torch.from_numpy(case.scale), torch.from_numpy(z), case.axis, case.qmin,
         case.qmax))
@@ -94,6 +94,12 @@ def test_torch_fake_quantize_per_channel(case, float_zp):
                                                 qmax=case.qmax, axis=case.axis,
                                                 convention=FQ))
     same(y, to_numpy(t), case)
+
+
+@given(per_channel_cases(), st.booleans())
+def test_torch_fake_quantize_per_channel(case, float_zp):
+    z = case.zero_point.astype(np.float32 if float_zp else np.int32)
+    _same_per_channel(case, z)
 
 
 @given(per_channel_cases(float_zero_point=True, max_bits=8))
@@ -260,10 +266,4 @@ def test_onnx_reference_quantize_linear(case, zp_name, precision):
 @given(per_channel_cases(dtypes=("float64",)))
 def test_torch_fake_quantize_per_channel_float64(case):
     z = case.zero_point.astype(np.int32)
-    t = backend(lambda: torch.fake_quantize_per_channel_affine(
-        to_torch(case.x), torch.from_numpy(case.scale), torch.from_numpy(z), case.axis, case.qmin,
-        case.qmax))
-    y = ours_or_reject(lambda: rq.fake_quantize(case.x, case.scale, z, qmin=case.qmin,
-                                                qmax=case.qmax, axis=case.axis,
-                                                convention=FQ))
-    same(y, to_numpy(t), case)
+    _same_per_channel(case, z)
