@@ -248,6 +248,22 @@ TABLE = (
         formats=("float8_e4m3fn",),
     ),
     FloatConvention(
+        name="compressed_tensors",
+        formula="fp4 (cast_to_fp4: sign(x) * |x| rounded by thresholds, ties to even, saturating): an "
+        "input -0.0 -> +0 (sign(-0.0) is 0), a negative value rounding to zero -> -0; NaN -> code 0 "
+        "(its packer assumes fp4 values: no defined code); float8_e4m3fn: clamp to +-448, then "
+        "torch's cast (-0.0 kept, NaN stays NaN)",
+        backend="compressed-tensors 0.20 quantization.utils.fp4_utils.cast_to_fp4 (MXFP4, NVFP4 "
+        "elements) and round_to_quantized_type_args (MXFP8)",
+        evidence="tests/cross/test_nvfp4_compressed_tensors.py::test_cast_to_fp4 (every float16 "
+        "pattern and the fp4 probes through compressed-tensors' cast_to_fp4)",
+        fixed_saturate=True,
+        nan_no_nan="zero",
+        nan_payload="all_ones",
+        signed_zero="drop_zero_input_no_nan",
+        formats=("float4_e2m1fn", "float8_e4m3fn"),
+    ),
+    FloatConvention(
         name="microxcaling",
         formula="v = fl32(x / s); p = max(floor(log2_fp32 |v|), emin); t = fl32(|v| / 2**p * 2**M); "
         "r = floor(fl32(t + 0.5)) (ties away; rounding='half_even' subtracts 1 when fl32(t - 0.5) "

@@ -2,10 +2,11 @@
 low-precision float formats (``rq.decode``/``rq.quantize(fmt=...)``, ``rq.nvfp4``, ``rq.nf4``).
 
 fp8 (ModelOpt, torchao Float8Tensor, compressed-tensors float-quantized): codes are e4m3/e5m2
-bit patterns, the scale per tensor or per row, ``s = fl32(amax / fmax)``. NVFP4: e2m1 codes two
+bit patterns, the scale per tensor or per row, ``s = fl32(amax / fmax)``, the codes re-quantized
+under the float convention of :data:`FP8_CONVENTIONS`. NVFP4: e2m1 codes two
 a byte (element 0 in the low nibble), e4m3 block scales per 16, a float32 global scale stored as
-``amax / 2688`` (ModelOpt, torchao: ``rq.nvfp4``) or ``2688 / amax`` (compressed-tensors, whose
-recipe :func:`ct_nvfp4_quantize` follows). NF4
+``amax / 2688`` (ModelOpt, torchao) or ``2688 / amax`` (compressed-tensors); each exporter's
+recipe is a named convention of ``rq.nvfp4``. NF4
 (bitsandbytes): codes two a byte, element 0 in the high nibble, absmax per block of 64 in float32
 or double-quantized. A build of refquant without a kind's pieces raises NotImplementedError
 naming them, and the report says so for that tensor only.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["run_float", "NEEDS", "row_multiple", "ct_nvfp4_quantize", "unswizzle"]
+__all__ = ["run_float", "NEEDS", "row_multiple", "unswizzle", "fp8_convention", "nan_range"]
 
 NEEDS = {
     "fp8": ("quantize", "decode", "float8_e4m3fn"),
@@ -334,10 +335,7 @@ def _nvfp4(task, out):
                          "stored": float(g), "rule": q.opt("global"), "divisor": NVFP4_GLOBAL,
                          "dtype": np.asarray(x).dtype.name if q.convention == "compressed_tensors"
                          else "float32"}
-        if q.convention == "compressed_tensors":
-            eq, es = ct_nvfp4_quantize(np.asarray(x), g)
-        else:
-            eq, es, _ = rq.nvfp4.quantize(np.asarray(x), global_scale=g, convention=q.convention)
+        eq, es, _ = rq.nvfp4.quantize(np.asarray(x), global_scale=g, convention=q.convention)
         out["compared"] += codes.size
         before = out["codes"]
         _code_mismatch(out, codes, eq, x, a, cols, None)
@@ -345,43 +343,6 @@ def _nvfp4(task, out):
             alt = rq.unpack(_u8(f.rows(cname, a, b)), 4, (b - a) * cols, order="high_first")
             out["alt_order"] = (out["alt_order"] or 0) + int((alt.reshape(eq.shape) != eq).sum())
         _scale_codes(out, scodes, es)
-
-
-def ct_nvfp4_quantize(x, g):
-    """compressed-tensors' NVFP4 recipe (``calculate_qparams`` and ``quantize`` of its
-    ``nvfp4-pack-quantized`` format): ``(codes, scale_codes)`` of ``x`` (float16, bfloat16 or
-    float32, last axis a multiple of 16) under the stored float32 encode scale ``G``.
-
-    * block scale: ``e4m3(f32(G * d(f32(a / 6))))`` with ``a`` the block's largest magnitude and
-      ``d`` x's dtype (torch divides a 16-bit tensor in float32 and rounds to its dtype), rounded
-      half to even and saturating at 448; a zero scale becomes 0.125 (e4m3's eps);
-    * element: ``e2m1(f32(x / f32(s / G)))``, half to even, saturating at 6; a negative value
-      rounding to zero keeps the sign (code 8), a zero (+0 or -0) gets code 0.
-
-    >>> import numpy as np
-    >>> codes, scales = ct_nvfp4_quantize(np.float32([0.5, -1.0, 6.0, -0.0] + [0.0] * 12), 448.0)
-    >>> codes.tolist()[:4], scales.tolist()
-    ([1, 10, 7, 0], [126])
-    """
-    import refquant as rq
-
-    x = np.asarray(x)
-    f32 = np.float32
-    xf = x.astype(f32)
-    blocks = xf.reshape(*xf.shape[:-1], -1, 16)
-    a = np.max(np.abs(blocks), axis=-1)
-    b = (a / f32(6)).astype(x.dtype).astype(f32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        sc = rq.encode(f32(g) * b, rq.float8_e4m3fn)
-    sval = rq.decode(sc, rq.float8_e4m3fn).astype(f32)
-    eps = f32(0.125)
-    sc = np.where(sval == 0, rq.encode(eps, rq.float8_e4m3fn), sc)
-    sdec = np.where(sval == 0, eps, sval) / f32(g)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        y = blocks / sdec[..., None]
-    codes = rq.encode(y.reshape(x.shape), rq.float4_e2m1fn)
-    codes[xf == 0] = 0
-    return codes, sc
 
 
 def unswizzle(flat, rows, cols, lo, hi):
@@ -510,7 +471,7 @@ def _mx(task, out):
         if task.source is None:
             continue
         x = source_rows(task, a, b, q.shape)
-        ec, es = rq.mx.quantize(np.asarray(x), fmt, axis=-1, block=block, convention=_mx_convention(q))
+        ec, es = rq.mx.quantize(np.asarray(x), fmt, axis=-1, block=block, convention=q.convention)
         out["compared"] += codes.size
         before = out["codes"]
         _code_mismatch(out, codes, ec, x, a, cols, None)
@@ -518,16 +479,3 @@ def _mx(task, out):
             alt = rq.unpack(raw, 4, (b - a) * cols, order="high_first").reshape(ec.shape)
             out["alt_order"] = (out["alt_order"] or 0) + int((alt != ec).sum())
         _scale_codes(out, scodes, es)
-
-
-def _mx_convention(q):
-    """The MX convention of ``q``. compressed-tensors' element cast (``cast_to_fp4`` on the CPU:
-    ``sign(x) * rounded |x|``) gives an input -0.0 the +0 code and a negative value rounding to
-    zero the -0 code: the element knob ``transformer_engine`` of the float conventions, applied
-    here on top of ``rq.mx``'s ``compressed_tensors`` row (whose element step is ``exact``)."""
-    import refquant as rq
-
-    conv = rq.mx.conventions.get(q.convention)
-    if conv.name == "compressed_tensors":
-        return conv.replace(element="transformer_engine")
-    return conv
