@@ -23,8 +23,8 @@ listed as stored global / block scale / element scaling / e2m1 of NaN and of -0.
 * ``onnx``: as modelopt (its exporter), the element step being ONNX ``QuantizeLinear`` to
   float4e2m1 with the scale ``f32(s g)``.
 * ``compressed_tensors``: encode ``S``; ``e4m3(f32(S * d(f32(a / 6))))`` with ``d`` rounding to
-  x's dtype, a scale rounding to zero made 0.125; ``f32(x / f32(s / S))``; an error / +0 (an
-  input +-0 gets code 0, a negative value rounding to zero code 8); dequantize
+  x's dtype, a scale rounding to zero made 0.125; ``f32(x / f32(s / S))``; an error / +0 (a
+  quotient +-0 gets code 0, a negative value rounding to zero code 8); dequantize
   ``f32(q * f32(s / S))``.
 
 ``S = f32(2688 / amax)`` is transformer_engine's stored encode scale (FLT_MAX for amax 0, 1 for
@@ -80,8 +80,7 @@ class Convention:
     block and the input's after them: 16 under torch's AVX2/AVX512 kernels, 3 under its DEFAULT
     kernels (which operand a compiled multiply returns; :func:`detect` measures it on the
     installed torch). ``drop_negative_zero``: a quotient -0.0 (not a
-    negative value rounding to zero) takes code 0. ``zero_input_positive``: an input +-0.0 takes
-    code 0 (a negative quotient that underflows to -0.0 keeps code 8). ``dequant``: ``"exact"``,
+    negative value rounding to zero) takes code 0. ``dequant``: ``"exact"``,
     ``"float32"`` (``f32(q * f32(s g))``) or ``"float32_encode"`` (``f32(q * f32(s / S))``);
     ``dequant_negative_zero``: code 8 dequantizes to -0.0 (ModelOpt's table holds +0).
     """
@@ -101,7 +100,6 @@ class Convention:
     dequant_negative_zero: bool = True
     nan_multiplier_lanes: int = BLOCK
     zero_scale_code: int = 0
-    zero_input_positive: bool = False
 
     def replace(self, **knobs) -> Convention:
         """A copy with some knobs changed."""
@@ -140,14 +138,15 @@ _ROWS = {
         "f32(x / f32(s g)) rounded half to even, saturating; -0.0 -> +0, NaN -> code 8",
         "tests/cross/test_nvfp4_onnx.py (the element step against onnx.reference QuantizeLinear)"),
     "compressed_tensors": Convention(
-        "compressed_tensors", "encode", "encode_product", 0.0, False, "divide_encode", "error", 0, False,
+        "compressed_tensors", "encode", "encode_product", 0.0, False, "divide_encode", "error", 0, True,
         "float32_encode",
         "S = f32(2688 / amax); s = e4m3(f32(S * d(f32(a / 6)))) with d x's dtype, saturating, a zero "
-        "scale 0.125; q = e2m1(f32(x / f32(s / S))), half to even, saturating, an input +-0 -> +0 (a "
-        "negative rounding to zero keeps -0); NaN: an error; dequantize f32(q * f32(s / S))",
+        "scale 0.125; q = e2m1(f32(x / f32(s / S))) (cast_to_fp4: sign(q) * rounded |q|), half to even, "
+        "saturating, a quotient +-0 -> +0 (a negative value rounding to zero keeps -0); NaN: an error; "
+        "dequantize f32(q * f32(s / S))",
         "tests/cross/test_nvfp4_compressed_tensors.py (compressed-tensors 0.20 calculate_qparams, "
         "quantize and dequantize with its global scale; bfloat16, float16, float32)",
-        zero_scale_code=0x20, zero_input_positive=True),
+        zero_scale_code=0x20),
 }
 
 _BS = {"exact": 0, "double": 1, "divide_product": 2, "fused": 3, "encode_product": 4}
@@ -285,7 +284,7 @@ def quantize(x, *, global_scale=None, convention="exact"):
         nvfp4_quantize(xk.size, xk, nb, float(g), float(g_dec), float(s_enc), _BS[conv.block_scale],
                        conv.scale_min, conv.zero_scale_to_one, int(conv.zero_scale_code), float_code(x.dtype),
                        _EL[conv.element], _NAN[conv.nan], conv.nan_code, int(conv.nan_multiplier_lanes),
-                       conv.drop_negative_zero, conv.zero_input_positive, e4m3, e2m1, mids32, codes, scales)
+                       conv.drop_negative_zero, e4m3, e2m1, mids32, codes, scales)
     return codes.reshape(x.shape), scales.reshape(x.shape[:-1] + (x.shape[-1] // BLOCK,)), stored
 
 

@@ -102,15 +102,14 @@ def element_multiplier(s, g, g_dec, s_enc, el_rule):
 
 @sized_kernel
 def nvfp4_quantize(x, nb, g, g_dec, s_enc, bs_rule, scale_min, zero_to_one, zero_code, a_fmt, el_rule,
-                   nan_rule, nan_code, nan_lanes, drop_neg_zero, zero_input_pos, e4m3, e2m1, mids32, codes,
-                   scales):
+                   nan_rule, nan_code, nan_lanes, drop_neg_zero, e4m3, e2m1, mids32, codes, scales):
     """Per block of 16: the e4m3 scale code and 16 e2m1 codes (``refquant.nvfp4`` for the rules).
 
     ``g``: the decode global scale (float32 value); ``g_dec``/``s_enc``: transformer_engine's
     decode and encode scales; ``zero_code``: the e4m3 code a block scale rounding to zero takes;
-    ``a_fmt``: x's dtype code (``BS_ENCODE_PRODUCT``); ``zero_input_pos``: an input +-0 takes
-    code 0 whatever its quotient. ``nan_lanes``: under NAN_BITS, the leading positions of a block
-    where ``NaN * NaN`` keeps the multiplier's NaN (the input's after them). ``x`` is float32
+    ``a_fmt``: x's dtype code (``BS_ENCODE_PRODUCT``). ``nan_lanes``: under NAN_BITS, the
+    leading positions of a block where ``NaN * NaN`` keeps the multiplier's NaN (the input's
+    after them). ``x`` is float32
     (float64 for the exact rules). ``e4m3``/``e2m1`` are the decode tables; the float32 rules
     round ``|v|`` as the branch-free count of the seven e2m1 midpoints ``mids32`` below it (a tie
     goes to the even code).
@@ -165,10 +164,6 @@ def nvfp4_quantize(x, nb, g, g_dec, s_enc, bs_rule, scale_min, zero_to_one, zero
                         codes[i] = nan_bits_code(bits)
                     else:
                         codes[i] = nan_code
-        if zero_input_pos:
-            for i in range(lo, lo + 16):
-                if x[i] == 0:
-                    codes[i] = 0
 
 
 @sized_kernel
