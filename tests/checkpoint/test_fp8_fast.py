@@ -154,3 +154,26 @@ def test_modelopt_fp8_per_channel_report_with_and_without_the_fused_check(tmp_pa
     exact = rq.checkpoint.check(tmp_path / "model.safetensors", tmp_path / "source.safetensors",
                                 convention="exact")
     assert exact.rows[0].code_mismatches > 0  # a float32 quotient rounds twice
+
+
+def test_sub_chunks_do_not_change_the_fp8_report(tmp_path, monkeypatch):
+    """Per-row scales, NaN-code counts and the sample read in sub-chunks of a few rows give the
+    report read in one."""
+    from refquant.checkpoint import _checks
+
+    x, s = _rows(rq.float8_e4m3fn, np.dtype(ml_dtypes.bfloat16), seed=7)
+    t = np.clip(x.astype(np.float32) / s[:, None], -448, 448)
+    codes = t.astype(ml_dtypes.float8_e4m3fn).view(np.uint8).copy()
+    codes[2, 7] ^= 0x01
+    codes[19, 0] = 0x7F  # a NaN code
+    _checkpoint(tmp_path, x, s, codes)
+    reports = []
+    for sub in (_checks.SUB_CHUNK, 3 * 64):
+        monkeypatch.setattr(_checks, "SUB_CHUNK", sub)
+        d = rq.checkpoint.check(tmp_path / "model.safetensors", tmp_path / "source.safetensors").to_dict()
+        d.pop("seconds")
+        reports.append(d)
+    assert reports[0] == reports[1]
+    (row,) = reports[0]["rows"]
+    nans = int(np.isnan(rq.decode(codes, rq.float8_e4m3fn)).sum())  # the planted one and NaN x's
+    assert row["code_mismatches"] >= 2 and row["decode"].get("NaN code") == nans >= 1, row
