@@ -1,5 +1,11 @@
-"""Checkpoint check speed and memory: a synthetic ~2 GB int8 per-channel checkpoint (torchao
-Int8Tensor layout) with its bfloat16 source, written to a temporary folder and deleted after.
+"""Checkpoint check speed and memory: a synthetic ~2 GB per-channel checkpoint with its bfloat16
+source, written to a temporary folder and deleted after, one kind after the other:
+
+* ``int8``: torchao's Int8Tensor layout (``_weight_qdata`` int8, ``_weight_scale`` float32
+  [N, 1]), codes ``rne(x * fl32(1 / s))``;
+* ``fp8``: e4m3 codes with a float32 scale per output channel as ModelOpt and compressed-tensors
+  store them (``weight`` F8_E4M3 [N, K], ``weight_scale`` F32 [N, 1]), ``s = fl32(amax / 448)``
+  per row and codes ``e4m3(fl32(x / s))`` (``(w / s).to(torch.float8_e4m3fn)``).
 
 Prints: write time; the re-quantize check with a warm page cache in GB/s (bytes of checkpoint
 plus source per second of wall time); peak resident memory of a fresh process running the check
@@ -7,7 +13,7 @@ plus source per second of wall time); peak resident memory of a fresh process ru
 at its parent's, which held the writer's arrays); the same check on
 a 2-worker dask LocalCluster and its ratio to the single-machine time.
 
-    python benchmarks/bench_checkpoint.py [--gb 2.0] [--no-dask]
+    python benchmarks/bench_checkpoint.py [--gb 2.0] [--kind int8 fp8] [--no-dask]
 """
 
 from __future__ import annotations
@@ -35,49 +41,82 @@ def _bf16_bits(x32):
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
 
 
-def write(folder, gb):
+def write(folder, gb, kind="int8"):
+    """Write the ``kind`` checkpoint and its source; return their paths."""
+    return {"int8": write_int8, "fp8": write_fp8}[kind](folder, gb)
+
+
+def _weights(i):
+    import ml_dtypes
+
+    r = np.random.default_rng(i)
+    x = r.standard_normal((ROWS, COLS), dtype=np.float32) * np.float32(0.02)
+    return _bf16_bits(x).view(np.dtype(ml_dtypes.bfloat16))
+
+
+def _source(n):
+    """The bfloat16 source tensors for ``save_file``, each made when it is written."""
+    def one(i):
+        yield _weights(i)
+
+    return {f"l{i}.weight": (_weights(0).dtype, (ROWS, COLS), one(i)) for i in range(n)}
+
+
+def _chunked(make, n, roles):
+    """``{name: (dtype, shape, chunks)}`` for ``save_file``: tensor i's parts come from one call
+    of ``make(i)`` (a tuple in the order of ``roles``), so the writer holds one weight at a time."""
+    cache = {}
+
+    def part(i, k):
+        if k == 0:
+            cache[i] = make(i)
+        got = cache[i][k]
+        if k == len(roles) - 1:
+            del cache[i]
+        yield got
+
+    return {name.format(i=i): (dtype, shape, part(i, k))
+            for i in range(n) for k, (name, dtype, shape) in enumerate(roles)}
+
+
+def write_fp8(folder, gb):
     import ml_dtypes
 
     n = max(1, int(gb * 1e9 / (ROWS * COLS * 3)))
-    rng = np.random.default_rng(0)
-    src, qdata, scales, meta = {}, {}, {}, {"tensor_names": json.dumps([f"l{i}.weight" for i in range(n)])}
     src_path, q_path = os.path.join(folder, "source.safetensors"), os.path.join(folder, "model.safetensors")
-    bf16 = np.dtype(ml_dtypes.bfloat16)
-    # two passes, one tensor at a time, so that the writer holds one tensor in memory
+    save_file(src_path, _source(n))
+
+    def quantized(i):
+        xf = _weights(i).astype(np.float32)
+        s = (np.abs(xf).max(axis=1) / np.float32(448)).astype(np.float32)
+        q = np.clip(xf / s[:, None], -448, 448).astype(ml_dtypes.float8_e4m3fn)  # float32 quotient
+        return q, s.reshape(ROWS, 1)
+
+    e4m3 = np.dtype(ml_dtypes.float8_e4m3fn)
+    save_file(q_path, _chunked(quantized, n, [("l{i}.weight", e4m3, (ROWS, COLS)),
+                                              ("l{i}.weight_scale", np.float32, (ROWS, 1))]))
+    return q_path, src_path
+
+
+def write_int8(folder, gb):
+    n = max(1, int(gb * 1e9 / (ROWS * COLS * 3)))
+    src_path, q_path = os.path.join(folder, "source.safetensors"), os.path.join(folder, "model.safetensors")
+    meta = {"tensor_names": json.dumps([f"l{i}.weight" for i in range(n)])}
     for i in range(n):
         meta[f"l{i}.weight"] = json.dumps({"_type": "Int8Tensor", "_data": {
             "block_size": [1, COLS], "dtype": {"_type": "torch.dtype", "_data": "bfloat16"}}})
 
-    def weights(i):
-        r = np.random.default_rng(i)
-        x = r.standard_normal((ROWS, COLS), dtype=np.float32) * np.float32(0.02)
-        return _bf16_bits(x).view(bf16)
-
     def quantized(i):
-        x = weights(i)
-        xf = x.astype(np.float32)
+        xf = _weights(i).astype(np.float32)
         s, _ = rq.choose_qparams(xf.min(axis=1), xf.max(axis=1), fmt=rq.int8, symmetric=True,
                                  method="torchao", dtype="bfloat16", scale_dtype=np.float32)
         inv = (np.float32(1) / s).astype(np.float32)[:, None]
         q = np.clip(np.rint(xf * inv), -128, 127).astype(np.int8)  # torchao: rne(x * fl32(1/s))
         return q, s.reshape(ROWS, 1)
 
-    del rng, src, qdata, scales
-    save_file(src_path, {f"l{i}.weight": (bf16, (ROWS, COLS), [weights(i)]) for i in range(n)})
-    cache = {}
-
-    def q_chunks(i):
-        cache[i] = quantized(i)
-        yield cache[i][0]
-
-    def s_chunks(i):
-        yield cache.pop(i)[1]
-
-    tensors = {}
-    for i in range(n):
-        tensors[f"l{i}._weight_qdata"] = (np.int8, (ROWS, COLS), q_chunks(i))
-        tensors[f"l{i}._weight_scale"] = (np.float32, (ROWS, 1), s_chunks(i))
-    save_file(q_path, tensors, meta)
+    save_file(src_path, _source(n))
+    save_file(q_path, _chunked(quantized, n, [("l{i}._weight_qdata", np.int8, (ROWS, COLS)),
+                                              ("l{i}._weight_scale", np.float32, (ROWS, 1))]), meta)
     return q_path, src_path
 
 
@@ -118,42 +157,55 @@ def _root():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gb", type=float, default=2.0)
+    ap.add_argument("--kind", nargs="+", choices=("int8", "fp8"), default=["int8", "fp8"])
     ap.add_argument("--no-dask", action="store_true")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    folder = tempfile.mkdtemp(prefix="refquant-bench-", dir="/tmp")
-    try:
-        t0 = time.perf_counter()
-        q_path, src_path = write(folder, args.gb)
-        total = os.path.getsize(q_path) + os.path.getsize(src_path)
-        print(f"wrote {total / 1e9:.3f} GB (checkpoint {os.path.getsize(q_path) / 1e9:.3f} GB + bf16 source) "
-              f"in {time.perf_counter() - t0:.1f} s")
-        for f in (q_path, src_path):  # warm the page cache
-            with open(f, "rb") as fh:
-                while fh.read(1 << 24):
-                    pass
-        r = rq.checkpoint.check(q_path, src_path)  # compile + warm
-        print(f"report: ok={r.ok}, {r.totals['tensors']} tensors, {r.totals['code_mismatches']} code and "
-              f"{r.totals['scale_mismatches']} scale mismatches")
-        times = []
-        for _ in range(args.runs):
-            t0 = time.perf_counter()
-            rq.checkpoint.check(q_path, src_path)
-            times.append(time.perf_counter() - t0)
-        best, med = min(times), sorted(times)[len(times) // 2]
-        print(f"one machine, warm cache: best {best:.2f} s = {r.bytes / best / 1e9:.2f} GB/s, "
-              f"median {med:.2f} s = {r.bytes / med / 1e9:.2f} GB/s (target >= 1 GB/s)")
-        c = _child(q_path, src_path)
-        print(f"fresh process: {c['seconds']:.2f} s, peak anonymous memory {c['anon_mib']:.0f} MiB, "
-              f"peak RSS incl. mapped file pages {c['rss_mib']:.0f} MiB, sampled every 10 ms "
-              f"(target < 512 MiB)")
-        if not args.no_dask:
-            _dask(q_path, src_path, r.bytes, best)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores")
+    for kind in args.kind:
+        folder = tempfile.mkdtemp(prefix="refquant-bench-", dir="/tmp")
+        try:
+            run(kind, folder, args)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
-def _dask(q_path, src_path, nbytes, local):
+def run(kind, folder, args):
+    t0 = time.perf_counter()
+    q_path, src_path = write(folder, args.gb, kind)
+    total = os.path.getsize(q_path) + os.path.getsize(src_path)
+    print(f"[{kind}] wrote {total / 1e9:.3f} GB (checkpoint {os.path.getsize(q_path) / 1e9:.3f} GB + bf16 "
+          f"source) in {time.perf_counter() - t0:.1f} s")
+    for f in (q_path, src_path):  # warm the page cache
+        with open(f, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+    r = rq.checkpoint.check(q_path, src_path)  # compile + warm
+    print(f"[{kind}] report: ok={r.ok}, {r.totals['tensors']} tensors ({r.rows[0].format} "
+          f"{r.rows[0].kind}, convention {r.rows[0].convention!r}), {r.totals['code_mismatches']} code and "
+          f"{r.totals['scale_mismatches']} scale mismatches")
+    times, cpu = [], []
+    for _ in range(args.runs):
+        t0, c0 = time.perf_counter(), time.process_time()
+        rq.checkpoint.check(q_path, src_path)
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    best, med = min(times), sorted(times)[len(times) // 2]
+    print(f"[{kind}] one machine, warm cache: best {best:.2f} s = {r.bytes / best / 1e9:.2f} GB/s, "
+          f"median {med:.2f} s = {r.bytes / med / 1e9:.2f} GB/s (target >= 1 GB/s); "
+          f"load {os.getloadavg()[0]:.2f}")
+    # CPU seconds of all threads: on a shared machine the wall time measures the others too
+    print(f"[{kind}] CPU time: best {min(cpu):.2f} s = {r.bytes / min(cpu) / 1e9:.2f} GB per CPU-second "
+          f"({r.workers})")
+    c = _child(q_path, src_path)
+    print(f"[{kind}] fresh process: {c['seconds']:.2f} s, peak anonymous memory {c['anon_mib']:.0f} MiB, "
+          f"peak RSS incl. mapped file pages {c['rss_mib']:.0f} MiB, sampled every 10 ms "
+          f"(target < 512 MiB)")
+    if not args.no_dask:
+        _dask(q_path, src_path, r.bytes, best, kind)
+
+
+def _dask(q_path, src_path, nbytes, local, kind):
     try:
         from distributed import Client, LocalCluster
     except ImportError:
@@ -169,7 +221,7 @@ def _dask(q_path, src_path, nbytes, local):
             rq.checkpoint.check(q_path, src_path, client=client)
             times.append(time.perf_counter() - t0)
     best = min(times)
-    print(f"dask LocalCluster(2 workers): best {best:.2f} s = {nbytes / best / 1e9:.2f} GB/s; "
+    print(f"[{kind}] dask LocalCluster(2 workers): best {best:.2f} s = {nbytes / best / 1e9:.2f} GB/s; "
           f"ratio to one machine {best / local:.2f} (target <= 1.3)")
 
 

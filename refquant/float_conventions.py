@@ -225,6 +225,45 @@ TABLE = (
         formats=("float8_e4m3fn", "float8_e5m2") + _SUB_BYTE,
     ),
     FloatConvention(
+        name="torchao.float8",
+        formula="scaled fp8 (float16, bfloat16, float32 x): t = fl32(fl32(x) / fl32(s)), clamped to "
+        "+-max, then torch's cast (round-to-nearest-even: the quotient is rounded twice, to float32 "
+        "and then to the format); NaN stays NaN (e5m2 0x7F)",
+        backend="torchao 0.18 quantization.quant_primitives._quantize_affine_float8 (Float8Tensor)",
+        evidence="tests/cross/test_float_elements.py::test_torchao_float8_quantize",
+        fixed_saturate=True,
+        nan_payload="all_ones",
+        quotient="float32",
+        formats=("float8_e4m3fn", "float8_e5m2"),
+    ),
+    FloatConvention(
+        name="modelopt.float8",
+        formula="FP8 export (w / s).to(float8_e4m3fn) with a float32 s (float16, bfloat16, float32 "
+        "w): t = fl32(x / s), then torch's saturating cast (round-to-nearest-even, +-inf -> +-448, "
+        "NaN stays NaN): the arithmetic of torchao.float8 for e4m3fn",
+        backend="ModelOpt export to_quantized_weight (FP8), transcription: not installable here",
+        evidence="tests/cross/test_float_transcribed.py::test_modelopt_float8",
+        fixed_saturate=True,
+        quotient="float32",
+        formats=("float8_e4m3fn",),
+    ),
+    FloatConvention(
+        name="compressed_tensors",
+        formula="fp4 (cast_to_fp4: sign(x) * |x| rounded by thresholds, ties to even, saturating): an "
+        "input -0.0 -> +0 (sign(-0.0) is 0), a negative value rounding to zero -> -0; NaN -> code 0 "
+        "(its packer assumes fp4 values: no defined code); float8_e4m3fn: clamp to +-448, then "
+        "torch's cast (-0.0 kept, NaN stays NaN)",
+        backend="compressed-tensors 0.20 quantization.utils.fp4_utils.cast_to_fp4 (MXFP4, NVFP4 "
+        "elements) and round_to_quantized_type_args (MXFP8)",
+        evidence="tests/cross/test_nvfp4_compressed_tensors.py::test_cast_to_fp4 (every float16 "
+        "pattern and the fp4 probes through compressed-tensors' cast_to_fp4)",
+        fixed_saturate=True,
+        nan_no_nan="zero",
+        nan_payload="all_ones",
+        signed_zero="drop_zero_input_no_nan",
+        formats=("float4_e2m1fn", "float8_e4m3fn"),
+    ),
+    FloatConvention(
         name="microxcaling",
         formula="v = fl32(x / s); p = max(floor(log2_fp32 |v|), emin); t = fl32(|v| / 2**p * 2**M); "
         "r = floor(fl32(t + 0.5)) (ties away; rounding='half_even' subtracts 1 when fl32(t - 0.5) "

@@ -187,12 +187,17 @@ TABLE = (
         name="compressed_tensors",
         formula="generate_mx_scales: amax's float32 bits + 2**21, exponent field kept (amax rounded "
         "to a 1-bit mantissa, half up, for MXFP4 and MXFP8 alike), E = floor(log2 of that) - emax; "
-        "elements rne_saturating(x / 2**E) exactly",
-        backend="compressed-tensors (main) quantization.utils.mxfp_utils.generate_mx_scales "
-        "(MXFP4, MXFP8); not installed here",
+        "elements rne_saturating(x / 2**E) exactly, cast as compressed-tensors casts (the float "
+        "convention compressed_tensors: in fp4 an input -0.0 gives +0, a negative value rounding to "
+        "zero -0)",
+        backend="compressed-tensors 0.20 quantization.utils.mxfp_utils.generate_mx_scales and its "
+        "element casts (MXFP4, MXFP8)",
         evidence="tests/cross/test_float_mx.py::test_compressed_tensors_scales (its published "
-        "generate_mx_scales, re-typed in torch; finite non-zero blocks)",
+        "generate_mx_scales, re-typed in torch; finite non-zero blocks), "
+        "tests/checkpoint/test_compressed_tensors.py::test_fp4_written_by_compressed_tensors (MXFP4 "
+        "codes and scales written by compressed-tensors 0.20, -0.0 and tiny negatives included)",
         scale_rule="even",
+        element="compressed_tensors",
         even_mantissa_bits=1,
         input_dtypes=("bfloat16", "float32"),
         formats=("float4_e2m1fn", "float8_e4m3fn"),

@@ -22,6 +22,10 @@ listed as stored global / block scale / element scaling / e2m1 of NaN and of -0.
   ``f32(x / f32(s g))``; 6 / +0.
 * ``onnx``: as modelopt (its exporter), the element step being ONNX ``QuantizeLinear`` to
   float4e2m1 with the scale ``f32(s g)``.
+* ``compressed_tensors``: encode ``S``; ``e4m3(f32(S * d(f32(a / 6))))`` with ``d`` rounding to
+  x's dtype, a scale rounding to zero made 0.125; ``f32(x / f32(s / S))``; an error / +0 (a
+  quotient +-0 gets code 0, a negative value rounding to zero code 8); dequantize
+  ``f32(q * f32(s / S))``.
 
 ``S = f32(2688 / amax)`` is transformer_engine's stored encode scale (FLT_MAX for amax 0, 1 for
 amax inf); its decode scale is ``f32(1 / S)``. A NaN in a block makes its scale NaN (code 0x7f)
@@ -61,19 +65,23 @@ class Convention:
 
     ``global_storage``: ``"decode"`` (``amax / 2688``) or ``"encode"`` (``2688 / amax``).
     ``block_scale``: ``"exact"``, ``"double"`` (two float32 divisions), ``"divide_product"``
-    (one division by ``f32(6 g)``) or ``"fused"`` (a float32 multiplier ``f32(S * f32(1/6))``).
+    (one division by ``f32(6 g)``), ``"fused"`` (a float32 multiplier ``f32(S * f32(1/6))``) or
+    ``"encode_product"`` (``f32(S * d(f32(a / 6)))``, ``d`` rounding to x's dtype).
     ``scale_min``: the float32 clamp below the block scale before its e4m3 cast (0: none).
-    ``zero_scale_to_one``: a zero block-scale quotient becomes 1.0. ``element``: ``"exact"``,
-    ``"reciprocal"`` (``f32(f32(1/g) / s)``), ``"reciprocal_product"`` (``f32(1 / f32(s g))``) or
-    ``"divide"`` (``x / f32(s g)``). ``nan``: ``"error"``, ``"code"`` (``nan_code``) or
+    ``zero_scale_to_one``: a zero block-scale quotient becomes 1.0. ``zero_scale_code``: the e4m3
+    code a block scale that rounds to zero takes (0: it stays zero). ``element``: ``"exact"``,
+    ``"reciprocal"`` (``f32(f32(1/g) / s)``), ``"reciprocal_product"`` (``f32(1 / f32(s g))``),
+    ``"divide"`` (``x / f32(s g)``) or ``"divide_encode"`` (``x / f32(s / S)``). ``nan``:
+    ``"error"``, ``"code"`` (``nan_code``) or
     ``"torchao_bits"`` (torchao's bit arithmetic applied to the NaN's bits: a NaN input keeps its
     payload, a NaN block scale gives 0x7ff00000). ``nan_multiplier_lanes``: under
     ``torchao_bits``, the float32 product ``x * m`` with both NaN (a NaN element in a NaN-scale
     block) keeps the multiplier's NaN in the first ``nan_multiplier_lanes`` positions of each
     block and the input's after them: 16 under torch's AVX2/AVX512 kernels, 3 under its DEFAULT
     kernels (which operand a compiled multiply returns; :func:`detect` measures it on the
-    installed torch). ``drop_negative_zero``: -0.0 (not a
-    negative value rounding to zero) takes code 0. ``dequant``: ``"exact"`` or ``"float32"``;
+    installed torch). ``drop_negative_zero``: a quotient -0.0 (not a
+    negative value rounding to zero) takes code 0. ``dequant``: ``"exact"``,
+    ``"float32"`` (``f32(q * f32(s g))``) or ``"float32_encode"`` (``f32(q * f32(s / S))``);
     ``dequant_negative_zero``: code 8 dequantizes to -0.0 (ModelOpt's table holds +0).
     """
 
@@ -91,6 +99,7 @@ class Convention:
     evidence: str = field(default="", compare=False)
     dequant_negative_zero: bool = True
     nan_multiplier_lanes: int = BLOCK
+    zero_scale_code: int = 0
 
     def replace(self, **knobs) -> Convention:
         """A copy with some knobs changed."""
@@ -128,10 +137,21 @@ _ROWS = {
         "scales as modelopt (its ONNX export); q = QuantizeLinear(x, f32(s g), float4e2m1): "
         "f32(x / f32(s g)) rounded half to even, saturating; -0.0 -> +0, NaN -> code 8",
         "tests/cross/test_nvfp4_onnx.py (the element step against onnx.reference QuantizeLinear)"),
+    "compressed_tensors": Convention(
+        "compressed_tensors", "encode", "encode_product", 0.0, False, "divide_encode", "error", 0, True,
+        "float32_encode",
+        "S = f32(2688 / amax); s = e4m3(f32(S * d(f32(a / 6)))) with d x's dtype, saturating, a zero "
+        "scale 0.125; q = e2m1(f32(x / f32(s / S))) (cast_to_fp4: sign(q) * rounded |q|), half to even, "
+        "saturating, a quotient +-0 -> +0 (a negative value rounding to zero keeps -0); NaN: an error; "
+        "dequantize f32(q * f32(s / S))",
+        "tests/cross/test_nvfp4_compressed_tensors.py (compressed-tensors 0.20 calculate_qparams, "
+        "quantize and dequantize with its global scale; bfloat16, float16, float32)",
+        zero_scale_code=0x20),
 }
 
-_BS = {"exact": 0, "double": 1, "divide_product": 2, "fused": 3}
-_EL = {"exact": 0, "reciprocal": 1, "reciprocal_product": 2, "divide": 3}
+_BS = {"exact": 0, "double": 1, "divide_product": 2, "fused": 3, "encode_product": 4}
+_EL = {"exact": 0, "reciprocal": 1, "reciprocal_product": 2, "divide": 3, "divide_encode": 4}
+_DQ = {"exact": 0, "float32": 1, "float32_encode": 2}
 _NAN = {"error": 0, "code": 1, "torchao_bits": 2}
 
 
@@ -252,6 +272,8 @@ def quantize(x, *, global_scale=None, convention="exact"):
         bad = xk[~np.isfinite(xk)][0]
         raise ValueError(f"x contains {float(bad)}; the 'exact' convention has no code for NaN or inf "
                          "(fake_quantize returns NaN for such blocks)")
+    if conv.nan == "error" and not exact and np.isnan(xk).any():
+        raise ValueError(f"x contains NaN; the {conv.name!r} convention has no code for it")
     amax = np.max(np.abs(xk)) if xk.size else np.float32(0.0)  # float64 for float64 x
     stored, g, g_dec, s_enc = _global_scales(conv, amax, global_scale)
     nb = xk.size // BLOCK
@@ -260,9 +282,9 @@ def quantize(x, *, global_scale=None, convention="exact"):
     if nb:
         e4m3, e2m1, mids32 = _tables()
         nvfp4_quantize(xk.size, xk, nb, float(g), float(g_dec), float(s_enc), _BS[conv.block_scale],
-                       conv.scale_min, conv.zero_scale_to_one, _EL[conv.element], _NAN[conv.nan],
-                       conv.nan_code, int(conv.nan_multiplier_lanes), conv.drop_negative_zero, e4m3, e2m1,
-                       mids32, codes, scales)
+                       conv.scale_min, conv.zero_scale_to_one, int(conv.zero_scale_code), float_code(x.dtype),
+                       _EL[conv.element], _NAN[conv.nan], conv.nan_code, int(conv.nan_multiplier_lanes),
+                       conv.drop_negative_zero, e4m3, e2m1, mids32, codes, scales)
     return codes.reshape(x.shape), scales.reshape(x.shape[:-1] + (x.shape[-1] // BLOCK,)), stored
 
 
@@ -294,14 +316,14 @@ def dequantize(codes, scale_codes, global_scale, *, convention="exact", dtype=np
         raise TypeError(f"dtype must be float16, bfloat16, float32 or float64; got {out_dt}")
     if global_scale is None:
         raise TypeError("global_scale is required (the third value quantize returned)")
-    _, g, _, _ = _global_scales(conv, np.float32(0), global_scale, check=False)
+    _, g, _, s_enc = _global_scales(conv, np.float32(0), global_scale, check=False)
     qk = np.ascontiguousarray(q, dtype=np.uint8).reshape(-1)
     sk = np.ascontiguousarray(s, dtype=np.uint8).reshape(-1)
     out = np.empty(qk.size, np.float64)
     if qk.size:
         e4m3, e2m1, _ = _tables()
-        nvfp4_dequantize(qk.size, qk, sk, float(g), conv.dequant == "exact", conv.dequant_negative_zero,
-                         e4m3, e2m1, float_code(out_dt), out)
+        nvfp4_dequantize(qk.size, qk, sk, float(g), float(s_enc), _DQ[conv.dequant],
+                         conv.dequant_negative_zero, e4m3, e2m1, float_code(out_dt), out)
     return out.astype(out_dt).reshape(q.shape)
 
 

@@ -531,3 +531,87 @@ def encode_blocks_f32(x, blk, mults, sp, M, emin, bias, max_mag, sign_bit, codes
         cs = codes[b * blk:(b + 1) * blk]
         for j in range(blk):
             cs[j] = np.uint8(rne32_code_symmetric(f32_to_bits(xs[j] * m32), c))
+
+
+# ----------------------------------------------------------------------------- checking stored codes
+
+
+@kernel
+def _differs32(b, s32, cd, c32, sym):  # pragma: no cover
+    """Whether ``cd`` differs from the code of ``fl32(x / s32)`` (``x``'s float32 bits ``b``)."""
+    tb = f32_to_bits(bits_to_f32(b) / s32)
+    code = rne32_code_symmetric(tb, c32) if sym else rne32_code(tb, c32)
+    return code != cd
+
+
+@kernel
+def _differs64(b, s, cd, c64, M, emin, zero_p, zero_n):  # pragma: no cover
+    """Whether ``cd`` is not certified to be the code of the real ``x / s`` (``x``'s float32 bits
+    ``b``): the float64 quotient is a rounding boundary (not for a zero x) or its code differs."""
+    tb = f64_to_bits(np.float64(bits_to_f32(b)) / s)
+    zero = (b & np.int32(0x7FFFFFFF)) == 0
+    code = np.int32(rne64_code(tb, c64))
+    code = (zero_n if b < 0 else zero_p) if zero else code
+    return (quotient_needs_exact(tb, M, emin, True) and not zero) or code != cd
+
+
+@kernel
+def _row_pass(xr, shift, s, cr, f32_quotient, sym, c32, c64, M, emin, zero_p, zero_n, nan_mask, nan_lo,
+              nan_span):  # pragma: no cover
+    """One row, branch-free: (elements not certified equal, NaN codes, largest |x| bits)."""
+    s32 = np.float32(s)
+    bad = np.int32(0)
+    nans = np.int32(0)
+    top = np.int32(0)
+    for j in range(cr.size):
+        b = np.int32(np.uint32(xr[j]) << shift)
+        top = max(top, b & np.int32(0x7FFFFFFF))
+        cd = np.int32(cr[j])
+        nans += np.int32(np.uint32((cd & nan_mask) - nan_lo) <= np.uint32(nan_span))
+        if f32_quotient:
+            bad += np.int32(_differs32(b, s32, cd, c32, sym))
+        else:
+            bad += np.int32(_differs64(b, s, cd, c64, M, emin, zero_p, zero_n))
+    return bad, nans, top
+
+
+@kernel
+def scaled_code_check(xb, shift, scale, codes, f32_quotient, sym, c32, c64, M, emin, zero_p, zero_n,
+                      nan_mask, nan_lo, nan_span, idx, amax_bits):  # pragma: no cover
+    """Compare stored codes with the scaled cast of x, one row at a time.
+
+    ``xb``: x's float32 bit patterns (int32, ``shift`` 0) or bfloat16 ones (uint16, ``shift``
+    16), ``[r, c]``; ``scale``: float64 ``[r]`` (float32 values); ``codes``: uint8 ``[r, c]``.
+    The code of element ``(i, j)`` is computed as the encoders compute it: ``f32_quotient``:
+    :func:`rne32_code` (``sym``: :func:`rne32_code_symmetric`) of ``fl32(x / fl32(s))``, as
+    :func:`encode_f32_half_even_kernel` does; else :func:`rne64_code` of the float64 quotient,
+    as :func:`encode_scaled_certified_kernel` does, which decides every element whose quotient is
+    not a rounding boundary (:func:`quotient_needs_exact`), a zero x giving the zero codes
+    ``zero_p``/``zero_n``. ``idx`` receives, in row-major order, the flat indices whose stored
+    code differs or that are not decided here (the caller decides those); their count is the
+    first result. A code ``c`` is a NaN code when ``(c & nan_mask) - nan_lo`` (unsigned) is at
+    most ``nan_span``; their count is the second. ``amax_bits[i]``: the largest ``|x|`` bits of
+    row ``i`` (a NaN above inf). Each row is scanned once without stores (it vectorises) and
+    again only when it holds such an element."""
+    rows, cols = codes.shape
+    m = 0
+    nans = 0
+    for i in range(rows):
+        s = scale[i]
+        bad, n_nan, top = _row_pass(xb[i], shift, s, codes[i], f32_quotient, sym, c32, c64, M, emin, zero_p,
+                                    zero_n, nan_mask, nan_lo, nan_span)
+        nans += n_nan
+        amax_bits[i] = top
+        if bad:
+            s32 = np.float32(s)
+            for j in range(cols):
+                b = np.int32(np.uint32(xb[i, j]) << shift)
+                cd = np.int32(codes[i, j])
+                if f32_quotient:
+                    hit = _differs32(b, s32, cd, c32, sym)
+                else:
+                    hit = _differs64(b, s, cd, c64, M, emin, zero_p, zero_n)
+                if hit:
+                    idx[m] = i * cols + j
+                    m += 1
+    return m, nans

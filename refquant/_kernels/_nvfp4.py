@@ -13,8 +13,9 @@ import numpy as np
 from ._affine import rnd
 from ._jit import f32_to_bits, kernel, prange, sized_kernel
 
-BS_EXACT, BS_DOUBLE, BS_MODELOPT, BS_FUSED = 0, 1, 2, 3
-EL_EXACT, EL_RECIPROCAL, EL_RECIPROCAL_PRODUCT, EL_DIVIDE = 0, 1, 2, 3
+BS_EXACT, BS_DOUBLE, BS_MODELOPT, BS_FUSED, BS_ENCODE_PRODUCT = 0, 1, 2, 3, 4
+EL_EXACT, EL_RECIPROCAL, EL_RECIPROCAL_PRODUCT, EL_DIVIDE, EL_DIVIDE_ENCODE = 0, 1, 2, 3, 4
+DQ_EXACT, DQ_FLOAT32, DQ_FLOAT32_ENCODE = 0, 1, 2
 NAN_ERROR, NAN_CODE, NAN_BITS = 0, 1, 2
 _FLT_MAX = np.float32(3.4028234663852886e38)
 
@@ -59,13 +60,16 @@ def nan_bits_code(bits):
 
 
 @kernel
-def block_scale_code(a, g, s_enc, bs_rule, scale_min, zero_to_one, e4m3, top):
+def block_scale_code(a, g, s_enc, bs_rule, scale_min, zero_to_one, e4m3, top, a_fmt):
     """The e4m3 code of a block's scale from its amax ``a`` (float64, NaN allowed): saturating at
-    code ``top`` (448), a NaN keeping its sign bit."""
+    code ``top`` (448), a NaN keeping its sign bit. ``a_fmt``: the input's dtype code, to which
+    ``BS_ENCODE_PRODUCT`` rounds ``f32(a / 6)``."""
     if bs_rule == BS_EXACT:
         return 0 if g == 0 or a == 0 else round_to_table(a, 6.0 * g, e4m3, top)
     a32 = np.float32(a)
-    if bs_rule == BS_DOUBLE:
+    if bs_rule == BS_ENCODE_PRODUCT:
+        r = np.float32(np.float32(s_enc) * np.float32(rnd(np.float64(div32(a32, np.float32(6.0))), a_fmt)))
+    elif bs_rule == BS_DOUBLE:
         r = div32(div32(a32, np.float32(6.0)), np.float32(g))
     elif bs_rule == BS_MODELOPT:
         r = div32(a32, np.float32(np.float32(6.0) * np.float32(g)))
@@ -82,25 +86,30 @@ def block_scale_code(a, g, s_enc, bs_rule, scale_min, zero_to_one, e4m3, top):
 
 
 @kernel
-def element_multiplier(s, g, g_dec, el_rule):
-    """float32 multiplier (divisor for ``EL_DIVIDE``) of a block with scale value ``s``."""
+def element_multiplier(s, g, g_dec, s_enc, el_rule):
+    """float32 multiplier (divisor for ``EL_DIVIDE`` and ``EL_DIVIDE_ENCODE``) of a block with
+    scale value ``s``."""
     s32 = np.float32(s)
     if el_rule == EL_RECIPROCAL:
         return div32(div32(np.float32(1.0), np.float32(g)), s32)
     if el_rule == EL_RECIPROCAL_PRODUCT:
         m = div32(np.float32(1.0), np.float32(s32 * np.float32(g_dec)))
         return min(m, _FLT_MAX) if m == m else m
+    if el_rule == EL_DIVIDE_ENCODE:
+        return div32(s32, np.float32(s_enc))
     return np.float32(s32 * np.float32(g))
 
 
 @sized_kernel
-def nvfp4_quantize(x, nb, g, g_dec, s_enc, bs_rule, scale_min, zero_to_one, el_rule, nan_rule,
-                   nan_code, nan_lanes, drop_neg_zero, e4m3, e2m1, mids32, codes, scales):
+def nvfp4_quantize(x, nb, g, g_dec, s_enc, bs_rule, scale_min, zero_to_one, zero_code, a_fmt, el_rule,
+                   nan_rule, nan_code, nan_lanes, drop_neg_zero, e4m3, e2m1, mids32, codes, scales):
     """Per block of 16: the e4m3 scale code and 16 e2m1 codes (``refquant.nvfp4`` for the rules).
 
     ``g``: the decode global scale (float32 value); ``g_dec``/``s_enc``: transformer_engine's
-    decode and encode scales. ``nan_lanes``: under NAN_BITS, the leading positions of a block
-    where ``NaN * NaN`` keeps the multiplier's NaN (the input's after them). ``x`` is float32
+    decode and encode scales; ``zero_code``: the e4m3 code a block scale rounding to zero takes;
+    ``a_fmt``: x's dtype code (``BS_ENCODE_PRODUCT``). ``nan_lanes``: under NAN_BITS, the
+    leading positions of a block where ``NaN * NaN`` keeps the multiplier's NaN (the input's
+    after them). ``x`` is float32
     (float64 for the exact rules). ``e4m3``/``e2m1`` are the decode tables; the float32 rules
     round ``|v|`` as the branch-free count of the seven e2m1 midpoints ``mids32`` below it (a tie
     goes to the even code).
@@ -116,7 +125,9 @@ def nvfp4_quantize(x, nb, g, g_dec, s_enc, bs_rule, scale_min, zero_to_one, el_r
             a = v if v > a else a
         if nan:
             a = np.nan
-        sc = block_scale_code(np.float64(a), g, s_enc, bs_rule, scale_min, zero_to_one, e4m3, top)
+        sc = block_scale_code(np.float64(a), g, s_enc, bs_rule, scale_min, zero_to_one, e4m3, top, a_fmt)
+        if sc == 0:
+            sc = zero_code
         scales[b] = sc
         s = e4m3[sc]
         if el_rule == EL_EXACT:
@@ -126,12 +137,13 @@ def nvfp4_quantize(x, nb, g, g_dec, s_enc, bs_rule, scale_min, zero_to_one, el_r
                 k = round_to_table(abs(xi), sg, e2m1, 7) if sg > 0 else 0
                 codes[i] = (8 if math.copysign(1.0, xi) < 0 else 0) | k
             continue
-        m = element_multiplier(s, g, g_dec, el_rule)
+        m = element_multiplier(s, g, g_dec, s_enc, el_rule)
+        divide = el_rule == EL_DIVIDE or el_rule == EL_DIVIDE_ENCODE
         m0, m1, m2, m3, m4, m5, m6 = (mids32[0], mids32[1], mids32[2], mids32[3], mids32[4], mids32[5],
                                       mids32[6])
         for i in range(lo, lo + 16):
-            v = x[i] / m if el_rule == EL_DIVIDE and m != 0 else x[i] * m
-            if el_rule == EL_DIVIDE and m == 0:
+            v = x[i] / m if divide and m != 0 else x[i] * m
+            if divide and m == 0:
                 v = div32(x[i], m)
             t = abs(v)
             # a tie at midpoint j goes to the even code: up after an odd code
@@ -142,7 +154,7 @@ def nvfp4_quantize(x, nb, g, g_dec, s_enc, bs_rule, scale_min, zero_to_one, el_r
             codes[i] = (neg << 3) | k
         if nan or m != m:
             for i in range(lo, lo + 16):
-                v = div32(x[i], m) if el_rule == EL_DIVIDE else np.float32(x[i] * m)
+                v = div32(x[i], m) if divide else np.float32(x[i] * m)
                 if v != v:
                     if nan_rule == NAN_BITS:
                         # x * m with both NaN keeps one operand's NaN: the multiplier's (a NaN
@@ -155,13 +167,18 @@ def nvfp4_quantize(x, nb, g, g_dec, s_enc, bs_rule, scale_min, zero_to_one, el_r
 
 
 @sized_kernel
-def nvfp4_dequantize(codes, scales, g, exact, signed_zero, e4m3, e2m1, fmt, out):
-    """``out = e2m1(code) * e4m3(scale) * g``: exactly, rounded once to ``fmt``, or as
-    ``f32(q * f32(s * g))`` then ``fmt``; without ``signed_zero`` code 8 is +0."""
+def nvfp4_dequantize(codes, scales, g, s_enc, mode, signed_zero, e4m3, e2m1, fmt, out):
+    """``out = e2m1(code) * e4m3(scale) * g``: exactly (``DQ_EXACT``), rounded once to ``fmt``, or
+    as ``f32(q * f32(s * g))`` (``DQ_FLOAT32``) or ``f32(q * f32(s / s_enc))``
+    (``DQ_FLOAT32_ENCODE``) then ``fmt``; without ``signed_zero`` code 8 is +0."""
     nb = scales.size
+    exact = mode == DQ_EXACT
     for b in prange(nb):
         s = e4m3[scales[b]]
-        sg32 = np.float64(np.float32(s * g))
+        if mode == DQ_FLOAT32_ENCODE:
+            sg32 = np.float64(div32(np.float32(s), np.float32(s_enc)))
+        else:
+            sg32 = np.float64(np.float32(s * g))
         for i in range(b * 16, b * 16 + 16):
             c = codes[i]
             q = e2m1[c]

@@ -2,10 +2,11 @@
 low-precision float formats (``rq.decode``/``rq.quantize(fmt=...)``, ``rq.nvfp4``, ``rq.nf4``).
 
 fp8 (ModelOpt, torchao Float8Tensor, compressed-tensors float-quantized): codes are e4m3/e5m2
-bit patterns, the scale per tensor or per row, ``s = fl32(amax / fmax)``. NVFP4: e2m1 codes two
+bit patterns, the scale per tensor or per row, ``s = fl32(amax / fmax)``, the codes re-quantized
+under the float convention of :data:`FP8_CONVENTIONS`. NVFP4: e2m1 codes two
 a byte (element 0 in the low nibble), e4m3 block scales per 16, a float32 global scale stored as
-``amax / 2688`` (ModelOpt, torchao: ``rq.nvfp4``) or ``2688 / amax`` (compressed-tensors, whose
-recipe :func:`ct_nvfp4_quantize` follows). NF4
+``amax / 2688`` (ModelOpt, torchao) or ``2688 / amax`` (compressed-tensors); each exporter's
+recipe is a named convention of ``rq.nvfp4``. NF4
 (bitsandbytes): codes two a byte, element 0 in the high nibble, absmax per block of 64 in float32
 or double-quantized. A build of refquant without a kind's pieces raises NotImplementedError
 naming them, and the report says so for that tensor only.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["run_float", "NEEDS", "row_multiple", "ct_nvfp4_quantize", "unswizzle"]
+__all__ = ["run_float", "NEEDS", "row_multiple", "unswizzle", "fp8_convention", "nan_range"]
 
 NEEDS = {
     "fp8": ("quantize", "decode", "float8_e4m3fn"),
@@ -126,6 +127,15 @@ def _wide_abs_max(x):
 # fp8
 
 
+# the float convention of each format's fp8 weights (a name given to check() is used as it is)
+FP8_CONVENTIONS = {"torchao": "torchao.float8", "modelopt": "modelopt.float8"}
+
+
+def fp8_convention(q) -> str:
+    """The ``rq.float_conventions`` row that re-quantizes the fp8 weight ``q``."""
+    return FP8_CONVENTIONS.get(q.convention, q.convention)
+
+
 def _fp8(task, out):
     import refquant as rq
 
@@ -135,44 +145,153 @@ def _fp8(task, out):
     fmt = getattr(rq, q.opt("fmt"), None)
     if fmt is None:
         raise NotImplementedError(f"fp8 format {q.opt('fmt')!r} is not a refquant FloatFormat")
+    conv = fp8_convention(q)
     f, cname = _part(q, "codes")
     sf, sname = _part(q, "scale")
     rows, cols = q.shape
     s_all = np.asarray(sf.get(sname))
     per_tensor = s_all.size == 1
     dec = out["decode"]
+    fast = _FastFp8.plan(fmt, conv)
     for a, b in _sub_ranges(task.lo, task.hi, cols):
         codes = _u8(f.rows(cname, a, b)).reshape(b - a, cols)
         s = s_all.reshape(()) if per_tensor else s_all.reshape(rows, -1)[a:b]
         out["elements"] += codes.size
-        vals = rq.decode(codes, fmt)
-        _count(dec, "NaN code", np.isnan(vals).sum())
         with np.errstate(invalid="ignore"):
             sf64 = np.asarray(s, np.float64)
             bad = ~(np.isfinite(sf64) & (sf64 > 0))
         _count(dec, "scale not finite or not positive", bad.sum())
         if np.max(np.where(bad, 0, sf64), initial=0.0) * fmt.max >= np.finfo(np.float32).max / 2:
             _count(dec, "scale * format max overflows float32", 1)
-        if task.source is None:
-            continue
-        x = source_rows(task, a, b, q.shape)
+        x = None if task.source is None else source_rows(task, a, b, q.shape)
+        if x is None or bad.any() or fast is None or not fast.takes(x):
+            _count(dec, "NaN code", np.isnan(rq.decode(codes, fmt)).sum())
+            if x is None:
+                continue
+            amax = None
+            if not bad.any():
+                kw = {} if per_tensor else {"axis": 0}
+                expected = rq.quantize(x, s if per_tensor else s.reshape(-1), fmt=fmt, convention=conv, **kw)
+                _code_mismatch(out, codes, expected, x, a, cols, np.broadcast_to(
+                    sf64.reshape(-1, 1) if not per_tensor else sf64, codes.shape))
+        else:  # one fused pass; the few elements it does not decide go through rq.quantize
+            cand, amax, nans = fast.candidates(x, sf64, codes)
+            _count(dec, "NaN code", nans)
+            if cand.size:
+                rr, cc = np.divmod(cand, cols)
+                xs = np.asarray(x)[rr, cc]
+                s_el = sf64.reshape(-1)[rr] if not per_tensor else np.broadcast_to(sf64, xs.shape)
+                expected = rq.quantize(xs, s_el if not per_tensor else s, fmt=fmt, convention=conv,
+                                       **({} if per_tensor else {"axis": 0}))
+                differ = expected != codes[rr, cc]
+                _record(out, rr[differ], cc[differ], a, cols, xs[differ], codes[rr, cc][differ],
+                        expected[differ], s_el[differ])
         if per_tensor:
             out["global"] = {"amax": max(out.get("global", {}).get("amax", 0.0), _wide_abs_max(x)),
                              "stored": float(s_all.reshape(())), "rule": f"amax/{fmt.max:g}",
                              "divisor": float(fmt.max), "dtype": str(s_all.dtype)}
         if bad.any():
             continue
-        kw = {} if per_tensor else {"axis": 0}
-        s_arg = s if per_tensor else s.reshape(-1)
-        expected = rq.quantize(x, s_arg, fmt=fmt, convention=q.convention, **kw)
         out["compared"] += codes.size
-        s_el = np.broadcast_to(np.asarray(s, np.float64).reshape(-1, 1) if not per_tensor else s, codes.shape)
-        _code_mismatch(out, codes, expected, x, a, cols, s_el)
         if not per_tensor:  # s = amax / fmax per row, rounded once to the rule's dtype
-            amax = np.max(np.abs(_wide_rows(x)), axis=1)
+            if amax is None:
+                amax = np.max(np.abs(_wide_rows(x)), axis=1)
             dt = np.asarray(x).dtype if q.scale_rule.endswith("x's dtype") else np.dtype(np.float32)
             new = (amax / float(fmt.max)).astype(dt).astype(s_all.dtype)
             compare_scales(np.ascontiguousarray(s.reshape(-1)), new, out)
+
+
+def _record(out, r, c, lo_row, cols, x, stored, expected, scale_el):
+    """Count differing codes (rows ``r``, columns ``c`` of the sub-chunk, in row-major order) and
+    keep a sample, as :func:`_code_mismatch` does."""
+    n = int(r.size)
+    out["codes"] += n
+    if n:
+        keep = slice(0, 4096)
+        out.setdefault("float_sample", []).append({
+            "index": ((lo_row + r) * cols + c)[keep].astype(np.int64), "x": x[keep],
+            "code": stored[keep].astype(np.int64), "expected": expected[keep].astype(np.int64),
+            "scale": np.asarray(scale_el, np.float64)[keep]})
+
+
+def nan_range(fmt):
+    """``(mask, lo, span)`` as int32 with code ``c`` a NaN code exactly when ``(c & mask) - lo``
+    (unsigned) is at most ``span``, checked on all 256 codes; None when no such triple fits.
+
+    >>> import refquant as rq
+    >>> [int(v) for v in nan_range(rq.float8_e4m3fn)], [int(v) for v in nan_range(rq.float8_e5m2)]
+    ([127, 127, 0], [127, 125, 2])
+    """
+    nan = np.isnan(fmt.decode_table())
+    codes = np.arange(nan.size, dtype=np.uint32)
+    for mask in (0x7F, 0xFF):
+        hits = np.unique(codes[nan] & mask)
+        lo, span = (int(hits[0]), int(hits[-1] - hits[0])) if hits.size else (0xFFFF, 0)
+        if (((codes & mask) - np.uint32(lo)).astype(np.uint32) <= span).tolist() == nan.tolist():
+            return np.int32(mask), np.int32(lo), np.int32(span)
+    return None
+
+
+class _FastFp8:
+    """The fused check of :func:`refquant._kernels._float.scaled_code_check` for a format and
+    convention whose scaled cast it reproduces (round to nearest on a format with subnormals,
+    exact element arithmetic, no boundary bands or NaN-bit codes); ``plan`` gives None otherwise."""
+
+    def __init__(self, cast):
+        from .._kernels import _float as k
+
+        self.cast = cast
+        self.f32 = cast.conv.quotient == "float32"
+        self.sym = bool(k.symmetric_specials(cast.sp, cast.fmt.sign_bit))
+        self.c32 = k.rne32_consts(*cast.fp, cast.sp)
+        self.c64 = k.rne64_consts(*cast.fp, cast.sp)
+        self.nan = nan_range(cast.fmt)
+        self.buf = {}
+
+    @classmethod
+    def plan(cls, fmt, convention):
+        from .._kernels import _float as k
+        from ..floatquant import _Cast
+
+        try:
+            cast = _Cast(fmt, convention, None, None)
+        except (ValueError, TypeError, NotImplementedError):
+            return None  # rq.quantize raises the same for every element: the slow path reports it
+        conv, sp, fmt = cast.conv, cast.sp, cast.fmt
+        nearest = cast.mode == k.HALF_EVEN if conv.quotient == "float32" else cast.mode <= k.HALF_DOWN
+        ok = (nearest and fmt.bits == 8 and fmt.subnormals and sp[k.SP_NEG] < 0
+              and (sp[:k.SP_OVF_POS] >= 0).all() and conv.arithmetic == "exact"
+              and not (conv.band and not cast.saturate)
+              and (conv.nan_no_nan != "nan_bits" or fmt.has_nan)
+              and not (fmt.name == "float8_e8m0fnu" and conv.e8m0 == "exponent_field")
+              and nan_range(fmt) is not None)
+        return cls(cast) if ok else None
+
+    @staticmethod
+    def takes(x):
+        return np.asarray(x).dtype.name in ("bfloat16", "float16", "float32")
+
+    def candidates(self, x, scale, codes):
+        """``(flat indices to decide with rq.quantize, row amax as float64, NaN code count)``."""
+        from .._kernels import _float as k
+
+        x = np.asarray(x)
+        if x.dtype.name == "bfloat16":
+            xb, shift = x.view(np.uint16), 16
+        else:
+            xb, shift = np.asarray(x, np.float32).view(np.int32), 0
+        r, c = codes.shape
+        idx = self.buf.get(("idx", codes.size))
+        if idx is None:
+            idx = self.buf[("idx", codes.size)] = np.empty(codes.size, np.int64)
+        sc = np.ascontiguousarray(np.broadcast_to(np.asarray(scale, np.float64).reshape(-1), (r,)))
+        amax_bits = np.empty(r, np.int32)
+        fmt, sp = self.cast.fmt, self.cast.sp
+        zero_p, zero_n = np.int32(sp[k.SP_ZERO_POS]), np.int32(sp[k.SP_ZERO_NEG])
+        m, nans = k.scaled_code_check(xb, shift, sc, np.ascontiguousarray(codes), self.f32, self.sym,
+                                      self.c32, self.c64, fmt.mantissa_bits, fmt.emin, zero_p, zero_n,
+                                      *self.nan, idx, amax_bits)
+        return idx[:m].copy(), amax_bits.view(np.float32).astype(np.float64), int(nans)
 
 
 def _wide_rows(x):
@@ -216,10 +335,7 @@ def _nvfp4(task, out):
                          "stored": float(g), "rule": q.opt("global"), "divisor": NVFP4_GLOBAL,
                          "dtype": np.asarray(x).dtype.name if q.convention == "compressed_tensors"
                          else "float32"}
-        if q.convention == "compressed_tensors":
-            eq, es = ct_nvfp4_quantize(np.asarray(x), g)
-        else:
-            eq, es, _ = rq.nvfp4.quantize(np.asarray(x), global_scale=g, convention=q.convention)
+        eq, es, _ = rq.nvfp4.quantize(np.asarray(x), global_scale=g, convention=q.convention)
         out["compared"] += codes.size
         before = out["codes"]
         _code_mismatch(out, codes, eq, x, a, cols, None)
@@ -227,43 +343,6 @@ def _nvfp4(task, out):
             alt = rq.unpack(_u8(f.rows(cname, a, b)), 4, (b - a) * cols, order="high_first")
             out["alt_order"] = (out["alt_order"] or 0) + int((alt.reshape(eq.shape) != eq).sum())
         _scale_codes(out, scodes, es)
-
-
-def ct_nvfp4_quantize(x, g):
-    """compressed-tensors' NVFP4 recipe (``calculate_qparams`` and ``quantize`` of its
-    ``nvfp4-pack-quantized`` format): ``(codes, scale_codes)`` of ``x`` (float16, bfloat16 or
-    float32, last axis a multiple of 16) under the stored float32 encode scale ``G``.
-
-    * block scale: ``e4m3(f32(G * d(f32(a / 6))))`` with ``a`` the block's largest magnitude and
-      ``d`` x's dtype (torch divides a 16-bit tensor in float32 and rounds to its dtype), rounded
-      half to even and saturating at 448; a zero scale becomes 0.125 (e4m3's eps);
-    * element: ``e2m1(f32(x / f32(s / G)))``, half to even, saturating at 6; a negative value
-      rounding to zero keeps the sign (code 8), a zero (+0 or -0) gets code 0.
-
-    >>> import numpy as np
-    >>> codes, scales = ct_nvfp4_quantize(np.float32([0.5, -1.0, 6.0, -0.0] + [0.0] * 12), 448.0)
-    >>> codes.tolist()[:4], scales.tolist()
-    ([1, 10, 7, 0], [126])
-    """
-    import refquant as rq
-
-    x = np.asarray(x)
-    f32 = np.float32
-    xf = x.astype(f32)
-    blocks = xf.reshape(*xf.shape[:-1], -1, 16)
-    a = np.max(np.abs(blocks), axis=-1)
-    b = (a / f32(6)).astype(x.dtype).astype(f32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        sc = rq.encode(f32(g) * b, rq.float8_e4m3fn)
-    sval = rq.decode(sc, rq.float8_e4m3fn).astype(f32)
-    eps = f32(0.125)
-    sc = np.where(sval == 0, rq.encode(eps, rq.float8_e4m3fn), sc)
-    sdec = np.where(sval == 0, eps, sval) / f32(g)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        y = blocks / sdec[..., None]
-    codes = rq.encode(y.reshape(x.shape), rq.float4_e2m1fn)
-    codes[xf == 0] = 0
-    return codes, sc
 
 
 def unswizzle(flat, rows, cols, lo, hi):
@@ -392,7 +471,7 @@ def _mx(task, out):
         if task.source is None:
             continue
         x = source_rows(task, a, b, q.shape)
-        ec, es = rq.mx.quantize(np.asarray(x), fmt, axis=-1, block=block, convention=_mx_convention(q))
+        ec, es = rq.mx.quantize(np.asarray(x), fmt, axis=-1, block=block, convention=q.convention)
         out["compared"] += codes.size
         before = out["codes"]
         _code_mismatch(out, codes, ec, x, a, cols, None)
@@ -400,16 +479,3 @@ def _mx(task, out):
             alt = rq.unpack(raw, 4, (b - a) * cols, order="high_first").reshape(ec.shape)
             out["alt_order"] = (out["alt_order"] or 0) + int((alt != ec).sum())
         _scale_codes(out, scodes, es)
-
-
-def _mx_convention(q):
-    """The MX convention of ``q``. compressed-tensors' element cast (``cast_to_fp4`` on the CPU:
-    ``sign(x) * rounded |x|``) gives an input -0.0 the +0 code and a negative value rounding to
-    zero the -0 code: the element knob ``transformer_engine`` of the float conventions, applied
-    here on top of ``rq.mx``'s ``compressed_tensors`` row (whose element step is ``exact``)."""
-    import refquant as rq
-
-    conv = rq.mx.conventions.get(q.convention)
-    if conv.name == "compressed_tensors":
-        return conv.replace(element="transformer_engine")
-    return conv

@@ -322,3 +322,37 @@ def test_torchao_sub_byte_casts(name):
     _assert_codes(rq.encode(x, name, convention="torchao"), want, x)
     assert rq.encode(np.float32([np.nan]), name, convention="torchao")[0] != \
         rq.encode(np.float32([np.nan]), name, convention="ml_dtypes")[0]  # E3: +-1.5 vs -0
+
+
+def _scaled_rows(torch, name, dtype, seed=0):
+    """Rows of weights in ``dtype`` with float32 scales ``amax / max`` (a float32 quotient lands on
+    a rounding boundary of the format often), plus a row of the format's probes and specials."""
+    fmt = getattr(rq, name)
+    rng = np.random.default_rng(seed)
+    w = torch.from_numpy(rng.standard_normal((64, 256)) * 0.02).to(dtype)
+    w[0, :6] = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1e30]).to(dtype)
+    p = probes32(name)
+    p = p[np.isfinite(p)][:256]
+    w[1, : p.size] = torch.from_numpy(p).to(dtype)
+    s = (w.float().abs().nan_to_num(0.0, 0.0, 0.0).amax(dim=1, keepdim=True) / fmt.max).clamp_min(2.0**-20)
+    return w, s
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("name", ["float8_e4m3fn", "float8_e5m2"])
+def test_torchao_float8_quantize(name, dtype):
+    """torchao's Float8Tensor quantize (``_quantize_affine_float8``): the float32 quotient, clamp,
+    torch's cast; the exact quotient differs where the float32 one rounds onto a boundary."""
+    torch = pytest.importorskip("torch")
+    qp = pytest.importorskip("torchao.quantization.quant_primitives")
+    pytest.importorskip("ml_dtypes")
+    from refquant_torch._bridge import to_numpy
+
+    w, s = _scaled_rows(torch, name, getattr(torch, dtype))
+    want = qp._quantize_affine_float8(w, s, getattr(torch, name)).view(torch.uint8).numpy()
+    x = to_numpy(w)
+    s1 = s.numpy().reshape(-1)
+    got = rq.quantize(x, s1, fmt=name, axis=0, convention="torchao.float8")
+    _assert_codes(got, want, x)
+    if (name, dtype) == ("float8_e4m3fn", "bfloat16"):  # 448 = 7 * 2**6: ties of x / s are common
+        assert (rq.quantize(x, s1, fmt=name, axis=0, convention="torchao") != want).any()

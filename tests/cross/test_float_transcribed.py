@@ -154,3 +154,21 @@ def test_brevitas_elements(name, saturating):
     # E2: +-inf gives NaN even when saturating; exact saturates it to +-max
     assert np.isnan(rq.fake_quantize(np.float32([np.inf]), 1.0, fmt=name, convention="brevitas")[0])
     assert rq.fake_quantize(np.float32([np.inf]), 1.0, fmt=name)[0] == fmt.max
+
+
+def test_modelopt_float8():
+    """ModelOpt's FP8 export, ``(weight / weights_scaling_factor).to(torch.float8_e4m3fn)`` with a
+    float32 per-channel scale (the 16-bit weight promoted to float32), run on torch."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("ml_dtypes")
+    from refquant_torch._bridge import to_numpy
+
+    rng = np.random.default_rng(3)
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        w = torch.from_numpy(rng.standard_normal((64, 256)) * 0.02).to(dtype)
+        w[0, :6] = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1e4]).to(dtype)
+        s = w.float().abs().nan_to_num(0.0, 0.0, 0.0).amax(dim=1, keepdim=True) / 448.0
+        want = (w / s).to(torch.float8_e4m3fn).view(torch.uint8).numpy()
+        got = rq.quantize(to_numpy(w), s.numpy().reshape(-1), fmt="float8_e4m3fn", axis=0,
+                          convention="modelopt.float8")
+        np.testing.assert_array_equal(got, want)
