@@ -63,3 +63,19 @@ def test_the_reproduction():
               quant_min=-8, quant_max=7, scale=1e-40, zero_point=0)
     assert rqt.nn.reference.Linear.from_float(lin, qp).get_quantized_weight().tolist() == \
         [[-(2**31), -(2**31)]]
+
+
+@pytest.mark.xfail(strict=True, reason="torch's dequantize_per_channel subtracts an int32 zero-point "
+                   "tensor from int32 codes in int32 (wrapping); the torch.decomposed row subtracts "
+                   "exactly (tests/cross/test_decomposed_per_channel_dequantize.py)")
+def test_per_channel_get_weight_wraps_in_int32():
+    _decomposed_ops()
+    lin = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[NAN]]))
+    qp = dict(qscheme=torch.per_channel_affine, dtype=torch.qint32, is_decomposed=True,
+              quant_min=-8, quant_max=7, scale=torch.tensor([1.0]),
+              zero_point=torch.tensor([1], dtype=torch.int32), axis=0)
+    theirs = R.Linear.from_float(lin, qp).get_weight()
+    assert theirs.tolist() == [[2.0**31]]  # INT32_MIN - 1 wraps to INT32_MAX
+    assert rqt.nn.reference.Linear.from_float(lin, qp).get_weight().tolist() == [[2.0**31]]
