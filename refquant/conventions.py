@@ -291,9 +291,10 @@ TABLE = (
         formula="q = saturate(rne(x / s) + z) with x / s in promote(x, s) (float32 for float32 x); "
         "NaN -> qmin; +-inf saturate as the spec and onnxruntime do (onnx.reference 1.23 sends +inf "
         "and |x / s| >= 2**31 to qmin through an int32 cast); DequantizeLinear (f32(q) - z) * s "
-        "in float32",
+        "in float32, then the output dtype; int32 codes (the spec wants z = 0) as onnxruntime with "
+        "z = 0 (onnxruntime subtracts a nonzero z in int32, wrapping; this row does not)",
         backend="ONNX QuantizeLinear / DequantizeLinear (opset 21+; onnx.reference, onnxruntime)",
-        evidence="tests/cross/test_affine_onnx.py",
+        evidence="tests/cross/test_affine_onnx.py, tests/cross/test_onnx_dequantize_int32.py",
         quotient="divide",
         compute="promote",
         nan="qmin",
@@ -308,9 +309,11 @@ TABLE = (
         "and |t| >= 2**31 give INT32_MIN; from bfloat16, ml_dtypes gives 0); + z in int32, "
         "wrapping (NaN with z = -3 gives INT32_MAX - 2, hence qmax); clip to [qmin, qmax]. "
         "DequantizeLinear f32(f32(q) - z) * f32(s) in float32 (8- and 16-bit codes), then the "
-        "output dtype",
+        "output dtype. int32 codes: the reference computes (f64(f32(q)) - z) * s in float64, then "
+        "the output dtype (one rounding); this row applies the 8/16-bit rule, which can differ "
+        "for a nonzero z or a float16/bfloat16 scale",
         backend="onnx.reference 1.23 QuantizeLinear / DequantizeLinear (NumPy 2.4, ml_dtypes 0.7)",
-        evidence="tests/cross/test_affine_onnx_reference.py",
+        evidence="tests/cross/test_affine_onnx_reference.py, tests/cross/test_onnx_dequantize_int32.py",
         quotient="divide",
         compute="promote",
         clamp="int32_first",

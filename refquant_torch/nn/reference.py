@@ -41,13 +41,15 @@ _QUANTIZED_SCHEMES = (torch.per_tensor_affine, torch.per_channel_affine,
 
 @torch.library.custom_op("refquant::quantize_dequantize", mutates_args=())
 def _quantize_dequantize(w: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
-                         qmax: int, axis: int | None, convention: str) -> torch.Tensor:
-    """``rq.dequantize(rq.quantize(w, scale, zero_point, ...), ...)`` on w's bits (per-tensor
-    when ``axis`` is None), in w's dtype; no gradient."""
+                         qmax: int, axis: int | None, convention: str,
+                         code_dtype: str | None = None) -> torch.Tensor:
+    """``rq.dequantize(rq.quantize(w, scale, zero_point, ..., dtype=code_dtype), ...)`` on w's
+    bits (per-tensor when ``axis`` is None), in w's dtype; no gradient."""
     s, z = to_numpy(scale), to_numpy(zero_point)
     if axis is None:
         s, z = s.reshape(()), z.reshape(())
-    codes = rq.quantize(to_numpy(w), s, z, qmin=qmin, qmax=qmax, axis=axis, convention=convention)
+    codes = rq.quantize(to_numpy(w), s, z, qmin=qmin, qmax=qmax, axis=axis, convention=convention,
+                        dtype=code_dtype)
     values = rq.dequantize(codes, s, z, axis=axis, convention=convention)
     return from_numpy(values, w.device).to(w.dtype)
 
@@ -71,6 +73,11 @@ class _RefQuantWeight:
             qmin, qmax = self.weight_quant_min, self.weight_quant_max
         return qmin, qmax, ("torch.decomposed" if decomposed else "torch.quantize")
 
+    def _code_dtype(self) -> str | None:
+        """The code dtype of torch's decomposed quantize (the weight dtype's integer
+        representation, whatever the range: NaN is INT32_MIN in int32 codes), else None."""
+        return str(_INT_REPR[self.weight_dtype]).removeprefix("torch.") if self.is_decomposed else None
+
     def _weight_codes(self):
         """(codes ndarray, scale ndarray, zero_point ndarray, axis or None, convention)."""
         qmin, qmax, convention = self._weight_range()
@@ -79,7 +86,7 @@ class _RefQuantWeight:
         if axis is None:
             scale, zp = scale.reshape(()), zp.reshape(())
         codes = rq.quantize(to_numpy(self.weight), scale, zp, qmin=qmin, qmax=qmax, axis=axis,
-                            convention=convention)
+                            convention=convention, dtype=self._code_dtype())
         return codes, scale, zp, axis, convention
 
     def get_quantized_weight(self):
@@ -114,7 +121,7 @@ class _RefQuantWeight:
         qmin, qmax, convention = self._weight_range()
         axis = None if self.weight_qscheme == torch.per_tensor_affine else self.weight_axis_int
         args = (self.weight.detach(), self.weight_scale, self.weight_zero_point, qmin, qmax, axis,
-                convention)
+                convention, self._code_dtype())
         if torch.compiler.is_compiling():
             return torch.ops.refquant.quantize_dequantize(*args)
         key = tuple((id(t), t._version, t.data_ptr(), t.device) for t in args[:3]) + args[3:]

@@ -5,7 +5,8 @@ the drawn scale (exact ties ``(k + 1/2) * s`` in the input dtype and their ulp n
 codes), past the range ends and past ``2**31`` / ``2**63`` after scaling, with subnormals, +-0.0,
 +-inf and NaN mixed in. Scales run from subnormal to near float32's max (and float64 scales that
 float32 cannot hold); zero points sit anywhere in the range, ends included; ranges run from 1 bit
-to int32. Layouts: contiguous, a strided view, Fortran order and big-endian.
+to int32. Layouts: contiguous, a strided view, Fortran order and big-endian. Per-channel cases
+have 1 to a few channels, now and then 3,000; blocked cases a (scale, zero point) per row and block.
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ class Case:
     qmin: int
     qmax: int
     axis: int | None
+    block_size: tuple | None = None
 
     def __repr__(self):  # hypothesis prints the falsifying example with this
         with np.printoptions(threshold=40, precision=17):
             return (f"Case(x={self.x.dtype.name}{list(self.x.shape)} {self.x!r}, scale={self.scale!r}, "
-                    f"zero_point={self.zero_point!r}, qmin={self.qmin}, qmax={self.qmax}, axis={self.axis})")
+                    f"zero_point={self.zero_point!r}, qmin={self.qmin}, qmax={self.qmax}, axis={self.axis}, "
+                    f"block_size={self.block_size})")
 
 
 # ---- qparams
@@ -87,24 +90,26 @@ SPECIALS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 2.0**31, -(2.0**31), 2.0**63, -(
 
 @st.composite
 def values(draw, scale, zp, lo, hi, dtype, n):
-    """``n`` values in ``dtype`` aimed at the decision points of (scale, zp, [lo, hi])."""
+    """``n`` values in ``dtype`` aimed at the decision points of (scale, zp, [lo, hi]); with a 1-D
+    ``scale`` and ``zp`` (one per channel), an ``(n, channels)`` array, column j aimed at channel j."""
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
+    s = np.asarray(scale, np.float64)
+    shape = (n,) + s.shape
     span = min(hi - lo, 2**20)
-    k = rng.integers(-3, span + 4, n).astype(np.float64) + (lo - zp)
+    k = rng.integers(-3, span + 4, shape).astype(np.float64) + (lo - np.asarray(zp, np.float64))
     if hi - lo > 2**20:  # wide ranges: also aim at the far end
-        k = np.where(rng.random(n) < 0.5, k, k + (hi - lo - span))
-    s = float(scale)
+        k = np.where(rng.random(shape) < 0.5, k, k + (hi - lo - span))
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         tie = ((k + 0.5) * s).astype(dtype)
         code = (k * s).astype(dtype)
         f = tie.astype(np.float32) if dtype.itemsize == 2 else tie
         up = np.nextafter(f, np.inf).astype(dtype)
         down = np.nextafter(f, -np.inf).astype(dtype)
-        special = np.array(SPECIALS)[rng.integers(0, len(SPECIALS), n)].astype(dtype)
-        scaled = (rng.choice([2.0**31, 2.0**63, 1e10, -1e10, 2.0**53], n) * s).astype(dtype)
-        uniform = rng.uniform(-4, 4, n).astype(dtype)
-    pick = rng.integers(0, 8, n)
+        special = np.array(SPECIALS)[rng.integers(0, len(SPECIALS), shape)].astype(dtype)
+        scaled = (rng.choice([2.0**31, 2.0**63, 1e10, -1e10, 2.0**53], shape) * s).astype(dtype)
+        uniform = rng.uniform(-4, 4, shape).astype(dtype)
+    pick = rng.integers(0, 8, shape)
     return np.choose(pick, [tie, up, down, code, special, scaled, uniform, tie]).astype(dtype)
 
 
@@ -132,22 +137,62 @@ def per_tensor_cases(draw, dtypes=FLOAT_DTYPES, max_bits=32, scale_strategy=scal
     return Case(layout(x, draw(st.sampled_from(layouts))), s, z, lo, hi, None)
 
 
+MANY_CHANNELS = 3000
+
+
+@st.composite
+def channel_counts(draw, max_channels):
+    """1..max_channels channels, now and then :data:`MANY_CHANNELS` (past a kernel chunk)."""
+    if draw(st.integers(0, 15)) == 0:
+        return MANY_CHANNELS
+    return draw(st.integers(1, max_channels))
+
+
+@st.composite
+def per_channel_qparams(draw, c, lo, hi, strat, scale_dtype, float_zero_point):
+    """(scales, zero points) of ``c`` channels: drawn one by one for a few channels; for many, a
+    drawn pool of each spread over the channels at random."""
+    k = min(c, 5)
+    s_pool = np.array([draw(strat) for _ in range(k)], scale_dtype)
+    if float_zero_point:
+        z_pool = np.array([draw(st.one_of(st.floats(lo, hi, width=32), st.sampled_from([0.0, -0.0, 0.5])))
+                           for _ in range(k)], np.float32)
+    else:
+        z_pool = np.array([draw(zero_points(lo, hi)) for _ in range(k)], np.int64)
+    if c == k:
+        return s_pool, z_pool
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return s_pool[rng.integers(0, k, c)], z_pool[rng.integers(0, k, c)]
+
+
 @st.composite
 def per_channel_cases(draw, dtypes=FLOAT_DTYPES, max_bits=32, float_zero_point=False,
-                      scale_dtype=np.float32, max_channels=5, rows=16, range_strategy=None):
+                      scale_dtype=np.float32, max_channels=5, rows=16, range_strategy=None,
+                      layouts=("contiguous", "strided", "fortran", "big_endian")):
     dtype = np_dtype(draw(st.sampled_from(dtypes)))
     lo, hi = draw(range_strategy if range_strategy is not None else ranges(max_bits))
-    c = draw(st.integers(1, max_channels))
+    c = draw(channel_counts(max_channels))
     axis = draw(st.integers(0, 1))
     strat = scales32 if scale_dtype == np.float32 else scales64
-    s = np.array([draw(strat) for _ in range(c)], scale_dtype)
-    if float_zero_point:
-        z = np.array([draw(st.one_of(st.floats(lo, hi, width=32), st.sampled_from([0.0, -0.0, 0.5])))
-                      for _ in range(c)], np.float32)
-    else:
-        z = np.array([draw(zero_points(lo, hi)) for _ in range(c)], np.int64)
-    cols = [draw(values(float(s[i]), int(np.rint(z[i])), lo, hi, dtype, rows)) for i in range(c)]
-    x = np.stack(cols, axis=1)
+    s, z = draw(per_channel_qparams(c, lo, hi, strat, scale_dtype, float_zero_point))
+    x = draw(values(s, np.rint(z), lo, hi, dtype, rows if c < MANY_CHANNELS else 6))
     if axis == 0:
         x = np.ascontiguousarray(x.T)
-    return Case(x, s, z, lo, hi, axis)
+    return Case(layout(x, draw(st.sampled_from(layouts))), s, z, lo, hi, axis)
+
+
+@st.composite
+def blocked_cases(draw, dtypes=FLOAT_DTYPES, max_bits=32, scale_dtype=np.float32,
+                  layouts=("contiguous", "strided", "fortran", "big_endian")):
+    """2-D x of ``rows`` x ``blocks * block`` with one (scale, zero point) per row and block of
+    ``block`` columns (``block_size=(1, block)``); one block per row is per-channel on axis 0."""
+    dtype = np_dtype(draw(st.sampled_from(dtypes)))
+    lo, hi = draw(ranges(max_bits))
+    rows, blocks = draw(st.integers(1, 6)), draw(st.integers(1, 4))
+    block = draw(st.sampled_from([1, 2, 3, 8, 32]))
+    strat = scales32 if scale_dtype == np.float32 else scales64
+    s, z = draw(per_channel_qparams(rows * blocks, lo, hi, strat, scale_dtype, False))
+    x = draw(values(np.repeat(s, block), np.repeat(z, block), lo, hi, dtype, 1))
+    x = x.reshape(rows, blocks * block)
+    return Case(layout(x, draw(st.sampled_from(layouts))), s.reshape(rows, blocks),
+                z.reshape(rows, blocks), lo, hi, None, (1, block))
