@@ -30,7 +30,7 @@ from refquant.interop import check_axis, resolve_range
 from refquant.ste import bounds as ste_bounds
 from refquant.ste import masked_grad
 
-from ._bridge import check_float_tensor, from_numpy, scalar_or_array, to_numpy
+from ._bridge import check_float_tensor, from_numpy, scalar_or_array, to_numpy, torch_pool_only
 from ._conventions import convention_key
 from ._conventions import convention_of as _convention
 
@@ -66,7 +66,9 @@ class _Spec(NamedTuple):
 
 def _forward(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
     """``rq.fake_quantize`` on x's bits with core qparams ``s`` / ``z``, on x's device."""
-    out = apply(spec.core, to_numpy(x), s, spec.forward_zero_point(z), fake=True, rng=spec.seed)
+    with torch_pool_only(x.numel()):
+        out = apply(spec.core, to_numpy(x), s, spec.forward_zero_point(z), fake=True,
+                    rng=spec.seed)
     return from_numpy(out, x.device)
 
 
@@ -82,10 +84,11 @@ def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads:
     if spec.block_size is not None:
         raise NotImplementedError("learnable scale/zero_point gradients with block_size: "
                                   "rq.lsq.fake_quantize_grad takes per-tensor or axis qparams")
-    gx, gs, gz = rq.lsq.fake_quantize_grad(
-        to_numpy(x), s, z, to_numpy(grad), qmin=spec.qmin, qmax=spec.qmax, axis=spec.axis,
-        grad_factor=spec.grad_factor, convention=spec.lsq_convention,
-    )
+    with torch_pool_only(x.numel()):
+        gx, gs, gz = rq.lsq.fake_quantize_grad(
+            to_numpy(x), s, z, to_numpy(grad), qmin=spec.qmin, qmax=spec.qmax, axis=spec.axis,
+            grad_factor=spec.grad_factor, convention=spec.lsq_convention,
+        )
     gx = from_numpy(np.asarray(gx), x.device).to(grad.dtype).reshape(x.shape)
     return (gx, gs, gz) if qparam_grads else (gx, None, None)
 
@@ -183,7 +186,8 @@ def _ste_grad(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec) -> torch.T
                                     spec.convention, compute=x.numel() > _DIRECT_MASK_MAX)
     if bounds is not None:
         lo, hi = bounds[0].numpy(), bounds[1].numpy()
-        return from_numpy(np.asarray(masked_grad(to_numpy(grad), to_numpy(x), lo, hi)))
+        with torch_pool_only(x.numel()):
+            return from_numpy(np.asarray(masked_grad(to_numpy(grad), to_numpy(x), lo, hi)))
     # per-group qparams (they move every step): one core call on x for the mask
     mask = _direct_mask(x, s, z, spec.qmin, spec.qmax, spec.axis, spec.block_size, spec.rounding,
                         spec.convention, numpy=True)
@@ -254,9 +258,11 @@ def _direct_mask(x, scale, zero_point, qmin, qmax, axis, block_size, rounding, c
     )
     if nan.any():
         xa = np.where(nan, 0, xa).astype(xa.dtype)
-    q = rq.quantize(xa, scale, zero_point, qmin=qmin - 1, qmax=qmax + 1, axis=axis,
-                    block_size=block_size,
-                    rounding="half_even" if rounding == "stochastic" else rounding, convention=conv)
+    with torch_pool_only(xa.size):
+        q = rq.quantize(xa, scale, zero_point, qmin=qmin - 1, qmax=qmax + 1, axis=axis,
+                        block_size=block_size,
+                        rounding="half_even" if rounding == "stochastic" else rounding,
+                        convention=conv)
     inside = (q >= qmin) & (q <= qmax) & ~nan
     return inside if numpy else from_numpy(inside, x.device)
 
@@ -384,6 +390,8 @@ def _small_mask(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
                                     spec.convention, compute=False)
         if bounds is not None:
             return from_numpy((xa >= bounds[0].numpy()) & (xa <= bounds[1].numpy()))
+        return _direct_mask(x, s, z, spec.qmin, spec.qmax, None, None, spec.rounding,
+                            spec.convention)
     return ste_mask(x, s, z, spec.qmin, spec.qmax, rounding=spec.rounding,
                     convention=spec.convention, **spec.kwargs())
 
@@ -575,13 +583,16 @@ def _alpha_value(alpha, per_channel: bool = False):
 
 def _alpha_forward(core_fn, x: torch.Tensor, alpha, kwargs: dict) -> torch.Tensor:
     a = _alpha_value(alpha, kwargs.get("axis") is not None)
-    return from_numpy(core_fn(to_numpy(x), a, **kwargs), x.device)
+    with torch_pool_only(x.numel()):
+        out = core_fn(to_numpy(x), a, **kwargs)
+    return from_numpy(out, x.device)
 
 
 def _alpha_grads(core_grad, grad: torch.Tensor, x: torch.Tensor, alpha, kwargs: dict):
     """(grad_x in grad's dtype, grad_alpha as an ndarray) from the core's grad function."""
     a = _alpha_value(alpha, kwargs.get("axis") is not None)
-    gx, ga = core_grad(to_numpy(x), a, to_numpy(grad), **kwargs)
+    with torch_pool_only(x.numel()):
+        gx, ga = core_grad(to_numpy(x), a, to_numpy(grad), **kwargs)
     return from_numpy(np.asarray(gx), x.device).to(grad.dtype), ga
 
 
