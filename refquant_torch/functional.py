@@ -282,11 +282,17 @@ def _fake_quantize_backward_impl(
     return gx, _as_like(gs, scale), _as_like(gz, zero_point)
 
 
+_NUMPY_FLOAT = {torch.float32: np.float32, torch.float64: np.float64}
+
+
 def _as_like(value, like: torch.Tensor) -> torch.Tensor:
     """A core gradient (float64 or float32 value) in ``like``'s dtype, shape and device, rounded
     once (an integer ``like`` gets zeros: it cannot take a gradient)."""
     if not like.dtype.is_floating_point:
         return torch.zeros_like(like)
+    np_dtype = _NUMPY_FLOAT.get(like.dtype)
+    if np_dtype is not None and like.device.type == "cpu":  # NumPy's cast rounds as Tensor.to
+        return torch.from_numpy(np.array(value, dtype=np_dtype).reshape(like.shape))
     t = torch.from_numpy(np.array(value, dtype=np.float64, ndmin=1))
     return t.to(like.dtype).reshape(like.shape).to(like.device)
 
@@ -576,6 +582,8 @@ def _alpha_value(alpha, per_channel: bool = False):
     """alpha as the core takes it: a float64 value (a tensor's value widened exactly), a 1-D
     float64 array per channel."""
     if isinstance(alpha, torch.Tensor):
+        if not per_channel and alpha.dtype != torch.bfloat16:
+            return alpha.item()  # a Python float holds every float16/32/64 value exactly
         a = to_numpy(alpha).astype(np.float64)
         return a.reshape(-1) if per_channel else float(a.reshape(()))
     return float(alpha)
@@ -593,7 +601,8 @@ def _alpha_grads(core_grad, grad: torch.Tensor, x: torch.Tensor, alpha, kwargs: 
     a = _alpha_value(alpha, kwargs.get("axis") is not None)
     with torch_pool_only(x.numel()):
         gx, ga = core_grad(to_numpy(x), a, to_numpy(grad), **kwargs)
-    return from_numpy(np.asarray(gx), x.device).to(grad.dtype), ga
+    gx = from_numpy(np.asarray(gx), x.device)
+    return (gx if gx.dtype == grad.dtype else gx.to(grad.dtype)), ga
 
 
 @torch.library.custom_op("refquant::pact", mutates_args=())
