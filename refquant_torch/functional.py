@@ -370,9 +370,12 @@ class _EagerFakeQuantize(torch.autograd.Function):
 def _straight_through_only(x, scale, zero_point, spec: _Spec) -> bool:
     """Whether only x takes a gradient, the straight-through one, and x is small (the cost there
     is per call, not per element)."""
-    return (x.numel() <= _DIRECT_MASK_MAX
-            and not any(isinstance(t, torch.Tensor) and t.requires_grad for t in (scale, zero_point))
+    return (x.numel() <= _DIRECT_MASK_MAX and not _learns(scale) and not _learns(zero_point)
             and (not spec.round_zero_point or spec.block_size is not None))
+
+
+def _learns(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.requires_grad
 
 
 def _masked_forward(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
@@ -431,14 +434,21 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)  # tensor subclasses other than Para
 
 
 def _eager(x, scale, zero_point) -> bool:
-    return (type(x) in _PLAIN and not torch.compiler.is_compiling()
-            and all(type(t) in _PLAIN for t in (scale, zero_point)
-                    if isinstance(t, torch.Tensor)))
+    return (type(x) in _PLAIN and _plain_or_not_tensor(scale) and _plain_or_not_tensor(zero_point)
+            and not torch.compiler.is_compiling())
+
+
+def _plain_or_not_tensor(value) -> bool:
+    return type(value) in _PLAIN or not isinstance(value, torch.Tensor)
 
 
 def _needs_grad(*values) -> bool:
-    return torch.is_grad_enabled() and any(
-        isinstance(v, torch.Tensor) and v.requires_grad for v in values)
+    if not torch.is_grad_enabled():
+        return False
+    for v in values:
+        if _learns(v):
+            return True
+    return False
 
 
 def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
@@ -495,7 +505,7 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
 
 
 _EAGER_SPECS: dict = {}
-_SIMPLE = (type(None), bool, int, float, str, rq.IntFormat)
+_SIMPLE_SET = frozenset((type(None), bool, int, float, str, rq.IntFormat))
 
 
 def _eager_spec(ndim, qmin, qmax, fmt, axis, block_size, rounding, convention, rng, grad_factor,
@@ -505,10 +515,11 @@ def _eager_spec(ndim, qmin, qmax, fmt, axis, block_size, rounding, convention, r
     args = (qmin, qmax, fmt, axis, rounding, convention, grad_factor, lsq_convention,
             round_zero_point)
     key = None
-    if rng is None and all(type(a) in _SIMPLE for a in args) and (
+    types = tuple(map(type, args))
+    if rng is None and _SIMPLE_SET.issuperset(types) and (
             block_size is None or type(block_size) in (tuple, list)):
         sign = math.copysign(1.0, grad_factor) if type(grad_factor) is float else 0.0
-        key = (ndim, tuple(map(type, args)), args, sign,
+        key = (ndim, types, args, sign,
                None if block_size is None else tuple((type(b), b) for b in block_size))
         spec = _EAGER_SPECS.get(key)
         if spec is not None:
