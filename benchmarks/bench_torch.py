@@ -7,7 +7,8 @@ forward + backward, next to torch's own), next to the core's own per-call time o
 (the difference is the adapter's overhead), and rqt.pact's (in the same alternating rounds).
 Then, with torch.ao as the peer: a QAT step (forward, backward, SGD) of a Conv-Conv-Linear
 model prepared by rqt.prepare_qat against the same model built with torch.ao's QAT modules and
-FakeQuantize (best of 30 alternating steps), and the forward of rqt.nn.reference.Linear / Conv2d
+FakeQuantize (best of 30 alternating steps; then the median CPU time of one thread with torch
+and Numba on one thread), and the forward of rqt.nn.reference.Linear / Conv2d
 against torch.ao's reference modules.
 
     python benchmarks/bench_torch.py
@@ -87,6 +88,30 @@ def _torch_ao_qat(model):
     return model
 
 
+def _one_thread_cpu_medians(fn_a, fn_b, repeat):
+    """Median CPU time of this thread per call of two functions run alternately, with torch and
+    Numba on one thread (a measure that other processes' load moves far less than wall time)."""
+    import time
+
+    import numba
+
+    threads = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    try:
+        fn_a(), fn_b()
+        times = [[], []]
+        for _ in range(repeat):
+            for fn, t in zip((fn_a, fn_b), times, strict=True):
+                t0 = time.thread_time()
+                fn()
+                t.append(time.thread_time() - t0)
+    finally:
+        torch.set_num_threads(threads[0])
+        numba.set_num_threads(threads[1])
+    return [sorted(t)[len(t) // 2] for t in times]
+
+
 def qat_and_reference():
     x = torch.randn(32, 3, 32, 32)
     target = torch.randint(0, 10, (32,))
@@ -104,6 +129,10 @@ def qat_and_reference():
     t_ao, t_rq = best_pair(step(_torch_ao_qat(_model())), step(rqt.prepare_qat(_model())), 30)
     print(f"QAT step Conv-Conv-Linear batch 32: torch.ao FakeQuantize {t_ao * 1e3:7.2f} ms; "
           f"rqt.prepare_qat {t_rq * 1e3:7.2f} ms   ratio {t_rq / t_ao:5.2f}x")
+    m_ao, m_rq = _one_thread_cpu_medians(step(_torch_ao_qat(_model())),
+                                         step(rqt.prepare_qat(_model())), 30)
+    print(f"QAT step, CPU time on one thread (torch and Numba), median: torch.ao {m_ao * 1e3:7.2f} "
+          f"ms; rqt.prepare_qat {m_rq * 1e3:7.2f} ms   ratio {m_rq / m_ao:5.2f}x")
 
     from torch.ao.nn.quantized import reference as R
 
