@@ -72,29 +72,32 @@ def scalar_or_array(t: torch.Tensor, weak: bool):
     return a
 
 
-_CPUS = os.cpu_count() or 1
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class torch_pool_only:
-    """Context for a core call on ``size`` elements from inside torch: when torch's intra-op pool
-    already has a thread per core, the core's Numba kernels run serially (``numba.set_num_threads(1)``
-    for this thread, restored on exit). Two OpenMP pools on the same cores spin against each other
-    after every region, which costs a QAT step more than a second thread gains; smaller calls
-    never use Numba's pool and skip the check. The results do not depend on the thread count."""
+    """Context for a core call on ``size`` elements from inside torch: the core's Numba kernels get
+    at most the cores torch's intra-op pool leaves free, and at least one
+    (``numba.set_num_threads`` for this thread, restored on exit), so by default (torch's pool
+    with a thread per core) they run serially. Two OpenMP pools on the same cores spin against
+    each other after every region, which costs a QAT step more than the second pool gains;
+    smaller calls never use Numba's pool and skip the check. The results do not depend on the
+    thread count."""
 
     __slots__ = ("threads",)
 
     def __init__(self, size: int):
         self.threads = 0
-        if size >= _PARALLEL_FLOOR and torch.get_num_threads() >= _CPUS:
+        if size >= _PARALLEL_FLOOR:
             from refquant._kernels._jit import PARALLEL_MIN_SIZE
 
             if size >= PARALLEL_MIN_SIZE:
                 import numba
 
                 threads = numba.get_num_threads()
-                if threads > 1:
-                    numba.set_num_threads(1)
+                free = max(1, _CPUS - torch.get_num_threads())
+                if threads > free:
+                    numba.set_num_threads(free)
                     self.threads = threads
 
     def __enter__(self):
