@@ -4,10 +4,12 @@ Prints the best-of-N wall time of forward + backward on a 4096x4096 float32 CPU 
 and for rqt.fake_quantize under the "torch.fake_quantize" and "exact" conventions, with the
 ratios, and the per-call time on a 64-element tensor (forward; forward with x requiring grad;
 forward + backward, next to torch's own), next to the core's own per-call time on the same data
-(the difference is the adapter's overhead), and rqt.pact's. Then, with torch.ao as the peer:
-a QAT step (forward, backward, SGD) of a Conv-Conv-Linear model prepared by rqt.prepare_qat
-against the same model built with torch.ao's QAT modules and FakeQuantize, and the forward of
-rqt.nn.reference.Linear / Conv2d against torch.ao's reference modules.
+(the difference is the adapter's overhead), and rqt.pact's (in the same alternating rounds).
+Then, with torch.ao as the peer: a QAT step (forward, backward, SGD) of a Conv-Conv-Linear
+model prepared by rqt.prepare_qat against the same model built with torch.ao's QAT modules and
+FakeQuantize (best of 30 alternating steps; then the median CPU time of one thread with torch
+and Numba on one thread), and the forward of rqt.nn.reference.Linear / Conv2d
+against torch.ao's reference modules.
 
     python benchmarks/bench_torch.py
 """
@@ -41,6 +43,7 @@ def main():
     small_np = small.numpy()
     small_req = small.clone().requires_grad_()
     sg = torch.ones(64)
+    alpha = torch.tensor([1.0], requires_grad=True)
     calls = {  # per-call times on 64 elements, measured in alternation (best of many rounds)
         "core": lambda: rq.fake_quantize(small_np, scale, zp, qmin=0, qmax=255),
         "fwd": lambda: rqt.fake_quantize(small, scale, zp, qmin=0, qmax=255),
@@ -49,6 +52,8 @@ def main():
         "torch_fwd": lambda: torch.fake_quantize_per_tensor_affine(small, scale, zp, 0, 255),
         "torch_fb": fwd_bwd(lambda t: torch.fake_quantize_per_tensor_affine(t, scale, zp, 0, 255),
                             small, sg),
+        "pact": lambda: rqt.pact(small, 1.0, bits=4),
+        "pact_fb": fwd_bwd(lambda t: rqt.pact(t, alpha, bits=4), small, sg),
     }
     t = best_rounds(calls, rounds=200, calls=10)
     print(f"64 elements: core rq.fake_quantize {t['core'] * 1e6:7.1f} us/call; rqt forward "
@@ -58,13 +63,8 @@ def main():
     print(f"64 elements forward+backward: rqt {t['fb'] * 1e6:7.1f} us/call; "
           f"torch.fake_quantize_per_tensor_affine {t['torch_fb'] * 1e6:7.1f} us/call   "
           f"ratio {t['fb'] / t['torch_fb']:5.2f}x")
-    n = 2000
-    alpha = torch.tensor([1.0], requires_grad=True)
-    p_fwd = best(lambda: [rqt.pact(small, 1.0, bits=4) for _ in range(n)], 3) / n
-    p_fb = best(lambda: [fwd_bwd(lambda t: rqt.pact(t, alpha, bits=4), small, sg)()
-                         for _ in range(200)], 3) / 200
-    print(f"64 elements rqt.pact: forward {p_fwd * 1e6:7.1f} us/call; forward+backward "
-          f"{p_fb * 1e6:7.1f} us/call")
+    print(f"64 elements rqt.pact (learnable alpha in the backward): forward "
+          f"{t['pact'] * 1e6:7.1f} us/call; forward+backward {t['pact_fb'] * 1e6:7.1f} us/call")
 
 
 def _model():
@@ -88,6 +88,30 @@ def _torch_ao_qat(model):
     return model
 
 
+def _one_thread_cpu_medians(fn_a, fn_b, repeat):
+    """Median CPU time of this thread per call of two functions run alternately, with torch and
+    Numba on one thread (a measure that other processes' load moves far less than wall time)."""
+    import time
+
+    import numba
+
+    threads = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    try:
+        fn_a(), fn_b()
+        times = [[], []]
+        for _ in range(repeat):
+            for fn, t in zip((fn_a, fn_b), times, strict=True):
+                t0 = time.thread_time()
+                fn()
+                t.append(time.thread_time() - t0)
+    finally:
+        torch.set_num_threads(threads[0])
+        numba.set_num_threads(threads[1])
+    return [sorted(t)[len(t) // 2] for t in times]
+
+
 def qat_and_reference():
     x = torch.randn(32, 3, 32, 32)
     target = torch.randint(0, 10, (32,))
@@ -102,9 +126,13 @@ def qat_and_reference():
 
         return run
 
-    t_ao, t_rq = best_pair(step(_torch_ao_qat(_model())), step(rqt.prepare_qat(_model())), 10)
+    t_ao, t_rq = best_pair(step(_torch_ao_qat(_model())), step(rqt.prepare_qat(_model())), 30)
     print(f"QAT step Conv-Conv-Linear batch 32: torch.ao FakeQuantize {t_ao * 1e3:7.2f} ms; "
           f"rqt.prepare_qat {t_rq * 1e3:7.2f} ms   ratio {t_rq / t_ao:5.2f}x")
+    m_ao, m_rq = _one_thread_cpu_medians(step(_torch_ao_qat(_model())),
+                                         step(rqt.prepare_qat(_model())), 30)
+    print(f"QAT step, CPU time on one thread (torch and Numba), median: torch.ao {m_ao * 1e3:7.2f} "
+          f"ms; rqt.prepare_qat {m_rq * 1e3:7.2f} ms   ratio {m_rq / m_ao:5.2f}x")
 
     from torch.ao.nn.quantized import reference as R
 

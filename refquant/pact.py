@@ -60,13 +60,19 @@ def _levels_n(bits, signed: bool) -> int:
     return 2 ** (bits - 1) - 1 if signed else 2**bits - 1
 
 
+_NO_GROUPS = np.empty(0, np.intp)
+_NO_GROUPS.flags.writeable = False
+
+
 def _alpha_groups(alpha, shape, axis):
     """(float64 alpha per group, group index per element or empty)."""
+    if axis is None and type(alpha) is float and 0.0 < alpha < np.inf:  # the common case, quickly
+        return np.array([alpha]), _NO_GROUPS
     a = positive_finite(alpha, "alpha")
     if axis is None:
         if a.size != 1:
             raise ValueError(f"alpha must be a scalar without axis; got shape {np.shape(alpha)}")
-        return a.reshape(1), np.empty(0, np.intp)
+        return a.reshape(1), _NO_GROUPS
     if len(shape) == 0:
         raise ValueError("axis needs an array with at least one dimension")
     ax = check_axis(axis, len(shape))

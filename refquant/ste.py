@@ -27,20 +27,19 @@ __all__ = ["bounds", "masked_grad"]
 
 _K = 128
 _INT_VIEW = {2: np.int16, 4: np.int32, 8: np.int64}
+_INT_MIN = {size: np.int64(np.iinfo(t).min) for size, t in _INT_VIEW.items()}
 
 
 def _keys_of(values: np.ndarray) -> np.ndarray:
     """Order-preserving uint64 keys of float values (-0.0 and +0.0 share a key)."""
     ints = values.view(_INT_VIEW[values.dtype.itemsize]).astype(np.int64)
-    smin = np.int64(np.iinfo(_INT_VIEW[values.dtype.itemsize]).min)
-    signed = np.where(ints >= 0, ints, smin - ints)
+    signed = np.where(ints >= 0, ints, _INT_MIN[values.dtype.itemsize] - ints)
     return (signed.astype(np.uint64) ^ np.uint64(1 << 63)).astype(np.uint64)
 
 
 def _values_of(keys: np.ndarray, dtype: np.dtype) -> np.ndarray:
     signed = (keys ^ np.uint64(1 << 63)).astype(np.int64)
-    smin = np.int64(np.iinfo(_INT_VIEW[dtype.itemsize]).min)
-    ints = np.where(signed >= 0, signed, smin - signed)
+    ints = np.where(signed >= 0, signed, _INT_MIN[dtype.itemsize] - signed)
     return ints.astype(_INT_VIEW[dtype.itemsize]).view(dtype)
 
 
@@ -49,18 +48,44 @@ def _first_true(lo: np.ndarray, hi: np.ndarray, probe) -> np.ndarray:
     not at lo). ``probe(keys)`` evaluates it on a (rows, n) key array."""
     lo, hi = lo.copy(), hi.copy()
     j = np.arange(1, _K, dtype=np.uint64)
+    rows = np.arange(lo.size)
     while np.any(hi - lo > 1):
         diff = hi - lo
         cand = lo[:, None] + (diff // _K)[:, None] * j + ((diff % _K)[:, None] * j) // _K
         truth = probe(cand)
         any_true = truth.any(axis=1)
         first = np.argmax(truth, axis=1)
-        rows = np.arange(lo.size)
         new_hi = np.where(any_true, cand[rows, first], hi)
         prev = np.where(first > 0, cand[rows, np.maximum(first - 1, 0)], lo)
-        new_lo = np.where(any_true, prev, cand[:, -1])
-        lo, hi = new_lo, new_hi
+        lo = np.where(any_true, prev, cand[:, -1])
+        hi = new_hi
     return hi
+
+
+# Where the search starts: the unclamped code ``R(x / s) + z`` crosses an integer m (m = qmin for
+# the lower end, qmax + 1 for the upper) near ``x = (m - z + c) * s`` with c = -1, -1/2 or 0
+# (ceil-like, half-way and floor-like rounding modes); the convention's own arithmetic moves the
+# crossing by a few of its ulps. Every key within a window of each guess (_BRACKET keys either side
+# for one row, fewer for more rows, at least 16) is probed in the same core call as the ends; a
+# guess whose window starts false and ends true holds the crossing, found there. A row with no
+# such window searches its whole range (:func:`_first_true`).
+_BRACKET = 1 << 9
+_GUESSES = np.array([-1.0, -0.5, 0.0])
+
+
+def _windows(dtype, s64, z64, qmin: int, qmax: int, end, lo0, hi0) -> np.ndarray:
+    """Keys (2 * rows, len(_GUESSES), 2 * w + 1): each guessed crossing's window of consecutive
+    keys, clipped to ``[lo0, hi0]`` (rows as in :func:`bounds`)."""
+    m = np.concatenate([qmin - z64, qmax + 1 - z64])[:, None]
+    reach = end.astype(np.float64)
+    reach = np.concatenate([reach, reach])[:, None]
+    with np.errstate(over="ignore", invalid="ignore"):
+        guess = np.clip((m + _GUESSES) * np.concatenate([s64, s64])[:, None], -reach, reach)
+    centre = _keys_of(guess.astype(dtype))                 # within [lo0, hi0]: guess within +-end
+    w = max(16, _BRACKET >> (s64.size.bit_length() - 1))
+    start = np.maximum(centre, (lo0 + np.uint64(w))[:, None]) - np.uint64(w)
+    steps = np.arange(2 * w + 1, dtype=np.uint64)
+    return np.minimum(start[:, :, None] + steps, hi0[:, None, None])
 
 
 def _search_ends(dtype: np.dtype, s64: np.ndarray, z64: np.ndarray, qmin: int, qmax: int):
@@ -132,11 +157,25 @@ def bounds(dtype, scale, zero_point, qmin: int, qmax: int, *, groups: int | None
         q = codes(keys)
         return np.concatenate([q[:rows] >= qmin, q[rows:] > qmax])
 
+    # one core call for +-inf, the ends and the windows around the guessed crossings
+    win = _windows(dtype, s64, z64, qmin, qmax, end, lo0, hi0)
     inf_keys = _keys_of(np.array([-np.inf, np.inf], dtype=np.float64).astype(dtype))
-    q_inf = codes(np.tile(inf_keys, (2 * rows, 1)))[:rows]
+    keys = np.concatenate([np.tile(inf_keys, (2 * rows, 1)), lo0[:, None], hi0[:, None],
+                           win.reshape(2 * rows, -1)], axis=1)
+    q = codes(keys)
+    truth = np.concatenate([q[:rows] >= qmin, q[rows:] > qmax])
+    q_inf = q[:rows, :2]
     inf_inside = (q_inf >= qmin) & (q_inf <= qmax)      # (rows, 2): at -inf, at +inf
-    end_truth = probe(np.stack([lo0, hi0], axis=1))
-    first = _first_true(lo0, hi0, probe)
+    end_truth = truth[:, 2:4]
+    in_win = truth[:, 4:].reshape(win.shape)
+    holds = ~in_win[:, :, 0] & in_win[:, :, -1]         # (2 rows, guesses): crossing inside
+    r = np.arange(2 * rows)
+    pick = np.argmax(holds, axis=1)
+    first = win[r, pick, np.argmax(in_win[r, pick], axis=1)]
+    lost = ~holds.any(axis=1)
+    if lost.any():  # found rows stay put: (first - 1, first] with the predicate false at first - 1
+        first = _first_true(np.where(lost, lo0, first - np.uint64(1)),
+                            np.where(lost, hi0, first), probe)
     lower_keys, upper_keys = first[:rows], first[rows:] - np.uint64(1)
     a = _values_of(lower_keys, dtype).astype(dtype)
     b = _values_of(upper_keys, dtype).astype(dtype)

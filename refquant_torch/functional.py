@@ -30,7 +30,7 @@ from refquant.interop import check_axis, resolve_range
 from refquant.ste import bounds as ste_bounds
 from refquant.ste import masked_grad
 
-from ._bridge import check_float_tensor, from_numpy, scalar_or_array, to_numpy
+from ._bridge import check_float_tensor, from_numpy, scalar_or_array, to_numpy, torch_pool_only
 from ._conventions import convention_key
 from ._conventions import convention_of as _convention
 
@@ -66,7 +66,9 @@ class _Spec(NamedTuple):
 
 def _forward(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
     """``rq.fake_quantize`` on x's bits with core qparams ``s`` / ``z``, on x's device."""
-    out = apply(spec.core, to_numpy(x), s, spec.forward_zero_point(z), fake=True, rng=spec.seed)
+    with torch_pool_only(x.numel()):
+        out = apply(spec.core, to_numpy(x), s, spec.forward_zero_point(z), fake=True,
+                    rng=spec.seed)
     return from_numpy(out, x.device)
 
 
@@ -82,10 +84,11 @@ def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads:
     if spec.block_size is not None:
         raise NotImplementedError("learnable scale/zero_point gradients with block_size: "
                                   "rq.lsq.fake_quantize_grad takes per-tensor or axis qparams")
-    gx, gs, gz = rq.lsq.fake_quantize_grad(
-        to_numpy(x), s, z, to_numpy(grad), qmin=spec.qmin, qmax=spec.qmax, axis=spec.axis,
-        grad_factor=spec.grad_factor, convention=spec.lsq_convention,
-    )
+    with torch_pool_only(x.numel()):
+        gx, gs, gz = rq.lsq.fake_quantize_grad(
+            to_numpy(x), s, z, to_numpy(grad), qmin=spec.qmin, qmax=spec.qmax, axis=spec.axis,
+            grad_factor=spec.grad_factor, convention=spec.lsq_convention,
+        )
     gx = from_numpy(np.asarray(gx), x.device).to(grad.dtype).reshape(x.shape)
     return (gx, gs, gz) if qparam_grads else (gx, None, None)
 
@@ -183,7 +186,8 @@ def _ste_grad(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec) -> torch.T
                                     spec.convention, compute=x.numel() > _DIRECT_MASK_MAX)
     if bounds is not None:
         lo, hi = bounds[0].numpy(), bounds[1].numpy()
-        return from_numpy(np.asarray(masked_grad(to_numpy(grad), to_numpy(x), lo, hi)))
+        with torch_pool_only(x.numel()):
+            return from_numpy(np.asarray(masked_grad(to_numpy(grad), to_numpy(x), lo, hi)))
     # per-group qparams (they move every step): one core call on x for the mask
     mask = _direct_mask(x, s, z, spec.qmin, spec.qmax, spec.axis, spec.block_size, spec.rounding,
                         spec.convention, numpy=True)
@@ -254,9 +258,11 @@ def _direct_mask(x, scale, zero_point, qmin, qmax, axis, block_size, rounding, c
     )
     if nan.any():
         xa = np.where(nan, 0, xa).astype(xa.dtype)
-    q = rq.quantize(xa, scale, zero_point, qmin=qmin - 1, qmax=qmax + 1, axis=axis,
-                    block_size=block_size,
-                    rounding="half_even" if rounding == "stochastic" else rounding, convention=conv)
+    with torch_pool_only(xa.size):
+        q = rq.quantize(xa, scale, zero_point, qmin=qmin - 1, qmax=qmax + 1, axis=axis,
+                        block_size=block_size,
+                        rounding="half_even" if rounding == "stochastic" else rounding,
+                        convention=conv)
     inside = (q >= qmin) & (q <= qmax) & ~nan
     return inside if numpy else from_numpy(inside, x.device)
 
@@ -276,11 +282,17 @@ def _fake_quantize_backward_impl(
     return gx, _as_like(gs, scale), _as_like(gz, zero_point)
 
 
+_NUMPY_FLOAT = {torch.float32: np.float32, torch.float64: np.float64}
+
+
 def _as_like(value, like: torch.Tensor) -> torch.Tensor:
     """A core gradient (float64 or float32 value) in ``like``'s dtype, shape and device, rounded
     once (an integer ``like`` gets zeros: it cannot take a gradient)."""
     if not like.dtype.is_floating_point:
         return torch.zeros_like(like)
+    np_dtype = _NUMPY_FLOAT.get(like.dtype)
+    if np_dtype is not None and like.device.type == "cpu":  # NumPy's cast rounds as Tensor.to
+        return torch.from_numpy(np.array(value, dtype=np_dtype).reshape(like.shape))
     t = torch.from_numpy(np.array(value, dtype=np.float64, ndmin=1))
     return t.to(like.dtype).reshape(like.shape).to(like.device)
 
@@ -358,9 +370,12 @@ class _EagerFakeQuantize(torch.autograd.Function):
 def _straight_through_only(x, scale, zero_point, spec: _Spec) -> bool:
     """Whether only x takes a gradient, the straight-through one, and x is small (the cost there
     is per call, not per element)."""
-    return (x.numel() <= _DIRECT_MASK_MAX
-            and not any(isinstance(t, torch.Tensor) and t.requires_grad for t in (scale, zero_point))
+    return (x.numel() <= _DIRECT_MASK_MAX and not _learns(scale) and not _learns(zero_point)
             and (not spec.round_zero_point or spec.block_size is not None))
+
+
+def _learns(value) -> bool:
+    return isinstance(value, torch.Tensor) and value.requires_grad
 
 
 def _masked_forward(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
@@ -384,6 +399,8 @@ def _small_mask(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
                                     spec.convention, compute=False)
         if bounds is not None:
             return from_numpy((xa >= bounds[0].numpy()) & (xa <= bounds[1].numpy()))
+        return _direct_mask(x, s, z, spec.qmin, spec.qmax, None, None, spec.rounding,
+                            spec.convention)
     return ste_mask(x, s, z, spec.qmin, spec.qmax, rounding=spec.rounding,
                     convention=spec.convention, **spec.kwargs())
 
@@ -417,14 +434,21 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)  # tensor subclasses other than Para
 
 
 def _eager(x, scale, zero_point) -> bool:
-    return (type(x) in _PLAIN and not torch.compiler.is_compiling()
-            and all(type(t) in _PLAIN for t in (scale, zero_point)
-                    if isinstance(t, torch.Tensor)))
+    return (type(x) in _PLAIN and _plain_or_not_tensor(scale) and _plain_or_not_tensor(zero_point)
+            and not torch.compiler.is_compiling())
+
+
+def _plain_or_not_tensor(value) -> bool:
+    return type(value) in _PLAIN or not isinstance(value, torch.Tensor)
 
 
 def _needs_grad(*values) -> bool:
-    return torch.is_grad_enabled() and any(
-        isinstance(v, torch.Tensor) and v.requires_grad for v in values)
+    if not torch.is_grad_enabled():
+        return False
+    for v in values:
+        if _learns(v):
+            return True
+    return False
 
 
 def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
@@ -481,7 +505,7 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
 
 
 _EAGER_SPECS: dict = {}
-_SIMPLE = (type(None), bool, int, float, str, rq.IntFormat)
+_SIMPLE_SET = frozenset((type(None), bool, int, float, str, rq.IntFormat))
 
 
 def _eager_spec(ndim, qmin, qmax, fmt, axis, block_size, rounding, convention, rng, grad_factor,
@@ -491,10 +515,11 @@ def _eager_spec(ndim, qmin, qmax, fmt, axis, block_size, rounding, convention, r
     args = (qmin, qmax, fmt, axis, rounding, convention, grad_factor, lsq_convention,
             round_zero_point)
     key = None
-    if rng is None and all(type(a) in _SIMPLE for a in args) and (
+    types = tuple(map(type, args))
+    if rng is None and _SIMPLE_SET.issuperset(types) and (
             block_size is None or type(block_size) in (tuple, list)):
         sign = math.copysign(1.0, grad_factor) if type(grad_factor) is float else 0.0
-        key = (ndim, tuple(map(type, args)), args, sign,
+        key = (ndim, types, args, sign,
                None if block_size is None else tuple((type(b), b) for b in block_size))
         spec = _EAGER_SPECS.get(key)
         if spec is not None:
@@ -568,6 +593,8 @@ def _alpha_value(alpha, per_channel: bool = False):
     """alpha as the core takes it: a float64 value (a tensor's value widened exactly), a 1-D
     float64 array per channel."""
     if isinstance(alpha, torch.Tensor):
+        if not per_channel and alpha.dtype != torch.bfloat16:
+            return alpha.item()  # a Python float holds every float16/32/64 value exactly
         a = to_numpy(alpha).astype(np.float64)
         return a.reshape(-1) if per_channel else float(a.reshape(()))
     return float(alpha)
@@ -575,14 +602,18 @@ def _alpha_value(alpha, per_channel: bool = False):
 
 def _alpha_forward(core_fn, x: torch.Tensor, alpha, kwargs: dict) -> torch.Tensor:
     a = _alpha_value(alpha, kwargs.get("axis") is not None)
-    return from_numpy(core_fn(to_numpy(x), a, **kwargs), x.device)
+    with torch_pool_only(x.numel()):
+        out = core_fn(to_numpy(x), a, **kwargs)
+    return from_numpy(out, x.device)
 
 
 def _alpha_grads(core_grad, grad: torch.Tensor, x: torch.Tensor, alpha, kwargs: dict):
     """(grad_x in grad's dtype, grad_alpha as an ndarray) from the core's grad function."""
     a = _alpha_value(alpha, kwargs.get("axis") is not None)
-    gx, ga = core_grad(to_numpy(x), a, to_numpy(grad), **kwargs)
-    return from_numpy(np.asarray(gx), x.device).to(grad.dtype), ga
+    with torch_pool_only(x.numel()):
+        gx, ga = core_grad(to_numpy(x), a, to_numpy(grad), **kwargs)
+    gx = from_numpy(np.asarray(gx), x.device)
+    return (gx if gx.dtype == grad.dtype else gx.to(grad.dtype)), ga
 
 
 @torch.library.custom_op("refquant::pact", mutates_args=())

@@ -37,6 +37,45 @@ def test_bounds_per_group_use_each_groups_own_reach():
     assert a.tolist()[0] == np.float32(-0.05) and b[1] == np.finfo(np.float32).max
 
 
+def _edges_agree(dtype, scale, zp, qmin, qmax, rounding, convention, groups=None):
+    """The bounds of each group, and their neighbours outside, against a direct quantize."""
+    a, b = rq.ste.bounds(dtype, scale, zp, qmin, qmax, groups=groups, rounding=rounding,
+                         convention=convention)
+    conv = rq.conventions.get(convention).resolve(per_channel=groups is not None,
+                                                  float_zero_point=False, wide=qmax - qmin >= 256)
+    mode = "half_even" if rounding == "stochastic" else rounding
+    a, b = np.atleast_1d(a), np.atleast_1d(b)
+    probes = np.stack([a, b, np.nextafter(a, dtype(-np.inf)), np.nextafter(b, dtype(np.inf))], 1)
+    kw = {} if groups is None else {"axis": 0}
+    q = rq.quantize(probes if groups is not None else probes.reshape(-1), scale, zp,
+                    qmin=qmin - 1, qmax=qmax + 1, rounding=mode, convention=conv, **kw)
+    inside = ((q >= qmin) & (q <= qmax)).reshape(probes.shape)
+    return inside[:, :2].all() and not inside[:, 2:].any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rounding", [None, "half_away", "floor", "ceil", "toward_zero",
+                                      "stochastic"])
+@pytest.mark.parametrize("convention", ["exact", "torch.fake_quantize", "onnx"])
+def test_bounds_are_the_exact_edges_for_every_rounding_mode(dtype, rounding, convention):
+    for scale, zp, qmin, qmax in [(0.0123, 3, 0, 127), (0.05, -128, -128, 127), (7.0, 0, -8, 7),
+                                  (2.0**-20 * 3, 255, 0, 255)]:
+        assert _edges_agree(dtype, np.float32(scale), np.int32(zp), qmin, qmax, rounding,
+                            convention)
+    scales = np.float32([0.01, 0.3, 2.0**-12])
+    assert _edges_agree(dtype, scales, np.int32([0, 5, -3]), -8, 7, rounding, convention, groups=3)
+
+
+def test_bounds_search_the_whole_range_where_no_guessed_window_holds_the_edge(monkeypatch):
+    cases = [(np.float32, 0.0123, 3, 0, 127, "torch.fake_quantize"),
+             (np.float64, 0.05, 7, -8, 7, "exact")]
+    expected = [rq.ste.bounds(d, s, z, lo, hi, convention=c) for d, s, z, lo, hi, c in cases]
+    monkeypatch.setattr(rq.ste, "_GUESSES", np.array([1e6]))   # no window near either edge
+    for (d, s, z, lo, hi, c), (a, b) in zip(cases, expected, strict=True):
+        a2, b2 = rq.ste.bounds(d, s, z, lo, hi, convention=c)
+        assert a2.tobytes() == a.tobytes() and b2.tobytes() == b.tobytes()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [7, 1 << 17])
 def test_masked_grad_equals_grad_times_mask(dtype, n):

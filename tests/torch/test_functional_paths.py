@@ -274,3 +274,55 @@ def test_small_straight_through_route_on_a_transposed_x(dtype):
     torch.fake_quantize_per_tensor_affine(xt, 0.1, 3, 0, 255).backward(g)
     assert_same_bits(x.grad, xt.grad)
     assert_same_bits(x.detach(), before)
+
+
+def test_a_small_x_with_new_qparams_takes_its_mask_from_one_core_call(monkeypatch):
+    """Qparams that move every step (an observer's) never start the bounds search on a small x,
+    and the gradient is torch's."""
+    import refquant_torch.functional as F
+
+    searched = []
+    search = F.ste_bounds
+    monkeypatch.setattr(F, "ste_bounds", lambda *a, **k: searched.append(a) or search(*a, **k))
+    rng = np.random.default_rng(5)
+    for step in range(3):
+        x = torch.from_numpy(rng.standard_normal(40).astype(np.float32)).requires_grad_()
+        scale = torch.tensor([0.011 + 0.001 * step])
+        zp = torch.tensor([3], dtype=torch.int32)
+        g = torch.from_numpy(rng.standard_normal(40).astype(np.float32))
+        rqt.fake_quantize(x, scale, zp, qmin=0, qmax=127, convention="torch.fake_quantize").backward(g)
+        x_t = x.detach().clone().requires_grad_()
+        torch.fake_quantize_per_tensor_affine(x_t, scale, zp, 0, 127).backward(g)
+        assert_same_bits(x.grad, x_t.grad)
+    assert searched == []
+
+
+def test_core_kernels_run_serially_while_torch_pool_fills_the_cores(monkeypatch):
+    """Inside torch, a call large enough for the core's thread pool runs on one Numba thread when
+    torch's own pool has a thread per core (the count is restored after), with the same bits."""
+    numba = pytest.importorskip("numba")
+    from refquant._kernels._jit import PARALLEL_MIN_SIZE
+    from refquant_torch import _bridge
+
+    before = numba.get_num_threads()
+    if before < 2:
+        pytest.skip("Numba runs on one thread here")
+    monkeypatch.setattr(_bridge, "_CPUS", torch.get_num_threads())
+    inside = []
+    for size in (PARALLEL_MIN_SIZE, PARALLEL_MIN_SIZE - 1):
+        with _bridge.torch_pool_only(size):
+            inside.append(numba.get_num_threads())
+    assert inside == [1, before] and numba.get_num_threads() == before
+
+    x = torch.randn(PARALLEL_MIN_SIZE * 2, generator=torch.Generator().manual_seed(1))
+    g = torch.randn_like(x)
+    grads, outs = [], []
+    for cpus in (torch.get_num_threads(), 1 << 20):  # serial, then Numba's pool
+        monkeypatch.setattr(_bridge, "_CPUS", cpus)
+        xr = x.clone().requires_grad_()
+        y = rqt.fake_quantize(xr, 0.0123, 3, qmin=0, qmax=255, convention="torch.fake_quantize")
+        y.backward(g)
+        outs.append(y.detach())
+        grads.append(xr.grad)
+    assert_same_bits(outs[0], outs[1])
+    assert_same_bits(grads[0], grads[1])
