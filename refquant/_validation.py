@@ -104,14 +104,29 @@ def check_axis(axis, ndim: int, name: str = "axis") -> int:
     return a % ndim
 
 
+def dtype_named(dtype_name, allowed, name: str = "dtype", error=ValueError) -> np.dtype:
+    """The NumPy dtype called ``dtype_name``, one of the names ``allowed`` ("bfloat16" is
+    ml_dtypes' and needs it installed), else ``error`` naming the argument ``name``.
+
+    >>> from refquant._validation import dtype_named
+    >>> dtype_named("float16", ("float16", "bfloat16"))
+    dtype('float16')
+    """
+    from ._dtypes import bfloat16
+
+    if not isinstance(dtype_name, str) or dtype_name not in allowed:
+        raise error(f"{name} must be one of {', '.join(allowed)}; got {dtype_name!r}")
+    if dtype_name != "bfloat16":
+        return np.dtype(dtype_name)
+    if bfloat16() is None:
+        raise error(f"{name} 'bfloat16' needs ml_dtypes (pip install ml_dtypes)")
+    return bfloat16()
+
+
 def float_dtype(dtype, name: str = "dtype") -> np.dtype:
     """An output float dtype (float16, bfloat16, float32 or float64) from a dtype, type or name."""
-    from ._dtypes import bfloat16, is_supported_float
-
     if isinstance(dtype, str) and dtype == "bfloat16":
-        if bfloat16() is None:
-            raise TypeError(f"{name} 'bfloat16' needs ml_dtypes (pip install ml_dtypes)")
-        return bfloat16()
+        return dtype_named(dtype, ("bfloat16",), name, TypeError)
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -163,10 +178,3 @@ def channel_index(shape, axis) -> np.ndarray:
     ids = np.arange(shape[axis], dtype=np.intp).reshape([-1 if i == axis else 1
                                                          for i in range(len(shape))])
     return np.ascontiguousarray(np.broadcast_to(ids, shape).ravel())
-def named_row(table: dict, convention, row_type):
-    """``convention`` itself when it is a ``row_type``, else its row in ``table`` by name."""
-    if isinstance(convention, row_type):
-        return convention
-    if convention not in table:
-        raise ValueError(f"convention must be one of {sorted(table)}; got {convention!r}")
-    return table[convention]

@@ -45,8 +45,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_axis, float_array, integer_scalar, resolve_range
+from ._validation import check_axis, dtype_named, float_array, integer_scalar, resolve_range
 from .qparams import choose_qparams
+
+_FLOAT_NAMES = ("float16", "bfloat16", "float32", "float64")
 
 __all__ = ["MinMax", "MovingAverageMinMax", "Histogram", "Percentile", "MSE", "APoT"]
 
@@ -192,7 +194,7 @@ class MinMax(_Observer):
         """Restore the statistics saved by :meth:`state_dict`; returns self."""
         super().load_state_dict(d)
         name = d["state"].get("input_dtype")
-        self._input_dtype = None if name is None else _float_dtype_named(name)
+        self._input_dtype = None if name is None else dtype_named(name, _FLOAT_NAMES, "input_dtype")
         return self
 
     def _prepare(self, x):
@@ -231,18 +233,6 @@ class MinMax(_Observer):
                 self._input_dtype is not None and self._input_dtype.itemsize == 2:
             return choose_qparams(mn, mx, dtype=self._input_dtype.name, **self._range_kw())
         return choose_qparams(mn, mx, **self._range_kw())
-
-
-def _float_dtype_named(name):
-    from ._dtypes import bfloat16
-
-    if name == "bfloat16":
-        if bfloat16() is None:
-            raise ValueError("the state was observed in bfloat16, which needs the ml_dtypes package")
-        return np.dtype(bfloat16())
-    if name not in ("float16", "float32", "float64"):
-        raise ValueError(f"input_dtype must name a float dtype; got {name!r}")
-    return np.dtype(name)
 
 
 def _nan_min(a, b):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import integer_scalar, resolve_range
+from ._validation import dtype_named, integer_scalar, resolve_range
 
 __all__ = ["choose_qparams", "torch_qparams", "fbgemm_qparams", "torchao_qparams", "onnx_qparams",
            "amax_qparams", "torch_qrange", "torch_dtype_bits", "torch_symmetric_zero_point"]
@@ -425,18 +425,7 @@ _TORCHAO_MAPPINGS = ("symmetric", "symmetric_no_clipping_err", "asymmetric")
 
 
 def _narrow_dtype(name):
-    if name in ("float32", np.float32):
-        return np.dtype(np.float32)
-    if name in ("float16", np.float16):
-        return np.dtype(np.float16)
-    from ._dtypes import bfloat16
-
-    if name == "bfloat16" or (name is not None and np.dtype(name).name == "bfloat16"):
-        bf = bfloat16()
-        if bf is None:
-            raise ValueError("dtype='bfloat16' needs the ml_dtypes package")
-        return bf
-    raise ValueError(f"dtype must be 'float32', 'float16' or 'bfloat16'; got {name!r}")
+    return dtype_named(name, ("float32", "float16", "bfloat16"))
 
 
 def torchao_qparams(min_val, max_val, qmin, qmax, *, symmetric=False, mapping=None, dtype=None,

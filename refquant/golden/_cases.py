@@ -6,22 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._dtypes import bfloat16, is_bfloat16
-from .._validation import check_axis, integer_scalar, positive_finite, resolve_range
+from .._dtypes import is_bfloat16
+from .._validation import check_axis, float_dtype, integer_scalar, positive_finite, resolve_range
+from ._args import check_op
 
 __all__ = ["cases", "edge_inputs", "GoldenCases"]
-
-
-def _dtype(dtype) -> np.dtype:
-    if isinstance(dtype, str) and dtype == "bfloat16":
-        bf = bfloat16()
-        if bf is None:
-            raise TypeError("dtype 'bfloat16' needs ml_dtypes (pip install ml_dtypes)")
-        return bf
-    dt = np.dtype(dtype)
-    if not (dt.kind == "f" and dt.itemsize in (2, 4, 8) or is_bfloat16(dt)):
-        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64; got {dt}")
-    return dt
 
 
 def _neighbours(v: np.ndarray, dtype) -> np.ndarray:
@@ -71,7 +60,7 @@ def edge_inputs(scale, zero_point, *, qmin, qmax, dtype=np.float32, n_random=100
     >>> bool(np.isnan(x).any()), bool(np.isin(np.float32(0.25), x)), x.dtype
     (True, True, dtype('float32'))
     """
-    dt = _dtype(dtype)
+    dt = float_dtype(dtype)
     qmin, qmax = resolve_range(qmin, qmax, None)
     n_random = integer_scalar(n_random, "n_random")
     if n_random < 0:
@@ -158,6 +147,14 @@ class GoldenCases:
         return save(self, path, format=format)
 
 
+def reference_cases(x: np.ndarray, y: np.ndarray, manifest: dict) -> GoldenCases:
+    """The golden set of inputs ``x`` and reference outputs ``y``, with ``manifest`` completed by
+    the dtypes, the shape and ``"outputs": "reference"`` (the keys every manifest ends with)."""
+    manifest.update(input_dtype=x.dtype.name, output_dtype=y.dtype.name, shape=list(x.shape),
+                    outputs="reference")
+    return GoldenCases(inputs=x, outputs=y, manifest=manifest)
+
+
 def _dtype_name(v) -> str:
     """How a qparam was given: a NumPy dtype name, or "python" (float, int or list)."""
     return np.asarray(v).dtype.name if isinstance(v, (np.ndarray, np.generic)) else "python"
@@ -234,11 +231,9 @@ def cases(scale=None, zero_point=0, *, qmin=None, qmax=None, dtype=np.float32, o
         return float_cases(fmt, got, dtype=dtype, op=op, convention=convention, saturate=saturate,
                            rounding=rounding, n_random=n_random, seed=seed)
     qmin, qmax = got
-
-    if op not in ("quantize", "fake_quantize"):
-        raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
+    check_op(op)
     conv = _conventions.get(convention)
-    dt = _dtype(dtype)
+    dt = float_dtype(dtype)
     qmin, qmax = resolve_range(qmin, qmax, None)
     positive_finite(scale, "scale")
     s = np.asarray(scale)
@@ -297,9 +292,5 @@ def cases(scale=None, zero_point=0, *, qmin=None, qmax=None, dtype=np.float32, o
         "qmax": qmax,
         "axis": None if axis is None else int(axis),
         "block_size": None if block_size is None else list(block_size),
-        "input_dtype": x.dtype.name,
-        "output_dtype": y.dtype.name,
-        "shape": list(x.shape),
-        "outputs": "reference",
     }
-    return GoldenCases(inputs=x, outputs=y, manifest=manifest)
+    return reference_cases(x, y, manifest)

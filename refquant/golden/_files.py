@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._dtypes import bfloat16
+from .._validation import dtype_named
 
 __all__ = ["save", "load", "qparams", "convention_of", "knobs_of", "knob_differences", "FORMATS",
            "NotGoldenError"]
@@ -84,14 +84,7 @@ def _format_of(path: Path, format, *, reading=False) -> str:
 
 
 def _dtype(name) -> np.dtype:
-    if name == "bfloat16":
-        bf = bfloat16()
-        if bf is None:
-            raise ValueError("the file holds bfloat16 data; install ml_dtypes to read it")
-        return bf
-    if name not in _FLOATS + _INTS:
-        raise ValueError(f"unsupported dtype {name!r} in the manifest")
-    return np.dtype(name)
+    return dtype_named(name, _FLOATS + _INTS, "the manifest's dtype")
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -212,10 +205,7 @@ def _check_manifest(manifest) -> dict:
         from ._float import check_manifest
 
         return check_manifest(manifest)
-    missing = [k for k in _MANIFEST_KEYS if k not in manifest]
-    if missing:
-        raise ValueError(f"manifest lacks {missing}")
-    check_shape_and_op(manifest)
+    check_shape_and_op(manifest, _MANIFEST_KEYS)
     for key in ("qmin", "qmax"):
         v = manifest[key]
         if not isinstance(v, int) or isinstance(v, bool) or not -(2**63) <= v < 2**63:
@@ -240,8 +230,12 @@ def _check_manifest(manifest) -> dict:
     return check_common(manifest, (manifest["input_dtype"],) if manifest["op"] == "fake_quantize" else _INTS)
 
 
-def check_shape_and_op(manifest) -> None:
-    """The ``shape`` and ``op`` entries of a manifest (integer or float)."""
+def check_shape_and_op(manifest, need) -> None:
+    """Every key of ``need`` present, then the ``shape`` and ``op`` entries of a manifest
+    (integer, float or block)."""
+    missing = [k for k in need if k not in manifest]
+    if missing:
+        raise ValueError(f"manifest lacks {missing}")
     shape = manifest["shape"]
     if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool)
                                             and 0 <= d < 2**40 for d in shape) and len(shape) <= 8):

@@ -18,6 +18,7 @@ import numpy as np
 from .._validation import resolve_range
 from ..ops import conventions, linear, requantize
 from ..ops._accumulate import positive
+from ._args import same_shape
 
 _I32 = (-(2**31), 2**31 - 1)
 
@@ -94,10 +95,7 @@ def identify_requantization(acc, y, multiplier, zero_point, *, qmin=None, qmax=N
     >>> r.matches
     ['gemmlowp', 'tflite', 'tflite.single_rounding']
     """
-    y = np.asarray(y)
-    acc = np.asarray(acc)
-    if y.shape != acc.shape:
-        raise ValueError(f"acc and y must have the same shape; got {acc.shape} and {y.shape}")
+    acc, y = same_shape(acc, y, ("acc", "y"))
     if y.dtype.kind not in "iu":
         raise TypeError(f"y must hold integer codes; got dtype {y.dtype}")
     result = RequantizationMatch(size=int(y.size))
