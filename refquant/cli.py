@@ -327,15 +327,14 @@ def _check_done(args, g, setting) -> int:
     """``refquant check`` of an integer or float golden file against ``setting``: the stored
     reference recomputed (for a float file an input with no output there is passed over), the
     outputs diagnosed, the report emitted; the exit code."""
+    import refquant as rq
+
     from .golden._diagnose import diagnose, same
+    from .golden._files import knob_differences
 
     floats = setting.fmt is not None
-    if floats:
-        from .golden._float import knob_differences
-    else:
-        from .golden._files import knob_differences
     conv = setting.conv
-    name, variant = conv.name, knob_differences(conv)
+    name, variant = conv.name, knob_differences(conv, rq.float_conventions if floats else rq.conventions)
     head = {"file": str(args.file), **({"fmt": setting.fmt.name} if floats else {}), "convention": name,
             "knobs_differing_from_named_row": variant,
             "rounding": conv.rounding if floats else setting.rounding}  # a float row holds its rounding

@@ -207,20 +207,26 @@ class MinMax(_Observer):
     def update(self, x):
         """Record ``x`` (see the class docstring); returns self."""
         a = self._prepare(x)
-        if a is None:
-            return self
-        mn, mx = self._current(a)
+        if a is not None:
+            self._record(*self._current(a))
+        return self
+
+    def _record(self, mn, mx):
+        """Fold the batch's (min, max) into the statistics."""
         if self.min_val is None:
             self.min_val, self.max_val = mn, mx
         else:
             self.min_val = _nan_min(mn, self.min_val)
             self.max_val = _nan_max(mx, self.max_val)
-        return self
+
+    def _empty(self) -> bool:
+        """Whether no finite statistic has been recorded yet."""
+        return self.min_val is None or (self.axis is None and self.min_val == np.inf
+                                        and self.max_val == -np.inf)
 
     def qparams(self):
         """``choose_qparams(min, max, ...)`` (see :mod:`refquant.qparams`)."""
-        if self.min_val is None or (self.axis is None and self.min_val == np.inf
-                                    and self.max_val == -np.inf):
+        if self._empty():
             if self.method == "torch":
                 return np.float32(1.0), np.int64(0)
             raise ValueError("the observer has seen no data")
@@ -233,6 +239,14 @@ class MinMax(_Observer):
                 self._input_dtype is not None and self._input_dtype.itemsize == 2:
             return choose_qparams(mn, mx, dtype=self._input_dtype.name, **self._range_kw())
         return choose_qparams(mn, mx, **self._range_kw())
+
+
+def _in_half_open(value, name: str, lo, hi) -> float:
+    """``float(value)`` when it lies in ``(lo, hi]``, else a ValueError naming ``name``."""
+    v = float(value)
+    if not lo < v <= hi:
+        raise ValueError(f"{name} must be in ({lo}, {hi}]; got {value!r}")
+    return v
 
 
 def _nan_min(a, b):
@@ -261,26 +275,16 @@ class MovingAverageMinMax(MinMax):
     """
 
     def __init__(self, averaging_constant=0.01, **kw):
-        c = float(averaging_constant)
-        if not 0 < c <= 1:
-            raise ValueError(f"averaging_constant must be in (0, 1]; got {averaging_constant!r}")
-        self.averaging_constant = c
+        self.averaging_constant = _in_half_open(averaging_constant, "averaging_constant", 0, 1)
         super().__init__(**kw)
 
     def _config(self):
         return {**super()._config(), "averaging_constant": self.averaging_constant}
 
-    def update(self, x):
-        """Record ``x`` (see the class docstring); returns self."""
-        a = self._prepare(x)
-        if a is None:
-            return self
-        mn, mx = self._current(a)
-        fresh = self.min_val is None or (self.axis is None and self.min_val == np.inf
-                                         and self.max_val == -np.inf)
-        if fresh:
+    def _record(self, mn, mx):
+        if self._empty():
             self.min_val, self.max_val = mn, mx
-            return self
+            return
         c = np.float32(self.averaging_constant)
         with np.errstate(invalid="ignore", over="ignore"):
             new_min = (self.min_val + c * (mn - self.min_val)).astype(np.float32)
@@ -291,7 +295,6 @@ class MovingAverageMinMax(MinMax):
         self.min_val, self.max_val = new_min, new_max
         if self.axis is None:
             self.min_val, self.max_val = self.min_val[()], self.max_val[()]
-        return self
 
 
 class Histogram(_Observer):
@@ -438,10 +441,7 @@ class Percentile(Histogram):
     """
 
     def __init__(self, percentile=99.99, bins=2048, **kw):
-        p = float(percentile)
-        if not 50 < p <= 100:
-            raise ValueError(f"percentile must be in (50, 100]; got {percentile!r}")
-        self.percentile = p
+        self.percentile = _in_half_open(percentile, "percentile", 50, 100)
         super().__init__(bins=bins, **kw)
 
     def _config(self):

@@ -188,7 +188,7 @@ def block_cases(fmt, scale=None, *, dtype=np.float32, op="fake_quantize", conven
     import refquant as rq
 
     from ._cases import reference_cases
-    from ._files import _jsonable
+    from ._files import knobs_of
 
     if op != "fake_quantize":
         raise ValueError(f"block formats' golden vectors are fake_quantize values (they carry the element "
@@ -203,7 +203,7 @@ def block_cases(fmt, scale=None, *, dtype=np.float32, op="fake_quantize", conven
     y = _run(fmt, conv, x, g)
     return reference_cases(x, y, {
         "refquant_version": rq.__version__, "op": op, "block_format": fmt, "convention": conv.name,
-        "convention_knobs": {f.name: _jsonable(getattr(conv, f.name)) for f in dataclasses.fields(conv)},
+        "convention_knobs": knobs_of(conv),
         "global_scale": g})
 
 
@@ -237,7 +237,7 @@ def check_manifest(manifest: dict) -> dict:
 def block_setting(manifest: dict, *, convention=None):
     """(fmt, convention row, global scale) a block manifest was made with (the row rebuilt from
     every knob), or under another convention (name)."""
-    from ._files import _tuples
+    from ._files import row_of_knobs
 
     fmt = manifest["block_format"]
     family = BLOCK_FORMATS[fmt][0]
@@ -245,11 +245,7 @@ def block_setting(manifest: dict, *, convention=None):
         conv = _row(family, convention)
     elif manifest.get("convention_knobs") is not None:
         row = type(next(iter(_table(family).values())))
-        try:
-            conv = row(**{k: _tuples(v) for k, v in manifest["convention_knobs"].items()})
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"manifest convention_knobs do not fit this refquant's {family} "
-                             f"convention ({exc})") from None
+        conv = row_of_knobs(row, manifest["convention_knobs"])
     else:
         conv = _row(family, manifest["convention"])
     return fmt, conv, manifest.get("global_scale")

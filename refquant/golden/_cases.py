@@ -60,11 +60,8 @@ def edge_inputs(scale, zero_point, *, qmin, qmax, dtype=np.float32, n_random=100
     >>> bool(np.isnan(x).any()), bool(np.isin(np.float32(0.25), x)), x.dtype
     (True, True, dtype('float32'))
     """
-    dt = float_dtype(dtype)
+    dt, n_random = dtype_and_count(dtype, n_random)
     qmin, qmax = resolve_range(qmin, qmax, None)
-    n_random = integer_scalar(n_random, "n_random")
-    if n_random < 0:
-        raise ValueError(f"n_random must be >= 0; got {n_random}")
     s = float(positive_finite(scale, "scale").ravel()[0])
     z = float(np.asarray(zero_point, np.float64).ravel()[0])
     n_codes = qmax - qmin + 1
@@ -76,7 +73,6 @@ def edge_inputs(scale, zero_point, *, qmin, qmax, dtype=np.float32, n_random=100
             np.round(np.linspace(qmin, qmax, max_codes - 128)), np.arange(z - 32, z + 33),
         ]).astype(np.float64))
     values = np.concatenate([(k - z) * s, (k - z + 0.5) * s])
-    wide = np.float32 if dt.itemsize == 2 else dt
     info = _finfo(dt)
     tiny = float(info.smallest_normal)
     special = np.array([0.0, -0.0, tiny, -tiny, tiny / 2, -tiny / 2, float(info.smallest_subnormal),
@@ -86,11 +82,25 @@ def edge_inputs(scale, zero_point, *, qmin, qmax, dtype=np.float32, n_random=100
     rng = np.random.default_rng(seed)
     lo, hi = (qmin - z) * s, (qmax - z) * s
     pad = 0.1 * (hi - lo)
-    rand = rng.uniform(lo - pad, hi + pad, n_random)
+    return inputs_of(values, special, rng.uniform(lo - pad, hi + pad, n_random), dt)
+
+
+def dtype_and_count(dtype, n_random) -> tuple[np.dtype, int]:
+    """The float ``dtype`` of generated inputs and their ``n_random`` count, checked."""
+    n_random = integer_scalar(n_random, "n_random")
+    if n_random < 0:
+        raise ValueError(f"n_random must be >= 0; got {n_random}")
+    return float_dtype(dtype), n_random
+
+
+def inputs_of(grid, special, rand, dt) -> np.ndarray:
+    """Generated inputs in ``dt``: each real of ``grid`` rounded to ``dt`` with its two neighbours,
+    then ``special`` and ``rand`` rounded to ``dt`` (through float32 for a 2-byte ``dt``)."""
+    wide = np.float32 if dt.itemsize == 2 else dt
     with np.errstate(over="ignore", invalid="ignore"):
-        grid = _neighbours(values, dt)
+        near = _neighbours(grid, dt)
         rest = np.concatenate([special, rand]).astype(wide).astype(dt)
-    return np.concatenate([grid, rest]).astype(dt)
+    return np.concatenate([near, rest]).astype(dt)
 
 
 @dataclass

@@ -307,22 +307,31 @@ def convention_of(manifest):
     knobs = manifest.get("convention_knobs")
     if knobs is None:
         return _conventions.get(manifest["convention"])
+    return row_of_knobs(_conventions.Convention, knobs)
+
+
+def row_of_knobs(row_type, knobs: dict):
+    """The convention row of ``row_type`` rebuilt from a manifest's ``convention_knobs`` (JSON
+    lists turned back into tuples), else a ValueError saying why."""
     try:
-        return _conventions.Convention(**{k: _tuples(v) for k, v in knobs.items()})
+        return row_type(**{k: _tuples(v) for k, v in knobs.items()})
     except TypeError as exc:
-        raise ValueError(f"manifest convention_knobs do not fit this refquant's Convention ({exc})") from None
+        raise ValueError(f"manifest convention_knobs do not fit this refquant's {row_type.__name__} "
+                         f"({exc})") from None
     except ValueError as exc:
         raise ValueError(f"manifest convention_knobs are invalid: {exc}") from None
 
 
-def knob_differences(convention) -> list:
+def knob_differences(convention, registry=None) -> list:
     """``"knob=value (named row: value)"`` for each knob where ``convention`` differs from the
-    registered row of the same name (empty if it has no registered name)."""
-    from .. import conventions as _conventions
+    row of the same name in ``registry`` (default: the affine conventions; empty if it has no
+    registered name)."""
+    if registry is None:
+        from .. import conventions as registry
 
-    if convention.name not in _conventions.names():
+    if convention.name not in registry.names():
         return []
-    row = knobs_of(_conventions.get(convention.name))
+    row = knobs_of(registry.get(convention.name))
     mine = knobs_of(convention)
     return [f"{k}={mine[k]!r} (named row: {row.get(k)!r})" for k in mine
             if k not in ("formula", "backend", "evidence") and mine[k] != row.get(k)]

@@ -326,15 +326,11 @@ def float_inputs(fmt, scale=1.0, *, dtype=np.float32, n_random=1000, seed=0) -> 
     >>> bool(np.isin(np.float32(5.0), x)), bool(np.isin(np.float32(6.0), x)), x.dtype
     (True, True, dtype('float32'))
     """
-    from .._validation import float_dtype, integer_scalar
-    from ._cases import _finfo, _neighbours
+    from ._cases import _finfo, dtype_and_count, inputs_of
 
     fmt = resolve_format(fmt)
     s = _scalar_scale(scale)
-    dt = float_dtype(dtype)
-    n_random = integer_scalar(n_random, "n_random")
-    if n_random < 0:
-        raise ValueError(f"n_random must be >= 0; got {n_random}")
+    dt, n_random = dtype_and_count(dtype, n_random)
     v = fmt.values()
     mids = (v[:-1] + v[1:]) / 2
     top = v[-1] - v[-2] if v.size > 1 else v[-1]
@@ -352,11 +348,7 @@ def float_inputs(fmt, scale=1.0, *, dtype=np.float32, n_random=1000, seed=0) -> 
     mags = 2.0 ** rng.uniform(lo - 1, math.log2(fm) + 1, n_random - half)
     rand = np.concatenate([rng.uniform(-1.1 * fm, 1.1 * fm, half),
                            mags * rng.choice([-1.0, 1.0], mags.size)]) * s
-    wide = np.float32 if dt.itemsize == 2 else dt
-    with np.errstate(over="ignore", invalid="ignore"):
-        grid = _neighbours(real, dt)
-        rest = np.concatenate([special, rand]).astype(wide).astype(dt)
-    return np.concatenate([grid, rest]).astype(dt)
+    return inputs_of(real, special, rand, dt)
 
 
 # ------------------------------------------------------------------------------------- cases
@@ -365,12 +357,6 @@ def float_inputs(fmt, scale=1.0, *, dtype=np.float32, n_random=1000, seed=0) -> 
 def format_fields(fmt: FloatFormat) -> dict:
     """Every field of a FloatFormat as JSON data."""
     return {f: getattr(fmt, f) for f in _FMT_FIELDS}
-
-
-def float_knobs(conv) -> dict:
-    from ._files import _jsonable
-
-    return {f.name: _jsonable(getattr(conv, f.name)) for f in dataclasses.fields(conv)}
 
 
 def float_cases(fmt, scale=1.0, *, dtype=np.float32, op="fake_quantize", convention="exact",
@@ -394,6 +380,7 @@ def float_cases(fmt, scale=1.0, *, dtype=np.float32, op="fake_quantize", convent
 
     from .._validation import float_dtype
     from ._cases import _dtype_name, reference_cases
+    from ._files import knobs_of
 
     check_op(op)
     f = resolve_format(fmt)
@@ -410,7 +397,7 @@ def float_cases(fmt, scale=1.0, *, dtype=np.float32, op="fake_quantize", convent
         "op": op,
         "fmt": format_fields(f),
         "convention": conv.name,
-        "convention_knobs": float_knobs(conv),
+        "convention_knobs": knobs_of(conv),
         "saturate": None if saturate is None else bool(saturate),
         "rounding": rounding,
         "scale": s,
@@ -452,7 +439,7 @@ def check_manifest(manifest: dict) -> dict:
 def float_setting(manifest: dict, *, convention=None, rounding=None) -> Setting:
     """The Setting a float manifest was made with (the convention rebuilt from every knob),
     optionally under another convention (name) or rounding mode."""
-    from ._files import _qparam, _tuples
+    from ._files import _qparam, row_of_knobs
 
     fmt = FloatFormat(**manifest["fmt"])
     if fmt.name in NAMED_FLOAT_FORMATS and NAMED_FLOAT_FORMATS[fmt.name] == fmt:
@@ -460,13 +447,7 @@ def float_setting(manifest: dict, *, convention=None, rounding=None) -> Setting:
     if convention is not None:
         conv = with_knobs(convention, fmt, manifest.get("saturate"))
     elif manifest.get("convention_knobs") is not None:
-        try:
-            conv = _fconv.FloatConvention(**{k: _tuples(v) for k, v in manifest["convention_knobs"].items()})
-        except TypeError as exc:
-            raise ValueError(f"manifest convention_knobs do not fit this refquant's FloatConvention "
-                             f"({exc})") from None
-        except ValueError as exc:
-            raise ValueError(f"manifest convention_knobs are invalid: {exc}") from None
+        conv = row_of_knobs(_fconv.FloatConvention, manifest["convention_knobs"])
     else:
         conv = with_knobs(manifest["convention"], fmt, manifest.get("saturate"))
     rounding = rounding or manifest.get("rounding")
@@ -477,12 +458,10 @@ def float_setting(manifest: dict, *, convention=None, rounding=None) -> Setting:
 
 
 def knob_differences(conv) -> list:
-    """``"knob=value (named row: value)"`` where ``conv`` differs from the row of its name."""
-    if conv.name not in _fconv.names():
-        return []
-    row, mine = float_knobs(_fconv.get(conv.name)), float_knobs(conv)
-    return [f"{k}={mine[k]!r} (named row: {row[k]!r})" for k in mine
-            if k not in ("formula", "backend", "evidence") and mine[k] != row[k]]
+    """``"knob=value (named row: value)"`` where ``conv`` differs from the float row of its name."""
+    from ._files import knob_differences
+
+    return knob_differences(conv, _fconv)
 
 
 # ----------------------------------------------------------------------------------- identify
