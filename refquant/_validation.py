@@ -178,3 +178,27 @@ def channel_index(shape, axis) -> np.ndarray:
     ids = np.arange(shape[axis], dtype=np.intp).reshape([-1 if i == axis else 1
                                                          for i in range(len(shape))])
     return np.ascontiguousarray(np.broadcast_to(ids, shape).ravel())
+
+
+def channel_groups(values: np.ndarray, name: str, shape, axis, array_name: str = "x"):
+    """``(values, group index per element)`` for qparams ``values`` that are one scalar
+    (``axis`` None: one group, the index empty) or one per channel of an array of ``shape`` along
+    ``axis`` (:func:`channel_index`); else a ValueError naming ``name``.
+
+    >>> import numpy as np
+    >>> from refquant._validation import channel_groups
+    >>> v, idx = channel_groups(np.float64([0.5, 0.25]), "scale", (2, 3), 0)
+    >>> idx.tolist()
+    [0, 0, 0, 1, 1, 1]
+    """
+    if axis is None:
+        if values.size != 1:
+            raise ValueError(f"{name} must be a scalar without axis; got shape {values.shape}")
+        return values.reshape(1), np.empty(0, np.intp)
+    if len(shape) == 0:
+        raise ValueError("axis needs an array with at least one dimension; got a 0-d array")
+    ax = check_axis(axis, len(shape))
+    if values.ndim != 1 or values.shape[0] != shape[ax]:
+        raise ValueError(f"per-channel {name} must be 1-D of length {array_name}.shape[{ax}] = "
+                         f"{shape[ax]}; got shape {values.shape}")
+    return values, channel_index(shape, ax)

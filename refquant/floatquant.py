@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _validation
 from . import float_conventions as _fconv
-from ._validation import check_axis, flat_float, float_array, float_dtype, integer_array, uniforms
+from ._validation import channel_groups, flat_float, float_array, float_dtype, integer_array, uniforms
 from .floatformats import NAMED_FLOAT_FORMATS, FloatFormat, check_against_ml_dtypes, float_format
 from .rounding import rounding_code
 
@@ -359,14 +359,8 @@ def _group_index(shape, scale, axis, block_size, array_name="x"):
     if axis is not None and block_size is not None:
         raise ValueError("give axis or block_size, not both")
     if axis is not None:
-        if len(shape) == 0:
-            raise ValueError("axis needs an array with at least one dimension; got a 0-d array")
-        ax = check_axis(axis, len(shape))
-        if s.ndim != 1 or s.shape[0] != shape[ax]:
-            raise ValueError(f"per-channel scale must be 1-D of length {array_name}.shape[{ax}] = "
-                             f"{shape[ax]}; got shape {s.shape}")
-        ids = np.arange(shape[ax], dtype=np.intp).reshape([-1 if i == ax else 1 for i in range(len(shape))])
-        return positive_finite(s, "scale"), np.broadcast_to(ids, shape).ravel()
+        s, ids = channel_groups(s, "scale", shape, axis, array_name)
+        return positive_finite(s, "scale"), ids
     if block_size is not None:
         block = tuple(block_size) if np.iterable(block_size) else None
         if block is None or len(block) != len(shape):

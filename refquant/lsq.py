@@ -34,7 +34,7 @@ import numpy as np
 from ._platform import torch_kernels_use_fma
 from ._registry import MethodConvention, Registry
 from ._validation import (
-    channel_index,
+    channel_groups,
     check_axis,
     float_array,
     grad_like,
@@ -60,15 +60,7 @@ def _groups(values, name, shape, axis):
     a = np.asarray(values)
     if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
         raise TypeError(f"{name} must be real numbers; got dtype {a.dtype}")
-    if axis is None:
-        if a.size != 1:
-            raise ValueError(f"{name} must be a scalar without axis; got shape {a.shape}")
-        return a.reshape(1), np.empty(0, np.intp)
-    ax = check_axis(axis, len(shape))
-    if a.ndim != 1 or a.shape[0] != shape[ax]:
-        raise ValueError(f"per-channel {name} must be 1-D of length x.shape[{ax}] = "
-                         f"{shape[ax]}; got shape {a.shape}")
-    return a, channel_index(shape, ax)
+    return channel_groups(a, name, shape, axis)
 
 
 def _torch_zero_points(z, qmin, qmax, per_channel):

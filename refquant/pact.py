@@ -30,7 +30,7 @@ import numpy as np
 from ._dtypes import float_code
 from ._registry import MethodConvention, Registry
 from ._validation import (
-    channel_index,
+    channel_groups,
     check_axis,
     flat_float,
     float_array,
@@ -62,18 +62,8 @@ def _levels_n(bits, signed: bool) -> int:
 
 def _alpha_groups(alpha, shape, axis):
     """(float64 alpha per group, group index per element or empty)."""
-    a = positive_finite(alpha, "alpha")
-    if axis is None:
-        if a.size != 1:
-            raise ValueError(f"alpha must be a scalar without axis; got shape {np.shape(alpha)}")
-        return a.reshape(1), np.empty(0, np.intp)
-    if len(shape) == 0:
-        raise ValueError("axis needs an array with at least one dimension")
-    ax = check_axis(axis, len(shape))
-    if a.ndim != 1 or a.shape[0] != shape[ax]:
-        raise ValueError(f"per-channel alpha must be 1-D of length x.shape[{ax}] = {shape[ax]}; "
-                         f"got shape {a.shape}")
-    return np.ascontiguousarray(a), channel_index(shape, ax)
+    a, gidx = channel_groups(positive_finite(alpha, "alpha"), "alpha", shape, axis)
+    return np.ascontiguousarray(a), gidx
 
 
 def _prepare(x, alpha, bits, signed, axis, rounding, convention, rng):
