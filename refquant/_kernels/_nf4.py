@@ -19,14 +19,31 @@ _TINY = 9.99999935e-39  # float32(1e-38), the clamp of bitsandbytes' reciprocal
 _MIN_NORMAL32 = 2.0**-126
 
 
+@kernel
+def block_span(b, block, n):
+    """``(lo, hi)``: the elements of block ``b`` of ``block`` among ``n`` (the last may be partial)."""
+    lo = b * block
+    return lo, min(lo + block, n)
+
+
+@kernel
+def nan_absmax(x, lo, hi, zero):
+    """``(max |x[lo:hi]|, whether any is NaN)``, the maximum starting at ``zero`` (its type)."""
+    a = zero
+    nan = False
+    for i in range(lo, hi):
+        v = abs(x[i])
+        nan |= v != v
+        a = v if v > a else a
+    return a, nan
+
+
 @sized_kernel
 def block_absmax(x, block, nan_propagates, out):
     """``out[b] = max |x|`` over block ``b`` (the last block may be partial); NaN wins when
     ``nan_propagates`` (torch's ``max``), else it is skipped (C++ ``std::max``)."""
-    nb = out.size
-    for b in prange(nb):
-        lo = b * block
-        hi = min(lo + block, x.size)
+    for b in prange(out.size):
+        lo, hi = block_span(b, block, x.size)
         m = 0.0
         for i in range(lo, hi):
             v = abs(np.float64(x[i]))
@@ -55,8 +72,7 @@ def select_codes(x, absmax, block, full_blocks, norm, norm_tail, select, fmt, le
     for b in prange(nb):
         a = np.float64(absmax[b])
         mode = norm if b < full_blocks else norm_tail
-        lo = b * block
-        hi = min(lo + block, x.size)
+        lo, hi = block_span(b, block, x.size)
         if mode == NORM_RECIPROCAL:
             inv = rnd(1.0 / max(a, _TINY), fmt) if a == a else a
         else:
@@ -108,11 +124,9 @@ def dequantize_codes(codes, absmax, block, levels_by_code, exact, prod_fmt, out_
     to ``out_fmt`` (two roundings) or, with ``exact``, the real product rounded once to ``out_fmt``.
     ``flush``: a rounded product below 2**-126 in magnitude becomes a zero of its sign first (a
     float32 subnormal meeting an AVX512-BF16 conversion)."""
-    nb = absmax.size
-    for b in prange(nb):
+    for b in prange(absmax.size):
         a = np.float64(absmax[b])
-        lo = b * block
-        hi = min(lo + block, codes.size)
+        lo, hi = block_span(b, block, codes.size)
         for i in range(lo, hi):
             c = levels_by_code[codes[i]]
             if exact:
@@ -134,11 +148,9 @@ def lut_codes(x, absmax, block, lut, out):
     ``v = f32(x * f32(1 / absmax))``, clipped to [-1, 1];
     ``index = trunc(f32(f32(f32(f32(v + 1) * 0.5) * 65535) + 0.5))`` (NaN: 0); ``code = lut[index]``;
     a block with absmax 0 takes code 0."""
-    nb = absmax.size
-    for b in prange(nb):
+    for b in prange(absmax.size):
+        lo, hi = block_span(b, block, x.size)
         a = np.float64(absmax[b])
-        lo = b * block
-        hi = min(lo + block, x.size)
         if a == 0.0:
             for i in range(lo, hi):
                 out[i] = 0
@@ -195,14 +207,8 @@ def threshold_codes32(x, block, full_blocks, bounds, code_of, identity, absmax, 
     tiny = np.float32(_TINY)
     one = np.float32(1.0)
     for b in prange(nb):
-        lo = b * block
-        hi = min(lo + block, x.size)
-        a = np.float32(0.0)
-        nan = False
-        for i in range(lo, hi):
-            v = abs(x[i])
-            nan |= v != v
-            a = v if v > a else a
+        lo, hi = block_span(b, block, x.size)
+        a, nan = nan_absmax(x, lo, hi, np.float32(0.0))
         if nan:
             a = np.float32(np.nan)
         absmax[b] = a
@@ -231,11 +237,7 @@ def threshold_codes32(x, block, full_blocks, bounds, code_of, identity, absmax, 
 def _cmp_x_vs_sum(x, s, e):
     """Sign of ``x - (s + e)`` computed exactly for ``(s, e)`` from :func:`two_sum`."""
     d = x - s  # exact whenever it is comparable with e (Sterbenz); otherwise |d| >> |e|
-    if d > e:
-        return 1
-    if d < e:
-        return -1
-    return 0
+    return (d > e) - (d < e)
 
 
 @sized_kernel
@@ -247,8 +249,7 @@ def exact_nested_codes(a, offset, nblk, mids, out_scale, out_codes):
     comparisons (each ``mid * M`` is exact in float64)."""
     nb = out_scale.size
     for b in prange(nb):
-        lo = b * nblk
-        hi = min(lo + nblk, a.size)
+        lo, hi = block_span(b, nblk, a.size)
         amin = np.float64(a[lo])
         amax = amin
         for i in range(lo, hi):
