@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from ._affine import rnd, round_pair_to_f32
-from ._jit import fma32, kernel, prange, sized_kernel
+from ._jit import fma32, inline_kernel, kernel, prange, sized_kernel
 from ._round import cmp_x_vs_prod, two_prod, two_sum
 
 NORM_RECIPROCAL, NORM_DIVIDE, NORM_EXACT = 0, 1, 2
@@ -19,7 +19,7 @@ _TINY = 9.99999935e-39  # float32(1e-38), the clamp of bitsandbytes' reciprocal
 _MIN_NORMAL32 = 2.0**-126
 
 
-@kernel
+@inline_kernel
 def block_span(b, block, n):
     """``(lo, hi)``: the elements of block ``b`` of ``block`` among ``n`` (the last may be partial)."""
     lo = b * block
@@ -195,6 +195,16 @@ def linspace32(start, end, n, fused):
     return out
 
 
+@inline_kernel
+def _position15(v, bounds):
+    """``15 - #(v <= bounds)``: the count of the 15 ascending ``bounds`` below ``v`` (15 for NaN),
+    branch-free."""
+    k = 15
+    for j in range(15):
+        k -= v <= bounds[j]
+    return k
+
+
 @sized_kernel
 def threshold_codes32(x, block, full_blocks, bounds, code_of, identity, absmax, out):
     """The float32 threshold rule in one pass per block (the ``select_codes`` formulas with
@@ -216,18 +226,10 @@ def threshold_codes32(x, block, full_blocks, bounds, code_of, identity, absmax, 
         if b < full_blocks:
             inv = one / d
             for i in range(lo, hi):
-                v = x[i] * inv
-                k = 15
-                for j in range(15):
-                    k -= v <= bounds[j]
-                out[i] = k
+                out[i] = _position15(x[i] * inv, bounds)
         else:
             for i in range(lo, hi):
-                v = x[i] / d
-                k = 15
-                for j in range(15):
-                    k -= v <= bounds[j]
-                out[i] = k
+                out[i] = _position15(x[i] / d, bounds)
         if not identity:
             for i in range(lo, hi):
                 out[i] = code_of[out[i]]
