@@ -123,17 +123,29 @@ def dtype_named(dtype_name, allowed, name: str = "dtype", error=ValueError) -> n
     return bfloat16()
 
 
+def dtype_in(dtype, accepted, name: str, expected: str) -> np.dtype:
+    """``np.dtype(dtype)`` when ``accepted`` (a predicate) holds for it, else a TypeError:
+    ``{name} must be {expected}; got ...``.
+
+    >>> import numpy as np
+    >>> from refquant._validation import dtype_in
+    >>> dtype_in("int32", lambda dt: dt.kind == "i", "dtype", "a signed integer dtype")
+    dtype('int32')
+    """
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or not accepted(dt):
+        raise TypeError(f"{name} must be {expected}; got {repr(dtype) if dt is None else dt}")
+    return dt
+
+
 def float_dtype(dtype, name: str = "dtype") -> np.dtype:
     """An output float dtype (float16, bfloat16, float32 or float64) from a dtype, type or name."""
     if isinstance(dtype, str) and dtype == "bfloat16":
         return dtype_named(dtype, ("bfloat16",), name, TypeError)
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {dtype!r}") from None
-    if not is_supported_float(dt):
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {dt}")
-    return dt
+    return dtype_in(dtype, is_supported_float, name, "float16, bfloat16, float32 or float64")
 
 
 def generator(rng) -> np.random.Generator:

@@ -39,12 +39,10 @@ def wants_float(fmt, saturate=None) -> bool:
     >>> wants_float(rq.float8_e4m3fn, True), wants_float(rq.int8)
     (True, False)
     """
-    if is_float_format(fmt):
-        return True
-    if saturate is not None:
-        raise ValueError(f"saturate applies to float formats only; got saturate={saturate!r} "
-                         f"with fmt={fmt!r}")
-    return False
+    floats = is_float_format(fmt)
+    if saturate is not None and not floats:
+        raise ValueError(f"saturate applies to float formats only; got saturate={saturate!r}, fmt={fmt!r}")
+    return floats
 
 
 def _no_range(qmin, qmax):
@@ -401,12 +399,20 @@ def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=None, bl
     >>> rq.quantize(np.float32([0.3, 0.1, -5.0]), 0.1, fmt=rq.float4_e2m1fn).tolist()
     [5, 2, 15]
     """
+    cast, a, scales, gidx = _scaled_call(x, scale, zero_point, qmin, qmax, fmt, axis, block_size,
+                                         rounding, convention, saturate)
+    return _encode_flat(cast, flat_float(a), scales, gidx, rng).reshape(a.shape)
+
+
+def _scaled_call(x, scale, zero_point, qmin, qmax, fmt, axis, block_size, rounding, convention,
+                 saturate):
+    """The checked arguments of :func:`quantize` and :func:`fake_quantize`: ``(cast, x as an
+    array, per-group scales, group index per element)``."""
     _no_zero_point(zero_point)
     _no_range(qmin, qmax)
     cast = _Cast(fmt, convention, saturate, rounding)
     a = float_array(x, "x")
-    scales, gidx = _group_index(a.shape, scale, axis, block_size)
-    return _encode_flat(cast, flat_float(a), scales, gidx, rng).reshape(a.shape)
+    return (cast, a, *_group_index(a.shape, scale, axis, block_size))
 
 
 def _times_scale(values: np.ndarray, s: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
@@ -457,12 +463,9 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=Non
     >>> rq.fake_quantize(np.float32([0.3, 0.26, 100.0]), 0.1, fmt=rq.float4_e2m1fn)
     array([0.3, 0.3, 0.6], dtype=float32)
     """
-    _no_zero_point(zero_point)
-    _no_range(qmin, qmax)
-    cast = _Cast(fmt, convention, saturate, rounding)
-    a = float_array(x, "x")
+    cast, a, scales, gidx = _scaled_call(x, scale, zero_point, qmin, qmax, fmt, axis, block_size,
+                                         rounding, convention, saturate)
     xk = flat_float(a)
-    scales, gidx = _group_index(a.shape, scale, axis, block_size)
     if cast.conv.arithmetic != "exact":
         s32 = (scales[gidx] if gidx.size else np.broadcast_to(scales[0], xk.shape)).astype(np.float32)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # float32 arithmetic: inf

@@ -120,18 +120,12 @@ def _range_arrays(min_val, max_val, dtype=np.float32):
 def _check_range(mn, mx, *, finite=True, ordered=True):
     """Refuse non-finite ranges (``finite``) and ``min > max`` (``ordered``) with a ValueError."""
     mn64, mx64 = mn.astype(np.float64), mx.astype(np.float64)
-    bad = ~(np.isfinite(mn64) & np.isfinite(mx64))
-    if finite and bad.any():
-        i = np.argmax(bad.ravel())
-        raise ValueError(
-            f"min_val and max_val must be finite; got min_val={float(mn.ravel()[i])}, "
-            f"max_val={float(mx.ravel()[i])}")
-    wrong = mn64 > mx64
-    if ordered and wrong.any():
-        i = np.argmax(wrong.ravel())
-        raise ValueError(
-            f"min_val must be <= max_val; got min_val={float(mn.ravel()[i])} > "
-            f"max_val={float(mx.ravel()[i])}")
+    rules = ((finite, ~(np.isfinite(mn64) & np.isfinite(mx64)), "min_val and max_val must be finite", ", "),
+             (ordered, mn64 > mx64, "min_val must be <= max_val", " > "))
+    for wanted, bad, rule, sep in rules:
+        if wanted and bad.any():  # the first offending pair
+            i = np.argmax(bad.ravel())
+            raise ValueError(f"{rule}; got min_val={float(mn.ravel()[i])}{sep}max_val={float(mx.ravel()[i])}")
 
 
 def _x86_int32(v) -> np.ndarray:

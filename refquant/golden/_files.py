@@ -216,9 +216,7 @@ def _check_manifest(manifest) -> dict:
         if manifest[key] not in _FLOATS + _INTS:
             raise ValueError(f"manifest {key} {manifest[key]!r:.40} is not a supported dtype")
     _numbers(manifest["zero_point"], "zero_point")
-    if manifest.get("zero_point_dtype", "python") not in _QPARAM_DTYPES:
-        raise ValueError(f"manifest zero_point_dtype {manifest['zero_point_dtype']!r:.40} is not one of "
-                         f"{_QPARAM_DTYPES}")
+    _check_qparam_dtype(manifest, "zero_point_dtype")
     axis = manifest.get("axis")
     if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool)):
         raise ValueError(f"manifest axis must be null or an integer; got {axis!r:.40}")
@@ -244,6 +242,12 @@ def check_shape_and_op(manifest, need) -> None:
         raise ValueError(f"manifest op must be 'quantize' or 'fake_quantize'; got {manifest['op']!r:.40}")
 
 
+def _check_qparam_dtype(manifest, key) -> None:
+    """How a qparam was given (``key``: ``scale_dtype`` or ``zero_point_dtype``; absent: python)."""
+    if manifest.get(key, "python") not in _QPARAM_DTYPES:
+        raise ValueError(f"manifest {key} {manifest[key]!r:.40} is not one of {_QPARAM_DTYPES}")
+
+
 def check_common(manifest, wanted) -> dict:
     """The entries every manifest shares: convention, input and output dtypes (``wanted``: the
     output dtypes the op allows), scale, rounding, outputs and the convention knobs."""
@@ -255,9 +259,7 @@ def check_common(manifest, wanted) -> dict:
         raise ValueError(f"manifest output_dtype {manifest['output_dtype']!r} does not fit op "
                          f"{manifest['op']!r} (expected one of {wanted})")
     _numbers(manifest["scale"], "scale", positive=True)
-    if manifest.get("scale_dtype", "python") not in _QPARAM_DTYPES:
-        raise ValueError(f"manifest scale_dtype {manifest['scale_dtype']!r:.40} is not one of "
-                         f"{_QPARAM_DTYPES}")
+    _check_qparam_dtype(manifest, "scale_dtype")
     rounding = manifest.get("rounding")
     if rounding is not None and not isinstance(rounding, str):
         raise ValueError(f"manifest rounding must be null or a string; got {rounding!r:.40}")
