@@ -184,6 +184,23 @@ def flat_float(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x).reshape(-1)
 
 
+def grad_buffers(x: np.ndarray, g: np.ndarray, outputs: int = 2) -> tuple:
+    """``(xk, gk, *outs)`` for a gradient kernel: ``x`` and its upstream gradient ``g`` flattened
+    (:func:`flat_float`) and ``outputs`` float64 buffers of x's size for the gradients it writes."""
+    return (flat_float(x), flat_float(g), *(np.empty(x.size, np.float64) for _ in range(outputs)))
+
+
+def group_sums(terms: np.ndarray, x: np.ndarray, axis) -> np.ndarray:
+    """The per-element gradient ``terms`` (``x.size`` of them, in C order) summed in float64 over
+    the elements that share a qparam, rounded once to x's dtype: a 0-d array per tensor (``axis``
+    None; NumPy's pairwise order), one sum per channel along ``axis``."""
+    if axis is None:
+        return np.asarray(np.sum(terms, dtype=np.float64)).astype(x.dtype)
+    ax = check_axis(axis, x.ndim)
+    others = tuple(i for i in range(x.ndim) if i != ax)
+    return terms.reshape(x.shape).astype(np.float64).sum(axis=others).astype(x.dtype)
+
+
 def channel_index(shape, axis) -> np.ndarray:
     """The channel of every element of a C-ordered array of ``shape`` along ``axis``, flattened:
     the group index a per-channel kernel reads its qparams with."""

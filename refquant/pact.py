@@ -31,11 +31,12 @@ from ._dtypes import float_code
 from ._registry import MethodConvention, Registry
 from ._validation import (
     channel_groups,
-    check_axis,
     flat_float,
     float_array,
     float_dtype,
+    grad_buffers,
     grad_like,
+    group_sums,
     integer_scalar,
     positive_finite,
     uniforms,
@@ -179,9 +180,7 @@ def fake_quantize_grad(x, alpha, grad_output, *, bits, signed=False, axis=None, 
     g = grad_like(grad_output, x)
     _levels_n(bits, bool(signed))
     a, gidx = _alpha_groups(alpha, x.shape, axis)
-    xk, gk = flat_float(x), flat_float(g)
-    gx = np.empty(xk.size, np.float64)
-    ga = np.empty(xk.size, np.float64)
+    xk, gk, gx, ga = grad_buffers(x, g)
     if xk.size:
         from ._kernels._pact import pact_grad
 
@@ -189,8 +188,4 @@ def fake_quantize_grad(x, alpha, grad_output, *, bits, signed=False, axis=None, 
     grad_x = gx.reshape(x.shape).astype(x.dtype)
     if not reduce:
         return grad_x, ga.reshape(x.shape).astype(x.dtype)
-    if axis is None:
-        return grad_x, np.asarray(np.sum(ga)).astype(x.dtype)
-    ax = check_axis(axis, x.ndim)
-    others = tuple(i for i in range(x.ndim) if i != ax)
-    return grad_x, ga.reshape(x.shape).sum(axis=others).astype(x.dtype)
+    return grad_x, group_sums(ga, x, axis)
