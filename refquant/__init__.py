@@ -35,40 +35,22 @@ from .formats import (
     uint8,
     uint16,
 )
+from .lazy import lazy_table as _lazy_table
 from .lazy import module_attributes as _module_attributes
 from .rounding import ROUNDING_MODES
 
 __version__ = "0.1.0"
 
-# name -> (module, attribute or None for the module itself); loaded on first access
-_LAZY = {
-    "quantize": ("refquant.affine", "quantize"),
-    "dequantize": ("refquant.affine", "dequantize"),
-    "fake_quantize": ("refquant.affine", "fake_quantize"),
-    "conventions": ("refquant.conventions", None),
-    "Convention": ("refquant.conventions", "Convention"),
-    "choose_qparams": ("refquant.qparams", "choose_qparams"),
-    "apot": ("refquant.apot", None),
-    "pact": ("refquant.pact", None),
-    "lsq": ("refquant.lsq", None),
-    "nf4": ("refquant.nf4", None),
-    "nvfp4": ("refquant.nvfp4", None),
-    "ste": ("refquant.ste", None),
-    "observers": ("refquant.observers", None),
-    "testing": ("refquant.testing", None),
-    "golden": ("refquant.golden", None),
-    "checkpoint": ("refquant.checkpoint", None),
-    "identify": ("refquant.golden.identify", "identify"),
-    "ops": ("refquant.ops", None),
-    "aimet": ("refquant.aimet", None),
-    "interop": ("refquant.interop", None),
-    "encode": ("refquant.floatquant", "encode"),
-    "decode": ("refquant.floatquant", "decode"),
-    "float_conventions": ("refquant.float_conventions", None),
-    "mx": ("refquant.mx", None),
-    "pack": ("refquant.packing", "pack"),
-    "unpack": ("refquant.packing", "unpack"),
-}
+# loaded on first access: functions and classes of submodules, and submodules themselves
+_LAZY = _lazy_table("refquant", {
+    "affine": ("quantize", "dequantize", "fake_quantize"),
+    "conventions": ("Convention",),
+    "qparams": ("choose_qparams",),
+    "golden.identify": ("identify",),
+    "floatquant": ("encode", "decode"),
+    "packing": ("pack", "unpack"),
+}, ["conventions", "apot", "pact", "lsq", "nf4", "nvfp4", "ste", "observers", "testing", "golden",
+    "checkpoint", "ops", "aimet", "interop", "float_conventions", "mx"])
 
 __all__ = [
     "IntFormat",

@@ -1,8 +1,9 @@
 """The registry of named conventions every method shares: ``rq.conventions`` (affine),
 ``rq.float_conventions`` (element casts), ``rq.mx.conventions``, ``rq.nf4.conventions``,
 ``rq.nvfp4.conventions``, ``rq.apot.conventions``, ``rq.lsq.conventions`` and
-``rq.pact.conventions`` are each a :class:`Registry`: ``names()``, ``get(name)``, ``register(row)``,
-each row with the formula it computes and the test that proves it."""
+``rq.pact.conventions`` and ``rq.ops.conventions`` (requantization) are each a :class:`Registry`:
+``names()``, ``get(name)``, ``register(row)``, each row with the formula it computes and the test that
+proves it."""
 
 from __future__ import annotations
 
@@ -72,9 +73,10 @@ class Registry:
     'float32_reciprocal'
     """
 
-    def __init__(self, method: str, rows=(), *, row_type=MethodConvention):
+    def __init__(self, method: str, rows=(), *, row_type=MethodConvention, check=None):
         self.method = method
         self.row_type = row_type
+        self._check_row = check
         self._rows: dict = {}
         for row in rows:
             self.register(row)
@@ -117,7 +119,8 @@ class Registry:
         return name
 
     def register(self, row):
-        """Add a row (its name must be new) and return it.
+        """Add a row (its name must be new; a registry built with ``check`` checks it first) and
+        return it.
 
         >>> import refquant as rq
         >>> mine = rq.conventions.get("torch.fake_quantize").replace(name="my.kernel", fma=False)
@@ -130,6 +133,8 @@ class Registry:
             raise TypeError(f"convention must be a {self.row_type.__name__}; got {row!r}")
         if row.name in self._rows:
             raise ValueError(f"a {self.method} convention named {row.name!r} is already registered")
+        if self._check_row is not None:
+            self._check_row(row)
         self._rows[row.name] = row
         return row
 
@@ -156,11 +161,11 @@ class Registry:
         return f"Registry({self.method!r}, {self.names()})"
 
 
-
-def table_getattr(namespace: dict, registry: Registry):
+def table_getattr(namespace: dict, registry: Registry, *, lazy=None):
     """A module ``__getattr__`` keeping the old ``CONVENTIONS`` dict (name -> row) of a method for
-    one release, with a DeprecationWarning pointing at ``conventions``."""
+    one release, with a DeprecationWarning pointing at ``conventions`` (``lazy``: as in
+    :func:`refquant.lazy.module_attributes`)."""
     from .lazy import module_attributes
 
     rows = ("conventions", lambda: {name: registry.get(name) for name in registry})
-    return module_attributes(namespace, deprecated={"CONVENTIONS": rows})[0]
+    return module_attributes(namespace, lazy=lazy, deprecated={"CONVENTIONS": rows})[0]

@@ -104,21 +104,48 @@ def check_axis(axis, ndim: int, name: str = "axis") -> int:
     return a % ndim
 
 
-def float_dtype(dtype, name: str = "dtype") -> np.dtype:
-    """An output float dtype (float16, bfloat16, float32 or float64) from a dtype, type or name."""
-    from ._dtypes import bfloat16, is_supported_float
+def dtype_named(dtype_name, allowed, name: str = "dtype", error=ValueError) -> np.dtype:
+    """The NumPy dtype called ``dtype_name``, one of the names ``allowed`` ("bfloat16" is
+    ml_dtypes' and needs it installed), else ``error`` naming the argument ``name``.
 
-    if isinstance(dtype, str) and dtype == "bfloat16":
-        if bfloat16() is None:
-            raise TypeError(f"{name} 'bfloat16' needs ml_dtypes (pip install ml_dtypes)")
-        return bfloat16()
+    >>> from refquant._validation import dtype_named
+    >>> dtype_named("float16", ("float16", "bfloat16"))
+    dtype('float16')
+    """
+    from ._dtypes import bfloat16
+
+    if not isinstance(dtype_name, str) or dtype_name not in allowed:
+        raise error(f"{name} must be one of {', '.join(allowed)}; got {dtype_name!r}")
+    if dtype_name != "bfloat16":
+        return np.dtype(dtype_name)
+    if bfloat16() is None:
+        raise error(f"{name} 'bfloat16' needs ml_dtypes (pip install ml_dtypes)")
+    return bfloat16()
+
+
+def dtype_in(dtype, accepted, name: str, expected: str) -> np.dtype:
+    """``np.dtype(dtype)`` when ``accepted`` (a predicate) holds for it, else a TypeError:
+    ``{name} must be {expected}; got ...``.
+
+    >>> import numpy as np
+    >>> from refquant._validation import dtype_in
+    >>> dtype_in("int32", lambda dt: dt.kind == "i", "dtype", "a signed integer dtype")
+    dtype('int32')
+    """
     try:
         dt = np.dtype(dtype)
     except TypeError:
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {dtype!r}") from None
-    if not is_supported_float(dt):
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {dt}")
+        dt = None
+    if dt is None or not accepted(dt):
+        raise TypeError(f"{name} must be {expected}; got {repr(dtype) if dt is None else dt}")
     return dt
+
+
+def float_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """An output float dtype (float16, bfloat16, float32 or float64) from a dtype, type or name."""
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        return dtype_named(dtype, ("bfloat16",), name, TypeError)
+    return dtype_in(dtype, is_supported_float, name, "float16, bfloat16, float32 or float64")
 
 
 def generator(rng) -> np.random.Generator:
@@ -157,16 +184,50 @@ def flat_float(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x).reshape(-1)
 
 
+def grad_buffers(x: np.ndarray, g: np.ndarray, outputs: int = 2) -> tuple:
+    """``(xk, gk, *outs)`` for a gradient kernel: ``x`` and its upstream gradient ``g`` flattened
+    (:func:`flat_float`) and ``outputs`` float64 buffers of x's size for the gradients it writes."""
+    return (flat_float(x), flat_float(g), *(np.empty(x.size, np.float64) for _ in range(outputs)))
+
+
+def group_sums(terms: np.ndarray, x: np.ndarray, axis) -> np.ndarray:
+    """The per-element gradient ``terms`` (``x.size`` of them, in C order) summed in float64 over
+    the elements that share a qparam, rounded once to x's dtype: a 0-d array per tensor (``axis``
+    None; NumPy's pairwise order), one sum per channel along ``axis``."""
+    if axis is None:
+        return np.asarray(np.sum(terms, dtype=np.float64)).astype(x.dtype)
+    ax = check_axis(axis, x.ndim)
+    others = tuple(i for i in range(x.ndim) if i != ax)
+    return terms.reshape(x.shape).astype(np.float64).sum(axis=others).astype(x.dtype)
+
+
 def channel_index(shape, axis) -> np.ndarray:
     """The channel of every element of a C-ordered array of ``shape`` along ``axis``, flattened:
     the group index a per-channel kernel reads its qparams with."""
     ids = np.arange(shape[axis], dtype=np.intp).reshape([-1 if i == axis else 1
                                                          for i in range(len(shape))])
     return np.ascontiguousarray(np.broadcast_to(ids, shape).ravel())
-def named_row(table: dict, convention, row_type):
-    """``convention`` itself when it is a ``row_type``, else its row in ``table`` by name."""
-    if isinstance(convention, row_type):
-        return convention
-    if convention not in table:
-        raise ValueError(f"convention must be one of {sorted(table)}; got {convention!r}")
-    return table[convention]
+
+
+def channel_groups(values: np.ndarray, name: str, shape, axis, array_name: str = "x"):
+    """``(values, group index per element)`` for qparams ``values`` that are one scalar
+    (``axis`` None: one group, the index empty) or one per channel of an array of ``shape`` along
+    ``axis`` (:func:`channel_index`); else a ValueError naming ``name``.
+
+    >>> import numpy as np
+    >>> from refquant._validation import channel_groups
+    >>> v, idx = channel_groups(np.float64([0.5, 0.25]), "scale", (2, 3), 0)
+    >>> idx.tolist()
+    [0, 0, 0, 1, 1, 1]
+    """
+    if axis is None:
+        if values.size != 1:
+            raise ValueError(f"{name} must be a scalar without axis; got shape {values.shape}")
+        return values.reshape(1), np.empty(0, np.intp)
+    if len(shape) == 0:
+        raise ValueError("axis needs an array with at least one dimension; got a 0-d array")
+    ax = check_axis(axis, len(shape))
+    if values.ndim != 1 or values.shape[0] != shape[ax]:
+        raise ValueError(f"per-channel {name} must be 1-D of length {array_name}.shape[{ax}] = "
+                         f"{shape[ax]}; got shape {values.shape}")
+    return values, channel_index(shape, ax)

@@ -38,7 +38,16 @@ import numpy as np
 
 from ._dtypes import is_bfloat16
 from ._registry import MethodConvention, Registry
-from ._validation import float_array, integer_array, integer_scalar, positive_finite
+from ._validation import (
+    flat_float,
+    float_array,
+    grad_buffers,
+    grad_like,
+    group_sums,
+    integer_array,
+    integer_scalar,
+    positive_finite,
+)
 from .formats import integer_dtype_for
 
 __all__ = [
@@ -224,12 +233,6 @@ def _projector(lv: np.ndarray) -> tuple:
     return bounds, hint, edges, lo, inv_width
 
 
-def _kernel_x(x: np.ndarray) -> np.ndarray:
-    if x.dtype.itemsize == 2:
-        return np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
-    return np.ascontiguousarray(x).reshape(-1)
-
-
 def _check_convention(convention):
     conventions.check(convention)
 
@@ -265,7 +268,7 @@ def quantize(x, alpha, *, bits, k, signed=False, convention="paper") -> np.ndarr
     """
     _check_convention(convention)
     x = float_array(x)
-    xk = _kernel_x(x)
+    xk = flat_float(x)
     nan = np.isnan(xk)
     if nan.any():
         raise ValueError(f"x contains NaN (first at flat index {int(np.flatnonzero(nan)[0])})")
@@ -336,7 +339,7 @@ def fake_quantize(x, alpha, *, bits, k, signed=False, convention="paper") -> np.
     """
     _check_convention(convention)
     x = float_array(x)
-    xk = _kernel_x(x)
+    xk = flat_float(x)
     if convention == "torch.experimental":
         codes_dtype_out = np.empty(x.shape, x.dtype)
         nan = np.isnan(xk)
@@ -379,22 +382,15 @@ def fake_quantize_grad(x, alpha, grad_output, *, bits, k, signed=False):
     ([0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0], 0.86667)
     """
     x = float_array(x)
-    g = float_array(grad_output, "grad_output")
-    if g.shape != x.shape:
-        raise ValueError(f"grad_output must have x's shape {x.shape}; got {g.shape}")
-    if g.dtype != x.dtype:
-        raise TypeError(f"grad_output must have x's dtype {x.dtype}; got {g.dtype}")
+    g = grad_like(grad_output, x)
     bits, k, a, lv, proj = _paper_plan(bits, k, signed, alpha)
     unit = _level_values(bits, k, bool(signed), 1.0, "float64")
-    xk, gk = _kernel_x(x), _kernel_x(g)
-    gx = np.empty(xk.size, np.float64)
-    ga = np.empty(xk.size, np.float64)
+    xk, gk, gx, ga = grad_buffers(x, g)
     if xk.size:
         from ._kernels._apot import apot_grad
 
         apot_grad(xk, gk, proj[0], lv.size - 1, *proj[1:], unit, a, bool(signed), gx, ga)
-    grad_alpha = np.asarray(np.sum(ga)).astype(x.dtype)
-    return gx.reshape(x.shape).astype(x.dtype), grad_alpha
+    return gx.reshape(x.shape).astype(x.dtype), group_sums(ga, x, None)
 
 
 def normalize_weight(w, *, eps=0.0, ddof=1) -> np.ndarray:

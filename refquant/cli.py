@@ -282,13 +282,24 @@ def _cmd_golden(args) -> int:
     return OK
 
 
-def _load(path):
+def _load(args, convention):
+    """The golden file ``args.file`` and, for an integer one, the Setting it was made with, under
+    the convention named ``convention`` and the rounding ``args.rounding`` where given (None for a
+    float or block file: no integer convention or qparams)."""
+    import refquant as rq
+
+    from .golden._diagnose import Setting
     from .golden._files import convention_of, load, qparams
 
-    g = load(path)
-    if "fmt" in g.manifest or "block_format" in g.manifest:  # no integer convention or qparams
-        return g, None, None
-    return g, convention_of(g.manifest), qparams(g.manifest)
+    g = load(args.file)
+    m = g.manifest
+    if "fmt" in m or "block_format" in m:
+        return g, None
+    conv = convention_of(m)
+    block = None if m.get("block_size") is None else tuple(m["block_size"])
+    return g, Setting(m["op"], *qparams(m), m["qmin"], m["qmax"],
+                      rq.conventions.get(convention) if convention else conv, m.get("axis"), block,
+                      args.rounding or m.get("rounding"))
 
 
 def _cmd_check_block(args, g) -> int:
@@ -304,36 +315,49 @@ def _cmd_check_block(args, g) -> int:
 
 
 def _cmd_check_float(args, g) -> int:
-    from .golden._diagnose import diagnose, same
-
     if "block_format" in g.manifest:
         return _cmd_check_block(args, g)
-    from .golden._float import float_setting, knob_differences
+    from .golden._float import float_setting
 
-    setting = float_setting(g.manifest, convention=args.convention, rounding=args.rounding)
+    return _check_done(args, g, float_setting(g.manifest, convention=args.convention,
+                                              rounding=args.rounding))
+
+
+def _check_done(args, g, setting) -> int:
+    """``refquant check`` of an integer or float golden file against ``setting``: the stored
+    reference recomputed (for a float file an input with no output there is passed over), the
+    outputs diagnosed, the report emitted; the exit code."""
+    import refquant as rq
+
+    from .golden._diagnose import diagnose, same
+    from .golden._files import knob_differences
+
+    floats = setting.fmt is not None
     conv = setting.conv
-    variant = knob_differences(conv)
-    label = f"{conv.name} to {setting.fmt.name}" + (f" ({', '.join(variant)})" if variant else "")
+    name, variant = conv.name, knob_differences(conv, rq.float_conventions if floats else rq.conventions)
+    head = {"file": str(args.file), **({"fmt": setting.fmt.name} if floats else {}), "convention": name,
+            "knobs_differing_from_named_row": variant,
+            "rounding": conv.rounding if floats else setting.rounding}  # a float row holds its rounding
+    label = f"{name} to {setting.fmt.name}" if floats else name
+    label += f" ({', '.join(variant)})" if variant else ""
     notes = []
     missing = setting.no_code(g.inputs)
     if g.reference is not None:
         with np.errstate(all="ignore"):
             stored = setting.run(np.where(missing, np.zeros((), g.inputs.dtype), g.inputs))
-        if not bool((same(stored, g.reference) | missing).all()):
+        if not bool((same(stored, g.reference) | (missing & floats)).all()):
             notes.append("the file's stored reference outputs differ from this recomputation")
-    d = diagnose(g.inputs, g.outputs, setting, family="float")
+    d = diagnose(g.inputs, g.outputs, setting, family="float" if floats else "affine")
     if d.note:
         raise ValueError(d.note)
     source = "candidate outputs" if g.manifest.get("outputs") == "candidate" else "outputs"
-    doc = {"file": str(args.file), "fmt": setting.fmt.name, "convention": conv.name,
-           "knobs_differing_from_named_row": variant, "rounding": conv.rounding,
-           "equal": d.differing == 0, "elements": d.size, "differing": d.differing,
+    doc = {**head, "equal": d.differing == 0, "elements": d.size, "differing": d.differing,
            "causes": d.causes, "explained_by": d.explained_by, "ambiguous": d.ambiguous,
-           "examples": d.examples, "skipped": d.skipped, "notes": notes}
+           "examples": d.examples, **({"skipped": d.skipped} if floats else {}), "notes": notes}
     if d.differing == 0:
-        text = f"{args.file}: all {d.size - d.skipped} {source} match {label} bit for bit"
+        text = f"{args.file}: all {d.size - (d.skipped if floats else 0)} {source} match {label} bit for bit"
     else:
-        text = "\n".join([f"{args.file}: {source} differ from {label}", *d.lines(conv.name)])
+        text = "\n".join([f"{args.file}: {source} differ from {label}", *d.lines(name)])
     _emit(args, doc, "\n".join([text, *notes]))
     return OK if d.differing == 0 and not notes else MISMATCH
 
@@ -359,59 +383,19 @@ def _cmd_identify_float(args, g) -> int:
 
 
 def _cmd_check(args) -> int:
-    import refquant as rq
-
-    from .golden._diagnose import Setting, diagnose, same
-    from .golden._files import knob_differences
-
-    g, conv, qp = _load(args.file)
-    if conv is None:
-        return _cmd_check_float(args, g)
-    scale, zp = qp
-    m = g.manifest
-    if args.convention:
-        conv = rq.conventions.get(args.convention)
-    rounding = args.rounding or m.get("rounding")
-    block = None if m.get("block_size") is None else tuple(m["block_size"])
-    setting = Setting(m["op"], scale, zp, m["qmin"], m["qmax"], conv, m.get("axis"), block, rounding)
-    variant = knob_differences(conv)
-    label = conv.name + (f" ({', '.join(variant)})" if variant else "")
-    notes = []
-    if g.reference is not None:
-        stored = setting.run(np.where(setting.no_code(g.inputs), np.zeros((), g.inputs.dtype), g.inputs))
-        if not bool(same(stored, g.reference).all()):
-            notes.append("the file's stored reference outputs differ from this recomputation")
-    d = diagnose(g.inputs, g.outputs, setting)
-    source = "candidate outputs" if m.get("outputs") == "candidate" else "outputs"
-    doc = {"file": str(args.file), "convention": conv.name, "knobs_differing_from_named_row": variant,
-           "rounding": rounding, "equal": d.differing == 0, "elements": d.size,
-           "differing": d.differing, "causes": d.causes, "explained_by": d.explained_by,
-           "ambiguous": d.ambiguous, "examples": d.examples, "notes": notes}
-    if d.note:
-        raise ValueError(d.note)
-    if d.differing == 0:
-        text = f"{args.file}: all {d.size} {source} match {label} bit for bit"
-    else:
-        text = "\n".join([f"{args.file}: {source} differ from {label}", *d.lines(conv.name)])
-    _emit(args, doc, "\n".join([text, *notes]))
-    return OK if d.differing == 0 and not notes else MISMATCH
+    g, setting = _load(args, args.convention)
+    return _cmd_check_float(args, g) if setting is None else _check_done(args, g, setting)
 
 
 def _cmd_identify(args) -> int:
     import refquant as rq
 
-    g, conv, qp = _load(args.file)
-    if conv is None:
+    g, s = _load(args, args.reference)
+    if s is None:
         return _cmd_identify_float(args, g)
-    scale, zp = qp
-    m = g.manifest
-    ref = rq.conventions.get(args.reference) if args.reference else conv
-    rounding = args.rounding or m.get("rounding")
-    if rounding is not None:
-        ref = ref.replace(rounding=rounding)
-    block = None if m.get("block_size") is None else tuple(m["block_size"])
-    r = rq.identify(g.inputs, g.outputs, scale, zp, qmin=m["qmin"], qmax=m["qmax"], op=m["op"],
-                    axis=m.get("axis"), block_size=block, reference=ref)
+    ref = s.convention if s.rounding is None else s.convention.replace(rounding=s.rounding)
+    r = rq.identify(g.inputs, g.outputs, s.scale, s.zero_point, qmin=s.qmin, qmax=s.qmax, op=s.op,
+                    axis=s.axis, block_size=s.block_size, reference=ref)
     _emit(args, r.to_dict(), str(r))
     return OK if r.matches else MISMATCH
 

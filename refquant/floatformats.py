@@ -35,20 +35,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = [
-    "FloatFormat",
-    "NAMED_FLOAT_FORMATS",
-    "float_format",
-    "float8_e4m3fn",
-    "float8_e4m3fnuz",
-    "float8_e5m2",
-    "float8_e5m2fnuz",
-    "float8_e8m0fnu",
-    "float6_e2m3fn",
-    "float6_e3m2fn",
-    "float4_e2m1fn",
-]
-
 NAN_KINDS = ("ieee", "all_ones", "neg_zero", "none")
 
 
@@ -246,6 +232,8 @@ NAMED_FLOAT_FORMATS = {
     for f in (float8_e4m3fn, float8_e4m3fnuz, float8_e5m2, float8_e5m2fnuz, float8_e8m0fnu,
               float6_e2m3fn, float6_e3m2fn, float4_e2m1fn)
 }
+
+__all__ = ["FloatFormat", "NAMED_FLOAT_FORMATS", "float_format", *NAMED_FLOAT_FORMATS]
 
 
 def float_format(fmt, name: str = "fmt") -> FloatFormat:

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _validation
 from . import float_conventions as _fconv
-from ._validation import check_axis, flat_float, float_array, float_dtype, integer_array, uniforms
+from ._validation import channel_groups, flat_float, float_array, float_dtype, integer_array, uniforms
 from .floatformats import NAMED_FLOAT_FORMATS, FloatFormat, check_against_ml_dtypes, float_format
 from .rounding import rounding_code
 
@@ -39,12 +39,10 @@ def wants_float(fmt, saturate=None) -> bool:
     >>> wants_float(rq.float8_e4m3fn, True), wants_float(rq.int8)
     (True, False)
     """
-    if is_float_format(fmt):
-        return True
-    if saturate is not None:
-        raise ValueError(f"saturate applies to float formats only; got saturate={saturate!r} "
-                         f"with fmt={fmt!r}")
-    return False
+    floats = is_float_format(fmt)
+    if saturate is not None and not floats:
+        raise ValueError(f"saturate applies to float formats only; got saturate={saturate!r}, fmt={fmt!r}")
+    return floats
 
 
 def _no_range(qmin, qmax):
@@ -359,14 +357,8 @@ def _group_index(shape, scale, axis, block_size, array_name="x"):
     if axis is not None and block_size is not None:
         raise ValueError("give axis or block_size, not both")
     if axis is not None:
-        if len(shape) == 0:
-            raise ValueError("axis needs an array with at least one dimension; got a 0-d array")
-        ax = check_axis(axis, len(shape))
-        if s.ndim != 1 or s.shape[0] != shape[ax]:
-            raise ValueError(f"per-channel scale must be 1-D of length {array_name}.shape[{ax}] = "
-                             f"{shape[ax]}; got shape {s.shape}")
-        ids = np.arange(shape[ax], dtype=np.intp).reshape([-1 if i == ax else 1 for i in range(len(shape))])
-        return positive_finite(s, "scale"), np.broadcast_to(ids, shape).ravel()
+        s, ids = channel_groups(s, "scale", shape, axis, array_name)
+        return positive_finite(s, "scale"), ids
     if block_size is not None:
         block = tuple(block_size) if np.iterable(block_size) else None
         if block is None or len(block) != len(shape):
@@ -407,12 +399,20 @@ def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=None, bl
     >>> rq.quantize(np.float32([0.3, 0.1, -5.0]), 0.1, fmt=rq.float4_e2m1fn).tolist()
     [5, 2, 15]
     """
+    cast, a, scales, gidx = _scaled_call(x, scale, zero_point, qmin, qmax, fmt, axis, block_size,
+                                         rounding, convention, saturate)
+    return _encode_flat(cast, flat_float(a), scales, gidx, rng).reshape(a.shape)
+
+
+def _scaled_call(x, scale, zero_point, qmin, qmax, fmt, axis, block_size, rounding, convention,
+                 saturate):
+    """The checked arguments of :func:`quantize` and :func:`fake_quantize`: ``(cast, x as an
+    array, per-group scales, group index per element)``."""
     _no_zero_point(zero_point)
     _no_range(qmin, qmax)
     cast = _Cast(fmt, convention, saturate, rounding)
     a = float_array(x, "x")
-    scales, gidx = _group_index(a.shape, scale, axis, block_size)
-    return _encode_flat(cast, flat_float(a), scales, gidx, rng).reshape(a.shape)
+    return (cast, a, *_group_index(a.shape, scale, axis, block_size))
 
 
 def _times_scale(values: np.ndarray, s: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
@@ -463,12 +463,9 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt, axis=Non
     >>> rq.fake_quantize(np.float32([0.3, 0.26, 100.0]), 0.1, fmt=rq.float4_e2m1fn)
     array([0.3, 0.3, 0.6], dtype=float32)
     """
-    _no_zero_point(zero_point)
-    _no_range(qmin, qmax)
-    cast = _Cast(fmt, convention, saturate, rounding)
-    a = float_array(x, "x")
+    cast, a, scales, gidx = _scaled_call(x, scale, zero_point, qmin, qmax, fmt, axis, block_size,
+                                         rounding, convention, saturate)
     xk = flat_float(a)
-    scales, gidx = _group_index(a.shape, scale, axis, block_size)
     if cast.conv.arithmetic != "exact":
         s32 = (scales[gidx] if gidx.size else np.broadcast_to(scales[0], xk.shape)).astype(np.float32)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # float32 arithmetic: inf

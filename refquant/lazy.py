@@ -8,7 +8,21 @@ from __future__ import annotations
 import importlib
 import warnings
 
-__all__ = ["module_attributes"]
+__all__ = ["module_attributes", "lazy_table"]
+
+
+def lazy_table(package: str, attributes=None, modules=()) -> dict:
+    """The ``lazy`` mapping of :func:`module_attributes` for ``package``: ``attributes`` maps a
+    submodule (its name relative to ``package``) to the names it exports, ``modules`` lists the
+    submodules exposed as themselves (under their last name).
+
+    >>> lazy_table("pkg", {"ops": ("add", "sub")}, ["tools.io"])
+    {'add': ('pkg.ops', 'add'), 'sub': ('pkg.ops', 'sub'), 'io': ('pkg.tools.io', None)}
+    """
+    table = {name: (f"{package}.{module}", name)
+             for module, names in (attributes or {}).items() for name in names}
+    table.update({module.rsplit(".", 1)[-1]: (f"{package}.{module}", None) for module in modules})
+    return table
 
 
 def module_attributes(namespace: dict, *, lazy=None, deprecated=None):

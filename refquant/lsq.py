@@ -34,10 +34,11 @@ import numpy as np
 from ._platform import torch_kernels_use_fma
 from ._registry import MethodConvention, Registry
 from ._validation import (
-    channel_index,
-    check_axis,
+    channel_groups,
     float_array,
+    grad_buffers,
     grad_like,
+    group_sums,
     integer_scalar,
     positive_finite,
     resolve_range,
@@ -60,15 +61,7 @@ def _groups(values, name, shape, axis):
     a = np.asarray(values)
     if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
         raise TypeError(f"{name} must be real numbers; got dtype {a.dtype}")
-    if axis is None:
-        if a.size != 1:
-            raise ValueError(f"{name} must be a scalar without axis; got shape {a.shape}")
-        return a.reshape(1), np.empty(0, np.intp)
-    ax = check_axis(axis, len(shape))
-    if a.ndim != 1 or a.shape[0] != shape[ax]:
-        raise ValueError(f"per-channel {name} must be 1-D of length x.shape[{ax}] = "
-                         f"{shape[ax]}; got shape {a.shape}")
-    return a, channel_index(shape, ax)
+    return channel_groups(a, name, shape, axis)
 
 
 def _torch_zero_points(z, qmin, qmax, per_channel):
@@ -141,13 +134,11 @@ def fake_quantize_grad(x, scale, zero_point, grad_output, *, qmin=None, qmax=Non
         raise ValueError(f"zero_point must be finite; got {zero_point!r}")
     n = x.size
     if convention == "lsq":
-        xk = np.ascontiguousarray(x, dtype=np.float64 if x.dtype == np.float64 else np.float32)
-        gk = np.ascontiguousarray(g, dtype=xk.dtype)
-        outs = [np.empty(n, np.float64) for _ in range(3)]
+        xk, gk, *outs = grad_buffers(x, g, 3)
         if n:
             from ._kernels._lsq import lsq_grad
 
-            lsq_grad(xk.reshape(-1), gk.reshape(-1), s.astype(np.float64),
+            lsq_grad(xk, gk, s.astype(np.float64),
                      z.astype(np.float64), gidx, float(lo), float(hi), gf, *outs)
     else:
         if not lo <= 0 <= hi:
@@ -171,9 +162,4 @@ def fake_quantize_grad(x, scale, zero_point, grad_output, *, qmin=None, qmax=Non
 
 
 def _reduce(terms, x, axis, shape):
-    if axis is None:
-        total = np.sum(terms, dtype=np.float64)
-    else:
-        ax = check_axis(axis, x.ndim)
-        total = terms.astype(np.float64).sum(axis=tuple(i for i in range(x.ndim) if i != ax))
-    return np.asarray(total).astype(x.dtype).reshape(shape)
+    return group_sums(terms, x, axis).reshape(shape)

@@ -142,7 +142,6 @@ _SELECT = {"float32_midpoints": 0, "argmin": 1, "exact": 2}
 
 
 conventions = Registry("nf4", _ROWS.values(), row_type=Convention)
-_convention = conventions.get
 __getattr__ = table_getattr(globals(), conventions)  # the old CONVENTIONS dict, deprecated
 
 
@@ -168,7 +167,7 @@ def codebook(name="nf4", *, convention="bitsandbytes", dtype=np.float32) -> np.n
     >>> rq.nf4.codebook("fp4")[[1, 3, 7, 8]].tolist()
     [0.005208333488553762, 1.0, 0.25, 0.0]
     """
-    conv = _convention(convention)
+    conv = conventions.get(convention)
     _check_codebook(name)
     if name == "fp4":
         if conv.levels != "float32":
@@ -275,7 +274,7 @@ def quantize(x, *, block=64, double_quant=False, convention="bitsandbytes", code
     >>> rq.nf4.quantize(x, block=4, codebook="fp4")[0].tolist()
     [4, 14, 1, 3]
     """
-    conv = _convention(convention)
+    conv = conventions.get(convention)
     name = _check_codebook(codebook)
     x = float_array(x)
     if conv.compute == "float32" and x.dtype == np.float64:
@@ -390,7 +389,7 @@ def fake_quantize(x, *, block=64, double_quant=False, convention="bitsandbytes",
     >>> rq.nf4.fake_quantize(np.float32([0.3, -0.6, 0.05, 1.0]), block=4).tolist()
     [0.33791524171829224, -0.5250730514526367, 0.07958029955625534, 1.0]
     """
-    conv = _convention(convention)
+    conv = conventions.get(convention)
     xa = float_array(x)
     kw = dict(block=block, double_quant=double_quant, convention=conv, codebook=codebook,
               nested_block=nested_block)
@@ -586,7 +585,7 @@ def detect(name="bitsandbytes") -> Convention:
     ``"bitsandbytes"``. ``"bitsandbytes"`` and ``"torchao"`` get ``sum_threads`` from
     ``torch.get_num_threads()``. Other rows are returned as they are.
     """
-    conv = _convention(name)
+    conv = conventions.get(name)
     if conv.name not in ("bitsandbytes", "bitsandbytes.avx512_bf16", "torchao"):
         return conv
     import logging

@@ -45,8 +45,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_axis, float_array, integer_scalar, resolve_range
+from ._validation import check_axis, dtype_named, float_array, integer_scalar, resolve_range
 from .qparams import choose_qparams
+
+_FLOAT_NAMES = ("float16", "bfloat16", "float32", "float64")
 
 __all__ = ["MinMax", "MovingAverageMinMax", "Histogram", "Percentile", "MSE", "APoT"]
 
@@ -192,7 +194,7 @@ class MinMax(_Observer):
         """Restore the statistics saved by :meth:`state_dict`; returns self."""
         super().load_state_dict(d)
         name = d["state"].get("input_dtype")
-        self._input_dtype = None if name is None else _float_dtype_named(name)
+        self._input_dtype = None if name is None else dtype_named(name, _FLOAT_NAMES, "input_dtype")
         return self
 
     def _prepare(self, x):
@@ -205,20 +207,26 @@ class MinMax(_Observer):
     def update(self, x):
         """Record ``x`` (see the class docstring); returns self."""
         a = self._prepare(x)
-        if a is None:
-            return self
-        mn, mx = self._current(a)
+        if a is not None:
+            self._record(*self._current(a))
+        return self
+
+    def _record(self, mn, mx):
+        """Fold the batch's (min, max) into the statistics."""
         if self.min_val is None:
             self.min_val, self.max_val = mn, mx
         else:
             self.min_val = _nan_min(mn, self.min_val)
             self.max_val = _nan_max(mx, self.max_val)
-        return self
+
+    def _empty(self) -> bool:
+        """Whether no finite statistic has been recorded yet."""
+        return self.min_val is None or (self.axis is None and self.min_val == np.inf
+                                        and self.max_val == -np.inf)
 
     def qparams(self):
         """``choose_qparams(min, max, ...)`` (see :mod:`refquant.qparams`)."""
-        if self.min_val is None or (self.axis is None and self.min_val == np.inf
-                                    and self.max_val == -np.inf):
+        if self._empty():
             if self.method == "torch":
                 return np.float32(1.0), np.int64(0)
             raise ValueError("the observer has seen no data")
@@ -233,16 +241,12 @@ class MinMax(_Observer):
         return choose_qparams(mn, mx, **self._range_kw())
 
 
-def _float_dtype_named(name):
-    from ._dtypes import bfloat16
-
-    if name == "bfloat16":
-        if bfloat16() is None:
-            raise ValueError("the state was observed in bfloat16, which needs the ml_dtypes package")
-        return np.dtype(bfloat16())
-    if name not in ("float16", "float32", "float64"):
-        raise ValueError(f"input_dtype must name a float dtype; got {name!r}")
-    return np.dtype(name)
+def _in_half_open(value, name: str, lo, hi) -> float:
+    """``float(value)`` when it lies in ``(lo, hi]``, else a ValueError naming ``name``."""
+    v = float(value)
+    if not lo < v <= hi:
+        raise ValueError(f"{name} must be in ({lo}, {hi}]; got {value!r}")
+    return v
 
 
 def _nan_min(a, b):
@@ -271,26 +275,16 @@ class MovingAverageMinMax(MinMax):
     """
 
     def __init__(self, averaging_constant=0.01, **kw):
-        c = float(averaging_constant)
-        if not 0 < c <= 1:
-            raise ValueError(f"averaging_constant must be in (0, 1]; got {averaging_constant!r}")
-        self.averaging_constant = c
+        self.averaging_constant = _in_half_open(averaging_constant, "averaging_constant", 0, 1)
         super().__init__(**kw)
 
     def _config(self):
         return {**super()._config(), "averaging_constant": self.averaging_constant}
 
-    def update(self, x):
-        """Record ``x`` (see the class docstring); returns self."""
-        a = self._prepare(x)
-        if a is None:
-            return self
-        mn, mx = self._current(a)
-        fresh = self.min_val is None or (self.axis is None and self.min_val == np.inf
-                                         and self.max_val == -np.inf)
-        if fresh:
+    def _record(self, mn, mx):
+        if self._empty():
             self.min_val, self.max_val = mn, mx
-            return self
+            return
         c = np.float32(self.averaging_constant)
         with np.errstate(invalid="ignore", over="ignore"):
             new_min = (self.min_val + c * (mn - self.min_val)).astype(np.float32)
@@ -301,7 +295,6 @@ class MovingAverageMinMax(MinMax):
         self.min_val, self.max_val = new_min, new_max
         if self.axis is None:
             self.min_val, self.max_val = self.min_val[()], self.max_val[()]
-        return self
 
 
 class Histogram(_Observer):
@@ -448,10 +441,7 @@ class Percentile(Histogram):
     """
 
     def __init__(self, percentile=99.99, bins=2048, **kw):
-        p = float(percentile)
-        if not 50 < p <= 100:
-            raise ValueError(f"percentile must be in (50, 100]; got {percentile!r}")
-        self.percentile = p
+        self.percentile = _in_half_open(percentile, "percentile", 50, 100)
         super().__init__(bins=bins, **kw)
 
     def _config(self):

@@ -30,12 +30,13 @@ import numpy as np
 from ._dtypes import float_code
 from ._registry import MethodConvention, Registry
 from ._validation import (
-    channel_index,
-    check_axis,
+    channel_groups,
     flat_float,
     float_array,
     float_dtype,
+    grad_buffers,
     grad_like,
+    group_sums,
     integer_scalar,
     positive_finite,
     uniforms,
@@ -68,18 +69,8 @@ def _alpha_groups(alpha, shape, axis):
     """(float64 alpha per group, group index per element or empty)."""
     if axis is None and type(alpha) is float and 0.0 < alpha < np.inf:  # the common case, quickly
         return np.array([alpha]), _NO_GROUPS
-    a = positive_finite(alpha, "alpha")
-    if axis is None:
-        if a.size != 1:
-            raise ValueError(f"alpha must be a scalar without axis; got shape {np.shape(alpha)}")
-        return a.reshape(1), _NO_GROUPS
-    if len(shape) == 0:
-        raise ValueError("axis needs an array with at least one dimension")
-    ax = check_axis(axis, len(shape))
-    if a.ndim != 1 or a.shape[0] != shape[ax]:
-        raise ValueError(f"per-channel alpha must be 1-D of length x.shape[{ax}] = {shape[ax]}; "
-                         f"got shape {a.shape}")
-    return np.ascontiguousarray(a), channel_index(shape, ax)
+    a, gidx = channel_groups(positive_finite(alpha, "alpha"), "alpha", shape, axis)
+    return np.ascontiguousarray(a), gidx
 
 
 def _prepare(x, alpha, bits, signed, axis, rounding, convention, rng):
@@ -195,9 +186,7 @@ def fake_quantize_grad(x, alpha, grad_output, *, bits, signed=False, axis=None, 
     g = grad_like(grad_output, x)
     _levels_n(bits, bool(signed))
     a, gidx = _alpha_groups(alpha, x.shape, axis)
-    xk, gk = flat_float(x), flat_float(g)
-    gx = np.empty(xk.size, np.float64)
-    ga = np.empty(xk.size, np.float64)
+    xk, gk, gx, ga = grad_buffers(x, g)
     if xk.size:
         from ._kernels._pact import pact_grad
 
@@ -205,8 +194,4 @@ def fake_quantize_grad(x, alpha, grad_output, *, bits, signed=False, axis=None, 
     grad_x = gx.reshape(x.shape).astype(x.dtype)
     if not reduce:
         return grad_x, ga.reshape(x.shape).astype(x.dtype)
-    if axis is None:
-        return grad_x, np.asarray(np.sum(ga)).astype(x.dtype)
-    ax = check_axis(axis, x.ndim)
-    others = tuple(i for i in range(x.ndim) if i != ax)
-    return grad_x, ga.reshape(x.shape).sum(axis=others).astype(x.dtype)
+    return grad_x, group_sums(ga, x, axis)

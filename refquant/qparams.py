@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import integer_scalar, resolve_range
+from ._validation import dtype_named, integer_scalar, resolve_range
 
 __all__ = ["choose_qparams", "torch_qparams", "fbgemm_qparams", "torchao_qparams", "onnx_qparams",
            "amax_qparams", "torch_qrange", "torch_dtype_bits", "torch_symmetric_zero_point"]
@@ -120,18 +120,12 @@ def _range_arrays(min_val, max_val, dtype=np.float32):
 def _check_range(mn, mx, *, finite=True, ordered=True):
     """Refuse non-finite ranges (``finite``) and ``min > max`` (``ordered``) with a ValueError."""
     mn64, mx64 = mn.astype(np.float64), mx.astype(np.float64)
-    bad = ~(np.isfinite(mn64) & np.isfinite(mx64))
-    if finite and bad.any():
-        i = np.argmax(bad.ravel())
-        raise ValueError(
-            f"min_val and max_val must be finite; got min_val={float(mn.ravel()[i])}, "
-            f"max_val={float(mx.ravel()[i])}")
-    wrong = mn64 > mx64
-    if ordered and wrong.any():
-        i = np.argmax(wrong.ravel())
-        raise ValueError(
-            f"min_val must be <= max_val; got min_val={float(mn.ravel()[i])} > "
-            f"max_val={float(mx.ravel()[i])}")
+    rules = ((finite, ~(np.isfinite(mn64) & np.isfinite(mx64)), "min_val and max_val must be finite", ", "),
+             (ordered, mn64 > mx64, "min_val must be <= max_val", " > "))
+    for wanted, bad, rule, sep in rules:
+        if wanted and bad.any():  # the first offending pair
+            i = np.argmax(bad.ravel())
+            raise ValueError(f"{rule}; got min_val={float(mn.ravel()[i])}{sep}max_val={float(mx.ravel()[i])}")
 
 
 def _x86_int32(v) -> np.ndarray:
@@ -425,18 +419,7 @@ _TORCHAO_MAPPINGS = ("symmetric", "symmetric_no_clipping_err", "asymmetric")
 
 
 def _narrow_dtype(name):
-    if name in ("float32", np.float32):
-        return np.dtype(np.float32)
-    if name in ("float16", np.float16):
-        return np.dtype(np.float16)
-    from ._dtypes import bfloat16
-
-    if name == "bfloat16" or (name is not None and np.dtype(name).name == "bfloat16"):
-        bf = bfloat16()
-        if bf is None:
-            raise ValueError("dtype='bfloat16' needs the ml_dtypes package")
-        return bf
-    raise ValueError(f"dtype must be 'float32', 'float16' or 'bfloat16'; got {name!r}")
+    return dtype_named(name, ("float32", "float16", "bfloat16"))
 
 
 def torchao_qparams(min_val, max_val, qmin, qmax, *, symmetric=False, mapping=None, dtype=None,

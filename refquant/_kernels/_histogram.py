@@ -146,12 +146,15 @@ def _ceil_log2(v):
 
 
 @kernel
-def _add_row(acc, x, i, width):
-    """Add row ``i`` (4 vectors of ``width`` lanes) of ``x`` into the level-0 accumulators."""
-    for k in range(4):
-        base = (i * 4 + k) * width
-        for lane in range(width):
-            acc[0, k, lane] = f32(acc[0, k, lane] + x[base + lane])
+def _add_rows(acc, x, start, stop, width):
+    """Add rows ``start`` to ``stop - 1`` (each 4 vectors of ``width`` lanes) of ``x``, in order,
+    into the level-0 accumulators; returns ``stop``."""
+    for i in range(start, stop):
+        for k in range(4):
+            base = (i * 4 + k) * width
+            for lane in range(width):
+                acc[0, k, lane] = f32(acc[0, k, lane] + x[base + lane])
+    return stop
 
 @kernel
 def torch_sum32(x, width):
@@ -176,9 +179,7 @@ def torch_sum32(x, width):
     acc = np.zeros((4, 4, width), np.float32)
     i = 0
     while i + step <= rows:
-        for _ in range(step):
-            _add_row(acc, x, i, width)
-            i += 1
+        i = _add_rows(acc, x, i, i + step, width)
         for j in range(1, 4):
             for k in range(4):
                 for lane in range(width):
@@ -186,9 +187,7 @@ def torch_sum32(x, width):
                     acc[j - 1, k, lane] = f32(0)
             if (i & (mask << (j * power))) != 0:
                 break
-    while i < rows:
-        _add_row(acc, x, i, width)
-        i += 1
+    i = _add_rows(acc, x, i, rows, width)
     for j in range(1, 4):
         for k in range(4):
             for lane in range(width):

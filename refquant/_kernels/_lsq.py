@@ -3,6 +3,7 @@ fake-quant CPU backward in float32 (with or without its contracted multiply-adds
 
 import numpy as np
 
+from ._elements import group_of
 from ._jit import fma32, kernel
 from ._round import HALF_EVEN, cmp_x_vs_prod, round_quotient
 
@@ -12,9 +13,8 @@ def lsq_grad(x, g, s, z, gidx, qmin, qmax, gf, gx, gs, gz):
     """LSQ (Esser et al.) per element: clip decided on the real x / s against qmin - z, qmax - z
     (inclusive); inside ``d scale = round(x / s) - fl(x / s)``; outside ``qmin - z`` / ``qmax - z``
     and ``d zero_point = -s``. Every product in float64."""
-    grouped = gidx.size > 0
     for i in range(x.size):
-        j = gidx[i] if grouped else 0
+        j = group_of(gidx, i)
         si, zi = s[j], z[j]
         xi = np.float64(x[i])
         gi = np.float64(g[i])
@@ -41,10 +41,9 @@ def torch_learnable_grad(x, dy, s, z, gidx, qmin, qmax, gf, fma, dx, ds, dz):
     """torch's ``fake_quantize_learnable_{tensor,channel}_grad_kernel_cpu``, float32 throughout.
 
     ``z`` is the backward's float32 zero point (already rounded the way torch rounds it)."""
-    grouped = gidx.size > 0
     one = np.float32(1.0)
     for i in range(x.size):
-        j = gidx[i] if grouped else 0
+        j = group_of(gidx, i)
         si, zi = s[j], z[j]
         xi, gi = x[i], dy[i]
         inv = one / si

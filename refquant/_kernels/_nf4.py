@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from ._affine import rnd, round_pair_to_f32
-from ._jit import fma32, kernel, prange, sized_kernel
+from ._jit import fma32, inline_kernel, kernel, prange, sized_kernel
 from ._round import cmp_x_vs_prod, two_prod, two_sum
 
 NORM_RECIPROCAL, NORM_DIVIDE, NORM_EXACT = 0, 1, 2
@@ -19,14 +19,31 @@ _TINY = 9.99999935e-39  # float32(1e-38), the clamp of bitsandbytes' reciprocal
 _MIN_NORMAL32 = 2.0**-126
 
 
+@inline_kernel
+def block_span(b, block, n):
+    """``(lo, hi)``: the elements of block ``b`` of ``block`` among ``n`` (the last may be partial)."""
+    lo = b * block
+    return lo, min(lo + block, n)
+
+
+@kernel
+def nan_absmax(x, lo, hi, zero):
+    """``(max |x[lo:hi]|, whether any is NaN)``, the maximum starting at ``zero`` (its type)."""
+    a = zero
+    nan = False
+    for i in range(lo, hi):
+        v = abs(x[i])
+        nan |= v != v
+        a = v if v > a else a
+    return a, nan
+
+
 @sized_kernel
 def block_absmax(x, block, nan_propagates, out):
     """``out[b] = max |x|`` over block ``b`` (the last block may be partial); NaN wins when
     ``nan_propagates`` (torch's ``max``), else it is skipped (C++ ``std::max``)."""
-    nb = out.size
-    for b in prange(nb):
-        lo = b * block
-        hi = min(lo + block, x.size)
+    for b in prange(out.size):
+        lo, hi = block_span(b, block, x.size)
         m = 0.0
         for i in range(lo, hi):
             v = abs(np.float64(x[i]))
@@ -55,8 +72,7 @@ def select_codes(x, absmax, block, full_blocks, norm, norm_tail, select, fmt, le
     for b in prange(nb):
         a = np.float64(absmax[b])
         mode = norm if b < full_blocks else norm_tail
-        lo = b * block
-        hi = min(lo + block, x.size)
+        lo, hi = block_span(b, block, x.size)
         if mode == NORM_RECIPROCAL:
             inv = rnd(1.0 / max(a, _TINY), fmt) if a == a else a
         else:
@@ -108,11 +124,9 @@ def dequantize_codes(codes, absmax, block, levels_by_code, exact, prod_fmt, out_
     to ``out_fmt`` (two roundings) or, with ``exact``, the real product rounded once to ``out_fmt``.
     ``flush``: a rounded product below 2**-126 in magnitude becomes a zero of its sign first (a
     float32 subnormal meeting an AVX512-BF16 conversion)."""
-    nb = absmax.size
-    for b in prange(nb):
+    for b in prange(absmax.size):
         a = np.float64(absmax[b])
-        lo = b * block
-        hi = min(lo + block, codes.size)
+        lo, hi = block_span(b, block, codes.size)
         for i in range(lo, hi):
             c = levels_by_code[codes[i]]
             if exact:
@@ -134,11 +148,9 @@ def lut_codes(x, absmax, block, lut, out):
     ``v = f32(x * f32(1 / absmax))``, clipped to [-1, 1];
     ``index = trunc(f32(f32(f32(f32(v + 1) * 0.5) * 65535) + 0.5))`` (NaN: 0); ``code = lut[index]``;
     a block with absmax 0 takes code 0."""
-    nb = absmax.size
-    for b in prange(nb):
+    for b in prange(absmax.size):
+        lo, hi = block_span(b, block, x.size)
         a = np.float64(absmax[b])
-        lo = b * block
-        hi = min(lo + block, x.size)
         if a == 0.0:
             for i in range(lo, hi):
                 out[i] = 0
@@ -183,6 +195,16 @@ def linspace32(start, end, n, fused):
     return out
 
 
+@inline_kernel
+def _position15(v, bounds):
+    """``15 - #(v <= bounds)``: the count of the 15 ascending ``bounds`` below ``v`` (15 for NaN),
+    branch-free."""
+    k = 15
+    for j in range(15):
+        k -= v <= bounds[j]
+    return k
+
+
 @sized_kernel
 def threshold_codes32(x, block, full_blocks, bounds, code_of, identity, absmax, out):
     """The float32 threshold rule in one pass per block (the ``select_codes`` formulas with
@@ -195,14 +217,8 @@ def threshold_codes32(x, block, full_blocks, bounds, code_of, identity, absmax, 
     tiny = np.float32(_TINY)
     one = np.float32(1.0)
     for b in prange(nb):
-        lo = b * block
-        hi = min(lo + block, x.size)
-        a = np.float32(0.0)
-        nan = False
-        for i in range(lo, hi):
-            v = abs(x[i])
-            nan |= v != v
-            a = v if v > a else a
+        lo, hi = block_span(b, block, x.size)
+        a, nan = nan_absmax(x, lo, hi, np.float32(0.0))
         if nan:
             a = np.float32(np.nan)
         absmax[b] = a
@@ -210,18 +226,10 @@ def threshold_codes32(x, block, full_blocks, bounds, code_of, identity, absmax, 
         if b < full_blocks:
             inv = one / d
             for i in range(lo, hi):
-                v = x[i] * inv
-                k = 15
-                for j in range(15):
-                    k -= v <= bounds[j]
-                out[i] = k
+                out[i] = _position15(x[i] * inv, bounds)
         else:
             for i in range(lo, hi):
-                v = x[i] / d
-                k = 15
-                for j in range(15):
-                    k -= v <= bounds[j]
-                out[i] = k
+                out[i] = _position15(x[i] / d, bounds)
         if not identity:
             for i in range(lo, hi):
                 out[i] = code_of[out[i]]
@@ -231,11 +239,7 @@ def threshold_codes32(x, block, full_blocks, bounds, code_of, identity, absmax, 
 def _cmp_x_vs_sum(x, s, e):
     """Sign of ``x - (s + e)`` computed exactly for ``(s, e)`` from :func:`two_sum`."""
     d = x - s  # exact whenever it is comparable with e (Sterbenz); otherwise |d| >> |e|
-    if d > e:
-        return 1
-    if d < e:
-        return -1
-    return 0
+    return (d > e) - (d < e)
 
 
 @sized_kernel
@@ -247,8 +251,7 @@ def exact_nested_codes(a, offset, nblk, mids, out_scale, out_codes):
     comparisons (each ``mid * M`` is exact in float64)."""
     nb = out_scale.size
     for b in prange(nb):
-        lo = b * nblk
-        hi = min(lo + nblk, a.size)
+        lo, hi = block_span(b, nblk, a.size)
         amin = np.float64(a[lo])
         amax = amin
         for i in range(lo, hi):

@@ -12,6 +12,7 @@ import numpy as np
 
 from ._affine import rnd
 from ._jit import f32_to_bits, kernel, prange, sized_kernel
+from ._nf4 import nan_absmax
 
 BS_EXACT, BS_DOUBLE, BS_MODELOPT, BS_FUSED, BS_ENCODE_PRODUCT = 0, 1, 2, 3, 4
 EL_EXACT, EL_RECIPROCAL, EL_RECIPROCAL_PRODUCT, EL_DIVIDE, EL_DIVIDE_ENCODE = 0, 1, 2, 3, 4
@@ -117,12 +118,7 @@ def nvfp4_quantize(x, nb, g, g_dec, s_enc, bs_rule, scale_min, zero_to_one, zero
     top = 0x7E  # 448
     for b in prange(nb):
         lo = b * 16
-        a = np.float32(0.0) if el_rule != EL_EXACT else 0.0
-        nan = False
-        for i in range(lo, lo + 16):
-            v = abs(x[i])
-            nan |= v != v
-            a = v if v > a else a
+        a, nan = nan_absmax(x, lo, lo + 16, np.float32(0.0) if el_rule != EL_EXACT else 0.0)
         if nan:
             a = np.nan
         sc = block_scale_code(np.float64(a), g, s_enc, bs_rule, scale_min, zero_to_one, e4m3, top, a_fmt)

@@ -5,6 +5,7 @@ import numpy as np
 
 from .._codes import Format
 from ._affine import rnd, round_pair_to_f32
+from ._elements import draw, group_of
 from ._jit import fma64, kernel
 from ._round import round_scaled_quotient, two_prod
 
@@ -42,42 +43,34 @@ def pact_code(xi, a, n, signed, mode, ui):
 def pact_fake(x, alpha, gidx, n, signed, mode, u, fmt, out):
     """``out[i] = pact_code(x[i]) * alpha / n`` rounded once, with per-group ``alpha[gidx[i]]``;
     NaN stays NaN."""
-    grouped = gidx.size > 0
-    drawn = u.size > 0
     for i in range(x.size):
-        a = alpha[gidx[i] if grouped else 0]
+        a = alpha[group_of(gidx, i)]
         xi = np.float64(x[i])
         if xi != xi:
             out[i] = xi
             continue
-        q = pact_code(xi, a, n, signed, mode, u[i] if drawn else 0.0)
-        out[i] = scaled_level(q, a, n, fmt) + 0.0
+        out[i] = scaled_level(pact_code(xi, a, n, signed, mode, draw(u, i)), a, n, fmt) + 0.0
 
 
 @kernel
 def pact_codes(x, alpha, gidx, n, signed, mode, u, out):
     """``out[i] = pact_code(x[i])`` (x holds no NaN)."""
-    grouped = gidx.size > 0
-    drawn = u.size > 0
     for i in range(x.size):
-        a = alpha[gidx[i] if grouped else 0]
-        out[i] = pact_code(np.float64(x[i]), a, n, signed, mode, u[i] if drawn else 0.0)
+        out[i] = pact_code(np.float64(x[i]), alpha[group_of(gidx, i)], n, signed, mode, draw(u, i))
 
 
 @kernel
 def pact_levels(q, alpha, gidx, n, fmt, out):
     """``out[i] = q[i] * alpha / n`` rounded once to format ``fmt``."""
-    grouped = gidx.size > 0
     for i in range(q.size):
-        out[i] = scaled_level(np.float64(q[i]), alpha[gidx[i] if grouped else 0], n, fmt) + 0.0
+        out[i] = scaled_level(np.float64(q[i]), alpha[group_of(gidx, i)], n, fmt) + 0.0
 
 
 @kernel
 def pact_grad(x, g, alpha, gidx, signed, gx, ga):
     """``gx = g * [lo <= x <= alpha]``; ``ga = g * ([x >= alpha] - signed * [x <= -alpha])``."""
-    grouped = gidx.size > 0
     for i in range(x.size):
-        a = alpha[gidx[i] if grouped else 0]
+        a = alpha[group_of(gidx, i)]
         xi = np.float64(x[i])
         gi = np.float64(g[i])
         lo = -a if signed else 0.0

@@ -108,24 +108,19 @@ def _certify_kernel(xb, shift, scale, zp, codes, g, qmin, qmax, rel, idx, amax):
 
 @kernel
 def _certify64(x, scale, zp, codes, g, qmin, qmax, rel, idx, amax):  # pragma: no cover
-    rows, cols = codes.shape
+    cols = codes.shape[1]
+    groups = cols // g
     m = 0
-    for i in range(rows):
-        for k in range(cols // g):
-            inv = 1.0 / scale[i, k]
-            z = np.float64(zp[i, k])
-            top = 0.0
-            for j in range(k * g, (k + 1) * g):
-                t = x[i, j] * inv
-                top = max(top, np.abs(x[i, j])) if not np.isnan(x[i, j]) else top
-                v = t + z
-                n = np.rint(v)
-                sure = np.abs(v - n) < 0.5 - rel * (np.abs(t) + np.abs(z) + 1.0)
-                q = min(max(n, np.float64(qmin)), np.float64(qmax))
-                if not sure or q != np.float64(codes[i, j]):
-                    idx[m] = i * cols + j
-                    m += 1
-            amax[i, k] = top
+    for r in range(codes.shape[0] * groups):  # group k of row i, in row-major order
+        i, k = r // groups, r % groups
+        inv, z = 1.0 / scale[i, k], np.float64(zp[i, k])
+        top = 0.0
+        for j in range(k * g, (k + 1) * g):
+            if _undecided(x[i, j] * inv, z, rel, np.float64(qmin), np.float64(qmax), codes[i, j]):
+                idx[m] = i * cols + j
+                m += 1
+            top = max(top, np.abs(x[i, j])) if not np.isnan(x[i, j]) else top
+        amax[i, k] = top
     return m
 
 

@@ -135,6 +135,11 @@ def _want(format, *names):
     return format == "auto" or format in names
 
 
+def _modules_with(index, suffix):
+    """``(module, tensor name)`` for each tensor of ``index`` named ``module + suffix``."""
+    return [(n[: -len(suffix)], n) for n in index if n.endswith(suffix)]
+
+
 def _shape(index, name):
     return index[name][1].shape
 
@@ -235,8 +240,7 @@ def _gptq_awq(index, qc, metadata, format):
     if not _want(format, "gptq", "gptq_v2", "awq"):
         return
     bits = int(qc.get("bits", qc.get("w_bit", 4)))
-    for qw in [n for n in index if n.endswith(".qweight")]:
-        mod = qw[: -len(".qweight")]
+    for mod, qw in _modules_with(index, ".qweight"):
         sc, qz, gi = mod + ".scales", mod + ".qzeros", mod + ".g_idx"
         name = mod + ".weight"
         if sc not in index or qz not in index:
@@ -283,8 +287,7 @@ def _gptq_awq(index, qc, metadata, format):
 def _compressed_tensors(index, qc, metadata, format):
     if not _want(format, "compressed-tensors"):
         return
-    for wp in [n for n in index if n.endswith(".weight_packed")]:
-        mod = wp[: -len(".weight_packed")]
+    for mod, wp in _modules_with(index, ".weight_packed"):
         name = mod + ".weight"
         sc, zp, ws = mod + ".weight_scale", mod + ".weight_zero_point", mod + ".weight_shape"
         gs = mod + ".weight_global_scale"
@@ -360,8 +363,7 @@ def _modelopt_fp8_and_nvfp4(index, qc, metadata, format):
     ``weight`` int8 next to ``weight_scale``."""
     if not _want(format, "modelopt", "compressed-tensors"):
         return
-    for sc in [n for n in index if n.endswith(".weight_scale")]:
-        mod = sc[: -len(".weight_scale")]
+    for mod, sc in _modules_with(index, ".weight_scale"):
         w = mod + ".weight"
         if w not in index or (mod + ".weight_packed") in index:
             continue

@@ -201,27 +201,27 @@ def _local(tasks, done):
             results.append(run_task(t))
             done(t)
         return results, "one process"
-    results = {}
     with ThreadPoolExecutor(n) as ex:
-        futs = {ex.submit(run_task, t): t for t in tasks}
-        for f in as_completed(futs):
-            t = futs[f]
-            results[t.index] = f.result()
-            done(t)
-    return list(results.values()), f"one process, {n} threads"
+        return _collect(ex, tasks, done, as_completed), f"one process, {n} threads"
 
 
 def _pool(n, tasks, done):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    results = {}
     with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as ex:
-        futs = {ex.submit(run_task, t): t for t in tasks}
-        for f in as_completed(futs):
-            t = futs[f]
-            results[t.index] = f.result()
-            done(t)
+        return _collect(ex, tasks, done, as_completed)
+
+
+def _collect(executor, tasks, done, as_completed):
+    """Every task run on ``executor``; ``done(task)`` as each finishes; the results in the order
+    they finished (``as_completed``: the executor's)."""
+    futs = {executor.submit(run_task, t): t for t in tasks}
+    results = {}
+    for f in as_completed(futs):
+        t = futs[f]
+        results[t.index] = f.result()
+        done(t)
     return list(results.values())
 
 

@@ -8,18 +8,14 @@ kernel's output follows. Submodules load on first use.
 
 from __future__ import annotations
 
+from ..lazy import lazy_table as _lazy_table
 from ..lazy import module_attributes as _module_attributes
 from .identify import identify
 
 __all__ = ["cases", "load", "sweep", "identify", "GoldenCases", "SweepResult", "CandidateError"]
 
-_LAZY = {
-    "cases": ("refquant.golden._cases", "cases"),
-    "GoldenCases": ("refquant.golden._cases", "GoldenCases"),
-    "load": ("refquant.golden._files", "load"),
-    "sweep": ("refquant.golden._sweep", "sweep"),
-    "SweepResult": ("refquant.golden._sweep", "SweepResult"),
-    "CandidateError": ("refquant.golden._candidates", "CandidateError"),
-}
+_LAZY = _lazy_table("refquant.golden", {"_cases": ("cases", "GoldenCases"), "_files": ("load",),
+                                        "_sweep": ("sweep", "SweepResult"),
+                                        "_candidates": ("CandidateError",)})
 
 __getattr__, __dir__ = _module_attributes(globals(), lazy=_LAZY)

@@ -20,6 +20,7 @@ import dataclasses
 
 import numpy as np
 
+from ._args import op_outputs
 from ._diagnose import Diagnosis, same
 
 __all__ = ["BLOCK_FORMATS", "KNOB_CAUSES", "is_block_format", "block_inputs", "block_cases",
@@ -131,10 +132,10 @@ def block_inputs(fmt, *, dtype=np.float32, n_random=64, seed=0, nonfinite=True) 
     >>> x.shape[1], x.dtype
     (32, dtype('float32'))
     """
-    from ._cases import _dtype
+    from .._validation import float_dtype
 
     family, _, b = BLOCK_FORMATS[fmt]
-    dt = _dtype(dtype)
+    dt = float_dtype(dtype)
     rng = np.random.default_rng(seed)
     top, mids = _grid(fmt)
     rows = [rng.choice([-1, 1], (n_random, b)) * np.exp2(rng.uniform(-20, 20, (n_random, b)))]
@@ -186,8 +187,8 @@ def block_cases(fmt, scale=None, *, dtype=np.float32, op="fake_quantize", conven
     """
     import refquant as rq
 
-    from ._cases import GoldenCases
-    from ._files import _jsonable
+    from ._cases import reference_cases
+    from ._files import knobs_of
 
     if op != "fake_quantize":
         raise ValueError(f"block formats' golden vectors are fake_quantize values (they carry the element "
@@ -200,13 +201,10 @@ def block_cases(fmt, scale=None, *, dtype=np.float32, op="fake_quantize", conven
     x = block_inputs(fmt, dtype=dtype, n_random=n_random, seed=seed,
                      nonfinite=family != "nvfp4" or g is not None)
     y = _run(fmt, conv, x, g)
-    manifest = {
+    return reference_cases(x, y, {
         "refquant_version": rq.__version__, "op": op, "block_format": fmt, "convention": conv.name,
-        "convention_knobs": {f.name: _jsonable(getattr(conv, f.name)) for f in dataclasses.fields(conv)},
-        "global_scale": g, "input_dtype": _manifest_dtype_name(x.dtype),
-        "output_dtype": _manifest_dtype_name(y.dtype), "shape": list(x.shape), "outputs": "reference",
-    }
-    return GoldenCases(inputs=x, outputs=y, manifest=manifest)
+        "convention_knobs": knobs_of(conv),
+        "global_scale": g})
 
 
 def check_manifest(manifest: dict) -> dict:
@@ -214,10 +212,7 @@ def check_manifest(manifest: dict) -> dict:
     from ._files import _FLOATS, check_shape_and_op
 
     need = ("op", "block_format", "convention", "input_dtype", "output_dtype", "shape")
-    missing = [k for k in need if k not in manifest]
-    if missing:
-        raise ValueError(f"manifest lacks {missing}")
-    check_shape_and_op(manifest)
+    check_shape_and_op(manifest, need)
     fmt = manifest["block_format"]
     if not is_block_format(fmt):
         raise ValueError(f"manifest block_format must be one of {', '.join(BLOCK_FORMATS)}; got {fmt!r:.40}")
@@ -242,7 +237,7 @@ def check_manifest(manifest: dict) -> dict:
 def block_setting(manifest: dict, *, convention=None):
     """(fmt, convention row, global scale) a block manifest was made with (the row rebuilt from
     every knob), or under another convention (name)."""
-    from ._files import _tuples
+    from ._files import row_of_knobs
 
     fmt = manifest["block_format"]
     family = BLOCK_FORMATS[fmt][0]
@@ -250,11 +245,7 @@ def block_setting(manifest: dict, *, convention=None):
         conv = _row(family, convention)
     elif manifest.get("convention_knobs") is not None:
         row = type(next(iter(_table(family).values())))
-        try:
-            conv = row(**{k: _tuples(v) for k, v in manifest["convention_knobs"].items()})
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"manifest convention_knobs do not fit this refquant's {family} "
-                             f"convention ({exc})") from None
+        conv = row_of_knobs(row, manifest["convention_knobs"])
     else:
         conv = _row(family, manifest["convention"])
     return fmt, conv, manifest.get("global_scale")
@@ -350,11 +341,7 @@ def block_identify(x, y, fmt, scale=None, *, reference=None, conventions=None, n
     from .identify import Identification
 
     family = BLOCK_FORMATS[fmt][0]
-    x, y = np.asarray(x), np.asarray(y)
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape; got {x.shape} and {y.shape}")
-    if y.dtype != x.dtype:
-        raise TypeError(f"fake_quantize output y must have x's dtype {x.dtype}; got {y.dtype}")
+    x, y = op_outputs(x, y, "fake_quantize")
     g = None if scale is None else float(np.float32(scale))
     ref = _row(family, _REFERENCE[family] if reference is None else reference)
     result = Identification(op="fake_quantize", size=int(x.size), reference=ref.name,

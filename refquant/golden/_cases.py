@@ -6,22 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._dtypes import bfloat16, is_bfloat16
-from .._validation import check_axis, integer_scalar, positive_finite, resolve_range
+from .._dtypes import is_bfloat16
+from .._validation import check_axis, float_dtype, integer_scalar, positive_finite, resolve_range
+from ._args import check_op
 
 __all__ = ["cases", "edge_inputs", "GoldenCases"]
-
-
-def _dtype(dtype) -> np.dtype:
-    if isinstance(dtype, str) and dtype == "bfloat16":
-        bf = bfloat16()
-        if bf is None:
-            raise TypeError("dtype 'bfloat16' needs ml_dtypes (pip install ml_dtypes)")
-        return bf
-    dt = np.dtype(dtype)
-    if not (dt.kind == "f" and dt.itemsize in (2, 4, 8) or is_bfloat16(dt)):
-        raise TypeError(f"dtype must be float16, bfloat16, float32 or float64; got {dt}")
-    return dt
 
 
 def _neighbours(v: np.ndarray, dtype) -> np.ndarray:
@@ -71,11 +60,8 @@ def edge_inputs(scale, zero_point, *, qmin, qmax, dtype=np.float32, n_random=100
     >>> bool(np.isnan(x).any()), bool(np.isin(np.float32(0.25), x)), x.dtype
     (True, True, dtype('float32'))
     """
-    dt = _dtype(dtype)
+    dt, n_random = dtype_and_count(dtype, n_random)
     qmin, qmax = resolve_range(qmin, qmax, None)
-    n_random = integer_scalar(n_random, "n_random")
-    if n_random < 0:
-        raise ValueError(f"n_random must be >= 0; got {n_random}")
     s = float(positive_finite(scale, "scale").ravel()[0])
     z = float(np.asarray(zero_point, np.float64).ravel()[0])
     n_codes = qmax - qmin + 1
@@ -87,7 +73,6 @@ def edge_inputs(scale, zero_point, *, qmin, qmax, dtype=np.float32, n_random=100
             np.round(np.linspace(qmin, qmax, max_codes - 128)), np.arange(z - 32, z + 33),
         ]).astype(np.float64))
     values = np.concatenate([(k - z) * s, (k - z + 0.5) * s])
-    wide = np.float32 if dt.itemsize == 2 else dt
     info = _finfo(dt)
     tiny = float(info.smallest_normal)
     special = np.array([0.0, -0.0, tiny, -tiny, tiny / 2, -tiny / 2, float(info.smallest_subnormal),
@@ -97,11 +82,25 @@ def edge_inputs(scale, zero_point, *, qmin, qmax, dtype=np.float32, n_random=100
     rng = np.random.default_rng(seed)
     lo, hi = (qmin - z) * s, (qmax - z) * s
     pad = 0.1 * (hi - lo)
-    rand = rng.uniform(lo - pad, hi + pad, n_random)
+    return inputs_of(values, special, rng.uniform(lo - pad, hi + pad, n_random), dt)
+
+
+def dtype_and_count(dtype, n_random) -> tuple[np.dtype, int]:
+    """The float ``dtype`` of generated inputs and their ``n_random`` count, checked."""
+    n_random = integer_scalar(n_random, "n_random")
+    if n_random < 0:
+        raise ValueError(f"n_random must be >= 0; got {n_random}")
+    return float_dtype(dtype), n_random
+
+
+def inputs_of(grid, special, rand, dt) -> np.ndarray:
+    """Generated inputs in ``dt``: each real of ``grid`` rounded to ``dt`` with its two neighbours,
+    then ``special`` and ``rand`` rounded to ``dt`` (through float32 for a 2-byte ``dt``)."""
+    wide = np.float32 if dt.itemsize == 2 else dt
     with np.errstate(over="ignore", invalid="ignore"):
-        grid = _neighbours(values, dt)
+        near = _neighbours(grid, dt)
         rest = np.concatenate([special, rand]).astype(wide).astype(dt)
-    return np.concatenate([grid, rest]).astype(dt)
+    return np.concatenate([near, rest]).astype(dt)
 
 
 @dataclass
@@ -156,6 +155,14 @@ class GoldenCases:
         from ._files import save
 
         return save(self, path, format=format)
+
+
+def reference_cases(x: np.ndarray, y: np.ndarray, manifest: dict) -> GoldenCases:
+    """The golden set of inputs ``x`` and reference outputs ``y``, with ``manifest`` completed by
+    the dtypes, the shape and ``"outputs": "reference"`` (the keys every manifest ends with)."""
+    manifest.update(input_dtype=x.dtype.name, output_dtype=y.dtype.name, shape=list(x.shape),
+                    outputs="reference")
+    return GoldenCases(inputs=x, outputs=y, manifest=manifest)
 
 
 def _dtype_name(v) -> str:
@@ -234,11 +241,9 @@ def cases(scale=None, zero_point=0, *, qmin=None, qmax=None, dtype=np.float32, o
         return float_cases(fmt, got, dtype=dtype, op=op, convention=convention, saturate=saturate,
                            rounding=rounding, n_random=n_random, seed=seed)
     qmin, qmax = got
-
-    if op not in ("quantize", "fake_quantize"):
-        raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
+    check_op(op)
     conv = _conventions.get(convention)
-    dt = _dtype(dtype)
+    dt = float_dtype(dtype)
     qmin, qmax = resolve_range(qmin, qmax, None)
     positive_finite(scale, "scale")
     s = np.asarray(scale)
@@ -297,9 +302,5 @@ def cases(scale=None, zero_point=0, *, qmin=None, qmax=None, dtype=np.float32, o
         "qmax": qmax,
         "axis": None if axis is None else int(axis),
         "block_size": None if block_size is None else list(block_size),
-        "input_dtype": x.dtype.name,
-        "output_dtype": y.dtype.name,
-        "shape": list(x.shape),
-        "outputs": "reference",
     }
-    return GoldenCases(inputs=x, outputs=y, manifest=manifest)
+    return reference_cases(x, y, manifest)

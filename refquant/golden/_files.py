@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._dtypes import bfloat16
+from .._validation import dtype_named
 
 __all__ = ["save", "load", "qparams", "convention_of", "knobs_of", "knob_differences", "FORMATS",
            "NotGoldenError"]
@@ -84,14 +84,7 @@ def _format_of(path: Path, format, *, reading=False) -> str:
 
 
 def _dtype(name) -> np.dtype:
-    if name == "bfloat16":
-        bf = bfloat16()
-        if bf is None:
-            raise ValueError("the file holds bfloat16 data; install ml_dtypes to read it")
-        return bf
-    if name not in _FLOATS + _INTS:
-        raise ValueError(f"unsupported dtype {name!r} in the manifest")
-    return np.dtype(name)
+    return dtype_named(name, _FLOATS + _INTS, "the manifest's dtype")
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -212,10 +205,7 @@ def _check_manifest(manifest) -> dict:
         from ._float import check_manifest
 
         return check_manifest(manifest)
-    missing = [k for k in _MANIFEST_KEYS if k not in manifest]
-    if missing:
-        raise ValueError(f"manifest lacks {missing}")
-    check_shape_and_op(manifest)
+    check_shape_and_op(manifest, _MANIFEST_KEYS)
     for key in ("qmin", "qmax"):
         v = manifest[key]
         if not isinstance(v, int) or isinstance(v, bool) or not -(2**63) <= v < 2**63:
@@ -226,9 +216,7 @@ def _check_manifest(manifest) -> dict:
         if manifest[key] not in _FLOATS + _INTS:
             raise ValueError(f"manifest {key} {manifest[key]!r:.40} is not a supported dtype")
     _numbers(manifest["zero_point"], "zero_point")
-    if manifest.get("zero_point_dtype", "python") not in _QPARAM_DTYPES:
-        raise ValueError(f"manifest zero_point_dtype {manifest['zero_point_dtype']!r:.40} is not one of "
-                         f"{_QPARAM_DTYPES}")
+    _check_qparam_dtype(manifest, "zero_point_dtype")
     axis = manifest.get("axis")
     if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool)):
         raise ValueError(f"manifest axis must be null or an integer; got {axis!r:.40}")
@@ -240,14 +228,24 @@ def _check_manifest(manifest) -> dict:
     return check_common(manifest, (manifest["input_dtype"],) if manifest["op"] == "fake_quantize" else _INTS)
 
 
-def check_shape_and_op(manifest) -> None:
-    """The ``shape`` and ``op`` entries of a manifest (integer or float)."""
+def check_shape_and_op(manifest, need) -> None:
+    """Every key of ``need`` present, then the ``shape`` and ``op`` entries of a manifest
+    (integer, float or block)."""
+    missing = [k for k in need if k not in manifest]
+    if missing:
+        raise ValueError(f"manifest lacks {missing}")
     shape = manifest["shape"]
     if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool)
                                             and 0 <= d < 2**40 for d in shape) and len(shape) <= 8):
         raise ValueError(f"manifest shape must be a list of non-negative integers; got {shape!r:.60}")
     if manifest["op"] not in ("quantize", "fake_quantize"):
         raise ValueError(f"manifest op must be 'quantize' or 'fake_quantize'; got {manifest['op']!r:.40}")
+
+
+def _check_qparam_dtype(manifest, key) -> None:
+    """How a qparam was given (``key``: ``scale_dtype`` or ``zero_point_dtype``; absent: python)."""
+    if manifest.get(key, "python") not in _QPARAM_DTYPES:
+        raise ValueError(f"manifest {key} {manifest[key]!r:.40} is not one of {_QPARAM_DTYPES}")
 
 
 def check_common(manifest, wanted) -> dict:
@@ -261,9 +259,7 @@ def check_common(manifest, wanted) -> dict:
         raise ValueError(f"manifest output_dtype {manifest['output_dtype']!r} does not fit op "
                          f"{manifest['op']!r} (expected one of {wanted})")
     _numbers(manifest["scale"], "scale", positive=True)
-    if manifest.get("scale_dtype", "python") not in _QPARAM_DTYPES:
-        raise ValueError(f"manifest scale_dtype {manifest['scale_dtype']!r:.40} is not one of "
-                         f"{_QPARAM_DTYPES}")
+    _check_qparam_dtype(manifest, "scale_dtype")
     rounding = manifest.get("rounding")
     if rounding is not None and not isinstance(rounding, str):
         raise ValueError(f"manifest rounding must be null or a string; got {rounding!r:.40}")
@@ -313,22 +309,31 @@ def convention_of(manifest):
     knobs = manifest.get("convention_knobs")
     if knobs is None:
         return _conventions.get(manifest["convention"])
+    return row_of_knobs(_conventions.Convention, knobs)
+
+
+def row_of_knobs(row_type, knobs: dict):
+    """The convention row of ``row_type`` rebuilt from a manifest's ``convention_knobs`` (JSON
+    lists turned back into tuples), else a ValueError saying why."""
     try:
-        return _conventions.Convention(**{k: _tuples(v) for k, v in knobs.items()})
+        return row_type(**{k: _tuples(v) for k, v in knobs.items()})
     except TypeError as exc:
-        raise ValueError(f"manifest convention_knobs do not fit this refquant's Convention ({exc})") from None
+        raise ValueError(f"manifest convention_knobs do not fit this refquant's {row_type.__name__} "
+                         f"({exc})") from None
     except ValueError as exc:
         raise ValueError(f"manifest convention_knobs are invalid: {exc}") from None
 
 
-def knob_differences(convention) -> list:
+def knob_differences(convention, registry=None) -> list:
     """``"knob=value (named row: value)"`` for each knob where ``convention`` differs from the
-    registered row of the same name (empty if it has no registered name)."""
-    from .. import conventions as _conventions
+    row of the same name in ``registry`` (default: the affine conventions; empty if it has no
+    registered name)."""
+    if registry is None:
+        from .. import conventions as registry
 
-    if convention.name not in _conventions.names():
+    if convention.name not in registry.names():
         return []
-    row = knobs_of(_conventions.get(convention.name))
+    row = knobs_of(registry.get(convention.name))
     mine = knobs_of(convention)
     return [f"{k}={mine[k]!r} (named row: {row.get(k)!r})" for k in mine
             if k not in ("formula", "backend", "evidence") and mine[k] != row.get(k)]

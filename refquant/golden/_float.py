@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import float_conventions as _fconv
 from ..floatformats import NAMED_FLOAT_FORMATS, FloatFormat, float_format
+from ._args import check_op, op_outputs
 from ._diagnose import _CANNOT_RUN, ROUNDINGS, Change, Setting, diagnose, register_changes, same
 
 __all__ = ["float_inputs", "float_cases", "float_identify", "float_sweep", "float_setting",
@@ -325,15 +326,11 @@ def float_inputs(fmt, scale=1.0, *, dtype=np.float32, n_random=1000, seed=0) -> 
     >>> bool(np.isin(np.float32(5.0), x)), bool(np.isin(np.float32(6.0), x)), x.dtype
     (True, True, dtype('float32'))
     """
-    from .._validation import integer_scalar
-    from ._cases import _dtype, _finfo, _neighbours
+    from ._cases import _finfo, dtype_and_count, inputs_of
 
     fmt = resolve_format(fmt)
     s = _scalar_scale(scale)
-    dt = _dtype(dtype)
-    n_random = integer_scalar(n_random, "n_random")
-    if n_random < 0:
-        raise ValueError(f"n_random must be >= 0; got {n_random}")
+    dt, n_random = dtype_and_count(dtype, n_random)
     v = fmt.values()
     mids = (v[:-1] + v[1:]) / 2
     top = v[-1] - v[-2] if v.size > 1 else v[-1]
@@ -351,11 +348,7 @@ def float_inputs(fmt, scale=1.0, *, dtype=np.float32, n_random=1000, seed=0) -> 
     mags = 2.0 ** rng.uniform(lo - 1, math.log2(fm) + 1, n_random - half)
     rand = np.concatenate([rng.uniform(-1.1 * fm, 1.1 * fm, half),
                            mags * rng.choice([-1.0, 1.0], mags.size)]) * s
-    wide = np.float32 if dt.itemsize == 2 else dt
-    with np.errstate(over="ignore", invalid="ignore"):
-        grid = _neighbours(real, dt)
-        rest = np.concatenate([special, rand]).astype(wide).astype(dt)
-    return np.concatenate([grid, rest]).astype(dt)
+    return inputs_of(real, special, rand, dt)
 
 
 # ------------------------------------------------------------------------------------- cases
@@ -364,12 +357,6 @@ def float_inputs(fmt, scale=1.0, *, dtype=np.float32, n_random=1000, seed=0) -> 
 def format_fields(fmt: FloatFormat) -> dict:
     """Every field of a FloatFormat as JSON data."""
     return {f: getattr(fmt, f) for f in _FMT_FIELDS}
-
-
-def float_knobs(conv) -> dict:
-    from ._files import _jsonable
-
-    return {f.name: _jsonable(getattr(conv, f.name)) for f in dataclasses.fields(conv)}
 
 
 def float_cases(fmt, scale=1.0, *, dtype=np.float32, op="fake_quantize", convention="exact",
@@ -391,14 +378,15 @@ def float_cases(fmt, scale=1.0, *, dtype=np.float32, op="fake_quantize", convent
     """
     import refquant as rq
 
-    from ._cases import GoldenCases, _dtype, _dtype_name
+    from .._validation import float_dtype
+    from ._cases import _dtype_name, reference_cases
+    from ._files import knobs_of
 
-    if op not in ("quantize", "fake_quantize"):
-        raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
+    check_op(op)
     f = resolve_format(fmt)
     s = _scalar_scale(scale)
     conv = with_knobs(convention, f, saturate, rounding)
-    dt = _dtype(dtype)
+    dt = float_dtype(dtype)
     x = float_inputs(f, s, dtype=dt, n_random=n_random, seed=seed)
     setting = make_setting(op, f, scale, conv)
     x = x[~no_code(setting, x)]
@@ -409,7 +397,7 @@ def float_cases(fmt, scale=1.0, *, dtype=np.float32, op="fake_quantize", convent
         "op": op,
         "fmt": format_fields(f),
         "convention": conv.name,
-        "convention_knobs": float_knobs(conv),
+        "convention_knobs": knobs_of(conv),
         "saturate": None if saturate is None else bool(saturate),
         "rounding": rounding,
         "scale": s,
@@ -419,12 +407,8 @@ def float_cases(fmt, scale=1.0, *, dtype=np.float32, op="fake_quantize", convent
         "qmax": None,
         "axis": None,
         "block_size": None,
-        "input_dtype": x.dtype.name,
-        "output_dtype": y.dtype.name,
-        "shape": list(x.shape),
-        "outputs": "reference",
     }
-    return GoldenCases(inputs=x, outputs=y, manifest=manifest)
+    return reference_cases(x, y, manifest)
 
 
 # ---------------------------------------------------------------------------------- files
@@ -435,10 +419,7 @@ def check_manifest(manifest: dict) -> dict:
     from ._files import check_common, check_shape_and_op
 
     need = ("op", "fmt", "convention", "scale", "input_dtype", "output_dtype", "shape")
-    missing = [k for k in need if k not in manifest]
-    if missing:
-        raise ValueError(f"manifest lacks {missing}")
-    check_shape_and_op(manifest)
+    check_shape_and_op(manifest, need)
     fields = manifest["fmt"]
     if not isinstance(fields, dict) or set(fields) != set(_FMT_FIELDS):
         raise ValueError(f"manifest fmt must be an object with the fields {list(_FMT_FIELDS)}; "
@@ -458,7 +439,7 @@ def check_manifest(manifest: dict) -> dict:
 def float_setting(manifest: dict, *, convention=None, rounding=None) -> Setting:
     """The Setting a float manifest was made with (the convention rebuilt from every knob),
     optionally under another convention (name) or rounding mode."""
-    from ._files import _qparam, _tuples
+    from ._files import _qparam, row_of_knobs
 
     fmt = FloatFormat(**manifest["fmt"])
     if fmt.name in NAMED_FLOAT_FORMATS and NAMED_FLOAT_FORMATS[fmt.name] == fmt:
@@ -466,13 +447,7 @@ def float_setting(manifest: dict, *, convention=None, rounding=None) -> Setting:
     if convention is not None:
         conv = with_knobs(convention, fmt, manifest.get("saturate"))
     elif manifest.get("convention_knobs") is not None:
-        try:
-            conv = _fconv.FloatConvention(**{k: _tuples(v) for k, v in manifest["convention_knobs"].items()})
-        except TypeError as exc:
-            raise ValueError(f"manifest convention_knobs do not fit this refquant's FloatConvention "
-                             f"({exc})") from None
-        except ValueError as exc:
-            raise ValueError(f"manifest convention_knobs are invalid: {exc}") from None
+        conv = row_of_knobs(_fconv.FloatConvention, manifest["convention_knobs"])
     else:
         conv = with_knobs(manifest["convention"], fmt, manifest.get("saturate"))
     rounding = rounding or manifest.get("rounding")
@@ -483,12 +458,10 @@ def float_setting(manifest: dict, *, convention=None, rounding=None) -> Setting:
 
 
 def knob_differences(conv) -> list:
-    """``"knob=value (named row: value)"`` where ``conv`` differs from the row of its name."""
-    if conv.name not in _fconv.names():
-        return []
-    row, mine = float_knobs(_fconv.get(conv.name)), float_knobs(conv)
-    return [f"{k}={mine[k]!r} (named row: {row[k]!r})" for k in mine
-            if k not in ("formula", "backend", "evidence") and mine[k] != row[k]]
+    """``"knob=value (named row: value)"`` where ``conv`` differs from the float row of its name."""
+    from ._files import knob_differences
+
+    return knob_differences(conv, _fconv)
 
 
 # ----------------------------------------------------------------------------------- identify
@@ -539,19 +512,12 @@ def float_identify(x, y, fmt, scale=1.0, *, op="fake_quantize", reference="exact
     """
     from .identify import Identification, _count
 
-    if op not in ("quantize", "fake_quantize"):
-        raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
+    check_op(op)
     f = resolve_format(fmt)
     _scalar_scale(scale)
-    x, y = np.asarray(x), np.asarray(y)
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape; got {x.shape} and {y.shape}")
+    x, y = op_outputs(x, y, op, holding="the uint8 codes")
     if x.dtype.kind != "f" and "bfloat16" not in x.dtype.name:
         raise TypeError(f"x must be a float array; got dtype {x.dtype}")
-    if op == "fake_quantize" and y.dtype != x.dtype:
-        raise TypeError(f"fake_quantize output y must have x's dtype {x.dtype}; got {y.dtype}")
-    if op == "quantize" and y.dtype.kind not in "iu":
-        raise TypeError(f"quantize output y must hold the uint8 codes; got dtype {y.dtype}")
     names = _fconv.names() if conventions is None else list(conventions)
     convs = [_fconv.get(n) for n in names]
     ref = None if reference is None else with_knobs(reference, f, saturate)
@@ -619,24 +585,15 @@ def float_sweep(candidate, fmt, scale=1.0, *, dtype, op="quantize", convention="
     >>> r.total, r.mismatches, r.diagnosis.matches, r.diagnosis.causes
     (65536, 28960, [('torch', 'half_even')], {'clamp/saturation': 28706, 'nan/inf handling': 254})
     """
-    from ._cases import _dtype
-    from ._sweep import _PATTERNS, SweepResult, _stderr_progress, run_patterns
+    from ._sweep import SweepResult, run_patterns, sweep_setup
 
-    if op not in ("quantize", "fake_quantize"):
-        raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
+    check_op(op)
     f = resolve_format(fmt)
     _scalar_scale(scale)
-    dt = _dtype(dtype)
-    if dt.itemsize not in _PATTERNS:
-        raise ValueError(f"sweep covers float16, bfloat16 and float32; got {dt.name}")
+    dt, total, chunk, report = sweep_setup(dtype, chunk, progress)
     conv = with_knobs(convention, f, saturate, rounding)
     ref = make_setting(op, f, scale, conv)
     kernel, label = as_float_kernel(candidate, op=op, fmt=f, scale=scale)
-    total = _PATTERNS[dt.itemsize]
-    chunk = int(chunk)
-    if chunk < 1:
-        raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
-    report = progress if callable(progress) else (_stderr_progress(dt.name) if progress else None)
     result = SweepResult(dtype=dt.name, convention=f"{conv.name} to {f.name}", total=total)
 
     def reference(x):

@@ -5,7 +5,7 @@ are public there: ``rq.ops.requantize_cases``, ``rq.ops.linear_cases``,
 ``requantize_cases`` lists accumulators on and next to every rounding tie of a multiplier (and
 the int32 ends) with the codes a convention gives them; ``linear_cases`` builds a quantized
 linear layer whose scales put many outputs exactly on ties; ``identify_requantization`` names
-the rows of ``rq.ops.CONVENTIONS`` that reproduce a candidate's codes, with the mismatch count of
+the rows of ``rq.ops.conventions`` that reproduce a candidate's codes, with the mismatch count of
 every other row.
 """
 
@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._validation import resolve_range
-from ..ops import CONVENTIONS, linear, requantize
+from ..ops import conventions, linear, requantize
 from ..ops._accumulate import positive
+from ._args import same_shape
 
 _I32 = (-(2**31), 2**31 - 1)
 
@@ -85,7 +86,7 @@ class RequantizationMatch:
 
 
 def identify_requantization(acc, y, multiplier, zero_point, *, qmin=None, qmax=None, fmt=None, axis=None):
-    """Run every row of ``rq.ops.CONVENTIONS`` on ``acc`` and compare with the candidate's codes ``y``.
+    """Run every row of ``rq.ops.conventions`` on ``acc`` and compare with the candidate's codes ``y``.
 
     >>> import numpy as np, refquant as rq
     >>> acc = np.arange(-9, 10, dtype=np.int32)
@@ -94,14 +95,11 @@ def identify_requantization(acc, y, multiplier, zero_point, *, qmin=None, qmax=N
     >>> r.matches
     ['gemmlowp', 'tflite', 'tflite.single_rounding']
     """
-    y = np.asarray(y)
-    acc = np.asarray(acc)
-    if y.shape != acc.shape:
-        raise ValueError(f"acc and y must have the same shape; got {acc.shape} and {y.shape}")
+    acc, y = same_shape(acc, y, ("acc", "y"))
     if y.dtype.kind not in "iu":
         raise TypeError(f"y must hold integer codes; got dtype {y.dtype}")
     result = RequantizationMatch(size=int(y.size))
-    for name in CONVENTIONS:
+    for name in conventions.names():
         try:
             got = requantize(acc, multiplier, zero_point, qmin=qmin, qmax=qmax, fmt=fmt, axis=axis,
                              convention=name)

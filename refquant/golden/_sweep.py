@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._validation import float_dtype
+from ._args import check_op
 from ._candidates import CandidateError
-from ._cases import _dtype, edge_inputs
+from ._cases import edge_inputs
 
 __all__ = ["sweep", "SweepResult", "CandidateError"]
 
@@ -123,19 +125,11 @@ def sweep(candidate, scale=None, zero_point=0, *, qmin=None, qmax=None, dtype, o
                            saturate=saturate, rounding=rounding, chunk=chunk, progress=progress,
                            n_examples=n_examples, client=client)
     qmin, qmax = got
-    if op not in ("quantize", "fake_quantize"):
-        raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
-    dt = _dtype(dtype)
-    if dt.itemsize not in _PATTERNS:
-        raise ValueError(f"sweep covers float16, bfloat16 and float32; got {dt.name}")
+    check_op(op)
+    dt, total, chunk, report = sweep_setup(dtype, chunk, progress)
     conv = _conventions.get(convention)
     kernel, label = as_kernel(candidate, op=op, scale=scale, zero_point=zero_point, qmin=qmin,
                               qmax=qmax, rounding=rounding, dtype=dt.name)
-    total = _PATTERNS[dt.itemsize]
-    chunk = int(chunk)
-    if chunk < 1:
-        raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
-    report = progress if callable(progress) else (_stderr_progress(dt.name) if progress else None)
     fn = rq.fake_quantize if op == "fake_quantize" else rq.quantize
     no_nan_code = op == "quantize" and conv.nan == "error"
     result = SweepResult(dtype=dt.name, convention=conv.name, total=total)
@@ -158,6 +152,20 @@ def sweep(candidate, scale=None, zero_point=0, *, qmin=None, qmax=None, dtype, o
                                        reference=conv if rounding is None
                                        else conv.replace(rounding=rounding))
     return result
+
+
+def sweep_setup(dtype, chunk, progress):
+    """``(dt, total, chunk, report)`` of a sweep over every bit pattern of ``dtype`` (float16,
+    bfloat16 or float32) in chunks of ``chunk``, with ``progress`` (a callable, True for the
+    stderr line, or False) as the report function or None; a ValueError names a bad argument."""
+    dt = float_dtype(dtype)
+    if dt.itemsize not in _PATTERNS:
+        raise ValueError(f"sweep covers float16, bfloat16 and float32; got {dt.name}")
+    chunk = int(chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
+    report = progress if callable(progress) else (_stderr_progress(dt.name) if progress else None)
+    return dt, _PATTERNS[dt.itemsize], chunk, report
 
 
 def run_patterns(result, dt, chunk, reference, kernel, label, *, op, report, n_examples, code_kinds,

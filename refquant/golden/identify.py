@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import conventions as _conventions
 from .._validation import positive_finite, resolve_range
+from ._args import check_op, op_outputs
 from ._diagnose import _CANNOT_RUN, CAUSES, ROUNDINGS, Diagnosis, Setting, diagnose, same, separating
 
 __all__ = ["identify", "Identification", "CAUSES"]
@@ -184,16 +185,8 @@ def identify(x, y, scale=None, zero_point=0, *, qmin=None, qmax=None, op="fake_q
         return float_identify(x, y, fmt, got, op=op, reference=reference, saturate=saturate,
                               conventions=conventions, n_examples=n_examples)
     qmin, qmax = got
-    if op not in ("quantize", "fake_quantize"):
-        raise ValueError(f"op must be 'quantize' or 'fake_quantize'; got {op!r}")
-    x = np.asarray(x)
-    y = np.asarray(y)
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape; got {x.shape} and {y.shape}")
-    if op == "fake_quantize" and y.dtype != x.dtype:
-        raise TypeError(f"fake_quantize output y must have x's dtype {x.dtype}; got {y.dtype}")
-    if op == "quantize" and y.dtype.kind not in "iuf":
-        raise TypeError(f"quantize output y must hold integer codes; got dtype {y.dtype}")
+    check_op(op)
+    x, y = op_outputs(x, y, op, codes="iuf")
     qmin, qmax = resolve_range(qmin, qmax, None)
     positive_finite(scale, "scale")
     names = _conventions.names() if conventions is None else list(conventions)

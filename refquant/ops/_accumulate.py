@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import integer_array, integer_scalar, positive_finite
+from .._validation import dtype_in, integer_array, integer_scalar, positive_finite
 from . import _int8
 
 _F32_EXACT = 2.0**24
@@ -31,13 +31,7 @@ _ACCUMULATORS = (np.dtype(np.int32), np.dtype(np.int64))
 
 def accumulator_dtype(dtype) -> np.dtype:
     """int32 or int64, else a TypeError naming ``dtype``."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be np.int32 or np.int64; got {dtype!r}") from None
-    if dt not in _ACCUMULATORS:
-        raise TypeError(f"dtype must be np.int32 or np.int64; got {dt}")
-    return dt
+    return dtype_in(dtype, _ACCUMULATORS.__contains__, "dtype", "np.int32 or np.int64")
 
 
 positive = positive_finite  # finite and > 0, as float64

@@ -108,7 +108,7 @@ def linear(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias, y_scale, 
     """A quantized linear layer: ``y = requantize(sum_k (xq - zx)(wq[n] - zw[n]), bias)`` under a convention.
 
     Formula: the exact int32 accumulator ``acc[..., n] = sum_k (xq[..., k] - zx) * (wq[n, k] - zw[n])``
-    (``wq`` is ``(N, K)`` as in torch), then the convention's requantization (``rq.ops.CONVENTIONS``)
+    (``wq`` is ``(N, K)`` as in torch), then the convention's requantization (``rq.ops.conventions``)
     with multiplier ``s_x * s_w[n] / s_y``:
 
     * ``fbgemm`` (torch's x86 ``quantized.linear``): ``u = f32(f32(s_x) * f32(s_w))``,
@@ -197,7 +197,7 @@ def qlinear_matmul(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
     Formula (``convention="onnx"``, as ``onnx.reference`` computes): the exact int32 product, then
     ``m = f32(f32(s_a * s_b) / s_y)``, ``y = clamp(rne(f64(f64(f64(acc) * m) + zy)))`` to
     ``y_zero_point``'s dtype. ``s_a``/``za`` are scalars or one per row of ``a`` (M), ``s_b``/``zb``
-    scalars or one per column of ``b`` (N). Any other row of ``rq.ops.CONVENTIONS`` may be named.
+    scalars or one per column of ``b`` (N). Any other row of ``rq.ops.conventions`` may be named.
     ``y_zero_point``'s dtype (a NumPy integer) is the output's; a Python int gives ``a``'s dtype.
 
     >>> import numpy as np, refquant as rq

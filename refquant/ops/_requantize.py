@@ -6,11 +6,12 @@ reads the knobs. The exact row is the real-number formula with a single rounding
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
 
+from .._registry import Registry
 from .._validation import check_axis, integer_array, integer_scalar, resolve_range
 from ..formats import integer_dtype_for
 from ._accumulate import positive
@@ -44,13 +45,14 @@ class Requantization:
       the u8 x i8 products of consecutive taps in pairs saturated to int16; ``rq.ops.conv2d``
       applies it where FBGEMM takes that path).
 
-    Rounding of every float product to an integer is half to even. A custom row is checked
-    when it is used.
+    Rounding of every float product to an integer is half to even. The named rows are the
+    registry ``rq.ops.conventions`` (each with its ``formula``, the ``backend`` it reproduces and
+    the ``evidence`` that proves it); a custom row is checked when it is registered or used.
 
     >>> import dataclasses, numpy as np, refquant as rq
-    >>> rq.ops.CONVENTIONS["onnx"].zero_point
+    >>> rq.ops.conventions.get("onnx").zero_point
     'before_rounding'
-    >>> mine = dataclasses.replace(rq.ops.CONVENTIONS["onnx"], name="onnx, zero point after")
+    >>> mine = rq.ops.conventions.get("onnx").replace(name="onnx, zero point after")
     >>> mine = dataclasses.replace(mine, zero_point="after_rounding")
     >>> acc = np.int32([1, 3])
     >>> [rq.ops.requantize(acc, 0.5, 1, qmin=0, qmax=9, convention=c).tolist() for c in ("onnx", mine)]
@@ -65,6 +67,13 @@ class Requantization:
     bias: str
     out_of_range: str
     accumulate: str = "exact"
+    formula: str = field(default="", compare=False)
+    backend: str = field(default="", compare=False)
+    evidence: str = field(default="", compare=False)
+
+    def replace(self, **knobs):
+        """A copy with some knobs changed."""
+        return replace(self, **knobs)
 
 
 _KNOBS = {
@@ -82,27 +91,59 @@ _PRODUCT_OF = {
     "q31": ("fixed_point", "fixed_point_single"),
 }
 
+_F32 = "m = f32(f32(s_x * s_w) / s_y); "
+_Q31 = ("(q, shift) = quantize_multiplier(f64(s_x * s_w) / s_y); y = clamp(RoundingDivideByPOT("
+        "SaturatingRoundingDoublingHighMul(acc * 2**max(shift, 0), q), max(-shift, 0)) + z_y, qmin, "
+        "qmax): the high multiply rounds ties up, the divide ties away from zero; int32 bias added to acc")
+_GEMMLOWP_EVIDENCE = ("tests/core/test_ops.py::test_gemmlowp_against_fixed_point_oracle, "
+                      "tests/core/test_ops.py::test_gemmlowp_tie_classes_hit")
 _ROWS = (
-    Requantization("exact", "real", "real", "real", "after_rounding", "real", "saturate"),
+    Requantization("exact", "real", "real", "real", "after_rounding", "real", "saturate",
+                   formula="y = clamp(rne(acc * s_x * s_w / s_y + bias / s_y) + z_y, qmin, qmax) in real "
+                   "numbers: one rounding, half to even",
+                   evidence="tests/core/test_ops.py::test_requantize_exact_against_fractions, "
+                   "tests/core/test_ops.py::test_linear_exact_against_fractions"),
     Requantization("fbgemm", "float32", "float32", "float32", "after_rounding", "float32_over_scale",
-                   "int32_indefinite", "fbgemm_depthwise"),
-    Requantization("onnx", "float32", "float32", "float64", "before_rounding", "int32", "saturate"),
-    Requantization("onnxruntime", "float32", "float32", "float32", "after_rounding", "int32", "saturate"),
-    Requantization("xnnpack", "float32", "float32", "float32", "after_rounding", "int32", "saturate"),
-    Requantization("gemmlowp", "float64", "q31", "fixed_point", "after_rounding", "int32", "saturate"),
-    Requantization("tflite", "float64", "q31", "fixed_point", "after_rounding", "int32", "saturate"),
+                   "int32_indefinite", "fbgemm_depthwise",
+                   formula="u = f32(s_x * s_w), m = f32(u / s_y); y = clamp(rne(f32(f32(f32(acc) + "
+                   "f32(b / u)) * m)) + z_y, qmin, qmax), a product at or beyond 2**31 (or NaN) becoming "
+                   "INT32_MIN first; depthwise taps added in int16-saturated pairs",
+                   backend="FBGEMM (torch quantized linear and conv2d)",
+                   evidence="tests/cross/test_ops_torch.py"),
+    Requantization("onnx", "float32", "float32", "float64", "before_rounding", "int32", "saturate",
+                   formula=_F32 + "y = clamp(rne(f64(f64(acc * m) + z_y)), qmin, qmax): the zero point "
+                   "added before rounding; int32 bias added to acc",
+                   backend="onnx.reference QLinearMatMul, QLinearConv",
+                   evidence="tests/cross/test_ops_onnx.py"),
+    Requantization("onnxruntime", "float32", "float32", "float32", "after_rounding", "int32", "saturate",
+                   formula=_F32 + "y = clamp(rne(f32(f32(acc) * m)) + z_y, qmin, qmax); int32 bias added "
+                   "to acc",
+                   backend="onnxruntime QLinearMatMul, QLinearConv",
+                   evidence="tests/cross/test_ops_onnx.py::test_qlinear_matmul_onnxruntime, "
+                   "tests/cross/test_ops_onnx.py::test_qlinear_conv_onnxruntime"),
+    Requantization("xnnpack", "float32", "float32", "float32", "after_rounding", "int32", "saturate",
+                   formula=_F32 + "y = clamp(rne(f32(f32(acc) * m)) + z_y, qmin, qmax) (the published "
+                   "fp32 requantization: float multiply, clamp, magic-number round to nearest even, add "
+                   "the zero point); no XNNPACK build is run to prove it",
+                   backend="XNNPACK"),
+    Requantization("gemmlowp", "float64", "q31", "fixed_point", "after_rounding", "int32", "saturate",
+                   formula=_Q31, backend="gemmlowp", evidence=_GEMMLOWP_EVIDENCE),
+    Requantization("tflite", "float64", "q31", "fixed_point", "after_rounding", "int32", "saturate",
+                   formula=_Q31, backend="TFLite MultiplyByQuantizedMultiplier", evidence=_GEMMLOWP_EVIDENCE),
     Requantization("tflite.single_rounding", "float64", "q31", "fixed_point_single", "after_rounding",
-                   "int32", "saturate"),
+                   "int32", "saturate",
+                   formula="(q, shift) as tflite, shift clamped to 30; y = clamp(floor((acc * q + "
+                   "2**(30 - shift)) / 2**(31 - shift)) + z_y, qmin, qmax): one rounding, ties up",
+                   backend="TFLite built with TFLITE_SINGLE_ROUNDING",
+                   evidence="tests/core/test_ops.py::test_gemmlowp_against_fixed_point_oracle"),
 )
-CONVENTIONS = {row.name: row for row in _ROWS}
 
 
 def _check_row(row: Requantization) -> None:
     """A ValueError unless every knob holds one of its values and the knobs fit together."""
-    for f in fields(row)[1:]:
-        if getattr(row, f.name) not in _KNOBS[f.name]:
-            raise ValueError(f"{row.name}: {f.name} must be one of {_KNOBS[f.name]}; "
-                             f"got {getattr(row, f.name)!r}")
+    for knob, allowed in _KNOBS.items():
+        if getattr(row, knob) not in allowed:
+            raise ValueError(f"{row.name}: {knob} must be one of {allowed}; got {getattr(row, knob)!r}")
     if row.product not in _PRODUCT_OF[row.multiplier]:
         raise ValueError(f"{row.name}: product {row.product!r} does not go with multiplier "
                          f"{row.multiplier!r}")
@@ -114,18 +155,14 @@ def _check_row(row: Requantization) -> None:
         raise ValueError(f"{row.name}: scales, multiplier and bias are all 'real' or none is")
 
 
-for _r in _ROWS:
-    _check_row(_r)
+conventions = Registry("requantization", _ROWS, row_type=Requantization, check=_check_row)
 
 
 def row(name) -> Requantization:
-    """The named requantization row (or a :class:`Requantization` itself)."""
+    """The named requantization row (or a :class:`Requantization` itself, checked)."""
     if isinstance(name, Requantization):
         _check_row(name)
-        return name
-    if name not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {sorted(CONVENTIONS)}; got {name!r}")
-    return CONVENTIONS[name]
+    return conventions.get(name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,7 +336,7 @@ def _check_int32(acc, name):
 def requantize(acc, multiplier, zero_point, *, qmin=None, qmax=None, fmt=None, axis=None, convention="exact"):
     """Integer accumulators to output codes: ``clamp(round(acc * multiplier) + zero_point, qmin, qmax)``.
 
-    How ``acc * multiplier`` is formed and rounded is the convention's (``rq.ops.CONVENTIONS``):
+    How ``acc * multiplier`` is formed and rounded is the convention's (``rq.ops.conventions``):
 
     * ``exact``: the real product of the integer and the multiplier's exact value, rounded once,
       half to even (certified in float64, decided with Fractions where the margin is too small).

@@ -23,7 +23,8 @@ SCALES = [0.1, 3.0, 2.0**-20, 1e-30, 7.0e12, 0.3333333333333333]
 def test_quantize_is_one_rounding_of_the_real_quotient(name, scale):
     fmt = getattr(rq, name)
     t = probes(name)[::7]
-    x = np.concatenate([t * scale, (t * scale).astype(np.float32).astype(np.float64)])
+    with np.errstate(over="ignore"):  # probes beyond float32's range become inf, dropped below
+        x = np.concatenate([t * scale, (t * scale).astype(np.float32).astype(np.float64)])
     x = x[np.isfinite(x) & (x != 0)]
     got = rq.quantize(x, scale, fmt=fmt)
     want = [round_code(Fraction(float(v)) / Fraction(scale), name) for v in x]

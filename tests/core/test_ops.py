@@ -490,7 +490,7 @@ def test_empty_non_contiguous_and_big_endian_inputs():
 def test_custom_rows_are_checked():
     import dataclasses
 
-    row = dataclasses.replace(rq.ops.CONVENTIONS["onnx"], name="mine", zero_point="after_rounding")
+    row = dataclasses.replace(rq.ops.conventions.get("onnx"), name="mine", zero_point="after_rounding")
     acc = np.arange(-9, 10, dtype=np.int32)
     got = rq.ops.requantize(acc, 0.5, 1, qmin=-100, qmax=100, convention=row)
     assert got.tolist() == [int(np.rint(a * 0.5)) + 1 for a in acc]  # ties to even, then + 1
@@ -505,12 +505,15 @@ def test_custom_rows_are_checked():
     ):
         with pytest.raises(ValueError, match="mine"):
             rq.ops.requantize(acc, 0.5, 1, qmin=-100, qmax=100, convention=dataclasses.replace(row, **bad))
+        with pytest.raises(ValueError, match="mine"):  # the registry checks a row it is given
+            rq.ops.conventions.register(dataclasses.replace(row, **bad))
+    assert "mine" not in rq.ops.conventions
 
 
 def test_float64_scales_with_a_float32_multiplier():
     import dataclasses
 
-    row = dataclasses.replace(rq.ops.CONVENTIONS["onnxruntime"], name="f64 scales", scales="float64")
+    row = dataclasses.replace(rq.ops.conventions.get("onnxruntime"), name="f64 scales", scales="float64")
     x = np.uint8([[200, 3, 77]])
     w = np.int8([[5, -7, 9]])
     got = rq.ops.linear(x, 0.1, 10, w, 0.03, 0, None, 0.07, 5, convention=row)

@@ -8,7 +8,7 @@ import refquant as rq
 from tests.references import exact_requantize
 
 CODE_DTYPES = [np.uint8, np.int8, np.uint16, np.int16]
-ROWS = sorted(rq.ops.CONVENTIONS)
+ROWS = sorted(rq.ops.conventions.names())
 
 
 @st.composite

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 REGISTRIES = [(rq.apot.conventions, "paper"), (rq.lsq.conventions, "lsq"), (rq.pact.conventions, "paper"),
               (rq.mx.conventions, "ocp"), (rq.nf4.conventions, "exact"), (rq.nvfp4.conventions, "exact"),
-              (rq.conventions, "exact"), (rq.float_conventions, "exact")]
+              (rq.conventions, "exact"), (rq.float_conventions, "exact"), (rq.ops.conventions, "exact")]
 
 
 @pytest.mark.parametrize("reg,default", REGISTRIES)
@@ -60,6 +60,7 @@ def test_register_and_unregister(reg, default):
 @pytest.mark.parametrize("old,new", [
     (lambda: rq.nf4.CONVENTIONS, lambda: {n: rq.nf4.conventions.get(n) for n in rq.nf4.conventions}),
     (lambda: rq.nvfp4.CONVENTIONS, lambda: {n: rq.nvfp4.conventions.get(n) for n in rq.nvfp4.conventions}),
+    (lambda: rq.ops.CONVENTIONS, lambda: {n: rq.ops.conventions.get(n) for n in rq.ops.conventions}),
     (lambda: rq.mx.names(), lambda: rq.mx.conventions.names()),
     (lambda: rq.mx.get("ocp"), lambda: rq.mx.conventions.get("ocp")),
 ])
