@@ -89,16 +89,13 @@ class torch_pool_only:
     def __init__(self, size: int):
         self.threads = 0
         if size >= _PARALLEL_FLOOR:
-            from refquant._kernels._jit import PARALLEL_MIN_SIZE
+            import numba
 
-            if size >= PARALLEL_MIN_SIZE:
-                import numba
-
-                threads = numba.get_num_threads()
-                free = max(1, _CPUS - torch.get_num_threads())
-                if threads > free:
-                    numba.set_num_threads(free)
-                    self.threads = threads
+            threads = numba.get_num_threads()
+            free = max(1, _CPUS - torch.get_num_threads())
+            if threads > free:
+                numba.set_num_threads(free)
+                self.threads = threads
 
     def __enter__(self):
         return self
@@ -110,7 +107,7 @@ class torch_pool_only:
             numba.set_num_threads(self.threads)
 
 
-_PARALLEL_FLOOR = 1 << 12  # no kernel runs in parallel below this size
+_PARALLEL_FLOOR = 1 << 12  # far below the size where the core's kernels start to run in parallel
 
 
 def make_quantized(codes: torch.Tensor, scale, zero_point, axis: int | None = None) -> torch.Tensor:
