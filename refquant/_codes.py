@@ -111,6 +111,8 @@ class Dequant(IntEnum):
     DIVIDE = 5
     INT32_FLOAT32 = 6
     SCALAR = 7
+    TENSOR = 8
+    ONNX_REFERENCE = 9
 
 
 class Format(IntEnum):

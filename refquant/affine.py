@@ -400,8 +400,12 @@ class _Plan:
     def dequant_params(self, out_fmt):
         """(mode, s_d, promote format) for the dequantization into ``out_fmt``."""
         conv = self.conv
-        if conv.dequant in ("float32", "int32_float32"):
+        rule = self._kernel_dequant()
+        if rule == "float64":
+            return code("dequant", "float64"), np.ascontiguousarray(self.s64), _promote(out_fmt, self.s_fmt)
+        if rule in ("float32", "int32_float32"):
             s_d = self.s64.astype(np.float32).astype(np.float64)
+            return code("dequant", rule), np.ascontiguousarray(s_d), _promote(out_fmt, self.s_fmt)
         elif conv.dequant in ("promote", "scalar"):
             # "scalar": a Python float scale multiplies in the output's opmath (float32 for halves)
             s_fmt = self.s_fmt if conv.dequant == "promote" else (_F64 if out_fmt == _F64 else _F32)
@@ -413,6 +417,21 @@ class _Plan:
         else:
             s_d = self.s64
         return code("dequant", conv.dequant), np.ascontiguousarray(s_d), _promote(out_fmt, self.s_fmt)
+
+    def _kernel_dequant(self) -> str:
+        """The kernel's rule for this call: the ``tensor`` and ``onnx_reference`` rules depend on
+        dtypes (:func:`dequantize` computes them whole-array where the kernels cannot); the codes
+        of ``fake_quantize`` have the smallest dtype of the range."""
+        rule = self.conv.dequant
+        if rule == "onnx_reference":
+            return "float32"
+        if rule != "tensor":
+            return rule
+        if self.s_fmt == _F64:
+            return "float64"
+        codes = self.code_dtype or integer_dtype_for(self.lo, self.hi)
+        wraps = codes == np.int32 and self.layout.zero_point.dtype == np.int32
+        return "int32_float32" if wraps else "float32"
 
     def nan_code(self, fake: bool) -> float:
         conv = self.conv
@@ -678,6 +697,9 @@ def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention
     out_dtype = float_dtype(dtype)
     spec = Spec(0, 0, axis, block_size, None, _conventions.get(convention))
     plan = _Plan.build(spec, out_dtype, q.shape, scale, zero_point, for_dequantize=True)
+    rule = plan.conv.dequant
+    if rule == "tensor" or (rule == "onnx_reference" and q.dtype.itemsize >= 4):
+        return _dequantize_arrays(q, plan, out_dtype)
     out_fmt = float_code(out_dtype)
     dmode, s_d, p_fmt = plan.dequant_params(out_fmt)
     kernel_dtype = np.float64 if out_fmt == _F64 else np.float32
@@ -693,4 +715,28 @@ def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention
         return result
     with np.errstate(over="ignore"):  # float32 beyond float16's range rounds to inf, as it should
         return result.astype(out_dtype)
+
+
+def _dequantize_arrays(q, plan, out_dtype):
+    """The dequant rules that follow the dtypes of ``q``, ``z`` and ``s`` (``tensor``, and
+    ``onnx_reference`` for codes of 32 bits or more) as whole-array NumPy arithmetic in those
+    dtypes: the kernels hold every value as float64 and cannot wrap an int32 difference."""
+    lay = plan.layout
+    s, z = lay.scales, lay.zero_points
+    if s.dtype.kind in "iub" or float_code(s.dtype) != plan.s_fmt:  # a Python float: the output's dtype
+        s = s.astype(out_dtype)
+    if lay.per_channel:
+        g = lay.gidx.reshape(q.shape)
+        s, z = s[g], z[g]
+    else:
+        s, z = s.reshape(1), z.reshape(1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if plan.conv.dequant == "onnx_reference":
+            wide = (q.astype(np.float32).astype(np.float64) - z.astype(np.float64)) * s.astype(np.float64)
+            return wide.astype(out_dtype).reshape(q.shape)
+        d = q - z if z.dtype.kind in "iu" else q.astype(z.dtype) - z  # integers wrap, as torch's
+        p = (d.astype(s.dtype) if d.dtype.kind in "iu" else d) * s
+        if p.dtype == np.float64 and out_dtype.itemsize == 2:
+            p = p.astype(np.float32)
+        return p.astype(out_dtype).reshape(q.shape)
 

@@ -67,6 +67,12 @@ dequant
     rounded to ``out``, except that ``s`` multiplies in ``out``'s opmath (float32 for float16 and
     bfloat16 outputs, so the product rounds to float32, then to ``out``): torch's arithmetic of a
     tensor with Python numbers.
+    ``"tensor"`` torch's arithmetic of tensors: ``q - z`` in the promotion of the code and
+    zero-point dtypes (int32 codes minus int32 zero points wrap; a float zero point: its dtype),
+    times ``s`` in the promotion with the scale's dtype (float64 scales: float64), then ``out``
+    (float64 reaches float16/bfloat16 through float32).
+    ``"onnx_reference"`` ``"float32"`` for 8- and 16-bit codes; codes of 32 bits or more:
+    ``(f64(f32(q)) - z) * s`` in float64, rounded once to ``out`` (onnx.reference).
 tiny_amax
     amax-based rows: where ``amax = s * qmax <= tiny_amax`` the multiplier is 0
     (codes ``rne(x * 0)``) and the ``divide`` divisor 1 (ModelOpt zeroes such tensors: 2**-24).
@@ -250,7 +256,8 @@ TABLE = (
         "default) except that the Python float s multiplies in float32 for float16/bfloat16 out "
         "(two roundings); integers reach float16/bfloat16 through float32. Per-channel: 1 / s "
         "and x * inv in the scales' dtype (float64 scales: float64); dequantize "
-        "f32(f32(q - z) * f32(s)), then out",
+        "(q - z) * s as torch tensors: q - z in the integer promotion (int32 codes and int32 zero "
+        "points wrap), the product in the scales' dtype, then out",
         backend="torch 2.13 quantized_decomposed.quantize_per_tensor / _per_channel / dequantize",
         evidence="tests/cross/test_affine_torch.py, tests/cross/test_adversarial_affine.py",
         quotient="reciprocal",
@@ -263,7 +270,7 @@ TABLE = (
         dequant="scalar",
         input_dtypes=("float16", "bfloat16", "float32"),
         variants=(({"per_channel": True}, {"reciprocal": "scale_dtype", "compute": "promote",
-                                           "dequant": "float32"}),),
+                                           "dequant": "tensor"}),),
     ),
     Convention(
         name="torchao",
@@ -309,9 +316,8 @@ TABLE = (
         "and |t| >= 2**31 give INT32_MIN; from bfloat16, ml_dtypes gives 0); + z in int32, "
         "wrapping (NaN with z = -3 gives INT32_MAX - 2, hence qmax); clip to [qmin, qmax]. "
         "DequantizeLinear f32(f32(q) - z) * f32(s) in float32 (8- and 16-bit codes), then the "
-        "output dtype. int32 codes: the reference computes (f64(f32(q)) - z) * s in float64, then "
-        "the output dtype (one rounding); this row applies the 8/16-bit rule, which can differ "
-        "for a nonzero z or a float16/bfloat16 scale",
+        "output dtype; int32 codes: (f64(f32(q)) - z) * s in float64, then the output dtype (one "
+        "rounding)",
         backend="onnx.reference 1.23 QuantizeLinear / DequantizeLinear (NumPy 2.4, ml_dtypes 0.7)",
         evidence="tests/cross/test_affine_onnx_reference.py, tests/cross/test_onnx_dequantize_int32.py",
         quotient="divide",
@@ -319,7 +325,7 @@ TABLE = (
         clamp="int32_first",
         nan="cast",
         fake_nan="code",
-        dequant="float32",
+        dequant="onnx_reference",
     ),
 )
 

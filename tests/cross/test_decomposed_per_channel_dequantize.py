@@ -3,8 +3,7 @@
 torch computes ``(q - z) * s`` with tensors: ``q - z`` in the promotion of the code and zero-point
 dtypes (int32 codes with an int32 zero-point tensor subtract in int32 and wrap), the product in the
 scales' dtype (float64 scales: float64), then ``.to(out_dtype)`` (float64 reaches float16 /
-bfloat16 through float32). The row's per-channel rule, ``f32(f32(q - z) * f32(s))`` then out,
-holds for float32 scales without the int32 wrap; the two departures are pinned by strict xfails.
+bfloat16 through float32). The row's per-channel ``tensor`` dequant rule is that arithmetic.
 """
 
 import warnings
@@ -49,29 +48,22 @@ def _codes(code, seed):
 @pytest.mark.parametrize("code", sorted(CODES))
 @pytest.mark.parametrize("zp_dtype", ["int64", "int32"])
 @pytest.mark.parametrize("out", sorted(OUT))
-def test_float32_scales(code, zp_dtype, out):
+@pytest.mark.parametrize("s_dtype", ["float32", "float64"])
+def test_every_dtype(code, zp_dtype, out, s_dtype):
+    # zero points at the range ends: int32 codes minus int32 zero points wrap
     lo, hi = CODES[code]
-    if code == "int32" and zp_dtype == "int32":
-        z = np.array([0, 0, 0, 0], zp_dtype)  # no int32 overflow here; see the xfail below
-    else:
-        z = np.array([lo, hi, 0, 2**21 + 1 if hi > 2**22 else hi // 2], zp_dtype)
-    s = np.float32([0.1, 1e-40, 3e38, 2.0**-20 * 1.3])
+    z = np.array([lo, hi, 0, 2**21 + 1 if hi > 2**22 else hi // 2], zp_dtype)
+    s = np.array([0.1, 1e-40, 3e38, 2.0**-20 * 1.3], s_dtype)
     ours, theirs = _both(_codes(code, 1), s, z, code, out)
-    assert_bitwise_equal(ours, theirs, f"{code} {zp_dtype} {out}")
+    assert_bitwise_equal(ours, theirs, f"{code} {zp_dtype} {out} {s_dtype}")
 
 
-@pytest.mark.xfail(strict=True, reason="float64 scales multiply in float64 in torch; the row's "
-                   "per-channel dequant rounds s to float32 (needs a dequant rule in the scale's dtype "
-                   "in the kernels)")
 def test_float64_scales_multiply_in_float64():
     ours, theirs = _both(np.uint8([[1]]), np.float64([0.1]), np.int64([0]), "uint8", "float64")
     assert theirs.tolist() == [[0.1]]
     assert_bitwise_equal(ours, theirs)
 
 
-@pytest.mark.xfail(strict=True, reason="int32 codes minus an int32 zero-point tensor wrap in torch; "
-                   "the row subtracts exactly (needs the int32 wrap selected by the code and "
-                   "zero-point dtypes in the kernels)")
 def test_int32_codes_and_int32_zero_points_wrap():
     ours, theirs = _both(np.int32([[-(2**31)]]), np.float32([1.0]), np.int32([5]), "int32", "float32")
     assert theirs.tolist() == [[2.0**31]]  # -2**31 - 5 wraps to 2**31 - 5, 2**31 in float32

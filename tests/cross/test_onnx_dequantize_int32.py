@@ -120,8 +120,6 @@ def test_onnx_reference_row_int32_codes_float32_scale_zero_point_0(layout):
                              f"{layout} {scale}")
 
 
-@pytest.mark.xfail(strict=True, reason="the dequantize kernels have no rule for int32 codes under "
-                   "onnx.reference: out(f64(f64(f32(q)) - z) * s), selected by the code dtype")
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_onnx_reference_row_int32_codes(layout):
     q = _codes(7)
@@ -136,11 +134,6 @@ def test_onnx_reference_row_int32_codes(layout):
     assert not bad, bad[:10]
 
 
-_XFAIL = pytest.mark.xfail(strict=True, reason="the dequantize kernels have no rule for int32 codes "
-                           "under onnx.reference (see test_onnx_reference_row_int32_codes)")
-
-
-@_XFAIL
 def test_int32_reproduction_q_rounds_to_float32_before_the_zero_point():
     # f32(2**24 + 3) = 2**24 + 4 (a tie, to even), then - (-2) in float64: 2**24 + 6; the 8/16-bit
     # rule rounds q - z = 2**24 + 5, a tie, to 2**24 + 4
@@ -149,7 +142,6 @@ def test_int32_reproduction_q_rounds_to_float32_before_the_zero_point():
     assert _ours(q, s, z, {}, "onnx.reference").tolist() == [2.0**24 + 6]
 
 
-@_XFAIL
 def test_int32_reproduction_one_rounding_to_float16():
     # (2**21 - 1023) * (1 + 2**-10) * 2**-14 = 128 + 2**-4 + 2**-24 rounds once to float16: 128.125;
     # through float32 it lands on the midpoint 128 + 2**-4 and ties to 128

@@ -65,9 +65,6 @@ def test_the_reproduction():
         [[-(2**31), -(2**31)]]
 
 
-@pytest.mark.xfail(strict=True, reason="torch's dequantize_per_channel subtracts an int32 zero-point "
-                   "tensor from int32 codes in int32 (wrapping); the torch.decomposed row subtracts "
-                   "exactly (tests/cross/test_decomposed_per_channel_dequantize.py)")
 def test_per_channel_get_weight_wraps_in_int32():
     _decomposed_ops()
     lin = torch.nn.Linear(1, 1)

@@ -250,9 +250,6 @@ def test_torch_decomposed_per_channel(case, data, scale_dtype, zp_dtype, out):
                                            axis=case.axis, convention="torch.decomposed",
                                            dtype=name))
     same(q, tq.numpy(), case)
-    if scale_dtype == "float64" or (name == "int32" and zp_dtype == "int32"):
-        return  # torch multiplies in float64 / subtracts in int32 there: strict xfails in
-        # tests/cross/test_decomposed_per_channel_dequantize.py until the kernels have the rules
     tdq = backend(lambda: ops.dequantize_per_channel(tq, torch.from_numpy(s), torch.from_numpy(z),
                                                      case.axis, case.qmin, case.qmax,
                                                      getattr(torch, name),
@@ -299,9 +296,7 @@ def test_reference_linear_decomposed_qint32(case, quant_range, scheme):
     tq, tw = backend(theirs.get_quantized_weight), backend(theirs.get_weight)
     ours = rqt.nn.reference.Linear.from_float(lin, qp)
     same(ours_or_reject(ours.get_quantized_weight).numpy(), tq.numpy(), case)
-    if scheme == "tensor" or z == 0:  # per channel, torch's int32 subtraction wraps: strict xfail
-        # in tests/cross/test_torch_adapter_code_dtypes.py until the kernels have the rule
-        same(ours_or_reject(ours.get_weight).numpy(), tw.numpy(), case)
+    same(ours_or_reject(ours.get_weight).numpy(), tw.numpy(), case)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,9 +442,6 @@ def _onnxruntime_dequantize(q, s, z, attrs):
     return session.run(None, {"q": q, "s": s, "z": z})[0]
 
 
-@pytest.mark.xfail(strict=False, reason="onnx.reference dequantizes int32 codes in float64 "
-                   "(out(f64(f64(f32(q)) - z) * s)); the kernels have no rule selected by the "
-                   "code dtype yet (tests/cross/test_onnx_dequantize_int32.py)")
 @given(_int32_case(zero=False))
 def test_onnx_reference_dequantize_linear_int32_any_zero_point(drawn):
     pytest.importorskip("onnx")
