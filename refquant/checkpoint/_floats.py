@@ -54,16 +54,10 @@ def run_float(task, out):
     lacking = _missing(q.kind)
     if lacking:
         raise NotImplementedError(f"{q.kind} weights need {lacking}, which this build of refquant lacks")
-    if q.kind == "fp8":
-        _fp8(task, out)
-    elif q.kind == "nvfp4":
-        _nvfp4(task, out)
-    elif q.kind == "nf4":
-        _nf4(task, out)
-    elif q.kind == "mx":
-        _mx(task, out)
-    else:
+    check = _CHECKERS.get(q.kind)
+    if check is None:
         raise NotImplementedError(f"{q.kind} weights ({q.format}): the {q.kind} checker is not wired yet")
+    check(task, out)
 
 
 def _count(d, cause, n):
@@ -479,3 +473,7 @@ def _mx(task, out):
             alt = rq.unpack(raw, 4, (b - a) * cols, order="high_first").reshape(ec.shape)
             out["alt_order"] = (out["alt_order"] or 0) + int((alt != ec).sum())
         _scale_codes(out, scodes, es)
+
+
+# the checker of each kind of NEEDS
+_CHECKERS = {"fp8": _fp8, "nvfp4": _nvfp4, "nf4": _nf4, "mx": _mx}
