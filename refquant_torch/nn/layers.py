@@ -42,18 +42,32 @@ class _QuantLayer:
         if getattr(weight_quant, "is_per_channel", False) and hasattr(weight_quant, "size_channels"):
             weight_quant.size_channels(self.weight.shape[weight_quant.ch_axis])  # compiles at once
 
-    def _quantized(self, x):
+    def forward(self, x):
+        """``output_quant(op(input_quant(x), weight_quant(weight), bias))``, ``op`` the layer's
+        own (a ``None`` quantizer is the identity)."""
         if self.input_quant is not None:
             x = self.input_quant(x)
         w = self.weight if self.weight_quant is None else self.weight_quant(self.weight)
-        return x, w
-
-    def _output(self, y):
+        y = self._op(x, w)
         return y if self.output_quant is None else self.output_quant(y)
 
     @classmethod
-    def _from_float(cls, module, kwargs, weight_quant, input_quant, output_quant):
-        layer = cls(**kwargs, bias=module.bias is not None, weight_quant=None,
+    def from_float(cls, module, weight_quant=None, input_quant=None, output_quant=None):
+        """A layer of this class sharing ``module``'s weight and bias Parameters (a
+        ``torch.nn.Linear`` for QuantLinear, a ``torch.nn.Conv2d`` for QuantConv2d, its
+        constructor arguments copied), with these quantizers.
+
+        >>> import torch, refquant_torch as rqt
+        >>> linear = torch.nn.Linear(3, 2)
+        >>> layer = rqt.nn.QuantLinear.from_float(linear, output_quant=rqt.nn.PACT(bits=4))
+        >>> layer.weight is linear.weight, layer.weight_quant is None
+        (True, True)
+        >>> conv = torch.nn.Conv2d(1, 2, 3, stride=2)
+        >>> layer = rqt.nn.QuantConv2d.from_float(conv, weight_quant=rqt.nn.PACT(bits=4, signed=True))
+        >>> layer.stride, layer.bias is conv.bias
+        ((2, 2), True)
+        """
+        layer = cls(**cls._float_kwargs(module), bias=module.bias is not None, weight_quant=None,
                     device=module.weight.device, dtype=module.weight.dtype)
         layer.weight = module.weight           # the same Parameter objects, as torch.ao's QAT
         layer.bias = module.bias
@@ -85,24 +99,13 @@ class QuantLinear(_QuantLayer, torch.nn.Linear):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self._init_quantizers(weight_quant, input_quant, output_quant)
 
-    def forward(self, x):
-        x, w = self._quantized(x)
-        return self._output(F.linear(x, w, self.bias))
+    def _op(self, x, w):
+        return F.linear(x, w, self.bias)
 
-    @classmethod
-    def from_float(cls, module: torch.nn.Linear, weight_quant=None, input_quant=None,
-                   output_quant=None) -> QuantLinear:
-        """A QuantLinear sharing ``module``'s weight and bias Parameters, with these
-        quantizers.
-
-        >>> import torch, refquant_torch as rqt
-        >>> linear = torch.nn.Linear(3, 2)
-        >>> layer = rqt.nn.QuantLinear.from_float(linear, output_quant=rqt.nn.PACT(bits=4))
-        >>> layer.weight is linear.weight, layer.weight_quant is None
-        (True, True)
-        """
-        kwargs = {"in_features": module.in_features, "out_features": module.out_features}
-        return cls._from_float(module, kwargs, weight_quant, input_quant, output_quant)
+    @staticmethod
+    def _float_kwargs(module) -> dict:
+        """The constructor arguments of a Linear (all but ``bias``, ``device``, ``dtype``)."""
+        return {"in_features": module.in_features, "out_features": module.out_features}
 
 
 class QuantConv2d(_QuantLayer, torch.nn.Conv2d):
@@ -128,24 +131,8 @@ class QuantConv2d(_QuantLayer, torch.nn.Conv2d):
                          bias, padding_mode, device=device, dtype=dtype)
         self._init_quantizers(weight_quant, input_quant, output_quant)
 
-    def forward(self, x):
-        x, w = self._quantized(x)
-        return self._output(self._conv_forward(x, w, self.bias))
-
-    @classmethod
-    def from_float(cls, module: torch.nn.Conv2d, weight_quant=None, input_quant=None,
-                   output_quant=None) -> QuantConv2d:
-        """A QuantConv2d sharing ``module``'s weight and bias Parameters, with these
-        quantizers.
-
-        >>> import torch, refquant_torch as rqt
-        >>> conv = torch.nn.Conv2d(1, 2, 3, stride=2)
-        >>> layer = rqt.nn.QuantConv2d.from_float(conv, weight_quant=rqt.nn.PACT(bits=4, signed=True))
-        >>> layer.stride, layer.bias is conv.bias
-        ((2, 2), True)
-        """
-        return cls._from_float(module, cls._float_kwargs(module), weight_quant, input_quant,
-                               output_quant)
+    def _op(self, x, w):
+        return self._conv_forward(x, w, self.bias)
 
     @staticmethod
     def _float_kwargs(module) -> dict:
