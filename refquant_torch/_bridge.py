@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from refquant.interop import bfloat16
+from refquant.interop import bfloat16, parallel_min_size
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -89,9 +89,7 @@ class torch_pool_only:
     def __init__(self, size: int):
         self.threads = 0
         if size >= _PARALLEL_FLOOR:
-            from refquant._kernels._jit import PARALLEL_MIN_SIZE
-
-            if size >= PARALLEL_MIN_SIZE:
+            if size >= parallel_min_size():
                 import numba
 
                 threads = numba.get_num_threads()
