@@ -27,7 +27,9 @@ def _default_weight_quant():
 
 
 class _QuantLayer:
-    """Quantizer slots shared by the layers."""
+    """Quantizer slots shared by the layers; each layer names its op (``_op``) and the constructor
+    arguments ``from_float`` copies from the float module (``_FLOAT_ARGS``: all but ``bias``,
+    ``device``, ``dtype``)."""
 
     def _init_quantizers(self, weight_quant, input_quant, output_quant):
         if weight_quant == "default":
@@ -50,6 +52,11 @@ class _QuantLayer:
         w = self.weight if self.weight_quant is None else self.weight_quant(self.weight)
         y = self._op(x, w)
         return y if self.output_quant is None else self.output_quant(y)
+
+    @classmethod
+    def _float_kwargs(cls, module) -> dict:
+        """The constructor arguments of ``module`` that a layer of this class copies."""
+        return {k: getattr(module, k) for k in cls._FLOAT_ARGS}
 
     @classmethod
     def from_float(cls, module, weight_quant=None, input_quant=None, output_quant=None):
@@ -94,6 +101,8 @@ class QuantLinear(_QuantLayer, torch.nn.Linear):
     [[-1.0]]
     """
 
+    _FLOAT_ARGS = ("in_features", "out_features")
+
     def __init__(self, in_features, out_features, bias=True, *, weight_quant="default",
                  input_quant=None, output_quant=None, device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
@@ -101,11 +110,6 @@ class QuantLinear(_QuantLayer, torch.nn.Linear):
 
     def _op(self, x, w):
         return F.linear(x, w, self.bias)
-
-    @staticmethod
-    def _float_kwargs(module) -> dict:
-        """The constructor arguments of a Linear (all but ``bias``, ``device``, ``dtype``)."""
-        return {"in_features": module.in_features, "out_features": module.out_features}
 
 
 class QuantConv2d(_QuantLayer, torch.nn.Conv2d):
@@ -124,6 +128,9 @@ class QuantConv2d(_QuantLayer, torch.nn.Conv2d):
     [[[[0.0, 1.0]]]]
     """
 
+    _FLOAT_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                   "groups", "padding_mode")
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", *, weight_quant="default",
                  input_quant=None, output_quant=None, device=None, dtype=None):
@@ -133,10 +140,3 @@ class QuantConv2d(_QuantLayer, torch.nn.Conv2d):
 
     def _op(self, x, w):
         return self._conv_forward(x, w, self.bias)
-
-    @staticmethod
-    def _float_kwargs(module) -> dict:
-        """The constructor arguments of a Conv2d (all but ``bias``, ``device``, ``dtype``)."""
-        return {k: getattr(module, k) for k in (
-            "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
-            "groups", "padding_mode")}
