@@ -15,7 +15,21 @@ from __future__ import annotations
 from ._dtypes import bfloat16
 from ._validation import check_axis, resolve_range
 
-__all__ = ["bfloat16", "check_axis", "resolve_range", "torch_histogram_arithmetic"]
+__all__ = ["bfloat16", "check_axis", "parallel_min_size", "resolve_range", "torch_histogram_arithmetic"]
+
+
+def parallel_min_size() -> int:
+    """The element count from which refquant's kernels run on Numba's thread pool; smaller calls
+    run serially on the calling thread (an adapter sizing thread pools needs it). Numba is not
+    imported until then.
+
+    >>> import refquant.interop as interop
+    >>> interop.parallel_min_size() > 1
+    True
+    """
+    from ._kernels._jit import PARALLEL_MIN_SIZE
+
+    return PARALLEL_MIN_SIZE
 
 
 def torch_histogram_arithmetic() -> dict:

@@ -31,18 +31,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _validation
 from ._platform import torch_kernels_use_fma
 from ._registry import MethodConvention, Registry
-from ._validation import (
-    channel_groups,
-    float_array,
-    grad_buffers,
-    grad_like,
-    group_sums,
-    integer_scalar,
-    positive_finite,
-    resolve_range,
-)
 
 __all__ = ["conventions", "fake_quantize", "fake_quantize_grad", "grad_scale"]
 
@@ -61,7 +52,7 @@ def _groups(values, name, shape, axis):
     a = np.asarray(values)
     if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
         raise TypeError(f"{name} must be real numbers; got dtype {a.dtype}")
-    return channel_groups(a, name, shape, axis)
+    return _validation.channel_groups(a, name, shape, axis)
 
 
 def _torch_zero_points(z, qmin, qmax, per_channel):
@@ -79,8 +70,8 @@ def grad_scale(numel, qmax) -> float:
     >>> rq.lsq.grad_scale(64, 127)
     0.011091956367701423
     """
-    n = integer_scalar(numel, "numel")
-    q = integer_scalar(qmax, "qmax")
+    n = _validation.integer_scalar(numel, "numel")
+    q = _validation.integer_scalar(qmax, "qmax")
     if n <= 0 or q <= 0:
         raise ValueError(f"numel and qmax must be positive; got numel={n}, qmax={q}")
     return 1.0 / (n * q) ** 0.5
@@ -121,20 +112,20 @@ def fake_quantize_grad(x, scale, zero_point, grad_output, *, qmin=None, qmax=Non
     [-8.0, 0.5, -0.5, 0.5, -0.4, 7.0]
     """
     conventions.check(convention)
-    x = float_array(x)
-    g = grad_like(grad_output, x)
-    lo, hi = resolve_range(qmin, qmax, fmt)
+    x = _validation.float_array(x)
+    g = _validation.grad_like(grad_output, x)
+    lo, hi = _validation.resolve_range(qmin, qmax, fmt)
     gf = float(grad_factor)
     if not np.isfinite(gf):
         raise ValueError(f"grad_factor must be finite; got {grad_factor!r}")
     s, gidx = _groups(scale, "scale", x.shape, axis)
     z, _ = _groups(zero_point, "zero_point", x.shape, axis)
-    positive_finite(s, "scale")
+    _validation.positive_finite(s, "scale")
     if not np.isfinite(z.astype(np.float64)).all():
         raise ValueError(f"zero_point must be finite; got {zero_point!r}")
     n = x.size
     if convention == "lsq":
-        xk, gk, *outs = grad_buffers(x, g, 3)
+        xk, gk, *outs = _validation.grad_buffers(x, g, 3)
         if n:
             from ._kernels._lsq import lsq_grad
 
@@ -162,4 +153,4 @@ def fake_quantize_grad(x, scale, zero_point, grad_output, *, qmin=None, qmax=Non
 
 
 def _reduce(terms, x, axis, shape):
-    return group_sums(terms, x, axis).reshape(shape)
+    return _validation.group_sums(terms, x, axis).reshape(shape)

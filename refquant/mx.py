@@ -91,21 +91,26 @@ class MXConvention(Row):
 _TORCHAO_FORMATS = ("float8_e4m3fn", "float8_e5m2", "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn")
 
 
-def _torchao(rule, formula):
+def _torchao(rule, formula, scaling="float32_divide", backend_note=""):
+    """A torchao ``to_mx`` row: torchao's element casts, inf read as exponent 128, bfloat16 and
+    float32 input, its five element formats."""
     return MXConvention(
         name=f"torchao.{rule}",
-        formula=formula + "; elements fl32(x / max(X, 2**-126)) (a 2**-127 scale divides as "
-        "2**-126), clamped to +-max and cast (torch .to for fp8, f32_to_f*_unpacked for fp6/fp4); "
-        "an inf in the block reads exponent 128; NaN gives scale code 255",
-        backend=f"torchao 0.18 prototype.mx_formats.to_mx(scaling_mode={rule.upper()})",
+        formula=formula,
+        backend=f"torchao 0.18 prototype.mx_formats.to_mx(scaling_mode={rule.upper()})" + backend_note,
         evidence=f"tests/cross/test_float_mx.py::test_torchao_to_mx[{rule}]",
         scale_rule=rule,
-        scaling="float32_divide",
+        scaling=scaling,
         element="torchao",
         nonfinite="inf_exponent",
         input_dtypes=("bfloat16", "float32"),
         formats=_TORCHAO_FORMATS,
     )
+
+
+_TORCHAO_DIVIDE = ("; elements fl32(x / max(X, 2**-126)) (a 2**-127 scale divides as 2**-126), "
+                   "clamped to +-max and cast (torch .to for fp8, f32_to_f*_unpacked for fp6/fp4); "
+                   "an inf in the block reads exponent 128; NaN gives scale code 255")
 
 
 TABLE = (
@@ -118,22 +123,17 @@ TABLE = (
         evidence="tests/core/test_float_mx.py (Fraction oracle) and tests/cross/test_float_mx.py "
         "(gfloat with float64 input, onnx.reference blocked QuantizeLinear)",
     ),
-    _torchao("floor", "E = (float32 exponent field of amax) - 127 - emax"),
-    _torchao("ceil", "E as floor, plus 1 when amax's float32 mantissa field is not zero"),
-    _torchao("even", "amax's float32 bits + 2**(22 - M), exponent field kept; then as floor"),
-    MXConvention(
-        name="torchao.rceil",
-        formula="d = fl32(amax / max_elem); E = clip(ceil(log2_fp32(d)), -127, 127) (NaN -> 255, "
+    _torchao("floor", "E = (float32 exponent field of amax) - 127 - emax" + _TORCHAO_DIVIDE),
+    _torchao("ceil", "E as floor, plus 1 when amax's float32 mantissa field is not zero" + _TORCHAO_DIVIDE),
+    _torchao("even",
+             "amax's float32 bits + 2**(22 - M), exponent field kept; then as floor" + _TORCHAO_DIVIDE),
+    _torchao(
+        "rceil",
+        "d = fl32(amax / max_elem); E = clip(ceil(log2_fp32(d)), -127, 127) (NaN -> 255, "
         "inf -> 254); elements fl32(x * r), r = 2**(127 - code), 1.0 for code 0, 2**-127 for 254, "
         "clamped to +-max and cast",
-        backend="torchao 0.18 prototype.mx_formats.to_mx(scaling_mode=RCEIL) (eager fallback)",
-        evidence="tests/cross/test_float_mx.py::test_torchao_to_mx[rceil]",
-        scale_rule="rceil",
         scaling="float32_reciprocal",
-        element="torchao",
-        nonfinite="inf_exponent",
-        input_dtypes=("bfloat16", "float32"),
-        formats=_TORCHAO_FORMATS,
+        backend_note=" (eager fallback)",
     ),
     MXConvention(
         name="microxcaling",

@@ -8,6 +8,7 @@ The math comes from :mod:`refquant`; this package converts tensors, registers cu
 
 from __future__ import annotations
 
+from refquant.lazy import lazy_table as _lazy_table
 from refquant.lazy import module_attributes as _module_attributes
 
 from .functional import apot_fake_quantize, fake_quantize, pact
@@ -15,17 +16,11 @@ from .lowp import float_fake_quantize, mx_fake_quantize, nf4_fake_quantize, nvfp
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "nn": ("refquant_torch.nn", None),
-    "pt2e": ("refquant_torch.pt2e", None),
-    "QuantizedTensor": ("refquant_torch.tensor", "QuantizedTensor"),
-    "DequantizedTensor": ("refquant_torch.tensor", "DequantizedTensor"),
-    "Quantize": ("refquant_torch.tensor", "Quantize"),
-    "QuantizeDequantize": ("refquant_torch.tensor", "QuantizeDequantize"),
-    "QATConfig": ("refquant_torch.qat", "QATConfig"),
-    "prepare_qat": ("refquant_torch.qat", "prepare_qat"),
-    "convert": ("refquant_torch.qat", "convert"),
-}
+# loaded on first access: the tensor classes, the QAT entry points, and submodules themselves
+_LAZY = _lazy_table("refquant_torch", {
+    "tensor": ("QuantizedTensor", "DequantizedTensor", "Quantize", "QuantizeDequantize"),
+    "qat": ("QATConfig", "prepare_qat", "convert"),
+}, ["nn", "pt2e"])
 
 __all__ = ["fake_quantize", "pact", "apot_fake_quantize", *_LAZY]
 __all__ += ["float_fake_quantize", "mx_fake_quantize", "nvfp4_fake_quantize", "nf4_fake_quantize"]

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from refquant.interop import bfloat16
+from refquant.interop import bfloat16, parallel_min_size
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -89,13 +89,14 @@ class torch_pool_only:
     def __init__(self, size: int):
         self.threads = 0
         if size >= _PARALLEL_FLOOR:
-            import numba
+            if size >= parallel_min_size():
+                import numba
 
-            threads = numba.get_num_threads()
-            free = max(1, _CPUS - torch.get_num_threads())
-            if threads > free:
-                numba.set_num_threads(free)
-                self.threads = threads
+                threads = numba.get_num_threads()
+                free = max(1, _CPUS - torch.get_num_threads())
+                if threads > free:
+                    numba.set_num_threads(free)
+                    self.threads = threads
 
     def __enter__(self):
         return self
@@ -107,7 +108,7 @@ class torch_pool_only:
             numba.set_num_threads(self.threads)
 
 
-_PARALLEL_FLOOR = 1 << 12  # far below the size where the core's kernels start to run in parallel
+_PARALLEL_FLOOR = 1 << 12  # no kernel runs in parallel below this size
 
 
 def make_quantized(codes: torch.Tensor, scale, zero_point, axis: int | None = None) -> torch.Tensor:

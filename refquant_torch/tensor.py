@@ -158,30 +158,39 @@ class _EncodedTensor(torch.Tensor):
             out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
         if name in cls._KEEP and isinstance(out, torch.Tensor) and isinstance(args[0], cls):
-            out = out.as_subclass(cls)
-            out.encoding = args[0].encoding
-            return out
+            return _wrap(cls, out, args[0].encoding)
         return out
 
     def __reduce_ex__(self, protocol):
-        return (_rebuild, (type(self), self.as_subclass(torch.Tensor).detach(), self.encoding))
+        return (_wrap, (type(self), self.as_subclass(torch.Tensor).detach(), self.encoding))
 
     def __deepcopy__(self, memo):
-        out = self.as_subclass(torch.Tensor).clone().as_subclass(type(self))
-        out.encoding = self.encoding
-        return out
-
-
-def _rebuild(cls, data, encoding):
-    out = data.as_subclass(cls)
-    out.encoding = encoding
-    return out
+        return _wrap(type(self), self.as_subclass(torch.Tensor).clone(), self.encoding)
 
 
 def _wrap(cls, t: torch.Tensor, encoding: AffineEncoding):
+    """``t`` as a ``cls`` (an encoded tensor class) carrying ``encoding``."""
     out = t.as_subclass(cls)
     out.encoding = encoding
     return out
+
+
+_rebuild = _wrap  # the name pickles written by earlier versions refer to
+
+
+def _encoded(function, cls, x: torch.Tensor, encoding: AffineEncoding):
+    """``function`` (an autograd Function of ``x, scale, offset, encoding``) applied to ``x``
+    under ``encoding``, the result a ``cls`` carrying that encoding."""
+    return _wrap(cls, function.apply(x, encoding.scale, encoding.offset, encoding), encoding)
+
+
+def _qparam_grads(need, g_x, g_scale, g_offset, scale, offset) -> tuple:
+    """A backward's return for ``(x, scale, offset, encoding)``: ``g_x``, the element-wise
+    ``g_scale`` and ``g_offset`` summed per qparam group in their qparam's dtype, None for each
+    input ``need`` (``ctx.needs_input_grad``) leaves out, and None for the encoding."""
+    return (g_x if need[0] else None,
+            _reduce_to(g_scale, scale.shape).to(scale.dtype) if need[1] else None,
+            _reduce_to(g_offset, offset.shape).to(offset.dtype) if need[2] else None, None)
 
 
 def _reduce_to(t: torch.Tensor, shape) -> torch.Tensor:
@@ -217,10 +226,7 @@ class _Dequantize(torch.autograd.Function):
         s = enc.per_element(scale, shape).to(grad.dtype)
         o = enc.per_element(offset, shape).to(grad.dtype)
         g_codes, g_scale, g_offset = rq.aimet.dequantize_grad(codes, s, o, grad)
-        need = ctx.needs_input_grad
-        return (g_codes if need[0] else None,
-                _reduce_to(g_scale, scale.shape).to(scale.dtype) if need[1] else None,
-                _reduce_to(g_offset, offset.shape).to(offset.dtype) if need[2] else None, None)
+        return _qparam_grads(ctx.needs_input_grad, g_codes, g_scale, g_offset, scale, offset)
 
 
 class _QuantizeCodes(torch.autograd.Function):
@@ -248,10 +254,7 @@ class _QuantizeCodes(torch.autograd.Function):
                         convention=enc.convention, **kw)
         s = enc.per_element(scale.detach(), x.shape).to(grad.dtype)
         g_x, g_scale, g_offset = rq.aimet.quantize_grad(x.detach(), s, grad, mask.to(grad.dtype))
-        need = ctx.needs_input_grad
-        return (g_x if need[0] else None,
-                _reduce_to(g_scale, scale.shape).to(scale.dtype) if need[1] else None,
-                _reduce_to(g_offset, offset.shape).to(offset.dtype) if need[2] else None, None)
+        return _qparam_grads(ctx.needs_input_grad, g_x, g_scale, g_offset, scale, offset)
 
 
 def _negative_zero_codes(codes: torch.Tensor, x: torch.Tensor, zero_point, qmin: int):
@@ -347,10 +350,7 @@ class QuantizedTensor(_EncodedTensor):
 
     def dequantize(self) -> DequantizedTensor:
         """``(q - zero_point) * scale`` (``rq.dequantize`` under the encoding's convention)."""
-        plain = self.as_subclass(torch.Tensor)
-        enc = self.encoding
-        out = _Dequantize.apply(plain, enc.scale, enc.offset, enc)
-        return _wrap(DequantizedTensor, out, enc)
+        return _encoded(_Dequantize, DequantizedTensor, self.as_subclass(torch.Tensor), self.encoding)
 
     def quantized_repr(self) -> torch.Tensor:
         """The codes in ``encoding.dtype`` (no gradient). Codes are held in the float tensor, so
@@ -385,10 +385,7 @@ class DequantizedTensor(_EncodedTensor):
     def quantize(self) -> QuantizedTensor:
         """The codes ``clamp(round(x / scale) - offset, qmin, qmax)`` (``rq.quantize`` under the
         encoding's convention) as a :class:`QuantizedTensor` with the same encoding."""
-        plain = self.as_subclass(torch.Tensor)
-        enc = self.encoding
-        out = _QuantizeCodes.apply(plain, enc.scale, enc.offset, enc)
-        return _wrap(QuantizedTensor, out, enc)
+        return _encoded(_QuantizeCodes, QuantizedTensor, self.as_subclass(torch.Tensor), self.encoding)
 
     def quantized_repr(self) -> torch.Tensor:
         """``quantize().quantized_repr()``: the codes in ``encoding.dtype``."""
@@ -552,8 +549,7 @@ class Quantize(_AffineQuantizerBase):
             return torch.ops.refquant.quantize_codes(
                 x, kw["scale"], kw["zero_point"], enc.qmin, enc.qmax, kw["axis"],
                 kw["block_size"], enc.convention)
-        out = _QuantizeCodes.apply(x, enc.scale, enc.offset, enc)
-        return _wrap(QuantizedTensor, out, enc)
+        return _encoded(_QuantizeCodes, QuantizedTensor, x, enc)
 
 
 class QuantizeDequantize(_AffineQuantizerBase):

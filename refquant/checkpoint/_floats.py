@@ -54,16 +54,10 @@ def run_float(task, out):
     lacking = _missing(q.kind)
     if lacking:
         raise NotImplementedError(f"{q.kind} weights need {lacking}, which this build of refquant lacks")
-    if q.kind == "fp8":
-        _fp8(task, out)
-    elif q.kind == "nvfp4":
-        _nvfp4(task, out)
-    elif q.kind == "nf4":
-        _nf4(task, out)
-    elif q.kind == "mx":
-        _mx(task, out)
-    else:
+    check = _CHECKERS.get(q.kind)
+    if check is None:
         raise NotImplementedError(f"{q.kind} weights ({q.format}): the {q.kind} checker is not wired yet")
+    check(task, out)
 
 
 def _count(d, cause, n):
@@ -101,6 +95,20 @@ def _code_mismatch(out, stored, expected, x, lo_row, cols, scale_el, label="code
              "expected": expected.reshape(-1, cols)[r, c][keep].astype(np.int64),
              "scale": np.asarray(scale_el).reshape(-1, cols)[r, c][keep] if scale_el is not None else None}
         out.setdefault("float_sample", []).append(s)
+
+
+def _nibble_codes(out, stored, expected, x, lo_row, cols, packed, other_order):
+    """Compare the 4-bit codes ``stored`` unpacked from the bytes ``packed`` (:func:`_code_mismatch`);
+    where any differ, also count the mismatches of the codes ``packed`` holds in ``other_order``
+    (``alt_order``: far fewer of them names a wrong nibble order)."""
+    out["compared"] += stored.size
+    before = out["codes"]
+    _code_mismatch(out, stored, expected, x, lo_row, cols, None)
+    if out["codes"] > before:
+        import refquant as rq
+
+        alt = rq.unpack(packed, 4, stored.size, order=other_order).reshape(expected.shape)
+        out["alt_order"] = (out["alt_order"] or 0) + int((alt != expected).sum())
 
 
 def _scale_codes(out, stored, expected):
@@ -320,7 +328,8 @@ def _nvfp4(task, out):
         _count(dec, "global scale not finite or not positive", 1)
         return
     for a, b in _sub_ranges(task.lo, task.hi, cols):
-        codes = rq.unpack(_u8(f.rows(cname, a, b)), 4, (b - a) * cols, order="low_first").reshape(b - a, cols)
+        packed = _u8(f.rows(cname, a, b))
+        codes = rq.unpack(packed, 4, (b - a) * cols, order="low_first").reshape(b - a, cols)
         if q.opt("swizzled"):
             scodes = unswizzle(_u8(sf.get(sname)).reshape(-1), rows, cols // 16, a, b)
         else:
@@ -336,12 +345,7 @@ def _nvfp4(task, out):
                          "dtype": np.asarray(x).dtype.name if q.convention == "compressed_tensors"
                          else "float32"}
         eq, es, _ = rq.nvfp4.quantize(np.asarray(x), global_scale=g, convention=q.convention)
-        out["compared"] += codes.size
-        before = out["codes"]
-        _code_mismatch(out, codes, eq, x, a, cols, None)
-        if out["codes"] > before:
-            alt = rq.unpack(_u8(f.rows(cname, a, b)), 4, (b - a) * cols, order="high_first")
-            out["alt_order"] = (out["alt_order"] or 0) + int((alt.reshape(eq.shape) != eq).sum())
+        _nibble_codes(out, codes, eq, x, a, cols, packed, "high_first")
         _scale_codes(out, scodes, es)
 
 
@@ -398,12 +402,7 @@ def _nf4(task, out):
             continue
         x = np.asarray(source_rows(task, a, b, q.shape)).reshape(-1)
         ec, st = rq.nf4.quantize(x, block=block, convention=q.convention)
-        out["compared"] += codes.size
-        before = out["codes"]
-        _code_mismatch(out, codes, ec, x, a, cols, None)
-        if out["codes"] > before:
-            alt = rq.unpack(packed, 4, hi_el - lo_el, order=other)
-            out["alt_order"] = (out["alt_order"] or 0) + int((alt != ec).sum())
+        _nibble_codes(out, codes, ec, x, a, cols, packed, other)
         if q.part("nested_absmax") is None:  # absmax stored in float32: compare bits
             compare_scales(np.ascontiguousarray(absmax.astype(np.float32)),
                            np.asarray(st.absmax, np.float32), out)
@@ -479,3 +478,7 @@ def _mx(task, out):
             alt = rq.unpack(raw, 4, (b - a) * cols, order="high_first").reshape(ec.shape)
             out["alt_order"] = (out["alt_order"] or 0) + int((alt != ec).sum())
         _scale_codes(out, scodes, es)
+
+
+# the checker of each kind of NEEDS
+_CHECKERS = {"fp8": _fp8, "nvfp4": _nvfp4, "nf4": _nf4, "mx": _mx}

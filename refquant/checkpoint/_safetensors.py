@@ -16,6 +16,7 @@ import importlib.util
 import json
 import mmap
 import os
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +81,7 @@ class TensorInfo:
         return int(np.prod(self.shape, dtype=np.int64))
 
 
-class SafetensorsFile:
+class SafetensorsFile(AbstractContextManager):
     """A safetensors file opened read-only: ``.tensors`` (name -> :class:`TensorInfo`, file order),
     ``.metadata`` (the ``__metadata__`` strings), ``get(name)`` (a zero-copy view),
     ``rows(name, lo, hi)`` (rows ``lo:hi`` along the first axis) and ``chunks(name, rows)``.
@@ -233,9 +234,6 @@ class SafetensorsFile:
             except BufferError:  # views still alive: the map is freed with the last of them
                 pass
             self._map = None
-
-    def __enter__(self):
-        return self
 
     def __exit__(self, *exc):
         self.close()

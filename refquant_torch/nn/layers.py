@@ -27,7 +27,9 @@ def _default_weight_quant():
 
 
 class _QuantLayer:
-    """Quantizer slots shared by the layers."""
+    """Quantizer slots shared by the layers; each layer names its op (``_op``) and the constructor
+    arguments ``from_float`` copies from the float module (``_FLOAT_ARGS``: all but ``bias``,
+    ``device``, ``dtype``)."""
 
     def _init_quantizers(self, weight_quant, input_quant, output_quant):
         if weight_quant == "default":
@@ -42,18 +44,37 @@ class _QuantLayer:
         if getattr(weight_quant, "is_per_channel", False) and hasattr(weight_quant, "size_channels"):
             weight_quant.size_channels(self.weight.shape[weight_quant.ch_axis])  # compiles at once
 
-    def _quantized(self, x):
+    def forward(self, x):
+        """``output_quant(op(input_quant(x), weight_quant(weight), bias))``, ``op`` the layer's
+        own (a ``None`` quantizer is the identity)."""
         if self.input_quant is not None:
             x = self.input_quant(x)
         w = self.weight if self.weight_quant is None else self.weight_quant(self.weight)
-        return x, w
-
-    def _output(self, y):
+        y = self._op(x, w)
         return y if self.output_quant is None else self.output_quant(y)
 
     @classmethod
-    def _from_float(cls, module, kwargs, weight_quant, input_quant, output_quant):
-        layer = cls(**kwargs, bias=module.bias is not None, weight_quant=None,
+    def _float_kwargs(cls, module) -> dict:
+        """The constructor arguments of ``module`` that a layer of this class copies."""
+        return {k: getattr(module, k) for k in cls._FLOAT_ARGS}
+
+    @classmethod
+    def from_float(cls, module, weight_quant=None, input_quant=None, output_quant=None):
+        """A layer of this class sharing ``module``'s weight and bias Parameters (a
+        ``torch.nn.Linear`` for QuantLinear, a ``torch.nn.Conv2d`` for QuantConv2d, its
+        constructor arguments copied), with these quantizers.
+
+        >>> import torch, refquant_torch as rqt
+        >>> linear = torch.nn.Linear(3, 2)
+        >>> layer = rqt.nn.QuantLinear.from_float(linear, output_quant=rqt.nn.PACT(bits=4))
+        >>> layer.weight is linear.weight, layer.weight_quant is None
+        (True, True)
+        >>> conv = torch.nn.Conv2d(1, 2, 3, stride=2)
+        >>> layer = rqt.nn.QuantConv2d.from_float(conv, weight_quant=rqt.nn.PACT(bits=4, signed=True))
+        >>> layer.stride, layer.bias is conv.bias
+        ((2, 2), True)
+        """
+        layer = cls(**cls._float_kwargs(module), bias=module.bias is not None, weight_quant=None,
                     device=module.weight.device, dtype=module.weight.dtype)
         layer.weight = module.weight           # the same Parameter objects, as torch.ao's QAT
         layer.bias = module.bias
@@ -80,29 +101,15 @@ class QuantLinear(_QuantLayer, torch.nn.Linear):
     [[-1.0]]
     """
 
+    _FLOAT_ARGS = ("in_features", "out_features")
+
     def __init__(self, in_features, out_features, bias=True, *, weight_quant="default",
                  input_quant=None, output_quant=None, device=None, dtype=None):
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self._init_quantizers(weight_quant, input_quant, output_quant)
 
-    def forward(self, x):
-        x, w = self._quantized(x)
-        return self._output(F.linear(x, w, self.bias))
-
-    @classmethod
-    def from_float(cls, module: torch.nn.Linear, weight_quant=None, input_quant=None,
-                   output_quant=None) -> QuantLinear:
-        """A QuantLinear sharing ``module``'s weight and bias Parameters, with these
-        quantizers.
-
-        >>> import torch, refquant_torch as rqt
-        >>> linear = torch.nn.Linear(3, 2)
-        >>> layer = rqt.nn.QuantLinear.from_float(linear, output_quant=rqt.nn.PACT(bits=4))
-        >>> layer.weight is linear.weight, layer.weight_quant is None
-        (True, True)
-        """
-        kwargs = {"in_features": module.in_features, "out_features": module.out_features}
-        return cls._from_float(module, kwargs, weight_quant, input_quant, output_quant)
+    def _op(self, x, w):
+        return F.linear(x, w, self.bias)
 
 
 class QuantConv2d(_QuantLayer, torch.nn.Conv2d):
@@ -121,6 +128,9 @@ class QuantConv2d(_QuantLayer, torch.nn.Conv2d):
     [[[[0.0, 1.0]]]]
     """
 
+    _FLOAT_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                   "groups", "padding_mode")
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", *, weight_quant="default",
                  input_quant=None, output_quant=None, device=None, dtype=None):
@@ -128,28 +138,5 @@ class QuantConv2d(_QuantLayer, torch.nn.Conv2d):
                          bias, padding_mode, device=device, dtype=dtype)
         self._init_quantizers(weight_quant, input_quant, output_quant)
 
-    def forward(self, x):
-        x, w = self._quantized(x)
-        return self._output(self._conv_forward(x, w, self.bias))
-
-    @classmethod
-    def from_float(cls, module: torch.nn.Conv2d, weight_quant=None, input_quant=None,
-                   output_quant=None) -> QuantConv2d:
-        """A QuantConv2d sharing ``module``'s weight and bias Parameters, with these
-        quantizers.
-
-        >>> import torch, refquant_torch as rqt
-        >>> conv = torch.nn.Conv2d(1, 2, 3, stride=2)
-        >>> layer = rqt.nn.QuantConv2d.from_float(conv, weight_quant=rqt.nn.PACT(bits=4, signed=True))
-        >>> layer.stride, layer.bias is conv.bias
-        ((2, 2), True)
-        """
-        return cls._from_float(module, cls._float_kwargs(module), weight_quant, input_quant,
-                               output_quant)
-
-    @staticmethod
-    def _float_kwargs(module) -> dict:
-        """The constructor arguments of a Conv2d (all but ``bias``, ``device``, ``dtype``)."""
-        return {k: getattr(module, k) for k in (
-            "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
-            "groups", "padding_mode")}
+    def _op(self, x, w):
+        return self._conv_forward(x, w, self.bias)

@@ -309,10 +309,9 @@ def test_core_kernels_run_serially_while_torch_pool_fills_the_cores(monkeypatch)
         pytest.skip("Numba runs on one thread here")
     monkeypatch.setattr(_bridge, "_CPUS", torch.get_num_threads())
     inside = []
-    for size in (PARALLEL_MIN_SIZE, _bridge._PARALLEL_FLOOR - 1):
+    for size in (PARALLEL_MIN_SIZE, PARALLEL_MIN_SIZE - 1):
         with _bridge.torch_pool_only(size):
             inside.append(numba.get_num_threads())
-    assert _bridge._PARALLEL_FLOOR < PARALLEL_MIN_SIZE  # the guard starts before the core's pool
     assert inside == [1, before] and numba.get_num_threads() == before
 
     x = torch.randn(PARALLEL_MIN_SIZE * 2, generator=torch.Generator().manual_seed(1))
