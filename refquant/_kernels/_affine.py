@@ -13,7 +13,9 @@ computed in float64 and rounded once to its format, which is the correctly round
 """
 
 import functools
+import hashlib
 import math
+import pathlib
 import types as types_module
 from typing import NamedTuple
 
@@ -412,12 +414,24 @@ def affine_kernel(key: Key) -> Sized:
 
 def _specialize(key, inner, loop, prefix):
     """A :class:`Sized` copy of ``loop`` whose globals hold ``key``'s fields (upper case) as
-    constants and inlined copies of the ``inner`` (name, function) templates."""
+    constants and inlined copies of the ``inner`` (name, function) templates. Its cache files are
+    named after the key and :func:`sources_digest`."""
     namespace = {**globals(), **{name.upper(): int(value) for name, value in key._asdict().items()}}
-    suffix = "_".join(str(int(v)) for v in key)
+    suffix = sources_digest() + "_" + "_".join(str(int(v)) for v in key)
     for name, fn in inner:
         namespace[name] = inline_kernel(_copy(fn, namespace, name.strip("_") + "_" + suffix))
     return Sized(_copy(loop, namespace, prefix + suffix))
+
+
+@functools.cache
+def sources_digest() -> str:
+    """A digest of the kernel sources a specialization compiles in (this module, the rounding
+    kernels and the intrinsics). Numba's cache checks only the file of the function it compiles,
+    so a specialization named after the digest is compiled afresh when any of them changes."""
+    digest = hashlib.sha256()
+    for name in ("_affine.py", "_round.py", "_jit.py"):
+        digest.update(pathlib.Path(__file__).with_name(name).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _copy(fn, namespace, name):

@@ -202,3 +202,19 @@ def test_float_quotients_just_above_minus_half(mode):
     # through a convention: onnx divides in float64 for float64 x and scale
     q = rq.quantize(t, np.float64(1.0), 0, qmin=-8, qmax=7, rounding=mode, convention="onnx")
     assert q.tolist() == want
+
+
+def test_specializations_are_named_after_the_kernel_sources():
+    """Numba's cache checks only the compiled function's own file; the names carry a digest of
+    every kernel source a specialization compiles in, so an edit to any of them recompiles."""
+    import hashlib
+    import pathlib
+
+    digest = hashlib.sha256()
+    folder = pathlib.Path(k.__file__).parent
+    for name in ("_affine.py", "_round.py", "_jit.py"):
+        digest.update((folder / name).read_bytes())
+    assert k.sources_digest() == digest.hexdigest()[:12]
+    key = k.ExactKey(xfmt=1, dequant=True, ofmt=1)
+    fast, _ = k.exact_half_even_kernels(key)
+    assert k.sources_digest() in fast.serial.py_func.__name__
