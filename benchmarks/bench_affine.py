@@ -40,8 +40,8 @@ FIRST_CALL = ("import time; t = time.perf_counter(); import numpy as np, refquan
 # what the first call cannot avoid: importing numba and building its CPU target (which imports
 # numba's NumPy and linear-algebra support, and SciPy when it is installed)
 NUMBA_ONLY = ("import time; t = time.perf_counter(); import numba; "
-              "from numba.core.registry import cpu_target; cpu_target.target_context; "
-              "print(time.perf_counter() - t)")
+              "from numba.core.registry import cpu_target; cpu_target.typing_context.refresh(); "
+              "cpu_target.target_context.refresh(); print(time.perf_counter() - t)")
 NUMPY_ONLY = "import time; t = time.perf_counter(); import numpy; print(time.perf_counter() - t)"
 
 
