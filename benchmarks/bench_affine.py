@@ -11,7 +11,7 @@ Times are the best of several runs, on 2**24 float32 elements unless stated. Pri
 - float16 and bfloat16 inputs / float32 (target <= 2);
 - ``quantize`` to int8 under ``torch.quantize`` / ``torch.quantize_per_tensor`` (target <= 1.2);
 - first call in a fresh process with a warm Numba cache (target <= 0.5 s) and with an empty one
-  (target <= 5 s).
+  (target <= 5 s), with what importing numpy and numba (and its CPU target) alone take.
 
 Ratios are taken within one run; on a machine shared with other jobs they are noisy.
 """
@@ -37,6 +37,12 @@ def best_ms(fn, repeat=7):
 FIRST_CALL = ("import time; t = time.perf_counter(); import numpy as np, refquant as rq; "
               "rq.fake_quantize(np.float32([0.1, 0.2]), 0.1, 0, fmt=rq.int8, "
               "convention='torch.fake_quantize'); print(time.perf_counter() - t)")
+# what the first call cannot avoid: importing numba and building its CPU target (which imports
+# numba's NumPy and linear-algebra support, and SciPy when it is installed)
+NUMBA_ONLY = ("import time; t = time.perf_counter(); import numba; "
+              "from numba.core.registry import cpu_target; cpu_target.typing_context.refresh(); "
+              "cpu_target.target_context.refresh(); print(time.perf_counter() - t)")
+NUMPY_ONLY = "import time; t = time.perf_counter(); import numpy; print(time.perf_counter() - t)"
 
 
 def fresh_process_seconds(code, env=None):
@@ -51,7 +57,7 @@ def main(quick=False):
     x = rng.standard_normal(N).astype(np.float32)
     dst = np.empty_like(x)
     copy = best_ms(lambda: np.copyto(dst, x), repeat)
-    print(f"np.copyto of 2**24 float32: {copy:.2f} ms")
+    print(f"np.copyto of 2**24 float32: {copy:.2f} ms (each row's ratio uses a copy timed next to it)")
     print(f"{'convention':22s} {'fq ms':>8s} {'/copy':>6s} {'axis0 ms':>9s} {'/tensor':>8s} "
           f"{'f16/f32':>8s} {'bf16/f32':>9s}")
     x2 = x.reshape(4096, 4096)
@@ -60,22 +66,31 @@ def main(quick=False):
     x16 = x.astype(np.float16)
     bf = bfloat16()
     xbf = x.astype(bf) if bf is not None else None
+    worst = {}
     for name in rq.conventions.names():
         conv = rq.conventions.get(name)
 
         def fq(a, name=name):
             return lambda: rq.fake_quantize(a, 0.02, 0, fmt=rq.int8, convention=name)
 
+        copy = best_ms(lambda: np.copyto(dst, x), repeat)
         t = best_ms(fq(x), repeat)
         tc = best_ms(lambda name=name: rq.fake_quantize(x2, scales, zps, fmt=rq.int8, axis=0,
                                                         convention=name), repeat)
         cells = [f"{name:22s} {t:8.2f} {t / copy:6.2f} {tc:9.2f} {tc / t:8.2f}"]
+        ratios = {"fq/copy": t / copy / (2.0 if name == "exact" else 1.5), "axis0": tc / t / 1.5}
         for a, dt in ((x16, "float16"), (xbf, "bfloat16")):
             if a is None or dt not in conv.input_dtypes:
                 cells.append(f"{'-':>8s}")
                 continue
-            cells.append(f"{best_ms(fq(a), repeat) / t:8.2f}")
-        print(" ".join(cells))
+            r = best_ms(fq(a), repeat) / t
+            ratios[dt] = r / 2.0
+            cells.append(f"{r:8.2f}")
+        print(" ".join(cells), flush=True)
+        worst[name] = max(ratios.items(), key=lambda kv: kv[1])
+    over = {n: w for n, w in worst.items() if w[1] > 1.0}
+    print("rows over a target: " + (", ".join(f"{n} ({k} at {v:.2f}x its target)"
+                                              for n, (k, v) in over.items()) if over else "none"))
     try:
         import warnings
 
@@ -93,11 +108,14 @@ def main(quick=False):
     except ImportError:
         print("torch not installed: no torch comparison")
     warm = min(fresh_process_seconds(FIRST_CALL) for _ in range(3))
+    numba_only = min(fresh_process_seconds(NUMBA_ONLY) for _ in range(3))
+    numpy_only = min(fresh_process_seconds(NUMPY_ONLY) for _ in range(3))
     with tempfile.TemporaryDirectory() as cache:
         cold = fresh_process_seconds(FIRST_CALL, env=dict(os.environ, NUMBA_CACHE_DIR=cache))
     print(f"first call in a fresh process (torch.fake_quantize): warm cache {warm:.3f} s "
           f"(target <= 0.5), empty cache {cold:.2f} s (target <= 5)")
-
+    print(f"  of which importing numpy {numpy_only:.3f} s and numba with its CPU target "
+          f"{numba_only:.3f} s (numpy included); refquant's own share {warm - numba_only:.3f} s")
 
 if __name__ == "__main__":
     main(quick="--quick" in sys.argv)

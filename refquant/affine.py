@@ -28,7 +28,6 @@ from ._codes import Format, code
 from ._dtypes import float_code, is_bfloat16
 from ._validation import (
     check_axis,
-    flat_float,
     float_array,
     float_dtype,
     integer_array,
@@ -527,25 +526,31 @@ def _run(x, scale, zero_point, spec: Spec, rng, fake, dtype=None):
     code_dtype = None if fake else _code_dtype(dtype, spec.qmin, spec.qmax)
     plan = _plan_for(spec, x.dtype, x.shape, scale, zero_point, code_dtype)
     conv = plan.conv
+    # float16 / bfloat16 travel as their bits: the kernels widen and narrow them element by element
+    half = x.dtype.itemsize == 2
     if fake:
-        out_dtype = x.dtype
-        kernel_dtype = np.float64 if x.dtype == np.float64 else np.float32
+        kernel_dtype = np.uint16 if half else x.dtype
     else:
-        out_dtype = kernel_dtype = code_dtype
-    xk = flat_float(x)
-    if conv.nan == "error" and not fake and np.isnan(xk).any():
+        kernel_dtype = code_dtype
+    xk = np.ascontiguousarray(x).reshape(-1)
+    if conv.nan == "error" and not fake and _has_nan(xk):
         i = int(np.flatnonzero(np.isnan(xk))[0])
         raise ValueError(
             f"x contains NaN (first at flat index {i}); convention {conv.name!r} has no code for NaN"
         )
     out = np.empty(xk.size, dtype=kernel_dtype)
     if xk.size:
-        _compute(plan, xk, fake, out, uniforms(plan.mode, rng, xk.size))
-    result = out.reshape(x.shape)
-    if result.dtype == out_dtype:
-        return result
-    with np.errstate(over="ignore"):  # float32 beyond float16's range rounds to inf, as it should
-        return result.astype(out_dtype)
+        _compute(plan, xk.view(np.uint16) if half else xk, fake, out, uniforms(plan.mode, rng, xk.size))
+    if fake and half:
+        out = out.view(x.dtype)
+    return out.reshape(x.shape)
+
+
+def _has_nan(xk: np.ndarray) -> bool:
+    """Whether the flat float array ``xk`` (bfloat16 included) holds a NaN."""
+    if xk.dtype.itemsize == 2 and xk.dtype.kind != "f":  # bfloat16: exponent all ones, fraction not 0
+        return bool(((xk.view(np.uint16) & 0x7FFF) > 0x7F80).any())
+    return bool(np.isnan(xk).any())
 
 
 # scales whose float64 reciprocal is normal (relative error <= 2**-53): the fast exact pass
@@ -558,37 +563,72 @@ def _compute(plan, xk, fake, out, u):
 
     conv = plan.conv
     out_fmt = plan.x_fmt if fake else _F64
-    per_tensor = plan.layout.gidx.size == 0
+    grouping, shape3 = plan.layout.grouping()
     lo, hi = float(plan.lo), float(plan.hi)
-    if conv.quotient == "exact" and per_tensor and plan.mode == 0 and conv.dequant == "exact":
-        s, z = float(plan.s64[0]), float(plan.z[0])
-        if (not fake or out_fmt in (_F32, _F64)) and _RECIPROCAL_SAFE[0] < s < _RECIPROCAL_SAFE[1]:
-            check = fake and out_fmt == _F32 and not _products_round_once_to_f32(s, lo, hi, z)
-            uncertain = np.empty(-(-xk.size // k.CHUNK), np.int64)
-            k.exact_half_even_fast(xk.size, xk, s, 1.0 / s, z, lo, hi, fake, check, out, uncertain)
-            if uncertain.any():
-                k.exact_half_even_fixup(xk.size, xk, s, 1.0 / s, z, lo, hi, fake, check, out_fmt, out,
-                                        uncertain)
-            return
+    if (conv.quotient == "exact" and plan.mode == 0 and conv.dequant == "exact"
+            and grouping in (k.GROUP_NONE, k.GROUP_ROWS) and _exact_fast(plan, xk, fake, out_fmt, out)):
+        return
     s_q, inv, z_c = plan.quotient_params()
     dmode, s_d, p_fmt = plan.dequant_params(out_fmt)
     clamp_mode, lo, hi, cast = plan.clamp_params(fake)
-    grouping, shape3 = plan.layout.grouping()
     exact = conv.quotient == "exact"
+    zp_mode = code("zero_point", conv.zero_point)
+    f32ops = (not exact and plan.c_fmt == _F32 and _float32_valued(s_q) and _float32_valued(inv)
+              and (zp_mode != 1 or (plan.a_fmt == _F32 and _float32_valued(z_c))))
     key = k.Key(
         qmode=code("quotient", conv.quotient), cfmt=0 if exact else plan.c_fmt,
-        afmt=0 if exact else plan.a_fmt,
-        zp_mode=code("zero_point", conv.zero_point),
+        afmt=0 if exact else plan.a_fmt, zp_mode=zp_mode,
         fma=conv.fma and conv.quotient == "reciprocal" and conv.zero_point == "before_round",
-        zp_add_int=conv.zero_point_add == "integer",
-        rmode=plan.mode if plan.mode == k.HALF_EVEN else k.RUNTIME_ROUNDING, clamp_mode=clamp_mode,
+        zp_add_int=conv.zero_point_add == "integer", rmode=plan.mode, clamp_mode=clamp_mode,
         dequant=fake, dmode=dmode if fake else 0, ofmt=out_fmt if fake else 0,
         pfmt=p_fmt if fake and conv.dequant in ("promote", "scalar") else 0, grouping=grouping,
-        drawn=u.size > 0,
+        drawn=u.size > 0, xfmt=plan.x_fmt, f32ops=f32ops,
     )
-    k.affine_kernel(key)(xk.size, xk, shape3, plan.layout.gidx, u, s_q, inv,
-                         np.ascontiguousarray(plan.z), z_c, s_d, lo, hi, cast, float(plan.nan_code(fake)),
-                         plan.mode, out)
+    gidx = plan.layout.gidx if grouping == k.GROUP_INDEX else _NO_GROUPS
+    k.affine_kernel(key)(xk.size, xk, shape3, gidx, u, s_q, inv, np.ascontiguousarray(plan.z), z_c, s_d,
+                         lo, hi, cast, float(plan.nan_code(fake)), out)
+
+
+_NO_GROUPS = np.empty(0, np.intp)
+
+
+def _float32_valued(values: np.ndarray) -> bool:
+    """Whether every float64 in ``values`` is a float32 value (the float32 path may then use it)."""
+    with np.errstate(over="ignore"):
+        return bool((values.astype(np.float32).astype(np.float64) == values).all())
+
+
+def _exact_fast(plan, xk, fake, out_fmt, out) -> bool:
+    """The exact convention's certified half-to-even pass (per tensor, or per channel by rows);
+    False, with nothing written, when a scale's reciprocal is not a normal float64."""
+    from ._kernels import _affine as k
+
+    s, z = plan.s64, np.ascontiguousarray(plan.z)
+    if not ((s > _RECIPROCAL_SAFE[0]) & (s < _RECIPROCAL_SAFE[1])).all():
+        return False
+    lo, hi = float(plan.lo), float(plan.hi)
+    if plan.layout.per_channel:
+        outer, channels, task = plan.layout.shape3
+        tasks = outer * channels
+    else:
+        channels, task, tasks = 1, k.CHUNK, -(-xk.size // k.CHUNK)
+    if not fake or out_fmt == _F64:
+        check = np.zeros(s.size, np.int8)
+    elif out_fmt != _F32:
+        check = np.ones(s.size, np.int8)
+    elif plan.layout.per_channel:  # exact products: 24-bit significands, |q - z| < 2**29
+        exact = (np.frexp(s)[0] * 2.0**24 % 1 == 0) & (np.maximum(np.abs(hi - z), np.abs(lo - z)) < 2.0**29)
+        check = (~exact).astype(np.int8)
+    else:
+        check = np.int8([not _products_round_once_to_f32(float(s[0]), lo, hi, float(z[0]))])
+    key = k.ExactKey(xfmt=plan.x_fmt, dequant=fake, ofmt=out_fmt if fake else 0)
+    fast, fixup = k.exact_half_even_kernels(key)
+    inv = 1.0 / s
+    uncertain = np.empty(tasks, np.int64)
+    fast(xk.size, xk, channels, task, s, inv, z, check, lo, hi, out, uncertain)
+    if uncertain.any():
+        fixup(xk.size, xk, channels, task, s, inv, z, check, lo, hi, out, uncertain)
+    return True
 
 
 @functools.lru_cache(maxsize=256)

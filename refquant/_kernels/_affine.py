@@ -13,7 +13,9 @@ computed in float64 and rounded once to its format, which is the correctly round
 """
 
 import functools
+import hashlib
 import math
+import pathlib
 import types as types_module
 from typing import NamedTuple
 
@@ -68,7 +70,7 @@ def rnd(v, fmt):
     half = np.int64(1) << (drop - 1)
     b = (b + (half - 1) + ((b >> drop) & 1)) & ~((np.int64(1) << drop) - 1)
     r = bits_to_f64(b)
-    r = np.rint(v / quantum) * quantum if abs(v) < tiny else r
+    r = np.rint(v * (1.0 / quantum)) * quantum if abs(v) < tiny else r  # 1 / quantum: a power of two
     r = math.copysign(math.inf, v) if abs(r) > vmax else r
     return v if v != v or v == 0.0 else r
 
@@ -130,6 +132,66 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, afmt, zp_mode, fm
     or not at all (any other value, ``ZeroPoint.NONE``: ``q = round(t)``, whose ``-0.0`` survives
     into fake_quantize).
     A float add of an after-rounding zero point is rounded to ``afmt`` (``z_c`` is ``z`` in it).
+    ``clamp_mode``: see :func:`clamp_code`.
+    """
+    if qmode == QUOTIENT_EXACT:
+        return clamp_code(round_quotient(x, s_q, rmode, u) + z, z, lo, hi, clamp_mode, cast, nan_q)
+    t = quotient_value(x, s_q, inv, z_c, qmode, cfmt, afmt, zp_mode == ZP_BEFORE, fma)
+    return code_of_quotient(t, z, z_c, lo, hi, afmt, zp_mode, zp_add_int, rmode, u, clamp_mode, cast,
+                            nan_q)
+
+
+@kernel
+def quotient_value(x, s_q, inv, z_c, qmode, cfmt, afmt, zp_before, fma):
+    """The float quotient ``t`` a convention rounds (``x / s`` or ``x * inv``, plus a
+    before-rounding zero point), each op rounded to ``cfmt``."""
+    xv = rnd(x, cfmt)
+    if qmode == QUOTIENT_RECIPROCAL and zp_before and fma:
+        if cfmt == 1:
+            t = np.float64(fma32(np.float32(xv), np.float32(inv), np.float32(z_c)))
+        else:
+            t = fma64(xv, inv, z_c)
+    else:
+        if qmode == QUOTIENT_DIVIDE:
+            t = rnd(xv / s_q, cfmt)
+        else:
+            t = rnd(xv * inv, cfmt)
+        if zp_before:
+            t = rnd(t + z_c, cfmt)
+    if zp_before and afmt != cfmt:  # a float64 sum rounded to float32 (C's lrintf(double))
+        t = rnd(t, afmt)
+    return t
+
+
+@kernel
+def quotient_value32(x, s_q, inv, z_c, qmode, zp_before, fma):
+    """:func:`quotient_value` for ``cfmt == afmt == float32`` in float32 arithmetic (all float32
+    arguments): each IEEE float32 op is the float64 op rounded once to float32, so the result is
+    the same bits, at twice the vector width."""
+    if qmode == QUOTIENT_RECIPROCAL and zp_before and fma:
+        return fma32(x, inv, z_c)
+    t = x / s_q if qmode == QUOTIENT_DIVIDE else x * inv
+    if zp_before:
+        t = t + z_c
+    return t
+
+
+@kernel
+def code_of_quotient(t, z, z_c, lo, hi, afmt, zp_mode, zp_add_int, rmode, u, clamp_mode, cast, nan_q):
+    """Round the float quotient ``t``, add an after-rounding zero point and :func:`clamp_code`."""
+    r = np.rint(t) if rmode == HALF_EVEN else round_value(t, rmode, u)
+    if zp_mode != ZP_AFTER:
+        q = r
+    elif zp_add_int:
+        q = r + z
+    else:
+        q = rnd(r + z_c, afmt)
+    return clamp_code(q, z, lo, hi, clamp_mode, cast, nan_q)
+
+
+@kernel
+def clamp_code(q, z, lo, hi, clamp_mode, cast, nan_q):
+    """The code of the rounded (zero point added) ``q``, or ``nan_q`` for NaN.
 
     ``clamp_mode``: clamp the float to ``[lo, hi]`` (``CLAMP_FLOAT``); convert to int64 first, so
     that ``|q| >= 2**63`` gives ``lo`` and a code of ``-0.0`` becomes ``+0`` (``CLAMP_CAST_FIRST``);
@@ -139,32 +201,6 @@ def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, afmt, zp_mode, fm
     (NaN included), add ``z`` in int32 arithmetic, then clamp (``CLAMP_INT32_FIRST``, with an
     exact integer add: ``q - z`` is then ``round(t)`` wherever the conversion keeps it).
     """
-    zp_before = zp_mode == ZP_BEFORE
-    if qmode == QUOTIENT_EXACT:
-        q = round_quotient(x, s_q, rmode, u) + z
-    else:
-        xv = rnd(x, cfmt)
-        if qmode == QUOTIENT_RECIPROCAL and zp_before and fma:
-            if cfmt == 1:
-                t = np.float64(fma32(np.float32(xv), np.float32(inv), np.float32(z_c)))
-            else:
-                t = fma64(xv, inv, z_c)
-        else:
-            if qmode == QUOTIENT_DIVIDE:
-                t = rnd(xv / s_q, cfmt)
-            else:
-                t = rnd(xv * inv, cfmt)
-            if zp_before:
-                t = rnd(t + z_c, cfmt)
-        if zp_before and afmt != cfmt:  # a float64 sum rounded to float32 (C's lrintf(double))
-            t = rnd(t, afmt)
-        r = np.rint(t) if rmode == HALF_EVEN else round_value(t, rmode, u)
-        if zp_mode != ZP_AFTER:
-            q = r
-        elif zp_add_int:
-            q = r + z
-        else:
-            q = rnd(r + z_c, afmt)
     c = min(max(q, lo), hi)
     if clamp_mode == CLAMP_CAST_FIRST:  # an int64 has no -0: -0.0 + 0.0 is +0.0
         c = c + 0.0 if abs(q) < _INT64_LIMIT else lo
@@ -208,17 +244,58 @@ def dequantize_element(q, z, s_d, dmode, ofmt, pfmt, odd):
         return q
     if dmode == DEQUANT_EXACT:
         return _dequantize_exact(q, z, s_d, ofmt, odd)
-    if dmode == DEQUANT_FLOAT32:
-        return rnd(rnd(q - z, 1) * s_d, 1)
+    if dmode == DEQUANT_FLOAT32:  # s_d is a float32 value: one float32 product
+        return np.float64(np.float32(q - z) * np.float32(s_d))
     if dmode == DEQUANT_FLOAT64:
         return (q - z) * s_d
     if dmode == DEQUANT_MIXED:
         return rnd(rnd(q, 1) - rnd(z, 1), 1) * s_d
     if dmode == DEQUANT_INT32_FLOAT32:  # q - z in int32 arithmetic, which wraps
-        return rnd(rnd(_wrap32(q - z), 1) * s_d, 1)
+        return np.float64(np.float32(_wrap32(q - z)) * np.float32(s_d))
     if dmode == DEQUANT_DIVIDE:
         return rnd(rnd(q - z, 1) / s_d, 1)
     return _dequantize_promote(q, z, s_d, ofmt, pfmt)
+
+
+@kernel
+def half_value(b, fmt):
+    """The float64 that float16 (``fmt`` 2) or bfloat16 (3) bits ``b`` (an integer in
+    ``[0, 2**16)``) encode, exactly: widening inside a kernel replaces a conversion pass."""
+    m = b & 0x7FFF
+    if fmt == 3:
+        v = np.float64(bits_to_f32(np.int32(m << 16)))
+    else:
+        e = m >> 10
+        v = bits_to_f64(((e + 1008) << 52) | ((m & 0x3FF) << 42))
+        v = np.float64(m) * 5.960464477539063e-08 if e == 0 else v  # subnormal: m * 2**-24
+        v = (math.inf if (m & 0x3FF) == 0 else math.nan) if e == 31 else v
+    return -v if b >= 0x8000 else v
+
+
+@kernel
+def half_bits(h, fmt):
+    """The float16 (``fmt`` 2) or bfloat16 (3) bits of ``h``, a value of that format (or +-inf,
+    NaN: the quiet NaN of the sign, as NumPy's and ml_dtypes' casts give for the quiet NaNs the
+    kernels produce)."""
+    sign = (f64_to_bits(h) >> 48) & 0x8000
+    a = abs(h)
+    if fmt == 3:
+        m = np.int64(f32_to_bits(np.float32(a))) >> 16
+        m = 0x7FC0 if a != a else m
+    else:
+        m = (f64_to_bits(a) >> 42) - (1008 << 10)
+        m = m if a >= 6.103515625e-05 else np.int64(a * 16777216.0 if a == a else 0.0)
+        m = 0x7C00 if a > 65504.0 else m
+        m = 0x7E00 if a != a else m
+    return sign | m
+
+
+@kernel
+def load_value(xi, xfmt):
+    """Element ``xi`` of an input stored as format ``xfmt`` (halves as bits), as float64."""
+    if xfmt >= 2:
+        return half_value(np.int64(xi), xfmt)
+    return np.float64(xi)
 
 
 class Key(NamedTuple):
@@ -230,14 +307,16 @@ class Key(NamedTuple):
     zp_mode: int  # ZeroPoint
     fma: bool
     zp_add_int: bool
-    rmode: int  # Rounding.HALF_EVEN, or RUNTIME_ROUNDING: the mode is an argument of the call
+    rmode: int  # Rounding (a constant of the compiled loop: no per-element switch)
     clamp_mode: int  # Clamp
     dequant: bool  # fake_quantize (True) or quantize
     dmode: int  # Dequant
-    ofmt: int  # output Format of fake_quantize
+    ofmt: int  # output Format of fake_quantize (float16 / bfloat16: stored as their bits)
     pfmt: int  # promote Format of Dequant.PROMOTE
     grouping: int  # GROUP_NONE, GROUP_ROWS, GROUP_OUTER or GROUP_INDEX
     drawn: bool  # stochastic draws in u
+    xfmt: int = 1  # Format of x's elements (float16 / bfloat16: passed as their uint16 bits)
+    f32ops: bool = False  # the quotient in float32 arithmetic (:func:`quotient_value32`)
 
 
 # How groups of parameters map onto x: one group; x seen as (outer, channels, inner) with
@@ -245,16 +324,12 @@ class Key(NamedTuple):
 # (short rows); or a group index per element.
 GROUP_NONE, GROUP_ROWS, GROUP_OUTER, GROUP_INDEX = 0, 1, 2, 3
 ROW_MIN = 64  # per-channel rows at least this long are the parallel unit
-# Rounding modes other than half to even share one specialization per knob tuple and pick their
-# mode per element (a well-predicted switch); compiling each of the seven separately for every
-# convention would multiply first-call compile times by seven in identify and sweeps.
-RUNTIME_ROUNDING = -1
 
 # The template's knobs (Key's fields, upper case) and inner functions: placeholders here, bound
 # to constants and compiled functions in each specialization's copy of the module namespace.
 QMODE = CFMT = AFMT = ZP_MODE = FMA = ZP_ADD_INT = RMODE = CLAMP_MODE = DEQUANT = DMODE = OFMT = PFMT = 0
-GROUPING = DRAWN = 0
-_affine_element = _affine_run = None
+GROUPING = DRAWN = XFMT = F32OPS = 0
+_affine_element = _affine_run = _exact_chunk = None
 
 # The loops, one per grouping. Each quantizes (``DEQUANT`` false: integer ``out``) or
 # fake-quantizes every element of ``x``; ``u`` holds the stochastic draws (``DRAWN``). A group's
@@ -262,55 +337,63 @@ _affine_element = _affine_run = None
 # loads LLVM cannot hoist.
 
 
-def _loop_none(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, rmode, out):
+def _loop_none(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out):
     chunks = (x.size + _CHUNK - 1) // _CHUNK
     for c in prange(chunks):
         _affine_run(x, u, c * _CHUNK, min(x.size, (c + 1) * _CHUNK), s_q[0], inv[0], z[0], z_c[0],
-                    s_d[0], lo, hi, cast, nan_q, rmode, out)
+                    s_d[0], lo, hi, cast, nan_q, out)
 
 
-def _loop_rows(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, rmode, out):
+def _loop_rows(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out):
     outer, channels, inner = shape3
     for row in prange(outer * channels):
         g = row % channels
         _affine_run(x, u, row * inner, (row + 1) * inner, s_q[g], inv[g], z[g], z_c[g], s_d[g],
-                    lo, hi, cast, nan_q, rmode, out)
+                    lo, hi, cast, nan_q, out)
 
 
-def _loop_outer(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, rmode, out):
+def _loop_outer(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out):
     outer, channels, inner = shape3
     for o in prange(outer):
         for g in range(channels):
             start = (o * channels + g) * inner
             _affine_run(x, u, start, start + inner, s_q[g], inv[g], z[g], z_c[g], s_d[g], lo, hi,
-                        cast, nan_q, rmode, out)
+                        cast, nan_q, out)
 
 
-def _loop_index(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, rmode, out):
+def _loop_index(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out):
     for i in prange(x.size):
         g = gidx[i]
         out[i] = _affine_element(x[i], u[i] if DRAWN else 0.0, s_q[g], inv[g], z[g], z_c[g],
-                                 s_d[g], lo, hi, cast, nan_q, rmode)
+                                 s_d[g], lo, hi, cast, nan_q)
 
 
 _LOOPS = (_loop_none, _loop_rows, _loop_outer, _loop_index)
 
 
-def _affine_run_py(x, u, start, stop, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, rmode, out):
+def _affine_run_py(x, u, start, stop, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out):
     # slices indexed from 0: LLVM then sees non-negative indices (contiguous vector loads)
     xs, os = x[start:stop], out[start:stop]
     us = u[start:stop] if DRAWN else u
     for i in range(xs.size):
         os[i] = _affine_element(xs[i], us[i] if DRAWN else 0.0, s_q, inv, z, z_c, s_d, lo, hi, cast,
-                                nan_q, rmode)
+                                nan_q)
 
 
-def _affine_element_py(xi, ui, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, rmode):
-    q = quantize_element(np.float64(xi), s_q, inv, z, z_c, lo, hi, QMODE, CFMT, AFMT, ZP_MODE, FMA,
-                         ZP_ADD_INT, rmode if RMODE == RUNTIME_ROUNDING else RMODE, ui, CLAMP_MODE,
-                         cast, nan_q)
+def _affine_element_py(xi, ui, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q):
+    xv = load_value(xi, XFMT)
+    if F32OPS:
+        t = np.float64(quotient_value32(np.float32(xv), np.float32(s_q), np.float32(inv),
+                                        np.float32(z_c), QMODE, ZP_MODE == ZP_BEFORE, FMA))
+        q = code_of_quotient(t, z, z_c, lo, hi, AFMT, ZP_MODE, ZP_ADD_INT, RMODE, ui, CLAMP_MODE, cast,
+                             nan_q)
+    else:
+        q = quantize_element(xv, s_q, inv, z, z_c, lo, hi, QMODE, CFMT, AFMT, ZP_MODE, FMA, ZP_ADD_INT,
+                             RMODE, ui, CLAMP_MODE, cast, nan_q)
     if DEQUANT:
-        return dequantize_element(q, z, s_d, DMODE, OFMT, PFMT, OFMT == 2 or OFMT == 3)
+        v = dequantize_element(q, z, s_d, DMODE, OFMT, PFMT, OFMT == 2 or OFMT == 3)
+        # a half output: the float32 the value was stored as, cast to the half format
+        return np.float64(half_bits(rnd(rnd(v, 1), OFMT), OFMT)) if OFMT >= 2 else v
     return q
 
 
@@ -322,15 +405,33 @@ def affine_kernel(key: Key) -> Sized:
     """The loop of ``key.grouping`` compiled for ``key``: a copy of the template with every knob a
     constant, serial and parallel twins, each with its own cache file named after the key.
     Called as ``affine_kernel(key)(n, x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast,
-    nan_q, rmode, out)`` with per-group float64 arrays ``s_q`` (scale of the quotient), ``inv``
+    nan_q, out)`` with per-group float64 arrays ``s_q`` (scale of the quotient), ``inv``
     (reciprocal), ``z`` (zero point), ``z_c`` (zero point in the compute format), ``s_d``
-    (scale of the dequantization)."""
+    (scale of the dequantization); ``gidx`` is read only by ``GROUP_INDEX``."""
+    return _specialize(key, (("_affine_element", _affine_element_py), ("_affine_run", _affine_run_py)),
+                       _LOOPS[key.grouping], "affine_")
+
+
+def _specialize(key, inner, loop, prefix):
+    """A :class:`Sized` copy of ``loop`` whose globals hold ``key``'s fields (upper case) as
+    constants and inlined copies of the ``inner`` (name, function) templates. Its cache files are
+    named after the key and :func:`sources_digest`."""
     namespace = {**globals(), **{name.upper(): int(value) for name, value in key._asdict().items()}}
-    suffix = "_".join(str(int(v)) for v in key)
-    namespace["_affine_element"] = inline_kernel(_copy(_affine_element_py, namespace,
-                                                       "affine_element_" + suffix))
-    namespace["_affine_run"] = inline_kernel(_copy(_affine_run_py, namespace, "affine_run_" + suffix))
-    return Sized(_copy(_LOOPS[key.grouping], namespace, "affine_" + suffix))
+    suffix = sources_digest() + "_" + "_".join(str(int(v)) for v in key)
+    for name, fn in inner:
+        namespace[name] = inline_kernel(_copy(fn, namespace, name.strip("_") + "_" + suffix))
+    return Sized(_copy(loop, namespace, prefix + suffix))
+
+
+@functools.cache
+def sources_digest() -> str:
+    """A digest of the kernel sources a specialization compiles in (this module, the rounding
+    kernels and the intrinsics). Numba's cache checks only the file of the function it compiles,
+    so a specialization named after the digest is compiled afresh when any of them changes."""
+    digest = hashlib.sha256()
+    for name in ("_affine.py", "_round.py", "_jit.py"):
+        digest.update(pathlib.Path(__file__).with_name(name).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _copy(fn, namespace, name):
@@ -351,17 +452,20 @@ def dequantize_kernel(q, gidx, z, s_d, dmode, ofmt, pfmt, odd, out):
 
 
 _TIE_MARGIN = 4.440892098500626e-16  # 2**-51: at least twice the relative error of fl(x * fl(1/s))
+# (mask of the float64 bits below an output format's last bit, its half, smallest normal)
+_MIDPOINTS = ((0, 1, 0.0), (0x1FFFFFFF, 0x10000000, 2.4e-38), ((1 << 42) - 1, 1 << 41, 6.2e-5),
+              ((1 << 45) - 1, 1 << 44, 2.4e-38))
 
 
 @kernel
-def _fast_exact_element(xi, s, inv, z, lo, hi, dequant, check_product):
+def _fast_exact_element(xi, s, inv, z, lo, hi, dequant, check_product, ofmt):
     """(value, uncertain): the branch-free exact half-to-even result and whether it is certified.
 
     ``t = fl(xi * inv)`` with ``inv = fl(1 / s)`` a normal float64 is within ``2**-52 |t|`` of the
     real quotient, so a fraction farther than ``2**-51 max(|t|, 1)`` from
     1/2 rounds as the real quotient does. Uncertain: near such a tie, NaN or +-inf input, and
-    (``check_product``) when ``fl((q - z) * s)`` sits on a float32 rounding midpoint or in the
-    float32 subnormal range, where rounding the float64 product to float32 could round twice.
+    (``check_product``) when ``fl((q - z) * s)`` sits on a rounding midpoint of the output format
+    ``ofmt`` or in its subnormal range, where rounding the float64 product could round twice.
     """
     t = xi * inv
     r = np.rint(t)
@@ -374,51 +478,72 @@ def _fast_exact_element(xi, s, inv, z, lo, hi, dequant, check_product):
         return q, bad
     p = (q - z) * s
     if check_product:
+        mask, half, tiny = _MIDPOINTS[ofmt]
         ap = np.abs(p)
-        on_midpoint = (f64_to_bits(p) & 0x1FFFFFFF) == 0x10000000
-        bad = bad | on_midpoint | ((ap < 2.4e-38) & (ap != 0.0))
+        on_midpoint = (f64_to_bits(p) & mask) == half
+        bad = bad | on_midpoint | ((ap < tiny) & (ap != 0.0))
     return p, bad
 
 
-CHUNK = 16384
-
-
-@sized_kernel
-def exact_half_even_fast(x, s, inv, z, lo, hi, dequant, check_product, out, uncertain):
-    """Exact per-tensor half-to-even pass over chunks of :data:`CHUNK` elements;
-    ``uncertain[c]`` is nonzero where chunk c holds elements it could not certify."""
+def _exact_fast_py(x, channels, task, s, inv, z, check, lo, hi, out, uncertain):
     n = x.size
     for c in prange(uncertain.size):
-        uncertain[c] = _fast_exact_chunk(x[c * CHUNK:min(n, (c + 1) * CHUNK)], s, inv, z, lo, hi,
-                                         dequant, check_product, out[c * CHUNK:min(n, (c + 1) * CHUNK)])
+        g = c % channels
+        start, stop = c * task, min(n, (c + 1) * task)
+        uncertain[c] = _exact_chunk(x[start:stop], s[g], inv[g], z[g], lo, hi, check[g] != 0,
+                                    out[start:stop])
 
 
-@kernel
-def _fast_exact_chunk(x, s, inv, z, lo, hi, dequant, check_product, out):
-    """One chunk of :func:`exact_half_even_fast` (indices from 0, so that LLVM vectorizes it)."""
+def _exact_chunk_py(x, s, inv, z, lo, hi, check, out):
+    # one task (indices from 0, so that LLVM vectorizes it)
     flags = 0
     for i in range(x.size):
-        v, bad = _fast_exact_element(np.float64(x[i]), s, inv, z, lo, hi, dequant, check_product)
-        out[i] = v
+        v, bad = _fast_exact_element(load_value(x[i], XFMT), s, inv, z, lo, hi, DEQUANT, check, OFMT)
+        out[i] = np.float64(half_bits(rnd(v, OFMT), OFMT)) if DEQUANT and OFMT >= 2 else v
         flags |= np.int32(bad)
     return flags
 
 
-@sized_kernel
-def exact_half_even_fixup(x, s, inv, z, lo, hi, dequant, check_product, ofmt, out, uncertain):
-    """Recompute with the exact element kernels every element the fast pass left uncertain
-    (only in the chunks that had some)."""
+def _exact_fixup_py(x, channels, task, s, inv, z, check, lo, hi, out, uncertain):
     n = x.size
     for c in prange(uncertain.size):
         if uncertain[c] == 0:
             continue
-        for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
-            xi = np.float64(x[i])
-            v, bad = _fast_exact_element(xi, s, inv, z, lo, hi, dequant, check_product)
+        g = c % channels
+        for i in range(c * task, min(n, (c + 1) * task)):
+            xi = load_value(x[i], XFMT)
+            v, bad = _fast_exact_element(xi, s[g], inv[g], z[g], lo, hi, DEQUANT, check[g] != 0, OFMT)
             if bad:
-                q = quantize_element(xi, s, 1.0, z, z, lo, hi, QUOTIENT_EXACT, 0, 0, ZP_AFTER, False,
-                                     True, 0, 0.0, CLAMP_FLOAT, NO_CAST, np.nan)
-                if dequant:
-                    out[i] = dequantize_element(q, z, s, DEQUANT_EXACT, ofmt, ofmt, False)
-                else:
+                q = quantize_element(xi, s[g], 1.0, z[g], z[g], lo, hi, QUOTIENT_EXACT, 0, 0, ZP_AFTER,
+                                     False, True, 0, 0.0, CLAMP_FLOAT, NO_CAST, np.nan)
+                if not DEQUANT:
                     out[i] = q
+                elif OFMT >= 2:
+                    d = dequantize_element(q, z[g], s[g], DEQUANT_EXACT, OFMT, OFMT, True)
+                    out[i] = np.float64(half_bits(rnd(d, OFMT), OFMT))
+                else:
+                    out[i] = dequantize_element(q, z[g], s[g], DEQUANT_EXACT, OFMT, OFMT, False)
+
+
+class ExactKey(NamedTuple):
+    """What one specialization of the exact half-to-even fast pass is compiled for."""
+
+    xfmt: int  # Format of x's elements (halves as bits)
+    dequant: bool
+    ofmt: int  # output Format (halves stored as bits)
+
+
+CHUNK = 16384  # elements per task of a per-tensor exact pass
+
+
+@functools.cache
+def exact_half_even_kernels(key: ExactKey) -> tuple[Sized, Sized]:
+    """(fast, fixup) passes of the exact convention under half to even, over tasks of ``task``
+    elements (chunks of :data:`CHUNK` per tensor, or rows of one channel: task ``c`` uses group
+    ``c % channels``); called as ``k(n, x, channels, task, s, inv, z, check, lo, hi, out,
+    uncertain)`` with per-group ``s``, ``inv = fl(1 / s)``, ``z`` and ``check`` (nonzero: check
+    the products for double rounding). The fast pass sets ``uncertain[c]`` where task c holds
+    elements it could not certify; the fixup recomputes those with the exact element kernels."""
+    inner = (("_exact_chunk", _exact_chunk_py),)
+    return (_specialize(key, inner, _exact_fast_py, "exact_fast_"),
+            _specialize(key, (), _exact_fixup_py, "exact_fixup_"))

@@ -51,13 +51,14 @@ def round_value(t, mode, u):
 
     NaN and +-inf are returned unchanged. ``-0.0`` results keep their sign as NumPy's rint does.
     """
-    if not math.isfinite(t):
-        return t
     if mode == HALF_EVEN:
         return np.rint(t)
+    if not (abs(t) < 4503599627370496.0):  # 2**52: integer-valued already; NaN, +-inf
+        return t
     f = np.floor(t)
-    d = t - f  # exact: t and floor(t) share the binade or f == 0
-    r = round_from_parts(f, d == 0.5, d > 0.5, d == 0.0, t < 0.0, mode, u, d)
+    # comparisons with f + 1/2 (exact: |f| < 2**52) decide ties exactly; t - f itself is inexact
+    # for t in (-1/2, -1/4) and (-1/4, 0), where it could round onto 1/2 or 1
+    r = round_from_parts(f, t == f + 0.5, t > f + 0.5, t == f, t < 0.0, mode, u, t - f)
     return r + 0.0 if r == 0.0 and t >= 0.0 else r
 
 
