@@ -28,6 +28,7 @@ from ._codes import Format, code
 from ._dtypes import float_code, is_bfloat16
 from ._validation import (
     check_axis,
+    dtype_in,
     float_array,
     float_dtype,
     integer_array,
@@ -490,13 +491,8 @@ def _code_dtype(dtype, lo: int, hi: int) -> np.dtype:
     """quantize's output dtype: ``dtype`` (an integer dtype holding ``[lo, hi]``), else the smallest."""
     if dtype is None:
         return integer_dtype_for(lo, hi)
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt not in _CODE_DTYPES:
-        raise TypeError(f"dtype must be an integer dtype among {', '.join(d.name for d in _CODE_DTYPES)}; "
-                        f"got {dtype!r}")
+    dt = dtype_in(dtype, lambda d: d in _CODE_DTYPES, "dtype",
+                  f"an integer dtype among {', '.join(d.name for d in _CODE_DTYPES)}")
     info = np.iinfo(dt)
     if not (info.min <= lo and hi <= info.max):
         raise ValueError(f"dtype {dt.name} cannot hold the range [qmin, qmax] = [{lo}, {hi}]")

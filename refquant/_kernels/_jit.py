@@ -136,17 +136,11 @@ def _bitcast(src, dst, src_ll, dst_ll):
 
 
 if numba.config.DISABLE_JIT:
-    def f32_to_bits(a):
-        return np.float32(a).view(np.int32)
+    def _view(src, dst):
+        return lambda a: src(a).view(dst)
 
-    def bits_to_f32(a):
-        return np.int32(a).view(np.float32)
-
-    def f64_to_bits(a):
-        return np.float64(a).view(np.int64)
-
-    def bits_to_f64(a):
-        return np.int64(a).view(np.float64)
+    f32_to_bits, bits_to_f32 = _view(np.float32, np.int32), _view(np.int32, np.float32)
+    f64_to_bits, bits_to_f64 = _view(np.float64, np.int64), _view(np.int64, np.float64)
 else:
     f32_to_bits = _bitcast(types.float32, types.int32, ir.FloatType(), ir.IntType(32))
     bits_to_f32 = _bitcast(types.int32, types.float32, ir.IntType(32), ir.FloatType())
