@@ -2,6 +2,7 @@
 JSON on stdout, progress on stderr."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -37,7 +38,7 @@ def test_exit_1_mismatch_table(tmp_path, capsys):
 def test_exit_2_bad_input_and_usage(tmp_path, capsys):
     model, source = _ckpt(tmp_path)
     cut = tmp_path / "cut.safetensors"
-    cut.write_bytes(open(model, "rb").read()[:-10])
+    cut.write_bytes(Path(model).read_bytes()[:-10])
     assert main(["checkpoint", str(cut)]) == 2
     assert "truncated" in capsys.readouterr().err
     assert main(["checkpoint", model, "--convention", "nope"]) == 2
