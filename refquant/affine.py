@@ -399,24 +399,25 @@ class _Plan:
 
     def dequant_params(self, out_fmt):
         """(mode, s_d, promote format) for the dequantization into ``out_fmt``."""
-        conv = self.conv
         rule = self._kernel_dequant()
-        if rule == "float64":
-            return code("dequant", "float64"), np.ascontiguousarray(self.s64), _promote(out_fmt, self.s_fmt)
         if rule in ("float32", "int32_float32"):
             s_d = self.s64.astype(np.float32).astype(np.float64)
-            return code("dequant", rule), np.ascontiguousarray(s_d), _promote(out_fmt, self.s_fmt)
-        elif conv.dequant in ("promote", "scalar"):
+        elif rule in ("promote", "scalar"):
             # "scalar": a Python float scale multiplies in the output's opmath (float32 for halves)
-            s_fmt = self.s_fmt if conv.dequant == "promote" else (_F64 if out_fmt == _F64 else _F32)
+            s_fmt = self.s_fmt if rule == "promote" else (_F64 if out_fmt == _F64 else _F32)
             # a float64 scale reaches a half format through float32
             s_d = _round_to(_round_to(self.s64, _F32 if s_fmt in (_F16, _BF16) else _F64), s_fmt)
             return code("dequant", "promote"), np.ascontiguousarray(s_d), _promote(out_fmt, s_fmt)
-        elif conv.dequant == "divide":
+        elif rule == "divide":
             s_d = np.where(self._zero_multiplier(), 1.0, self._reciprocal())
         else:
             s_d = self.s64
-        return code("dequant", conv.dequant), np.ascontiguousarray(s_d), _promote(out_fmt, self.s_fmt)
+        return code("dequant", rule), np.ascontiguousarray(s_d), _promote(out_fmt, self.s_fmt)
+
+    @property
+    def codes(self) -> np.dtype:
+        """The dtype of the codes: quantize's ``dtype=``, else the smallest holding the range."""
+        return self.code_dtype if self.code_dtype is not None else integer_dtype_for(self.lo, self.hi)
 
     def _kernel_dequant(self) -> str:
         """The kernel's rule for this call: the ``tensor`` and ``onnx_reference`` rules depend on
@@ -429,8 +430,7 @@ class _Plan:
             return rule
         if self.s_fmt == _F64:
             return "float64"
-        codes = self.code_dtype or integer_dtype_for(self.lo, self.hi)
-        wraps = codes == np.int32 and self.layout.zero_point.dtype == np.int32
+        wraps = self.codes == np.int32 and self.layout.zero_point.dtype == np.int32
         return "int32_float32" if wraps else "float32"
 
     def nan_code(self, fake: bool) -> float:
@@ -464,7 +464,7 @@ class _Plan:
         """``(lim, overflow_q, mod, top)`` of x86's float-to-integer conversion into the code dtype:
         a 32-bit conversion (64-bit for int64 and uint32 codes) whose out-of-range and NaN result,
         INT_MIN, is wrapped to the dtype's width (0 for 8- and 16-bit codes)."""
-        dt = self.code_dtype if self.code_dtype is not None else integer_dtype_for(self.lo, self.hi)
+        dt = self.codes
         width = dt.itemsize * 8
         conv_width = 32 if width < 32 or dt == np.int32 else 64
         lim = 2.0 ** (conv_width - 1)

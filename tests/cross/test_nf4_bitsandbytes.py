@@ -148,7 +148,8 @@ def test_double_quant_mean_over_threads():
 def test_random_tensors_bitwise(rows, block, codebook, dtname, compress, seed):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((rows, 2 * block)) * np.exp(4 * rng.standard_normal((rows, 1))))
-    x = x.astype(np.float32).astype(DTYPES[dtname][0])
+    with np.errstate(over="ignore"):  # past float16's range: inf, a value the kernels must take too
+        x = x.astype(np.float32).astype(DTYPES[dtname][0])
     t = to_torch(x)
     packed, st_ = F.quantize_4bit(t, blocksize=block, compress_statistics=compress, quant_type=codebook)
     deq = to_numpy(F.dequantize_4bit(packed, st_, quant_type=codebook)).reshape(x.shape)
