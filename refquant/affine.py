@@ -24,7 +24,7 @@ import numpy as np
 
 from . import conventions as _conventions
 from . import floatquant as _floatquant
-from ._codes import Format, code
+from ._codes import Dequant, Format, code
 from ._dtypes import float_code, is_bfloat16
 from ._validation import (
     check_axis,
@@ -569,23 +569,57 @@ def _compute(plan, xk, fake, out, u):
     clamp_mode, lo, hi, cast = plan.clamp_params(fake)
     exact = conv.quotient == "exact"
     zp_mode = code("zero_point", conv.zero_point)
-    f32ops = (not exact and plan.c_fmt == _F32 and _float32_valued(s_q) and _float32_valued(inv)
-              and (zp_mode != 1 or (plan.a_fmt == _F32 and _float32_valued(z_c))))
+    fma = conv.fma and conv.quotient == "reciprocal" and conv.zero_point == "before_round"
+    # float32 arithmetic for a float32 quotient, and for a half one (float16, bfloat16) but for a
+    # float64 x, which would round twice on its way to the half format, and a fused multiply-add
+    f32ops = (not exact and (plan.c_fmt == _F32 or (plan.c_fmt in (_F16, _BF16) and plan.x_fmt != _F64
+                                                     and not fma))
+              and _float32_valued(s_q) and _float32_valued(inv)
+              and (zp_mode != 1 or (plan.a_fmt == plan.c_fmt and _float32_valued(z_c))))
     key = k.Key(
         qmode=code("quotient", conv.quotient), cfmt=0 if exact else plan.c_fmt,
         afmt=0 if exact else plan.a_fmt, zp_mode=zp_mode,
-        fma=conv.fma and conv.quotient == "reciprocal" and conv.zero_point == "before_round",
-        zp_add_int=conv.zero_point_add == "integer", rmode=plan.mode, clamp_mode=clamp_mode,
+        fma=fma, zp_add_int=conv.zero_point_add == "integer", rmode=plan.mode, clamp_mode=clamp_mode,
         dequant=fake, dmode=dmode if fake else 0, ofmt=out_fmt if fake else 0,
         pfmt=p_fmt if fake and conv.dequant in ("promote", "scalar") else 0, grouping=grouping,
         drawn=u.size > 0, xfmt=plan.x_fmt, f32ops=f32ops,
     )
+    if f32ops and _fast32_holds(plan, key, z_c, s_d, lo, hi):
+        key = key._replace(fast32=True)
     gidx = plan.layout.gidx if grouping == k.GROUP_INDEX else _NO_GROUPS
     k.affine_kernel(key)(xk.size, xk, shape3, gidx, u, s_q, inv, np.ascontiguousarray(plan.z), z_c, s_d,
                          lo, hi, cast, float(plan.nan_code(fake)), out)
 
 
 _NO_GROUPS = np.empty(0, np.intp)
+
+
+_ORDINARY_CODES = 2.0**22  # zero points and bounds of the all-float32 pass (see _kernels._affine)
+
+
+def _fast32_holds(plan, key, z_c, s_d, lo, hi) -> bool:
+    """Whether the kernels' all-float32 pass computes this call's bits: every code, zero point
+    and ``q - z`` an integer below 2**22 (2**11 where float16 holds them), the zero point the same
+    in its add's format, a finite float32 dequantization scale (nonzero for a divide), and a
+    product rounded once to a float32 or half output."""
+    from ._kernels import _affine as k
+
+    z = np.asarray(plan.z, np.float64)
+    ints = np.concatenate([z, [lo, hi]])
+    if (key.drawn or key.grouping == k.GROUP_INDEX or (key.dequant and key.ofmt == _F64)
+            or not (z == z_c).all() or not (np.floor(ints) == ints).all()
+            or not (np.abs(ints) <= _ORDINARY_CODES).all()):
+        return False
+    if not key.dequant:
+        return True
+    span = max(np.abs(hi - z).max(), np.abs(lo - z).max())
+    if key.dmode == int(Dequant.PROMOTE) and key.ofmt in (_F16, _BF16):
+        if max(span, np.abs(ints).max()) > 2048:  # to_format(q) exact in float16
+            return False
+    if key.dmode == int(Dequant.EXACT) and key.ofmt in (_F16, _BF16):
+        return False  # one rounding of the real product to the half format, not through float32
+    return bool(np.isfinite(s_d).all() and _float32_valued(s_d)
+                and (key.dmode != int(Dequant.DIVIDE) or (s_d != 0).all()))
 
 
 def _float32_valued(values: np.ndarray) -> bool:

@@ -35,7 +35,7 @@ from ._jit import (
     prange,
     sized_kernel,
 )
-from ._round import HALF_EVEN, round_quotient, round_value, two_prod
+from ._round import HALF_EVEN, round32, round_quotient, round_value, two_prod
 
 QUOTIENT_EXACT, QUOTIENT_DIVIDE, QUOTIENT_RECIPROCAL = map(int, Quotient)
 CLAMP_FLOAT, CLAMP_CAST_FIRST, CLAMP_CAST_LAST, CLAMP_WRAP32_FIRST, CLAMP_INT32_FIRST = map(int, Clamp)
@@ -164,15 +164,36 @@ def quotient_value(x, s_q, inv, z_c, qmode, cfmt, afmt, zp_before, fma):
 
 
 @kernel
-def quotient_value32(x, s_q, inv, z_c, qmode, zp_before, fma):
-    """:func:`quotient_value` for ``cfmt == afmt == float32`` in float32 arithmetic (all float32
-    arguments): each IEEE float32 op is the float64 op rounded once to float32, so the result is
-    the same bits, at twice the vector width."""
-    if qmode == QUOTIENT_RECIPROCAL and zp_before and fma:
+def rnd32(v, fmt):
+    """:func:`rnd` of the float32 ``v`` to ``fmt`` (float32 or wider: ``v``; float16 (2) or
+    bfloat16 (3): rounded half to even, overflowing to +-inf), in float32 and 32-bit integer
+    arithmetic. A float32 op followed by this rounding is the half format's own op: float32 holds
+    more than twice a half format's precision plus two bits."""
+    if fmt < 2 or v != v:
+        return v
+    b = f32_to_bits(v)
+    if fmt == 3:
+        return bits_to_f32(np.int32((b + np.int32(0x7FFF) + ((b >> np.int32(16)) & np.int32(1)))
+                                    & np.int32(-65536)))
+    r = bits_to_f32(np.int32((b + np.int32(0xFFF) + ((b >> np.int32(13)) & np.int32(1))) & np.int32(-8192)))
+    a = abs(v)
+    sub = np.rint(v * np.float32(16777216.0)) * np.float32(5.960464477539063e-08)  # quantum 2**-24
+    r = sub if a < np.float32(6.103515625e-05) else r
+    return np.float32(math.copysign(math.inf, v)) if abs(r) > np.float32(65504.0) else r
+
+
+@kernel
+def quotient_value32(x, s_q, inv, z_c, qmode, zp_before, fma, cfmt):
+    """:func:`quotient_value` for ``afmt == cfmt`` (float32, float16 or bfloat16) in float32
+    arithmetic (all float32 arguments, ``x`` a float32 value): each IEEE float32 op is the float64
+    op rounded once to float32, and a half format's op is the float32 op rounded once to it
+    (:func:`rnd32`), so the result is the same bits, at twice the vector width."""
+    x = rnd32(x, cfmt)
+    if qmode == QUOTIENT_RECIPROCAL and zp_before and fma:  # float32 only
         return fma32(x, inv, z_c)
-    t = x / s_q if qmode == QUOTIENT_DIVIDE else x * inv
+    t = rnd32(x / s_q if qmode == QUOTIENT_DIVIDE else x * inv, cfmt)
     if zp_before:
-        t = t + z_c
+        t = rnd32(t + z_c, cfmt)
     return t
 
 
@@ -317,6 +338,7 @@ class Key(NamedTuple):
     drawn: bool  # stochastic draws in u
     xfmt: int = 1  # Format of x's elements (float16 / bfloat16: passed as their uint16 bits)
     f32ops: bool = False  # the quotient in float32 arithmetic (:func:`quotient_value32`)
+    fast32: bool = False  # runs of elements first take the all-float32 pass (:func:`_fast32_run_py`)
 
 
 # How groups of parameters map onto x: one group; x seen as (outer, channels, inner) with
@@ -328,8 +350,8 @@ ROW_MIN = 64  # per-channel rows at least this long are the parallel unit
 # The template's knobs (Key's fields, upper case) and inner functions: placeholders here, bound
 # to constants and compiled functions in each specialization's copy of the module namespace.
 QMODE = CFMT = AFMT = ZP_MODE = FMA = ZP_ADD_INT = RMODE = CLAMP_MODE = DEQUANT = DMODE = OFMT = PFMT = 0
-GROUPING = DRAWN = XFMT = F32OPS = 0
-_affine_element = _affine_run = _exact_chunk = None
+GROUPING = DRAWN = XFMT = F32OPS = FAST32 = 0
+_affine_element = _affine_run = _exact_chunk = _fast32_run = None
 
 # The loops, one per grouping. Each quantizes (``DEQUANT`` false: integer ``out``) or
 # fake-quantizes every element of ``x``; ``u`` holds the stochastic draws (``DRAWN``). A group's
@@ -372,6 +394,8 @@ _LOOPS = (_loop_none, _loop_rows, _loop_outer, _loop_index)
 
 
 def _affine_run_py(x, u, start, stop, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out):
+    if FAST32 and not _fast32_run(x[start:stop], s_q, inv, z, s_d, lo, hi, out[start:stop]):
+        return
     # slices indexed from 0: LLVM then sees non-negative indices (contiguous vector loads)
     xs, os = x[start:stop], out[start:stop]
     us = u[start:stop] if DRAWN else u
@@ -384,7 +408,7 @@ def _affine_element_py(xi, ui, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q):
     xv = load_value(xi, XFMT)
     if F32OPS:
         t = np.float64(quotient_value32(np.float32(xv), np.float32(s_q), np.float32(inv),
-                                        np.float32(z_c), QMODE, ZP_MODE == ZP_BEFORE, FMA))
+                                        np.float32(z_c), QMODE, ZP_MODE == ZP_BEFORE, FMA, CFMT))
         q = code_of_quotient(t, z, z_c, lo, hi, AFMT, ZP_MODE, ZP_ADD_INT, RMODE, ui, CLAMP_MODE, cast,
                              nan_q)
     else:
@@ -395,6 +419,94 @@ def _affine_element_py(xi, ui, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q):
         # a half output: the float32 the value was stored as, cast to the half format
         return np.float64(half_bits(rnd(rnd(v, 1), OFMT), OFMT)) if OFMT >= 2 else v
     return q
+
+
+# The all-float32 pass. Where the float32 quotient t has |t| < ORDINARY_32, every later step of a
+# float32 convention (rounding under any deterministic mode, the zero point's add, the clamp, the
+# product or quotient of the dequantization) is, on integer-valued operands below 2**24, either
+# exact in float32 or one float32 operation, so float32 arithmetic gives the general path's bits
+# at twice its vector width. ``_compute`` allows it only where that holds for every code of the
+# range (integer zero point and bounds below 2**22, a float32 dequantization scale, no overflow);
+# a run holding any other element (NaN, +-inf, a large quotient) is computed again by the general
+# loop.
+ORDINARY_32 = 4194304.0  # 2**22
+
+
+@kernel
+def half_to_f32(b, fmt):
+    """The float32 that float16 (``fmt`` 2) or bfloat16 (3) bits ``b`` encode; +-inf for every
+    float16 inf or NaN (the caller sends those runs to the general loop)."""
+    b = np.int32(b)
+    if fmt == 3:
+        return bits_to_f32(np.int32(b << np.int32(16)))
+    m = b & np.int32(0x7FFF)
+    e = m >> np.int32(10)
+    v = bits_to_f32(np.int32((m << np.int32(13)) + np.int32(112 << 23)))
+    v = np.float32(m) * np.float32(5.960464477539063e-08) if e == np.int32(0) else v  # m * 2**-24
+    v = np.float32(np.inf) if e == np.int32(31) else v
+    return -v if b >= np.int32(0x8000) else v
+
+
+@kernel
+def f32_to_half(v, fmt):
+    """The float16 (``fmt`` 2) or bfloat16 (3) bits of the finite float32 ``v`` rounded half to
+    even (beyond the format's range: +-inf), as :func:`half_bits` gives for it."""
+    b = f32_to_bits(v)
+    sign = (b >> np.int32(16)) & np.int32(0x8000)
+    a = b & np.int32(0x7FFFFFFF)
+    if fmt == 3:
+        return sign | ((a + np.int32(0x7FFF) + ((a >> np.int32(16)) & np.int32(1))) >> np.int32(16))
+    m = ((a + np.int32(0xFFF) + ((a >> np.int32(13)) & np.int32(1))) >> np.int32(13)) - np.int32(112 << 10)
+    m = np.int32(np.rint(abs(v) * np.float32(16777216.0))) if a < np.int32(0x38800000) else m  # subnormal
+    m = np.int32(0x7C00) if a >= np.int32(0x477FF000) else m  # 65520 and up round to inf
+    return sign | m
+
+
+@kernel
+def f64_to_half(v, fmt):
+    """The float16 (``fmt`` 2) or bfloat16 (3) bits of the float64 ``v`` rounded half to even,
+    for ``v`` zero or in the format's normal range or beyond (+-inf), in 64-bit integer
+    arithmetic (no branch: loops over it vectorize)."""
+    b = f64_to_bits(v)
+    sign = (b >> 48) & 0x8000
+    a = b & 0x7FFFFFFFFFFFFFFF
+    drop, bias, top = (42, 1008 << 10, 0x7C00) if fmt == 2 else (45, 896 << 7, 0x7F80)
+    m = ((a + ((1 << (drop - 1)) - 1) + ((a >> drop) & 1)) >> drop) - bias
+    m = min(m, top)
+    return sign | (0 if a == 0 else m)
+
+
+def _fast32_run_py(xs, s_q, inv, z, s_d, lo, hi, os):
+    """The all-float32 pass over one run; True where an element is out of its domain (the run is
+    then computed again by the general loop)."""
+    s_q, inv, z, s_d = np.float32(s_q), np.float32(inv), np.float32(z), np.float32(s_d)
+    lo, hi = np.float32(lo), np.float32(hi)
+    bad = False  # a bool: an integer flag would be widened to int64, halving the vector width
+    for i in range(xs.size):
+        xv = half_to_f32(xs[i], XFMT) if XFMT >= 2 else np.float32(xs[i])
+        t = quotient_value32(xv, s_q, inv, z, QMODE, ZP_MODE == ZP_BEFORE, FMA, CFMT)
+        bad = bad | (not abs(t) < np.float32(ORDINARY_32))
+        q = round32(t, RMODE)
+        if ZP_MODE == ZP_AFTER:
+            q = q + z if ZP_ADD_INT else rnd32(q + z, AFMT)
+        if CLAMP_MODE == CLAMP_INT32_FIRST:
+            q = (q - z) + z
+        c = min(max(q, lo), hi)
+        if CLAMP_MODE == CLAMP_CAST_FIRST or CLAMP_MODE == CLAMP_WRAP32_FIRST:  # -0.0 becomes +0.0
+            c = c + np.float32(0.0)
+        if DEQUANT:
+            v = (c - z) / s_d if DMODE == DEQUANT_DIVIDE else (c - z) * s_d
+            if OFMT >= 2:
+                os[i] = f32_to_half(v, OFMT)
+            else:
+                os[i] = v
+        else:
+            os[i] = c
+    return bad
+
+
+def _no_fast32_py(xs, s_q, inv, z, s_d, lo, hi, os):
+    return True
 
 
 _CHUNK = 1 << 14  # elements per parallel task of a per-tensor loop
@@ -408,8 +520,9 @@ def affine_kernel(key: Key) -> Sized:
     nan_q, out)`` with per-group float64 arrays ``s_q`` (scale of the quotient), ``inv``
     (reciprocal), ``z`` (zero point), ``z_c`` (zero point in the compute format), ``s_d``
     (scale of the dequantization); ``gidx`` is read only by ``GROUP_INDEX``."""
-    return _specialize(key, (("_affine_element", _affine_element_py), ("_affine_run", _affine_run_py)),
-                       _LOOPS[key.grouping], "affine_")
+    fast32 = _fast32_run_py if key.fast32 else _no_fast32_py  # compiled only where it runs
+    return _specialize(key, (("_affine_element", _affine_element_py), ("_fast32_run", fast32),
+                             ("_affine_run", _affine_run_py)), _LOOPS[key.grouping], "affine_")
 
 
 def _specialize(key, inner, loop, prefix):
@@ -458,19 +571,30 @@ _MIDPOINTS = ((0, 1, 0.0), (0x1FFFFFFF, 0x10000000, 2.4e-38), ((1 << 42) - 1, 1 
 
 
 @kernel
-def _fast_exact_element(xi, s, inv, z, lo, hi, dequant, check_product, ofmt):
+def _fast_exact_element(xi, s, inv, z, lo, hi, dequant, check_product, ofmt, resolve):
     """(value, uncertain): the branch-free exact half-to-even result and whether it is certified.
 
     ``t = fl(xi * inv)`` with ``inv = fl(1 / s)`` a normal float64 is within ``2**-52 |t|`` of the
-    real quotient, so a fraction farther than ``2**-51 max(|t|, 1)`` from
-    1/2 rounds as the real quotient does. Uncertain: near such a tie, NaN or +-inf input, and
-    (``check_product``) when ``fl((q - z) * s)`` sits on a rounding midpoint of the output format
-    ``ofmt`` or in its subnormal range, where rounding the float64 product could round twice.
+    real quotient, so a fraction farther than ``2**-51 max(|t|, 1)`` from 1/2 rounds as the real
+    quotient does. Nearer 1/2 (with ``resolve``, which costs the common case about a third more),
+    the sign of the real ``xi - (floor(t) + 1/2) s``, which one fused multiply-add gives exactly
+    (``floor(t) + 1/2`` is exact below 2**50, and no product underflows for ``|xi| > 2**-900``),
+    decides between ``floor(t)`` and ``floor(t) + 1`` (a tie: the even one).
+    Uncertain: NaN or +-inf input, a near tie (outside those bounds), and (``check_product``) when
+    ``fl((q - z) * s)`` sits on a rounding midpoint of the output format ``ofmt`` or in its
+    subnormal range, where rounding the float64 product could round twice.
     """
     t = xi * inv
     r = np.rint(t)
     at = np.abs(t)
-    bad = not (np.abs(np.abs(t - r) - 0.5) > _TIE_MARGIN * (at if at > 1.0 else 1.0))
+    near = not (np.abs(np.abs(t - r) - 0.5) > _TIE_MARGIN * (at if at > 1.0 else 1.0))
+    bad = near
+    if resolve:
+        h = np.floor(t) + 0.5
+        d = fma64(-h, s, xi)
+        tied = np.rint(h)  # the even one of h -+ 1/2
+        r = (h + 0.5 if d > 0.0 else (h - 0.5 if d < 0.0 else tied)) if near else r
+        bad = near & (not ((at < 1125899906842624.0) & (np.abs(xi) > 1.1813e-271)))  # 2**50, ~2**-900
     q = r + z
     q = q if q > lo else lo
     q = q if q < hi else hi
@@ -495,12 +619,18 @@ def _exact_fast_py(x, channels, task, s, inv, z, check, lo, hi, out, uncertain):
 
 
 def _exact_chunk_py(x, s, inv, z, lo, hi, check, out):
-    # one task (indices from 0, so that LLVM vectorizes it)
-    flags = 0
+    # one task (indices from 0, so that LLVM vectorizes it; a bool flag keeps the vector width)
+    flags = False
     for i in range(x.size):
-        v, bad = _fast_exact_element(load_value(x[i], XFMT), s, inv, z, lo, hi, DEQUANT, check, OFMT)
-        out[i] = np.float64(half_bits(rnd(v, OFMT), OFMT)) if DEQUANT and OFMT >= 2 else v
-        flags |= np.int32(bad)
+        # halves widen through float32 (exact; NaN, inf: uncertain)
+        xi = np.float64(half_to_f32(x[i], XFMT)) if XFMT >= 2 else np.float64(x[i])
+        # half formats hold few significand bits, so their quotients land on ties often
+        v, bad = _fast_exact_element(xi, s, inv, z, lo, hi, DEQUANT, check, OFMT, XFMT >= 2)
+        if DEQUANT and OFMT >= 2:  # a product in the half's subnormal range is uncertain
+            out[i] = f64_to_half(v, OFMT)
+        else:
+            out[i] = v
+        flags = flags | bad
     return flags
 
 
@@ -512,7 +642,7 @@ def _exact_fixup_py(x, channels, task, s, inv, z, check, lo, hi, out, uncertain)
         g = c % channels
         for i in range(c * task, min(n, (c + 1) * task)):
             xi = load_value(x[i], XFMT)
-            v, bad = _fast_exact_element(xi, s[g], inv[g], z[g], lo, hi, DEQUANT, check[g] != 0, OFMT)
+            v, bad = _fast_exact_element(xi, s[g], inv[g], z[g], lo, hi, DEQUANT, check[g] != 0, OFMT, True)
             if bad:
                 q = quantize_element(xi, s[g], 1.0, z[g], z[g], lo, hi, QUOTIENT_EXACT, 0, 0, ZP_AFTER,
                                      False, True, 0, 0.0, CLAMP_FLOAT, NO_CAST, np.nan)
@@ -523,6 +653,10 @@ def _exact_fixup_py(x, channels, task, s, inv, z, check, lo, hi, out, uncertain)
                     out[i] = np.float64(half_bits(rnd(d, OFMT), OFMT))
                 else:
                     out[i] = dequantize_element(q, z[g], s[g], DEQUANT_EXACT, OFMT, OFMT, False)
+            elif DEQUANT and OFMT >= 2:  # a near tie the fused multiply-add settled
+                out[i] = f32_to_half(np.float32(rnd(v, OFMT)), OFMT)
+            else:
+                out[i] = v
 
 
 class ExactKey(NamedTuple):

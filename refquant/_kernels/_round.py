@@ -63,6 +63,33 @@ def round_value(t, mode, u):
 
 
 @kernel
+def round32(t, mode):
+    """:func:`round_value` of the float32 ``t`` (``|t| < 2**22``) under a deterministic mode, in
+    float32: ``rint``, ``floor``, ``ceil`` or ``trunc``, a tie (``|t - rint(t)| = 1/2``, exact
+    there) moved by the mode, and ``-0.0`` made ``+0.0`` as :func:`round_value` does but for half
+    to even."""
+    if mode == HALF_EVEN:
+        return np.rint(t)
+    zero, half = np.float32(0.0), np.float32(0.5)
+    if mode == FLOOR:
+        r = np.floor(t)
+    elif mode == CEIL:
+        r = np.ceil(t)
+    elif mode == TOWARD_ZERO:
+        r = np.trunc(t)
+    else:
+        r = np.rint(t)
+        if mode == HALF_AWAY:
+            tied = t + (half if t > zero else -half)
+        elif mode == HALF_UP:
+            tied = t + half
+        else:  # half down
+            tied = t - half
+        r = tied if abs(t - r) == half else r
+    return r + zero
+
+
+@kernel
 def two_prod(a, b):
     """Dekker's error-free product: returns (p, e) with p + e == a*b exactly (no FMA needed)."""
     p = a * b

@@ -62,6 +62,19 @@ def _both_paths(monkeypatch, fn):
     return fast, general
 
 
+def _spy_keys(monkeypatch):
+    """The keys the affine kernels are compiled for, as the calls run."""
+    keys = []
+    original = k.affine_kernel
+
+    def spy(key):
+        keys.append(key)
+        return original(key)
+
+    monkeypatch.setattr(k, "affine_kernel", spy)
+    return keys
+
+
 def _bfloat16():
     ml_dtypes = pytest.importorskip("ml_dtypes")
     return np.dtype(ml_dtypes.bfloat16)
@@ -105,14 +118,7 @@ def test_float32_path_per_channel_float_zero_points(monkeypatch, conv):
 
 
 def test_the_float32_path_is_taken_only_where_it_is_the_same_arithmetic(monkeypatch):
-    keys = []
-    original = k.affine_kernel
-
-    def spy(key):
-        keys.append(key)
-        return original(key)
-
-    monkeypatch.setattr(k, "affine_kernel", spy)
+    keys = _spy_keys(monkeypatch)
     conv = rq.conventions.get("torch.fake_quantize")
     x = np.float32([0.1, -0.3, 7.0])
     rq.fake_quantize(x, 0.1, 0, fmt=rq.int8, convention=conv)  # float32 compute, float32 inv
@@ -218,3 +224,120 @@ def test_specializations_are_named_after_the_kernel_sources():
     key = k.ExactKey(xfmt=1, dequant=True, ofmt=1)
     fast, _ = k.exact_half_even_kernels(key)
     assert k.sources_digest() in fast.serial.py_func.__name__
+
+
+def _runs_with_specials(s, z, lo, hi, dtype):
+    """Three runs of the per-tensor loop's task length: ordinary quotients (ties, their float32
+    neighbours, noise) in the first and last, the same with NaN, +-inf, -0.0, subnormal and huge
+    values in the middle one (which the all-float32 pass hands back to the general loop)."""
+    base = adversarial(s, z, lo, hi, seed=7)
+    with np.errstate(all="ignore"):
+        t = base / s
+        ordinary = base[np.isfinite(base) & (np.abs(t) < 2.0**21)]
+        runs = [np.resize(ordinary, k._CHUNK) for _ in range(3)]
+        runs[1][::97] = np.resize(base[~np.isfinite(base) | (np.abs(t) >= 2.0**21)], runs[1][::97].size)
+        return np.concatenate(runs).astype(dtype)
+
+
+def _accepted_dtypes(conv):
+    return [d for d in ("float32", "float16", "bfloat16") if d in conv.input_dtypes]
+
+
+@pytest.mark.parametrize("conv", FLOAT32_CONVENTIONS, ids=lambda c: f"{c.name}-fma{int(c.fma)}-{c.compute}")
+def test_all_float32_pass_matches_the_general_loop(monkeypatch, conv):
+    """Bit for bit against the same compiled convention without the all-float32 pass, with the
+    ordinary runs taken by it (checked) and the run holding specials recomputed."""
+    every = conv.name in ("torch.fake_quantize", "tflite")
+    for s, z, lo, hi in [(0.02, 0, -128, 127), (0.7, 100, -32768, 32767), (3e35, 0, -128, 127)]:
+        z = 0 if conv.zero_point == "none" else z
+        for dtype_name in _accepted_dtypes(conv):
+            dtype = _bfloat16() if dtype_name == "bfloat16" else np.dtype(dtype_name)
+            x = _runs_with_specials(s, z, lo, hi, dtype)
+            if conv.nan == "error":
+                x = x[~np.isnan(x.astype(np.float32))]
+            modes = MODES if every and s == 0.02 and dtype_name == "float32" else [conv.rounding]
+            for mode, fake in [(m, f) for m in modes for f in (False, True)]:
+                op = rq.fake_quantize if fake else rq.quantize
+                if not fake and dtype_name != "float32" and conv.name == "onnx.reference":
+                    continue  # quantize of halves: covered by the float32 rows (same codes path)
+
+                def run(op=op, mode=mode, x=x, s=s, z=z, lo=lo, hi=hi):
+                    with np.errstate(all="ignore"):
+                        return op(x, np.float32(s), z, qmin=lo, qmax=hi, rounding=mode, convention=conv)
+
+                keys = _spy_keys(monkeypatch)
+                fast = run()
+                monkeypatch.undo()
+                with monkeypatch.context() as m:
+                    m.setattr(affine, "_fast32_holds", lambda *a: False)
+                    general = run()
+                context = f"{conv.name} {dtype_name} {mode} fake={fake} s={s}"
+                if hi - lo < 256:  # int8 codes: the pass is taken, but for one exact rounding to a half
+                    expect_fast = not (fake and dtype_name != "float32" and conv.dequant == "exact")
+                    assert [key.fast32 for key in keys] == [expect_fast], context
+                assert_bitwise_equal(fast, general, context)
+
+
+@pytest.mark.parametrize("name", ["torch.fake_quantize", "torchao", "onnx.reference"])
+def test_all_float32_pass_per_channel(monkeypatch, name):
+    conv = rq.conventions.get(name)
+    x = _runs_with_specials(0.05, 3, -128, 127, np.float32)[: 3 * 128 * 96].reshape(3, 96, 128)
+    s = np.float32(0.05) * (1 + np.arange(96) % 5).astype(np.float32)
+    zp = (np.arange(96) % 7 - 3).astype(np.int64)
+    for axis in (1, 0):
+        xs = x if axis == 1 else np.ascontiguousarray(np.swapaxes(x, 0, 1))
+        for fake in (False, True):
+            op = rq.fake_quantize if fake else rq.quantize
+            keys = _spy_keys(monkeypatch)
+            with np.errstate(all="ignore"):
+                fast = op(xs, s, zp, fmt=rq.int8, axis=axis, convention=conv)
+            monkeypatch.undo()
+            with monkeypatch.context() as m, np.errstate(all="ignore"):
+                m.setattr(affine, "_fast32_holds", lambda *a: False)
+                general = op(xs, s, zp, fmt=rq.int8, axis=axis, convention=conv)
+            assert [key.fast32 for key in keys] == [True]
+            assert_bitwise_equal(fast, general, f"axis={axis} fake={fake}")
+
+
+def test_all_float32_pass_is_refused_where_float32_cannot_hold_the_codes(monkeypatch):
+    keys = _spy_keys(monkeypatch)
+    x = np.float32([0.1, -0.3, 7.0])
+    conv = rq.conventions.get("onnx")
+    rq.fake_quantize(x, 0.1, 0, fmt=rq.int8, convention=conv)  # taken
+    rq.quantize(x, np.float32(0.1), 0, fmt=rq.int32, convention=conv)  # codes past 2**22
+    rq.fake_quantize(x, np.float32(0.1), 2**23, qmin=0, qmax=2**24, convention=conv)  # zero point
+    rq.fake_quantize(x.astype(np.float64), 0.1, 0, fmt=rq.int8, convention=conv)  # float64 output
+    rq.fake_quantize(x, np.float32(0.1), 0, fmt=rq.int8, convention="torch.fake_quantize",
+                     rounding="stochastic", rng=0)  # draws
+    assert [key.fast32 for key in keys] == [True, False, False, False, False]
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_float32_half_conversions_every_pattern(fmt):
+    """half_to_f32 and f32_to_half against NumPy / ml_dtypes for every half pattern and for
+    float32 values at and between the half format's rounding points."""
+    dtype = np.dtype(np.float16) if fmt == 2 else _bfloat16()
+    patterns = np.arange(2**16, dtype=np.uint16)
+    with np.errstate(invalid="ignore"):
+        wide = patterns.view(dtype).astype(np.float32)
+    got = np.array([k.half_to_f32(int(b), fmt) for b in patterns], np.float32)
+    finite = np.isfinite(wide)
+    assert_bitwise_equal(got[finite], wide[finite])
+    assert not np.isfinite(got[~finite]).any()  # NaN and inf stay so: their runs go to the general loop
+    mid = wide[finite].astype(np.float64)
+    rng = np.random.default_rng(3)
+    m32 = mid.astype(np.float32)
+    between = np.concatenate([mid, np.nextafter(m32, np.float32(np.inf)).astype(np.float64),
+                              np.nextafter(m32, np.float32(-np.inf)).astype(np.float64),
+                              (mid[:-1] + mid[1:]) / 2,
+                              rng.standard_normal(3000) * 10.0 ** rng.integers(-45, 38, 3000),
+                              [65519.996, 65520.0, 3.3961e38, -65520.0, 1e-45, 3e-8, 2.9802322387695312e-08]])
+    with np.errstate(all="ignore"):
+        v = between.astype(np.float32)
+        v = v[np.isfinite(v)]
+        want = v.astype(dtype).view(np.uint16)
+    got = np.array([k.f32_to_half(x, fmt) for x in v], np.int64) & 0xFFFF
+    assert (got == want.astype(np.int64)).all(), v[got != want][:5]
+    rounded = np.array([k.rnd32(x, fmt) for x in v], np.float32)
+    with np.errstate(all="ignore"):
+        assert_bitwise_equal(rounded, v.astype(dtype).astype(np.float32))
