@@ -6,12 +6,20 @@ torch's own kernel, in one run.
 Times are the best of several runs, on 2**24 float32 elements unless stated. Printed ratios:
 
 - per convention, per-tensor int8 ``fake_quantize`` / ``np.copyto`` of the same array
-  (targets: <= 1.5, ``exact`` <= 2);
-- per-channel (axis 0 of 4096 x 4096) / per-tensor (target <= 1.5);
+  (targets: <= 1.5, ``exact`` <= 2), returning a new array, and into an existing one (``out=``,
+  the same work as the copy into ``dst``);
+- per-channel (axis 0 of 4096 x 4096, float32 scales: the dtype torch's and ONNX's per-channel
+  scales have, and the arithmetic of the per-tensor row's Python-float scale) / per-tensor
+  (target <= 1.5); with float64 scales too, for information: conventions that promote then
+  compute in float64, whose division costs more;
 - float16 and bfloat16 inputs / float32 (target <= 2);
 - ``quantize`` to int8 under ``torch.quantize`` / ``torch.quantize_per_tensor`` (target <= 1.2);
 - first call in a fresh process with a warm Numba cache (target <= 0.5 s) and with an empty one
   (target <= 5 s), with what importing numpy and numba (and its CPU target) alone take.
+
+Also printed: a floor, the fastest a kernel returning a new array can be here (a parallel Numba
+loop of four float32 operations writing a fresh array, as every fake_quantize does; the kernel
+zeroes each fresh page before the loop writes it, which a copy into an existing array does not pay).
 
 Ratios are taken within one run; on a machine shared with other jobs they are noisy.
 """
@@ -32,6 +40,24 @@ N = 2**24
 
 def best_ms(fn, repeat=7):
     return best(fn, repeat) * 1e3
+
+
+def floor_kernel():
+    """x * 50 rounded, clamped to int8 and scaled back, in float32, into a fresh array."""
+    import numba
+
+    @numba.njit(parallel=True, cache=True)
+    def loop(x, out):
+        for i in numba.prange(x.size):
+            v = min(max(np.rint(x[i] * np.float32(50.0)), np.float32(-128.0)), np.float32(127.0))
+            out[i] = v * np.float32(0.02)
+
+    def run(x):
+        out = np.empty_like(x)
+        loop(x, out)
+        return out
+
+    return run
 
 
 FIRST_CALL = ("import time; t = time.perf_counter(); import numpy as np, refquant as rq; "
@@ -57,11 +83,16 @@ def main(quick=False):
     x = rng.standard_normal(N).astype(np.float32)
     dst = np.empty_like(x)
     copy = best_ms(lambda: np.copyto(dst, x), repeat)
-    print(f"np.copyto of 2**24 float32: {copy:.2f} ms (each row's ratio uses a copy timed next to it)")
-    print(f"{'convention':22s} {'fq ms':>8s} {'/copy':>6s} {'axis0 ms':>9s} {'/tensor':>8s} "
-          f"{'f16/f32':>8s} {'bf16/f32':>9s}")
+    floor = floor_kernel()
+    floor(x)
+    floor_ms = best_ms(lambda: floor(x), repeat)
+    print(f"np.copyto of 2**24 float32: {copy:.2f} ms (each row's ratio uses a copy timed next to it); "
+          f"floor (a minimal kernel into a fresh array): {floor_ms:.2f} ms, {floor_ms / copy:.2f} x copy")
+    print(f"{'convention':22s} {'fq ms':>8s} {'/copy':>6s} {'/floor':>6s} {'out= /copy':>10s} "
+          f"{'axis0 ms':>9s} {'/tensor':>8s} {'f16/f32':>8s} {'bf16/f32':>9s} {'axis0 f64 scales ms':>20s}")
     x2 = x.reshape(4096, 4096)
-    scales = np.full(4096, 0.02)
+    into = np.empty_like(x)
+    scales = np.full(4096, 0.02, np.float32)
     zps = np.zeros(4096, np.int64)
     x16 = x.astype(np.float16)
     bf = bfloat16()
@@ -75,10 +106,14 @@ def main(quick=False):
 
         copy = best_ms(lambda: np.copyto(dst, x), repeat)
         t = best_ms(fq(x), repeat)
+        t_out = best_ms(lambda name=name: rq.fake_quantize(x, 0.02, 0, fmt=rq.int8, convention=name,
+                                                           out=into), repeat)
         tc = best_ms(lambda name=name: rq.fake_quantize(x2, scales, zps, fmt=rq.int8, axis=0,
                                                         convention=name), repeat)
-        cells = [f"{name:22s} {t:8.2f} {t / copy:6.2f} {tc:9.2f} {tc / t:8.2f}"]
-        ratios = {"fq/copy": t / copy / (2.0 if name == "exact" else 1.5), "axis0": tc / t / 1.5}
+        cells = [f"{name:22s} {t:8.2f} {t / copy:6.2f} {t / floor_ms:6.2f} {t_out / copy:10.2f} {tc:9.2f} "
+                 f"{tc / t:8.2f}"]
+        limit = 2.0 if name == "exact" else 1.5
+        ratios = {"fq/copy": t / copy / limit, "out=/copy": t_out / copy / limit, "axis0": tc / t / 1.5}
         for a, dt in ((x16, "float16"), (xbf, "bfloat16")):
             if a is None or dt not in conv.input_dtypes:
                 cells.append(f"{'-':>8s}")
@@ -86,6 +121,9 @@ def main(quick=False):
             r = best_ms(fq(a), repeat) / t
             ratios[dt] = r / 2.0
             cells.append(f"{r:8.2f}")
+        t64 = best_ms(lambda name=name: rq.fake_quantize(x2, scales.astype(np.float64), zps, fmt=rq.int8,
+                                                         axis=0, convention=name), repeat)
+        cells.append(f"{t64:20.2f}")
         print(" ".join(cells), flush=True)
         worst[name] = max(ratios.items(), key=lambda kv: kv[1])
     over = {n: w for n, w in worst.items() if w[1] > 1.0}

@@ -70,6 +70,22 @@ def resolve_range(qmin, qmax, fmt) -> tuple[int, int]:
     return lo, hi
 
 
+def out_array(out, shape, dtype: np.dtype, x: np.ndarray, name: str = "out") -> np.ndarray:
+    """``out`` checked as the destination of a result of ``shape`` and ``dtype``: a writeable
+    C-contiguous ndarray of exactly that shape and dtype that shares no memory with ``x`` (the
+    kernels may read ``x`` again after writing ``out``), else a TypeError/ValueError naming it."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array; got {type(out).__name__}")
+    if out.dtype != dtype or out.shape != tuple(shape):
+        raise ValueError(f"{name} must have dtype {dtype} and shape {tuple(shape)}; got {out.dtype} "
+                         f"{out.shape}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"{name} must be a writeable C-contiguous array")
+    if np.shares_memory(out, x):
+        raise ValueError(f"{name} must not share memory with x (the result is not computed in place)")
+    return out
+
+
 def integer_scalar(v, name: str) -> int:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Integral, np.integer)):
         if isinstance(v, (numbers.Real, np.floating)) and float(v).is_integer():

@@ -32,6 +32,7 @@ from ._validation import (
     float_array,
     float_dtype,
     integer_array,
+    out_array,
     positive_finite,
     resolve_range,
     uniforms,
@@ -517,10 +518,12 @@ def _check_input(x, conv, name="x"):
     return a
 
 
-def _run(x, scale, zero_point, spec: Spec, rng, fake, dtype=None):
+def _run(x, scale, zero_point, spec: Spec, rng, fake, dtype=None, out=None):
     x = _check_input(x, spec.convention)
     code_dtype = None if fake else _code_dtype(dtype, spec.qmin, spec.qmax)
     plan = _plan_for(spec, x.dtype, x.shape, scale, zero_point, code_dtype)
+    if out is not None:
+        out_array(out, x.shape, x.dtype if fake else code_dtype, x)
     conv = plan.conv
     # float16 / bfloat16 travel as their bits: the kernels widen and narrow them element by element
     half = x.dtype.itemsize == 2
@@ -534,9 +537,12 @@ def _run(x, scale, zero_point, spec: Spec, rng, fake, dtype=None):
         raise ValueError(
             f"x contains NaN (first at flat index {i}); convention {conv.name!r} has no code for NaN"
         )
-    out = np.empty(xk.size, dtype=kernel_dtype)
+    result = out
+    out = np.empty(xk.size, dtype=kernel_dtype) if out is None else out.reshape(-1).view(kernel_dtype)
     if xk.size:
         _compute(plan, xk.view(np.uint16) if half else xk, fake, out, uniforms(plan.mode, rng, xk.size))
+    if result is not None:
+        return result
     if fake and half:
         out = out.view(x.dtype)
     return out.reshape(x.shape)
@@ -678,7 +684,8 @@ def _products_round_once_to_f32(s: float, lo: float, hi: float, z: float) -> boo
 
 
 def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
-             block_size=None, rounding=None, convention="exact", rng=None, saturate=None, dtype=None):
+             block_size=None, rounding=None, convention="exact", rng=None, saturate=None, dtype=None,
+             out=None):
     """Integer codes ``q = clamp(round(x / s) + z, qmin, qmax)``.
 
     Under ``convention="exact"`` the quotient ``x / s`` is the real number (no intermediate
@@ -696,6 +703,9 @@ def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=Non
             ``[qmin, qmax]``; None (default) picks the smallest. Conventions whose backend
             converts through the code dtype (``cast`` NaN codes: torch.decomposed, torchao) give
             NaN and overflowing values the code that conversion gives in that dtype.
+        out: optional destination, a writeable C-contiguous array of the result's shape and
+            dtype that shares no memory with x; it is filled and returned (no new array is
+            allocated, which saves the cost of fresh pages on large arrays).
 
     Returns:
         An array of x's shape in ``dtype`` (the smallest integer dtype holding ``[qmin, qmax]``).
@@ -711,25 +721,38 @@ def quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=Non
     >>> rq.quantize(np.float32([np.nan]), 1.0, 0, qmin=-8, qmax=7, convention="torchao",
     ...             dtype=np.int32).tolist()   # NaN.to(int32) is INT32_MIN, clamped before
     [-2147483648]
+    >>> codes = np.empty(5, np.int8)
+    >>> rq.quantize(x, 0.25, 0, fmt=rq.int8, out=codes) is codes
+    True
     """
     if _floatquant.wants_float(fmt, saturate):  # float formats: refquant.floatquant
         if dtype is not None:
             raise TypeError(f"dtype is for integer codes; float formats give uint8 codes (got {dtype!r})")
-        return _floatquant.quantize(x, scale, zero_point, qmin=qmin, qmax=qmax, fmt=fmt, axis=axis,
-                                    block_size=block_size, rounding=rounding, convention=convention,
-                                    rng=rng, saturate=saturate)
+        return _deliver(_floatquant.quantize(x, scale, zero_point, qmin=qmin, qmax=qmax, fmt=fmt, axis=axis,
+                                             block_size=block_size, rounding=rounding,
+                                             convention=convention, rng=rng, saturate=saturate), out, x)
     spec = Spec.of(qmin=qmin, qmax=qmax, fmt=fmt, axis=axis, block_size=block_size,
                    rounding=rounding, convention=convention)
-    return _run(x, scale, zero_point, spec, rng, fake=False, dtype=dtype)
+    return _run(x, scale, zero_point, spec, rng, fake=False, dtype=dtype, out=out)
+
+
+def _deliver(result: np.ndarray, out, x) -> np.ndarray:
+    """``result``, or ``out`` (checked) filled with it."""
+    if out is None:
+        return result
+    np.copyto(out_array(out, result.shape, result.dtype, np.asarray(x)), result)
+    return out
 
 
 def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
-                  block_size=None, rounding=None, convention="exact", rng=None, saturate=None):
+                  block_size=None, rounding=None, convention="exact", rng=None, saturate=None, out=None):
     """``(q - z) * s`` with ``q = quantize(x, ...)``, in x's dtype.
 
     Under ``convention="exact"`` the product ``(q - z) * s`` is rounded once, to x's dtype
     (float16, bfloat16, float32 or float64); NaN stays NaN; +-inf saturate to the range ends; a
-    zero result is +0.0. Other conventions reproduce their backend, NaN included.
+    zero result is +0.0. Other conventions reproduce their backend, NaN included. Arguments as
+    :func:`quantize`; ``out`` (x's shape and dtype, no memory shared with x) is filled and
+    returned.
 
     >>> import numpy as np, refquant as rq
     >>> x = np.float32([0.125, 0.375, 0.26, 3.0, np.nan])
@@ -739,12 +762,12 @@ def fake_quantize(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axi
     np.float32(-0.3)
     """
     if _floatquant.wants_float(fmt, saturate):  # float formats: refquant.floatquant
-        return _floatquant.fake_quantize(x, scale, zero_point, qmin=qmin, qmax=qmax, fmt=fmt,
-                                         axis=axis, block_size=block_size, rounding=rounding,
-                                         convention=convention, rng=rng, saturate=saturate)
+        return _deliver(_floatquant.fake_quantize(x, scale, zero_point, qmin=qmin, qmax=qmax, fmt=fmt,
+                                                  axis=axis, block_size=block_size, rounding=rounding,
+                                                  convention=convention, rng=rng, saturate=saturate), out, x)
     spec = Spec.of(qmin=qmin, qmax=qmax, fmt=fmt, axis=axis, block_size=block_size,
                    rounding=rounding, convention=convention)
-    return _run(x, scale, zero_point, spec, rng, fake=True)
+    return _run(x, scale, zero_point, spec, rng, fake=True, out=out)
 
 
 def dequantize(q, scale, zero_point=0, *, axis=None, block_size=None, convention="exact",

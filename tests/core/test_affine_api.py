@@ -199,3 +199,59 @@ def test_import_leaves_torch_and_numba_out():
             "print('torch' in sys.modules, 'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("convention", ["exact", "torch.fake_quantize", "onnx", "torchao", "tflite"])
+@pytest.mark.parametrize("dtype_name", ["float32", "float16", "bfloat16"])
+def test_out_is_filled_with_the_same_bits(convention, dtype_name):
+    conv = rq.conventions.get(convention)
+    if dtype_name not in conv.input_dtypes:
+        pytest.skip(f"{convention} takes no {dtype_name}")
+    dtype = np.dtype(dtype_name) if dtype_name != "bfloat16" else np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((70, 1030)) * 3).astype(dtype)  # past the parallel threshold
+    x.flat[::997] = np.float32(np.nan)
+    before = x.copy()
+    for per_channel in (False, True):
+        args = (x, np.float32(0.05) * (1 + np.arange(70) % 4).astype(np.float32), np.arange(70) % 5) \
+            if per_channel else (x, 0.05, 3)
+        kw = {"axis": 0} if per_channel else {}
+        want_fq = rq.fake_quantize(*args, fmt=rq.uint8, convention=conv, **kw)
+        out = np.full(x.shape, 7, x.dtype)
+        assert rq.fake_quantize(*args, fmt=rq.uint8, convention=conv, out=out, **kw) is out
+        assert_bitwise_equal(out, want_fq)
+        if conv.nan == "error":
+            continue
+        want_q = rq.quantize(*args, fmt=rq.uint8, convention=conv, **kw)
+        codes = np.full(x.shape, 7, np.uint8)
+        assert rq.quantize(*args, fmt=rq.uint8, convention=conv, out=codes, **kw) is codes
+        assert_bitwise_equal(codes, want_q)
+    assert_bitwise_equal(x, before)
+
+
+def test_out_for_float_formats():
+    x = np.float32([0.1, -2.5, 448.0, 1e6])
+    out = np.empty(4, np.float32)
+    assert rq.fake_quantize(x, 1.0, fmt=rq.float8_e4m3fn, out=out) is out
+    assert_bitwise_equal(out, rq.fake_quantize(x, 1.0, fmt=rq.float8_e4m3fn))
+    codes = np.empty(4, np.uint8)
+    assert rq.quantize(x, 1.0, fmt=rq.float8_e4m3fn, out=codes) is codes
+    assert_bitwise_equal(codes, rq.quantize(x, 1.0, fmt=rq.float8_e4m3fn))
+
+
+@pytest.mark.parametrize("make_out,error,match", [
+    (lambda x: [0.0] * 4, TypeError, "out must be a NumPy array"),
+    (lambda x: np.empty(4, np.float64), ValueError, "out must have dtype float32 and shape"),
+    (lambda x: np.empty((2, 2), np.float32), ValueError, "shape"),
+    (lambda x: np.empty(8, np.float32)[::2], ValueError, "C-contiguous"),
+    (lambda x: np.frombuffer(bytes(16), np.float32), ValueError, "writeable"),
+    (lambda x: x, ValueError, "out must not share memory with x"),
+])
+def test_out_is_checked(make_out, error, match):
+    x = np.float32([0.1, -0.2, 0.3, 0.4])
+    before = x.copy()
+    with pytest.raises(error, match=match):
+        rq.fake_quantize(x, 0.1, 0, fmt=rq.int8, out=make_out(x))
+    assert_bitwise_equal(x, before)
+    with pytest.raises(ValueError, match="dtype int8"):
+        rq.quantize(x, 0.1, 0, fmt=rq.int8, out=np.empty(4, np.int16))
