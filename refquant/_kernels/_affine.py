@@ -167,28 +167,32 @@ def quotient_value(x, s_q, inv, z_c, qmode, cfmt, afmt, zp_before, fma):
 def rnd32(v, fmt):
     """:func:`rnd` of the float32 ``v`` to ``fmt`` (float32 or wider: ``v``; float16 (2) or
     bfloat16 (3): rounded half to even, overflowing to +-inf), in float32 and 32-bit integer
-    arithmetic. A float32 op followed by this rounding is the half format's own op: float32 holds
-    more than twice a half format's precision plus two bits."""
-    if fmt < 2 or v != v:
+    arithmetic, without a branch. A float32 op followed by this rounding is the half format's own
+    op: float32 holds more than twice a half format's precision plus two bits."""
+    if fmt < 2:
         return v
     b = f32_to_bits(v)
-    if fmt == 3:
-        return bits_to_f32(np.int32((b + np.int32(0x7FFF) + ((b >> np.int32(16)) & np.int32(1)))
-                                    & np.int32(-65536)))
-    r = bits_to_f32(np.int32((b + np.int32(0xFFF) + ((b >> np.int32(13)) & np.int32(1))) & np.int32(-8192)))
-    a = abs(v)
-    sub = np.rint(v * np.float32(16777216.0)) * np.float32(5.960464477539063e-08)  # quantum 2**-24
-    r = sub if a < np.float32(6.103515625e-05) else r
-    return np.float32(math.copysign(math.inf, v)) if abs(r) > np.float32(65504.0) else r
+    sign = b & np.int32(-2147483648)
+    drop = np.int32(16 if fmt == 3 else 13)
+    half = (np.int32(1) << (drop - np.int32(1))) - np.int32(1)
+    r = bits_to_f32(np.int32((b + half + ((b >> drop) & np.int32(1))) & -(np.int32(1) << drop)))
+    if fmt == 2:
+        # below the smallest normal: the multiple of 2**-24 that adding and taking 3/4 rounds to
+        # (half to even), with v's sign (a -0.0 result included)
+        sub = bits_to_f32(f32_to_bits((v + np.float32(0.75)) - np.float32(0.75)) | sign)
+        r = sub if abs(v) < np.float32(6.103515625e-05) else r
+        r = bits_to_f32(sign | np.int32(0x7F800000)) if abs(r) > np.float32(65504.0) else r
+    return v if v != v else r
 
 
 @kernel
-def quotient_value32(x, s_q, inv, z_c, qmode, zp_before, fma, cfmt):
+def quotient_value32(x, s_q, inv, z_c, qmode, zp_before, fma, cfmt, x_in_cfmt):
     """:func:`quotient_value` for ``afmt == cfmt`` (float32, float16 or bfloat16) in float32
-    arithmetic (all float32 arguments, ``x`` a float32 value): each IEEE float32 op is the float64
-    op rounded once to float32, and a half format's op is the float32 op rounded once to it
-    (:func:`rnd32`), so the result is the same bits, at twice the vector width."""
-    x = rnd32(x, cfmt)
+    arithmetic (all float32 arguments, ``x`` a float32 value, already a ``cfmt`` value where
+    ``x_in_cfmt``): each IEEE float32 op is the float64 op rounded once to float32, and a half
+    format's op is the float32 op rounded once to it (:func:`rnd32`), so the result is the same
+    bits, at twice the vector width."""
+    x = x if x_in_cfmt else rnd32(x, cfmt)
     if qmode == QUOTIENT_RECIPROCAL and zp_before and fma:  # float32 only
         return fma32(x, inv, z_c)
     t = rnd32(x / s_q if qmode == QUOTIENT_DIVIDE else x * inv, cfmt)
@@ -408,7 +412,8 @@ def _affine_element_py(xi, ui, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q):
     xv = load_value(xi, XFMT)
     if F32OPS:
         t = np.float64(quotient_value32(np.float32(xv), np.float32(s_q), np.float32(inv),
-                                        np.float32(z_c), QMODE, ZP_MODE == ZP_BEFORE, FMA, CFMT))
+                                        np.float32(z_c), QMODE, ZP_MODE == ZP_BEFORE, FMA, CFMT,
+                                        XFMT == CFMT))
         q = code_of_quotient(t, z, z_c, lo, hi, AFMT, ZP_MODE, ZP_ADD_INT, RMODE, ui, CLAMP_MODE, cast,
                              nan_q)
     else:
@@ -484,7 +489,7 @@ def _fast32_run_py(xs, s_q, inv, z, s_d, lo, hi, os):
     bad = False  # a bool: an integer flag would be widened to int64, halving the vector width
     for i in range(xs.size):
         xv = half_to_f32(xs[i], XFMT) if XFMT >= 2 else np.float32(xs[i])
-        t = quotient_value32(xv, s_q, inv, z, QMODE, ZP_MODE == ZP_BEFORE, FMA, CFMT)
+        t = quotient_value32(xv, s_q, inv, z, QMODE, ZP_MODE == ZP_BEFORE, FMA, CFMT, XFMT == CFMT)
         bad = bad | (not abs(t) < np.float32(ORDINARY_32))
         q = round32(t, RMODE)
         if ZP_MODE == ZP_AFTER:
