@@ -284,8 +284,8 @@ def test_all_float32_pass_per_channel(monkeypatch, name):
     x = _runs_with_specials(0.05, 3, -128, 127, np.float32)[: 3 * 128 * 96].reshape(3, 96, 128)
     s = np.float32(0.05) * (1 + np.arange(96) % 5).astype(np.float32)
     zp = (np.arange(96) % 7 - 3).astype(np.int64)
-    for axis in (1, 0):
-        xs = x if axis == 1 else np.ascontiguousarray(np.swapaxes(x, 0, 1))
+    for axis in (1, 0, -1):  # rows of 128 per channel; of 384; one element per channel per row
+        xs = {1: x, 0: np.ascontiguousarray(np.swapaxes(x, 0, 1)), -1: x.reshape(-1, 96)}[axis]
         for fake in (False, True):
             op = rq.fake_quantize if fake else rq.quantize
             keys = _spy_keys(monkeypatch)
