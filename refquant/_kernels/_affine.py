@@ -439,8 +439,8 @@ ORDINARY_32 = 4194304.0  # 2**22
 
 @kernel
 def half_to_f32(b, fmt):
-    """The float32 that float16 (``fmt`` 2) or bfloat16 (3) bits ``b`` encode; +-inf for every
-    float16 inf or NaN (the caller sends those runs to the general loop)."""
+    """The float32 that float16 (``fmt`` 2) or bfloat16 (3) bits ``b`` encode (a NaN: a quiet NaN
+    of its sign, whatever its payload)."""
     b = np.int32(b)
     if fmt == 3:
         return bits_to_f32(np.int32(b << np.int32(16)))
@@ -448,7 +448,8 @@ def half_to_f32(b, fmt):
     e = m >> np.int32(10)
     v = bits_to_f32(np.int32((m << np.int32(13)) + np.int32(112 << 23)))
     v = np.float32(m) * np.float32(5.960464477539063e-08) if e == np.int32(0) else v  # m * 2**-24
-    v = np.float32(np.inf) if e == np.int32(31) else v
+    special = np.float32(np.inf) if (m & np.int32(0x3FF)) == np.int32(0) else np.float32(np.nan)
+    v = special if e == np.int32(31) else v
     return -v if b >= np.int32(0x8000) else v
 
 
@@ -490,7 +491,11 @@ def _fast32_run_py(xs, s_q, inv, z, s_d, lo, hi, os):
     for i in range(xs.size):
         xv = half_to_f32(xs[i], XFMT) if XFMT >= 2 else np.float32(xs[i])
         t = quotient_value32(xv, s_q, inv, z, QMODE, ZP_MODE == ZP_BEFORE, FMA, CFMT, XFMT == CFMT)
-        bad = bad | (not abs(t) < np.float32(ORDINARY_32))
+        if CLAMP_MODE == CLAMP_FLOAT or CLAMP_MODE == CLAMP_CAST_LAST:
+            # a quotient past 2**22 rounds, adds and clamps to the general loop's code too
+            bad = bad | (t != t)
+        else:  # a large quotient wraps or converts to INT_MIN in the general loop
+            bad = bad | (not abs(t) < np.float32(ORDINARY_32))
         q = round32(t, RMODE)
         if ZP_MODE == ZP_AFTER:
             q = q + z if ZP_ADD_INT else rnd32(q + z, AFMT)
