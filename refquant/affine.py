@@ -538,7 +538,7 @@ def _run(x, scale, zero_point, spec: Spec, rng, fake, dtype=None, out=None):
             f"x contains NaN (first at flat index {i}); convention {conv.name!r} has no code for NaN"
         )
     result = out
-    out = np.empty(xk.size, dtype=kernel_dtype) if out is None else out.reshape(-1).view(kernel_dtype)
+    out = _fresh(xk.size, kernel_dtype) if out is None else out.reshape(-1).view(kernel_dtype)
     if xk.size:
         _compute(plan, xk.view(np.uint16) if half else xk, fake, out, uniforms(plan.mode, rng, xk.size))
     if result is not None:
@@ -546,6 +546,22 @@ def _run(x, scale, zero_point, spec: Spec, rng, fake, dtype=None, out=None):
     if fake and half:
         out = out.view(x.dtype)
     return out.reshape(x.shape)
+
+
+_HUGE_PAGE = 1 << 21  # the x86-64 huge page; NumPy asks the kernel for them on buffers >= 4 MiB
+
+
+def _fresh(n: int, dtype) -> np.ndarray:
+    """``np.empty(n, dtype)``, starting on a huge-page boundary when it is large: the kernel can
+    then back all of it with huge pages (far fewer page faults) instead of small pages up to the
+    first boundary. Only the aligned part is ever touched, so the rest costs no memory."""
+    dtype = np.dtype(dtype)
+    size = n * dtype.itemsize
+    if size < 2 * _HUGE_PAGE:
+        return np.empty(n, dtype)
+    raw = np.empty(size + _HUGE_PAGE, np.uint8)
+    start = -raw.ctypes.data % _HUGE_PAGE
+    return raw[start:start + size].view(dtype)
 
 
 def _has_nan(xk: np.ndarray) -> bool:
