@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -306,6 +306,8 @@ class _Plan:
     z: np.ndarray
     for_dequantize: bool
     code_dtype: np.dtype | None = None  # quantize's output dtype (None: the smallest for the range)
+    # the compiled loop and its arguments per (fake, drawn), filled by _compute on first use
+    kernel_calls: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, spec: Spec, x_dtype, shape, scale, zero_point, for_dequantize=False,
@@ -582,10 +584,24 @@ def _compute(plan, xk, fake, out, u):
     conv = plan.conv
     out_fmt = plan.x_fmt if fake else _F64
     grouping, shape3 = plan.layout.grouping()
-    lo, hi = float(plan.lo), float(plan.hi)
     if (conv.quotient == "exact" and plan.mode == 0 and conv.dequant == "exact"
             and grouping in (k.GROUP_NONE, k.GROUP_ROWS) and _exact_fast(plan, xk, fake, out_fmt, out)):
         return
+    drawn = u.size > 0
+    call = plan.kernel_calls.get((fake, drawn))
+    if call is None:
+        call = plan.kernel_calls[(fake, drawn)] = _kernel_call(plan, fake, out_fmt, grouping, drawn)
+    kern, gidx, params = call
+    kern(xk.size, xk, shape3, gidx, u, *params, out)
+
+
+def _kernel_call(plan, fake, out_fmt, grouping, drawn):
+    """(the compiled loop, the group index, the parameters between ``u`` and ``out``) for a plan,
+    under fake_quantize or quantize, with or without stochastic draws: a plan is read only, so
+    each is worked out once."""
+    from ._kernels import _affine as k
+
+    conv = plan.conv
     s_q, inv, z_c = plan.quotient_params()
     dmode, s_d, p_fmt = plan.dequant_params(out_fmt)
     clamp_mode, lo, hi, cast = plan.clamp_params(fake)
@@ -604,13 +620,13 @@ def _compute(plan, xk, fake, out, u):
         fma=fma, zp_add_int=conv.zero_point_add == "integer", rmode=plan.mode, clamp_mode=clamp_mode,
         dequant=fake, dmode=dmode if fake else 0, ofmt=out_fmt if fake else 0,
         pfmt=p_fmt if fake and conv.dequant in ("promote", "scalar") else 0, grouping=grouping,
-        drawn=u.size > 0, xfmt=plan.x_fmt, f32ops=f32ops,
+        drawn=drawn, xfmt=plan.x_fmt, f32ops=f32ops,
     )
     if f32ops and _fast32_holds(plan, key, z_c, s_d, lo, hi):
         key = key._replace(fast32=True)
     gidx = plan.layout.gidx if grouping == k.GROUP_INDEX else _NO_GROUPS
-    k.affine_kernel(key)(xk.size, xk, shape3, gidx, u, s_q, inv, np.ascontiguousarray(plan.z), z_c, s_d,
-                         lo, hi, cast, float(plan.nan_code(fake)), out)
+    return k.affine_kernel(key), gidx, (s_q, inv, np.ascontiguousarray(plan.z), z_c, s_d, lo, hi, cast,
+                                        float(plan.nan_code(fake)))
 
 
 _NO_GROUPS = np.empty(0, np.intp)
@@ -655,15 +671,33 @@ def _exact_fast(plan, xk, fake, out_fmt, out) -> bool:
     False, with nothing written, when a scale's reciprocal is not a normal float64."""
     from ._kernels import _affine as k
 
+    call = plan.kernel_calls.get(("exact", fake))
+    if call is None:
+        call = plan.kernel_calls[("exact", fake)] = _exact_call(plan, fake, out_fmt)
+    if call is False:
+        return False
+    fast, fixup, channels, task, args = call
+    tasks = plan.layout.shape3[0] * channels if plan.layout.per_channel else -(-xk.size // k.CHUNK)
+    uncertain = np.empty(tasks, np.int64)
+    fast(xk.size, xk, channels, task, *args, out, uncertain)
+    if uncertain.any():
+        fixup(xk.size, xk, channels, task, *args, out, uncertain)
+    return True
+
+
+def _exact_call(plan, fake, out_fmt):
+    """(fast pass, fixup, channels, task length, (s, inv, z, check, lo, hi)) of the certified pass
+    for a plan (worked out once: a plan is read only), or False where it does not apply."""
+    from ._kernels import _affine as k
+
     s, z = plan.s64, np.ascontiguousarray(plan.z)
     if not ((s > _RECIPROCAL_SAFE[0]) & (s < _RECIPROCAL_SAFE[1])).all():
         return False
     lo, hi = float(plan.lo), float(plan.hi)
     if plan.layout.per_channel:
-        outer, channels, task = plan.layout.shape3
-        tasks = outer * channels
+        _, channels, task = plan.layout.shape3
     else:
-        channels, task, tasks = 1, k.CHUNK, -(-xk.size // k.CHUNK)
+        channels, task = 1, k.CHUNK
     if not fake or out_fmt == _F64:
         check = np.zeros(s.size, np.int8)
     elif out_fmt != _F32:
@@ -673,14 +707,9 @@ def _exact_fast(plan, xk, fake, out_fmt, out) -> bool:
         check = (~exact).astype(np.int8)
     else:
         check = np.int8([not _products_round_once_to_f32(float(s[0]), lo, hi, float(z[0]))])
-    key = k.ExactKey(xfmt=plan.x_fmt, dequant=fake, ofmt=out_fmt if fake else 0)
-    fast, fixup = k.exact_half_even_kernels(key)
-    inv = 1.0 / s
-    uncertain = np.empty(tasks, np.int64)
-    fast(xk.size, xk, channels, task, s, inv, z, check, lo, hi, out, uncertain)
-    if uncertain.any():
-        fixup(xk.size, xk, channels, task, s, inv, z, check, lo, hi, out, uncertain)
-    return True
+    fast, fixup = k.exact_half_even_kernels(k.ExactKey(xfmt=plan.x_fmt, dequant=fake,
+                                                       ofmt=out_fmt if fake else 0))
+    return fast, fixup, channels, task, (s, 1.0 / s, z, check, lo, hi)
 
 
 @functools.lru_cache(maxsize=256)
