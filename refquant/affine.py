@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -639,31 +640,42 @@ def _fast32_holds(plan, key, z_c, s_d, lo, hi) -> bool:
     """Whether the kernels' all-float32 pass computes this call's bits: every code, zero point
     and ``q - z`` an integer below 2**22 (2**11 where float16 holds them), the zero point the same
     in its add's format, a finite float32 dequantization scale (nonzero for a divide), and a
-    product rounded once to a float32 or half output."""
+    product rounded once to a float32 or half output. (On Python floats: a new per-tensor scale
+    every call, as in training, costs a few microseconds.)"""
     from ._kernels import _affine as k
 
-    z = np.asarray(plan.z, np.float64)
-    ints = np.concatenate([z, [lo, hi]])
-    if (key.drawn or key.grouping == k.GROUP_INDEX or (key.dequant and key.ofmt == _F64)
-            or not (z == z_c).all() or not (np.floor(ints) == ints).all()
-            or not (np.abs(ints) <= _ORDINARY_CODES).all()):
+    if key.drawn or key.grouping == k.GROUP_INDEX or (key.dequant and key.ofmt == _F64):
+        return False
+    zs = plan.z.tolist()
+    ends = zs + [lo, hi]
+    if zs != z_c.tolist() or not all(v.is_integer() and abs(v) <= _ORDINARY_CODES for v in ends):
         return False
     if not key.dequant:
         return True
-    span = max(np.abs(hi - z).max(), np.abs(lo - z).max())
     if key.dmode == int(Dequant.PROMOTE) and key.ofmt in (_F16, _BF16):
-        if max(span, np.abs(ints).max()) > 2048:  # to_format(q) exact in float16
-            return False
+        if max(max(abs(v) for v in ends), max(hi - v for v in zs), max(v - lo for v in zs)) > 2048:
+            return False  # to_format(q) exact in float16
     if key.dmode == int(Dequant.EXACT) and key.ofmt in (_F16, _BF16):
         return False  # one rounding of the real product to the half format, not through float32
-    return bool(np.isfinite(s_d).all() and _float32_valued(s_d)
-                and (key.dmode != int(Dequant.DIVIDE) or (s_d != 0).all()))
+    return (_float32_valued(s_d) and all(math.isfinite(v) for v in s_d.tolist())
+            and (key.dmode != int(Dequant.DIVIDE) or 0.0 not in s_d.tolist()))
 
 
 def _float32_valued(values: np.ndarray) -> bool:
     """Whether every float64 in ``values`` is a float32 value (the float32 path may then use it)."""
+    if values.size <= 8:  # per tensor: Python floats are quicker than NumPy's calls
+        return all(_is_float32(v) for v in values.tolist())
     with np.errstate(over="ignore"):
         return bool((values.astype(np.float32).astype(np.float64) == values).all())
+
+
+def _is_float32(v: float) -> bool:
+    """Whether the float ``v`` is a float32 value (C's conversion to float, which rounds to
+    nearest, gives it back; past float32's range it overflows)."""
+    try:
+        return struct.unpack("f", struct.pack("f", v))[0] == v
+    except OverflowError:
+        return False
 
 
 def _exact_fast(plan, xk, fake, out_fmt, out) -> bool:
