@@ -207,7 +207,10 @@ def test_out_is_filled_with_the_same_bits(convention, dtype_name):
     conv = rq.conventions.get(convention)
     if dtype_name not in conv.input_dtypes:
         pytest.skip(f"{convention} takes no {dtype_name}")
-    dtype = np.dtype(dtype_name) if dtype_name != "bfloat16" else np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    if dtype_name == "bfloat16":
+        dtype = np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    else:
+        dtype = np.dtype(dtype_name)
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((70, 1030)) * 3).astype(dtype)  # past the parallel threshold
     x.flat[::997] = np.float32(np.nan)
