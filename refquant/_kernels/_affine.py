@@ -431,9 +431,9 @@ def _affine_element_py(xi, ui, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q):
 # product or quotient of the dequantization) is, on integer-valued operands below 2**24, either
 # exact in float32 or one float32 operation, so float32 arithmetic gives the general path's bits
 # at twice its vector width. ``_compute`` allows it only where that holds for every code of the
-# range (integer zero point and bounds below 2**22, a float32 dequantization scale, no overflow);
-# a run holding any other element (NaN, +-inf, a large quotient) is computed again by the general
-# loop.
+# range (integer zero point and bounds below 2**22, a finite float32 dequantization scale); a run
+# holding a NaN quotient (and, under the clamp rules that wrap or convert before they clamp, an
+# infinite or large one) is computed again by the general loop.
 ORDINARY_32 = 4194304.0  # 2**22
 
 
@@ -455,8 +455,8 @@ def half_to_f32(b, fmt):
 
 @kernel
 def f32_to_half(v, fmt):
-    """The float16 (``fmt`` 2) or bfloat16 (3) bits of the finite float32 ``v`` rounded half to
-    even (beyond the format's range: +-inf), as :func:`half_bits` gives for it."""
+    """The float16 (``fmt`` 2) or bfloat16 (3) bits of the float32 ``v`` (not NaN) rounded half
+    to even (beyond the format's range, +-inf included: +-inf), as :func:`half_bits` gives."""
     b = f32_to_bits(v)
     sign = (b >> np.int32(16)) & np.int32(0x8000)
     a = b & np.int32(0x7FFFFFFF)
