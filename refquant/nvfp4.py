@@ -4,7 +4,9 @@ float32 global scale.
 With ``g`` the (decode) global scale, ``amax`` the largest magnitude of the tensor and ``a`` that
 of a block, ``exact`` computes, each with one rounding half to even:
 
-* ``g = f32(amax / 2688)`` (2688 = 448 * 6) unless ``global_scale`` gives it; 1 for an all-zero x;
+* ``g = f32(amax / 2688)`` (2688 = 448 * 6) unless ``global_scale`` gives it; 1 for an all-zero x,
+  and the smallest positive float32 (2**-149) where ``amax / 2688`` rounds to 0 (a global scale
+  is always positive);
 * the block scale ``s = e4m3(a / (6 g))``, saturating at 448 (0 when it rounds to 0);
 * the element code ``q = e2m1(x / (s g))``, saturating at +-6, keeping the sign of -0.0;
 * dequantize: ``q * s * g`` rounded once to the output dtype.
@@ -223,6 +225,7 @@ def _global_scales(conv: Convention, amax, global_scale, check=True):
             stored = f32(1.0)
     elif conv.block_scale == "exact":
         stored = f32_of_fraction(Fraction(float(amax)) / 2688) if amax > 0 else f32(1.0)
+        stored = max(stored, f32(2.0**-149))
     else:
         stored = f32(f32(amax) / f32(_E4M3_MAX_TIMES_E2M1_MAX))
     if conv.global_storage == "encode":

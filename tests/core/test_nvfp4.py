@@ -160,6 +160,21 @@ def test_exact_nonfinite_blocks_fake_quantize_to_nan():
         assert np.isfinite(fq[[0, 2, 3]]).all() and np.isfinite(fq[1, 16:]).all()
 
 
+@pytest.mark.parametrize("v", [4e-45, -1e-42, 1.9e-42])
+def test_exact_global_scale_never_rounds_to_zero(v):
+    """amax / 2688 below half the smallest subnormal: g is 2**-149, not 0 (which quantize would
+    refuse as a global scale), and the blocks quantize against it as for any g."""
+    x = np.full((1, 16), v, np.float32)
+    x[0, 1] = 0.0
+    q, s, gs = rq.nvfp4.quantize(x)
+    assert gs == np.float32(2.0**-149)
+    codes, scales, deq = oracle(x, gs)
+    assert_bitwise_equal(q, codes, "codes")
+    assert_bitwise_equal(s, scales, "scales")
+    assert_bitwise_equal(rq.nvfp4.fake_quantize(x), deq, "fake")
+    assert_bitwise_equal(rq.nvfp4.quantize(x, global_scale=gs)[0], q, "the returned g fed back")
+
+
 @settings(deadline=None, max_examples=40)
 @given(hnp.arrays(np.float32, st.tuples(st.integers(1, 3), st.sampled_from([16, 32])),
                   elements=st.floats(-1e4, 1e4, width=32, allow_subnormal=True)),
