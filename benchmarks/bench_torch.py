@@ -7,7 +7,7 @@ forward + backward, next to torch's own), next to the core's own per-call time o
 (the difference is the adapter's overhead), and rqt.pact's (in the same alternating rounds).
 Then, with torch.ao as the peer: a QAT step (forward, backward, SGD) of a Conv-Conv-Linear
 model prepared by rqt.prepare_qat against the same model built with torch.ao's QAT modules and
-FakeQuantize (best of 30 alternating steps; then the median CPU time of one thread with torch
+FakeQuantize (best of 100 alternating steps; then the median CPU time of one thread with torch
 and Numba on one thread), and the forward of rqt.nn.reference.Linear / Conv2d
 against torch.ao's reference modules.
 
@@ -126,7 +126,7 @@ def qat_and_reference():
 
         return run
 
-    t_ao, t_rq = best_pair(step(_torch_ao_qat(_model())), step(rqt.prepare_qat(_model())), 30)
+    t_ao, t_rq = best_pair(step(_torch_ao_qat(_model())), step(rqt.prepare_qat(_model())), 100)
     print(f"QAT step Conv-Conv-Linear batch 32: torch.ao FakeQuantize {t_ao * 1e3:7.2f} ms; "
           f"rqt.prepare_qat {t_rq * 1e3:7.2f} ms   ratio {t_rq / t_ao:5.2f}x")
     m_ao, m_rq = _one_thread_cpu_medians(step(_torch_ao_qat(_model())),

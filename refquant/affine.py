@@ -521,7 +521,9 @@ def _check_input(x, conv, name="x"):
     return a
 
 
-def _run(x, scale, zero_point, spec: Spec, rng, fake, dtype=None, out=None):
+def _run(x, scale, zero_point, spec: Spec, rng, fake, dtype=None, out=None, with_mask=False):
+    """quantize or fake_quantize; ``with_mask`` (fake_quantize, no ``out``): ``(y, m)`` with ``m``
+    the straight-through mask from the same pass, or None where the kernels cannot give it."""
     x = _check_input(x, spec.convention)
     code_dtype = None if fake else _code_dtype(dtype, spec.qmin, spec.qmax)
     plan = _plan_for(spec, x.dtype, x.shape, scale, zero_point, code_dtype)
@@ -542,12 +544,18 @@ def _run(x, scale, zero_point, spec: Spec, rng, fake, dtype=None, out=None):
         )
     result = out
     out = _fresh(xk.size, kernel_dtype) if out is None else out.reshape(-1).view(kernel_dtype)
+    mask = _fresh(xk.size, np.bool_) if with_mask else None
     if xk.size:
-        _compute(plan, xk.view(np.uint16) if half else xk, fake, out, uniforms(plan.mode, rng, xk.size))
+        xv, u = xk.view(np.uint16) if half else xk, uniforms(plan.mode, rng, xk.size)
+        if not _compute(plan, xv, fake, out, u, mask):
+            _compute(plan, xv, fake, out, u)
+            mask = None
     if result is not None:
         return result
     if fake and half:
         out = out.view(x.dtype)
+    if with_mask:
+        return out.reshape(x.shape), None if mask is None else mask.reshape(x.shape)
     return out.reshape(x.shape)
 
 
@@ -579,27 +587,40 @@ def _has_nan(xk: np.ndarray) -> bool:
 _RECIPROCAL_SAFE = (2.0**-1020, 2.0**1020)
 
 
-def _compute(plan, xk, fake, out, u):
+def _compute(plan, xk, fake, out, u, mask=None) -> bool:
+    """Fill ``out`` (and, fake-quantizing, the bool array ``mask`` with the straight-through mask
+    in the same pass). False, with nothing written, where the kernels cannot give that mask
+    (see :func:`_kernel_call`)."""
     from ._kernels import _affine as k
 
     conv = plan.conv
     out_fmt = plan.x_fmt if fake else _F64
     grouping, shape3 = plan.layout.grouping()
     if (conv.quotient == "exact" and plan.mode == 0 and conv.dequant == "exact"
-            and grouping in (k.GROUP_NONE, k.GROUP_ROWS) and _exact_fast(plan, xk, fake, out_fmt, out)):
-        return
+            and grouping in (k.GROUP_NONE, k.GROUP_ROWS) and _exact_fast(plan, xk, fake, out_fmt, out, mask)):
+        return True
     drawn = u.size > 0
-    call = plan.kernel_calls.get((fake, drawn))
+    which = (fake, drawn, mask is not None)
+    call = plan.kernel_calls.get(which)
     if call is None:
-        call = plan.kernel_calls[(fake, drawn)] = _kernel_call(plan, fake, out_fmt, grouping, drawn)
+        call = plan.kernel_calls[which] = _kernel_call(plan, fake, out_fmt, grouping, drawn,
+                                                       mask is not None)
+    if call is False:
+        return False
     kern, gidx, params = call
-    kern(xk.size, xk, shape3, gidx, u, *params, out)
+    kern(xk.size, xk, shape3, gidx, u, *params, out, _NO_MASK if mask is None else mask)
+    return True
 
 
-def _kernel_call(plan, fake, out_fmt, grouping, drawn):
+def _kernel_call(plan, fake, out_fmt, grouping, drawn, mask=False):
     """(the compiled loop, the group index, the parameters between ``u`` and ``out``) for a plan,
-    under fake_quantize or quantize, with or without stochastic draws: a plan is read only, so
-    each is worked out once."""
+    under fake_quantize or quantize, with or without stochastic draws, with or without the mask:
+    a plan is read only, so each is worked out once.
+
+    The mask comes from the loop where it is the code before the clamp lying in ``[qmin, qmax]``
+    of that same computation: a deterministic fake_quantize clamped at the integer ends of the
+    range, with a quotient that is NaN only for NaN x (a finite nonzero scale or reciprocal).
+    Elsewhere: False."""
     from ._kernels import _affine as k
 
     conv = plan.conv
@@ -607,6 +628,9 @@ def _kernel_call(plan, fake, out_fmt, grouping, drawn):
     dmode, s_d, p_fmt = plan.dequant_params(out_fmt)
     clamp_mode, lo, hi, cast = plan.clamp_params(fake)
     exact = conv.quotient == "exact"
+    if mask and (drawn or not fake or (lo, hi) != (float(plan.lo), float(plan.hi))
+                 or not _finite_nonzero(s_q if conv.quotient == "divide" else inv)):
+        return False
     zp_mode = code("zero_point", conv.zero_point)
     fma = conv.fma and conv.quotient == "reciprocal" and conv.zero_point == "before_round"
     # float32 arithmetic for a float32 quotient, and for a half one (float16, bfloat16) but for a
@@ -621,7 +645,7 @@ def _kernel_call(plan, fake, out_fmt, grouping, drawn):
         fma=fma, zp_add_int=conv.zero_point_add == "integer", rmode=plan.mode, clamp_mode=clamp_mode,
         dequant=fake, dmode=dmode if fake else 0, ofmt=out_fmt if fake else 0,
         pfmt=p_fmt if fake and conv.dequant in ("promote", "scalar") else 0, grouping=grouping,
-        drawn=drawn, xfmt=plan.x_fmt, f32ops=f32ops,
+        drawn=drawn, xfmt=plan.x_fmt, f32ops=f32ops, mask=mask,
     )
     if f32ops and _fast32_holds(plan, key, z_c, s_d, lo, hi):
         key = key._replace(fast32=True)
@@ -631,6 +655,13 @@ def _kernel_call(plan, fake, out_fmt, grouping, drawn):
 
 
 _NO_GROUPS = np.empty(0, np.intp)
+_NO_MASK = np.empty(0, np.bool_)
+
+
+def _finite_nonzero(values: np.ndarray) -> bool:
+    if values.size <= 8:
+        return all(math.isfinite(v) and v != 0.0 for v in values.tolist())
+    return bool((np.isfinite(values) & (values != 0.0)).all())
 
 
 _ORDINARY_CODES = 2.0**22  # zero points and bounds of the all-float32 pass (see _kernels._affine)
@@ -678,26 +709,29 @@ def _is_float32(v: float) -> bool:
         return False
 
 
-def _exact_fast(plan, xk, fake, out_fmt, out) -> bool:
-    """The exact convention's certified half-to-even pass (per tensor, or per channel by rows);
-    False, with nothing written, when a scale's reciprocal is not a normal float64."""
+def _exact_fast(plan, xk, fake, out_fmt, out, mask=None) -> bool:
+    """The exact convention's certified half-to-even pass (per tensor, or per channel by rows),
+    with the straight-through mask into ``mask`` where it is an array; False, with nothing
+    written, when a scale's reciprocal is not a normal float64."""
     from ._kernels import _affine as k
 
-    call = plan.kernel_calls.get(("exact", fake))
+    which = ("exact", fake, mask is not None)
+    call = plan.kernel_calls.get(which)
     if call is None:
-        call = plan.kernel_calls[("exact", fake)] = _exact_call(plan, fake, out_fmt)
+        call = plan.kernel_calls[which] = _exact_call(plan, fake, out_fmt, mask is not None)
     if call is False:
         return False
     fast, fixup, channels, task, args = call
     tasks = plan.layout.shape3[0] * channels if plan.layout.per_channel else -(-xk.size // k.CHUNK)
     uncertain = np.empty(tasks, np.int64)
-    fast(xk.size, xk, channels, task, *args, out, uncertain)
+    m = _NO_MASK if mask is None else mask
+    fast(xk.size, xk, channels, task, *args, out, uncertain, m)
     if uncertain.any():
-        fixup(xk.size, xk, channels, task, *args, out, uncertain)
+        fixup(xk.size, xk, channels, task, *args, out, uncertain, m)
     return True
 
 
-def _exact_call(plan, fake, out_fmt):
+def _exact_call(plan, fake, out_fmt, mask=False):
     """(fast pass, fixup, channels, task length, (s, inv, z, check, lo, hi)) of the certified pass
     for a plan (worked out once: a plan is read only), or False where it does not apply."""
     from ._kernels import _affine as k
@@ -720,7 +754,7 @@ def _exact_call(plan, fake, out_fmt):
     else:
         check = np.int8([not _products_round_once_to_f32(float(s[0]), lo, hi, float(z[0]))])
     fast, fixup = k.exact_half_even_kernels(k.ExactKey(xfmt=plan.x_fmt, dequant=fake,
-                                                       ofmt=out_fmt if fake else 0))
+                                                       ofmt=out_fmt if fake else 0, mask=mask))
     return fast, fixup, channels, task, (s, 1.0 / s, z, check, lo, hi)
 
 

@@ -5,6 +5,11 @@ The gradient of ``fake_quantize`` with respect to ``x`` is ``grad * m(x)`` where
 the unclamped code ``round(x / s) + z`` (computed under the call's convention) lies in
 ``[qmin, qmax]``, else 0 (NaN gives 0). torch's fake quant uses the same mask.
 
+* :func:`mask` gives ``m`` on an array (one core call);
+* :func:`fake_quantize_with_mask` gives ``fake_quantize`` and ``m`` together, from the same pass
+  of the kernels where they can (deterministic rounding, a finite nonzero scale and reciprocal),
+  as torch's ``*_cachemask`` ops do: a training step saves ``m`` for its backward, ``grad * m``;
+* :func:`mask_grad` applies a saved mask: ``grad * m``;
 * :func:`bounds` gives the interval ``[a, b]`` of x's dtype where ``m = 1``;
 * :func:`masked_grad` applies it: ``grad * (a <= x <= b)`` in one pass.
 
@@ -20,10 +25,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import affine as _affine
 from . import conventions
-from .affine import quantize
+from .affine import Spec, quantize
 
-__all__ = ["bounds", "masked_grad"]
+__all__ = ["mask", "fake_quantize_with_mask", "apply_with_mask", "mask_grad", "bounds", "masked_grad"]
 
 _K = 128
 _INT_VIEW = {2: np.int16, 4: np.int32, 8: np.int64}
@@ -191,6 +197,105 @@ def bounds(dtype, scale, zero_point, qmin: int, qmax: int, *, groups: int | None
     if groups is None:
         return a.reshape(()), b.reshape(())
     return a, b
+
+
+def mask(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None, block_size=None,
+         rounding=None, convention="exact") -> np.ndarray:
+    """The straight-through mask ``m`` (bool, x's shape) of ``fake_quantize`` with the same
+    arguments: ``m = 1`` where the unclamped code ``round(x / s) + z`` under the convention lies
+    in ``[qmin, qmax]``, else 0 (NaN x: 0). It is ``quantize`` with the range widened to
+    ``[qmin - 1, qmax + 1]`` (so that a clamped code shows), under the convention resolved for the
+    original range, compared with ``[qmin, qmax]``; stochastic rounding takes half to even.
+
+    >>> import numpy as np, refquant as rq
+    >>> rq.ste.mask(np.float32([-2.2, -2.1, 1.87, 1.88, np.nan]), 0.25, 0, qmin=-8, qmax=7).tolist()
+    [False, True, True, False, False]
+    """
+    spec = Spec.of(qmin=qmin, qmax=qmax, fmt=fmt, axis=axis, block_size=block_size,
+                   rounding=rounding, convention=convention)
+    return _mask_of(spec, x, scale, zero_point)
+
+
+def fake_quantize_with_mask(x, scale, zero_point=0, *, qmin=None, qmax=None, fmt=None, axis=None,
+                            block_size=None, rounding=None, convention="exact", rng=None):
+    """``(rq.fake_quantize(x, ...), rq.ste.mask(x, ...))`` with the same arguments, both from one
+    pass of the kernels where they can give the mask (a deterministic rounding, a finite nonzero
+    scale and reciprocal, a range clamped at its integer ends; elsewhere the mask takes a second
+    core call). The mask is the code before the clamp, as computed for the output, lying in
+    ``[qmin, qmax]``; NaN x gives 0.
+
+    >>> import numpy as np, refquant as rq
+    >>> y, m = rq.ste.fake_quantize_with_mask(np.float32([0.3, 9.0, np.nan]), 0.25, 0, qmin=-8,
+    ...                                      qmax=7, convention="torch.fake_quantize")
+    >>> y.tolist(), m.tolist()  # torch's fake quant makes NaN the code qmin
+    ([0.25, 1.75, -2.0], [True, False, False])
+    """
+    spec = Spec.of(qmin=qmin, qmax=qmax, fmt=fmt, axis=axis, block_size=block_size,
+                   rounding=rounding, convention=convention)
+    return apply_with_mask(spec, x, scale, zero_point, rng=rng)
+
+
+def apply_with_mask(spec: Spec, x, scale, zero_point=0, *, rng=None, one_pass=False):
+    """:func:`fake_quantize_with_mask` for a :class:`refquant.affine.Spec` (as
+    :func:`refquant.affine.apply` runs one). With ``one_pass``, the mask is None where the
+    kernels cannot give it in the same pass (a caller may then find it another way).
+
+    >>> import numpy as np, refquant as rq
+    >>> from refquant.affine import Spec
+    >>> spec = Spec.of(qmin=0, qmax=15, convention="onnx")
+    >>> y, m = rq.ste.apply_with_mask(spec, np.float32([0.125, 0.375, 9.0]), 0.25, 1)
+    >>> y.tolist(), m.tolist()
+    ([0.0, 0.5, 3.5], [True, True, False])
+    """
+    y, m = _affine._run(x, scale, zero_point, spec, rng, True, with_mask=True)
+    if m is None and not one_pass:
+        m = _mask_of(spec, x, scale, zero_point)
+    return y, m
+
+
+def _mask_of(spec: Spec, x, scale, zero_point) -> np.ndarray:
+    xa = _affine._check_input(x, spec.convention)
+    conv = spec.convention.resolve(
+        per_channel=spec.axis is not None or spec.block_size is not None,
+        float_zero_point=np.asarray(zero_point).dtype.kind == "f",
+        wide=(spec.qmax - spec.qmin) >= 256,
+    )
+    nan = np.isnan(xa)
+    if nan.any():
+        xa = np.where(nan, 0, xa).astype(xa.dtype)
+    q = quantize(xa, scale, zero_point, qmin=spec.qmin - 1, qmax=spec.qmax + 1, axis=spec.axis,
+                 block_size=spec.block_size,
+                 rounding="half_even" if spec.rounding == "stochastic" else spec.rounding,
+                 convention=conv)
+    inside = (q >= spec.qmin) & (q <= spec.qmax)
+    inside &= ~nan
+    return inside
+
+
+def mask_grad(grad, m) -> np.ndarray:
+    """``grad * m``: the straight-through gradient for a mask ``m`` (bool, grad's shape) from
+    :func:`mask` or :func:`fake_quantize_with_mask`, as ``grad * 1`` or ``grad * 0`` in grad's
+    float32 or float64 dtype (a NaN or infinite grad gives NaN outside the mask, and ``-g * 0``
+    is ``-0.0``, as a multiplication by a mask does), in one pass.
+
+    >>> import numpy as np, refquant as rq
+    >>> rq.ste.mask_grad(np.float32([-2.0, 3.0, np.inf]), np.array([True, False, False])).tolist()
+    [-2.0, 0.0, nan]
+    """
+    grad, m = np.asarray(grad), np.asarray(m)
+    if grad.shape != m.shape or m.dtype != np.bool_ or grad.dtype not in (np.float32, np.float64):
+        raise TypeError(f"grad must be float32/float64 and m a bool array of its shape; got "
+                        f"grad {grad.dtype}{grad.shape} and m {m.dtype}{m.shape}")
+    if grad.size < _SMALL:
+        with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as in the kernel
+            return grad * m
+    gs, ms = np.ascontiguousarray(grad).reshape(-1), np.ascontiguousarray(m).reshape(-1)
+    out = np.empty_like(gs)
+    t = grad.dtype.type
+    from ._kernels._ste import mask_product_kernel  # Numba loads on the first kernel call
+
+    mask_product_kernel(gs.size, gs, ms, t(1), t(0), out)
+    return out.reshape(grad.shape)
 
 
 def masked_grad(grad, x, a, b) -> np.ndarray:

@@ -11,12 +11,10 @@ Nothing here writes into its input: the arrays handed to the core are views the 
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
-from refquant.interop import bfloat16, parallel_min_size
+from refquant.interop import bfloat16
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -70,45 +68,6 @@ def scalar_or_array(t: torch.Tensor, weak: bool):
     if weak:
         return a.item()
     return a
-
-
-_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-class torch_pool_only:
-    """Context for a core call on ``size`` elements from inside torch: the core's Numba kernels get
-    at most the cores torch's intra-op pool leaves free, and at least one
-    (``numba.set_num_threads`` for this thread, restored on exit), so by default (torch's pool
-    with a thread per core) they run serially. Two OpenMP pools on the same cores spin against
-    each other after every region, which costs a QAT step more than the second pool gains;
-    smaller calls never use Numba's pool and skip the check. The results do not depend on the
-    thread count."""
-
-    __slots__ = ("threads",)
-
-    def __init__(self, size: int):
-        self.threads = 0
-        if size >= _PARALLEL_FLOOR:
-            if size >= parallel_min_size():
-                import numba
-
-                threads = numba.get_num_threads()
-                free = max(1, _CPUS - torch.get_num_threads())
-                if threads > free:
-                    numba.set_num_threads(free)
-                    self.threads = threads
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.threads:
-            import numba
-
-            numba.set_num_threads(self.threads)
-
-
-_PARALLEL_FLOOR = 1 << 12  # no kernel runs in parallel below this size
 
 
 def make_quantized(codes: torch.Tensor, scale, zero_point, axis: int | None = None) -> torch.Tensor:

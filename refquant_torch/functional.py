@@ -27,10 +27,10 @@ import torch
 import refquant as rq
 from refquant.affine import Spec, apply
 from refquant.interop import check_axis, resolve_range
+from refquant.ste import apply_with_mask, mask_grad, masked_grad
 from refquant.ste import bounds as ste_bounds
-from refquant.ste import masked_grad
 
-from ._bridge import check_float_tensor, from_numpy, scalar_or_array, to_numpy, torch_pool_only
+from ._bridge import check_float_tensor, from_numpy, scalar_or_array, to_numpy
 from ._conventions import convention_key
 from ._conventions import convention_of as _convention
 
@@ -66,10 +66,32 @@ class _Spec(NamedTuple):
 
 def _forward(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
     """``rq.fake_quantize`` on x's bits with core qparams ``s`` / ``z``, on x's device."""
-    with torch_pool_only(x.numel()):
-        out = apply(spec.core, to_numpy(x), s, spec.forward_zero_point(z), fake=True,
-                    rng=spec.seed)
+    out = apply(spec.core, to_numpy(x), s, spec.forward_zero_point(z), fake=True,
+                rng=spec.seed)
     return from_numpy(out, x.device)
+
+
+def _forward_with_mask(x: torch.Tensor, s, z, spec: _Spec):
+    """``(rq.fake_quantize, its straight-through mask)`` on x's bits, on x's device, from one core
+    pass (``rq.ste.apply_with_mask``); the mask is None where the kernels cannot give it."""
+    y, m = apply_with_mask(spec.core, to_numpy(x), s, spec.forward_zero_point(z), rng=spec.seed,
+                           one_pass=True)
+    return from_numpy(y, x.device), None if m is None else from_numpy(m, x.device)
+
+
+def _mask_grad(grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``grad * mask`` (torch's rule for a saved mask): by ``rq.ste.mask_grad`` (one pass) for a
+    float32/float64 CPU grad of the mask's shape, else by torch."""
+    if (grad.device.type == "cpu" and grad.dtype in (torch.float32, torch.float64)
+            and grad.shape == mask.shape and mask.device.type == "cpu"):
+        return from_numpy(mask_grad(to_numpy(grad), to_numpy(mask)))
+    return grad * mask
+
+
+def _straight_through(spec: _Spec, qparam_grads: bool) -> bool:
+    """Whether x's gradient is ``grad * mask`` (no qparam learns; a learnable fake quant's
+    x-gradient follows the LSQ rule even while its qparams do not learn, as torch's module)."""
+    return not qparam_grads and (not spec.round_zero_point or spec.block_size is not None)
 
 
 def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads: bool):
@@ -77,18 +99,17 @@ def _grads(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec, qparam_grads:
     ``rq.lsq.fake_quantize_grad`` (ndarrays or numbers for the qparams; None without them).
     A learnable fake quant (``round_zero_point``) takes its x-gradient from the LSQ rule even
     while its qparams do not learn, as torch's module does."""
-    if not qparam_grads and (not spec.round_zero_point or spec.block_size is not None):
+    if _straight_through(spec, qparam_grads):
         return _ste_grad(grad, x, s, spec.forward_zero_point(z), spec), None, None
     if spec.round_zero_point and spec.lsq_convention != "torch.learnable":
         z = spec.forward_zero_point(z)  # the LSQ terms of the rounded zero point (straight through)
     if spec.block_size is not None:
         raise NotImplementedError("learnable scale/zero_point gradients with block_size: "
                                   "rq.lsq.fake_quantize_grad takes per-tensor or axis qparams")
-    with torch_pool_only(x.numel()):
-        gx, gs, gz = rq.lsq.fake_quantize_grad(
-            to_numpy(x), s, z, to_numpy(grad), qmin=spec.qmin, qmax=spec.qmax, axis=spec.axis,
-            grad_factor=spec.grad_factor, convention=spec.lsq_convention,
-        )
+    gx, gs, gz = rq.lsq.fake_quantize_grad(
+        to_numpy(x), s, z, to_numpy(grad), qmin=spec.qmin, qmax=spec.qmax, axis=spec.axis,
+        grad_factor=spec.grad_factor, convention=spec.lsq_convention,
+    )
     gx = from_numpy(np.asarray(gx), x.device).to(grad.dtype).reshape(x.shape)
     return (gx, gs, gz) if qparam_grads else (gx, None, None)
 
@@ -186,8 +207,7 @@ def _ste_grad(grad: torch.Tensor, x: torch.Tensor, s, z, spec: _Spec) -> torch.T
                                     spec.convention, compute=x.numel() > _DIRECT_MASK_MAX)
     if bounds is not None:
         lo, hi = bounds[0].numpy(), bounds[1].numpy()
-        with torch_pool_only(x.numel()):
-            return from_numpy(np.asarray(masked_grad(to_numpy(grad), to_numpy(x), lo, hi)))
+        return from_numpy(np.asarray(masked_grad(to_numpy(grad), to_numpy(x), lo, hi)))
     # per-group qparams (they move every step): one core call on x for the mask
     mask = _direct_mask(x, s, z, spec.qmin, spec.qmax, spec.axis, spec.block_size, spec.rounding,
                         spec.convention, numpy=True)
@@ -246,24 +266,11 @@ _DIRECT_MASK_MAX = 1 << 14  # below this one core call on x beats the bound sear
 
 def _direct_mask(x, scale, zero_point, qmin, qmax, axis, block_size, rounding, convention, *,
                  numpy=False):
-    """The mask from one ``rq.quantize`` of x itself with the range widened by one code (NaN: 0),
-    under the convention resolved for the original range (a tensor on x's device, or with
-    ``numpy`` the ndarray)."""
-    xa = to_numpy(x)
-    nan = np.isnan(xa)
-    conv = rq.conventions.get(_convention(convention)).resolve(
-        per_channel=axis is not None or block_size is not None,
-        float_zero_point=np.asarray(zero_point).dtype.kind == "f",
-        wide=(qmax - qmin) >= 256,
-    )
-    if nan.any():
-        xa = np.where(nan, 0, xa).astype(xa.dtype)
-    with torch_pool_only(xa.size):
-        q = rq.quantize(xa, scale, zero_point, qmin=qmin - 1, qmax=qmax + 1, axis=axis,
-                        block_size=block_size,
-                        rounding="half_even" if rounding == "stochastic" else rounding,
-                        convention=conv)
-    inside = (q >= qmin) & (q <= qmax) & ~nan
+    """``rq.ste.mask`` of x (one core call: a quantize over the range widened by one code), a
+    tensor on x's device, or with ``numpy`` the ndarray."""
+    inside = rq.ste.mask(to_numpy(x), scale, zero_point, qmin=qmin, qmax=qmax, axis=axis,
+                         block_size=block_size, rounding=rounding,
+                         convention=_convention(convention))
     return inside if numpy else from_numpy(inside, x.device)
 
 
@@ -342,19 +349,35 @@ def _core_qparam(value):
 class _EagerFakeQuantize(torch.autograd.Function):
     """The custom op's forward and backward without its dispatch cost: used in eager mode on plain
     tensors, with Python-number or NumPy qparams handed to the core as they are; compile,
-    export and tensor subclasses take the op. Tensor qparams are saved with their version
-    counters, so an in-place change before backward raises as for any torch op."""
+    export and tensor subclasses take the op. Where x alone takes the straight-through gradient,
+    the forward keeps the mask from its own pass (as torch's ``*_cachemask`` ops) and the backward
+    is ``grad * mask``; otherwise x and tensor qparams are saved with their version counters, so
+    an in-place change before backward raises as for any torch op."""
 
     @staticmethod
     def forward(ctx, x, scale, zero_point, spec):
+        need = ctx.needs_input_grad
+        ctx.spec, ctx.mask_only = spec, False
+        s, z = _core_qparam(scale), _core_qparam(zero_point)
+        if _straight_through(spec, bool(need[1] or need[2])):
+            y, mask = _forward_with_mask(x, s, z, spec)
+            if mask is not None:
+                ctx.save_for_backward(mask)
+                ctx.mask_only = True
+                return y
+        else:
+            y = None
         is_tensor = (isinstance(scale, torch.Tensor), isinstance(zero_point, torch.Tensor))
         ctx.save_for_backward(x, *(t for t in (scale, zero_point) if isinstance(t, torch.Tensor)))
-        ctx.is_tensor, ctx.spec = is_tensor, spec
+        ctx.is_tensor = is_tensor
         ctx.numbers = (None if is_tensor[0] else scale, None if is_tensor[1] else zero_point)
-        return _forward(x, _core_qparam(scale), _core_qparam(zero_point), spec)
+        return _forward(x, s, z, spec) if y is None else y
 
     @staticmethod
     def backward(ctx, grad):
+        if ctx.mask_only:
+            (mask,) = ctx.saved_tensors
+            return _mask_grad(grad, mask), None, None, None
         x, *saved = ctx.saved_tensors
         qparams = [saved.pop(0) if is_t else num for is_t, num in zip(ctx.is_tensor, ctx.numbers)]
         need = ctx.needs_input_grad
@@ -383,8 +406,10 @@ def _masked_forward(x: torch.Tensor, s, z, spec: _Spec) -> torch.Tensor:
     autograd node: ``y = x * mask`` records torch's own product node (its backward is
     ``grad * mask``, torch's rule), then y's values are replaced by the core's output (the node
     saves the mask only, never y)."""
-    out = _forward(x, s, z, spec)
-    y = x * _small_mask(x, s, spec.forward_zero_point(z), spec)
+    out, mask = _forward_with_mask(x, s, z, spec)
+    if mask is None:
+        mask = _small_mask(x, s, spec.forward_zero_point(z), spec)
+    y = x * mask
     y.detach().copy_(out)
     return y
 
@@ -602,16 +627,14 @@ def _alpha_value(alpha, per_channel: bool = False):
 
 def _alpha_forward(core_fn, x: torch.Tensor, alpha, kwargs: dict) -> torch.Tensor:
     a = _alpha_value(alpha, kwargs.get("axis") is not None)
-    with torch_pool_only(x.numel()):
-        out = core_fn(to_numpy(x), a, **kwargs)
+    out = core_fn(to_numpy(x), a, **kwargs)
     return from_numpy(out, x.device)
 
 
 def _alpha_grads(core_grad, grad: torch.Tensor, x: torch.Tensor, alpha, kwargs: dict):
     """(grad_x in grad's dtype, grad_alpha as an ndarray) from the core's grad function."""
     a = _alpha_value(alpha, kwargs.get("axis") is not None)
-    with torch_pool_only(x.numel()):
-        gx, ga = core_grad(to_numpy(x), a, to_numpy(grad), **kwargs)
+    gx, ga = core_grad(to_numpy(x), a, to_numpy(grad), **kwargs)
     gx = from_numpy(np.asarray(gx), x.device)
     return (gx if gx.dtype == grad.dtype else gx.to(grad.dtype)), ga
 

@@ -126,19 +126,25 @@ def _wrap32(v):
 @kernel
 def quantize_element(x, s_q, inv, z, z_c, lo, hi, qmode, cfmt, afmt, zp_mode, fma, zp_add_int,
                      rmode, u, clamp_mode, cast, nan_q):
-    """One element's integer code (an integer-valued float64), or ``nan_q`` for NaN input.
+    """One element's integer code (an integer-valued float64), or ``nan_q`` for NaN input:
+    :func:`clamp_code` of :func:`rounded_code`."""
+    return clamp_code(rounded_code(x, s_q, inv, z, z_c, qmode, cfmt, afmt, zp_mode, fma, zp_add_int,
+                                   rmode, u), z, lo, hi, clamp_mode, cast, nan_q)
+
+
+@kernel
+def rounded_code(x, s_q, inv, z, z_c, qmode, cfmt, afmt, zp_mode, fma, zp_add_int, rmode, u):
+    """One element's code before the clamp: the rounded quotient with its zero point (NaN for NaN).
 
     ``zp_mode``: the zero point is added after rounding (``ZP_AFTER``), before it (``ZP_BEFORE``),
     or not at all (any other value, ``ZeroPoint.NONE``: ``q = round(t)``, whose ``-0.0`` survives
     into fake_quantize).
     A float add of an after-rounding zero point is rounded to ``afmt`` (``z_c`` is ``z`` in it).
-    ``clamp_mode``: see :func:`clamp_code`.
     """
     if qmode == QUOTIENT_EXACT:
-        return clamp_code(round_quotient(x, s_q, rmode, u) + z, z, lo, hi, clamp_mode, cast, nan_q)
+        return round_quotient(x, s_q, rmode, u) + z
     t = quotient_value(x, s_q, inv, z_c, qmode, cfmt, afmt, zp_mode == ZP_BEFORE, fma)
-    return code_of_quotient(t, z, z_c, lo, hi, afmt, zp_mode, zp_add_int, rmode, u, clamp_mode, cast,
-                            nan_q)
+    return round_and_add(t, z, z_c, afmt, zp_mode, zp_add_int, rmode, u)
 
 
 @kernel
@@ -202,16 +208,27 @@ def quotient_value32(x, s_q, inv, z_c, qmode, zp_before, fma, cfmt, x_in_cfmt):
 
 
 @kernel
-def code_of_quotient(t, z, z_c, lo, hi, afmt, zp_mode, zp_add_int, rmode, u, clamp_mode, cast, nan_q):
-    """Round the float quotient ``t``, add an after-rounding zero point and :func:`clamp_code`."""
+def round_and_add(t, z, z_c, afmt, zp_mode, zp_add_int, rmode, u):
+    """Round the float quotient ``t`` and add an after-rounding zero point (the code before the
+    clamp)."""
     r = np.rint(t) if rmode == HALF_EVEN else round_value(t, rmode, u)
     if zp_mode != ZP_AFTER:
-        q = r
-    elif zp_add_int:
-        q = r + z
-    else:
-        q = rnd(r + z_c, afmt)
-    return clamp_code(q, z, lo, hi, clamp_mode, cast, nan_q)
+        return r
+    if zp_add_int:
+        return r + z
+    return rnd(r + z_c, afmt)
+
+
+@kernel
+def unclamped_code(q, z, clamp_mode, cast):
+    """The code that ``clamp_mode`` compares with ``[lo, hi]`` (see :func:`clamp_code`): the
+    rounded ``q`` itself, or what the conversion before the clamp makes of it. The straight-through
+    mask is this code lying in ``[qmin, qmax]``."""
+    if clamp_mode == CLAMP_WRAP32_FIRST:
+        return convert_to_int(q, WRAP32)
+    if clamp_mode == CLAMP_INT32_FIRST:
+        return _wrap32(convert_to_int(q - z, cast) + z)
+    return q
 
 
 @kernel
@@ -226,15 +243,13 @@ def clamp_code(q, z, lo, hi, clamp_mode, cast, nan_q):
     (NaN included), add ``z`` in int32 arithmetic, then clamp (``CLAMP_INT32_FIRST``, with an
     exact integer add: ``q - z`` is then ``round(t)`` wherever the conversion keeps it).
     """
-    c = min(max(q, lo), hi)
+    c = min(max(unclamped_code(q, z, clamp_mode, cast), lo), hi)
     if clamp_mode == CLAMP_CAST_FIRST:  # an int64 has no -0: -0.0 + 0.0 is +0.0
         c = c + 0.0 if abs(q) < _INT64_LIMIT else lo
     elif clamp_mode == CLAMP_CAST_LAST:
         c = convert_to_int(c, cast)
-    elif clamp_mode == CLAMP_WRAP32_FIRST:
-        c = min(max(convert_to_int(q, WRAP32), lo), hi)
     elif clamp_mode == CLAMP_INT32_FIRST:
-        return min(max(_wrap32(convert_to_int(q - z, cast) + z), lo), hi)
+        return c
     return nan_q if q != q else c
 
 
@@ -343,6 +358,7 @@ class Key(NamedTuple):
     xfmt: int = 1  # Format of x's elements (float16 / bfloat16: passed as their uint16 bits)
     f32ops: bool = False  # the quotient in float32 arithmetic (:func:`quotient_value32`)
     fast32: bool = False  # runs of elements first take the all-float32 pass (:func:`_fast32_run_py`)
+    mask: bool = False  # the loop also writes the straight-through mask
 
 
 # How groups of parameters map onto x: one group; x seen as (outer, channels, inner) with
@@ -354,76 +370,86 @@ ROW_MIN = 64  # per-channel rows at least this long are the parallel unit
 # The template's knobs (Key's fields, upper case) and inner functions: placeholders here, bound
 # to constants and compiled functions in each specialization's copy of the module namespace.
 QMODE = CFMT = AFMT = ZP_MODE = FMA = ZP_ADD_INT = RMODE = CLAMP_MODE = DEQUANT = DMODE = OFMT = PFMT = 0
-GROUPING = DRAWN = XFMT = F32OPS = FAST32 = 0
+GROUPING = DRAWN = XFMT = F32OPS = FAST32 = MASK = 0
 _affine_element = _affine_run = _exact_chunk = _fast32_run = None
 
 # The loops, one per grouping. Each quantizes (``DEQUANT`` false: integer ``out``) or
-# fake-quantizes every element of ``x``; ``u`` holds the stochastic draws (``DRAWN``). A group's
-# parameters are read once per run of elements that share them, so that the element loop has no
-# loads LLVM cannot hoist.
+# fake-quantizes every element of ``x``; ``u`` holds the stochastic draws (``DRAWN``); with
+# ``MASK``, ``m[i]`` is set to whether element i's code before the clamp lies in ``[lo, hi]``
+# (the straight-through mask; False for NaN). A group's parameters are read once per run of
+# elements that share them, so that the element loop has no loads LLVM cannot hoist.
 
 
-def _loop_none(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out):
+def _loop_none(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out, m):
     chunks = (x.size + _CHUNK - 1) // _CHUNK
     for c in prange(chunks):
         _affine_run(x, u, c * _CHUNK, min(x.size, (c + 1) * _CHUNK), s_q[0], inv[0], z[0], z_c[0],
-                    s_d[0], lo, hi, cast, nan_q, out)
+                    s_d[0], lo, hi, cast, nan_q, out, m)
 
 
-def _loop_rows(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out):
+def _loop_rows(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out, m):
     outer, channels, inner = shape3
     for row in prange(outer * channels):
         g = row % channels
         _affine_run(x, u, row * inner, (row + 1) * inner, s_q[g], inv[g], z[g], z_c[g], s_d[g],
-                    lo, hi, cast, nan_q, out)
+                    lo, hi, cast, nan_q, out, m)
 
 
-def _loop_outer(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out):
+def _loop_outer(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out, m):
     outer, channels, inner = shape3
     for o in prange(outer):
         for g in range(channels):
             start = (o * channels + g) * inner
             _affine_run(x, u, start, start + inner, s_q[g], inv[g], z[g], z_c[g], s_d[g], lo, hi,
-                        cast, nan_q, out)
+                        cast, nan_q, out, m)
 
 
-def _loop_index(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out):
+def _loop_index(x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out, m):
     for i in prange(x.size):
         g = gidx[i]
-        out[i] = _affine_element(x[i], u[i] if DRAWN else 0.0, s_q[g], inv[g], z[g], z_c[g],
-                                 s_d[g], lo, hi, cast, nan_q)
+        v, inside = _affine_element(x[i], u[i] if DRAWN else 0.0, s_q[g], inv[g], z[g], z_c[g],
+                                    s_d[g], lo, hi, cast, nan_q)
+        out[i] = v
+        if MASK:
+            m[i] = inside
 
 
 _LOOPS = (_loop_none, _loop_rows, _loop_outer, _loop_index)
 
 
-def _affine_run_py(x, u, start, stop, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out):
-    if FAST32 and not _fast32_run(x[start:stop], s_q, inv, z, s_d, lo, hi, out[start:stop]):
+def _affine_run_py(x, u, start, stop, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q, out, m):
+    ms = m[start:stop] if MASK else m
+    if FAST32 and not _fast32_run(x[start:stop], s_q, inv, z, s_d, lo, hi, out[start:stop], ms):
         return
     # slices indexed from 0: LLVM then sees non-negative indices (contiguous vector loads)
     xs, os = x[start:stop], out[start:stop]
     us = u[start:stop] if DRAWN else u
     for i in range(xs.size):
-        os[i] = _affine_element(xs[i], us[i] if DRAWN else 0.0, s_q, inv, z, z_c, s_d, lo, hi, cast,
-                                nan_q)
+        v, inside = _affine_element(xs[i], us[i] if DRAWN else 0.0, s_q, inv, z, z_c, s_d, lo, hi,
+                                    cast, nan_q)
+        os[i] = v
+        if MASK:
+            ms[i] = inside
 
 
 def _affine_element_py(xi, ui, s_q, inv, z, z_c, s_d, lo, hi, cast, nan_q):
+    # (the output value, whether the code before the clamp lies in [lo, hi])
     xv = load_value(xi, XFMT)
     if F32OPS:
         t = np.float64(quotient_value32(np.float32(xv), np.float32(s_q), np.float32(inv),
                                         np.float32(z_c), QMODE, ZP_MODE == ZP_BEFORE, FMA, CFMT,
                                         XFMT == CFMT))
-        q = code_of_quotient(t, z, z_c, lo, hi, AFMT, ZP_MODE, ZP_ADD_INT, RMODE, ui, CLAMP_MODE, cast,
-                             nan_q)
+        r = round_and_add(t, z, z_c, AFMT, ZP_MODE, ZP_ADD_INT, RMODE, ui)
     else:
-        q = quantize_element(xv, s_q, inv, z, z_c, lo, hi, QMODE, CFMT, AFMT, ZP_MODE, FMA, ZP_ADD_INT,
-                             RMODE, ui, CLAMP_MODE, cast, nan_q)
+        r = rounded_code(xv, s_q, inv, z, z_c, QMODE, CFMT, AFMT, ZP_MODE, FMA, ZP_ADD_INT, RMODE, ui)
+    q = clamp_code(r, z, lo, hi, CLAMP_MODE, cast, nan_q)
+    p = unclamped_code(r, z, CLAMP_MODE, cast)
+    inside = (r == r) & (p >= lo) & (p <= hi)
     if DEQUANT:
         v = dequantize_element(q, z, s_d, DMODE, OFMT, PFMT, OFMT == 2 or OFMT == 3)
         # a half output: the float32 the value was stored as, cast to the half format
-        return np.float64(half_bits(rnd(rnd(v, 1), OFMT), OFMT)) if OFMT >= 2 else v
-    return q
+        return (np.float64(half_bits(rnd(rnd(v, 1), OFMT), OFMT)) if OFMT >= 2 else v), inside
+    return q, inside
 
 
 # The all-float32 pass. Where the float32 quotient t has |t| < ORDINARY_32, every later step of a
@@ -482,7 +508,7 @@ def f64_to_half(v, fmt):
     return sign | (0 if a == 0 else m)
 
 
-def _fast32_run_py(xs, s_q, inv, z, s_d, lo, hi, os):
+def _fast32_run_py(xs, s_q, inv, z, s_d, lo, hi, os, ms):
     """The all-float32 pass over one run; True where an element is out of its domain (the run is
     then computed again by the general loop)."""
     s_q, inv, z, s_d = np.float32(s_q), np.float32(inv), np.float32(z), np.float32(s_d)
@@ -501,6 +527,8 @@ def _fast32_run_py(xs, s_q, inv, z, s_d, lo, hi, os):
             q = q + z if ZP_ADD_INT else rnd32(q + z, AFMT)
         if CLAMP_MODE == CLAMP_INT32_FIRST:
             q = (q - z) + z
+        if MASK:  # below 2**22 the conversions before a clamp keep q
+            ms[i] = (q >= lo) & (q <= hi)
         c = min(max(q, lo), hi)
         if CLAMP_MODE == CLAMP_CAST_FIRST or CLAMP_MODE == CLAMP_WRAP32_FIRST:  # -0.0 becomes +0.0
             c = c + np.float32(0.0)
@@ -515,7 +543,7 @@ def _fast32_run_py(xs, s_q, inv, z, s_d, lo, hi, os):
     return bad
 
 
-def _no_fast32_py(xs, s_q, inv, z, s_d, lo, hi, os):
+def _no_fast32_py(xs, s_q, inv, z, s_d, lo, hi, os, ms):
     return True
 
 
@@ -527,9 +555,10 @@ def affine_kernel(key: Key) -> Sized:
     """The loop of ``key.grouping`` compiled for ``key``: a copy of the template with every knob a
     constant, serial and parallel twins, each with its own cache file named after the key.
     Called as ``affine_kernel(key)(n, x, shape3, gidx, u, s_q, inv, z, z_c, s_d, lo, hi, cast,
-    nan_q, out)`` with per-group float64 arrays ``s_q`` (scale of the quotient), ``inv``
+    nan_q, out, m)`` with per-group float64 arrays ``s_q`` (scale of the quotient), ``inv``
     (reciprocal), ``z`` (zero point), ``z_c`` (zero point in the compute format), ``s_d``
-    (scale of the dequantization); ``gidx`` is read only by ``GROUP_INDEX``."""
+    (scale of the dequantization); ``gidx`` is read only by ``GROUP_INDEX``; ``m``, a bool array,
+    only under ``key.mask``, which fills it with the straight-through mask."""
     fast32 = _fast32_run_py if key.fast32 else _no_fast32_py  # compiled only where it runs
     return _specialize(key, (("_affine_element", _affine_element_py), ("_fast32_run", fast32),
                              ("_affine_run", _affine_run_py)), _LOOPS[key.grouping], "affine_")
@@ -582,7 +611,8 @@ _MIDPOINTS = ((0, 1, 0.0), (0x1FFFFFFF, 0x10000000, 2.4e-38), ((1 << 42) - 1, 1 
 
 @kernel
 def _fast_exact_element(xi, s, inv, z, lo, hi, dequant, check_product, ofmt, resolve):
-    """(value, uncertain): the branch-free exact half-to-even result and whether it is certified.
+    """(value, uncertain, inside): the branch-free exact half-to-even result, whether it is
+    certified, and whether its code before the clamp lies in ``[lo, hi]``.
 
     ``t = fl(xi * inv)`` with ``inv = fl(1 / s)`` a normal float64 is within ``2**-52 |t|`` of the
     real quotient, so a fraction farther than ``2**-51 max(|t|, 1)`` from 1/2 rounds as the real
@@ -606,45 +636,48 @@ def _fast_exact_element(xi, s, inv, z, lo, hi, dequant, check_product, ofmt, res
         r = (h + 0.5 if d > 0.0 else (h - 0.5 if d < 0.0 else tied)) if near else r
         bad = near & (not ((at < 1125899906842624.0) & (np.abs(xi) > 1.1813e-271)))  # 2**50, ~2**-900
     q = r + z
+    inside = (q >= lo) & (q <= hi)
     q = q if q > lo else lo
     q = q if q < hi else hi
     if not dequant:
-        return q, bad
+        return q, bad, inside
     p = (q - z) * s
     if check_product:
         mask, half, tiny = _MIDPOINTS[ofmt]
         ap = np.abs(p)
         on_midpoint = (f64_to_bits(p) & mask) == half
         bad = bad | on_midpoint | ((ap < tiny) & (ap != 0.0))
-    return p, bad
+    return p, bad, inside
 
 
-def _exact_fast_py(x, channels, task, s, inv, z, check, lo, hi, out, uncertain):
+def _exact_fast_py(x, channels, task, s, inv, z, check, lo, hi, out, uncertain, m):
     n = x.size
     for c in prange(uncertain.size):
         g = c % channels
         start, stop = c * task, min(n, (c + 1) * task)
         uncertain[c] = _exact_chunk(x[start:stop], s[g], inv[g], z[g], lo, hi, check[g] != 0,
-                                    out[start:stop])
+                                    out[start:stop], m[start:stop] if MASK else m)
 
 
-def _exact_chunk_py(x, s, inv, z, lo, hi, check, out):
+def _exact_chunk_py(x, s, inv, z, lo, hi, check, out, m):
     # one task (indices from 0, so that LLVM vectorizes it; a bool flag keeps the vector width)
     flags = False
     for i in range(x.size):
         # halves widen through float32 (exact; NaN, inf: uncertain)
         xi = np.float64(half_to_f32(x[i], XFMT)) if XFMT >= 2 else np.float64(x[i])
         # half formats hold few significand bits, so their quotients land on ties often
-        v, bad = _fast_exact_element(xi, s, inv, z, lo, hi, DEQUANT, check, OFMT, XFMT >= 2)
+        v, bad, inside = _fast_exact_element(xi, s, inv, z, lo, hi, DEQUANT, check, OFMT, XFMT >= 2)
         if DEQUANT and OFMT >= 2:  # a product in the half's subnormal range is uncertain
             out[i] = f64_to_half(v, OFMT)
         else:
             out[i] = v
+        if MASK:
+            m[i] = inside
         flags = flags | bad
     return flags
 
 
-def _exact_fixup_py(x, channels, task, s, inv, z, check, lo, hi, out, uncertain):
+def _exact_fixup_py(x, channels, task, s, inv, z, check, lo, hi, out, uncertain, m):
     n = x.size
     for c in prange(uncertain.size):
         if uncertain[c] == 0:
@@ -652,10 +685,13 @@ def _exact_fixup_py(x, channels, task, s, inv, z, check, lo, hi, out, uncertain)
         g = c % channels
         for i in range(c * task, min(n, (c + 1) * task)):
             xi = load_value(x[i], XFMT)
-            v, bad = _fast_exact_element(xi, s[g], inv[g], z[g], lo, hi, DEQUANT, check[g] != 0, OFMT, True)
+            v, bad, inside = _fast_exact_element(xi, s[g], inv[g], z[g], lo, hi, DEQUANT, check[g] != 0,
+                                                 OFMT, True)
             if bad:
-                q = quantize_element(xi, s[g], 1.0, z[g], z[g], lo, hi, QUOTIENT_EXACT, 0, 0, ZP_AFTER,
-                                     False, True, 0, 0.0, CLAMP_FLOAT, NO_CAST, np.nan)
+                r = rounded_code(xi, s[g], 1.0, z[g], z[g], QUOTIENT_EXACT, 0, 0, ZP_AFTER, False, True,
+                                 0, 0.0)
+                inside = (r >= lo) & (r <= hi)
+                q = clamp_code(r, z[g], lo, hi, CLAMP_FLOAT, NO_CAST, np.nan)
                 if not DEQUANT:
                     out[i] = q
                 elif OFMT >= 2:
@@ -667,6 +703,8 @@ def _exact_fixup_py(x, channels, task, s, inv, z, check, lo, hi, out, uncertain)
                 out[i] = f32_to_half(np.float32(rnd(v, OFMT)), OFMT)
             else:
                 out[i] = v
+            if MASK:
+                m[i] = inside
 
 
 class ExactKey(NamedTuple):
@@ -675,6 +713,7 @@ class ExactKey(NamedTuple):
     xfmt: int  # Format of x's elements (halves as bits)
     dequant: bool
     ofmt: int  # output Format (halves stored as bits)
+    mask: bool = False  # also the straight-through mask, into ``m``
 
 
 CHUNK = 16384  # elements per task of a per-tensor exact pass
@@ -685,9 +724,10 @@ def exact_half_even_kernels(key: ExactKey) -> tuple[Sized, Sized]:
     """(fast, fixup) passes of the exact convention under half to even, over tasks of ``task``
     elements (chunks of :data:`CHUNK` per tensor, or rows of one channel: task ``c`` uses group
     ``c % channels``); called as ``k(n, x, channels, task, s, inv, z, check, lo, hi, out,
-    uncertain)`` with per-group ``s``, ``inv = fl(1 / s)``, ``z`` and ``check`` (nonzero: check
-    the products for double rounding). The fast pass sets ``uncertain[c]`` where task c holds
-    elements it could not certify; the fixup recomputes those with the exact element kernels."""
+    uncertain, m)`` with per-group ``s``, ``inv = fl(1 / s)``, ``z`` and ``check`` (nonzero: check
+    the products for double rounding), and ``m`` the bool array of the mask (``key.mask``). The
+    fast pass sets ``uncertain[c]`` where task c holds elements it could not certify; the fixup
+    recomputes those with the exact element kernels."""
     inner = (("_exact_chunk", _exact_chunk_py),)
     return (_specialize(key, inner, _exact_fast_py, "exact_fast_"),
             _specialize(key, (), _exact_fixup_py, "exact_fixup_"))
