@@ -67,6 +67,15 @@ def _round_to(values: np.ndarray, fmt: int) -> np.ndarray:
     return np.array([rnd(float(v), fmt) for v in values], dtype=np.float64)
 
 
+@functools.cache
+def _kernels():
+    """The kernel module, imported on first use (it imports Numba) and kept (a call with new
+    qparams asks for it several times)."""
+    from ._kernels import _affine
+
+    return _affine
+
+
 class _Layout:
     """How scale and zero point map onto x: one group, or a group index per element."""
 
@@ -90,8 +99,8 @@ class _Layout:
                 )
             self.group_shape = ()
             self._gidx = np.empty(0, np.intp)
-            self.shape3 = (1, 1, int(np.prod(shape, dtype=np.int64)))
-        n_groups = int(np.prod(self.group_shape, dtype=np.int64)) if self.group_shape else 1
+            self.shape3 = (1, 1, math.prod(shape))
+        n_groups = math.prod(self.group_shape)
         if self.zero_point.size != 1 and self.zero_point.shape != self.scale.shape:
             raise ValueError(
                 f"zero_point must be a scalar or have {scale_name}'s shape {self.scale.shape}; "
@@ -113,8 +122,7 @@ class _Layout:
                 f"got shape {self.scale.shape}"
             )
         self._gidx = None  # built on demand: the kernels walk (outer, channels, inner)
-        self.shape3 = (int(np.prod(shape[:ax], dtype=np.int64)), channels,
-                       int(np.prod(shape[ax + 1:], dtype=np.int64)))
+        self.shape3 = (math.prod(shape[:ax]), channels, math.prod(shape[ax + 1:]))
         return (channels,)
 
     def _per_block(self, shape, block_size, scale_name):
@@ -154,8 +162,7 @@ class _Layout:
 
     def grouping(self):
         """(grouping code of :mod:`refquant._kernels._affine`, (outer, channels, inner))."""
-        from ._kernels import _affine as k
-
+        k = _kernels()
         if not self.per_channel:
             return k.GROUP_NONE, self.shape3
         if self.block_size is not None:
@@ -351,6 +358,8 @@ class _Plan:
         if zps.dtype.kind in "iu" and zps.dtype.itemsize == 8:
             _check_exact_integers(zps, "zero_point")
         z = zps.astype(np.float64)
+        if z.size <= 64 and _ordinary_zero_points(z.tolist(), conv, for_dequantize, lo, hi):
+            return z  # the checks below on Python floats (a new zero point every call in training)
         if not np.isfinite(z).all():
             raise ValueError(f"zero_point must be finite; got {zps[~np.isfinite(z)][0]!r}")
         if not conv.float_zero_point and not (z == np.round(z)).all():
@@ -377,7 +386,9 @@ class _Plan:
             s_q, inv = self.s64, np.ones_like(self.s64)
         else:
             s_q = _round_to(_round_to(self.s64, self.s_fmt), self.c_fmt)
-            inv = np.where(self._zero_multiplier(), 0.0, self._reciprocal())
+            inv = self._reciprocal()
+            if self.conv.tiny_amax > 0:
+                inv = np.where(self._zero_multiplier(), 0.0, inv)
         z_c = _round_to(self.z, self.a_fmt)
         return np.ascontiguousarray(s_q), np.ascontiguousarray(inv), z_c
 
@@ -451,8 +462,7 @@ class _Plan:
         integer output, the clamped value goes through the float-to-integer conversion. Under
         ``int32_first`` the rounded quotient goes through NumPy's conversion to int32 (NaN, +-inf
         and ``|v| >= 2**31`` give INT32_MIN; ml_dtypes' from bfloat16 gives 0)."""
-        from ._kernels._affine import NO_CAST
-
+        NO_CAST = _kernels().NO_CAST
         lo, hi = float(self.lo), float(self.hi)
         if self.conv.clamp == "int32_first":
             return code("clamp", "int32_first"), lo, hi, (2.0**31, 0.0 if self.c_fmt == _BF16 else -(2.0**31),
@@ -479,6 +489,17 @@ class _Plan:
 
 
 _EXACT_INTEGERS = 2**53  # float64 holds every integer up to this magnitude
+
+
+def _ordinary_zero_points(zs: list, conv, for_dequantize: bool, lo: int, hi: int) -> bool:
+    """Whether the zero points ``zs`` (floats) pass :meth:`_Plan._zero_points`'s checks."""
+    for v in zs:
+        if not math.isfinite(v) or (not conv.float_zero_point and not v.is_integer()):
+            return False
+        if (conv.zero_point == "none" and v != 0) or (conv.zero_point_in_range and not for_dequantize
+                                                      and not lo <= v <= hi):
+            return False
+    return True
 
 
 def _check_exact_integers(values: np.ndarray, name: str) -> None:
@@ -591,8 +612,7 @@ def _compute(plan, xk, fake, out, u, mask=None) -> bool:
     """Fill ``out`` (and, fake-quantizing, the bool array ``mask`` with the straight-through mask
     in the same pass). False, with nothing written, where the kernels cannot give that mask
     (see :func:`_kernel_call`)."""
-    from ._kernels import _affine as k
-
+    k = _kernels()
     conv = plan.conv
     out_fmt = plan.x_fmt if fake else _F64
     grouping, shape3 = plan.layout.grouping()
@@ -621,8 +641,7 @@ def _kernel_call(plan, fake, out_fmt, grouping, drawn, mask=False):
     of that same computation: a deterministic fake_quantize clamped at the integer ends of the
     range, with a quotient that is NaN only for NaN x (a finite nonzero scale or reciprocal).
     Elsewhere: False."""
-    from ._kernels import _affine as k
-
+    k = _kernels()
     conv = plan.conv
     s_q, inv, z_c = plan.quotient_params()
     dmode, s_d, p_fmt = plan.dequant_params(out_fmt)
@@ -673,8 +692,7 @@ def _fast32_holds(plan, key, z_c, s_d, lo, hi) -> bool:
     in its add's format, a finite float32 dequantization scale (nonzero for a divide), and a
     product rounded once to a float32 or half output. (On Python floats: a new per-tensor scale
     every call, as in training, costs a few microseconds.)"""
-    from ._kernels import _affine as k
-
+    k = _kernels()
     if key.drawn or key.grouping == k.GROUP_INDEX or (key.dequant and key.ofmt == _F64):
         return False
     zs = plan.z.tolist()
@@ -713,8 +731,7 @@ def _exact_fast(plan, xk, fake, out_fmt, out, mask=None) -> bool:
     """The exact convention's certified half-to-even pass (per tensor, or per channel by rows),
     with the straight-through mask into ``mask`` where it is an array; False, with nothing
     written, when a scale's reciprocal is not a normal float64."""
-    from ._kernels import _affine as k
-
+    k = _kernels()
     which = ("exact", fake, mask is not None)
     call = plan.kernel_calls.get(which)
     if call is None:
@@ -734,8 +751,7 @@ def _exact_fast(plan, xk, fake, out_fmt, out, mask=None) -> bool:
 def _exact_call(plan, fake, out_fmt, mask=False):
     """(fast pass, fixup, channels, task length, (s, inv, z, check, lo, hi)) of the certified pass
     for a plan (worked out once: a plan is read only), or False where it does not apply."""
-    from ._kernels import _affine as k
-
+    k = _kernels()
     s, z = plan.s64, np.ascontiguousarray(plan.z)
     if not ((s > _RECIPROCAL_SAFE[0]) & (s < _RECIPROCAL_SAFE[1])).all():
         return False
