@@ -23,10 +23,13 @@ import numpy as np
 
 from .._codes import Clamp, Dequant, Quotient, ZeroPoint
 from ._jit import (
+    HAS_F16C,
     Sized,
     bits_to_f32,
     bits_to_f64,
     f32_to_bits,
+    f16_to_f32_hw,
+    f32_to_f16_hw,
     f64_to_bits,
     fma32,
     fma64,
@@ -172,11 +175,22 @@ def quotient_value(x, s_q, inv, z_c, qmode, cfmt, afmt, zp_before, fma):
 @kernel
 def rnd32(v, fmt):
     """:func:`rnd` of the float32 ``v`` to ``fmt`` (float32 or wider: ``v``; float16 (2) or
-    bfloat16 (3): rounded half to even, overflowing to +-inf), in float32 and 32-bit integer
-    arithmetic, without a branch. A float32 op followed by this rounding is the half format's own
-    op: float32 holds more than twice a half format's precision plus two bits."""
+    bfloat16 (3): rounded half to even, overflowing to +-inf), in float32 arithmetic: the CPU's
+    float16 conversion where it has one (:data:`HAS_F16C`), else :func:`rnd32_bits`. A float32 op
+    followed by this rounding is the half format's own op: float32 holds more than twice a half
+    format's precision plus two bits."""
     if fmt < 2:
         return v
+    if fmt == 2 and HAS_F16C:
+        r = f16_to_f32_hw(f32_to_f16_hw(v))
+        return v if v != v else r
+    return rnd32_bits(v, fmt)
+
+
+@kernel
+def rnd32_bits(v, fmt):
+    """:func:`rnd32` for float16 (2) or bfloat16 (3) in float32 and 32-bit integer arithmetic,
+    without a branch."""
     b = f32_to_bits(v)
     sign = b & np.int32(-2147483648)
     drop = np.int32(16 if fmt == 3 else 13)
@@ -466,7 +480,17 @@ ORDINARY_32 = 4194304.0  # 2**22
 @kernel
 def half_to_f32(b, fmt):
     """The float32 that float16 (``fmt`` 2) or bfloat16 (3) bits ``b`` encode (a NaN: a quiet NaN
-    of its sign, whatever its payload)."""
+    of its sign): the CPU's conversion where it has one (:data:`HAS_F16C`), else
+    :func:`half_to_f32_bits`."""
+    if fmt == 2 and HAS_F16C:
+        return f16_to_f32_hw(b)
+    return half_to_f32_bits(b, fmt)
+
+
+@kernel
+def half_to_f32_bits(b, fmt):
+    """:func:`half_to_f32` in 32-bit integer arithmetic (a NaN: the quiet NaN of its sign, whatever
+    its payload)."""
     b = np.int32(b)
     if fmt == 3:
         return bits_to_f32(np.int32(b << np.int32(16)))
@@ -482,7 +506,16 @@ def half_to_f32(b, fmt):
 @kernel
 def f32_to_half(v, fmt):
     """The float16 (``fmt`` 2) or bfloat16 (3) bits of the float32 ``v`` (not NaN) rounded half
-    to even (beyond the format's range, +-inf included: +-inf), as :func:`half_bits` gives."""
+    to even (beyond the format's range, +-inf included: +-inf), as :func:`half_bits` gives: the
+    CPU's conversion where it has one (:data:`HAS_F16C`), else :func:`f32_to_half_bits`."""
+    if fmt == 2 and HAS_F16C:
+        return np.int32(f32_to_f16_hw(v))
+    return f32_to_half_bits(v, fmt)
+
+
+@kernel
+def f32_to_half_bits(v, fmt):
+    """:func:`f32_to_half` in 32-bit integer arithmetic."""
     b = f32_to_bits(v)
     sign = (b >> np.int32(16)) & np.int32(0x8000)
     a = b & np.int32(0x7FFFFFFF)

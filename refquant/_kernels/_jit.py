@@ -146,3 +146,51 @@ else:
     bits_to_f32 = _bitcast(types.int32, types.float32, ir.IntType(32), ir.FloatType())
     f64_to_bits = _bitcast(types.float64, types.int64, ir.DoubleType(), ir.IntType(64))
     bits_to_f64 = _bitcast(types.int64, types.float64, ir.IntType(64), ir.DoubleType())
+
+
+def _target_has_f16c() -> bool:
+    """Whether the CPU Numba compiles for converts between float32 and float16 in hardware (x86's
+    F16C, which LLVM uses for ``fptrunc`` / ``fpext`` to and from ``half``). Without it LLVM would
+    call a runtime helper the JIT may lack, so the kernels then convert by integer arithmetic;
+    the bits are the same either way (IEEE round to nearest even)."""
+    if numba.config.DISABLE_JIT:
+        return False
+    from numba.core.codegen import get_host_cpu_features
+
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        features = get_host_cpu_features()
+    return "+f16c" in str(features).split(",")
+
+
+HAS_F16C = _target_has_f16c()
+
+
+def _f32_to_f16_typer(typingctx, v):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.uint16(types.float32), codegen
+
+
+def _f16_to_f32_typer(typingctx, b):
+    if not isinstance(b, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = args[0]
+        if v.type.width > 16:
+            v = builder.trunc(v, ir.IntType(16))
+        elif v.type.width < 16:
+            v = builder.zext(v, ir.IntType(16))
+        return builder.fpext(builder.bitcast(v, ir.HalfType()), ir.FloatType())
+
+    return types.float32(b), codegen
+
+
+f32_to_f16_hw = intrinsic(_f32_to_f16_typer)
+f32_to_f16_hw.__doc__ = ("f32_to_f16_hw(v): the float16 bits (uint16) of the float32 v rounded half to "
+                         "even by the CPU's conversion (only where HAS_F16C).")
+f16_to_f32_hw = intrinsic(_f16_to_f32_typer)
+f16_to_f32_hw.__doc__ = ("f16_to_f32_hw(b): the float32 that the float16 bits b (the low 16 bits of an "
+                         "integer) encode, by the CPU's conversion (only where HAS_F16C).")

@@ -312,15 +312,21 @@ def test_all_float32_pass_is_refused_where_float32_cannot_hold_the_codes(monkeyp
     assert [key.fast32 for key in keys] == [True, False, False, False, False]
 
 
+@pytest.mark.parametrize("impl", ["dispatch", "bits"])
 @pytest.mark.parametrize("fmt", [2, 3])
-def test_float32_half_conversions_every_pattern(fmt):
-    """half_to_f32 and f32_to_half against NumPy / ml_dtypes for every half pattern and for
-    float32 values at and between the half format's rounding points."""
+def test_float32_half_conversions_every_pattern(fmt, impl):
+    """half_to_f32, f32_to_half and rnd32 against NumPy / ml_dtypes for every half pattern and
+    for float32 values at and between the half format's rounding points: as the kernels call them
+    (float16 by the CPU's conversion where it has one) and in integer arithmetic (the path of a
+    CPU without it)."""
+    half_to_f32, f32_to_half, rnd32 = (
+        (k.half_to_f32, k.f32_to_half, k.rnd32) if impl == "dispatch"
+        else (k.half_to_f32_bits, k.f32_to_half_bits, k.rnd32_bits))
     dtype = np.dtype(np.float16) if fmt == 2 else _bfloat16()
     patterns = np.arange(2**16, dtype=np.uint16)
     with np.errstate(invalid="ignore"):
         wide = patterns.view(dtype).astype(np.float32)
-    got = np.array([k.half_to_f32(int(b), fmt) for b in patterns], np.float32)
+    got = np.array([half_to_f32(int(b), fmt) for b in patterns], np.float32)
     finite = np.isfinite(wide)
     assert_bitwise_equal(got[finite], wide[finite])
     assert (np.isnan(got) == np.isnan(wide)).all() and (got[np.isinf(wide)] == wide[np.isinf(wide)]).all()
@@ -336,8 +342,44 @@ def test_float32_half_conversions_every_pattern(fmt):
         v = between.astype(np.float32)
         v = v[np.isfinite(v)]
         want = v.astype(dtype).view(np.uint16)
-    got = np.array([k.f32_to_half(x, fmt) for x in v], np.int64) & 0xFFFF
+    got = np.array([f32_to_half(x, fmt) for x in v], np.int64) & 0xFFFF
     assert (got == want.astype(np.int64)).all(), v[got != want][:5]
-    rounded = np.array([k.rnd32(x, fmt) for x in v], np.float32)
+    rounded = np.array([rnd32(x, fmt) for x in v], np.float32)
     with np.errstate(all="ignore"):
         assert_bitwise_equal(rounded, v.astype(dtype).astype(np.float32))
+
+
+_NO_F16C = """
+import sys, numpy as np
+import refquant as rq
+from refquant._kernels import _jit
+x = np.frombuffer(sys.stdin.buffer.read(), np.float16)
+y = rq.fake_quantize(x, 0.0123, 3, qmin=-128, qmax=127, convention="torchao")
+e = rq.fake_quantize(x, 0.0123, 3, qmin=-128, qmax=127)
+sys.stdout.buffer.write(bytes([_jit.HAS_F16C]) + y.tobytes() + e.tobytes())
+"""
+
+
+def test_a_cpu_without_float16_conversions_gets_the_same_bits(tmp_path):
+    """Numba told to compile for this CPU less F16C (as on an x86 CPU without it) takes the
+    integer-arithmetic conversions, with the same float16 bits (a fresh process and cache)."""
+    import os
+    import subprocess
+    import sys
+
+    from numba.core.codegen import get_host_cpu_features
+
+    features = [f for f in str(get_host_cpu_features()).split(",") if f and f[1:] != "f16c"]
+    env = dict(os.environ, NUMBA_CPU_FEATURES=",".join(features + ["-f16c"]),
+               NUMBA_CACHE_DIR=str(tmp_path))
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(4096) * 2).astype(np.float16)
+    x[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 6e-8]
+    done = subprocess.run([sys.executable, "-c", _NO_F16C], input=x.tobytes(), env=env,
+                          capture_output=True, timeout=600, check=True)
+    out = done.stdout
+    assert out[0] == 0  # the integer path was compiled
+    y = np.frombuffer(out[1:1 + x.nbytes], np.float16)
+    e = np.frombuffer(out[1 + x.nbytes:], np.float16)
+    assert_bitwise_equal(y, rq.fake_quantize(x, 0.0123, 3, qmin=-128, qmax=127, convention="torchao"))
+    assert_bitwise_equal(e, rq.fake_quantize(x, 0.0123, 3, qmin=-128, qmax=127))
