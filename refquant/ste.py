@@ -94,6 +94,14 @@ def _windows(dtype, s64, z64, qmin: int, qmax: int, end, lo0, hi0) -> np.ndarray
     return np.minimum(start[:, :, None] + steps, hi0[:, None, None])
 
 
+def _resolved(conv, per_channel: bool, zero_point, qmin: int, qmax: int):
+    """The convention as resolved for the original call (its granularity, zero point and range):
+    the widened quantize that shows the mask must compute as that call does."""
+    return conv.resolve(per_channel=per_channel,
+                        float_zero_point=np.asarray(zero_point).dtype.kind == "f",
+                        wide=(qmax - qmin) >= 256)
+
+
 def _search_ends(dtype: np.dtype, s64: np.ndarray, z64: np.ndarray, qmin: int, qmax: int):
     """Per group, the largest finite value ``end`` of x's dtype to search up to: the group's own
     reach ``s * (max(|qmin|, |qmax|) + |z| + 2) * 4`` (beyond it every code lies outside the
@@ -131,12 +139,7 @@ def bounds(dtype, scale, zero_point, qmin: int, qmax: int, *, groups: int | None
     (array(-2.125, dtype=float32), array(1.8749999, dtype=float32))
     """
     dtype = np.dtype(dtype)
-    zp_arr = np.asarray(zero_point)
-    conv = conventions.get(convention).resolve(
-        per_channel=groups is not None,
-        float_zero_point=zp_arr.dtype.kind == "f",
-        wide=(qmax - qmin) >= 256,
-    )
+    conv = _resolved(conventions.get(convention), groups is not None, zero_point, qmin, qmax)
     if rounding == "stochastic":
         rounding = "half_even"
     rows = 1 if groups is None else groups
@@ -255,11 +258,8 @@ def apply_with_mask(spec: Spec, x, scale, zero_point=0, *, rng=None, one_pass=Fa
 
 def _mask_of(spec: Spec, x, scale, zero_point) -> np.ndarray:
     xa = _affine._check_input(x, spec.convention)
-    conv = spec.convention.resolve(
-        per_channel=spec.axis is not None or spec.block_size is not None,
-        float_zero_point=np.asarray(zero_point).dtype.kind == "f",
-        wide=(spec.qmax - spec.qmin) >= 256,
-    )
+    conv = _resolved(spec.convention, spec.axis is not None or spec.block_size is not None,
+                     zero_point, spec.qmin, spec.qmax)
     nan = np.isnan(xa)
     if nan.any():
         xa = np.where(nan, 0, xa).astype(xa.dtype)
